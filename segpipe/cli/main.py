@@ -1,0 +1,90 @@
+"""The ``segpipe`` command: builds the Typer app from ``segpipe.cli.commands`` and maps errors.
+
+Exit codes: 0 ok, 1 problems found / partial failure, 2 cannot run. A :class:`SegpipeError` becomes one
+line on stderr; any other exception too, unless ``--verbose`` asks for the traceback.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+import sys
+
+import typer
+
+from segpipe import __version__
+from segpipe.cli import state
+from segpipe.errors import SegpipeError
+
+app = typer.Typer(
+    name="segpipe",
+    help="Batch annotation and dataset processing for image segmentation.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"segpipe {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def main(
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Show tracebacks and debug output."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    """Batch annotation and dataset processing for image segmentation."""
+    state.VERBOSE = verbose
+    state.QUIET = quiet
+
+
+def _load_commands() -> None:
+    import segpipe.cli.commands as pkg
+
+    for info in sorted(pkgutil.iter_modules(pkg.__path__), key=lambda m: m.name):
+        if info.name.startswith("_"):
+            continue
+        mod = importlib.import_module(f"{pkg.__name__}.{info.name}")
+        mod.register(app)
+
+
+_load_commands()
+
+
+def run() -> None:
+    """Entry point: runs the app and maps every error to one line and an exit code."""
+    verbose = any(a in ("--verbose", "-v") for a in sys.argv[1:])
+    try:
+        app(standalone_mode=False)
+    except SegpipeError as e:
+        if verbose:
+            raise
+        state.err(str(e))
+        sys.exit(e.exit_code)
+    except typer.Exit as e:
+        sys.exit(e.exit_code)
+    except typer.Abort:
+        state.err("aborted")
+        sys.exit(130)
+    except KeyboardInterrupt:
+        state.err("interrupted")
+        sys.exit(130)
+    except SystemExit:
+        raise
+    except Exception as e:  # click usage errors and unexpected failures: one line, never a traceback
+        import click
+
+        if isinstance(e, click.exceptions.ClickException):
+            e.show()
+            sys.exit(2)
+        if verbose:
+            raise
+        state.err(f"internal error: {type(e).__name__}: {e} (run with --verbose for the traceback)")
+        sys.exit(2)

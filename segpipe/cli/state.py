@@ -1,0 +1,34 @@
+"""Process-wide CLI settings and console helpers."""
+
+from __future__ import annotations
+
+import sys
+
+from rich.console import Console
+
+VERBOSE = False
+QUIET = False
+
+console = Console(stderr=False, highlight=False, soft_wrap=True)
+err_console = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def err(message: str) -> None:
+    """Prints one error line on stderr (no markup interpretation)."""
+    err_console.print(f"error: {message}", markup=False)
+
+
+def warn(message: str) -> None:
+    """Prints one warning line on stderr."""
+    err_console.print(f"warning: {message}", markup=False)
+
+
+def show_progress() -> bool:
+    """Progress bars are shown unless --quiet, or stderr is not a terminal and CI is set."""
+    return not QUIET and (sys.stderr.isatty() or not _ci())
+
+
+def _ci() -> bool:
+    import os
+
+    return bool(os.environ.get("CI"))

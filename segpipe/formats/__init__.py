@@ -1,0 +1,68 @@
+"""Format adapters, one package per format, in a registry; plus autodetection."""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+from segpipe.errors import InputError
+from segpipe.formats.base import FormatSpec
+from segpipe.formats.registry import FORMATS
+
+#: Built-in adapter modules, imported on first use. Detection tries formats in this order.
+_BUILTIN = ("segpipe.formats.coco", "segpipe.formats.voc", "segpipe.formats.maskdir")
+#: Detection order: the most specific shapes first.
+DETECT_ORDER = ("coco_panoptic", "coco_results", "coco", "voc", "maskdir")
+_loaded = False
+
+
+def _load() -> None:
+    global _loaded
+    if _loaded:
+        return
+    _loaded = True
+    for mod in _BUILTIN:
+        try:
+            importlib.import_module(mod)
+        except ModuleNotFoundError as e:  # an adapter package not written yet must not break the others
+            if e.name != mod:
+                raise
+
+
+def get_format(name: str) -> FormatSpec:
+    """Returns the registered format ``name`` (raises with the known names)."""
+    _load()
+    return FORMATS.get(name)
+
+
+def all_formats() -> list[FormatSpec]:
+    """Every registered format, sorted by name."""
+    _load()
+    return [FORMATS.get(n) for n in FORMATS.names()]
+
+
+def detect_format(path: str | Path) -> str:
+    """Names the format of ``path`` (a file or folder).
+
+    Raises:
+        InputError: the path is missing or matches no registered format.
+    """
+    _load()
+    p = Path(path)
+    if not p.exists():
+        raise InputError("no such file or folder", path=p)
+    order = [n for n in DETECT_ORDER if n in FORMATS] + [n for n in FORMATS.names() if n not in DETECT_ORDER]
+    for name in order:
+        spec = FORMATS.get(name)
+        try:
+            if spec.detect(p):
+                return name
+        except InputError:
+            raise
+        except Exception:  # a detector that cannot parse the input simply does not match
+            continue
+    raise InputError(
+        "cannot tell the dataset format",
+        path=p,
+        hint=f"pass --from with one of: {', '.join(FORMATS.names())}",
+    )

@@ -1,0 +1,58 @@
+"""Atomic file writes: a reader never sees half a file, a crash leaves only ``*.partial`` orphans."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, Any
+
+from segpipe.storage.paths import fsync_dir
+
+PARTIAL_SUFFIX = ".partial"
+
+
+@contextmanager
+def atomic_open(path: str | Path, mode: str = "wb", *, durable: bool = False) -> Iterator[IO[Any]]:
+    """Opens ``path + '.partial.<pid>'`` for writing and renames it over ``path`` on success.
+
+    Args:
+        path: Final path.
+        mode: ``wb`` or ``w``.
+        durable: fsync the file and its directory (for ledgers and receipts).
+    """
+    final = Path(path)
+    tmp = final.with_name(f"{final.name}{PARTIAL_SUFFIX}.{os.getpid()}")
+    kwargs: dict[str, Any] = {} if "b" in mode else {"encoding": "utf-8", "newline": "\n"}
+    f = open(tmp, mode, **kwargs)  # noqa: SIM115 - closed below on every path
+    try:
+        yield f
+        f.flush()
+        if durable:
+            os.fsync(f.fileno())
+        f.close()
+        os.replace(tmp, final)
+        if durable:
+            fsync_dir(final.parent)
+    except BaseException:
+        f.close()
+        try:
+            tmp.unlink()
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def write_bytes_atomic(path: str | Path, data: bytes, *, durable: bool = False) -> None:
+    """Writes ``data`` to ``path`` atomically."""
+    with atomic_open(path, "wb", durable=durable) as f:
+        f.write(data)
+
+
+def write_json_atomic(path: str | Path, obj: Any, *, indent: int | None = 2, durable: bool = False) -> None:
+    """Writes ``obj`` as UTF-8 JSON atomically."""
+    with atomic_open(path, "w", durable=durable) as f:
+        json.dump(obj, f, indent=indent, ensure_ascii=False)
+        f.write("\n")
