@@ -222,3 +222,39 @@ def chunked(items: Iterator[Sample], size: int) -> Iterator[list[Sample]]:
             batch = []
     if batch:
         yield batch
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceMask:
+    """An instance together with its mask as compressed RLE (decoded and validated).
+
+    Attributes:
+        instance: The annotation record (its ``segmentation`` is kept as the source gave it).
+        rle: Its mask as compressed RLE at the image size, or None for box-only annotations.
+    """
+
+    instance: Instance
+    rle: RLE | None = field(default=None, hash=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Materialized:
+    """A sample with its pixel-level content decoded: what writers and evaluators consume.
+
+    Built on a worker by the source format's ``materialize`` function, one sample at a time, so
+    memory is bounded by one image.
+
+    Attributes:
+        sample: The sample record.
+        instances: Instances with their masks as RLE, in the source's order (z-order: later on top).
+        class_map: ``(H, W) uint8|uint16`` label map (category ids; ``void_value`` = void) when the
+            source has one (VOC ``SegmentationClass``, mask directories, panoptic semantics).
+        panoptic: ``((H, W) int32 segment-id map, segments)`` when the source is panoptic.
+        void_value: The value meaning void in ``class_map`` (255 by default).
+    """
+
+    sample: Sample
+    instances: tuple[InstanceMask, ...] = ()
+    class_map: Any = field(default=None, compare=False, hash=False)
+    panoptic: Any = field(default=None, compare=False, hash=False)
+    void_value: int = 255

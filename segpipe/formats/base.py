@@ -6,8 +6,10 @@ package) plus a thin reader and writer that touch files:
 * A :class:`DatasetReader` runs on the driver. It reads index files (a COCO JSON, VOC ImageSets and
   XML) once and streams lightweight :class:`~segpipe.core.records.Sample` records; pixel files are
   only named, never decoded there.
+* The format's ``materialize(sample, meta) -> Materialized`` runs on a worker and decodes the pixel
+  files of one sample (masks to RLE, label maps to arrays).
 * A :class:`DatasetWriter` is picklable. ``prepare`` runs on the driver, ``write_shard`` on Dask
-  workers (it decodes pixel files and writes per-image outputs such as PNGs and XML), and
+  workers (it consumes materialized samples and writes per-image outputs such as PNGs and XML), and
   ``finalize`` on the driver (it writes index files such as a COCO JSON or ImageSets, streaming the
   fragments returned by the shards in shard order, so the output is deterministic).
 """
@@ -21,7 +23,7 @@ from typing import Any, ClassVar, Protocol
 
 from segpipe.core.losses import LossCounter
 from segpipe.core.problems import Problem
-from segpipe.core.records import DatasetMeta, Sample
+from segpipe.core.records import DatasetMeta, Materialized, Sample
 
 
 @dataclass
@@ -85,8 +87,13 @@ class DatasetWriter(Protocol):
         """Creates the output layout (driver)."""
         ...
 
-    def write_shard(self, index: int, samples: list[Sample]) -> ShardResult:
-        """Writes the per-image outputs of one shard (worker); must not touch shared files."""
+    def write_shard(self, index: int, samples: Iterable[Materialized]) -> ShardResult:
+        """Writes the per-image outputs of one shard (worker); must not touch shared files.
+
+        ``samples`` is consumed lazily (one decoded image in memory at a time). Every loss is counted
+        in ``ShardResult.losses`` with a one-sentence note; per-category annotation counts go to
+        ``losses.counts_out``.
+        """
         ...
 
     def finalize(self, results: Iterable[ShardResult]) -> list[Path]:
@@ -103,6 +110,7 @@ class FormatSpec:
         description: One line for ``segpipe formats``.
         detect: ``detect(path) -> bool``: cheap check that a path is in this format.
         reader: Reader class, or None if the format cannot be read.
+        materialize: ``materialize(sample, meta) -> Materialized`` (worker side), with the reader.
         writer: Writer class, or None if the format cannot be written.
         validate: ``validate(path) -> Iterator[Problem]``, or None.
         holds: What the format can represent, a subset of {"instances", "boxes", "keypoints",
@@ -114,6 +122,7 @@ class FormatSpec:
     description: str
     detect: Any
     reader: Any = None
+    materialize: Any = None
     writer: Any = None
     validate: Any = None
     holds: frozenset[str] = frozenset()
