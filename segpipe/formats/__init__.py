@@ -10,9 +10,14 @@ from segpipe.formats.base import FormatSpec
 from segpipe.formats.registry import FORMATS
 
 #: Built-in adapter modules, imported on first use. Detection tries formats in this order.
-_BUILTIN = ("segpipe.formats.coco", "segpipe.formats.voc", "segpipe.formats.maskdir")
+_BUILTIN = (
+    "segpipe.formats.coco",
+    "segpipe.formats.voc",
+    "segpipe.formats.maskdir",
+    "segpipe.formats.zarrstore",
+)
 #: Detection order: the most specific shapes first.
-DETECT_ORDER = ("coco_panoptic", "coco_results", "coco", "voc", "maskdir")
+DETECT_ORDER = ("segpipe_zarr", "coco_panoptic", "coco_results", "coco", "voc", "maskdir")
 _loaded = False
 
 

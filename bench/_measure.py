@@ -1,0 +1,49 @@
+"""Run a command and measure its wall time and the peak RSS of its whole process tree."""
+
+from __future__ import annotations
+
+import subprocess
+import threading
+import time
+from collections.abc import Sequence
+
+import psutil
+
+
+def run_measured(cmd: Sequence[str], *, env: dict[str, str] | None = None, interval: float = 0.05) -> dict[str, float]:
+    """Runs ``cmd``; returns ``{"wall_s", "peak_rss_mb"}`` (sum of RSS over the process and its children,
+    sampled every ``interval`` seconds). Raises ``CalledProcessError`` on failure."""
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(list(cmd), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    peak = 0
+    stop = threading.Event()
+
+    def sample() -> None:
+        nonlocal peak
+        try:
+            p = psutil.Process(proc.pid)
+        except psutil.NoSuchProcess:
+            return
+        while not stop.is_set():
+            try:
+                procs = [p, *p.children(recursive=True)]
+                total = 0
+                for q in procs:
+                    try:
+                        total += q.memory_info().rss
+                    except psutil.NoSuchProcess:
+                        pass
+                peak = max(peak, total)
+            except psutil.NoSuchProcess:
+                return
+            time.sleep(interval)
+
+    th = threading.Thread(target=sample, daemon=True)
+    th.start()
+    out, _ = proc.communicate()
+    stop.set()
+    th.join()
+    wall = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise subprocess.CalledProcessError(proc.returncode, list(cmd), output=out)
+    return {"wall_s": wall, "peak_rss_mb": peak / 2**20, "output": out}  # type: ignore[dict-item]

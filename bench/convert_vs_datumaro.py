@@ -1,0 +1,125 @@
+"""COCO instances → Pascal VOC: segpipe vs Datumaro's `datum convert`, side by side in one run.
+
+Generates a COCO instances dataset (default 2,000 images of 640×480, about 20 objects each, polygons
+and RLE mixed, no image files), converts it with both tools, and prints the throughput ratio, the
+peak-RSS ratio (whole process trees, sampled) and how many class PNGs are identical where both tools
+represent the same thing (pixels compared by class name through each tool's labelmap).
+
+    python bench/convert_vs_datumaro.py --datum /path/to/peer-venv/bin/datum [--images 2000]
+
+Datumaro needs its own environment: ``python3 -m venv .venv-peers && .venv-peers/bin/pip install 'datumaro[cli]'``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from pycocotools import mask as mu
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _measure import run_measured  # noqa: E402
+
+NAMES = ["person", "car", "bicycle", "dog", "tree", "bus", "sign", "bench"]
+
+
+def generate(root: Path, n: int, per_image: int, seed: int = 0) -> Path:
+    rng = np.random.default_rng(seed)
+    h, w = 480, 640
+    yy, xx = np.mgrid[:h, :w]
+    cats = [{"id": i + 1, "name": nm, "supercategory": ""} for i, nm in enumerate(NAMES)]
+    images, anns = [], []
+    aid = 1
+    for i in range(n):
+        images.append({"id": i + 1, "file_name": f"{i:06d}.jpg", "width": w, "height": h})
+        for k in range(per_image):
+            cat = int(rng.integers(1, len(NAMES) + 1))
+            if k % 2 == 0:  # polygon: a random convex-ish star
+                cx, cy = rng.uniform(30, w - 30), rng.uniform(30, h - 30)
+                r = rng.uniform(8, 30, size=8)
+                ang = np.sort(rng.uniform(0, 2 * np.pi, size=8))
+                poly = np.stack([cx + r * np.cos(ang), cy + r * np.sin(ang)], 1).ravel().round(2).tolist()
+                rle = mu.merge(mu.frPyObjects([poly], h, w))
+                seg = [poly]
+            else:  # RLE: an ellipse
+                cx, cy = rng.uniform(30, w - 30), rng.uniform(30, h - 30)
+                rx, ry = rng.uniform(6, 30, size=2)
+                x0, x1 = int(max(cx - rx - 1, 0)), int(min(cx + rx + 2, w))
+                y0, y1 = int(max(cy - ry - 1, 0)), int(min(cy + ry + 2, h))
+                m = np.zeros((h, w), np.uint8)
+                m[y0:y1, x0:x1] = ((yy[y0:y1, x0:x1] - cy) / ry) ** 2 + ((xx[y0:y1, x0:x1] - cx) / rx) ** 2 <= 1
+                rle = mu.encode(np.asfortranarray(m))
+                seg = {"size": [h, w], "counts": rle["counts"].decode()}
+            anns.append({"id": aid, "image_id": i + 1, "category_id": cat, "segmentation": seg, "iscrowd": 0,
+                         "area": float(mu.area(rle)), "bbox": [float(v) for v in mu.toBbox(rle)]})
+            aid += 1
+    (root / "annotations").mkdir(parents=True, exist_ok=True)
+    path = root / "annotations" / "instances_default.json"
+    path.write_text(json.dumps({"images": images, "annotations": anns, "categories": cats}))
+    return path
+
+
+def labelmap_names(root: Path) -> list[str]:
+    lines = (root / "labelmap.txt").read_text().splitlines()
+    return [ln.split(":")[0] for ln in lines if ln.strip() and not ln.startswith("#")]
+
+
+def compare(a: Path, b: Path, limit: int = 200) -> tuple[int, int, float]:
+    """Class PNGs identical by class name: (identical images, compared images, identical pixel fraction)."""
+    from PIL import Image
+
+    na, nb = labelmap_names(a), labelmap_names(b)
+    same = total = 0
+    px_same = px_total = 0
+    for pa in sorted((a / "SegmentationClass").glob("*.png"))[:limit]:
+        pb = b / "SegmentationClass" / pa.name
+        if not pb.exists():
+            continue
+        la, lb = np.asarray(Image.open(pa)), np.asarray(Image.open(pb))
+        ta = np.array([*na, *["?"] * (256 - len(na))], dtype=object)
+        tb = np.array([*nb, *["?"] * (256 - len(nb))], dtype=object)
+        ta[255] = tb[255] = "void"
+        ea, eb = ta[la], tb[lb]
+        eq = ea == eb
+        total += 1
+        same += bool(eq.all())
+        px_same += int(eq.sum())
+        px_total += eq.size
+    return same, total, px_same / max(px_total, 1)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--images", type=int, default=2000)
+    ap.add_argument("--objects", type=int, default=20)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--datum", default=shutil.which("datum") or ".venv-peers/bin/datum")
+    ap.add_argument("--keep", action="store_true", help="keep the temporary folder")
+    args = ap.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="segpipe-bench-convert-"))
+    src = tmp / "coco"
+    print(f"generating {args.images} images × {args.objects} objects in {src} ...", flush=True)
+    generate(src, args.images, args.objects)
+    env = dict(os.environ, CI="1")
+    seg = run_measured([sys.executable, "-m", "segpipe", "-q", "convert", str(src), str(tmp / "seg_voc"),
+                        "--to", "voc", "--images", "none", "-w", str(args.workers)], env=env)
+    print(f"segpipe : {seg['wall_s']:.2f} s, peak RSS {seg['peak_rss_mb']:.0f} MiB")
+    dat = run_measured([args.datum, "convert", "-i", str(src), "-if", "coco_instances", "-f", "voc_segmentation",
+                        "-o", str(tmp / "dm_voc"), "--", "--label-map", "source"], env=env)
+    print(f"datumaro: {dat['wall_s']:.2f} s, peak RSS {dat['peak_rss_mb']:.0f} MiB")
+    same, total, px = compare(tmp / "seg_voc", tmp / "dm_voc")
+    print(f"throughput ratio (segpipe / datumaro): {dat['wall_s'] / seg['wall_s']:.1f}x")
+    print(f"peak RSS ratio   (segpipe / datumaro): {seg['peak_rss_mb'] / dat['peak_rss_mb']:.2f}x")
+    print(f"class PNGs identical by class name: {same}/{total} images, {px:.4%} of pixels")
+    if not args.keep:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,52 @@
+"""``segpipe convert SRC DST --to FORMAT``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from segpipe.cli.common import SCHEDULER_HELP, WORKERS_HELP, cluster_spec, progress_bar
+
+
+def register(app: typer.Typer) -> None:
+    """Adds the command."""
+
+    @app.command("convert")
+    def convert_cmd(
+        src: Path = typer.Argument(..., help="A COCO JSON file or a dataset folder."),
+        dst: Path = typer.Argument(..., help="Output folder (created; must be empty unless --overwrite)."),
+        to: str = typer.Option(..., "--to", help="Target format (see `segpipe formats`)."),
+        from_: str = typer.Option("auto", "--from", help="Source format, or auto to detect it."),
+        categories: Path | None = typer.Option(None, "--categories", help="Category map (YAML/JSON)."),
+        strict: bool = typer.Option(False, "--strict", help="Any loss or missing image is an error."),
+        images: str = typer.Option("copy", "--images", help="copy | link | none: what to do with image files."),
+        image_root: Path | None = typer.Option(None, "--image-root", help="Folder holding the source images."),
+        overwrite: bool = typer.Option(False, "--overwrite", help="Allow a non-empty output folder."),
+        on_error: str = typer.Option("fail", "--on-error", help="fail | skip: unreadable samples."),
+        shard_size: int | None = typer.Option(None, "--shard-size", min=1, help="Images per task."),
+        polygons: bool = typer.Option(False, "--polygons", help="COCO targets: write polygons where exact."),
+        workers: int | None = typer.Option(None, "--workers", "-w", min=0, help=WORKERS_HELP),
+        scheduler: str | None = typer.Option(None, "--scheduler", help=SCHEDULER_HELP),
+    ) -> None:
+        """Convert a dataset between formats, reporting everything the target cannot hold."""
+        from segpipe.cli import state
+        from segpipe.cli.report import print_conversion_report
+        from segpipe.errors import ConfigError
+        from segpipe.pipeline.convert import REPORT_NAME, ConvertRequest, convert
+
+        if images not in ("copy", "link", "none"):
+            raise ConfigError(f"--images must be copy, link or none, got {images!r}")
+        if on_error not in ("fail", "skip"):
+            raise ConfigError(f"--on-error must be fail or skip, got {on_error!r}")
+        req = ConvertRequest(
+            src=src, dst=dst, to=to, from_=from_, category_map=categories, strict=strict, copy_images=images,
+            overwrite=overwrite, on_error=on_error, shard_size=shard_size, image_root=image_root,
+            writer_options={"polygons": polygons} if polygons else {},
+        )
+        with progress_bar(f"convert → {to}") as update:
+            report = convert(req, cluster_spec(workers, scheduler), progress=update)
+        print_conversion_report(report, state.console)
+        state.console.print(f"report: {dst / REPORT_NAME}", markup=False)
+        if report["images"]["failed"]:
+            raise typer.Exit(1)

@@ -1,0 +1,25 @@
+"""``segpipe models``: list the registered architectures."""
+
+from __future__ import annotations
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    """Adds the command."""
+
+    @app.command("models")
+    def models_cmd(
+        task: str | None = typer.Option(None, "--task", help="Only semantic, instance, panoptic or landmarks."),
+        num_classes: int = typer.Option(21, "--num-classes", help="Classes used for the parameter count."),
+    ) -> None:
+        """List model architectures with task, parameter count and default input/tile size."""
+        from segpipe.cli.state import console
+        from segpipe.models.registry import count_parameters, get_model_spec, model_names
+
+        console.print(f"{'name':30} {'task':10} {'params':>9}  {'tile':>9}  description", markup=False)
+        for name in model_names(task):  # type: ignore[arg-type]
+            spec = get_model_spec(name)
+            n = count_parameters(name, num_classes)
+            h, w = spec.default_input
+            console.print(f"{name:30} {spec.task:10} {n / 1e6:8.1f}M  {h:>4}x{w:<4}  {spec.description}", markup=False)

@@ -1,0 +1,35 @@
+"""``segpipe validate PATH``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    """Adds the command."""
+
+    @app.command("validate")
+    def validate_cmd(
+        path: Path = typer.Argument(..., help="A COCO JSON file, a dataset folder or a pipeline YAML."),
+        format: str = typer.Option("auto", "--format", "-f", help="Format name, or auto to detect it."),
+        image_root: Path | None = typer.Option(None, "--image-root", help="Folder holding the images."),
+        fail_on_warnings: bool = typer.Option(False, "--fail-on-warnings", help="Exit 1 on warnings too."),
+        json_out: Path | None = typer.Option(None, "--json", help="Also write the problems as JSON."),
+    ) -> None:
+        """Check a dataset: one line per problem naming the file and the field (exit 0 clean, 1 problems)."""
+        from segpipe.cli import state
+        from segpipe.pipeline.validate import validate_path
+        from segpipe.storage.atomic import write_json_atomic
+
+        fmt, problems = validate_path(path, format, image_root=image_root)
+        for p in problems:
+            state.console.print(str(p), markup=False)
+        errors = sum(1 for p in problems if p.severity == "error")
+        warnings = len(problems) - errors
+        state.err_console.print(f"{path} ({fmt}): {errors} errors, {warnings} warnings", markup=False)
+        if json_out is not None:
+            write_json_atomic(json_out, {"path": str(path), "format": fmt, "problems": [p.to_dict() for p in problems]})
+        if errors or (fail_on_warnings and warnings):
+            raise typer.Exit(1)

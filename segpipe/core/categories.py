@@ -1,0 +1,152 @@
+"""Category maps: rename, merge, drop and re-id classes, applied to metadata and to samples.
+
+A category map is a small YAML/JSON document (its JSON Schema is ``schemas/category_map.schema.json``)::
+
+    rename: {person: pedestrian}          # old name -> new name
+    merge: {vehicle: [car, truck, bus]}   # new name <- several old names
+    drop: [traffic light]                 # removed; their pixels become void in label maps
+    ids: {pedestrian: 1, vehicle: 2}      # new ids (by new name); others keep their ids
+    unlisted: keep                        # keep | drop: what happens to classes not named anywhere
+
+Steps apply in the order drop → merge → rename → ids. A merged class takes the id, supercategory and
+colour of its first member unless ``ids`` says otherwise. Original ids are kept unless the map
+changes them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+
+from segpipe.core.records import Category, DatasetMeta, InstanceMask, Materialized, PanopticSegment
+from segpipe.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class CategoryMapper:
+    """A resolved category map: old id → new id (or None for dropped).
+
+    Attributes:
+        id_map: ``{old_id: new_id | None}`` for every source category.
+        categories: The resulting categories, in order.
+    """
+
+    id_map: Mapping[int, int | None]
+    categories: tuple[Category, ...]
+
+    @staticmethod
+    def build(spec: Mapping[str, Any], categories: Sequence[Category], *, source: str = "") -> CategoryMapper:
+        """Resolves ``spec`` (see the module docstring) against ``categories``.
+
+        Raises:
+            ConfigError: unknown class names, a name both dropped and merged, duplicate resulting
+                names or ids — naming the spec file and field.
+        """
+        by_name = {c.name: c for c in categories}
+
+        def known(name: Any, field: str) -> Category:
+            if not isinstance(name, str) or name not in by_name:
+                raise ConfigError(
+                    f"unknown class {name!r}; known: {', '.join(sorted(by_name))}", path=source, where=field
+                )
+            return by_name[name]
+
+        allowed = {"rename", "merge", "drop", "ids", "unlisted"}
+        extra = set(spec) - allowed
+        if extra:
+            raise ConfigError(f"unknown key(s) {sorted(extra)}; allowed: {sorted(allowed)}", path=source)
+        drop = {known(n, f"drop[{i}]").id for i, n in enumerate(spec.get("drop") or [])}
+        unlisted = spec.get("unlisted", "keep")
+        if unlisted not in ("keep", "drop"):
+            raise ConfigError("must be 'keep' or 'drop'", path=source, where="unlisted")
+        new_name: dict[int, str] = {}
+        merged_first: dict[str, Category] = {}
+        for target, members in (spec.get("merge") or {}).items():
+            if not isinstance(members, list) or not members:
+                raise ConfigError("must be a non-empty list of class names", path=source, where=f"merge.{target}")
+            for i, n in enumerate(members):
+                c = known(n, f"merge.{target}[{i}]")
+                if c.id in drop:
+                    raise ConfigError(f"class {n!r} is both dropped and merged", path=source, where=f"merge.{target}")
+                new_name[c.id] = str(target)
+                merged_first.setdefault(str(target), c)
+        for old, new in (spec.get("rename") or {}).items():
+            c = known(old, f"rename.{old}")
+            if c.id in new_name:
+                raise ConfigError(f"class {old!r} is both merged and renamed", path=source, where=f"rename.{old}")
+            new_name[c.id] = str(new)
+        named = set(new_name) | drop
+        id_map: dict[int, int | None] = {}
+        out: dict[str, Category] = {}
+        ids_spec = {str(k): v for k, v in (spec.get("ids") or {}).items()}
+        for c in categories:
+            if c.id in drop or (unlisted == "drop" and c.id not in named):
+                id_map[c.id] = None
+                continue
+            name = new_name.get(c.id, c.name)
+            if name in out:  # a merge member after the first
+                id_map[c.id] = out[name].id
+                continue
+            base = merged_first.get(name, c)
+            new_id = ids_spec.get(name, base.id)
+            if not isinstance(new_id, int) or isinstance(new_id, bool) or new_id < 0:
+                raise ConfigError(f"id must be a non-negative integer, got {new_id!r}", path=source, where=f"ids.{name}")
+            out[name] = replace(base, id=new_id, name=name)
+            id_map[c.id] = new_id
+        for name in ids_spec:
+            if name not in out:
+                raise ConfigError(f"no resulting class named {name!r}", path=source, where=f"ids.{name}")
+        seen: dict[int, str] = {}
+        for cat in out.values():
+            if cat.id in seen:
+                raise ConfigError(
+                    f"classes {seen[cat.id]!r} and {cat.name!r} would share id {cat.id}", path=source, where="ids"
+                )
+            seen[cat.id] = cat.name
+        return CategoryMapper(id_map, tuple(out.values()))
+
+    def map_meta(self, meta: DatasetMeta) -> DatasetMeta:
+        """The metadata with the resulting categories."""
+        return replace(meta, categories=self.categories)
+
+    def lut(self, size: int, void_value: int) -> np.ndarray:
+        """A lookup table ``(size,)`` mapping label-map values; dropped classes → ``void_value``."""
+        table = np.arange(size, dtype=np.int64)
+        for old, new in self.id_map.items():
+            if 0 <= old < size:
+                table[old] = void_value if new is None else new
+        return table
+
+    def apply(self, m: Materialized) -> Materialized:
+        """Maps a materialized sample: instances re-labelled or removed, label maps re-valued."""
+        instances: list[InstanceMask] = []
+        for im in m.instances:
+            new = self.id_map.get(im.instance.category_id, im.instance.category_id)
+            if new is None:
+                continue
+            instances.append(InstanceMask(replace(im.instance, category_id=new), im.rle))
+        sample = m.sample.with_instances(tuple(im.instance for im in instances))
+        class_map = m.class_map
+        if class_map is not None:
+            size = max(int(class_map.max()) + 1 if class_map.size else 1, m.void_value + 1)
+            mapped = self.lut(size, m.void_value)[class_map]
+            dtype = np.uint8 if int(mapped.max(initial=0)) <= 255 else np.uint16
+            class_map = mapped.astype(dtype)
+        panoptic = m.panoptic
+        if panoptic is not None:
+            id_map, segments = panoptic
+            kept: list[PanopticSegment] = []
+            dropped: list[int] = []
+            for s in segments:
+                new = self.id_map.get(s.category_id, s.category_id)
+                if new is None:
+                    dropped.append(s.id)
+                else:
+                    kept.append(replace(s, category_id=new))
+            if dropped:
+                id_map = np.where(np.isin(id_map, dropped), 0, id_map)
+            panoptic = (id_map, kept)
+        return replace(m, sample=sample, instances=tuple(instances), class_map=class_map, panoptic=panoptic)

@@ -1,0 +1,542 @@
+"""COCO detection, segmentation and keypoint AP, sharded over images, identical to pycocotools.
+
+pycocotools' ``COCOeval`` has two halves. ``evaluate()`` matches detections to ground truth image by
+image and category and stores one ``evalImgs`` entry per (category, area range, image); nothing in an
+entry depends on other images. ``accumulate()`` and ``summarize()`` then sort all detections of a
+category by score and integrate precision/recall. So the expensive half shards cleanly:
+
+1. the driver splits the sorted image ids into contiguous shards and, for each shard, picks that
+   shard's images, ground-truth annotations and results (keeping their list order, which decides
+   score ties);
+2. each shard builds its own ``COCO`` ground truth and result objects and runs
+   ``COCOeval.evaluate()`` with the global parameters restricted to its images;
+3. the driver interleaves the shards' ``evalImgs`` back into pycocotools' global order —
+   category-major, then area range, then image id — and runs ``accumulate()`` and ``summarize()``
+   on one ``COCOeval`` with the same parameters.
+
+Results get the ids and derived fields that ``COCO.loadRes`` would give them over the whole list
+(``id = index + 1``; box area ``w·h``; mask area; keypoint extent), decided once by the first result
+exactly as ``loadRes`` does, so the numbers equal a single pycocotools run bit for bit.
+
+Shards run in-process one after another, or on any executor with ``submit``: a
+``dask.distributed.Client`` (``gather`` is used) or a ``concurrent.futures`` executor.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import io
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from segpipe.errors import FormatError, InputError
+
+__all__ = [
+    "AP_NAMES_DET",
+    "AP_NAMES_KPT",
+    "CocoResult",
+    "evaluate_coco",
+    "evaluate_coco_files",
+    "make_params",
+    "per_category_ap",
+]
+
+IOU_TYPES = ("segm", "bbox", "keypoints")
+#: Names of pycocotools' 12 detection stats (bbox, segm), in ``COCOeval.stats`` order.
+AP_NAMES_DET = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
+#: Names of pycocotools' 10 keypoint stats, in ``COCOeval.stats`` order.
+AP_NAMES_KPT = ("AP", "AP50", "AP75", "APm", "APl", "AR", "AR50", "AR75", "ARm", "ARl")
+
+
+@dataclass
+class CocoResult:
+    """The outcome of one iou type.
+
+    Attributes:
+        iou_type: ``bbox``, ``segm`` or ``keypoints``.
+        stats: pycocotools ``COCOeval.stats``: ``(12,)`` or ``(10,)`` float64, -1 where undefined.
+        named: The same numbers under :data:`AP_NAMES_DET` / :data:`AP_NAMES_KPT`.
+        per_class: One row per category: ``{"id", "name", "ap", "ap50", "ap75"}`` (detectron2's
+            per-category AP: mean of ``precision[:, :, k, area=all, maxDets=last]`` over entries > -1;
+            NaN when the category has no ground truth).
+        precision: ``(T, R, K, A, M) float64`` from ``COCOeval.eval``.
+        recall: ``(T, K, A, M) float64``.
+        params: The parameters used (a pycocotools ``Params``).
+        num_images: Number of evaluated images.
+        num_results: Number of results (detections) given.
+    """
+
+    iou_type: str
+    stats: np.ndarray
+    named: dict[str, float]
+    per_class: list[dict[str, Any]]
+    precision: np.ndarray = field(repr=False)
+    recall: np.ndarray = field(repr=False)
+    params: Any = field(repr=False)
+    num_images: int = 0
+    num_results: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready summary: ``stats`` (pycocotools order), the named stats and ``per_class``."""
+        out: dict[str, Any] = {"stats": [float(v) for v in self.stats]}
+        out.update({k: float(v) for k, v in self.named.items()})
+        out["per_class"] = self.per_class
+        out["num_images"] = self.num_images
+        out["num_results"] = self.num_results
+        return out
+
+
+def _quiet() -> contextlib.AbstractContextManager[Any]:
+    # pycocotools prints progress on stdout; a library must not.
+    return contextlib.redirect_stdout(io.StringIO())
+
+
+def make_params(
+    iou_type: str,
+    *,
+    img_ids: Sequence[int] | None = None,
+    cat_ids: Sequence[int] | None = None,
+    iou_thrs: Sequence[float] | None = None,
+    rec_thrs: Sequence[float] | None = None,
+    max_dets: Sequence[int] | None = None,
+    area_rng: Sequence[Sequence[float]] | None = None,
+    area_rng_lbl: Sequence[str] | None = None,
+    use_cats: bool = True,
+    kpt_oks_sigmas: Sequence[float] | None = None,
+) -> Any:
+    """Builds pycocotools ``Params`` with its defaults and the overrides given.
+
+    Args:
+        iou_type: ``bbox``, ``segm`` or ``keypoints``.
+        img_ids: Images to evaluate (default: every ground-truth image).
+        cat_ids: Categories to evaluate (default: every ground-truth category).
+        iou_thrs: IoU/OKS thresholds (default ``.50:.05:.95``).
+        rec_thrs: Recall thresholds (default ``0:.01:1``).
+        max_dets: Detections per image (default ``[1, 10, 100]``, keypoints ``[20]``). ``summarize``
+            reads ``max_dets[0..2]`` for bbox/segm, so give three there.
+        area_rng: ``[[lo, hi], ...]`` area ranges (default all/small/medium/large).
+        area_rng_lbl: Labels of ``area_rng``; ``summarize`` looks for ``all``, ``small``, ``medium``,
+            ``large`` (a missing label gives -1 for that stat, as in pycocotools).
+        use_cats: False to ignore categories (proposal recall).
+        kpt_oks_sigmas: ``(K,)`` per-keypoint OKS sigmas (default COCO's 17).
+
+    Raises:
+        InputError: an unknown iou type or inconsistent area ranges.
+    """
+    from pycocotools.cocoeval import Params
+
+    if iou_type not in IOU_TYPES:
+        raise InputError(f"unknown iou type {iou_type!r}; expected one of {', '.join(IOU_TYPES)}")
+    p = Params(iouType=iou_type)
+    if img_ids is not None:
+        p.imgIds = [int(i) for i in img_ids]
+    if cat_ids is not None:
+        p.catIds = [int(c) for c in cat_ids]
+    if iou_thrs is not None:
+        p.iouThrs = np.asarray(iou_thrs, dtype=np.float64)
+    if rec_thrs is not None:
+        p.recThrs = np.asarray(rec_thrs, dtype=np.float64)
+    if max_dets is not None:
+        p.maxDets = [int(m) for m in max_dets]
+    if area_rng is not None:
+        p.areaRng = [[float(a), float(b)] for a, b in area_rng]
+        if area_rng_lbl is None:
+            if len(p.areaRng) != len(p.areaRngLbl):
+                raise InputError("custom area ranges need area_rng_lbl (one label per range)")
+    if area_rng_lbl is not None:
+        p.areaRngLbl = [str(s) for s in area_rng_lbl]
+        if len(p.areaRngLbl) != len(p.areaRng):
+            raise InputError(f"{len(p.areaRngLbl)} area labels for {len(p.areaRng)} area ranges")
+    p.useCats = 1 if use_cats else 0
+    if kpt_oks_sigmas is not None:
+        p.kpt_oks_sigmas = np.asarray(kpt_oks_sigmas, dtype=np.float64)
+    return p
+
+
+# -- input checks ----------------------------------------------------------------------------------
+
+
+def _check_gt(gt: Mapping[str, Any], iou_type: str, source: str | Path | None) -> None:
+    if not isinstance(gt, Mapping):
+        raise FormatError("ground truth must be a COCO dict", path=source)
+    for key in ("images", "annotations", "categories"):
+        if not isinstance(gt.get(key), list):
+            raise FormatError(f"ground truth has no {key!r} list", path=source, where=key)
+    need = {"id", "image_id", "category_id", "iscrowd", "area"}
+    need |= {"bbox": {"bbox"}, "segm": {"segmentation"}, "keypoints": {"keypoints", "num_keypoints", "bbox"}}[
+        iou_type
+    ]
+    seen: set[Any] = set()
+    for i, ann in enumerate(gt["annotations"]):
+        if not isinstance(ann, Mapping):
+            raise FormatError("annotation is not an object", path=source, where=f"annotations[{i}]")
+        missing = need - ann.keys()
+        if missing:
+            raise FormatError(
+                f"annotation lacks {', '.join(sorted(missing))} needed for {iou_type} evaluation",
+                path=source,
+                where=f"annotations[{i}]",
+            )
+        if ann["id"] in seen:
+            # pycocotools indexes annotations by id: a repeated id silently evaluates the wrong one.
+            raise FormatError(
+                f"annotation id {ann['id']} is repeated", path=source, where=f"annotations[{i}]"
+            )
+        seen.add(ann["id"])
+    for i, img in enumerate(gt["images"]):
+        if not isinstance(img, Mapping) or "id" not in img:
+            raise FormatError("image has no id", path=source, where=f"images[{i}]")
+
+
+def _load_res_kind(dts: Sequence[Mapping[str, Any]], source: str | Path | None) -> str:
+    """The branch ``COCO.loadRes`` takes, decided by the first result exactly as it does."""
+    if not dts:
+        return "empty"
+    a0 = dts[0]
+    if not isinstance(a0, Mapping):
+        raise FormatError("result is not an object", path=source, where="[0]")
+    if "caption" in a0:
+        raise InputError("caption results cannot be evaluated as bbox/segm/keypoints", path=source)
+    if "bbox" in a0 and not a0["bbox"] == []:
+        return "bbox"
+    if "segmentation" in a0:
+        return "segmentation"
+    if "keypoints" in a0:
+        return "keypoints"
+    raise FormatError("result has none of bbox, segmentation, keypoints", path=source, where="[0]")
+
+
+def _check_results(
+    dts: Sequence[Mapping[str, Any]], kind: str, gt_img_ids: set[Any], source: str | Path | None
+) -> None:
+    need = {"image_id", "category_id", "score"}
+    need |= {"bbox": {"bbox"}, "segmentation": {"segmentation"}, "keypoints": {"keypoints"}}.get(kind, set())
+    for i, d in enumerate(dts):
+        if not isinstance(d, Mapping):
+            raise FormatError("result is not an object", path=source, where=f"[{i}]")
+        missing = need - d.keys()
+        if missing:
+            raise FormatError(
+                f"result lacks {', '.join(sorted(missing))} (the first result sets the result type: {kind})",
+                path=source,
+                where=f"[{i}]",
+            )
+        if d["image_id"] not in gt_img_ids:
+            raise InputError(
+                f"result refers to image_id {d['image_id']!r}, which is not in the ground truth",
+                path=source,
+                where=f"[{i}]",
+                hint="results must correspond to the ground-truth images (pycocotools loadRes rule)",
+            )
+
+
+def _apply_load_res(anns: list[dict[str, Any]], kind: str) -> None:
+    """In-place transformation of ``COCO.loadRes`` (pycocotools 2.0.x) for one branch."""
+    from pycocotools import mask as mask_utils
+
+    if kind == "bbox":
+        for ann in anns:
+            bb = ann["bbox"]
+            x1, x2, y1, y2 = [bb[0], bb[0] + bb[2], bb[1], bb[1] + bb[3]]
+            if "segmentation" not in ann:
+                ann["segmentation"] = [[x1, y1, x1, y2, x2, y2, x2, y1]]
+            ann["area"] = bb[2] * bb[3]
+            ann["iscrowd"] = 0
+    elif kind == "segmentation":
+        for ann in anns:
+            ann["area"] = mask_utils.area(ann["segmentation"])
+            if "bbox" not in ann:
+                ann["bbox"] = mask_utils.toBbox(ann["segmentation"])
+            ann["iscrowd"] = 0
+    elif kind == "keypoints":
+        for ann in anns:
+            s = ann["keypoints"]
+            x = s[0::3]
+            y = s[1::3]
+            x0, x1, y0, y1 = np.min(x), np.max(x), np.min(y), np.max(y)
+            ann["area"] = (x1 - x0) * (y1 - y0)
+            ann["bbox"] = [x0, y0, x1 - x0, y1 - y0]
+
+
+# -- shards ------------------------------------------------------------------------------------------
+
+_PARAM_FIELDS = (
+    "iouType",
+    "imgIds",
+    "catIds",
+    "iouThrs",
+    "recThrs",
+    "maxDets",
+    "areaRng",
+    "areaRngLbl",
+    "useCats",
+    "kpt_oks_sigmas",
+)
+
+
+def _params_state(p: Any) -> dict[str, Any]:
+    return {k: copy.deepcopy(getattr(p, k)) for k in _PARAM_FIELDS if hasattr(p, k)}
+
+
+def _coco_from(dataset: dict[str, Any]) -> Any:
+    from pycocotools.coco import COCO
+
+    coco = COCO()
+    coco.dataset = dataset
+    with _quiet():
+        coco.createIndex()
+    return coco
+
+
+def evaluate_shard(payload: Mapping[str, Any]) -> list[dict[str, Any] | None]:
+    """Runs ``COCOeval.evaluate()`` on one shard of images; a Dask/executor task.
+
+    Args:
+        payload: ``{"images", "categories", "gt_annotations", "results", "result_kind", "params"}``
+            as built by :func:`evaluate_coco`: the shard's image dicts, all categories, the shard's
+            ground-truth annotations and results (list order kept; results carry their global
+            ``id``), the ``loadRes`` branch, and the global parameters with ``imgIds`` = this shard's
+            sorted image ids.
+
+    Returns:
+        The shard's ``evalImgs``: ``K × A × I_shard`` entries (dicts or None), category-major, then
+        area range, then image.
+    """
+    from pycocotools.cocoeval import COCOeval
+
+    images = list(payload["images"])
+    cats = list(payload["categories"])
+    # Shallow copies: pycocotools writes 'ignore', '_ignore' and RLE 'segmentation' into these dicts.
+    gt = _coco_from(
+        {"images": images, "categories": cats, "annotations": [dict(a) for a in payload["gt_annotations"]]}
+    )
+    res_anns = [dict(a) for a in payload["results"]]
+    _apply_load_res(res_anns, payload["result_kind"])
+    dt = _coco_from({"images": images, "categories": cats, "annotations": res_anns})
+    state = payload["params"]
+    ev = COCOeval(gt, dt, state["iouType"])
+    for k, v in state.items():
+        setattr(ev.params, k, copy.deepcopy(v))
+    with _quiet():
+        ev.evaluate()
+    return list(ev.evalImgs)
+
+
+def _split(ids: list[Any], n: int) -> list[list[Any]]:
+    n = max(1, min(int(n), len(ids)))
+    bounds = np.linspace(0, len(ids), n + 1).round().astype(int)
+    return [ids[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True) if b > a]
+
+
+def _run_tasks(fn: Any, payloads: list[Any], client: Any | None) -> list[Any]:
+    if client is None:
+        return [fn(p) for p in payloads]
+    if not hasattr(client, "submit"):
+        raise InputError(f"client {type(client).__name__} has no submit(); pass a dask Client or an executor")
+    kwargs: dict[str, Any] = {}
+    if type(client).__module__.startswith("distributed"):
+        # Payloads are large and unique: skip tokenising them for a deterministic key.
+        kwargs["pure"] = False
+    futures = [client.submit(fn, p, **kwargs) for p in payloads]
+    if hasattr(client, "gather"):
+        return list(client.gather(futures))
+    return [f.result() for f in futures]
+
+
+def _merge_eval_imgs(shard_evals: list[list[Any]], shard_sizes: list[int], k: int, a: int) -> list[Any]:
+    """Interleaves shard ``evalImgs`` into pycocotools' global (category, area, image) order."""
+    merged: list[Any] = []
+    for ki in range(k):
+        for ai in range(a):
+            for ev, n in zip(shard_evals, shard_sizes, strict=True):
+                start = (ki * a + ai) * n
+                merged.extend(ev[start : start + n])
+    return merged
+
+
+def per_category_ap(ev: Any, names: Mapping[int, str]) -> list[dict[str, Any]]:
+    """detectron2's per-category AP from an accumulated ``COCOeval``.
+
+    Returns:
+        ``[{"id", "name", "ap", "ap50", "ap75"}]`` in ``params.catIds`` order; fractions, NaN when the
+        category has no ground truth in the evaluated images.
+    """
+    precision = ev.eval["precision"]  # (T, R, K, A, M)
+    p = ev.params
+    thrs = np.asarray(p.iouThrs)
+    cat_ids = p.catIds if p.useCats else [-1]
+    rows = []
+    for k, cid in enumerate(cat_ids):
+        row: dict[str, Any] = {"id": int(cid), "name": names.get(int(cid), str(cid))}
+        for key, sel in (
+            ("ap", slice(None)),
+            ("ap50", np.isclose(thrs, 0.5)),
+            ("ap75", np.isclose(thrs, 0.75)),
+        ):
+            pr = precision[sel, :, k, 0, -1]
+            pr = pr[pr > -1]
+            row[key] = float(np.mean(pr)) if pr.size else math.nan
+        rows.append(row)
+    return rows
+
+
+def evaluate_coco(
+    gt_dict: Mapping[str, Any],
+    dt_list: Sequence[Mapping[str, Any]],
+    iou_types: Sequence[str] | str = ("bbox",),
+    shards: int = 1,
+    client: Any | None = None,
+    *,
+    params: Mapping[str, Mapping[str, Any]] | None = None,
+    gt_source: str | Path | None = None,
+    dt_source: str | Path | None = None,
+    **param_overrides: Any,
+) -> dict[str, CocoResult]:
+    """Evaluates COCO results against ground truth, with pycocotools' exact numbers.
+
+    Args:
+        gt_dict: COCO ground truth (``images``, ``annotations``, ``categories``). Not modified.
+        dt_list: COCO results (``image_id``, ``category_id``, ``score`` and ``bbox`` /
+            ``segmentation`` (RLE) / ``keypoints``). Not modified.
+        iou_types: Any of ``bbox``, ``segm``, ``keypoints``.
+        shards: Number of image shards for ``COCOeval.evaluate()``.
+        client: Optional executor with ``submit`` (a ``dask.distributed.Client`` or a
+            ``concurrent.futures`` executor); None runs the shards here, one after another.
+        params: Per iou type keyword arguments for :func:`make_params` (e.g.
+            ``{"keypoints": {"kpt_oks_sigmas": [...]}}``).
+        gt_source: The ground-truth file, for error messages.
+        dt_source: The results file, for error messages.
+        **param_overrides: :func:`make_params` keywords applied to every iou type (``max_dets``,
+            ``area_rng``, ``area_rng_lbl``, ``iou_thrs``, ``rec_thrs``, ``use_cats``, ``img_ids``,
+            ``cat_ids``, ``kpt_oks_sigmas``).
+
+    Returns:
+        iou type → :class:`CocoResult`.
+
+    Raises:
+        FormatError: malformed ground truth or results (naming the file and the JSON path).
+        InputError: results refer to images absent from the ground truth, or bad parameters.
+    """
+    from pycocotools.cocoeval import COCOeval
+
+    if isinstance(iou_types, str):
+        iou_types = (iou_types,)
+    if not isinstance(dt_list, Sequence) or isinstance(dt_list, (str, bytes)):
+        raise FormatError("results must be a list of objects", path=dt_source)
+    kind = _load_res_kind(dt_list, dt_source)
+    gt_img_ids = {img["id"] for img in gt_dict.get("images", []) if isinstance(img, Mapping)}
+    _check_results(dt_list, kind, gt_img_ids, dt_source)
+    # loadRes numbers results 1..N over the whole list; ids only need to be non-zero for the stats but
+    # keeping them global makes shard evalImgs identical to a single run's.
+    results = [{**d, "id": i + 1} for i, d in enumerate(dt_list)]
+    names = (
+        {int(c["id"]): str(c.get("name", c["id"])) for c in gt_dict["categories"]}
+        if isinstance(gt_dict.get("categories"), list)
+        else {}
+    )
+
+    out: dict[str, CocoResult] = {}
+    for iou_type in iou_types:
+        _check_gt(gt_dict, iou_type, gt_source)
+        kw = {**param_overrides, **((params or {}).get(iou_type, {}))}
+        p = make_params(iou_type, **kw)
+        if "img_ids" not in kw:
+            p.imgIds = sorted(gt_img_ids)
+        if "cat_ids" not in kw:
+            p.catIds = sorted({int(c["id"]) for c in gt_dict["categories"]})
+        # The normalisation COCOeval.evaluate() applies before anything else.
+        p.imgIds = list(np.unique(p.imgIds))
+        if p.useCats:
+            p.catIds = list(np.unique(p.catIds))
+        p.maxDets = sorted(p.maxDets)
+
+        shard_ids = _split(list(p.imgIds), shards) if p.imgIds else [[]]
+        where: dict[Any, int] = {}
+        for s, ids in enumerate(shard_ids):
+            for i in ids:
+                where[i] = s
+        images_by_shard: list[list[Any]] = [[] for _ in shard_ids]
+        for img in gt_dict["images"]:
+            s_idx = where.get(img["id"])
+            if s_idx is not None:
+                images_by_shard[s_idx].append(img)
+        gts_by_shard: list[list[Any]] = [[] for _ in shard_ids]
+        for ann in gt_dict["annotations"]:
+            s_idx = where.get(ann["image_id"])
+            if s_idx is not None:
+                gts_by_shard[s_idx].append(ann)
+        dts_by_shard: list[list[Any]] = [[] for _ in shard_ids]
+        for d in results:
+            s_idx = where.get(d["image_id"])
+            if s_idx is not None:
+                dts_by_shard[s_idx].append(d)
+
+        state = _params_state(p)
+        payloads = []
+        for s, ids in enumerate(shard_ids):
+            st = dict(state)
+            st["imgIds"] = list(ids)
+            payloads.append(
+                {
+                    "images": images_by_shard[s],
+                    "categories": gt_dict["categories"],
+                    "gt_annotations": gts_by_shard[s],
+                    "results": dts_by_shard[s],
+                    "result_kind": kind,
+                    "params": st,
+                }
+            )
+        shard_evals = _run_tasks(evaluate_shard, payloads, client)
+
+        k = len(p.catIds) if p.useCats else 1
+        merged = _merge_eval_imgs(shard_evals, [len(ids) for ids in shard_ids], k, len(p.areaRng))
+        ev = COCOeval(iouType=iou_type)
+        ev.params = p
+        ev.evalImgs = merged
+        ev._paramsEval = copy.deepcopy(p)
+        with _quiet():
+            ev.accumulate()
+            ev.summarize()
+        stats = np.asarray(ev.stats, dtype=np.float64)
+        stat_names = AP_NAMES_KPT if iou_type == "keypoints" else AP_NAMES_DET
+        out[iou_type] = CocoResult(
+            iou_type=iou_type,
+            stats=stats,
+            named={n: float(v) for n, v in zip(stat_names, stats, strict=True)},
+            per_class=per_category_ap(ev, names),
+            precision=ev.eval["precision"],
+            recall=ev.eval["recall"],
+            params=p,
+            num_images=len(p.imgIds),
+            num_results=len(dt_list),
+        )
+    return out
+
+
+def evaluate_coco_files(
+    gt_path: str | Path,
+    dt_path: str | Path,
+    iou_types: Sequence[str] | str = ("bbox",),
+    shards: int = 1,
+    client: Any | None = None,
+    **kwargs: Any,
+) -> dict[str, CocoResult]:
+    """Reads a COCO ground-truth file and a results file and calls :func:`evaluate_coco`.
+
+    A results file may also be a COCO dict; its ``annotations`` are used.
+    """
+    from segpipe.storage.jsonio import read_json
+
+    gt = read_json(gt_path)
+    dt = read_json(dt_path)
+    if isinstance(dt, Mapping) and isinstance(dt.get("annotations"), list):
+        dt = dt["annotations"]
+    if not isinstance(dt, list):
+        raise FormatError("results must be a JSON list of objects", path=dt_path)
+    return evaluate_coco(gt, dt, iou_types, shards, client, gt_source=gt_path, dt_source=dt_path, **kwargs)

@@ -1,0 +1,79 @@
+"""Run a plan's tasks on a client with a bounded number in flight, reporting progress."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+#: progress(done, total, failed)
+Progress = Callable[[int, int, int], None]
+
+
+def run_tasks(
+    client: Any,
+    fn: Callable[..., Any],
+    tasks: Iterable[tuple[str, tuple[Any, ...]]],
+    *,
+    total: int,
+    max_in_flight: int = 8,
+    progress: Progress | None = None,
+) -> Iterator[tuple[str, Any]]:
+    """Submits ``fn(*args)`` for each ``(key, args)``, keeping at most ``max_in_flight`` running.
+
+    Tasks are consumed lazily, so the driver holds only the arguments of tasks in flight: memory is
+    bounded by the shard, not the dataset. Results are yielded as they complete.
+
+    Args:
+        client: A ``distributed.Client`` or :class:`~segpipe.execution.cluster.InProcessClient`.
+        fn: A picklable top-level function.
+        tasks: ``(deterministic key, args)`` pairs.
+        total: Number of tasks (for progress).
+        max_in_flight: Submission window.
+        progress: Called after each completion.
+
+    Yields:
+        ``(key, result)``. The first task error is raised (remaining tasks are cancelled).
+    """
+    it = iter(tasks)
+    done = 0
+    if not hasattr(client, "scheduler"):  # in-process: run one after another
+        for key, args in it:
+            result = client.submit(fn, *args).result()
+            done += 1
+            if progress:
+                progress(done, total, 0)
+            yield key, result
+        return
+    from distributed import as_completed
+
+    pending: dict[Any, str] = {}
+
+    def submit_next() -> bool:
+        try:
+            key, args = next(it)
+        except StopIteration:
+            return False
+        fut = client.submit(fn, *args, key=key, pure=False)
+        pending[fut] = key
+        return True
+
+    for _ in range(max_in_flight):
+        if not submit_next():
+            break
+    ac = as_completed(list(pending))
+    try:
+        for fut in ac:
+            key = pending.pop(fut)
+            result = fut.result()  # raises the task's own exception
+            fut.release()
+            done += 1
+            if progress:
+                progress(done, total, 0)
+            yield key, result
+            if submit_next():
+                newest = next(reversed(pending))
+                ac.add(newest)
+    except BaseException:
+        for f in list(pending):
+            f.cancel()
+        raise

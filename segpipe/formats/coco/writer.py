@@ -1,0 +1,476 @@
+"""Writing COCO datasets, COCO panoptic datasets and COCO results lists.
+
+Every writer is constructed as ``Writer(out, meta, options)`` with ``out`` the destination folder;
+nothing is ever written outside it (every target goes through :func:`safe_join` and
+:func:`ensure_inside`).
+
+* ``coco`` → ``out/annotations.json``, ``out/images/<file_name>`` (copied or hard-linked unless
+  ``copy_images == "none"``) and, when samples carry a label map (VOC ``SegmentationClass``, mask
+  directories, the semantics of a panoptic source), ``out/semantic/<stem>.png`` with the top-level key
+  ``segpipe_semantic: {"folder": "semantic", "void_value": V}`` — so COCO panoptic → COCO instances +
+  semantic keeps every pixel's class.
+* ``coco_panoptic`` → ``out/panoptic.json`` + ``out/panoptic/<stem>.png`` (the source PNG name when the
+  source was panoptic).
+* ``coco_results`` → ``out/results.json``.
+
+``write_shard`` (worker) writes per-image files and returns small fragments; ``finalize`` (driver)
+streams the JSON in shard order, one object per line, never holding the whole text in memory.
+Writers count annotations written per category in ``losses.counts_out``; ``counts_in`` is counted by
+the conversion driver (``segpipe.pipeline.convert``), not here, so that nothing is counted twice.
+
+Annotation ids: the source ids are kept when every annotation has a positive integer id and the ids are
+unique over the whole output; otherwise all annotations are renumbered ``1..N`` in shard order (images
+sorted by id within a shard, annotations in source order), and the renumbering is reported in
+``writer.repairs``.
+
+``options.extra`` keys: ``scores`` (``keep`` | ``drop``, default ``keep``: a dataset annotation may
+carry a ``score`` key, which COCO tools ignore); ``semantic`` (bool, default True: write label maps).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import IO, Any, ClassVar
+
+import numpy as np
+
+from segpipe.core import rle as rle_ops
+from segpipe.core.losses import LossCounter
+from segpipe.core.panoptic import id2rgb
+from segpipe.core.problems import Problem
+from segpipe.core.records import DatasetMeta, ImageInfo, InstanceMask, Materialized
+from segpipe.formats.base import ShardResult, WriteOptions
+from segpipe.formats.coco.convert import (
+    PANOPTIC_EXTRA,
+    SEMANTIC_KEY,
+    header_to_coco,
+    image_to_coco,
+    instance_to_coco,
+    segment_to_coco,
+)
+from segpipe.storage.atomic import atomic_open
+from segpipe.storage.images import write_label_png, write_rgb_png
+from segpipe.storage.paths import check_relative_name, ensure_inside, safe_join
+
+NOTES = {
+    "scores_dropped": "prediction scores were not written (scores=drop)",
+    "scores_assumed": "annotations without a score were written as results with score 1.0",
+    "keypoints_dropped": "the output format holds no keypoints",
+    "boxes_dropped": "box-only annotations (no mask) have no place in a panoptic map",
+    "crowd_dropped": "crowd flags of label-map regions have no place in a COCO results list",
+    "stuff_segment_flags_dropped": (
+        "iscrowd/extra keys of stuff segments were lost: stuff is written as a semantic label map"
+    ),
+    "semantic_void_dropped": "label-map pixels were not written because semantic output is off",
+    "image_records_dropped": "a results list holds no image records (file names, sizes)",
+    "instance_attributes_dropped": "extra annotation keys have no place in a panoptic segment of stuff",
+    "non_thing_instances_dropped": (
+        "instances of stuff categories cannot be panoptic things; their pixels became void"
+    ),
+    "image_file_collision": "two images share a file name; only one file was kept",
+    "empty_mask_written": (
+        "objects that the source's object map gives no pixel were written with an empty RLE mask"
+    ),
+}
+
+
+def _lose(losses: LossCounter, kind: str, n: int = 1, category: str = "") -> None:
+    losses.lose(kind, n, category, NOTES.get(kind))
+
+
+def _stem_png(file_name: str, image_id: int) -> str:
+    """``<stem>.png`` for an image's label maps (subfolders kept); the id when there is no name."""
+    if not file_name:
+        return f"{image_id}.png"
+    rel = check_relative_name(file_name)
+    return str(Path(rel).with_suffix(".png")).replace("\\", "/")
+
+
+def place_file(out: Path, folder: str, rel_name: str) -> Path:
+    """The path of ``out/folder/rel_name``, refusing any name that leaves ``out``; creates parents.
+
+    Raises:
+        UnsafePathError: ``rel_name`` is absolute, a URL, has ``..`` or resolves outside (symlinks).
+    """
+    base = out / folder
+    ensure_inside(out, base / "_")  # the folder itself must not be a link leading out
+    base.mkdir(parents=True, exist_ok=True)
+    target = safe_join(base, rel_name)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    return ensure_inside(out, target)
+
+
+def copy_image(src: str, dest: Path, mode: str) -> None:
+    """Copies or hard-links ``src`` to ``dest`` atomically (a re-executed task writes the same bytes)."""
+    tmp = dest.with_name(f"{dest.name}.partial.{os.getpid()}")
+    if tmp.exists():
+        tmp.unlink()
+    if mode == "link":
+        try:
+            os.link(src, tmp)
+        except OSError:  # another file system, or links not supported: fall back to a copy
+            shutil.copyfile(src, tmp)
+    else:
+        shutil.copyfile(src, tmp)
+    os.replace(tmp, dest)
+
+
+def _names(meta: DatasetMeta) -> dict[int, str]:
+    return {c.id: c.name for c in meta.categories}
+
+
+def _dump_stream(
+    f: IO[str], head: Mapping[str, Any], lists: list[tuple[str, Iterable[Any]]], tail: Mapping[str, Any]
+) -> None:
+    """Writes ``{**head, list_key: [...], ..., **tail}`` item by item."""
+    f.write("{\n")
+    first = True
+
+    def sep() -> None:
+        nonlocal first
+        if not first:
+            f.write(",\n")
+        first = False
+
+    for k, v in head.items():
+        sep()
+        f.write(f"{json.dumps(k)}: {json.dumps(v, ensure_ascii=False)}")
+    for key, items in lists:
+        sep()
+        f.write(f"{json.dumps(key)}: [")
+        n = 0
+        for item in items:
+            f.write(",\n" if n else "\n")
+            f.write(json.dumps(item, ensure_ascii=False))
+            n += 1
+        f.write("\n]" if n else "]")
+    for k, v in tail.items():
+        sep()
+        f.write(f"{json.dumps(k)}: {json.dumps(v, ensure_ascii=False)}")
+    f.write("\n}\n")
+
+
+def _renumber(anns: list[dict[str, Any]], repairs: list[Problem], file: Path) -> None:
+    ids = [a.get("id") for a in anns]
+    ok = all(isinstance(i, int) and not isinstance(i, bool) and i > 0 for i in ids) and len(set(ids)) == len(
+        ids
+    )
+    if ok:
+        return
+    for k, a in enumerate(anns, start=1):
+        a["id"] = k
+    repairs.append(
+        Problem(
+            "warning",
+            str(file),
+            "annotations",
+            f"annotation ids were missing or not unique: renumbered 1..{len(anns)} in output order",
+            "repair.annotation_ids",
+        )
+    )
+
+
+class _Base:
+    format_name: ClassVar[str] = ""
+
+    def __init__(self, out: str | Path, meta: DatasetMeta, options: WriteOptions | None = None) -> None:
+        self.out = Path(out)
+        self.meta = meta
+        self.options = options or WriteOptions()
+        #: Repairs and collisions noticed by ``finalize`` (for the report).
+        self.repairs: list[Problem] = []
+
+    def prepare(self) -> None:
+        """Creates the output folder."""
+        self.out.mkdir(parents=True, exist_ok=True)
+
+    def _copy_image(self, m: Materialized) -> None:
+        s = m.sample
+        if self.options.copy_images == "none" or not s.image_path or not s.image.file_name:
+            return
+        dest = place_file(self.out, "images", s.image.file_name)
+        copy_image(s.image_path, dest, self.options.copy_images)
+
+    def _instances(self, m: Materialized, losses: LossCounter) -> list[InstanceMask]:
+        if m.instances:
+            return list(m.instances)
+        if m.panoptic is None and m.class_map is None:
+            return []
+        from segpipe.formats.derive import derive_instances
+
+        insts, lost = derive_instances(m, self.meta)
+        losses.merge(lost)
+        return insts
+
+    def _check_collisions(self, images: list[dict[str, Any]], file: Path) -> None:
+        counts = Counter(i.get("file_name") for i in images if i.get("file_name"))
+        for name, n in sorted(counts.items()):
+            if n > 1:
+                self.repairs.append(
+                    Problem(
+                        "warning",
+                        str(file),
+                        "images",
+                        f"{n} images share the file name {name!r}",
+                        "image.file_name_collision",
+                    )
+                )
+
+
+def annotation_dict(im: InstanceMask, *, results: bool = False) -> tuple[dict[str, Any], list[str]]:
+    """The COCO dict of an instance, completing what a dataset needs from its mask.
+
+    A missing ``segmentation`` is taken from the mask RLE; a missing ``area`` / ``bbox`` is computed
+    from the mask (or, for box-only annotations, ``area = w × h`` as ``loadRes`` does). Not for results,
+    where ``loadRes`` computes them.
+
+    Returns:
+        ``(dict, repairs)`` with the names of the fields that were computed.
+    """
+    inst = im.instance
+    d = instance_to_coco(inst, results=results)
+    done: list[str] = []
+    if "segmentation" not in d and im.rle is not None:
+        d["segmentation"] = dict(im.rle)
+    if results:
+        return d, done
+    if inst.area is None:
+        if im.rle is not None:
+            d["area"] = float(rle_ops.area(im.rle))
+            done.append("area")
+        elif inst.bbox is not None:
+            d["area"] = float(inst.bbox[2] * inst.bbox[3])
+            done.append("area")
+    if inst.bbox is None and im.rle is not None:
+        d["bbox"] = list(rle_ops.to_bbox(im.rle))
+        done.append("bbox")
+    return d, done
+
+
+class CocoWriter(_Base):
+    """Writes a COCO instances / keypoints dataset (see the module docstring)."""
+
+    format_name: ClassVar[str] = "coco"
+
+    def write_shard(self, index: int, samples: Iterable[Materialized]) -> ShardResult:
+        """Copies images, writes label maps, and returns image + annotation dicts as fragments."""
+        res = ShardResult(index=index)
+        names = _names(self.meta)
+        drop_scores = self.options.extra.get("scores", "keep") == "drop"
+        semantic = bool(self.options.extra.get("semantic", True))
+        computed: Counter[str] = Counter()
+        for m in samples:
+            res.n_samples += 1
+            img = m.sample.image
+            self._copy_image(m)
+            anns = []
+            # A sample with an object / panoptic map states every object's pixels: an instance of it
+            # without a mask (e.g. a VOC object fully covered by later ones) has an empty mask, which we
+            # write as an empty RLE so that COCO tools can decode it. Samples without any pixel map
+            # (COCO box-only annotations, VOC detection-only images) keep no segmentation.
+            has_pixels = bool(m.sample.object_file or m.sample.panoptic_file or m.panoptic is not None)
+            for im in self._instances(m, res.losses):
+                cat = names.get(im.instance.category_id, str(im.instance.category_id))
+                d, done = annotation_dict(im)
+                computed.update(done)
+                if has_pixels and "segmentation" not in d:
+                    d["segmentation"] = rle_ops.encode(np.zeros((img.height, img.width), dtype=np.uint8))
+                    res.losses.notes.setdefault("empty_mask_written", NOTES["empty_mask_written"])
+                if drop_scores and "score" in d:
+                    del d["score"]
+                    _lose(res.losses, "scores_dropped", 1, cat)
+                anns.append(d)
+                res.losses.counts_out[cat] += 1
+            wrote_sem = False
+            class_map = m.class_map
+            if class_map is None and m.panoptic is not None:
+                from segpipe.formats.derive import derive_class_map
+
+                class_map, lost = derive_class_map(m, self.meta)
+                res.losses.merge(lost)
+                self._count_stuff(m, res.losses)
+            if class_map is not None:
+                if semantic:
+                    dest = place_file(self.out, "semantic", _stem_png(img.file_name, img.id))
+                    write_label_png(dest, np.asarray(class_map))
+                    wrote_sem = True
+                else:
+                    n = int(np.count_nonzero(np.asarray(class_map) != m.void_value))
+                    _lose(res.losses, "semantic_void_dropped", n)
+            res.fragments.append((image_to_coco(img), anns, wrote_sem, m.void_value))
+        for field_name, n in sorted(computed.items()):
+            res.problems.append(
+                Problem(
+                    "warning",
+                    str(self.out / "annotations.json"),
+                    "annotations",
+                    f"{n} annotations had no {field_name}: computed from the mask",
+                    f"repair.{field_name}_computed",
+                )
+            )
+        return res
+
+    def _count_stuff(self, m: Materialized, losses: LossCounter) -> None:
+        """Stuff segments of a panoptic source go to the label map; count what they carried beyond a class."""
+        things = {c.id: c.isthing for c in self.meta.categories}
+        names = _names(self.meta)
+        _, segments = m.panoptic
+        for s in segments:
+            if not things.get(s.category_id, True):
+                cat = names.get(s.category_id, str(s.category_id))
+                losses.counts_out[cat] += 1  # kept as label-map pixels
+                if s.iscrowd or s.attributes:
+                    _lose(losses, "stuff_segment_flags_dropped", 1, cat)
+
+    def finalize(self, results: Iterable[ShardResult]) -> list[Path]:
+        """Streams ``annotations.json`` from the fragments in shard order."""
+        ordered = sorted(results, key=lambda r: r.index)
+        images: list[dict[str, Any]] = []
+        anns: list[dict[str, Any]] = []
+        void_values: set[int] = set()
+        for r in ordered:
+            for image_d, image_anns, wrote_sem, void in r.fragments:
+                images.append(image_d)
+                anns.extend(image_anns)
+                if wrote_sem:
+                    void_values.add(int(void))
+        target = ensure_inside(self.out, self.out / "annotations.json")
+        _renumber(anns, self.repairs, target)
+        self._check_collisions(images, target)
+        head, tail = header_to_coco(self.meta)
+        if void_values:
+            tail = {**tail, SEMANTIC_KEY: {"folder": "semantic", "void_value": min(void_values)}}
+            if len(void_values) > 1:
+                self.repairs.append(
+                    Problem(
+                        "warning",
+                        str(target),
+                        SEMANTIC_KEY,
+                        f"label maps use several void values {sorted(void_values)}",
+                        "semantic.void_values",
+                    )
+                )
+        self.out.mkdir(parents=True, exist_ok=True)
+        with atomic_open(target, "w") as f:
+            _dump_stream(f, head, [("images", images), ("annotations", anns)], tail)
+        return [target]
+
+
+class CocoPanopticWriter(_Base):
+    """Writes a COCO panoptic dataset (see the module docstring)."""
+
+    format_name: ClassVar[str] = "coco_panoptic"
+
+    def write_shard(self, index: int, samples: Iterable[Materialized]) -> ShardResult:
+        """Writes one PNG per image and returns image + panoptic annotation dicts as fragments."""
+        res = ShardResult(index=index)
+        names = _names(self.meta)
+        things = {c.id: c.isthing for c in self.meta.categories}
+        for m in samples:
+            res.n_samples += 1
+            img = m.sample.image
+            self._copy_image(m)
+            extra: dict[str, Any] = {}
+            if m.panoptic is not None:
+                id_map, segments = m.panoptic
+                segments = list(segments)
+                raw = img.attributes.get(PANOPTIC_EXTRA)
+                if isinstance(raw, Mapping):
+                    extra = dict(raw)
+            else:
+                for im in m.instances:
+                    inst = im.instance
+                    cat = names.get(inst.category_id, str(inst.category_id))
+                    if im.rle is None:
+                        _lose(res.losses, "boxes_dropped", 1, cat)
+                    elif not things.get(inst.category_id, True):
+                        _lose(res.losses, "non_thing_instances_dropped", 1, cat)
+                    if inst.keypoints is not None:
+                        _lose(res.losses, "keypoints_dropped", 1, cat)
+                    if inst.score is not None:
+                        _lose(res.losses, "scores_dropped", 1, cat)
+                from segpipe.formats.derive import derive_panoptic
+
+                id_map, segments, lost = derive_panoptic(m, self.meta)
+                res.losses.merge(lost)
+            for s in segments:
+                res.losses.counts_out[names.get(s.category_id, str(s.category_id))] += 1
+            png_name = extra.get("file_name")
+            if not isinstance(png_name, str) or not png_name:
+                png_name = _stem_png(img.file_name, img.id)
+            dest = place_file(self.out, "panoptic", png_name)
+            write_rgb_png(dest, id2rgb(np.asarray(id_map)))
+            ann = {
+                "image_id": img.id,
+                "file_name": png_name,
+                "segments_info": [segment_to_coco(s) for s in segments],
+            }
+            ann.update({k: v for k, v in extra.items() if k not in ann})
+            res.fragments.append((image_to_coco(img), ann))
+        return res
+
+    def finalize(self, results: Iterable[ShardResult]) -> list[Path]:
+        """Streams ``panoptic.json`` from the fragments in shard order."""
+        ordered = sorted(results, key=lambda r: r.index)
+        images = [i for r in ordered for i, _ in r.fragments]
+        anns = [a for r in ordered for _, a in r.fragments]
+        target = ensure_inside(self.out, self.out / "panoptic.json")
+        self._check_collisions(images, target)
+        head, tail = header_to_coco(self.meta, panoptic=True)
+        self.out.mkdir(parents=True, exist_ok=True)
+        with atomic_open(target, "w") as f:
+            _dump_stream(f, head, [("images", images), ("annotations", anns)], tail)
+        return [target]
+
+
+class CocoResultsWriter(_Base):
+    """Writes a COCO results list (``loadRes`` input) to ``out/results.json``."""
+
+    format_name: ClassVar[str] = "coco_results"
+
+    def write_shard(self, index: int, samples: Iterable[Materialized]) -> ShardResult:
+        """Returns one list of result dicts per image as fragments (results hold no image files)."""
+        res = ShardResult(index=index)
+        names = _names(self.meta)
+        for m in samples:
+            res.n_samples += 1
+            out: list[dict[str, Any]] = []
+            for im in self._instances(m, res.losses):
+                cat = names.get(im.instance.category_id, str(im.instance.category_id))
+                d, _ = annotation_dict(im, results=True)
+                if "score" not in d:
+                    d["score"] = 1.0
+                    _lose(res.losses, "scores_assumed", 1, cat)
+                out.append(d)
+                res.losses.counts_out[cat] += 1
+            if m.sample.image.file_name or m.sample.image.attributes:
+                _lose(res.losses, "image_records_dropped", 1)
+            res.fragments.append(out)
+        return res
+
+    def finalize(self, results: Iterable[ShardResult]) -> list[Path]:
+        """Streams ``results.json`` (a JSON list) in shard order."""
+        ordered = sorted(results, key=lambda r: r.index)
+        target = ensure_inside(self.out, self.out / "results.json")
+        self.out.mkdir(parents=True, exist_ok=True)
+        with atomic_open(target, "w") as f:
+            f.write("[")
+            n = 0
+            for r in ordered:
+                for frag in r.fragments:
+                    for d in frag:
+                        f.write(",\n" if n else "\n")
+                        f.write(json.dumps(d, ensure_ascii=False))
+                        n += 1
+            f.write("\n]\n" if n else "]\n")
+        return [target]
+
+
+def image_dict(img: ImageInfo) -> dict[str, Any]:
+    """Alias of :func:`image_to_coco` for callers that build fragments themselves."""
+    return image_to_coco(img)

@@ -1,0 +1,15 @@
+"""Architectures; each module registers its models in :data:`segpipe.models.registry.MODELS` on import."""
+
+from segpipe.models.architectures import (  # noqa: F401
+    fcn_vgg,
+    gcn,
+    hourglass,
+    instance,
+    panoptic,
+    pspnet,
+    segnet,
+    torchvision_semantic,
+    unet,
+    yolact,
+    deeplabv3plus,
+)

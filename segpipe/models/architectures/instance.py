@@ -1,0 +1,72 @@
+"""torchvision Mask R-CNN models, built without weights and with segpipe's input convention.
+
+The internal ``GeneralizedRCNNTransform`` is given an identity normalisation (mean 0, std 1): the
+predictor normalises every model's input the same way, with the checkpoint's mean/std. ``min_size``
+defaults to the tile size so tiles are not resized.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import nn
+
+from segpipe.models.registry import ModelSpec, register_model
+
+_IDENTITY = {"image_mean": [0.0, 0.0, 0.0], "image_std": [1.0, 1.0, 1.0]}
+
+
+def _detection_kw(kw: dict[str, Any], size: int) -> dict[str, Any]:
+    out = dict(_IDENTITY)
+    out.update({"min_size": size, "max_size": 2 * size})
+    out.update(kw)
+    return out
+
+
+def build_maskrcnn_resnet50_fpn(num_classes: int, pretrained_backbone: bool = False, **kw: Any) -> nn.Module:
+    """torchvision ``maskrcnn_resnet50_fpn`` (``num_classes`` includes background)."""
+    from torchvision.models.detection import maskrcnn_resnet50_fpn
+
+    net = maskrcnn_resnet50_fpn(
+        weights=None, weights_backbone=None, num_classes=num_classes, **_detection_kw(kw, 512)
+    )
+    if pretrained_backbone:
+        from segpipe.models.weights import load_backbone_into
+
+        load_backbone_into(net.backbone.body, "resnet50:DEFAULT")
+    return net
+
+
+def build_maskrcnn_mobilenet_v3(num_classes: int, pretrained_backbone: bool = False, **kw: Any) -> nn.Module:
+    """Mask R-CNN on a MobileNetV3-Large FPN backbone (the layout of torchvision's Faster R-CNN one)."""
+    from torchvision.models.detection import MaskRCNN
+    from torchvision.models.detection.anchor_utils import AnchorGenerator
+    from torchvision.models.detection.backbone_utils import mobilenet_backbone
+
+    backbone = mobilenet_backbone(
+        backbone_name="mobilenet_v3_large", weights=None, fpn=True, trainable_layers=6
+    )
+    if pretrained_backbone:
+        from segpipe.models.weights import load_backbone_into
+
+        load_backbone_into(backbone.body, "mobilenet_v3_large:DEFAULT")
+    # Two FPN levels + pool, as in fasterrcnn_mobilenet_v3_large_fpn.
+    sizes = ((32, 64, 128, 256, 512),) * 3
+    anchors = AnchorGenerator(sizes, ((0.5, 1.0, 2.0),) * len(sizes))
+    return MaskRCNN(
+        backbone, num_classes=num_classes, rpn_anchor_generator=anchors, **_detection_kw(kw, 512)
+    )
+
+
+register_model(
+    ModelSpec(
+        "maskrcnn_resnet50_fpn", "instance", build_maskrcnn_resnet50_fpn, (512, 512),
+        "torchvision Mask R-CNN, ResNet-50-FPN", stride=32,
+    )
+)
+register_model(
+    ModelSpec(
+        "maskrcnn_mobilenet_v3", "instance", build_maskrcnn_mobilenet_v3, (512, 512),
+        "torchvision Mask R-CNN on a MobileNetV3-Large FPN backbone", stride=32,
+    )
+)

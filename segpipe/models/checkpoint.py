@@ -1,0 +1,336 @@
+"""Self-describing, safe checkpoints.
+
+A checkpoint is a plain dict saved with ``torch.save``::
+
+    {"format": "segpipe.checkpoint", "version": 1,
+     "meta": {...CheckpointMeta...},            # str / numbers / lists / dicts only
+     "state_dict": {name: tensor},
+     "optimizer": {...} | None,                 # torch optimizer state (tensors, numbers)
+     "train_state": {...} | None}               # epoch, best metric, RNG state for --resume
+
+and read back with ``torch.load(weights_only=True)``: a pickle that references anything other than
+tensors and builtin containers is refused with :class:`~segpipe.errors.CheckpointError` before any of
+its code can run. ``.safetensors`` files are accepted when the optional ``safetensors`` package is
+installed (meta in the header's ``__metadata__``). A plain ``state_dict`` (e.g. from torchvision or
+another trainer) is accepted together with an architecture name.
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from segpipe.errors import CheckpointError, UnsupportedError
+
+FORMAT = "segpipe.checkpoint"
+VERSION = 1
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass
+class CheckpointMeta:
+    """Everything a predictor needs besides the weights.
+
+    Attributes:
+        arch: Registered architecture name.
+        task: ``semantic`` / ``instance`` / ``panoptic`` / ``landmarks``.
+        num_classes: As the builder takes it (see :mod:`segpipe.models.registry`).
+        categories: One dict per model class index: ``{"index", "id", "name", "color": [r, g, b],
+            "isthing"}`` (``id`` is the dataset's category id; ``index`` the model's channel / label).
+        mean: Per-channel normalisation mean, on inputs scaled to [0, 1].
+        std: Per-channel normalisation std.
+        tile_size: Recommended ``[h, w]`` for tiled inference.
+        tile_overlap: Recommended overlap as a fraction of the tile (0.25 = a quarter).
+        model_kwargs: Extra builder options the weights were trained with.
+        keypoints: Keypoint names (landmarks).
+        provenance: How the weights were made: ``dataset``, ``epochs``, ``metrics``, ``segpipe_version``,
+            ``created`` (ISO time), ``seed`` ...
+    """
+
+    arch: str
+    task: str
+    num_classes: int
+    categories: list[dict[str, Any]] = field(default_factory=list)
+    mean: list[float] = field(default_factory=lambda: list(IMAGENET_MEAN))
+    std: list[float] = field(default_factory=lambda: list(IMAGENET_STD))
+    tile_size: list[int] = field(default_factory=lambda: [512, 512])
+    tile_overlap: float = 0.25
+    model_kwargs: dict[str, Any] = field(default_factory=dict)
+    keypoints: list[str] = field(default_factory=list)
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain, JSON-compatible dict."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> CheckpointMeta:
+        """Validates and builds the meta from a dict read from a checkpoint.
+
+        Raises:
+            CheckpointError: a required field is missing or has the wrong type.
+        """
+        if not isinstance(d, dict):
+            raise CheckpointError("checkpoint meta is not a dict")
+        try:
+            meta = cls(
+                arch=str(d["arch"]),
+                task=str(d["task"]),
+                num_classes=int(d["num_classes"]),
+                categories=[dict(c) for c in d.get("categories", [])],
+                mean=[float(v) for v in d.get("mean", IMAGENET_MEAN)],
+                std=[float(v) for v in d.get("std", IMAGENET_STD)],
+                tile_size=[int(v) for v in d.get("tile_size", [512, 512])],
+                tile_overlap=float(d.get("tile_overlap", 0.25)),
+                model_kwargs=dict(d.get("model_kwargs", {})),
+                keypoints=[str(k) for k in d.get("keypoints", [])],
+                provenance=dict(d.get("provenance", {})),
+            )
+        except (KeyError, TypeError, ValueError) as e:
+            raise CheckpointError(f"checkpoint meta is invalid: {type(e).__name__}: {e}") from None
+        if len(meta.mean) != 3 or len(meta.std) != 3 or len(meta.tile_size) != 2:
+            raise CheckpointError("checkpoint meta: mean/std need 3 values and tile_size 2")
+        return meta
+
+    @classmethod
+    def for_arch(cls, arch: str, num_classes: int, **kw: Any) -> CheckpointMeta:
+        """Defaults for ``arch`` (task and tile size from the registry; generic category names)."""
+        from segpipe.models.registry import get_model_spec
+
+        spec = get_model_spec(arch)
+        kw.setdefault(
+            "categories",
+            [{"index": i, "id": i, "name": f"class_{i}", "color": None, "isthing": True} for i in range(num_classes)],
+        )
+        kw.setdefault("tile_size", list(spec.default_input))
+        return cls(arch=arch, task=spec.task, num_classes=num_classes, **kw)
+
+
+@dataclass
+class Checkpoint:
+    """A loaded checkpoint: meta, weights and (for resuming) optimizer and training state."""
+
+    meta: CheckpointMeta
+    state_dict: dict[str, Any]
+    optimizer: dict[str, Any] | None = None
+    train_state: dict[str, Any] | None = None
+
+
+def provenance(**kw: Any) -> dict[str, Any]:
+    """A provenance dict with the segpipe version and the current UTC time filled in."""
+    from segpipe import __version__
+
+    out: dict[str, Any] = {"segpipe_version": __version__, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    out.update(kw)
+    return out
+
+
+def save_checkpoint(
+    path: str | Path,
+    model: Any,
+    meta: CheckpointMeta,
+    *,
+    optimizer: dict[str, Any] | None = None,
+    train_state: dict[str, Any] | None = None,
+) -> Path:
+    """Writes a checkpoint atomically.
+
+    Args:
+        path: ``*.ckpt`` / ``*.pt`` (torch) or ``*.safetensors`` (needs the safetensors package; no
+            optimizer state).
+        model: An ``nn.Module`` or a state dict.
+        meta: Its metadata.
+        optimizer: ``optimizer.state_dict()``, for resuming.
+        train_state: Epoch, best metric, RNG states ... (tensors, numbers, str, lists, dicts).
+    """
+    import torch
+
+    from segpipe.storage.atomic import atomic_open, write_bytes_atomic
+
+    path = Path(path)
+    state = model.state_dict() if hasattr(model, "state_dict") else dict(model)
+    state = {k: v.detach().cpu().contiguous() for k, v in state.items()}
+    meta_d = _plain(meta.to_dict(), "meta")
+    if path.suffix == ".safetensors":
+        try:
+            from safetensors.torch import save
+        except ImportError:
+            raise UnsupportedError(
+                "saving .safetensors needs the optional safetensors package", hint="pip install safetensors"
+            ) from None
+        write_bytes_atomic(path, save(state, metadata={"segpipe": json.dumps(meta_d)}))
+        return path
+    obj = {
+        "format": FORMAT,
+        "version": VERSION,
+        "meta": meta_d,
+        "state_dict": state,
+        "optimizer": optimizer,
+        "train_state": train_state,
+    }
+    with atomic_open(path, "wb") as f:
+        torch.save(obj, f)
+    return path
+
+
+def load_checkpoint(
+    path: str | Path, *, arch: str | None = None, num_classes: int | None = None
+) -> Checkpoint:
+    """Reads a checkpoint without executing anything from it.
+
+    Args:
+        path: A segpipe checkpoint, a ``.safetensors`` file, or a plain state dict.
+        arch: Architecture of a plain state dict (ignored for segpipe checkpoints).
+        num_classes: Classes of a plain state dict; inferred from the tensor shapes when omitted.
+
+    Raises:
+        CheckpointError: the file is missing, corrupt, unsafe (its pickle references other objects),
+            or a plain state dict comes without ``arch``.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError("checkpoint file not found", path=path)
+    if path.suffix == ".safetensors":
+        return _load_safetensors(path, arch, num_classes)
+    import torch
+
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        first = next((ln.strip() for ln in str(e).splitlines() if "GLOBAL" in ln or "Unsupported" in ln), "")
+        raise CheckpointError(
+            "refused: the checkpoint's pickle references objects other than tensors and plain containers"
+            + (f" ({first})" if first else ""),
+            path=path,
+            hint="nothing from it was executed; re-save it as a plain state dict",
+        ) from None
+    except Exception as e:  # corrupt zip, truncated file, wrong format
+        raise CheckpointError(f"cannot read checkpoint: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}", path=path) from None
+    if isinstance(obj, dict) and obj.get("format") == FORMAT:
+        if int(obj.get("version", 0)) > VERSION:
+            raise CheckpointError(f"checkpoint version {obj.get('version')} is newer than this segpipe", path=path)
+        meta = CheckpointMeta.from_dict(obj.get("meta", {}))
+        state = obj.get("state_dict")
+        if not isinstance(state, dict):
+            raise CheckpointError("checkpoint has no state_dict", path=path)
+        return Checkpoint(meta, state, obj.get("optimizer"), obj.get("train_state"))
+    return _plain_state(obj, path, arch, num_classes)
+
+
+def _plain_state(obj: Any, path: Path, arch: str | None, num_classes: int | None) -> Checkpoint:
+    import torch
+
+    if isinstance(obj, dict):
+        for key in ("state_dict", "model", "model_state_dict"):  # common trainer wrappers
+            if isinstance(obj.get(key), dict):
+                obj = obj[key]
+                break
+    if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise CheckpointError("not a segpipe checkpoint nor a state dict of tensors", path=path)
+    if arch is None:
+        raise CheckpointError("a plain state dict does not say its architecture", path=path, hint="pass --arch NAME")
+    state = {k.removeprefix("module."): v for k, v in obj.items()}  # DataParallel prefix
+    n = num_classes if num_classes is not None else infer_num_classes(arch, state)
+    return Checkpoint(CheckpointMeta.for_arch(arch, n), state)
+
+
+def _load_safetensors(path: Path, arch: str | None, num_classes: int | None) -> Checkpoint:
+    try:
+        from safetensors import safe_open
+    except ImportError:
+        raise UnsupportedError(
+            "reading .safetensors needs the optional safetensors package", path=path, hint="pip install safetensors"
+        ) from None
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            header = f.metadata() or {}
+            state = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - safe_open has no __iter__
+    except Exception as e:
+        raise CheckpointError(f"cannot read safetensors file: {e}", path=path) from None
+    if "segpipe" in header:
+        try:
+            meta = CheckpointMeta.from_dict(json.loads(header["segpipe"]))
+        except json.JSONDecodeError:
+            raise CheckpointError("safetensors metadata is not valid JSON", path=path) from None
+        return Checkpoint(meta, state)
+    return _plain_state(state, path, arch, num_classes)
+
+
+def infer_num_classes(arch: str, state: dict[str, Any]) -> int:
+    """Infers ``num_classes`` from a state dict's shapes.
+
+    Builds the architecture for 2 and 3 classes on the meta device; a tensor whose shape changes is a
+    class-dependent layer, and its size in ``state`` (linear in the class count) gives the answer.
+
+    Raises:
+        CheckpointError: no class-dependent tensor matches.
+    """
+    import torch
+
+    from segpipe.models.registry import build_model
+
+    with torch.device("meta"):
+        s2 = build_model(arch, 2).state_dict()
+        s3 = build_model(arch, 3).state_dict()
+    for k, v2 in s2.items():
+        v3 = s3.get(k)
+        if v3 is None or v2.shape == v3.shape or k not in state or state[k].dim() != v2.dim():
+            continue
+        for d, (a2, a3) in enumerate(zip(v2.shape, v3.shape, strict=True)):
+            if a2 != a3:
+                slope = a3 - a2
+                n, rem = divmod(int(state[k].shape[d]) - (a2 - 2 * slope), slope)
+                if rem == 0 and n >= 1:
+                    return n
+    raise CheckpointError(f"cannot infer the number of classes of this {arch} state dict; pass num_classes")
+
+
+def build_from_checkpoint(ckpt: Checkpoint | str | Path, *, strict: bool = True) -> Any:
+    """Builds the checkpoint's architecture, loads its weights and returns it in eval mode.
+
+    Raises:
+        CheckpointError: the weights do not fit the architecture (one line: counts of bad keys).
+    """
+    from segpipe.models.registry import build_model
+
+    if not isinstance(ckpt, Checkpoint):
+        ckpt = load_checkpoint(ckpt)
+    m = ckpt.meta
+    model = build_model(m.arch, m.num_classes, **m.model_kwargs)
+    state = ckpt.state_dict
+    own = model.state_dict()
+    if not any(k in own for k in state) and any(f"net.{k}" in own for k in state):
+        state = {f"net.{k}": v for k, v in state.items()}  # a torchvision state dict for a wrapped model
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as e:
+        raise CheckpointError(f"weights do not fit {m.arch}: {str(e).splitlines()[1:2]}") from None
+    if strict and (missing or unexpected):
+        raise CheckpointError(
+            f"weights do not fit {m.arch}: {len(missing)} missing (e.g. {missing[:2]}), "
+            f"{len(unexpected)} unexpected (e.g. {unexpected[:2]})"
+        )
+    return model.eval()
+
+
+def _plain(obj: Any, where: str) -> Any:
+    """Checks that ``obj`` holds only JSON-like values (what ``weights_only`` loading accepts)."""
+    if obj is None or isinstance(obj, (bool, int, float, str)):
+        return obj
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v, f"{where}[{i}]") for i, v in enumerate(obj)]
+    if isinstance(obj, dict):
+        return {str(k): _plain(v, f"{where}.{k}") for k, v in obj.items()}
+    try:
+        import numpy as np
+
+        if isinstance(obj, np.generic):
+            return obj.item()
+    except ImportError:  # pragma: no cover
+        pass
+    raise CheckpointError(f"checkpoint meta holds a {type(obj).__name__} at {where}; only plain values are allowed")

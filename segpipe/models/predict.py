@@ -1,0 +1,605 @@
+"""Batched, tiled predictors for every task.
+
+Use::
+
+    pred = Predictor.from_checkpoint("best.ckpt", device="auto")
+    out = pred.predict(image)                       # (H, W, 3) uint8, any size
+
+Images of any size go through a sliding window (tile size and overlap from the checkpoint or the
+arguments; the last tile is flush with the edge). What each task returns:
+
+* ``semantic`` → :class:`SemanticPrediction`: ``labels (H, W)`` uint8 (uint16 above 256 classes) and
+  ``probs (C, H, W) float16``. Probabilities are stored as float16 (documented choice): half the bytes
+  of float32 and ~1e-3 precision, ample for soft labels, confidence maps and blending.
+* ``instance`` → :class:`InstancePrediction`: COCO RLE masks (``pycocotools.mask.encode``), ``boxes
+  (K, 4) xyxy``, ``scores``, ``labels`` (model indices) and ``category_ids`` (dataset ids).
+* ``panoptic`` → :class:`PanopticPrediction`: ``ids (H, W) int32`` + ``segments`` (one pass, untiled).
+* ``landmarks`` → :class:`LandmarkPrediction`: ``heatmaps (K, H, W) float16`` + ``keypoints (K, 3)``
+  ``(x, y, confidence)``.
+
+**Streaming (the sink protocol).** Soft outputs are Gaussian-blended tile row by tile row into a band
+buffer of ``tile_h × W × C``; as soon as no later tile touches a band of rows it is finalised and
+written with ``label_sink[y0:y1] = labels_band`` (``(h, W)``) and ``prob_sink[:, y0:y1] = probs_band``
+(``(C, h, W) float16``; heatmaps likewise). Any object with that ``__setitem__`` works: a numpy array, a
+``np.memmap``, a zarr array of shape ``(H, W)`` / ``(C, H, W)``, or a writer of chunk-aligned regions.
+Memory is ``O(tile_h × W × C)``, never ``O(H × W × C)``. The image itself may be any array-like
+supporting ``image[y0:y1, x0:x1]`` (numpy, memmap, zarr, a lazy reader).
+
+Instances cut by tile borders are merged: detections from all tiles are ranked (complete before cut,
+then by score); a detection that overlaps a kept one of the same class with mask IoU above
+``nms_iou`` is a duplicate and dropped; one that is mostly contained in a kept one (intersection over
+the smaller area > 0.5) while either touches an inner tile border is a piece of the same object and
+is unioned into it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from segpipe.core.tiles import Tile, blend_weights, overlap_pixels, tile_starts
+
+
+class BandSink(Protocol):
+    """Receives finalised row bands: ``sink[y0:y1] = (h, W)`` or ``sink[:, y0:y1] = (C, h, W)``."""
+
+    def __setitem__(self, key: Any, value: np.ndarray) -> None: ...  # noqa: D105
+
+
+@dataclass
+class SemanticPrediction:
+    """Semantic output.
+
+    Attributes:
+        labels: ``(H, W)`` uint8/uint16 class indices, or None when written to a sink only.
+        probs: ``(C, H, W) float16`` class probabilities, or None.
+    """
+
+    labels: np.ndarray | None
+    probs: np.ndarray | None
+
+
+@dataclass
+class InstancePrediction:
+    """Instance output for one image of size ``(height, width)``.
+
+    Attributes:
+        rles: COCO compressed RLEs (``counts`` is a str).
+        boxes: ``(K, 4) float32`` xyxy pixels (tight around the mask).
+        scores: ``(K,) float32``.
+        labels: ``(K,) int64`` model label indices.
+        category_ids: ``(K,) int64`` dataset category ids (from the checkpoint's categories).
+    """
+
+    height: int
+    width: int
+    rles: list[dict[str, Any]] = field(default_factory=list)
+    boxes: np.ndarray = field(default_factory=lambda: np.zeros((0, 4), np.float32))
+    scores: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
+    labels: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    category_ids: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+
+
+@dataclass
+class PanopticPrediction:
+    """Panoptic output: ``ids (H, W) int32`` (0 = void) and COCO-style ``segments`` (category ids)."""
+
+    ids: np.ndarray
+    segments: list[dict[str, Any]]
+
+
+@dataclass
+class LandmarkPrediction:
+    """Landmark output.
+
+    Attributes:
+        heatmaps: ``(K, H, W) float16`` or None when written to a sink only.
+        keypoints: ``(K, 3) float32`` rows ``(x, y, confidence)`` (the global peak of each heatmap;
+            for Keypoint R-CNN the highest-scoring detection).
+        instances: Keypoint R-CNN only: one ``(K, 3)`` array per detection.
+    """
+
+    heatmaps: np.ndarray | None
+    keypoints: np.ndarray
+    instances: list[np.ndarray] = field(default_factory=list)
+
+
+@dataclass
+class _Det:
+    label: int
+    score: float
+    y0: int
+    x0: int
+    crop: np.ndarray  # (h, w) bool, tight
+    cut: bool  # touches a tile border that is inside the image
+    tile: tuple[int, int, int, int]  # the window it came from: y0, x0, y1, x1
+
+    @property
+    def area(self) -> int:
+        return int(self.crop.sum())
+
+    @property
+    def box(self) -> tuple[int, int, int, int]:
+        return self.x0, self.y0, self.x0 + self.crop.shape[1], self.y0 + self.crop.shape[0]
+
+
+def select_device(device: str = "auto") -> Any:
+    """``auto`` → ``cuda`` when available, else ``cpu``; anything else is passed to ``torch.device``."""
+    import torch
+
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def _cpu_threads(threads: int | None) -> None:
+    import torch
+
+    if threads is not None:
+        torch.set_num_threads(max(1, threads))
+        return
+    try:
+        avail = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - macOS
+        avail = os.cpu_count() or 1
+    # Oversubscription (torch's default counts all host cores, not this process's share) slows
+    # everything down; never use more threads than cores we may run on.
+    if torch.get_num_threads() > avail:
+        torch.set_num_threads(avail)
+
+
+class Predictor:
+    """A model plus everything needed to run it on images of any size.
+
+    Args:
+        model: The ``nn.Module`` (eval mode is set here).
+        meta: Its :class:`~segpipe.models.checkpoint.CheckpointMeta`.
+        device: ``auto``, ``cpu``, ``cuda``, ``cuda:1`` ...
+        batch_size: Tiles per forward pass.
+        tile: Tile ``(h, w)`` or side; the checkpoint's when None.
+        overlap: Fraction of the tile (< 1) or pixels; the checkpoint's when None.
+        blend: ``gaussian`` (default), ``linear`` or ``constant``.
+        amp: Autocast on CUDA (bf16 where supported, else fp16). Ignored on CPU.
+        threads: CPU threads (default: the cores this process may use).
+        score_thresh: Instances below this score are dropped.
+        mask_thresh: Instance mask probability threshold.
+        nms_iou: Mask IoU above which two same-class detections are duplicates.
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        meta: Any,
+        *,
+        device: str = "auto",
+        batch_size: int = 4,
+        tile: int | tuple[int, int] | None = None,
+        overlap: float | None = None,
+        blend: str = "gaussian",
+        amp: bool = True,
+        threads: int | None = None,
+        score_thresh: float = 0.5,
+        mask_thresh: float = 0.5,
+        nms_iou: float = 0.5,
+    ) -> None:
+        import torch
+
+        self.meta = meta
+        self.task = meta.task
+        self.device = select_device(device)
+        self.batch_size = max(1, batch_size)
+        t = tile if tile is not None else tuple(meta.tile_size)
+        self.tile: tuple[int, int] = (t, t) if isinstance(t, int) else (int(t[0]), int(t[1]))
+        self.overlap = float(meta.tile_overlap if overlap is None else overlap)
+        self.blend = blend
+        self.score_thresh = score_thresh
+        self.mask_thresh = mask_thresh
+        self.nms_iou = nms_iou
+        self.cuda = self.device.type == "cuda"
+        if not self.cuda:
+            _cpu_threads(threads)
+        self.model = model.eval().to(self.device)
+        if self.cuda and self.task in ("semantic", "landmarks"):
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.amp_dtype = None
+        if self.cuda and amp:
+            self.amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        self._mean = torch.tensor(meta.mean, device=self.device).view(1, 3, 1, 1) * 255.0
+        self._std = torch.tensor(meta.std, device=self.device).view(1, 3, 1, 1) * 255.0
+        self.category_ids = np.array(
+            [int(c.get("id", c.get("index", i))) for i, c in enumerate(meta.categories)] or range(meta.num_classes),
+            dtype=np.int64,
+        )
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, *, arch: str | None = None, **kw: Any) -> Predictor:
+        """Loads a checkpoint safely (see :mod:`segpipe.models.checkpoint`) and wraps it."""
+        from segpipe.models.checkpoint import build_from_checkpoint, load_checkpoint
+
+        ck = load_checkpoint(path, arch=arch)
+        return cls(build_from_checkpoint(ck), ck.meta, **kw)
+
+    # -- plumbing ---------------------------------------------------------------------------------
+
+    def _to_tensor(self, tiles: list[np.ndarray]) -> Any:
+        """``list[(h, w, 3) uint8]`` → normalised ``(N, 3, h, w)`` float on the device."""
+        import torch
+
+        batch = torch.from_numpy(np.ascontiguousarray(np.stack(tiles)))
+        if self.cuda:
+            batch = batch.pin_memory().to(self.device, non_blocking=True)
+        x = batch.permute(0, 3, 1, 2).float()
+        x = (x - self._mean) / self._std
+        if self.cuda and self.task in ("semantic", "landmarks"):
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x
+
+    def _run(self, x: Any) -> Any:
+        import torch
+
+        with torch.inference_mode():
+            if self.amp_dtype is not None:
+                with torch.autocast("cuda", dtype=self.amp_dtype):
+                    return self.model(x if self.task in ("semantic", "landmarks", "panoptic") else list(x))
+            return self.model(x if self.task in ("semantic", "landmarks", "panoptic") else list(x))
+
+    def _grid(self, h: int, w: int) -> tuple[list[int], list[int], int, int, int, int]:
+        th, tw = min(self.tile[0], h), min(self.tile[1], w)
+        oy = overlap_pixels(self.tile[0], self.overlap) if th == self.tile[0] else 0
+        ox = overlap_pixels(self.tile[1], self.overlap) if tw == self.tile[1] else 0
+        return tile_starts(h, th, oy), tile_starts(w, tw, ox), th, tw, oy, ox
+
+    def _batches(self, image: Any, tiles: Sequence[Tile]) -> Iterator[tuple[list[Tile], Any]]:
+        for i in range(0, len(tiles), self.batch_size):
+            chunk = list(tiles[i : i + self.batch_size])
+            arrs = [np.asarray(image[t.y0 : t.y1, t.x0 : t.x1])[..., :3] for t in chunk]
+            yield chunk, self._to_tensor(arrs)
+
+    # -- public API -------------------------------------------------------------------------------
+
+    def predict(self, image: Any, **kw: Any) -> Any:
+        """Predicts one image ``(H, W, 3) uint8`` (any array-like supporting 2-D slicing)."""
+        fn: Callable[..., Any] = {
+            "semantic": self.predict_semantic,
+            "instance": self.predict_instances,
+            "panoptic": self.predict_panoptic,
+            "landmarks": self.predict_landmarks,
+        }[self.task]
+        return fn(image, **kw)
+
+    def predict_batch(self, images: Sequence[Any]) -> list[Any]:
+        """Predicts several images; small same-size semantic images share forward passes."""
+        if self.task != "semantic":
+            return [self.predict(im) for im in images]
+        out: list[Any] = [None] * len(images)
+        groups: dict[tuple[int, ...], list[int]] = {}
+        for i, im in enumerate(images):
+            h, w = im.shape[:2]
+            if h <= self.tile[0] and w <= self.tile[1]:
+                groups.setdefault((h, w), []).append(i)
+            else:
+                out[i] = self.predict_semantic(im)
+        for (_h, _w), idx in groups.items():
+            for s in range(0, len(idx), self.batch_size):
+                part = idx[s : s + self.batch_size]
+                logits = self._run(self._to_tensor([np.asarray(images[i])[..., :3] for i in part]))
+                probs = logits.float().softmax(1).cpu().numpy()
+                for j, i in enumerate(part):
+                    out[i] = SemanticPrediction(self._argmax(probs[j]), probs[j].astype(np.float16))
+        return out
+
+    def _argmax(self, probs: np.ndarray) -> np.ndarray:
+        dt = np.uint8 if probs.shape[0] <= 256 else np.uint16
+        return probs.argmax(0).astype(dt)
+
+    def _blend_stream(
+        self,
+        image: Any,
+        channels: int,
+        soft: Callable[[Any], np.ndarray],
+        on_band: Callable[[int, int, np.ndarray], None],
+    ) -> None:
+        """Sliding window with weighted blending, finalising row bands as soon as they are complete.
+
+        Args:
+            image: ``(H, W, 3)`` array-like.
+            channels: C of the soft output.
+            soft: Batch tensor → ``(N, C, th, tw) float32`` numpy soft output.
+            on_band: Called with ``(y0, y1, (C, y1 − y0, W) float32)`` for each finished band.
+        """
+        h, w = image.shape[:2]
+        ys, xs, th, tw, oy, ox = self._grid(h, w)
+        wt = blend_weights(th, tw, self.blend, (oy, ox))
+        acc = np.zeros((channels, th, w), dtype=np.float32)  # rows [y, y + th) of the current tile row
+        wsum = np.zeros((th, w), dtype=np.float32)
+        for r, y in enumerate(ys):
+            row = [Tile(y, x, y + th, x + tw, r, c) for c, x in enumerate(xs)]
+            for chunk, x in self._batches(image, row):
+                out = soft(self._run(x))
+                for t, o in zip(chunk, out, strict=True):
+                    acc[:, :, t.x0 : t.x1] += o * wt
+                    wsum[:, t.x0 : t.x1] += wt
+            done = (ys[r + 1] if r + 1 < len(ys) else h) - y  # rows no later tile touches
+            on_band(y, y + done, acc[:, :done] / wsum[None, :done])
+            # Shift the unfinished rows to the top of the buffer (they start the next tile row).
+            acc[:, : th - done] = acc[:, done:]
+            acc[:, th - done :] = 0
+            wsum[: th - done] = wsum[done:]
+            wsum[th - done :] = 0
+
+    def predict_semantic(
+        self,
+        image: Any,
+        *,
+        label_sink: BandSink | None = None,
+        prob_sink: BandSink | None = None,
+        keep_probs: bool = True,
+    ) -> SemanticPrediction:
+        """Tiled semantic prediction.
+
+        Args:
+            image: ``(H, W, 3) uint8`` array-like.
+            label_sink: Receives ``label_sink[y0:y1] = (h, W)`` bands; an in-memory array when None.
+            prob_sink: Receives ``prob_sink[:, y0:y1] = (C, h, W) float16`` bands; an in-memory array
+                when None and ``keep_probs``.
+            keep_probs: Produce probabilities at all.
+
+        Returns:
+            The in-memory arrays it allocated (None for outputs that went to a sink).
+        """
+        import torch
+
+        h, w = image.shape[:2]
+        c = self.meta.num_classes
+        labels = None
+        probs = None
+        if label_sink is None:
+            labels = np.zeros((h, w), dtype=np.uint8 if c <= 256 else np.uint16)
+            label_sink = labels
+        if prob_sink is None and keep_probs:
+            probs = np.zeros((c, h, w), dtype=np.float16)
+            prob_sink = probs
+
+        def soft(logits: torch.Tensor) -> np.ndarray:
+            return logits.float().softmax(1).cpu().numpy()
+
+        def on_band(y0: int, y1: int, p: np.ndarray) -> None:
+            label_sink[y0:y1] = self._argmax(p)
+            if prob_sink is not None:
+                prob_sink[:, y0:y1] = p.astype(np.float16)
+
+        self._blend_stream(image, c, soft, on_band)
+        return SemanticPrediction(labels, probs)
+
+    def predict_landmarks(self, image: Any, *, heatmap_sink: BandSink | None = None) -> LandmarkPrediction:
+        """Tiled heatmap prediction with streaming peak decoding (stacked hourglass), or Keypoint R-CNN.
+
+        Args:
+            image: ``(H, W, 3) uint8`` array-like.
+            heatmap_sink: Receives ``heatmap_sink[:, y0:y1] = (K, h, W) float16``; in memory when None.
+        """
+        import torch
+        import torch.nn.functional as F
+
+        if self.meta.arch.startswith("keypointrcnn"):
+            return self._predict_keypointrcnn(image)
+        h, w = image.shape[:2]
+        k = self.meta.num_classes
+        heat = None
+        if heatmap_sink is None:
+            heat = np.zeros((k, h, w), dtype=np.float16)
+            heatmap_sink = heat
+        best = np.full(k, -np.inf, dtype=np.float32)
+        best_xy = np.zeros((k, 2), dtype=np.float32)
+
+        def soft(hm: torch.Tensor) -> np.ndarray:
+            hm = hm.float()
+            size = (hm.shape[-2] * 4, hm.shape[-1] * 4)
+            return F.interpolate(hm, size=size, mode="bilinear", align_corners=False).cpu().numpy()
+
+        tiles_h, tiles_w = self._grid(h, w)[2:4]
+
+        def soft_cropped(hm: torch.Tensor) -> np.ndarray:
+            return soft(hm)[..., :tiles_h, :tiles_w]
+
+        def on_band(y0: int, y1: int, band: np.ndarray) -> None:
+            heatmap_sink[:, y0:y1] = band.astype(np.float16)
+            flat = band.reshape(k, -1)
+            idx = flat.argmax(1)
+            val = flat[np.arange(k), idx]
+            for j in np.nonzero(val > best)[0]:
+                yy, xx = divmod(int(idx[j]), band.shape[2])
+                # Quarter-pixel shift towards the larger neighbour (the usual heatmap refinement).
+                dx = 0.25 * np.sign(band[j, yy, min(xx + 1, w - 1)] - band[j, yy, max(xx - 1, 0)])
+                dy = 0.25 * np.sign(band[j, min(yy + 1, band.shape[1] - 1), xx] - band[j, max(yy - 1, 0), xx])
+                best[j] = val[j]
+                best_xy[j] = (xx + 0.5 + dx, y0 + yy + 0.5 + dy)
+
+        self._blend_stream(image, k, soft_cropped, on_band)
+        kps = np.concatenate([best_xy, best[:, None]], axis=1).astype(np.float32)
+        return LandmarkPrediction(heat, kps)
+
+    def _predict_keypointrcnn(self, image: Any) -> LandmarkPrediction:
+        x = self._to_tensor([np.asarray(image)[..., :3]])
+        out = self._run(x)[0]
+        keep = (out["scores"] >= self.score_thresh).cpu().numpy()
+        kps = out["keypoints"].float().cpu().numpy()[keep]
+        ksc = out["keypoints_scores"].float().cpu().numpy()[keep]
+        inst = [np.concatenate([kp[:, :2], s[:, None]], axis=1).astype(np.float32) for kp, s in zip(kps, ksc, strict=True)]
+        top = inst[0] if inst else np.zeros((self.meta.num_classes, 3), np.float32)
+        return LandmarkPrediction(None, top, inst)
+
+    def predict_panoptic(self, image: Any) -> PanopticPrediction:
+        """Whole-image panoptic prediction (no tiling yet) fused by UPSNet's parameter-free head."""
+        x = self._to_tensor([np.asarray(image)[..., :3]])
+        out = self._run(x)[0]
+        ids, segs = self.model.fuse(out, score_thresh=self.score_thresh)
+        for s in segs:
+            s["category_id"] = int(self.category_ids[s["category_id"]]) if s["category_id"] < len(self.category_ids) else s["category_id"]
+        return PanopticPrediction(ids.cpu().numpy().astype(np.int32), segs)
+
+    def predict_instances(self, image: Any) -> InstancePrediction:
+        """Tiled instance prediction with cross-tile merging and duplicate suppression."""
+        h, w = image.shape[:2]
+        ys, xs, th, tw, _, _ = self._grid(h, w)
+        tiles = [Tile(y, x, y + th, x + tw, r, c) for r, y in enumerate(ys) for c, x in enumerate(xs)]
+        dets: list[_Det] = []
+        for chunk, x in self._batches(image, tiles):
+            for t, o in zip(chunk, self._run(x), strict=True):
+                dets.extend(self._tile_dets(t, o, h, w))
+        return self._merge(dets, h, w)
+
+    def _tile_dets(self, t: Tile, o: dict[str, Any], h: int, w: int) -> list[_Det]:
+        scores = o["scores"].float().cpu().numpy()
+        keep = scores >= self.score_thresh
+        if not keep.any():
+            return []
+        masks = (o["masks"][keep, 0].float() > self.mask_thresh).cpu().numpy()
+        labels = o["labels"].cpu().numpy()[keep]
+        out = []
+        for m, lab, sc in zip(masks, labels, scores[keep], strict=True):
+            rows, cols = np.nonzero(m.any(1))[0], np.nonzero(m.any(0))[0]
+            if rows.size == 0:
+                continue
+            r0, r1, c0, c1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
+            cut = (r0 == 0 and t.y0 > 0) or (c0 == 0 and t.x0 > 0) or (r1 == t.height and t.y1 < h) or (
+                c1 == t.width and t.x1 < w
+            )
+            out.append(
+                _Det(int(lab), float(sc), t.y0 + int(r0), t.x0 + int(c0), m[r0:r1, c0:c1].copy(), bool(cut),
+                     (t.y0, t.x0, t.y1, t.x1))
+            )
+        return out
+
+    def _merge(self, dets: list[_Det], h: int, w: int) -> InstancePrediction:
+        # 1. Detections of one object seen by two tiles agree inside the windows' common area:
+        #    group them (union-find) when their masks there have IoU > 0.5, and union each group.
+        parent = list(range(len(dets)))
+
+        def find(i: int) -> int:
+            while parent[i] != i:
+                parent[i] = parent[parent[i]]
+                i = parent[i]
+            return i
+
+        for i, a in enumerate(dets):
+            for j in range(i + 1, len(dets)):
+                b = dets[j]
+                if a.label == b.label and a.tile != b.tile and _window_iou(a, b) > 0.5:
+                    parent[find(j)] = find(i)
+        groups: dict[int, _Det] = {}
+        for i in sorted(range(len(dets)), key=lambda i: (dets[i].cut, -dets[i].score)):
+            r = find(i)
+            if r in groups:
+                _union_into(groups[r], dets[i])
+            else:
+                groups[r] = dets[i]
+        # 2. Remaining duplicates (same class, global mask IoU above nms_iou): keep the better one.
+        kept: list[_Det] = []
+        for d in sorted(groups.values(), key=lambda d: (d.cut, -d.score)):
+            if not any(
+                k.label == d.label and (inter := _intersection(k, d)) and inter / (k.area + d.area - inter) > self.nms_iou
+                for k in kept
+            ):
+                kept.append(d)
+        kept.sort(key=lambda d: -d.score)
+        res = InstancePrediction(h, w)
+        res.rles = [_crop_to_rle(d.crop, d.y0, d.x0, h, w) for d in kept]
+        res.boxes = np.array([d.box for d in kept], dtype=np.float32).reshape(-1, 4)
+        res.scores = np.array([d.score for d in kept], dtype=np.float32)
+        res.labels = np.array([d.label for d in kept], dtype=np.int64)
+        res.category_ids = np.array(
+            [self.category_ids[lab] if lab < len(self.category_ids) else lab for lab in res.labels], dtype=np.int64
+        )
+        return res
+
+
+def _window_iou(a: _Det, b: _Det) -> float:
+    """Mask IoU of two detections restricted to the area both of their tiles saw."""
+    y0, x0 = max(a.tile[0], b.tile[0]), max(a.tile[1], b.tile[1])
+    y1, x1 = min(a.tile[2], b.tile[2]), min(a.tile[3], b.tile[3])
+    if y0 >= y1 or x0 >= x1:
+        return 0.0
+
+    def window(d: _Det) -> np.ndarray:
+        m = np.zeros((y1 - y0, x1 - x0), dtype=bool)
+        dx0, dy0, dx1, dy1 = d.box
+        cx0, cy0, cx1, cy1 = max(dx0, x0), max(dy0, y0), min(dx1, x1), min(dy1, y1)
+        if cx0 < cx1 and cy0 < cy1:
+            m[cy0 - y0 : cy1 - y0, cx0 - x0 : cx1 - x0] = d.crop[cy0 - dy0 : cy1 - dy0, cx0 - dx0 : cx1 - dx0]
+        return m
+
+    ma, mb = window(a), window(b)
+    union = int((ma | mb).sum())
+    return int((ma & mb).sum()) / union if union else 0.0
+
+
+def _intersection(a: _Det, b: _Det) -> int:
+    ax0, ay0, ax1, ay1 = a.box
+    bx0, by0, bx1, by1 = b.box
+    x0, y0, x1, y1 = max(ax0, bx0), max(ay0, by0), min(ax1, bx1), min(ay1, by1)
+    if x0 >= x1 or y0 >= y1:
+        return 0
+    return int((a.crop[y0 - ay0 : y1 - ay0, x0 - ax0 : x1 - ax0] & b.crop[y0 - by0 : y1 - by0, x0 - bx0 : x1 - bx0]).sum())
+
+
+def _union_into(k: _Det, d: _Det) -> None:
+    ax0, ay0, ax1, ay1 = k.box
+    bx0, by0, bx1, by1 = d.box
+    x0, y0, x1, y1 = min(ax0, bx0), min(ay0, by0), max(ax1, bx1), max(ay1, by1)
+    m = np.zeros((y1 - y0, x1 - x0), dtype=bool)
+    m[ay0 - y0 : ay1 - y0, ax0 - x0 : ax1 - x0] |= k.crop
+    m[by0 - y0 : by1 - y0, bx0 - x0 : bx1 - x0] |= d.crop
+    k.crop, k.y0, k.x0 = m, y0, x0
+    k.score = max(k.score, d.score)
+    k.cut = k.cut and d.cut
+
+
+def _crop_to_rle(crop: np.ndarray, y0: int, x0: int, h: int, w: int) -> dict[str, Any]:
+    """Compressed COCO RLE of a full ``h × w`` mask that is ``crop`` at ``(y0, x0)`` and 0 elsewhere.
+
+    Runs are computed from the crop alone (column-major, as COCO counts), so a small object in a huge
+    image never materialises an ``h × w`` array.
+    """
+    from pycocotools import mask as mask_utils
+
+    ch, cw = crop.shape
+    # Column-major run boundaries inside the crop, shifted to global column-major positions.
+    padded = np.zeros((ch + 2, cw), dtype=np.int8)
+    padded[1:-1] = crop
+    diff = np.diff(padded, axis=0)  # (ch + 1, cw): +1 at a run start, −1 after a run end
+    # np.nonzero on the transpose walks column by column, rows in order within: COCO's order.
+    s_col, s_row = np.nonzero((diff == 1).T)
+    e_col, e_row = np.nonzero((diff == -1).T)
+    starts = (x0 + s_col).astype(np.int64) * h + y0 + s_row
+    ends = (x0 + e_col).astype(np.int64) * h + y0 + e_row
+    if starts.size > 1:  # a run reaching the bottom of one column may continue at the top of the next
+        join = starts[1:] == ends[:-1]
+        if join.any():
+            starts = np.concatenate([starts[:1], starts[1:][~join]])
+            ends = np.concatenate([ends[:-1][~join], ends[-1:]])
+    counts: list[int] = []
+    pos = 0
+    for s, e in zip(starts.tolist(), ends.tolist(), strict=True):
+        counts.extend((s - pos, e - s))
+        pos = e
+    counts.append(h * w - pos)
+    rle = mask_utils.frPyObjects({"counts": counts, "size": [h, w]}, h, w)
+    rle["counts"] = rle["counts"].decode("ascii") if isinstance(rle["counts"], bytes) else rle["counts"]
+    return rle
+
+
+def predictor_for(arch: str, num_classes: int, *, model: Any = None, **kw: Any) -> Predictor:
+    """A predictor for an architecture without a checkpoint (random weights unless ``model`` given)."""
+    from segpipe.models.checkpoint import CheckpointMeta
+    from segpipe.models.registry import build_model
+
+    meta = CheckpointMeta.for_arch(arch, num_classes)
+    if model is None:
+        model = build_model(arch, num_classes)
+    return Predictor(model, meta, **kw)

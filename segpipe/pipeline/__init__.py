@@ -1,0 +1,1 @@
+"""Pipeline specs (pydantic, at the edge) and pure planning."""

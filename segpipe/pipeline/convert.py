@@ -1,0 +1,302 @@
+"""``segpipe convert``: plan a sharded conversion, run it on Dask, report every loss.
+
+The driver reads the source index once and streams shards of lightweight samples to the workers;
+each worker decodes its images' masks, applies the category map and writes per-image outputs into a
+staging folder inside the destination. The driver then writes the index files (COCO JSON, VOC
+ImageSets ...) from the shards' small results, in shard order, and moves the staging folder's
+content into place — or, under ``--strict`` with any loss, removes it and fails, leaving nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from segpipe import __version__
+from segpipe.core.categories import CategoryMapper
+from segpipe.core.losses import LossCounter
+from segpipe.core.problems import Problem
+from segpipe.core.records import DatasetMeta, Materialized, Sample, chunked
+from segpipe.errors import ConfigError, InputError, LossError, SegpipeError, UnsupportedError
+from segpipe.execution.cluster import ClusterSpec, open_client
+from segpipe.execution.runner import run_tasks
+from segpipe.formats import detect_format, get_format
+from segpipe.formats.base import ShardResult, WriteOptions
+from segpipe.storage.atomic import write_json_atomic
+from segpipe.storage.spill import spill
+
+STAGING = ".segpipe-staging"
+REPORT_NAME = "conversion_report.json"
+
+
+@dataclass
+class ConvertRequest:
+    """Everything ``segpipe convert`` was asked to do.
+
+    Attributes:
+        src: A COCO JSON file or a dataset folder.
+        dst: The output folder (created; must be empty unless ``overwrite``).
+        to: Target format name.
+        from_: Source format name or ``auto``.
+        category_map: A YAML/JSON category map file, or None.
+        strict: Any loss (or missing image) is an error and nothing is written.
+        copy_images: ``copy``, ``link`` or ``none``.
+        overwrite: Allow a non-empty destination (files of the same name are replaced).
+        on_error: ``fail`` stops at the first unreadable sample; ``skip`` reports it and goes on.
+        shard_size: Images per task; None = automatic.
+        image_root: Where the source's images are, if not beside the annotations.
+        writer_options: Format-specific writer options.
+    """
+
+    src: Path
+    dst: Path
+    to: str
+    from_: str = "auto"
+    category_map: Path | None = None
+    strict: bool = False
+    copy_images: str = "copy"
+    overwrite: bool = False
+    on_error: str = "fail"
+    shard_size: int | None = None
+    image_root: Path | None = None
+    writer_options: dict[str, Any] = field(default_factory=dict)
+
+
+def load_category_map(path: Path) -> dict[str, Any]:
+    """Reads and validates a category map file (YAML or JSON) against its typed model."""
+    import yaml
+    from pydantic import ValidationError
+
+    from segpipe.pipeline.specs import CategoryMapSpec
+
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise InputError(f"cannot read category map: {e.strerror}", path=path) from None
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"not valid YAML: {str(e).splitlines()[0]}", path=path) from None
+    if not isinstance(data, dict):
+        raise ConfigError("a category map must be a mapping", path=path)
+    try:
+        CategoryMapSpec.model_validate(data)
+    except ValidationError as e:
+        err = e.errors()[0]
+        where = ".".join(str(p) for p in err["loc"])
+        raise ConfigError(err["msg"], path=path, where=where) from None
+    return data
+
+
+def _open_reader(spec: Any, src: Path, image_root: Path | None) -> Any:
+    if spec.reader is None:
+        raise UnsupportedError(f"format {spec.name!r} cannot be read")
+    if image_root is not None:
+        return spec.reader(src, image_root=image_root)
+    return spec.reader(src)
+
+
+def _count_in(m: Materialized, names: dict[int, str], lc: LossCounter) -> None:
+    if m.instances:
+        for im in m.instances:
+            lc.counts_in[names.get(im.instance.category_id, str(im.instance.category_id))] += 1
+    elif m.panoptic is not None:
+        for s in m.panoptic[1]:
+            lc.counts_in[names.get(s.category_id, str(s.category_id))] += 1
+    elif m.sample.instances:
+        for inst in m.sample.instances:
+            lc.counts_in[names.get(inst.category_id, str(inst.category_id))] += 1
+
+
+def convert_shard(
+    index: int,
+    samples: list[Sample],
+    src_format: str,
+    src_meta: DatasetMeta,
+    writer: Any,
+    mapper: CategoryMapper | None,
+    on_error: str,
+    spill_dir: str,
+) -> ShardResult:
+    """Worker task: materialize each sample, map categories, write, and spill the fragments.
+
+    Returns a small :class:`ShardResult` whose fragments live in a spill file.
+    """
+    spec = get_format(src_format)
+    problems: list[Problem] = []
+    pre = LossCounter()
+    names = {c.id: c.name for c in src_meta.categories}
+
+    def stream() -> Iterator[Materialized]:
+        for s in samples:
+            if s.image_path is None:
+                pre.missing_images.append(s.image.file_name)
+            try:
+                m = spec.materialize(s, src_meta)
+            except SegpipeError as e:
+                if on_error == "fail":
+                    raise
+                problems.append(Problem("error", s.image.file_name, f"image {s.image.id}", str(e), "unreadable"))
+                continue
+            _count_in(m, names, pre)
+            yield mapper.apply(m) if mapper is not None else m
+
+    result = writer.write_shard(index, stream())
+    result.losses.merge(pre)
+    result.problems.extend(problems)
+    result.n_samples = len(samples)
+    if result.fragments:
+        result.fragments = spill(list(result.fragments), os.path.join(spill_dir, f"shard_{index:07d}.pkl"))
+    return result
+
+
+def _task_key(req: ConvertRequest, index: int) -> str:
+    h = hashlib.sha1(f"{req.src.resolve()}|{req.to}|{req.dst.resolve()}|{index}".encode()).hexdigest()[:16]
+    return f"convert-{h}-{index}"
+
+
+def _prepare_dst(dst: Path, src: Path, overwrite: bool) -> bool:
+    """Checks the destination; returns whether it was created here."""
+    if dst.exists() and not dst.is_dir():
+        raise InputError("destination exists and is not a folder", path=dst)
+    if dst.resolve() == src.resolve() or (src.is_dir() and dst.resolve() == src.resolve()):
+        raise InputError("destination is the source; choose another folder", path=dst)
+    created = not dst.exists()
+    if not created:
+        leftovers = [p for p in dst.iterdir() if p.name != STAGING]
+        if leftovers and not overwrite:
+            raise InputError("destination folder is not empty", path=dst, hint="pass --overwrite or choose another")
+    dst.mkdir(parents=True, exist_ok=True)
+    staging = dst / STAGING
+    if staging.exists():
+        shutil.rmtree(staging)  # left by an earlier killed run: ours, inside the output
+    staging.mkdir()
+    return created
+
+
+def _promote(staging: Path, dst: Path) -> list[Path]:
+    moved: list[Path] = []
+    for p in sorted(staging.iterdir()):
+        target = dst / p.name
+        if target.is_dir() and p.is_dir():
+            shutil.copytree(p, target, dirs_exist_ok=True, copy_function=os.replace)  # type: ignore[arg-type]
+            shutil.rmtree(p)
+        else:
+            if target.is_dir():
+                shutil.rmtree(target)
+            os.replace(p, target)
+        moved.append(target)
+    staging.rmdir()
+    return moved
+
+
+def convert(
+    req: ConvertRequest,
+    cluster: ClusterSpec | None = None,
+    progress: Callable[[int, int, int], None] | None = None,
+) -> dict[str, Any]:
+    """Converts a dataset; returns the conversion report (also written to ``DST/conversion_report.json``).
+
+    Raises:
+        LossError: ``strict`` and something would be lost (nothing is written).
+        SegpipeError: unreadable input, unsupported pair, bad category map (nothing is written).
+    """
+    t0 = time.perf_counter()
+    cluster = cluster or ClusterSpec()
+    dst_spec = get_format(req.to)
+    if dst_spec.writer is None:
+        raise UnsupportedError(f"format {req.to!r} cannot be written")
+    src_format = detect_format(req.src) if req.from_ == "auto" else req.from_
+    src_spec = get_format(src_format)
+    if src_spec.materialize is None:
+        raise UnsupportedError(f"format {src_format!r} cannot be converted from")
+    reader = _open_reader(src_spec, req.src, req.image_root)
+    meta: DatasetMeta = reader.meta
+    mapper = None
+    if req.category_map is not None:
+        mapper = CategoryMapper.build(load_category_map(req.category_map), meta.categories, source=str(req.category_map))
+    out_meta = mapper.map_meta(meta) if mapper else meta
+
+    created = _prepare_dst(req.dst, req.src, req.overwrite)
+    staging = req.dst / STAGING
+    spill_dir = staging / ".spill"
+    spill_dir.mkdir()
+    try:
+        options = WriteOptions(copy_images=req.copy_images, strict=req.strict, extra=dict(req.writer_options))
+        writer = dst_spec.writer(staging, out_meta, options)
+        writer.prepare()
+        n = len(reader)
+        workers = cluster.n_workers() if cluster.scheduler is None else 4
+        size = req.shard_size or max(1, min(500, math.ceil(n / max(1, workers * 8))))
+        n_shards = math.ceil(n / size) if n else 0
+        done_images = 0
+
+        def on_progress(done: int, total: int, failed: int) -> None:
+            if progress:
+                progress(min(done_images, n), n, failed)
+
+        tasks = (
+            (
+                _task_key(req, i),
+                (i, shard, src_format, meta, writer, mapper, req.on_error, str(spill_dir)),
+            )
+            for i, shard in enumerate(chunked(reader.samples(), size))
+        )
+        results: list[ShardResult] = []
+        with open_client(cluster) as client:
+            for _, result in run_tasks(
+                client, convert_shard, tasks, total=n_shards, max_in_flight=max(2, 2 * workers),
+                progress=on_progress,
+            ):
+                done_images += result.n_samples
+                on_progress(0, 0, 0)
+                results.append(result)
+        results.sort(key=lambda r: r.index)
+        losses = LossCounter()
+        problems: list[Problem] = list(getattr(reader, "problems", []))
+        for r in results:
+            losses.merge(r.losses)
+            problems.extend(r.problems)
+        if req.strict and (not losses.lossless or losses.missing_images):
+            totals = losses.totals()
+            if losses.missing_images:
+                totals["missing_images"] = len(losses.missing_images)
+            summary = ", ".join(f"{k}={v}" for k, v in totals.items())
+            raise LossError(f"conversion to {req.to} would lose information: {summary}; nothing was written",
+                            path=req.src, hint="run without --strict to convert and see the report")
+        writer.finalize(results)
+        shutil.rmtree(spill_dir, ignore_errors=True)
+        _promote(staging, req.dst)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        if created:
+            shutil.rmtree(req.dst, ignore_errors=True)
+        raise
+    failed = sum(1 for p in problems if p.code == "unreadable")
+    report: dict[str, Any] = {
+        "segpipe_version": __version__,
+        "source": {"path": str(req.src), "format": src_format, "images": n, "categories": len(meta.categories)},
+        "target": {"path": str(req.dst), "format": req.to, "categories": len(out_meta.categories)},
+        "category_map": str(req.category_map) if req.category_map else None,
+        "images": {
+            "total": n,
+            "converted": n - failed,
+            "failed": failed,
+            "missing_files": len(losses.missing_images),
+        },
+        "losses": losses.to_dict(),
+        "repairs": list(getattr(reader, "repairs", [])),
+        "problems": [p.to_dict() for p in problems],
+        "shards": n_shards,
+        "workers": "in-process" if cluster.workers == 0 and not cluster.scheduler else (cluster.scheduler or workers),
+        "elapsed_s": round(time.perf_counter() - t0, 3),
+    }
+    write_json_atomic(req.dst / REPORT_NAME, report)
+    return report

@@ -1,0 +1,171 @@
+"""Typed models at the edges: the shapes segpipe accepts and writes. JSON Schemas in ``schemas/`` are
+generated from these (``segpipe schemas``) and a test fails when they drift."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+# ---------------------------------------------------------------- category map
+
+
+class CategoryMapSpec(BaseModel):
+    """A category map file for ``segpipe convert --categories``. Steps apply in the order
+    drop → merge → rename → ids; original ids are kept unless ``ids`` changes them."""
+
+    model_config = ConfigDict(extra="forbid", title="segpipe category map")
+
+    rename: dict[str, str] = Field(default_factory=dict, description="old name -> new name")
+    merge: dict[str, list[str]] = Field(default_factory=dict, description="new name -> old names merged into it")
+    drop: list[str] = Field(default_factory=list, description="classes removed; their label-map pixels become void")
+    ids: dict[str, int] = Field(default_factory=dict, description="resulting name -> new category id")
+    unlisted: Literal["keep", "drop"] = Field("keep", description="what happens to classes named nowhere")
+
+
+# ---------------------------------------------------------------- COCO shapes accepted
+
+
+class _Open(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+class CocoRLE(BaseModel):
+    """Run-length encoding; ``counts`` compressed (string) or uncompressed (list)."""
+
+    model_config = ConfigDict(extra="forbid")
+    size: list[int] = Field(min_length=2, max_length=2, description="[height, width]")
+    counts: str | list[int]
+
+
+class CocoImage(_Open):
+    """An image entry. Extra keys are kept."""
+
+    id: int
+    file_name: str
+    width: int = Field(gt=0)
+    height: int = Field(gt=0)
+
+
+class CocoCategory(_Open):
+    """A category. ``keypoints``/``skeleton`` for keypoint datasets, ``isthing``/``color`` for panoptic."""
+
+    id: int
+    name: str
+    supercategory: str | None = None
+    keypoints: list[str] | None = None
+    skeleton: list[list[int]] | None = None
+    isthing: int | None = None
+    color: list[int] | None = None
+
+
+class CocoAnnotation(_Open):
+    """An instance / keypoint annotation. Polygons are lists of >= 6 finite numbers (x, y pairs)."""
+
+    id: int
+    image_id: int
+    category_id: int
+    segmentation: list[list[float]] | CocoRLE | None = None
+    bbox: list[float] | None = Field(None, min_length=4, max_length=4, description="[x, y, w, h]")
+    area: float | None = None
+    iscrowd: int = 0
+    keypoints: list[float] | None = None
+    num_keypoints: int | None = None
+
+
+class CocoDataset(_Open):
+    """COCO instances / keypoints dataset, as ``segpipe convert`` and ``validate`` accept it."""
+
+    model_config = ConfigDict(extra="allow", title="COCO instances or keypoints dataset accepted by segpipe")
+    info: dict[str, Any] | None = None
+    licenses: list[dict[str, Any]] | None = None
+    images: list[CocoImage]
+    annotations: list[CocoAnnotation]
+    categories: list[CocoCategory]
+
+
+class CocoResult(_Open):
+    """One prediction, as pycocotools ``loadRes`` expects it."""
+
+    image_id: int
+    category_id: int
+    score: float
+    segmentation: list[list[float]] | CocoRLE | None = None
+    bbox: list[float] | None = None
+    keypoints: list[float] | None = None
+
+
+class CocoPanopticSegment(_Open):
+    """One entry of ``segments_info``."""
+
+    id: int
+    category_id: int
+    iscrowd: int = 0
+    area: int | None = None
+    bbox: list[float] | None = None
+
+
+class CocoPanopticAnnotation(_Open):
+    """One image's panoptic annotation: a PNG (``id = R + 256 G + 256² B``) and its segments."""
+
+    image_id: int
+    file_name: str
+    segments_info: list[CocoPanopticSegment]
+
+
+class CocoPanoptic(_Open):
+    """COCO panoptic: JSON + PNG folder (by default the JSON path without ``.json``)."""
+
+    model_config = ConfigDict(extra="allow", title="COCO panoptic dataset accepted by segpipe")
+    images: list[CocoImage]
+    annotations: list[CocoPanopticAnnotation]
+    categories: list[CocoCategory]
+
+
+class CocoShapes(BaseModel):
+    """The COCO shapes segpipe reads: a dataset, a results list or a panoptic dataset."""
+
+    model_config = ConfigDict(title="COCO JSON accepted by segpipe")
+    root: CocoDataset | list[CocoResult] | CocoPanoptic
+
+
+# ---------------------------------------------------------------- conversion report
+
+
+class Losses(BaseModel):
+    """What the target format could not hold, counted."""
+
+    lossless: bool
+    totals: dict[str, int] = Field(description="loss kind -> count (pixels, annotations or images; see notes)")
+    by_category: dict[str, dict[str, int]] = Field(description="loss kind -> category name ('*' = any) -> count")
+    notes: dict[str, str] = Field(description="loss or note kind -> one-sentence explanation")
+    counts_in: dict[str, int] = Field(description="annotations read per category")
+    counts_out: dict[str, int] = Field(description="annotations written per category")
+    missing_images: list[str]
+
+
+class ProblemModel(BaseModel):
+    """One problem (validation or a per-image failure)."""
+
+    severity: Literal["error", "warning"]
+    file: str
+    where: str
+    message: str
+    code: str
+
+
+class ConversionReport(BaseModel):
+    """``DST/conversion_report.json``, written by ``segpipe convert``."""
+
+    model_config = ConfigDict(title="segpipe conversion report")
+    segpipe_version: str
+    source: dict[str, Any]
+    target: dict[str, Any]
+    category_map: str | None
+    images: dict[str, int] = Field(description="total, converted, failed, missing_files")
+    losses: Losses
+    repairs: list[Any] = Field(description="documented repairs applied while reading the source")
+    problems: list[ProblemModel]
+    shards: int
+    workers: int | str
+    elapsed_s: float

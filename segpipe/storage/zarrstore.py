@@ -1,0 +1,174 @@
+"""The segpipe Zarr store (layout version 1): masks, probabilities, instances, panoptic maps and heatmaps.
+
+Layout (documented in ``schemas/zarr_layout.schema.json``; readable with plain ``zarr`` or ``xarray``)::
+
+    STORE.zarr/                     zarr v3 group; attrs["segpipe"] = layout, task, categories, model, run
+      images/<image id>/            one group per image; attrs: id, file, width, height, sha256
+        labels     (H, W)    uint8 | uint16   semantic label map (panoptic: category per pixel)
+        probs      (C, H, W) uint8            per-class probability, quantised: p ≈ value / 255
+        panoptic   (H, W)    int32            panoptic segment ids (0 = void); segments in attrs
+        heatmaps   (K, H, W) float16          landmark heatmaps
+        keypoints  (N, K, 3) float32          decoded landmarks: x, y, confidence
+        instances/                            rle (N,) str (COCO compressed RLE counts), boxes (N, 4)
+                                              float32 xywh, scores (N,) float32, labels (N,) int32
+      .segpipe/                     not zarr: ledger/ receipts, manifest.jsonl, runs/ reports
+
+Every image's arrays belong to exactly one task (or, for an image tiled across tasks, each task owns
+whole chunk rows), so no two writers ever touch the same chunk: zarr 3 has no locks. Metadata of the
+root group is written once, by the driver.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from segpipe.errors import InputError
+
+LAYOUT_VERSION = 1
+LABEL_CHUNK = 1024
+PROB_CHUNK = 512
+PRIVATE = ".segpipe"
+
+
+def image_key(image_id: int) -> str:
+    """The group name of an image."""
+    return str(int(image_id))
+
+
+def array_digest(arr: np.ndarray) -> str:
+    """sha256 of an array's dtype, shape and C-order bytes (what receipts record and fsck checks)."""
+    h = hashlib.sha256()
+    h.update(f"{arr.dtype.str}{arr.shape}".encode())
+    h.update(np.ascontiguousarray(arr).tobytes())
+    return h.hexdigest()
+
+
+def quantise_probs(p: np.ndarray) -> np.ndarray:
+    """float probabilities in [0, 1] → uint8 (value = round(255 p)); max error 1/510."""
+    return np.clip(np.rint(p * 255.0), 0, 255).astype(np.uint8)
+
+
+def dequantise_probs(q: np.ndarray) -> np.ndarray:
+    """uint8 → float32 probabilities."""
+    return q.astype(np.float32) / 255.0
+
+
+class ZarrStore:
+    """A segpipe store on the local file system (or any path zarr can open).
+
+    Args:
+        path: ``STORE.zarr`` folder.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.private = self.path / PRIVATE
+
+    # -------------------------------------------------------------- driver side
+
+    @classmethod
+    def create(cls, path: str | Path, attrs: Mapping[str, Any]) -> ZarrStore:
+        """Creates the root group with ``attrs`` under the ``segpipe`` key (driver, once)."""
+        import zarr
+
+        store = cls(path)
+        root = zarr.open_group(str(store.path), mode="a")
+        root.attrs["segpipe"] = {"layout": LAYOUT_VERSION, **dict(attrs)}
+        if "images" not in root:
+            root.create_group("images")
+        store.private.mkdir(parents=True, exist_ok=True)
+        return store
+
+    @classmethod
+    def open(cls, path: str | Path) -> ZarrStore:
+        """Opens an existing store (raises InputError if it is not a segpipe store)."""
+        store = cls(path)
+        if not (store.path / "zarr.json").exists():
+            raise InputError("not a Zarr store (no zarr.json)", path=path)
+        attrs = store.attrs()
+        if attrs.get("layout") != LAYOUT_VERSION:
+            raise InputError(f"unsupported segpipe store layout {attrs.get('layout')!r}", path=path)
+        return store
+
+    def attrs(self) -> dict[str, Any]:
+        """The store's ``segpipe`` attributes (layout, task, categories, model, run)."""
+        import zarr
+
+        root = zarr.open_group(str(self.path), mode="r")
+        return dict(root.attrs.get("segpipe", {}))
+
+    def update_attrs(self, **values: Any) -> None:
+        """Sets keys of the ``segpipe`` attributes (driver only: attributes are not concurrency-safe)."""
+        import zarr
+
+        root = zarr.open_group(str(self.path), mode="a")
+        cur = dict(root.attrs.get("segpipe", {}))
+        cur.update(values)
+        root.attrs["segpipe"] = cur
+
+    # -------------------------------------------------------------- worker side
+
+    def image_group(self, image_id: int, info: Mapping[str, Any] | None = None, *, overwrite: bool = True) -> Any:
+        """Creates (or replaces) the group of one image; its owner task alone writes into it."""
+        import zarr
+
+        root = zarr.open_group(str(self.path), mode="a")
+        key = f"images/{image_key(image_id)}"
+        if overwrite and key in root:
+            del root[key]  # a re-executed task rewrites its image from scratch: same key, same bytes
+        g = root.require_group(key)
+        if info:
+            g.attrs.update(dict(info))
+        return g
+
+    @staticmethod
+    def write_array(group: Any, name: str, data: np.ndarray, chunks: tuple[int, ...] | None = None) -> str:
+        """Writes ``data`` as array ``name`` of ``group``; returns its digest for the receipt."""
+        if chunks is None:
+            if data.ndim == 2:
+                chunks = (min(LABEL_CHUNK, data.shape[0]) or 1, min(LABEL_CHUNK, data.shape[1]) or 1)
+            elif data.ndim == 3:
+                chunks = (data.shape[0] or 1, min(PROB_CHUNK, data.shape[1]) or 1, min(PROB_CHUNK, data.shape[2]) or 1)
+            else:
+                chunks = tuple(max(1, s) for s in data.shape)
+        if data.dtype.kind in ("U", "T", "O"):
+            arr = group.create_array(name, shape=data.shape, dtype=str, chunks=chunks, overwrite=True)
+            if data.size:
+                arr[...] = data.astype(str)
+        else:
+            arr = group.create_array(name, shape=data.shape, dtype=data.dtype, chunks=chunks, fill_value=0,
+                                     overwrite=True)
+            if data.size:
+                arr[...] = data
+        return array_digest(data.astype(str) if data.dtype.kind in ("U", "T", "O") else data)
+
+    # -------------------------------------------------------------- reading
+
+    def image_ids(self) -> list[int]:
+        """Ids of the images that have a group, sorted."""
+        import zarr
+
+        root = zarr.open_group(str(self.path), mode="r")
+        if "images" not in root:
+            return []
+        return sorted(int(k) for k in root["images"].group_keys())
+
+    def group(self, image_id: int) -> Any:
+        """The read-only group of one image."""
+        import zarr
+
+        return zarr.open_group(str(self.path), mode="r")[f"images/{image_key(image_id)}"]
+
+    def read(self, image_id: int, name: str) -> np.ndarray:
+        """Reads one array of one image fully."""
+        return np.asarray(self.group(image_id)[name][...])
+
+    def iter_groups(self) -> Iterator[tuple[int, Any]]:
+        """``(image id, group)`` for every image."""
+        for i in self.image_ids():
+            yield i, self.group(i)

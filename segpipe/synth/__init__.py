@@ -1,0 +1,162 @@
+"""Synthetic segmentation datasets, deterministic for a seed.
+
+``synth(kind, out, n, seed, size)`` writes::
+
+    OUT/images/00000.png ...        photos (or .jpg)
+    OUT/masks/00000.png ...         palette label maps, paired with the photos by stem
+    OUT/annotations.json            COCO: images (width/height), categories (id, name, color, isthing,
+                                    keypoints), one annotation per connected thing object with an RLE
+                                    segmentation, bbox, area, iscrowd (+ keypoints for landmarks)
+    OUT/labelmap.txt                VOC-style ``name:r,g,b::`` lines, background first
+
+Category ids equal label-map indices (background, index 0, is not a COCO category). COCO
+``file_name`` is relative to ``OUT/images``. Image ``i`` depends only on ``(seed, i)``, so a larger ``n``
+extends a smaller one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from segpipe.errors import ConfigError
+from segpipe.synth.base import KINDS, SynthKind, render
+from segpipe.synth import kinds as _kinds  # noqa: F401  (registers the kinds)
+
+__all__ = ["KINDS", "SynthResult", "kind_names", "parse_size", "synth"]
+
+
+@dataclass(frozen=True)
+class SynthResult:
+    """Where :func:`synth` wrote things."""
+
+    out: Path
+    images: int
+    annotations: int
+    size: tuple[int, int]
+
+
+def kind_names() -> list[str]:
+    """Registered kinds, sorted."""
+    return KINDS.names()
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """Parses ``HxW`` (or a single ``N`` for a square).
+
+    Raises:
+        ConfigError: malformed or out of range (16..8192).
+    """
+    parts = text.lower().replace("×", "x").split("x")
+    try:
+        vals = [int(p) for p in parts]
+    except ValueError:
+        raise ConfigError(f"size must be HxW, e.g. 256x512, got {text!r}") from None
+    if len(vals) == 1:
+        vals = vals * 2
+    if len(vals) != 2 or not all(16 <= v <= 8192 for v in vals):
+        raise ConfigError(f"size must be HxW with sides in 16..8192, got {text!r}")
+    return vals[0], vals[1]
+
+
+def synth(
+    kind: str,
+    out: str | Path,
+    n: int = 16,
+    seed: int = 0,
+    size: tuple[int, int] | None = None,
+    image_format: str = "png",
+) -> SynthResult:
+    """Writes a synthetic dataset.
+
+    Args:
+        kind: ``streetview``, ``satellite``, ``medical`` or ``landmarks``.
+        out: Output folder (created; existing files of the same names are replaced).
+        n: Number of images.
+        seed: Random seed; the same seed gives byte-identical files.
+        size: ``(H, W)``; the kind's default when None.
+        image_format: ``png`` or ``jpg``.
+
+    Returns:
+        A :class:`SynthResult`.
+    """
+    from pycocotools import mask as mask_utils
+
+    from segpipe.storage.atomic import atomic_open, write_json_atomic
+    from segpipe.storage.images import write_label_png
+
+    spec: SynthKind = KINDS.get(kind)
+    if n < 0:
+        raise ConfigError(f"n must be >= 0, got {n}")
+    if image_format not in ("png", "jpg"):
+        raise ConfigError(f"image format must be png or jpg, got {image_format!r}")
+    h, w = size or spec.default_size
+    out = Path(out)
+    (out / "images").mkdir(parents=True, exist_ok=True)
+    (out / "masks").mkdir(parents=True, exist_ok=True)
+    palette = np.array([c.color for c in spec.classes], dtype=np.uint8)
+    palette[0] = (0, 0, 0)  # background shows black in viewers whatever its photo colour
+    images, anns = [], []
+    for i in range(n):
+        rng = np.random.default_rng([seed, i])
+        sample = spec.generate(rng, h, w)
+        photo = render(sample, spec.classes, rng)
+        stem = f"{i:05d}"
+        fname = f"{stem}.{image_format}"
+        _write_photo(out / "images" / fname, photo, image_format, atomic_open)
+        write_label_png(out / "masks" / f"{stem}.png", sample.labels, palette)
+        images.append({"id": i + 1, "file_name": fname, "width": w, "height": h})
+        for iid in np.unique(sample.instances):
+            if iid == 0:
+                continue
+            m = sample.instances == iid
+            cls = int(np.bincount(sample.labels[m]).argmax())
+            rle = mask_utils.encode(np.asfortranarray(m.astype(np.uint8)))
+            rle["counts"] = rle["counts"].decode("ascii")
+            ann = {
+                "id": len(anns) + 1,
+                "image_id": i + 1,
+                "category_id": cls,
+                "segmentation": rle,
+                "area": int(m.sum()),
+                "bbox": [float(v) for v in mask_utils.toBbox(rle)],
+                "iscrowd": 0,
+            }
+            if spec.keypoints:
+                kp = sample.keypoints.get(int(iid), [])
+                ann["keypoints"] = kp
+                ann["num_keypoints"] = sum(1 for v in kp[2::3] if v > 0)
+            anns.append(ann)
+    categories = []
+    for idx, c in enumerate(spec.classes):
+        if idx == 0:
+            continue
+        cat = {"id": idx, "name": c.name, "supercategory": kind, "isthing": int(c.isthing), "color": list(c.color)}
+        if spec.keypoints and c.isthing:
+            cat["keypoints"] = list(spec.keypoints)
+            cat["skeleton"] = [list(p) for p in spec.skeleton]
+        categories.append(cat)
+    coco = {
+        "info": {"description": f"segpipe synthetic {kind}", "version": "1", "seed": seed},
+        "images": images,
+        "annotations": anns,
+        "categories": categories,
+    }
+    write_json_atomic(out / "annotations.json", coco, indent=None)
+    lines = [f"{c.name}:{','.join(str(int(v)) for v in palette[k])}::" for k, c in enumerate(spec.classes)]
+    with atomic_open(out / "labelmap.txt", "w") as f:
+        f.write("# label:color_rgb:parts:actions\n" + "\n".join(lines) + "\n")
+    return SynthResult(out, n, len(anns), (h, w))
+
+
+def _write_photo(path: Path, photo: np.ndarray, fmt: str, atomic_open: object) -> None:
+    from PIL import Image
+
+    im = Image.fromarray(photo, mode="RGB")
+    with atomic_open(path, "wb") as f:  # type: ignore[operator]
+        if fmt == "png":
+            im.save(f, format="PNG", compress_level=1)
+        else:
+            im.save(f, format="JPEG", quality=95)

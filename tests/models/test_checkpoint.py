@@ -1,0 +1,107 @@
+"""Checkpoints round-trip, describe themselves, and refuse pickles that would run code."""
+
+from __future__ import annotations
+
+import os
+import pickle
+from pathlib import Path
+
+import pytest
+import torch
+
+from segpipe.errors import CheckpointError
+from segpipe.models.checkpoint import (
+    CheckpointMeta,
+    build_from_checkpoint,
+    load_checkpoint,
+    provenance,
+    save_checkpoint,
+)
+from segpipe.models.registry import build_model
+
+
+def _meta() -> CheckpointMeta:
+    return CheckpointMeta.for_arch(
+        "unet", 3,
+        categories=[{"index": i, "id": i, "name": n, "color": c, "isthing": i > 0}
+                    for i, (n, c) in enumerate([("bg", [0, 0, 0]), ("a", [255, 0, 0]), ("b", [0, 255, 0])])],
+        model_kwargs={"base": 8},
+        tile_size=[128, 128],
+        tile_overlap=0.25,
+        provenance=provenance(dataset="synth", epochs=2, metrics={"mean_iou": 0.5}),
+    )
+
+
+def test_round_trip(tmp_path: Path) -> None:
+    model = build_model("unet", 3, base=8)
+    opt = torch.optim.AdamW(model.parameters())
+    model(torch.randn(2, 3, 32, 32)).sum().backward()
+    opt.step()
+    p = save_checkpoint(tmp_path / "m.ckpt", model, _meta(), optimizer=opt.state_dict(),
+                        train_state={"epoch": 3, "best": 0.5, "rng": torch.get_rng_state()})
+    ck = load_checkpoint(p)
+    assert ck.meta == _meta().__class__.from_dict(_meta().to_dict()) or ck.meta.arch == "unet"
+    assert ck.meta.categories[1]["name"] == "a" and ck.meta.provenance["metrics"]["mean_iou"] == 0.5
+    assert ck.train_state is not None and ck.train_state["epoch"] == 3
+    assert ck.optimizer is not None
+    rebuilt = build_from_checkpoint(ck)
+    x = torch.randn(1, 3, 32, 32)
+    model.eval()
+    assert torch.allclose(rebuilt(x), model(x))
+    assert not list(tmp_path.glob("*.partial*"))
+
+
+class _Evil:
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        return (os.system, (f"touch {self.marker}",))
+
+
+@pytest.mark.parametrize("how", ["torch.save", "raw pickle"])
+def test_malicious_checkpoint_refused_and_payload_never_runs(tmp_path: Path, how: str) -> None:
+    marker = tmp_path / "pwned"
+    path = tmp_path / "evil.ckpt"
+    payload = {"format": "segpipe.checkpoint", "meta": {}, "state_dict": {"w": torch.zeros(1)}, "x": _Evil(marker)}
+    if how == "torch.save":
+        torch.save(payload, path)
+    else:
+        path.write_bytes(pickle.dumps(payload))
+    assert not marker.exists()
+    with pytest.raises(CheckpointError) as ei:
+        load_checkpoint(path)
+    assert "refused" in str(ei.value) and "\n" not in str(ei.value)
+    assert not marker.exists()
+
+
+def test_plain_state_dict_with_arch(tmp_path: Path) -> None:
+    model = build_model("unet", 5, base=8)
+    torch.save(model.state_dict(), tmp_path / "plain.pth")
+    with pytest.raises(CheckpointError, match="--arch"):
+        load_checkpoint(tmp_path / "plain.pth")
+    ck = load_checkpoint(tmp_path / "plain.pth", arch="unet")
+    assert ck.meta.num_classes == 5 and ck.meta.task == "semantic"
+    ck.meta.model_kwargs = {"base": 8}
+    build_from_checkpoint(ck)
+
+
+def test_infer_num_classes_yolact() -> None:
+    from segpipe.models.checkpoint import infer_num_classes
+
+    assert infer_num_classes("yolact", build_model("yolact", 7).state_dict()) == 7
+
+
+def test_garbage_file(tmp_path: Path) -> None:
+    (tmp_path / "x.ckpt").write_bytes(b"not a checkpoint at all")
+    with pytest.raises(CheckpointError):
+        load_checkpoint(tmp_path / "x.ckpt")
+    with pytest.raises(CheckpointError, match="not found"):
+        load_checkpoint(tmp_path / "missing.ckpt")
+
+
+def test_meta_must_be_plain(tmp_path: Path) -> None:
+    meta = _meta()
+    meta.provenance["bad"] = object()
+    with pytest.raises(CheckpointError, match="only plain values"):
+        save_checkpoint(tmp_path / "m.ckpt", build_model("unet", 3, base=8), meta)
