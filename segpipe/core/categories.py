@@ -93,7 +93,9 @@ class CategoryMapper:
             base = merged_first.get(name, c)
             new_id = ids_spec.get(name, base.id)
             if not isinstance(new_id, int) or isinstance(new_id, bool) or new_id < 0:
-                raise ConfigError(f"id must be a non-negative integer, got {new_id!r}", path=source, where=f"ids.{name}")
+                raise ConfigError(
+                    f"id must be a non-negative integer, got {new_id!r}", path=source, where=f"ids.{name}"
+                )
             out[name] = replace(base, id=new_id, name=name)
             id_map[c.id] = new_id
         for name in ids_spec:

@@ -228,8 +228,8 @@ def _dense_ids(values: np.ndarray, exclude: Sequence[int]) -> tuple[np.ndarray, 
         if 0 <= e < len(counts):
             counts[e] = 0
     ids = np.flatnonzero(counts)
-    lut = np.full(len(counts), -1, dtype=np.int64)
-    lut[ids] = np.arange(len(ids))
+    lut = np.full(len(counts), -1, dtype=np.int32)
+    lut[ids] = np.arange(len(ids), dtype=np.int32)
     return ids.astype(np.int64), lut[values], counts[ids].astype(np.int64)
 
 
@@ -237,24 +237,20 @@ def _encode_positions(pos: np.ndarray, n: int) -> list[RLE]:
     """Encodes ``pos == i`` for ``i in range(n)`` with one pycocotools call per memory chunk.
 
     Args:
-        pos: ``(H, W)`` int64, -1 where no region.
+        pos: ``(H, W)`` integer positions, -1 where no region.
         n: Number of regions.
     """
     if n == 0:
         return []
     h, w = pos.shape
-    ys, xs = np.nonzero(pos >= 0)
-    ps = pos[ys, xs]
-    order = np.argsort(ps, kind="stable")
-    ys, xs, ps = ys[order], xs[order], ps[order]
-    bounds = np.searchsorted(ps, np.arange(n + 1))
     per_chunk = max(1, _CHUNK_BYTES // max(1, h * w))
     out: list[RLE] = []
     for start in range(0, n, per_chunk):
         stop = min(n, start + per_chunk)
-        stack = np.zeros((h, w, stop - start), dtype=np.uint8, order="F")
-        lo, hi = bounds[start], bounds[stop]
-        stack[ys[lo:hi], xs[lo:hi], ps[lo:hi] - start] = 1
+        # One vectorised comparison per chunk builds the (H, W, c) one-hot stack; pycocotools wants
+        # it Fortran-ordered, which ``np.asfortranarray`` gives with one copy.
+        onehot = pos[:, :, None] == np.arange(start, stop, dtype=pos.dtype)[None, None, :]
+        stack = np.asfortranarray(onehot.view(np.uint8))
         out.extend(_str_rle(r) for r in mask_utils.encode(stack))
     return out
 
@@ -293,12 +289,18 @@ def instances_from_maps_detailed(
     n = len(ids)
     if n == 0:
         return []
-    cm = class_map.astype(np.int64, copy=False)
     sel = pos >= 0
     p = pos[sel]
-    c = cm[sel]
-    cls_ids, cinv = np.unique(c, return_inverse=True)
-    k = len(cls_ids)
+    c = class_map[sel]
+    if c.dtype.kind == "u" and c.dtype.itemsize <= 2:
+        present = np.bincount(c, minlength=1)
+        cls_ids = np.flatnonzero(present)
+        remap = np.zeros(len(present), dtype=np.int64)
+        remap[cls_ids] = np.arange(len(cls_ids))
+        cinv = remap[c]
+    else:
+        cls_ids, cinv = np.unique(c, return_inverse=True)
+    k = max(1, len(cls_ids))
     joint = np.bincount(p * k + cinv.ravel(), minlength=n * k).reshape(n, k)
     # Majority over real classes; fall back to background/void only when nothing else is there.
     real = joint.copy()

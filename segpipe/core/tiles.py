@@ -72,9 +72,7 @@ def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
     return starts
 
 
-def tile_grid(
-    height: int, width: int, tile: int | tuple[int, int], overlap: int | tuple[int, int] = 0
-) -> list[Tile]:
+def tile_grid(height: int, width: int, tile: int | tuple[int, int], overlap: int | tuple[int, int] = 0) -> list[Tile]:
     """All tiles of an image, row-major (rows top to bottom, then columns left to right).
 
     Args:

@@ -169,9 +169,7 @@ def _check_gt(gt: Mapping[str, Any], iou_type: str, source: str | Path | None) -
         if not isinstance(gt.get(key), list):
             raise FormatError(f"ground truth has no {key!r} list", path=source, where=key)
     need = {"id", "image_id", "category_id", "iscrowd", "area"}
-    need |= {"bbox": {"bbox"}, "segm": {"segmentation"}, "keypoints": {"keypoints", "num_keypoints", "bbox"}}[
-        iou_type
-    ]
+    need |= {"bbox": {"bbox"}, "segm": {"segmentation"}, "keypoints": {"keypoints", "num_keypoints", "bbox"}}[iou_type]
     seen: set[Any] = set()
     for i, ann in enumerate(gt["annotations"]):
         if not isinstance(ann, Mapping):
@@ -185,9 +183,7 @@ def _check_gt(gt: Mapping[str, Any], iou_type: str, source: str | Path | None) -
             )
         if ann["id"] in seen:
             # pycocotools indexes annotations by id: a repeated id silently evaluates the wrong one.
-            raise FormatError(
-                f"annotation id {ann['id']} is repeated", path=source, where=f"annotations[{i}]"
-            )
+            raise FormatError(f"annotation id {ann['id']} is repeated", path=source, where=f"annotations[{i}]")
         seen.add(ann["id"])
     for i, img in enumerate(gt["images"]):
         if not isinstance(img, Mapping) or "id" not in img:
@@ -294,7 +290,7 @@ def _coco_from(dataset: dict[str, Any]) -> Any:
     return coco
 
 
-def evaluate_shard(payload: Mapping[str, Any]) -> list[dict[str, Any] | None]:
+def evaluate_shard(payload: Mapping[str, Any]) -> dict[str, Any]:
     """Runs ``COCOeval.evaluate()`` on one shard of images; a Dask/executor task.
 
     Args:
@@ -305,17 +301,15 @@ def evaluate_shard(payload: Mapping[str, Any]) -> list[dict[str, Any] | None]:
             sorted image ids.
 
     Returns:
-        The shard's ``evalImgs``: ``K × A × I_shard`` entries (dicts or None), category-major, then
-        area range, then image.
+        The shard's ``evalImgs`` (``K × A × I_shard`` entries, category-major, then area range, then
+        image) packed by :func:`pack_eval_imgs`.
     """
     from pycocotools.cocoeval import COCOeval
 
     images = list(payload["images"])
     cats = list(payload["categories"])
     # Shallow copies: pycocotools writes 'ignore', '_ignore' and RLE 'segmentation' into these dicts.
-    gt = _coco_from(
-        {"images": images, "categories": cats, "annotations": [dict(a) for a in payload["gt_annotations"]]}
-    )
+    gt = _coco_from({"images": images, "categories": cats, "annotations": [dict(a) for a in payload["gt_annotations"]]})
     res_anns = [dict(a) for a in payload["results"]]
     _apply_load_res(res_anns, payload["result_kind"])
     dt = _coco_from({"images": images, "categories": cats, "annotations": res_anns})
@@ -325,7 +319,92 @@ def evaluate_shard(payload: Mapping[str, Any]) -> list[dict[str, Any] | None]:
         setattr(ev.params, k, copy.deepcopy(v))
     with _quiet():
         ev.evaluate()
-    return list(ev.evalImgs)
+    return pack_eval_imgs(ev.evalImgs, len(ev.params.iouThrs))
+
+
+def pack_eval_imgs(eval_imgs: Sequence[dict[str, Any] | None], num_thrs: int) -> dict[str, Any]:
+    """Packs ``evalImgs`` into a few flat arrays for transport between processes.
+
+    Pickling ``evalImgs`` as pycocotools builds them (one dict and four small arrays per image,
+    category and area range) cost more than evaluating them: 11 s to pickle and 7.5 s to unpickle
+    190k entries, against 12 s of ``evaluate()``. Concatenated arrays with offsets pickle in
+    milliseconds; :func:`unpack_eval_imgs` restores dicts whose arrays are views.
+
+    Args:
+        eval_imgs: A shard's ``evalImgs``.
+        num_thrs: ``T``, the number of IoU thresholds.
+
+    Returns:
+        ``{"n", "index", "image_id", "category_id", "max_det", "n_dt", "n_gt", "dt_ids", "gt_ids",
+        "dt_scores", "dt_matches" (T, ΣD), "gt_matches" (T, ΣG), "dt_ignore" (T, ΣD), "gt_ignore"}``.
+    """
+    index = [j for j, e in enumerate(eval_imgs) if e is not None]
+    entries: list[dict[str, Any]] = [e for e in eval_imgs if e is not None]
+    if not entries:
+        empty = np.zeros((num_thrs, 0))
+        return {
+            "n": len(eval_imgs),
+            "index": [],
+            "image_id": [],
+            "category_id": [],
+            "max_det": [],
+            "n_dt": [],
+            "n_gt": [],
+            "dt_ids": np.zeros(0),
+            "gt_ids": np.zeros(0),
+            "dt_scores": np.zeros(0),
+            "dt_matches": empty,
+            "gt_matches": empty,
+            "dt_ignore": empty.astype(bool),
+            "gt_ignore": np.zeros(0),
+        }
+    return {
+        "n": len(eval_imgs),
+        "index": index,
+        "image_id": [e["image_id"] for e in entries],
+        "category_id": [e["category_id"] for e in entries],
+        "max_det": [e["maxDet"] for e in entries],
+        "n_dt": [len(e["dtIds"]) for e in entries],
+        "n_gt": [len(e["gtIds"]) for e in entries],
+        "dt_ids": np.array([i for e in entries for i in e["dtIds"]]),
+        "gt_ids": np.array([i for e in entries for i in e["gtIds"]]),
+        "dt_scores": np.array([v for e in entries for v in e["dtScores"]], dtype=np.float64),
+        "dt_matches": np.concatenate([e["dtMatches"] for e in entries], axis=1),
+        "gt_matches": np.concatenate([e["gtMatches"] for e in entries], axis=1),
+        "dt_ignore": np.concatenate([e["dtIgnore"] for e in entries], axis=1),
+        "gt_ignore": np.concatenate([e["gtIgnore"] for e in entries]),
+    }
+
+
+def unpack_eval_imgs(packed: Mapping[str, Any], area_rngs: Sequence[Any], n_images: int) -> list[Any]:
+    """Restores a shard's ``evalImgs`` list from :func:`pack_eval_imgs` (arrays are views).
+
+    ``aRng`` is recovered from the entry's position (category-major, then area range, then image).
+    ``dtIds``, ``gtIds`` and ``dtScores`` come back as arrays rather than lists; ``accumulate()``
+    only slices and concatenates them, so the numbers are unchanged.
+    """
+    out: list[Any] = [None] * int(packed["n"])
+    n_area = len(area_rngs)
+    off_d = np.concatenate([[0], np.cumsum(packed["n_dt"], dtype=np.int64)]).tolist()
+    off_g = np.concatenate([[0], np.cumsum(packed["n_gt"], dtype=np.int64)]).tolist()
+    dt_ids, gt_ids, scores = packed["dt_ids"], packed["gt_ids"], packed["dt_scores"]
+    dtm, gtm, dti, gti = packed["dt_matches"], packed["gt_matches"], packed["dt_ignore"], packed["gt_ignore"]
+    for t, j in enumerate(packed["index"]):
+        d0, d1, g0, g1 = off_d[t], off_d[t + 1], off_g[t], off_g[t + 1]
+        out[j] = {
+            "image_id": packed["image_id"][t],
+            "category_id": packed["category_id"][t],
+            "aRng": area_rngs[(j // max(n_images, 1)) % n_area],
+            "maxDet": packed["max_det"][t],
+            "dtIds": dt_ids[d0:d1],
+            "gtIds": gt_ids[g0:g1],
+            "dtMatches": dtm[:, d0:d1],
+            "gtMatches": gtm[:, g0:g1],
+            "dtScores": scores[d0:d1],
+            "gtIgnore": gti[g0:g1],
+            "dtIgnore": dti[:, d0:d1],
+        }
+    return out
 
 
 def _split(ids: list[Any], n: int) -> list[list[Any]]:
@@ -492,7 +571,8 @@ def evaluate_coco(
                     "params": st,
                 }
             )
-        shard_evals = _run_tasks(evaluate_shard, payloads, client)
+        packed = _run_tasks(evaluate_shard, payloads, client)
+        shard_evals = [unpack_eval_imgs(pk, p.areaRng, len(ids)) for pk, ids in zip(packed, shard_ids, strict=True)]
 
         k = len(p.catIds) if p.useCats else 1
         merged = _merge_eval_imgs(shard_evals, [len(ids) for ids in shard_ids], k, len(p.areaRng))

@@ -123,8 +123,7 @@ class LandmarkAccumulator:
             per_kp = self.correct / self.visible[None, :]
         return {
             "pck": {
-                a: (float(self.correct[i].sum() / total) if total else math.nan)
-                for i, a in enumerate(self.alphas)
+                a: (float(self.correct[i].sum() / total) if total else math.nan) for i, a in enumerate(self.alphas)
             },
             "pck_per_keypoint": {a: per_kp[i].tolist() for i, a in enumerate(self.alphas)},
             "nme": self.nme_sum / self.nme_count if self.nme_count else math.nan,

@@ -261,8 +261,7 @@ def _markdown(rep: Mapping[str, Any]) -> str:
         lines += ["", "| id | class | IoU | accuracy | Dice |", "|---:|---|---:|---:|---:|"]
         for row in s["per_class"]:
             lines.append(
-                f"| {row['id']} | {row['name']} | {_fmt(row['iou'])} | {_fmt(row['accuracy'])} | "
-                f"{_fmt(row['dice'])} |"
+                f"| {row['id']} | {row['name']} | {_fmt(row['iou'])} | {_fmt(row['accuracy'])} | {_fmt(row['dice'])} |"
             )
         lines.append("")
     for t, sec in rep.get("instance", {}).items():
@@ -272,8 +271,7 @@ def _markdown(rep: Mapping[str, Any]) -> str:
         lines += ["", "| id | class | AP | AP50 | AP75 |", "|---:|---|---:|---:|---:|"]
         for row in sec["per_class"]:
             lines.append(
-                f"| {row['id']} | {row['name']} | {_fmt(row['ap'])} | {_fmt(row['ap50'])} | "
-                f"{_fmt(row['ap75'])} |"
+                f"| {row['id']} | {row['name']} | {_fmt(row['ap'])} | {_fmt(row['ap50'])} | {_fmt(row['ap75'])} |"
             )
         lines.append("")
     if "panoptic" in rep:
@@ -426,14 +424,10 @@ def write_report(
             panels.append(("Semantic IoU per class", semantic.class_names, [float(v) for v in semantic.iou]))
         for t, r in (instance or {}).items():
             rows = [row for row in r.per_class if math.isfinite(row["ap"])]  # NaN: no ground truth
-            panels.append(
-                (f"COCO {t} AP per class", [row["name"] for row in rows], [row["ap"] for row in rows])
-            )
+            panels.append((f"COCO {t} AP per class", [row["name"] for row in rows], [row["ap"] for row in rows]))
         if panoptic is not None:
             rows = [row for row in panoptic.per_class if row["tp"] + row["fp"] + row["fn"] > 0]
-            panels.append(
-                ("Panoptic PQ per class", [row["name"] for row in rows], [row["pq"] for row in rows])
-            )
+            panels.append(("Panoptic PQ per class", [row["name"] for row in rows], [row["pq"] for row in rows]))
         if panels:
             _plot_per_class(panels, out / "per_class.png")
     return rep

@@ -221,10 +221,7 @@ def evaluate_semantic(
     if client is None:
         parts = [evaluate_semantic_shard(s, num_classes, ignore_index, worst_n) for s in shards]
     else:
-        futures = [
-            client.submit(evaluate_semantic_shard, list(s), num_classes, ignore_index, worst_n)
-            for s in shards
-        ]
+        futures = [client.submit(evaluate_semantic_shard, list(s), num_classes, ignore_index, worst_n) for s in shards]
         parts = list(client.gather(futures)) if hasattr(client, "gather") else [f.result() for f in futures]
     total = SemanticEvaluator(num_classes, ignore_index, worst_n)
     for part in parts:

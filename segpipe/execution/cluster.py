@@ -40,7 +40,8 @@ class ClusterSpec:
 
 class InProcessClient:
     """A stand-in with the small part of ``distributed.Client``'s API the runner uses, running each
-    task immediately in this process. Used for ``--workers 0``."""
+    task immediately in this process. Used for ``--workers 0``.
+    """
 
     dashboard_link: str | None = None
 

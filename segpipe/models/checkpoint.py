@@ -125,7 +125,10 @@ def provenance(**kw: Any) -> dict[str, Any]:
     """A provenance dict with the segpipe version and the current UTC time filled in."""
     from segpipe import __version__
 
-    out: dict[str, Any] = {"segpipe_version": __version__, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    out: dict[str, Any] = {
+        "segpipe_version": __version__,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
     out.update(kw)
     return out
 
@@ -178,9 +181,7 @@ def save_checkpoint(
     return path
 
 
-def load_checkpoint(
-    path: str | Path, *, arch: str | None = None, num_classes: int | None = None
-) -> Checkpoint:
+def load_checkpoint(path: str | Path, *, arch: str | None = None, num_classes: int | None = None) -> Checkpoint:
     """Reads a checkpoint without executing anything from it.
 
     Args:
@@ -210,7 +211,9 @@ def load_checkpoint(
             hint="nothing from it was executed; re-save it as a plain state dict",
         ) from None
     except Exception as e:  # corrupt zip, truncated file, wrong format
-        raise CheckpointError(f"cannot read checkpoint: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}", path=path) from None
+        raise CheckpointError(
+            f"cannot read checkpoint: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}", path=path
+        ) from None
     if isinstance(obj, dict) and obj.get("format") == FORMAT:
         if int(obj.get("version", 0)) > VERSION:
             raise CheckpointError(f"checkpoint version {obj.get('version')} is newer than this segpipe", path=path)

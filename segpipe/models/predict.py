@@ -430,7 +430,9 @@ class Predictor:
         keep = (out["scores"] >= self.score_thresh).cpu().numpy()
         kps = out["keypoints"].float().cpu().numpy()[keep]
         ksc = out["keypoints_scores"].float().cpu().numpy()[keep]
-        inst = [np.concatenate([kp[:, :2], s[:, None]], axis=1).astype(np.float32) for kp, s in zip(kps, ksc, strict=True)]
+        inst = [
+            np.concatenate([kp[:, :2], s[:, None]], axis=1).astype(np.float32) for kp, s in zip(kps, ksc, strict=True)
+        ]
         top = inst[0] if inst else np.zeros((self.meta.num_classes, 3), np.float32)
         return LandmarkPrediction(None, top, inst)
 
@@ -440,7 +442,11 @@ class Predictor:
         out = self._run(x)[0]
         ids, segs = self.model.fuse(out, score_thresh=self.score_thresh)
         for s in segs:
-            s["category_id"] = int(self.category_ids[s["category_id"]]) if s["category_id"] < len(self.category_ids) else s["category_id"]
+            s["category_id"] = (
+                int(self.category_ids[s["category_id"]])
+                if s["category_id"] < len(self.category_ids)
+                else s["category_id"]
+            )
         return PanopticPrediction(ids.cpu().numpy().astype(np.int32), segs)
 
     def predict_instances(self, image: Any) -> InstancePrediction:
@@ -467,12 +473,22 @@ class Predictor:
             if rows.size == 0:
                 continue
             r0, r1, c0, c1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
-            cut = (r0 == 0 and t.y0 > 0) or (c0 == 0 and t.x0 > 0) or (r1 == t.height and t.y1 < h) or (
-                c1 == t.width and t.x1 < w
+            cut = (
+                (r0 == 0 and t.y0 > 0)
+                or (c0 == 0 and t.x0 > 0)
+                or (r1 == t.height and t.y1 < h)
+                or (c1 == t.width and t.x1 < w)
             )
             out.append(
-                _Det(int(lab), float(sc), t.y0 + int(r0), t.x0 + int(c0), m[r0:r1, c0:c1].copy(), bool(cut),
-                     (t.y0, t.x0, t.y1, t.x1))
+                _Det(
+                    int(lab),
+                    float(sc),
+                    t.y0 + int(r0),
+                    t.x0 + int(c0),
+                    m[r0:r1, c0:c1].copy(),
+                    bool(cut),
+                    (t.y0, t.x0, t.y1, t.x1),
+                )
             )
         return out
 
@@ -503,7 +519,9 @@ class Predictor:
         kept: list[_Det] = []
         for d in sorted(groups.values(), key=lambda d: (d.cut, -d.score)):
             if not any(
-                k.label == d.label and (inter := _intersection(k, d)) and inter / (k.area + d.area - inter) > self.nms_iou
+                k.label == d.label
+                and (inter := _intersection(k, d))
+                and inter / (k.area + d.area - inter) > self.nms_iou
                 for k in kept
             ):
                 kept.append(d)
@@ -545,7 +563,9 @@ def _intersection(a: _Det, b: _Det) -> int:
     x0, y0, x1, y1 = max(ax0, bx0), max(ay0, by0), min(ax1, bx1), min(ay1, by1)
     if x0 >= x1 or y0 >= y1:
         return 0
-    return int((a.crop[y0 - ay0 : y1 - ay0, x0 - ax0 : x1 - ax0] & b.crop[y0 - by0 : y1 - by0, x0 - bx0 : x1 - bx0]).sum())
+    return int(
+        (a.crop[y0 - ay0 : y1 - ay0, x0 - ax0 : x1 - ax0] & b.crop[y0 - by0 : y1 - by0, x0 - bx0 : x1 - bx0]).sum()
+    )
 
 
 def _union_into(k: _Det, d: _Det) -> None:

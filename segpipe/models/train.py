@@ -93,13 +93,28 @@ def read_dataset(root: str | Path) -> DatasetInfo:
         coco_cats = {c["name"]: c for c in (coco or {}).get("categories", [])}
         for i, (name, rgb) in enumerate(read_labelmap(root / "labelmap.txt")):
             cc = coco_cats.get(name, {})
-            cats.append({"index": i, "id": int(cc.get("id", i)), "name": name, "color": list(rgb),
-                         "isthing": bool(cc.get("isthing", i > 0))})
+            cats.append(
+                {
+                    "index": i,
+                    "id": int(cc.get("id", i)),
+                    "name": name,
+                    "color": list(rgb),
+                    "isthing": bool(cc.get("isthing", i > 0)),
+                }
+            )
     elif coco is not None:
         cats.append({"index": 0, "id": 0, "name": "background", "color": [0, 0, 0], "isthing": False})
         for i, c in enumerate(sorted(coco.get("categories", []), key=lambda c: c["id"])):
-            cats.append({"index": i + 1, "id": int(c["id"]), "name": c["name"], "color": c.get("color"),
-                         "isthing": bool(c.get("isthing", True)), "keypoints": c.get("keypoints", [])})
+            cats.append(
+                {
+                    "index": i + 1,
+                    "id": int(c["id"]),
+                    "name": c["name"],
+                    "color": c.get("color"),
+                    "isthing": bool(c.get("isthing", True)),
+                    "keypoints": c.get("keypoints", []),
+                }
+            )
     if not cats:
         raise InputError("dataset has neither labelmap.txt nor annotations.json", path=root)
     return DatasetInfo(root, images, masks_or_none, cats, coco)
@@ -166,7 +181,15 @@ def _coco_targets(ds: DatasetInfo) -> list[dict[str, Any]]:
     for p in ds.images:
         im = by_name.get(p.name)
         if im is None:
-            out.append({"boxes": np.zeros((0, 4), np.float32), "labels": np.zeros(0, np.int64), "masks": None, "kps": None, "hw": None})
+            out.append(
+                {
+                    "boxes": np.zeros((0, 4), np.float32),
+                    "labels": np.zeros(0, np.int64),
+                    "masks": None,
+                    "kps": None,
+                    "hw": None,
+                }
+            )
             continue
         h, w = im["height"], im["width"]
         boxes, labels, masks, kps = [], [], [], []
@@ -189,13 +212,15 @@ def _coco_targets(ds: DatasetInfo) -> list[dict[str, Any]]:
             masks.append(m)
             if a.get("keypoints"):
                 kps.append(np.asarray(a["keypoints"], np.float32).reshape(-1, 3))
-        out.append({
-            "boxes": np.asarray(boxes, np.float32).reshape(-1, 4),
-            "labels": np.asarray(labels, np.int64),
-            "masks": np.stack(masks) if masks else np.zeros((0, h, w), np.uint8),
-            "kps": np.stack(kps) if kps else None,
-            "hw": (h, w),
-        })
+        out.append(
+            {
+                "boxes": np.asarray(boxes, np.float32).reshape(-1, 4),
+                "labels": np.asarray(labels, np.int64),
+                "masks": np.stack(masks) if masks else np.zeros((0, h, w), np.uint8),
+                "kps": np.stack(kps) if kps else None,
+                "hw": (h, w),
+            }
+        )
     return out
 
 
@@ -218,8 +243,10 @@ class _Confusion:
         denom = self.m.sum(0) + self.m.sum(1) - tp
         present = denom > 0
         iou = np.where(present, tp / np.maximum(denom, 1), np.nan)
-        return {"mean_iou": float(np.nanmean(iou)) if present.any() else 0.0,
-                "pixel_accuracy": float(tp.sum() / max(self.m.sum(), 1))}
+        return {
+            "mean_iou": float(np.nanmean(iou)) if present.any() else 0.0,
+            "pixel_accuracy": float(tp.sum() / max(self.m.sum(), 1)),
+        }
 
 
 def _confusion(n: int) -> Any:
@@ -301,9 +328,16 @@ def train(
         n_val = max(1, len(ds.images) // 10) if len(ds.images) > 1 else 0
         perm = np.random.default_rng(seed).permutation(len(ds.images))
         val_idx, train_idx = sorted(perm[:n_val].tolist()), sorted(perm[n_val:].tolist())
-        val = DatasetInfo(ds.root, [ds.images[i] for i in val_idx] or ds.images, [ds.masks[i] for i in val_idx] or ds.masks,
-                          ds.categories, ds.coco)
-        ds = DatasetInfo(ds.root, [ds.images[i] for i in train_idx], [ds.masks[i] for i in train_idx], ds.categories, ds.coco)
+        val = DatasetInfo(
+            ds.root,
+            [ds.images[i] for i in val_idx] or ds.images,
+            [ds.masks[i] for i in val_idx] or ds.masks,
+            ds.categories,
+            ds.coco,
+        )
+        ds = DatasetInfo(
+            ds.root, [ds.images[i] for i in train_idx], [ds.masks[i] for i in train_idx], ds.categories, ds.coco
+        )
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     dev = select_device(device)
@@ -338,9 +372,14 @@ def train(
     if crop is None:
         crop = (min(spec.default_input[0], h0), min(spec.default_input[1], w0))
     meta = CheckpointMeta(
-        arch=arch, task=task, num_classes=num_classes, categories=categories,
+        arch=arch,
+        task=task,
+        num_classes=num_classes,
+        categories=categories,
         tile_size=[max(crop[0], spec.default_input[0]), max(crop[1], spec.default_input[1])],
-        tile_overlap=0.25, model_kwargs=kw, keypoints=keypoint_names,
+        tile_overlap=0.25,
+        model_kwargs=kw,
+        keypoints=keypoint_names,
     )
     start_epoch, best, history = 0, -1.0, []
     if resume:
@@ -413,8 +452,15 @@ def train(
 
     stopped = False
     epoch = start_epoch
-    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                  TextColumn("{task.fields[info]}"), TimeElapsedColumn(), disable=not progress, transient=True) as bar:
+    with Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TextColumn("{task.fields[info]}"),
+        TimeElapsedColumn(),
+        disable=not progress,
+        transient=True,
+    ) as bar:
         for epoch in range(start_epoch, epochs):
             rng = np.random.default_rng([seed, epoch])
             torch.manual_seed(seed * 1000 + epoch)
@@ -444,27 +490,41 @@ def train(
                 metrics = _eval_instance(model, val_imgs, val_t, to_input)
             else:
                 metrics = _eval_landmarks(model, val_imgs, val_t, to_input, arch)
-            rec = {"epoch": epoch + 1, "loss": float(np.mean(losses)) if losses else None, **metrics,
-                   "lr": opt.param_groups[0]["lr"], "elapsed_s": round(time.monotonic() - t_start, 1),
-                   "partial": stopped}
+            rec = {
+                "epoch": epoch + 1,
+                "loss": float(np.mean(losses)) if losses else None,
+                **metrics,
+                "lr": opt.param_groups[0]["lr"],
+                "elapsed_s": round(time.monotonic() - t_start, 1),
+                "partial": stopped,
+            }
             history.append(rec)
             with open(out / "metrics.jsonl", "a", encoding="utf-8") as f:
                 f.write(json.dumps(rec) + "\n")
             meta.provenance = provenance(
-                dataset=str(Path(dataset_dir).resolve()), epochs=epoch + 1, metrics=metrics, seed=seed,
-                val_dataset=str(Path(val_dir).resolve()) if val_dir else None, arch=arch, lr=lr, batch_size=batch_size,
+                dataset=str(Path(dataset_dir).resolve()),
+                epochs=epoch + 1,
+                metrics=metrics,
+                seed=seed,
+                val_dataset=str(Path(val_dir).resolve()) if val_dir else None,
+                arch=arch,
+                lr=lr,
+                batch_size=batch_size,
             )
             improved = metrics[metric_name] > best
             if improved:
                 best = metrics[metric_name]
             train_state = {"epoch": epoch + 1, "best": best, "history": history, "scheduler": sched.state_dict()}
-            save_checkpoint(out / f"epoch_{epoch + 1:03d}.ckpt", model, meta, optimizer=opt.state_dict(),
-                            train_state=train_state)
+            save_checkpoint(
+                out / f"epoch_{epoch + 1:03d}.ckpt", model, meta, optimizer=opt.state_dict(), train_state=train_state
+            )
             if improved:
                 save_checkpoint(out / "best.ckpt", model, meta)
             if log:
-                log(f"epoch {epoch + 1}: loss {rec['loss']:.4f}, {metric_name} {metrics[metric_name]:.4f}"
-                    + (" (budget reached)" if stopped else ""))
+                log(
+                    f"epoch {epoch + 1}: loss {rec['loss']:.4f}, {metric_name} {metrics[metric_name]:.4f}"
+                    + (" (budget reached)" if stopped else "")
+                )
             if stopped:
                 break
     best_path = out / "best.ckpt" if (out / "best.ckpt").is_file() else None
@@ -478,7 +538,9 @@ def _first_size(ds: DatasetInfo) -> tuple[int, int]:
     return h, w
 
 
-def _target_tensors(t: dict[str, Any], flip: bool, width: int, dev: Any, task: str, arch: str, k: int) -> dict[str, Any]:
+def _target_tensors(
+    t: dict[str, Any], flip: bool, width: int, dev: Any, task: str, arch: str, k: int
+) -> dict[str, Any]:
     import torch
 
     boxes = t["boxes"].copy()
@@ -524,10 +586,15 @@ def _eval_semantic(model: Any, val_set: _SemanticSet, to_input: Callable[..., An
             pred = model(to_input([img])).argmax(1)[0].cpu().numpy()
             cm.update(mask.astype(np.int64), pred.astype(np.int64))
     res = cm.compute()
-    return {"mean_iou": float(res["mean_iou"]), **({"pixel_accuracy": float(res["pixel_accuracy"])} if "pixel_accuracy" in res else {})}
+    return {
+        "mean_iou": float(res["mean_iou"]),
+        **({"pixel_accuracy": float(res["pixel_accuracy"])} if "pixel_accuracy" in res else {}),
+    }
 
 
-def _eval_instance(model: Any, imgs: list[np.ndarray], targets: list[dict[str, Any]], to_input: Callable[..., Any]) -> dict[str, float]:
+def _eval_instance(
+    model: Any, imgs: list[np.ndarray], targets: list[dict[str, Any]], to_input: Callable[..., Any]
+) -> dict[str, float]:
     import contextlib
     import io
 
@@ -545,13 +612,25 @@ def _eval_instance(model: Any, imgs: list[np.ndarray], targets: list[dict[str, A
             gt["images"].append({"id": i + 1, "width": w, "height": h})
             for m, lab in zip(t["masks"], t["labels"], strict=True):
                 rle = mask_utils.encode(np.asfortranarray(m.astype(np.uint8)))
-                gt["annotations"].append({"id": len(gt["annotations"]) + 1, "image_id": i + 1, "category_id": int(lab),
-                                          "segmentation": rle, "area": float(m.sum()), "bbox": list(mask_utils.toBbox(rle)),
-                                          "iscrowd": 0})
+                gt["annotations"].append(
+                    {
+                        "id": len(gt["annotations"]) + 1,
+                        "image_id": i + 1,
+                        "category_id": int(lab),
+                        "segmentation": rle,
+                        "area": float(m.sum()),
+                        "bbox": list(mask_utils.toBbox(rle)),
+                        "iscrowd": 0,
+                    }
+                )
                 labels_seen.add(int(lab))
             o = model(list(to_input([im])))[0]
-            for m, lab, sc in zip(o["masks"][:, 0].float().cpu().numpy() > 0.5, o["labels"].cpu().numpy(),
-                                  o["scores"].float().cpu().numpy(), strict=True):
+            for m, lab, sc in zip(
+                o["masks"][:, 0].float().cpu().numpy() > 0.5,
+                o["labels"].cpu().numpy(),
+                o["scores"].float().cpu().numpy(),
+                strict=True,
+            ):
                 rle = mask_utils.encode(np.asfortranarray(m.astype(np.uint8)))
                 dets.append({"image_id": i + 1, "category_id": int(lab), "segmentation": rle, "score": float(sc)})
     if not gt["annotations"]:

@@ -53,6 +53,7 @@ class ConvertRequest:
         shard_size: Images per task; None = automatic.
         image_root: Where the source's images are, if not beside the annotations.
         writer_options: Format-specific writer options.
+        gt: For COCO results sources: the ground-truth COCO JSON that names their images.
     """
 
     src: Path
@@ -67,6 +68,7 @@ class ConvertRequest:
     shard_size: int | None = None
     image_root: Path | None = None
     writer_options: dict[str, Any] = field(default_factory=dict)
+    gt: Path | None = None
 
 
 def load_category_map(path: Path) -> dict[str, Any]:
@@ -95,12 +97,20 @@ def load_category_map(path: Path) -> dict[str, Any]:
     return data
 
 
-def _open_reader(spec: Any, src: Path, image_root: Path | None) -> Any:
+def _open_reader(spec: Any, src: Path, image_root: Path | None, gt: Path | None = None) -> Any:
+    import inspect
+
     if spec.reader is None:
         raise UnsupportedError(f"format {spec.name!r} cannot be read")
-    if image_root is not None:
-        return spec.reader(src, image_root=image_root)
-    return spec.reader(src)
+    params = inspect.signature(spec.reader).parameters
+    kwargs: dict[str, Any] = {}
+    if image_root is not None and "image_root" in params:
+        kwargs["image_root"] = image_root
+    if gt is not None:
+        if "gt" not in params:
+            raise UnsupportedError(f"--gt applies to COCO results sources, not {spec.name!r}")
+        kwargs["gt"] = gt
+    return spec.reader(src, **kwargs)
 
 
 def _count_in(m: Materialized, names: dict[int, str], lc: LossCounter) -> None:
@@ -217,11 +227,12 @@ def convert(
     src_spec = get_format(src_format)
     if src_spec.materialize is None:
         raise UnsupportedError(f"format {src_format!r} cannot be converted from")
-    reader = _open_reader(src_spec, req.src, req.image_root)
+    reader = _open_reader(src_spec, req.src, req.image_root, req.gt)
     meta: DatasetMeta = reader.meta
     mapper = None
     if req.category_map is not None:
-        mapper = CategoryMapper.build(load_category_map(req.category_map), meta.categories, source=str(req.category_map))
+        spec = load_category_map(req.category_map)
+        mapper = CategoryMapper.build(spec, meta.categories, source=str(req.category_map))
     out_meta = mapper.map_meta(meta) if mapper else meta
 
     created = _prepare_dst(req.dst, req.src, req.overwrite)

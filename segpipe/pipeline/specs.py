@@ -1,5 +1,6 @@
 """Typed models at the edges: the shapes segpipe accepts and writes. JSON Schemas in ``schemas/`` are
-generated from these (``segpipe schemas``) and a test fails when they drift."""
+generated from these (``segpipe schemas``) and a test fails when they drift.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 class CategoryMapSpec(BaseModel):
     """A category map file for ``segpipe convert --categories``. Steps apply in the order
-    drop → merge → rename → ids; original ids are kept unless ``ids`` changes them."""
+    drop → merge → rename → ids; original ids are kept unless ``ids`` changes them.
+    """
 
     model_config = ConfigDict(extra="forbid", title="segpipe category map")
 

@@ -49,7 +49,7 @@ def array_digest(arr: np.ndarray) -> str:
 
 
 def quantise_probs(p: np.ndarray) -> np.ndarray:
-    """float probabilities in [0, 1] → uint8 (value = round(255 p)); max error 1/510."""
+    """Float probabilities in [0, 1] → uint8 (value = round(255 p)); max error 1/510."""
     return np.clip(np.rint(p * 255.0), 0, 255).astype(np.uint8)
 
 
@@ -100,14 +100,16 @@ class ZarrStore:
         import zarr
 
         root = zarr.open_group(str(self.path), mode="r")
-        return dict(root.attrs.get("segpipe", {}))
+        value: Any = root.attrs.get("segpipe", {})
+        return dict(value)
 
     def update_attrs(self, **values: Any) -> None:
         """Sets keys of the ``segpipe`` attributes (driver only: attributes are not concurrency-safe)."""
         import zarr
 
         root = zarr.open_group(str(self.path), mode="a")
-        cur = dict(root.attrs.get("segpipe", {}))
+        value: Any = root.attrs.get("segpipe", {})
+        cur = dict(value)
         cur.update(values)
         root.attrs["segpipe"] = cur
 
@@ -156,7 +158,8 @@ class ZarrStore:
         root = zarr.open_group(str(self.path), mode="r")
         if "images" not in root:
             return []
-        return sorted(int(k) for k in root["images"].group_keys())
+        images: Any = root["images"]
+        return sorted(int(k) for k in images.group_keys())
 
     def group(self, image_id: int) -> Any:
         """The read-only group of one image."""

@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 
 from segpipe.errors import ConfigError
-from segpipe.synth.base import KINDS, SynthKind, render
 from segpipe.synth import kinds as _kinds  # noqa: F401  (registers the kinds)
+from segpipe.synth.base import KINDS, SynthKind, render
 
 __all__ = ["KINDS", "SynthResult", "kind_names", "parse_size", "synth"]
 

@@ -93,8 +93,7 @@ class Canvas:
         if x0 < 1 or y0 < 1 or x1 > self.w - 2 or y1 > self.h - 2:
             return False
         return all(
-            x0 - margin > b[2] or x1 + margin < b[0] or y0 - margin > b[3] or y1 + margin < b[1]
-            for b in self.boxes
+            x0 - margin > b[2] or x1 + margin < b[0] or y0 - margin > b[3] or y1 + margin < b[1] for b in self.boxes
         )
 
     def thing(self, parts: list[tuple[str, object]], label: int, box: tuple[float, float, float, float]) -> int:
@@ -116,8 +115,12 @@ class Canvas:
 
     def sample(self, keypoints: dict[int, list[float]] | None = None, gray: bool = False) -> Sample:
         """The painted maps as a :class:`Sample`."""
-        return Sample(np.asarray(self.lab, dtype=np.uint8).copy(), np.asarray(self.ins, dtype=np.int32).copy(),
-                      keypoints or {}, gray)
+        return Sample(
+            np.asarray(self.lab, dtype=np.uint8).copy(),
+            np.asarray(self.ins, dtype=np.int32).copy(),
+            keypoints or {},
+            gray,
+        )
 
 
 def render(sample: Sample, classes: tuple[SynthClass, ...], rng: np.random.Generator) -> np.ndarray:
@@ -139,7 +142,7 @@ def render(sample: Sample, classes: tuple[SynthClass, ...], rng: np.random.Gener
         ang = 0.7 * k
         freq = 0.15 + 0.06 * (k % 5)
         phase = rng.uniform(0, 2 * np.pi)
-        tex[m] = (np.sin(freq * (np.cos(ang) * xx[m] + np.sin(ang) * yy[m]) + phase) * 18.0)
+        tex[m] = np.sin(freq * (np.cos(ang) * xx[m] + np.sin(ang) * yy[m]) + phase) * 18.0
     img = img + tex[..., None]
     img = img * rng.uniform(0.9, 1.1) + rng.normal(0.0, 10.0, size=img.shape).astype(np.float32)
     if sample.gray:

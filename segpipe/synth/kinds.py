@@ -91,8 +91,10 @@ SAT = (
 
 def _rotated_rect(cx: float, cy: float, bw: float, bh: float, ang: float) -> list[tuple[float, float]]:
     ca, sa = math.cos(ang), math.sin(ang)
-    return [(cx + ca * dx - sa * dy, cy + sa * dx + ca * dy)
-            for dx, dy in ((-bw / 2, -bh / 2), (bw / 2, -bh / 2), (bw / 2, bh / 2), (-bw / 2, bh / 2))]
+    return [
+        (cx + ca * dx - sa * dy, cy + sa * dx + ca * dy)
+        for dx, dy in ((-bw / 2, -bh / 2), (bw / 2, -bh / 2), (bw / 2, bh / 2), (-bw / 2, bh / 2))
+    ]
 
 
 def _satellite(rng: np.random.Generator, h: int, w: int) -> Sample:
@@ -102,13 +104,20 @@ def _satellite(rng: np.random.Generator, h: int, w: int) -> Sample:
         rx, ry = rng.uniform(0.05, 0.2) * w, rng.uniform(0.05, 0.2) * h
         c.stuff_ellipse((cx - rx, cy - ry, cx + rx, cy + ry), 1)
     if rng.random() < 0.7:  # a river
-        pts = [(x, h * 0.5 + h * 0.25 * math.sin(x / w * 6.28 * rng.uniform(0.5, 1.5)) + rng.uniform(-0.2, 0.2) * h)
-               for x in np.linspace(-10, w + 10, 8)]
+        pts = [
+            (x, h * 0.5 + h * 0.25 * math.sin(x / w * 6.28 * rng.uniform(0.5, 1.5)) + rng.uniform(-0.2, 0.2) * h)
+            for x in np.linspace(-10, w + 10, 8)
+        ]
         c.stuff_line(pts, 2, int(rng.uniform(0.04, 0.1) * min(h, w)))
     else:
         cx, cy, r = rng.uniform(0.2, 0.8) * w, rng.uniform(0.2, 0.8) * h, rng.uniform(0.08, 0.18) * min(h, w)
-        c.stuff_polygon([(cx + r * math.cos(a) * rng.uniform(0.7, 1.3), cy + r * math.sin(a) * rng.uniform(0.7, 1.3))
-                         for a in np.linspace(0, 2 * math.pi, 10, endpoint=False)], 2)
+        c.stuff_polygon(
+            [
+                (cx + r * math.cos(a) * rng.uniform(0.7, 1.3), cy + r * math.sin(a) * rng.uniform(0.7, 1.3))
+                for a in np.linspace(0, 2 * math.pi, 10, endpoint=False)
+            ],
+            2,
+        )
     roads = []
     for _ in range(int(rng.integers(1, 4))):
         if rng.random() < 0.5:
@@ -170,8 +179,10 @@ def _medical(rng: np.random.Generator, h: int, w: int) -> Sample:
         a, d = rng.uniform(0, 2 * math.pi), rng.uniform(0, 0.5)
         ex, ey = lx + d * (lrx - r - 4) * math.cos(a), ly + d * (lry - r - 4) * math.sin(a)
         ebox = (ex - r, ey - r, ex + r, ey + r)
-        if r >= 2 and all(not (ebox[0] - 3 <= b[2] and ebox[2] + 3 >= b[0] and ebox[1] - 3 <= b[3] and ebox[3] + 3 >= b[1])
-                          for b in c.boxes[1:]):  # clear of other lesions/kidneys (the liver is boxes[0])
+        if r >= 2 and all(
+            not (ebox[0] - 3 <= b[2] and ebox[2] + 3 >= b[0] and ebox[1] - 3 <= b[3] and ebox[3] + 3 >= b[1])
+            for b in c.boxes[1:]
+        ):  # clear of other lesions/kidneys (the liver is boxes[0])
             c.thing([("ellipse", ebox)], 4, ebox)
     # Lesions are painted after the liver in both maps, so the liver's mask has holes where they are.
     return c.sample(gray=True)
@@ -215,7 +226,14 @@ for _kind in (
     SynthKind("streetview", STREET, (256, 512), _streetview, "street scenes: sky, road, buildings, cars, people"),
     SynthKind("satellite", SAT, (512, 512), _satellite, "aerial tiles: buildings, roads, water, vegetation"),
     SynthKind("medical", MED, (256, 256), _medical, "grayscale slices: body, liver, kidneys, lesions"),
-    SynthKind("landmarks", LAND, (256, 256), _landmarks, "quadrilaterals with 4 corner keypoints",
-              QUAD_KEYPOINTS, ((1, 2), (2, 3), (3, 4), (4, 1))),
+    SynthKind(
+        "landmarks",
+        LAND,
+        (256, 256),
+        _landmarks,
+        "quadrilaterals with 4 corner keypoints",
+        QUAD_KEYPOINTS,
+        ((1, 2), (2, 3), (3, 4), (4, 1)),
+    ),
 ):
     KINDS.add(_kind.name, _kind)

@@ -1,7 +1,7 @@
 """The CLI contract: commands listed, version, python -m, one-line errors and exit codes."""
 
-import sys
 import subprocess
+import sys
 
 from segpipe import __version__
 

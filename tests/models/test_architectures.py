@@ -23,9 +23,24 @@ def _params(names: list[str]) -> list:
 def test_registry_lists_all_tasks() -> None:
     names = model_names()
     expected = {
-        "fcn32s", "fcn16s", "fcn8s", "fcn_resnet50", "fcn_resnet101", "unet", "segnet", "pspnet", "gcn",
-        "deeplabv3_resnet50", "deeplabv3_mobilenet_v3_large", "deeplabv3plus", "lraspp_mobilenet_v3_large",
-        "maskrcnn_resnet50_fpn", "maskrcnn_mobilenet_v3", "yolact", "panoptic_fpn", "hourglass",
+        "fcn32s",
+        "fcn16s",
+        "fcn8s",
+        "fcn_resnet50",
+        "fcn_resnet101",
+        "unet",
+        "segnet",
+        "pspnet",
+        "gcn",
+        "deeplabv3_resnet50",
+        "deeplabv3_mobilenet_v3_large",
+        "deeplabv3plus",
+        "lraspp_mobilenet_v3_large",
+        "maskrcnn_resnet50_fpn",
+        "maskrcnn_mobilenet_v3",
+        "yolact",
+        "panoptic_fpn",
+        "hourglass",
         "keypointrcnn_resnet50_fpn",
     }
     assert expected <= set(names)
@@ -103,8 +118,12 @@ def test_panoptic_fusion_unknown_channel() -> None:
     sem[2, :, 4:] = 5.0  # ... but the semantic head sees thing class 2 on the right half
     masks = torch.zeros(1, 1, 8, 8)
     masks[0, 0, :4, 4:] = 0.99  # one instance explains only the top-right quarter
-    inst = {"boxes": torch.tensor([[4.0, 0.0, 8.0, 4.0]]), "labels": torch.tensor([2]),
-            "scores": torch.tensor([0.9]), "masks": masks}
+    inst = {
+        "boxes": torch.tensor([[4.0, 0.0, 8.0, 4.0]]),
+        "labels": torch.tensor([2]),
+        "scores": torch.tensor([0.9]),
+        "masks": masks,
+    }
     ids, segs = panoptic_fusion(sem, inst, [2])
     thing = next(s for s in segs if s["isthing"])
     assert (ids[:4, 4:] == thing["id"]).all()

@@ -22,9 +22,12 @@ from segpipe.models.registry import build_model
 
 def _meta() -> CheckpointMeta:
     return CheckpointMeta.for_arch(
-        "unet", 3,
-        categories=[{"index": i, "id": i, "name": n, "color": c, "isthing": i > 0}
-                    for i, (n, c) in enumerate([("bg", [0, 0, 0]), ("a", [255, 0, 0]), ("b", [0, 255, 0])])],
+        "unet",
+        3,
+        categories=[
+            {"index": i, "id": i, "name": n, "color": c, "isthing": i > 0}
+            for i, (n, c) in enumerate([("bg", [0, 0, 0]), ("a", [255, 0, 0]), ("b", [0, 255, 0])])
+        ],
         model_kwargs={"base": 8},
         tile_size=[128, 128],
         tile_overlap=0.25,
@@ -37,8 +40,13 @@ def test_round_trip(tmp_path: Path) -> None:
     opt = torch.optim.AdamW(model.parameters())
     model(torch.randn(2, 3, 32, 32)).sum().backward()
     opt.step()
-    p = save_checkpoint(tmp_path / "m.ckpt", model, _meta(), optimizer=opt.state_dict(),
-                        train_state={"epoch": 3, "best": 0.5, "rng": torch.get_rng_state()})
+    p = save_checkpoint(
+        tmp_path / "m.ckpt",
+        model,
+        _meta(),
+        optimizer=opt.state_dict(),
+        train_state={"epoch": 3, "best": 0.5, "rng": torch.get_rng_state()},
+    )
     ck = load_checkpoint(p)
     assert ck.meta == _meta().__class__.from_dict(_meta().to_dict()) or ck.meta.arch == "unet"
     assert ck.meta.categories[1]["name"] == "a" and ck.meta.provenance["metrics"]["mean_iou"] == 0.5

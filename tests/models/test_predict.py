@@ -104,12 +104,20 @@ class _DiskDetector(nn.Module):
         for im in images:
             m = (im.mean(0) > 0).float()
             if m.sum() == 0:
-                out.append({"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64),
-                            "scores": torch.zeros(0), "masks": torch.zeros(0, 1, *im.shape[-2:])})
+                out.append(
+                    {
+                        "boxes": torch.zeros(0, 4),
+                        "labels": torch.zeros(0, dtype=torch.int64),
+                        "scores": torch.zeros(0),
+                        "masks": torch.zeros(0, 1, *im.shape[-2:]),
+                    }
+                )
                 continue
             ys, xs = torch.nonzero(m, as_tuple=True)
             box = torch.tensor([[xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]], dtype=torch.float32)
-            out.append({"boxes": box, "labels": torch.tensor([1]), "scores": torch.tensor([0.9]), "masks": m[None, None]})
+            out.append(
+                {"boxes": box, "labels": torch.tensor([1]), "scores": torch.tensor([0.9]), "masks": m[None, None]}
+            )
         return out
 
 

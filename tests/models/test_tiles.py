@@ -22,7 +22,10 @@ from segpipe.core.tiles import (
 
 @settings(max_examples=200, deadline=None)
 @given(
-    h=st.integers(1, 600), w=st.integers(1, 600), tile=st.integers(1, 256), frac=st.floats(0, 0.9),
+    h=st.integers(1, 600),
+    w=st.integers(1, 600),
+    tile=st.integers(1, 256),
+    frac=st.floats(0, 0.9),
 )
 def test_grid_covers_flush_and_bounded(h: int, w: int, tile: int, frac: float) -> None:
     ov = min(int(frac * tile), tile - 1)
@@ -68,6 +71,9 @@ def test_weights_positive_and_peaked() -> None:
 
 
 def test_core_tiles_imports_numpy_only() -> None:
-    code = "import sys, segpipe.core.tiles; print(sorted(m for m in ('torch','dask','typer','pydantic') if m in sys.modules))"
+    code = (
+        "import sys, segpipe.core.tiles\n"
+        "print(sorted(m for m in ('torch', 'dask', 'typer', 'pydantic') if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

@@ -70,8 +70,11 @@ def test_subprocess_with_empty_torch_home_does_not_hang(tmp_path: Path) -> None:
     )
     t0 = time.monotonic()
     r = subprocess.run(
-        [sys.executable, "-c", code], env={"TORCH_HOME": str(tmp_path), "PATH": "/usr/bin:/bin"},
-        capture_output=True, text=True, timeout=60,
+        [sys.executable, "-c", code],
+        env={"TORCH_HOME": str(tmp_path), "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert time.monotonic() - t0 < 30
     assert r.returncode != 0

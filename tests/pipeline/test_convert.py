@@ -59,7 +59,8 @@ def test_coco_voc_coco_roundtrip_on_dask(coco_src, tmp_path):
     for aid in ids:
         assert aid in got_masks, f"annotation {aid} lost"
         np.testing.assert_array_equal(got_masks[aid], gt_masks[aid], err_msg=f"annotation {aid}")
-    assert {c["id"]: c["name"] for c in got.dataset["categories"]} == {c["id"]: c["name"] for c in gt.dataset["categories"]}
+    names = {c["id"]: c["name"] for c in gt.dataset["categories"]}
+    assert {c["id"]: c["name"] for c in got.dataset["categories"]} == names
 
 
 def test_losses_reported(coco_src, tmp_path):
@@ -89,7 +90,7 @@ def test_sharded_equals_in_process(coco_src, tmp_path):
     files_b = sorted(p.relative_to(b) for p in b.rglob("*") if p.is_file() and p.name != "conversion_report.json")
     assert files_a == files_b
     for rel in files_a:
-        if rel.suffix == ".png":
+        if rel.suffix == ".png" and rel.parts[0].startswith("Segmentation"):
             np.testing.assert_array_equal(read_label_map(a / rel), read_label_map(b / rel))
         else:
             assert (a / rel).read_bytes() == (b / rel).read_bytes(), rel

@@ -21,7 +21,11 @@ SMALL = {"streetview": (96, 192), "satellite": (128, 128), "medical": (96, 96), 
 
 
 def _digest(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 def _connected(mask: np.ndarray) -> bool:
@@ -107,7 +111,8 @@ def test_cli_synth(tmp_path: Path) -> None:
     out = tmp_path / "ds"
     r = subprocess.run(
         [sys.executable, "-m", "segpipe", "synth", "landmarks", str(out), "--n", "2", "--seed", "1", "--size", "64x80"],
-        capture_output=True, text=True,
+        capture_output=True,
+        text=True,
     )
     assert r.returncode == 0, r.stderr
     assert str(out) in r.stdout

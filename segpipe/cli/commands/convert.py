@@ -22,10 +22,10 @@ def register(app: typer.Typer) -> None:
         strict: bool = typer.Option(False, "--strict", help="Any loss or missing image is an error."),
         images: str = typer.Option("copy", "--images", help="copy | link | none: what to do with image files."),
         image_root: Path | None = typer.Option(None, "--image-root", help="Folder holding the source images."),
+        gt: Path | None = typer.Option(None, "--gt", help="COCO results: the ground truth naming their images."),
         overwrite: bool = typer.Option(False, "--overwrite", help="Allow a non-empty output folder."),
         on_error: str = typer.Option("fail", "--on-error", help="fail | skip: unreadable samples."),
         shard_size: int | None = typer.Option(None, "--shard-size", min=1, help="Images per task."),
-        polygons: bool = typer.Option(False, "--polygons", help="COCO targets: write polygons where exact."),
         workers: int | None = typer.Option(None, "--workers", "-w", min=0, help=WORKERS_HELP),
         scheduler: str | None = typer.Option(None, "--scheduler", help=SCHEDULER_HELP),
     ) -> None:
@@ -42,7 +42,7 @@ def register(app: typer.Typer) -> None:
         req = ConvertRequest(
             src=src, dst=dst, to=to, from_=from_, category_map=categories, strict=strict, copy_images=images,
             overwrite=overwrite, on_error=on_error, shard_size=shard_size, image_root=image_root,
-            writer_options={"polygons": polygons} if polygons else {},
+            gt=gt,
         )
         with progress_bar(f"convert → {to}") as update:
             report = convert(req, cluster_spec(workers, scheduler), progress=update)

@@ -23,8 +23,9 @@ def register(app: typer.Typer) -> None:
         from segpipe.cli.state import console
         from segpipe.synth import parse_size, synth
 
-        res = synth(kind, out, n=n, seed=seed, size=parse_size(size) if size else None,
-                    image_format="jpg" if jpg else "png")
+        res = synth(
+            kind, out, n=n, seed=seed, size=parse_size(size) if size else None, image_format="jpg" if jpg else "png"
+        )
         console.print(
             f"wrote {res.images} images ({res.size[0]}x{res.size[1]}) and {res.annotations} annotations to {res.out}",
             markup=False,

@@ -29,8 +29,18 @@ def register(app: typer.Typer) -> None:
         from segpipe.models.train import train
 
         res = train(
-            dataset, arch, out, epochs=epochs, max_minutes=max_minutes, val_dir=val, resume=resume, seed=seed,
-            batch_size=batch, lr=lr, device=device, progress=state.show_progress(),
+            dataset,
+            arch,
+            out,
+            epochs=epochs,
+            max_minutes=max_minutes,
+            val_dir=val,
+            resume=resume,
+            seed=seed,
+            batch_size=batch,
+            lr=lr,
+            device=device,
+            progress=state.show_progress(),
             log=None if state.QUIET else (lambda line: state.err_console.print(line, markup=False)),
         )
         note = " (stopped at the time budget)" if res.stopped_by_budget else ""

@@ -34,7 +34,7 @@ from segpipe.formats.base import FormatSpec, ShardResult, WriteOptions
 from segpipe.formats.registry import register_format
 from segpipe.formats.voc.masks import read_indexed_mask
 from segpipe.formats.voc.reader import IMAGE_EXTS, MARKER_DIRS, read_labelmap_file
-from segpipe.formats.voc.writer import VocWriter
+from segpipe.formats.voc.writer import VocWriter, class_map_to_labels
 from segpipe.storage.atomic import atomic_open, write_bytes_atomic
 from segpipe.storage.images import image_size, read_label_map, write_label_png
 from segpipe.storage.jsonio import read_json
@@ -212,25 +212,9 @@ class MaskDirWriter:
         (self.out / "images").mkdir(parents=True, exist_ok=True)
 
     def _labels_of_class_map(self, m: Materialized, losses: LossCounter) -> np.ndarray:
-        cm = np.asarray(m.class_map)
-        top = int(cm.max()) if cm.size else 0
-        lut = np.full(max(top + 1, 256), self.void, dtype=np.int64)
-        known = np.zeros(len(lut), dtype=bool)
-        for cid, lab in self.label_of.items():
-            if 0 <= cid < len(lut):
-                lut[cid], known[cid] = lab, True
-        if self.labels[0] is None or self.labels[0] == 0:
-            lut[0], known[0] = 0, True
-        if 0 <= m.void_value < len(lut):
-            lut[m.void_value], known[m.void_value] = self.void, True
-        unknown = ~known[cm]
-        if unknown.any():
-            vals, counts = np.unique(cm[unknown], return_counts=True)
-            for v, n in zip(vals, counts, strict=True):
-                losses.lose(
-                    "unknown_class_pixels_to_void", int(n), str(int(v)), NOTES["unknown_class_pixels_to_void"]
-                )
-        return lut[cm]
+        return class_map_to_labels(
+            np.asarray(m.class_map), self.label_of, self.labels[0], int(m.void_value), self.void, losses
+        )
 
     def write_shard(self, index: int, samples: Iterable[Materialized]) -> ShardResult:
         """Writes one shard's masks and images."""
@@ -244,7 +228,6 @@ class MaskDirWriter:
             instances = list(m.instances)
             for im in instances:
                 name = self.names.get(im.instance.category_id, str(im.instance.category_id))
-                losses.counts_in[name] += 1
                 if im.instance.keypoints and any(v > 0 for v in im.instance.keypoints[2::3]):
                     losses.lose("keypoints_dropped", 1, name, NOTES["keypoints_dropped"])
                 if im.instance.score is not None:

@@ -5,17 +5,10 @@ from __future__ import annotations
 from segpipe.formats.base import FormatSpec
 from segpipe.formats.registry import register_format
 from segpipe.formats.voc.reader import VocReader, detect_voc, materialize_voc
+from segpipe.formats.voc.validate import validate_voc
+from segpipe.formats.voc.writer import VocWriter
 
-__all__ = ["VocReader", "detect_voc", "materialize_voc"]
-
-try:
-    from segpipe.formats.voc.writer import VocWriter
-except ImportError:  # pragma: no cover - during development only
-    VocWriter = None  # type: ignore[assignment,misc]
-try:
-    from segpipe.formats.voc.validate import validate_voc
-except ImportError:  # pragma: no cover
-    validate_voc = None  # type: ignore[assignment]
+__all__ = ["SPEC", "VocReader", "VocWriter", "detect_voc", "materialize_voc", "validate_voc"]
 
 SPEC = register_format(
     FormatSpec(

@@ -89,6 +89,44 @@ def _jsonable(v: Any) -> Any:
     return repr(v)
 
 
+def class_map_to_labels(
+    cm: np.ndarray,
+    label_of: Mapping[int, int],
+    background_category: int | None,
+    void_in: int,
+    void_out: int,
+    losses: LossCounter,
+) -> np.ndarray:
+    """Maps a class map of category ids to label indices in one LUT pass.
+
+    Background (0, when the background is not itself a category with another id) stays 0, ``void_in``
+    becomes ``void_out``; values of no category become ``void_out`` and are counted as
+    ``unknown_class_pixels_to_void`` (pixels, per value).
+
+    Returns:
+        ``(H, W)`` uint8 (uint16 when ``void_out`` > 255).
+    """
+    present = np.bincount(cm.ravel(), minlength=1) if cm.size else np.zeros(1, np.int64)
+    dtype = np.uint8 if void_out <= 255 else np.uint16
+    lut = np.full(max(len(present), 256), void_out, dtype=dtype)
+    known = np.zeros(len(lut), dtype=bool)
+    for cid, lab in label_of.items():
+        if 0 <= cid < len(lut):
+            lut[cid], known[cid] = lab, True
+    if background_category is None or background_category == 0:
+        lut[0], known[0] = 0, True  # background stays background
+    if 0 <= void_in < len(lut):
+        lut[void_in], known[void_in] = void_out, True
+    for v in np.flatnonzero(present[: len(known)] * ~known[: len(present)]):
+        losses.lose(
+            "unknown_class_pixels_to_void",
+            int(present[v]),
+            str(int(v)),
+            NOTES["unknown_class_pixels_to_void"],
+        )
+    return lut[cm]
+
+
 class VocWriter:
     """Writes a VOC folder (picklable; ``write_shard`` runs on workers).
 
@@ -164,28 +202,9 @@ class VocWriter:
 
     def _class_map_labels(self, m: Materialized, losses: LossCounter) -> np.ndarray:
         """The source class map (category ids) as label indices; unknown values become void."""
-        cm = np.asarray(m.class_map)
-        top = int(cm.max()) if cm.size else 0
-        lut = np.full(max(top + 1, 256), VOC_VOID, dtype=np.int64)
-        known = np.zeros(len(lut), dtype=bool)
-        for cid, lab in self.label_of.items():
-            if 0 <= cid < len(lut):
-                lut[cid] = lab
-                known[cid] = True
-        bg_label_source = self.labels[0]
-        if bg_label_source is None or bg_label_source == 0:
-            lut[0], known[0] = 0, True  # background stays background
-        void = int(m.void_value)
-        if 0 <= void < len(lut):
-            lut[void], known[void] = VOC_VOID, True
-        unknown = ~known[cm]
-        if unknown.any():
-            vals, counts = np.unique(cm[unknown], return_counts=True)
-            for v, n in zip(vals, counts, strict=True):
-                losses.lose(
-                    "unknown_class_pixels_to_void", int(n), str(int(v)), NOTES["unknown_class_pixels_to_void"]
-                )
-        return lut[cm].astype(np.uint8)
+        return class_map_to_labels(
+            np.asarray(m.class_map), self.label_of, self.labels[0], int(m.void_value), VOC_VOID, losses
+        )
 
     def _maps(
         self, m: Materialized, losses: LossCounter
@@ -274,8 +293,6 @@ class VocWriter:
             res.n_samples += 1
             img = m.sample.image
             stem = voc_stem(img.file_name)
-            for im in m.instances:
-                losses.counts_in[self.names.get(im.instance.category_id, str(im.instance.category_id))] += 1
             kept, class_map, object_map = self._maps(m, losses)
             h, w = class_map.shape if class_map is not None else (img.height, img.width)
             if class_map is not None:

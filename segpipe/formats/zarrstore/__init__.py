@@ -1,6 +1,7 @@
 """The segpipe Zarr store as a source format: ``segpipe export`` and ``segpipe evaluate`` read stores
 through the same reader → materialize path as every other format, so exports are sharded on Dask and
-report their losses like any conversion."""
+report their losses like any conversion.
+"""
 
 from __future__ import annotations
 
@@ -73,6 +74,7 @@ class StoreReader:
         return len(self._ids)
 
     def samples(self) -> Iterator[Sample]:
+        """Streams one sample per stored image, sorted by id."""
         for image_id in self._ids:
             g = self.store.group(image_id)
             a = dict(g.attrs)

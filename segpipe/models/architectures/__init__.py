@@ -1,6 +1,7 @@
 """Architectures; each module registers its models in :data:`segpipe.models.registry.MODELS` on import."""
 
 from segpipe.models.architectures import (  # noqa: F401
+    deeplabv3plus,
     fcn_vgg,
     gcn,
     hourglass,
@@ -11,5 +12,4 @@ from segpipe.models.architectures import (  # noqa: F401
     torchvision_semantic,
     unet,
     yolact,
-    deeplabv3plus,
 )

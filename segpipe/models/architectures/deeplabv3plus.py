@@ -76,7 +76,11 @@ def build_deeplabv3plus(num_classes: int, pretrained_backbone: bool = False, **k
 
 register_model(
     ModelSpec(
-        "deeplabv3plus", "semantic", build_deeplabv3plus, (512, 512),
-        "DeepLabV3+: separable ASPP + low-level decoder, ResNet-50", stride=16,
+        "deeplabv3plus",
+        "semantic",
+        build_deeplabv3plus,
+        (512, 512),
+        "DeepLabV3+: separable ASPP + low-level decoder, ResNet-50",
+        stride=16,
     )
 )

@@ -23,8 +23,12 @@ class GlobalConv(nn.Module):
     def __init__(self, cin: int, cout: int, k: int) -> None:
         super().__init__()
         p = k // 2
-        self.left = nn.Sequential(nn.Conv2d(cin, cout, (k, 1), padding=(p, 0)), nn.Conv2d(cout, cout, (1, k), padding=(0, p)))
-        self.right = nn.Sequential(nn.Conv2d(cin, cout, (1, k), padding=(0, p)), nn.Conv2d(cout, cout, (k, 1), padding=(p, 0)))
+        self.left = nn.Sequential(
+            nn.Conv2d(cin, cout, (k, 1), padding=(p, 0)), nn.Conv2d(cout, cout, (1, k), padding=(0, p))
+        )
+        self.right = nn.Sequential(
+            nn.Conv2d(cin, cout, (1, k), padding=(0, p)), nn.Conv2d(cout, cout, (k, 1), padding=(p, 0))
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Args: x: ``(N, Cin, h, w)``. Returns: ``(N, Cout, h, w)``."""

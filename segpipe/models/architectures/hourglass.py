@@ -18,9 +18,15 @@ class Residual(nn.Module):
         super().__init__()
         mid = max(cout // 2, 1)
         self.body = nn.Sequential(
-            nn.BatchNorm2d(cin), nn.ReLU(inplace=True), nn.Conv2d(cin, mid, 1),
-            nn.BatchNorm2d(mid), nn.ReLU(inplace=True), nn.Conv2d(mid, mid, 3, padding=1),
-            nn.BatchNorm2d(mid), nn.ReLU(inplace=True), nn.Conv2d(mid, cout, 1),
+            nn.BatchNorm2d(cin),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(cin, mid, 1),
+            nn.BatchNorm2d(mid),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(mid, mid, 3, padding=1),
+            nn.BatchNorm2d(mid),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(mid, cout, 1),
         )
         self.skip: nn.Module = nn.Identity() if cin == cout else nn.Conv2d(cin, cout, 1)
 
@@ -59,8 +65,13 @@ class StackedHourglass(nn.Module):
         super().__init__()
         c = channels
         self.stem = nn.Sequential(
-            nn.Conv2d(3, 64, 7, stride=2, padding=3), nn.BatchNorm2d(64), nn.ReLU(inplace=True),
-            Residual(64, c), nn.MaxPool2d(2), Residual(c, c), Residual(c, c),
+            nn.Conv2d(3, 64, 7, stride=2, padding=3),
+            nn.BatchNorm2d(64),
+            nn.ReLU(inplace=True),
+            Residual(64, c),
+            nn.MaxPool2d(2),
+            Residual(c, c),
+            Residual(c, c),
         )
         self.hgs = nn.ModuleList(Hourglass(depth, c) for _ in range(num_stacks))
         self.feats = nn.ModuleList(
@@ -100,14 +111,17 @@ def build_hourglass(num_classes: int, pretrained_backbone: bool = False, **kw: A
 
 
 def build_keypointrcnn(num_classes: int, pretrained_backbone: bool = False, **kw: Any) -> nn.Module:
-    """torchvision Keypoint R-CNN with ``num_classes`` = K keypoints on one object class (+ background)."""
+    """Torchvision Keypoint R-CNN with ``num_classes`` = K keypoints on one object class (+ background)."""
     from torchvision.models.detection import keypointrcnn_resnet50_fpn
 
     from segpipe.models.architectures.instance import _detection_kw
 
     det_classes = int(kw.pop("detection_classes", 2))
     net = keypointrcnn_resnet50_fpn(
-        weights=None, weights_backbone=None, num_classes=det_classes, num_keypoints=num_classes,
+        weights=None,
+        weights_backbone=None,
+        num_classes=det_classes,
+        num_keypoints=num_classes,
         **_detection_kw(kw, 512),
     )
     if pretrained_backbone:
@@ -118,11 +132,22 @@ def build_keypointrcnn(num_classes: int, pretrained_backbone: bool = False, **kw
 
 
 register_model(
-    ModelSpec("hourglass", "landmarks", build_hourglass, (256, 256), "Stacked hourglass (2 stacks): K Gaussian heatmaps", stride=64)
+    ModelSpec(
+        "hourglass",
+        "landmarks",
+        build_hourglass,
+        (256, 256),
+        "Stacked hourglass (2 stacks): K Gaussian heatmaps",
+        stride=64,
+    )
 )
 register_model(
     ModelSpec(
-        "keypointrcnn_resnet50_fpn", "landmarks", build_keypointrcnn, (512, 512),
-        "torchvision Keypoint R-CNN, ResNet-50-FPN", stride=32,
+        "keypointrcnn_resnet50_fpn",
+        "landmarks",
+        build_keypointrcnn,
+        (512, 512),
+        "torchvision Keypoint R-CNN, ResNet-50-FPN",
+        stride=32,
     )
 )

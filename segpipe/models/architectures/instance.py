@@ -24,12 +24,10 @@ def _detection_kw(kw: dict[str, Any], size: int) -> dict[str, Any]:
 
 
 def build_maskrcnn_resnet50_fpn(num_classes: int, pretrained_backbone: bool = False, **kw: Any) -> nn.Module:
-    """torchvision ``maskrcnn_resnet50_fpn`` (``num_classes`` includes background)."""
+    """Torchvision ``maskrcnn_resnet50_fpn`` (``num_classes`` includes background)."""
     from torchvision.models.detection import maskrcnn_resnet50_fpn
 
-    net = maskrcnn_resnet50_fpn(
-        weights=None, weights_backbone=None, num_classes=num_classes, **_detection_kw(kw, 512)
-    )
+    net = maskrcnn_resnet50_fpn(weights=None, weights_backbone=None, num_classes=num_classes, **_detection_kw(kw, 512))
     if pretrained_backbone:
         from segpipe.models.weights import load_backbone_into
 
@@ -43,9 +41,7 @@ def build_maskrcnn_mobilenet_v3(num_classes: int, pretrained_backbone: bool = Fa
     from torchvision.models.detection.anchor_utils import AnchorGenerator
     from torchvision.models.detection.backbone_utils import mobilenet_backbone
 
-    backbone = mobilenet_backbone(
-        backbone_name="mobilenet_v3_large", weights=None, fpn=True, trainable_layers=6
-    )
+    backbone = mobilenet_backbone(backbone_name="mobilenet_v3_large", weights=None, fpn=True, trainable_layers=6)
     if pretrained_backbone:
         from segpipe.models.weights import load_backbone_into
 
@@ -53,20 +49,26 @@ def build_maskrcnn_mobilenet_v3(num_classes: int, pretrained_backbone: bool = Fa
     # Two FPN levels + pool, as in fasterrcnn_mobilenet_v3_large_fpn.
     sizes = ((32, 64, 128, 256, 512),) * 3
     anchors = AnchorGenerator(sizes, ((0.5, 1.0, 2.0),) * len(sizes))
-    return MaskRCNN(
-        backbone, num_classes=num_classes, rpn_anchor_generator=anchors, **_detection_kw(kw, 512)
-    )
+    return MaskRCNN(backbone, num_classes=num_classes, rpn_anchor_generator=anchors, **_detection_kw(kw, 512))
 
 
 register_model(
     ModelSpec(
-        "maskrcnn_resnet50_fpn", "instance", build_maskrcnn_resnet50_fpn, (512, 512),
-        "torchvision Mask R-CNN, ResNet-50-FPN", stride=32,
+        "maskrcnn_resnet50_fpn",
+        "instance",
+        build_maskrcnn_resnet50_fpn,
+        (512, 512),
+        "torchvision Mask R-CNN, ResNet-50-FPN",
+        stride=32,
     )
 )
 register_model(
     ModelSpec(
-        "maskrcnn_mobilenet_v3", "instance", build_maskrcnn_mobilenet_v3, (512, 512),
-        "torchvision Mask R-CNN on a MobileNetV3-Large FPN backbone", stride=32,
+        "maskrcnn_mobilenet_v3",
+        "instance",
+        build_maskrcnn_mobilenet_v3,
+        (512, 512),
+        "torchvision Mask R-CNN on a MobileNetV3-Large FPN backbone",
+        stride=32,
     )
 )

@@ -3,8 +3,8 @@
 :func:`panoptic_fusion` follows UPSNet (Xiong et al. 2019): panoptic logits are the stuff channels of
 the semantic logits, plus one channel per detected instance (the semantic logit of its class inside its
 box + its own mask logit), plus an *unknown* channel ``max(thing semantic logits) − max(instance
-logits, zero-padded outside their boxes)`` that wins where the semantic head sees a thing that no instance explains. The argmax gives
-every pixel one segment; unknown and void pixels get id 0.
+logits, zero-padded outside their boxes)`` that wins where the semantic head sees a thing that no
+instance explains. The argmax gives every pixel one segment; unknown and void pixels get id 0.
 """
 
 from __future__ import annotations
@@ -137,6 +137,11 @@ class PanopticFPN(nn.Module):
 def build_panoptic_fpn(num_classes: int, pretrained_backbone: bool = False, **kw: Any) -> nn.Module:
     """Builds a panoptic model.
 
+    Args:
+        num_classes: Semantic classes including background; instance labels index the same classes.
+        pretrained_backbone: Passed to both builders.
+        **kw: The options below.
+
     Keyword Args:
         semantic_arch: Semantic architecture (default ``lraspp_mobilenet_v3_large``).
         instance_arch: Instance architecture (default ``maskrcnn_mobilenet_v3``).
@@ -155,7 +160,10 @@ def build_panoptic_fpn(num_classes: int, pretrained_backbone: bool = False, **kw
 
 register_model(
     ModelSpec(
-        "panoptic_fpn", "panoptic", build_panoptic_fpn, (512, 512),
+        "panoptic_fpn",
+        "panoptic",
+        build_panoptic_fpn,
+        (512, 512),
         "LR-ASPP + Mask R-CNN (MobileNetV3) fused by UPSNet's parameter-free panoptic head",
     )
 )

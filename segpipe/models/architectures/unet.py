@@ -38,9 +38,7 @@ class UNet(nn.Module):
         chans = [base * 2**i for i in range(depth + 1)]
         self.down = nn.ModuleList([_double(in_channels, chans[0])])
         self.down.extend(_double(chans[i], chans[i + 1]) for i in range(depth))
-        self.up = nn.ModuleList(
-            nn.ConvTranspose2d(chans[i + 1], chans[i], 2, stride=2) for i in reversed(range(depth))
-        )
+        self.up = nn.ModuleList(nn.ConvTranspose2d(chans[i + 1], chans[i], 2, stride=2) for i in reversed(range(depth)))
         self.dec = nn.ModuleList(_double(chans[i] * 2, chans[i]) for i in reversed(range(depth)))
         self.head = nn.Conv2d(chans[0], num_classes, 1)
 

@@ -58,11 +58,15 @@ class Yolact(nn.Module):
         self.fpn = FeaturePyramidNetwork(list(chans[1:]), fpn_channels)
         c = fpn_channels
         self.proto = nn.Sequential(
-            nn.Conv2d(c, c, 3, padding=1), nn.ReLU(inplace=True),
-            nn.Conv2d(c, c, 3, padding=1), nn.ReLU(inplace=True),
+            nn.Conv2d(c, c, 3, padding=1),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(c, c, 3, padding=1),
+            nn.ReLU(inplace=True),
             nn.Upsample(scale_factor=2.0, mode="bilinear", align_corners=False),
-            nn.Conv2d(c, c, 3, padding=1), nn.ReLU(inplace=True),
-            nn.Conv2d(c, num_protos, 1), nn.ReLU(inplace=True),
+            nn.Conv2d(c, c, 3, padding=1),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(c, num_protos, 1),
+            nn.ReLU(inplace=True),
         )
         a = len(_RATIOS)
         self.tower = nn.Sequential(nn.Conv2d(c, c, 3, padding=1), nn.ReLU(inplace=True))
@@ -91,9 +95,7 @@ class Yolact(nn.Module):
                 indexing="ij",
             )
             scale = 4.0 * s
-            wh = torch.tensor(
-                [[scale * math.sqrt(r), scale / math.sqrt(r)] for r in _RATIOS], device=device
-            )  # (A, 2)
+            wh = torch.tensor([[scale * math.sqrt(r), scale / math.sqrt(r)] for r in _RATIOS], device=device)  # (A, 2)
             ctr = torch.stack([xs, ys], dim=-1).reshape(h, w, 1, 2)
             half = wh.reshape(1, 1, -1, 2) / 2
             out.append(torch.cat([ctr - half, ctr + half], dim=-1).reshape(-1, 4))
@@ -145,9 +147,7 @@ class Yolact(nn.Module):
             if targets is None:
                 raise ValueError("targets are required in training mode")
             return self._loss(cls, box, coef, protos, anchors, targets, batch.shape[-2:])
-        return [
-            self._detect(cls[i], box[i], coef[i], protos[i], anchors, sizes[i]) for i in range(len(sizes))
-        ]
+        return [self._detect(cls[i], box[i], coef[i], protos[i], anchors, sizes[i]) for i in range(len(sizes))]
 
     # -- training ---------------------------------------------------------------------------------
 
@@ -199,7 +199,9 @@ class Yolact(nn.Module):
             gt_m = (gt_m[gidx] > 0.5).to(protos.dtype)
             logits = torch.einsum("khw,pk->phw", protos[i], coef[i][sel])
             bce = F.binary_cross_entropy_with_logits(logits, gt_m, reduction="none")
-            crop = _box_mask(gt_boxes[gidx] * torch.tensor([wp / padded[1], hp / padded[0]] * 2, device=anchors.device), hp, wp)
+            crop = _box_mask(
+                gt_boxes[gidx] * torch.tensor([wp / padded[1], hp / padded[0]] * 2, device=anchors.device), hp, wp
+            )
             area = crop.flatten(1).sum(1).clamp(min=1)
             l_mask.append(((bce * crop).flatten(1).sum(1) / area).mean())
         zero = cls.sum() * 0
@@ -261,7 +263,11 @@ def build_yolact(num_classes: int, pretrained_backbone: bool = False, **kw: Any)
 
 register_model(
     ModelSpec(
-        "yolact", "instance", build_yolact, (512, 512),
-        "YOLACT-style: prototypes × per-detection coefficients on ResNet-18-FPN", stride=32,
+        "yolact",
+        "instance",
+        build_yolact,
+        (512, 512),
+        "YOLACT-style: prototypes × per-detection coefficients on ResNet-18-FPN",
+        stride=32,
     )
 )

@@ -1,0 +1,108 @@
+"""Sliding-window overhead: segpipe's tiled predictor vs MONAI's sliding_window_inference.
+
+A 4096² RGB image, 512² tiles, 25 % overlap, 21 classes and a stub 1×1-conv predictor (so the model
+costs little and the tiling machinery shows). Each implementation runs in its own subprocess so peak
+RSS (ru_maxrss) is its own. Overhead = total wall time − time spent inside the predictor.
+
+    .venv/bin/python bench/tiling_vs_monai.py            # runs all variants, prints a Markdown table
+    .venv/bin/python bench/tiling_vs_monai.py --impl monai  # one variant, prints JSON
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+
+import numpy as np
+import torch
+from torch import nn
+
+SIZE, TILE, OVERLAP, CLASSES, BATCH = 4096, 512, 0.25, 21, 4
+
+
+class Stub(nn.Module):
+    """1×1 conv whose forward time is accumulated in ``self.seconds``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = nn.Conv2d(3, CLASSES, 1)
+        self.seconds = 0.0
+        self.calls = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        t = time.perf_counter()
+        y = self.conv(x)
+        self.seconds += time.perf_counter() - t
+        self.calls += 1
+        return y
+
+
+def _image() -> np.ndarray:
+    return np.random.default_rng(0).integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8)
+
+
+def run(impl: str) -> dict:
+    torch.set_num_threads(2)
+    img = _image()
+    base_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    stub = Stub().eval()
+    t0 = time.perf_counter()
+    if impl == "monai":
+        from monai.inferers import sliding_window_inference
+
+        x = torch.from_numpy(img).permute(2, 0, 1)[None].float()
+        mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1) * 255
+        std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1) * 255
+        x = (x - mean) / std
+        with torch.inference_mode():
+            out = sliding_window_inference(x, (TILE, TILE), BATCH, stub, overlap=OVERLAP, mode="gaussian")
+        shape = tuple(out.shape)
+    else:
+        from segpipe.models.checkpoint import CheckpointMeta
+        from segpipe.models.predict import Predictor
+
+        meta = CheckpointMeta(arch="stub", task="semantic", num_classes=CLASSES, tile_size=[TILE, TILE],
+                              tile_overlap=OVERLAP)
+        pred = Predictor(stub, meta, device="cpu", batch_size=BATCH, threads=2)
+        if impl == "segpipe-stream":
+            class Null:
+                def __setitem__(self, key: object, value: np.ndarray) -> None:
+                    pass
+
+            res = pred.predict_semantic(img, prob_sink=Null())  # labels in memory, probabilities streamed out
+            shape = res.labels.shape
+        else:
+            res = pred.predict_semantic(img)  # labels + float16 probabilities in memory
+            shape = res.probs.shape
+    total = time.perf_counter() - t0
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return {"impl": impl, "total_s": round(total, 2), "predictor_s": round(stub.seconds, 2),
+            "overhead_s": round(total - stub.seconds, 2), "forward_calls": stub.calls,
+            "peak_rss_mb": round(peak / 1024), "rss_before_mb": round(base_rss / 1024), "output": list(shape)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--impl", choices=["monai", "segpipe", "segpipe-stream"])
+    args = ap.parse_args()
+    if args.impl:
+        print(json.dumps(run(args.impl)))
+        return
+    rows = []
+    for impl in ("segpipe-stream", "segpipe", "monai"):
+        out = subprocess.run([sys.executable, __file__, "--impl", impl], capture_output=True, text=True, check=True)
+        rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
+    print("| impl | total s | predictor s | overhead s | forward calls | peak RSS MB | RSS before MB | output |")
+    print("|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['impl']} | {r['total_s']} | {r['predictor_s']} | {r['overhead_s']} | {r['forward_calls']} | "
+              f"{r['peak_rss_mb']} | {r['rss_before_mb']} | {r['output']} |")
+
+
+if __name__ == "__main__":
+    main()
