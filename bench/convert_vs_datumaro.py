@@ -60,6 +60,7 @@ def generate(root: Path, n: int, per_image: int, seed: int = 0) -> Path:
                          "area": float(mu.area(rle)), "bbox": [float(v) for v in mu.toBbox(rle)]})
             aid += 1
     (root / "annotations").mkdir(parents=True, exist_ok=True)
+    (root / "images" / "default").mkdir(parents=True, exist_ok=True)  # Datumaro insists on the folder
     path = root / "annotations" / "instances_default.json"
     path.write_text(json.dumps({"images": images, "annotations": anns, "categories": cats}))
     return path
@@ -68,6 +69,23 @@ def generate(root: Path, n: int, per_image: int, seed: int = 0) -> Path:
 def labelmap_names(root: Path) -> list[str]:
     lines = (root / "labelmap.txt").read_text().splitlines()
     return [ln.split(":")[0] for ln in lines if ln.strip() and not ln.startswith("#")]
+
+
+def _indices(path: Path) -> np.ndarray:
+    """Class indices of a VOC class PNG: palette indices, or RGB mapped back through the VOC colormap."""
+    from PIL import Image
+
+    from segpipe.core.labelmap import voc_colormap
+
+    im = Image.open(path)
+    if im.mode == "P":
+        return np.asarray(im)
+    rgb = np.asarray(im.convert("RGB")).astype(np.int64)
+    cmap = voc_colormap(256).astype(np.int64)
+    lut = {int(r) << 16 | int(g) << 8 | int(b): i for i, (r, g, b) in enumerate(cmap)}
+    keys = rgb[..., 0] << 16 | rgb[..., 1] << 8 | rgb[..., 2]
+    uniq, inv = np.unique(keys, return_inverse=True)
+    return np.array([lut.get(int(k), 0) for k in uniq], dtype=np.uint8)[inv].reshape(keys.shape)
 
 
 def compare(a: Path, b: Path, limit: int = 200) -> tuple[int, int, float]:
@@ -81,7 +99,7 @@ def compare(a: Path, b: Path, limit: int = 200) -> tuple[int, int, float]:
         pb = b / "SegmentationClass" / pa.name
         if not pb.exists():
             continue
-        la, lb = np.asarray(Image.open(pa)), np.asarray(Image.open(pb))
+        la, lb = _indices(pa), _indices(pb)
         ta = np.array([*na, *["?"] * (256 - len(na))], dtype=object)
         tb = np.array([*nb, *["?"] * (256 - len(nb))], dtype=object)
         ta[255] = tb[255] = "void"

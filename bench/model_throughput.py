@@ -1,6 +1,6 @@
 """Forward throughput (images/s) of a few semantic models at 512² on this machine's CPU.
 
-    .venv/bin/python bench/model_throughput.py [--threads N] [--seconds S]
+.venv/bin/python bench/model_throughput.py [--threads N] [--seconds S]
 """
 
 from __future__ import annotations

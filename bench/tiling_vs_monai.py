@@ -66,10 +66,12 @@ def run(impl: str) -> dict:
         from segpipe.models.checkpoint import CheckpointMeta
         from segpipe.models.predict import Predictor
 
-        meta = CheckpointMeta(arch="stub", task="semantic", num_classes=CLASSES, tile_size=[TILE, TILE],
-                              tile_overlap=OVERLAP)
+        meta = CheckpointMeta(
+            arch="stub", task="semantic", num_classes=CLASSES, tile_size=[TILE, TILE], tile_overlap=OVERLAP
+        )
         pred = Predictor(stub, meta, device="cpu", batch_size=BATCH, threads=2)
         if impl == "segpipe-stream":
+
             class Null:
                 def __setitem__(self, key: object, value: np.ndarray) -> None:
                     pass
@@ -81,9 +83,16 @@ def run(impl: str) -> dict:
             shape = res.probs.shape
     total = time.perf_counter() - t0
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return {"impl": impl, "total_s": round(total, 2), "predictor_s": round(stub.seconds, 2),
-            "overhead_s": round(total - stub.seconds, 2), "forward_calls": stub.calls,
-            "peak_rss_mb": round(peak / 1024), "rss_before_mb": round(base_rss / 1024), "output": list(shape)}
+    return {
+        "impl": impl,
+        "total_s": round(total, 2),
+        "predictor_s": round(stub.seconds, 2),
+        "overhead_s": round(total - stub.seconds, 2),
+        "forward_calls": stub.calls,
+        "peak_rss_mb": round(peak / 1024),
+        "rss_before_mb": round(base_rss / 1024),
+        "output": list(shape),
+    }
 
 
 def main() -> None:
@@ -100,8 +109,10 @@ def main() -> None:
     print("| impl | total s | predictor s | overhead s | forward calls | peak RSS MB | RSS before MB | output |")
     print("|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['impl']} | {r['total_s']} | {r['predictor_s']} | {r['overhead_s']} | {r['forward_calls']} | "
-              f"{r['peak_rss_mb']} | {r['rss_before_mb']} | {r['output']} |")
+        print(
+            f"| {r['impl']} | {r['total_s']} | {r['predictor_s']} | {r['overhead_s']} | {r['forward_calls']} | "
+            f"{r['peak_rss_mb']} | {r['rss_before_mb']} | {r['output']} |"
+        )
 
 
 if __name__ == "__main__":

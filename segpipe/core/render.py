@@ -10,8 +10,8 @@ Pure numpy + ``pycocotools.mask``. Conventions (Pascal VOC's):
 * Instances are painted in order: a later instance covers an earlier one (z-order). Every pixel that
   a format cannot keep is counted in a :class:`~segpipe.core.losses.LossCounter`, once.
 
-Speed matters (conversions stream millions of masks): masks are decoded in one pycocotools call per
-chunk, painted only inside their bounding boxes, and label maps are turned into masks with one
+Speed matters (conversions stream millions of masks): masks are painted run by run straight from
+their RLE counts (never decoded to full-image masks), and label maps are turned into masks with one
 ``bincount`` pass and one pycocotools ``encode`` of a Fortran ``(H, W, N)`` stack.
 """
 
@@ -25,6 +25,7 @@ from pycocotools import mask as mask_utils
 
 from segpipe.core.losses import LossCounter
 from segpipe.core.records import RLE, InstanceMask
+from segpipe.core.rle import foreground_indices
 
 #: Bytes of decoded masks held at once (bounds memory for many instances on a large image).
 _CHUNK_BYTES = 64 * 1024 * 1024
@@ -141,34 +142,26 @@ def render_maps(
         cls_vals.append(v)
         obj_vals.append(k + 1 if k + 1 <= max_object_index else void_value)
 
-    owner = np.full((height, width), -1, dtype=np.int32)  # position in ``painted``; -1 = nothing
+    # Paint by runs, column-major, into the transpose: O(object area) per instance instead of
+    # decoding full-image masks (pycocotools' decode costs O(H × W) per instance).
+    owner_t = np.full((width, height), -1, dtype=np.int32)  # position in ``painted``; -1 = nothing
+    flat = owner_t.reshape(-1)
     areas = np.zeros(len(painted), dtype=np.int64)
-    if painted:
-        # pycocotools 2.0.11 ``area`` overflows on lists of more than 255 RLEs: chunks stay below.
-        per_chunk = min(255, max(1, _CHUNK_BYTES // max(1, height * width)))
-        for start in range(0, len(painted), per_chunk):
-            idx = painted[start : start + per_chunk]
-            c_rles = [_c_rle(instances[k].rle) for k in idx]  # type: ignore[arg-type]
-            stack = mask_utils.decode(c_rles)  # (H, W, c) uint8, Fortran order
-            boxes = mask_utils.toBbox(c_rles)
-            areas[start : start + len(idx)] = mask_utils.area(c_rles)
-            for j in range(len(idx)):
-                x, y, w, h = (int(v) for v in boxes[j])
-                if w == 0 or h == 0:
-                    continue
-                # Paint only inside the box: O(box) instead of O(image) per instance.
-                sub = stack[y : y + h, x : x + w, j].astype(bool)
-                owner[y : y + h, x : x + w][sub] = start + j
-            del stack
+    for p, k in enumerate(painted):
+        idx = foreground_indices(instances[k].rle)  # type: ignore[arg-type]
+        areas[p] = idx.size
+        if idx.size:
+            flat[idx] = p
+    owner = owner_t.T
 
-    visible = np.bincount(owner[owner >= 0].ravel(), minlength=len(painted)) if painted else areas
+    visible = np.bincount(flat[flat >= 0], minlength=len(painted)) if painted else areas
     top_cls = max([background, *cls_vals])
     top_obj = max([0, *obj_vals])
     cls_lut = np.asarray([*cls_vals, background], dtype=np.int64).astype(_fit_dtype(top_cls))
     obj_lut = np.asarray([*obj_vals, 0], dtype=np.int64).astype(_fit_dtype(top_obj))
     # owner == -1 indexes the last LUT entry: background / 0.
-    class_map = cls_lut[owner]
-    object_map = obj_lut[owner]
+    class_map = np.ascontiguousarray(cls_lut[owner])
+    object_map = np.ascontiguousarray(obj_lut[owner])
 
     for p, k in enumerate(painted):
         inst = instances[k].instance

@@ -294,11 +294,11 @@ def evaluate_shard(payload: Mapping[str, Any]) -> dict[str, Any]:
     """Runs ``COCOeval.evaluate()`` on one shard of images; a Dask/executor task.
 
     Args:
-        payload: ``{"images", "categories", "gt_annotations", "results", "result_kind", "params"}``
-            as built by :func:`evaluate_coco`: the shard's image dicts, all categories, the shard's
-            ground-truth annotations and results (list order kept; results carry their global
-            ``id``), the ``loadRes`` branch, and the global parameters with ``imgIds`` = this shard's
-            sorted image ids.
+        payload: ``{"images", "categories", "gt_annotations", "results", "result_ids", "result_kind",
+            "params"}`` as built by :func:`evaluate_coco`: the shard's image dicts, all categories,
+            the shard's ground-truth annotations and results (list order kept) with the results'
+            global ids, the ``loadRes`` branch, and the global parameters with ``imgIds`` = this
+            shard's sorted image ids.
 
     Returns:
         The shard's ``evalImgs`` (``K × A × I_shard`` entries, category-major, then area range, then
@@ -310,7 +310,8 @@ def evaluate_shard(payload: Mapping[str, Any]) -> dict[str, Any]:
     cats = list(payload["categories"])
     # Shallow copies: pycocotools writes 'ignore', '_ignore' and RLE 'segmentation' into these dicts.
     gt = _coco_from({"images": images, "categories": cats, "annotations": [dict(a) for a in payload["gt_annotations"]]})
-    res_anns = [dict(a) for a in payload["results"]]
+    # loadRes numbers results 1..N over the whole list: the driver sends each result's global id.
+    res_anns = [{**a, "id": i} for a, i in zip(payload["results"], payload["result_ids"], strict=True)]
     _apply_load_res(res_anns, payload["result_kind"])
     dt = _coco_from({"images": images, "categories": cats, "annotations": res_anns})
     state = payload["params"]
@@ -511,9 +512,6 @@ def evaluate_coco(
     kind = _load_res_kind(dt_list, dt_source)
     gt_img_ids = {img["id"] for img in gt_dict.get("images", []) if isinstance(img, Mapping)}
     _check_results(dt_list, kind, gt_img_ids, dt_source)
-    # loadRes numbers results 1..N over the whole list; ids only need to be non-zero for the stats but
-    # keeping them global makes shard evalImgs identical to a single run's.
-    results = [{**d, "id": i + 1} for i, d in enumerate(dt_list)]
     names = (
         {int(c["id"]): str(c.get("name", c["id"])) for c in gt_dict["categories"]}
         if isinstance(gt_dict.get("categories"), list)
@@ -551,10 +549,12 @@ def evaluate_coco(
             if s_idx is not None:
                 gts_by_shard[s_idx].append(ann)
         dts_by_shard: list[list[Any]] = [[] for _ in shard_ids]
-        for d in results:
+        dt_ids_by_shard: list[list[int]] = [[] for _ in shard_ids]
+        for n, d in enumerate(dt_list):
             s_idx = where.get(d["image_id"])
             if s_idx is not None:
-                dts_by_shard[s_idx].append(d)
+                dts_by_shard[s_idx].append(d)  # not copied here: the shard copies what it changes
+                dt_ids_by_shard[s_idx].append(n + 1)
 
         state = _params_state(p)
         payloads = []
@@ -567,6 +567,7 @@ def evaluate_coco(
                     "categories": gt_dict["categories"],
                     "gt_annotations": gts_by_shard[s],
                     "results": dts_by_shard[s],
+                    "result_ids": dt_ids_by_shard[s],
                     "result_kind": kind,
                     "params": st,
                 }

@@ -264,12 +264,13 @@ class Predictor:
 
     def predict(self, image: Any, **kw: Any) -> Any:
         """Predicts one image ``(H, W, 3) uint8`` (any array-like supporting 2-D slicing)."""
-        fn: Callable[..., Any] = {
+        fns: dict[str, Callable[..., Any]] = {
             "semantic": self.predict_semantic,
             "instance": self.predict_instances,
             "panoptic": self.predict_panoptic,
             "landmarks": self.predict_landmarks,
-        }[self.task]
+        }
+        fn = fns[self.task]
         return fn(image, **kw)
 
     def predict_batch(self, images: Sequence[Any]) -> list[Any]:
@@ -288,14 +289,23 @@ class Predictor:
             for s in range(0, len(idx), self.batch_size):
                 part = idx[s : s + self.batch_size]
                 logits = self._run(self._to_tensor([np.asarray(images[i])[..., :3] for i in part]))
-                probs = logits.float().softmax(1).cpu().numpy()
+                probs = _softmax_channels(logits).cpu().numpy()
                 for j, i in enumerate(part):
                     out[i] = SemanticPrediction(self._argmax(probs[j]), probs[j].astype(np.float16))
         return out
 
     def _argmax(self, probs: np.ndarray) -> np.ndarray:
+        """``(C, h, w)`` → ``(h, w)`` class indices (first maximum wins, as ``np.argmax``)."""
+        # A pass per channel over contiguous planes is several times faster than numpy's strided
+        # reduction over axis 0 for the large bands this is called with.
         dt = np.uint8 if probs.shape[0] <= 256 else np.uint16
-        return probs.argmax(0).astype(dt)
+        best = probs[0].copy()
+        idx = np.zeros(best.shape, dtype=dt)
+        for c in range(1, probs.shape[0]):
+            better = probs[c] > best
+            np.copyto(best, probs[c], where=better)
+            idx[better] = c
+        return idx
 
     def _blend_stream(
         self,
@@ -322,10 +332,13 @@ class Predictor:
             for chunk, x in self._batches(image, row):
                 out = soft(self._run(x))
                 for t, o in zip(chunk, out, strict=True):
-                    acc[:, :, t.x0 : t.x1] += o * wt
+                    np.multiply(o, wt, out=o)  # in place: no tile-sized temporaries
+                    acc[:, :, t.x0 : t.x1] += o
                     wsum[:, t.x0 : t.x1] += wt
             done = (ys[r + 1] if r + 1 < len(ys) else h) - y  # rows no later tile touches
-            on_band(y, y + done, acc[:, :done] / wsum[None, :done])
+            band = acc[:, :done]
+            np.divide(band, wsum[None, :done], out=band)  # the rows are final: normalise in place
+            on_band(y, y + done, band)
             # Shift the unfinished rows to the top of the buffer (they start the next tile row).
             acc[:, : th - done] = acc[:, done:]
             acc[:, th - done :] = 0
@@ -366,12 +379,12 @@ class Predictor:
             prob_sink = probs
 
         def soft(logits: torch.Tensor) -> np.ndarray:
-            return logits.float().softmax(1).cpu().numpy()
+            return _softmax_channels(logits).cpu().numpy()
 
         def on_band(y0: int, y1: int, p: np.ndarray) -> None:
             label_sink[y0:y1] = self._argmax(p)
             if prob_sink is not None:
-                prob_sink[:, y0:y1] = p.astype(np.float16)
+                prob_sink[:, y0:y1] = _to_float16(p)
 
         self._blend_stream(image, c, soft, on_band)
         return SemanticPrediction(labels, probs)
@@ -408,7 +421,7 @@ class Predictor:
             return soft(hm)[..., :tiles_h, :tiles_w]
 
         def on_band(y0: int, y1: int, band: np.ndarray) -> None:
-            heatmap_sink[:, y0:y1] = band.astype(np.float16)
+            heatmap_sink[:, y0:y1] = _to_float16(band)
             flat = band.reshape(k, -1)
             idx = flat.argmax(1)
             val = flat[np.arange(k), idx]
@@ -555,6 +568,26 @@ def _window_iou(a: _Det, b: _Det) -> float:
     ma, mb = window(a), window(b)
     union = int((ma | mb).sum())
     return int((ma & mb).sum()) / union if union else 0.0
+
+
+def _softmax_channels(logits: Any) -> Any:
+    """Softmax over dim 1 of ``(N, C, h, w)`` in float32.
+
+    torch's CPU ``softmax(1)`` on NCHW is a strided reduction and was the largest cost of tiled
+    inference (bench/RESULTS_models.md); max / exp / sum as element-wise ops are vectorised.
+    """
+    x = logits.float()
+    x = x - x.amax(1, keepdim=True)
+    x.exp_()
+    x /= x.sum(1, keepdim=True)
+    return x
+
+
+def _to_float16(a: np.ndarray) -> np.ndarray:
+    """float32 → float16 via torch (multi-threaded and faster than ``ndarray.astype``)."""
+    import torch
+
+    return torch.from_numpy(np.ascontiguousarray(a)).to(torch.float16).numpy()
 
 
 def _intersection(a: _Det, b: _Det) -> int:

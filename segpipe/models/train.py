@@ -130,8 +130,8 @@ def _scale_crop(
     h, w = mask.shape
     nh, nw = max(1, int(round(h * s))), max(1, int(round(w * s)))
     if (nh, nw) != (h, w):
-        img = np.asarray(Image.fromarray(img).resize((nw, nh), Image.BILINEAR))
-        mask = np.asarray(Image.fromarray(mask).resize((nw, nh), Image.NEAREST))
+        img = np.asarray(Image.fromarray(img).resize((nw, nh), Image.Resampling.BILINEAR))
+        mask = np.asarray(Image.fromarray(mask).resize((nw, nh), Image.Resampling.NEAREST))
     if rng.random() < 0.5:
         img, mask = img[:, ::-1], mask[:, ::-1]
     ch, cw = crop

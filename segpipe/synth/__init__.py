@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -98,7 +99,8 @@ def synth(
     (out / "masks").mkdir(parents=True, exist_ok=True)
     palette = np.array([c.color for c in spec.classes], dtype=np.uint8)
     palette[0] = (0, 0, 0)  # background shows black in viewers whatever its photo colour
-    images, anns = [], []
+    images: list[dict[str, Any]] = []
+    anns: list[dict[str, Any]] = []
     for i in range(n):
         rng = np.random.default_rng([seed, i])
         sample = spec.generate(rng, h, w)

@@ -20,7 +20,7 @@ from segpipe.core.tiles import (
 )
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(
     h=st.integers(1, 600),
     w=st.integers(1, 600),

@@ -58,12 +58,12 @@ class FCNVGG(nn.Module):
             self.up2 = nn.ConvTranspose2d(num_classes, num_classes, 4, stride=2, padding=1, bias=False)
             # The paper zero-initialises skip scores so training starts from the coarser net.
             nn.init.zeros_(self.score_pool4.weight)
-            nn.init.zeros_(self.score_pool4.bias)
+            nn.init.zeros_(self.score_pool4.bias)  # type: ignore[arg-type]
         if skips >= 2:
             self.score_pool3 = nn.Conv2d(256, num_classes, 1)
             self.up2b = nn.ConvTranspose2d(num_classes, num_classes, 4, stride=2, padding=1, bias=False)
             nn.init.zeros_(self.score_pool3.weight)
-            nn.init.zeros_(self.score_pool3.bias)
+            nn.init.zeros_(self.score_pool3.bias)  # type: ignore[arg-type]
         with torch.no_grad():
             for m in (getattr(self, "up2", None), getattr(self, "up2b", None)):
                 if m is not None:

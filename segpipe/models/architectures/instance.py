@@ -13,7 +13,7 @@ from torch import nn
 
 from segpipe.models.registry import ModelSpec, register_model
 
-_IDENTITY = {"image_mean": [0.0, 0.0, 0.0], "image_std": [1.0, 1.0, 1.0]}
+_IDENTITY: dict[str, Any] = {"image_mean": [0.0, 0.0, 0.0], "image_std": [1.0, 1.0, 1.0]}
 
 
 def _detection_kw(kw: dict[str, Any], size: int) -> dict[str, Any]:

@@ -75,7 +75,7 @@ class Yolact(nn.Module):
         self.coef = nn.Conv2d(c, a * num_protos, 3, padding=1)
         # Start with a background prior (as RetinaNet) so early training is not swamped by negatives.
         with torch.no_grad():
-            self.cls.bias.view(a, num_classes)[:, 0].fill_(math.log(0.99 / 0.01 * max(num_classes - 1, 1)))
+            self.cls.bias.view(a, num_classes)[:, 0].fill_(math.log(0.99 / 0.01 * max(num_classes - 1, 1)))  # type: ignore[union-attr]
         self.strides = (8, 16, 32)
         self.box_coder = BoxCoder((10.0, 10.0, 5.0, 5.0))
         self.matcher = Matcher(0.5, 0.4, allow_low_quality_matches=True)
