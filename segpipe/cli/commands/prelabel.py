@@ -1,0 +1,79 @@
+"""``segpipe prelabel SOURCE --model CKPT|ARCH[:WEIGHTS] --out STORE.zarr`` and ``segpipe fsck STORE``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from segpipe.cli.common import SCHEDULER_HELP, WORKERS_HELP, cluster_spec, progress_bar
+
+
+def register(app: typer.Typer) -> None:
+    """Adds the commands."""
+
+    @app.command("prelabel")
+    def prelabel_cmd(
+        source: str = typer.Argument(..., help="A folder or glob of images, a COCO/VOC dataset, or a manifest."),
+        model: str = typer.Option(..., "--model", "-m", help="Checkpoint file, or ARCH:WEIGHTS from TORCH_HOME."),
+        out: Path = typer.Option(..., "--out", "-o", help="The Zarr store to write (STORE.zarr)."),
+        arch: str | None = typer.Option(None, "--arch", help="Architecture of a plain state-dict checkpoint."),
+        task: str | None = typer.Option(None, "--task", help="semantic | instance | panoptic | landmarks (checked)."),
+        tile: int | None = typer.Option(None, "--tile", min=16, help="Tile side in pixels (default: checkpoint's)."),
+        overlap: float | None = typer.Option(None, "--overlap", min=0.0, help="Tile overlap, fraction of the tile."),
+        batch: int = typer.Option(4, "--batch", min=1, help="Tiles per forward pass."),
+        device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N."),
+        resume: bool = typer.Option(False, "--resume", help="Continue a store made with the same model and config."),
+        overwrite: bool = typer.Option(False, "--overwrite", help="Start a new run, replacing the store."),
+        on_error: str = typer.Option("skip", "--on-error", help="skip | fail: unreadable images."),
+        heatmaps: bool = typer.Option(True, "--heatmaps/--no-heatmaps", help="Store landmark heatmaps."),
+        probs: bool = typer.Option(True, "--probs/--no-probs", help="Store per-class probabilities (uint8)."),
+        min_score: float = typer.Option(0.05, "--min-score", help="Instances below this score are not stored."),
+        limit: int | None = typer.Option(None, "--limit", min=1, help="Only the first N images."),
+        workers: int | None = typer.Option(None, "--workers", "-w", min=0, help=WORKERS_HELP),
+        scheduler: str | None = typer.Option(None, "--scheduler", help=SCHEDULER_HELP),
+        threads: int | None = typer.Option(None, "--threads", min=1, help="torch threads per worker."),
+    ) -> None:
+        """Pre-label images with a model into a Zarr store, on Dask; resumable."""
+        from segpipe.cli import state
+        from segpipe.pipeline.prelabel import PrelabelRequest, prelabel
+
+        req = PrelabelRequest(
+            source=source, model=model, out=out, arch=arch, task=task, tile=tile, overlap=overlap, batch=batch,
+            device=device, resume=resume, overwrite=overwrite, on_error=on_error, probs=probs, heatmaps=heatmaps,
+            min_score=min_score, threads=threads, limit=limit,
+        )
+        with progress_bar("prelabel") as update:
+            rep = prelabel(req, cluster_spec(workers, scheduler), progress=update,
+                           log=lambda m: state.err_console.print(m, markup=False))
+        im = rep["images"]
+        st = rep["stage_seconds"]
+        state.console.print(
+            f"{rep['store']}: {im['done']} done, {im['skipped_already_done']} already done, {im['failed']} failed"
+            f" of {im['total']}; {rep['throughput_img_s']} img/s; decode {st['decode']} s, infer {st['infer']} s,"
+            f" write {st['write']} s", markup=False)
+        for f in rep["failed"][:20]:
+            state.console.print(f"failed: {f['file']}: {f['reason']}", markup=False)
+        state.console.print(f"run report: {rep['store']}/.segpipe/runs/{rep['run_id']}.json", markup=False)
+        if im["failed"] and on_error == "fail":
+            raise typer.Exit(1)
+
+    @app.command("fsck")
+    def fsck_cmd(
+        store: Path = typer.Argument(..., help="A segpipe Zarr store."),
+        repair: bool = typer.Option(False, "--repair", help="Remove orphan *.partial files and bad receipts."),
+    ) -> None:
+        """Check a store: receipts decode and match their outputs' checksums; no orphans (exit 1 if not)."""
+        from segpipe.cli import state
+        from segpipe.pipeline.prelabel import fsck
+
+        rep = fsck(store, repair=repair)
+        for b in rep["bad"]:
+            state.console.print(f"bad receipt: {b['file']}: {b['problem']}", markup=False)
+        for o in rep["orphans"]:
+            state.console.print(f"orphan: {o}", markup=False)
+        state.console.print(
+            f"{store}: {rep['ok']}/{rep['receipts']} receipts ok, {len(rep['orphans'])} orphans"
+            + (f", {rep['repaired']} repaired" if repair else ""), markup=False)
+        if (rep["bad"] or rep["orphans"]) and not repair:
+            raise typer.Exit(1)

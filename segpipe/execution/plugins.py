@@ -1,0 +1,83 @@
+"""Heavy state loaded once per worker: the predictor and the isolated image decoder.
+
+A model is never pickled into task closures: the plugin carries only the model *reference* (a path or
+``ARCH:WEIGHTS``) and the predictor options, and ``setup`` builds the predictor on each worker — also on
+a worker that the nanny restarted after a crash.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from distributed import WorkerPlugin
+
+PLUGIN_NAME = "segpipe-predictor"
+
+#: Predictor state for in-process runs (``--workers 0``), keyed like the plugin.
+_LOCAL: dict[str, Any] = {}
+
+
+class PredictorPlugin(WorkerPlugin):
+    """Builds a predictor and an isolated decoder on each worker.
+
+    Args:
+        model_ref: A :class:`~segpipe.pipeline.prelabel.ModelRef` (small, picklable).
+        options: Predictor keyword options (tile, overlap, batch, device ...).
+        threads: torch CPU threads per worker.
+        zarr_concurrency: zarr's async concurrency inside the worker (total I/O ≈ threads × this).
+    """
+
+    name = PLUGIN_NAME
+    idempotent = True
+
+    def __init__(self, model_ref: Any, options: dict[str, Any], threads: int, zarr_concurrency: int = 4) -> None:
+        self.model_ref = model_ref
+        self.options = dict(options)
+        self.threads = threads
+        self.zarr_concurrency = zarr_concurrency
+        self.state: dict[str, Any] = {}
+
+    def setup(self, worker: Any = None) -> None:
+        """Loads the model (runs on the worker)."""
+        self.state = build_state(self.model_ref, self.options, self.threads, self.zarr_concurrency)
+
+    def teardown(self, worker: Any = None) -> None:
+        """Stops the decoder process."""
+        dec = self.state.get("decoder")
+        if dec is not None:
+            dec.close()
+
+
+def build_state(model_ref: Any, options: dict[str, Any], threads: int, zarr_concurrency: int) -> dict[str, Any]:
+    """The per-worker state: ``{"predictor", "decoder"}``."""
+    import zarr
+
+    from segpipe.storage.isolated import IsolatedDecoder
+
+    os.environ.setdefault("OMP_NUM_THREADS", str(threads))
+    zarr.config.set({"async.concurrency": zarr_concurrency})
+    predictor = model_ref.predictor(threads=threads, **options)
+    return {"predictor": predictor, "decoder": IsolatedDecoder()}
+
+
+def worker_state(model_ref: Any = None, options: dict[str, Any] | None = None, threads: int = 1) -> dict[str, Any]:
+    """The state of the worker this task runs on (or of this process for in-process runs)."""
+    try:
+        from distributed import get_worker
+
+        w = get_worker()
+    except ValueError:
+        w = None
+    if w is not None:
+        plugin = w.plugins.get(PLUGIN_NAME)
+        if plugin is None:
+            raise RuntimeError("segpipe predictor plugin is not registered on this worker")
+        if not plugin.state:
+            plugin.setup(w)
+        return plugin.state  # type: ignore[no-any-return]
+    key = repr(model_ref) + repr(sorted((options or {}).items()))
+    if key not in _LOCAL:
+        _LOCAL.clear()
+        _LOCAL[key] = build_state(model_ref, options or {}, threads, 4)
+    return _LOCAL[key]  # type: ignore[no-any-return]

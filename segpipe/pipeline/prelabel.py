@@ -1,0 +1,588 @@
+"""``segpipe prelabel``: model-assisted pre-labeling of an image collection into a Zarr store, on Dask.
+
+Flow: ingest (stable ids, sizes, content hashes → ``STORE/.segpipe/manifest.jsonl``) → plan (one task per
+image; its key hashes the image content, the model and the config) → run (the model is loaded once per
+worker by a plugin; images are decoded on the workers in an isolated process; each task writes only its
+own image's arrays, then a durable receipt into the ledger, and returns the small receipt) → report.
+
+Resume: tasks whose receipt exists are skipped; a re-executed task rewrites its image from scratch, so
+outputs are idempotent (same key → same bytes) whether Dask ran a task once or twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import socket
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from segpipe import __version__
+from segpipe.errors import ConfigError, InputError, SegpipeError
+from segpipe.execution.cluster import ClusterSpec, open_client
+from segpipe.execution.runner import run_tasks
+from segpipe.storage.atomic import write_json_atomic
+from segpipe.storage.ledger import Ledger
+from segpipe.storage.manifest import ManifestEntry, describe, list_images, read_manifest, write_manifest
+from segpipe.storage.zarrstore import ZarrStore, quantise_probs
+
+#: Images above this many pixels stream their outputs into the store band by band.
+STREAM_PIXELS = 4096 * 4096
+
+
+# ------------------------------------------------------------------------------------------- model
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """What model to run: a checkpoint file, or ``ARCH:WEIGHTS`` from the local torchvision cache.
+
+    Small and picklable: workers build the model from it (never from a pickled model).
+
+    Attributes:
+        spec: A checkpoint path or ``ARCH:WEIGHTS``.
+        arch: Architecture of a plain state-dict checkpoint.
+    """
+
+    spec: str
+    arch: str | None = None
+
+    def is_checkpoint(self) -> bool:
+        """True when ``spec`` names a file."""
+        return Path(self.spec).is_file()
+
+    def fingerprint(self) -> str:
+        """sha256 of the checkpoint file (or of the cached weights file), plus ``arch``."""
+        from segpipe.storage.manifest import file_sha256
+
+        if self.is_checkpoint():
+            return hashlib.sha256(f"{file_sha256(self.spec)}|{self.arch}".encode()).hexdigest()
+        from segpipe.models.weights import weights_path
+
+        path = weights_path(self.spec)
+        if not path.exists():
+            from segpipe.models.weights import load_cached_state_dict
+
+            load_cached_state_dict(self.spec)  # raises the one-line offline message
+        return hashlib.sha256(f"{self.spec}|{file_sha256(path)}".encode()).hexdigest()
+
+    def meta(self) -> Any:
+        """The :class:`~segpipe.models.checkpoint.CheckpointMeta` of the model."""
+        from segpipe.models.checkpoint import CheckpointMeta, load_checkpoint
+
+        if self.is_checkpoint():
+            return load_checkpoint(self.spec, arch=self.arch).meta
+        if ":" not in self.spec:
+            raise InputError(
+                "no such checkpoint file, and not ARCH:WEIGHTS", path=self.spec,
+                hint="pass a checkpoint made by `segpipe train` or e.g. deeplabv3_resnet50:DEFAULT",
+            )
+        from segpipe.models.weights import resolve
+
+        w = resolve(self.spec)
+        names = list(w.meta.get("categories") or [])
+        cats = [{"index": i, "id": i, "name": n, "color": None, "isthing": True} for i, n in enumerate(names)]
+        return CheckpointMeta.for_arch(self.spec.partition(":")[0], len(names), categories=cats)
+
+    def predictor(self, **kw: Any) -> Any:
+        """Builds the predictor (on a worker)."""
+        from segpipe.models.predict import Predictor
+
+        if self.is_checkpoint():
+            return Predictor.from_checkpoint(self.spec, arch=self.arch, **kw)
+        from segpipe.models.weights import build_with_weights
+
+        return Predictor(build_with_weights(self.spec), self.meta(), **kw)
+
+
+# ------------------------------------------------------------------------------------------- request
+
+
+@dataclass
+class PrelabelRequest:
+    """Everything ``segpipe prelabel`` was asked to do.
+
+    Attributes:
+        source: A folder or glob of images, a COCO/VOC/mask-directory dataset, or a manifest (.jsonl).
+        model: A checkpoint path or ``ARCH:WEIGHTS``.
+        out: The store (``STORE.zarr``).
+        arch: Architecture for a plain state-dict checkpoint.
+        task: Expected task (checked against the model's), or None.
+        tile: Tile side in pixels (default: the checkpoint's).
+        overlap: Tile overlap, fraction of the tile (default: the checkpoint's).
+        batch: Tiles per forward pass.
+        device: ``auto``, ``cpu``, ``cuda`` ...
+        resume: Continue an existing store made with the same model and config.
+        overwrite: Replace an existing store (a new run).
+        on_error: ``skip`` (report failed images and go on) or ``fail`` (stop at the first).
+        probs: Store per-class probabilities (semantic).
+        heatmaps: Store landmark heatmaps.
+        min_score: Instances below this score are not stored.
+        threads: torch threads per worker (default: cores / workers).
+    """
+
+    source: str
+    model: str
+    out: Path
+    arch: str | None = None
+    task: str | None = None
+    tile: int | None = None
+    overlap: float | None = None
+    batch: int = 4
+    device: str = "auto"
+    resume: bool = False
+    overwrite: bool = False
+    on_error: str = "skip"
+    probs: bool = True
+    heatmaps: bool = True
+    min_score: float = 0.05
+    threads: int | None = None
+    limit: int | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _config(req: PrelabelRequest, model_fp: str, meta: Any) -> dict[str, Any]:
+    """The part of the request that determines the outputs (hashed into every task key)."""
+    return {
+        "layout": 1,
+        "model": model_fp,
+        "task": meta.task,
+        "tile": req.tile or list(meta.tile_size),
+        "overlap": req.overlap if req.overlap is not None else meta.tile_overlap,
+        "probs": req.probs,
+        "heatmaps": req.heatmaps,
+        "min_score": req.min_score,
+    }
+
+
+def config_hash(config: dict[str, Any]) -> str:
+    """Stable hash of a config dict."""
+    return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()
+
+
+def task_key(cfg_hash: str, entry: ManifestEntry) -> str:
+    """Deterministic key of the task that pre-labels ``entry`` under ``cfg_hash``."""
+    return "pl-" + hashlib.sha256(f"{cfg_hash}|{entry.id}|{entry.sha256}".encode()).hexdigest()[:32]
+
+
+# ------------------------------------------------------------------------------------------- ingest
+
+
+def _describe_shard(root: str, names: list[str]) -> list[ManifestEntry]:
+    return [describe(Path(root), n) for n in names]
+
+
+def _dataset_images(source: Path) -> list[tuple[Path, str]]:
+    from segpipe.formats import detect_format, get_format
+
+    fmt = detect_format(source)
+    reader = get_format(fmt).reader(source)
+    out = []
+    for s in reader.samples():
+        if s.image_path is None:
+            continue
+        p = Path(s.image_path)
+        out.append((p.parent, p.name))
+    if not out:
+        raise InputError(f"the {fmt} dataset names no image file that exists", path=source)
+    return out
+
+
+def ingest(source: str, client: Any, *, limit: int | None = None,
+           progress: Callable[[int, int, int], None] | None = None) -> list[ManifestEntry]:
+    """Lists the source's images and measures and hashes them on the workers.
+
+    Returns:
+        Manifest entries sorted by file name.
+    """
+    src = Path(source)
+    if src.suffix == ".jsonl" and src.is_file():
+        entries = list(read_manifest(src))
+        return entries[:limit] if limit else entries
+    groups: dict[str, list[str]] = {}
+    if src.is_dir() and not any(c in source for c in "*?[") and not _looks_like_images_folder(src):
+        for root, name in _dataset_images(src):
+            groups.setdefault(str(root), []).append(name)
+    elif src.is_file():
+        for root, name in _dataset_images(src):
+            groups.setdefault(str(root), []).append(name)
+    else:
+        root, names = list_images(source)
+        groups[str(root)] = names
+    if limit:
+        groups = {k: v[:limit] for k, v in list(groups.items())[:1]}
+    tasks = []
+    for root, names in groups.items():
+        for i in range(0, len(names), 64):
+            chunk = names[i : i + 64]
+            key = "ingest-" + hashlib.sha1(f"{root}|{chunk[0]}|{len(chunk)}".encode()).hexdigest()[:16]
+            tasks.append((key, (root, chunk)))
+    entries: list[ManifestEntry] = []
+    total = sum(len(v) for v in groups.values())
+    for _, res in run_tasks(client, _describe_shard, iter(tasks), total=len(tasks), max_in_flight=8):
+        entries.extend(res)
+        if progress:
+            progress(len(entries), total, 0)
+    entries.sort(key=lambda e: e.file)
+    ids = [e.id for e in entries]
+    if len(set(ids)) != len(ids):
+        raise InputError("two images map to the same id (duplicate relative paths?)", path=source)
+    return entries
+
+
+def _looks_like_images_folder(p: Path) -> bool:
+    """A folder of images rather than a dataset layout (COCO/VOC/mask directory)."""
+    from segpipe.formats import detect_format
+
+    try:
+        detect_format(p)
+    except SegpipeError:
+        return True
+    return False
+
+
+# ------------------------------------------------------------------------------------------- task
+
+
+class _QuantSink:
+    """Band sink writing float16 probabilities into a uint8 zarr array."""
+
+    def __init__(self, arr: Any) -> None:
+        self.arr = arr
+
+    def __setitem__(self, key: Any, value: np.ndarray) -> None:
+        self.arr[key] = quantise_probs(value.astype(np.float32))
+
+
+class _LabelSink:
+    """Band sink mapping model label indices to category ids."""
+
+    def __init__(self, arr: Any, lut: np.ndarray) -> None:
+        self.arr = arr
+        self.lut = lut
+
+    def __setitem__(self, key: Any, value: np.ndarray) -> None:
+        self.arr[key] = self.lut[value]
+
+
+def prelabel_task(
+    entry: ManifestEntry,
+    store_path: str,
+    key: str,
+    model_ref: ModelRef,
+    options: dict[str, Any],
+    threads: int,
+    flags: dict[str, Any],
+) -> dict[str, Any]:
+    """Worker task: decode, predict, write this image's arrays, then its receipt. Returns the receipt."""
+    from segpipe.execution.plugins import worker_state
+    from segpipe.storage.ledger import Ledger
+    from segpipe.storage.zarrstore import ZarrStore
+
+    t0 = time.perf_counter()
+    state = worker_state(model_ref, options, threads)
+    base = {"key": key, "image_id": entry.id, "file": entry.file, "sha256": entry.sha256}
+    try:
+        image = state["decoder"].read_image(entry.path)
+    except SegpipeError as e:
+        return {**base, "status": "failed", "reason": str(e)}
+    t1 = time.perf_counter()
+    predictor = state["predictor"]
+    store = ZarrStore(store_path)
+    h, w = image.shape[:2]
+    info = {"id": entry.id, "file": entry.file, "path": entry.path, "width": w, "height": h, "sha256": entry.sha256}
+    group = store.image_group(entry.id, info)
+    outputs: dict[str, str] = {}
+    infer_s = 0.0
+    try:
+        outputs, infer_s = _predict_and_write(predictor, image, group, store, flags)
+    except SegpipeError as e:
+        return {**base, "status": "failed", "reason": str(e)}
+    t2 = time.perf_counter()
+    receipt = {
+        **base,
+        "status": "done",
+        "outputs": outputs,
+        "width": w,
+        "height": h,
+        "timings": {"decode": t1 - t0, "infer": infer_s, "write": (t2 - t1) - infer_s},
+        "worker": f"{socket.gethostname()}:{os.getpid()}",
+        "time": time.time(),
+    }
+    Ledger(store.private).write(key, receipt)
+    return receipt
+
+
+def _predict_and_write(predictor: Any, image: np.ndarray, group: Any, store: ZarrStore,
+                       flags: dict[str, Any]) -> tuple[dict[str, str], float]:
+    task = predictor.task
+    h, w = image.shape[:2]
+    ids = np.asarray(predictor.category_ids, dtype=np.int64)
+    lut = ids.astype(np.uint16 if int(ids.max(initial=0)) > 254 else np.uint8)
+    outputs: dict[str, str] = {}
+    t = time.perf_counter()
+    if task == "semantic":
+        if h * w > STREAM_PIXELS:  # stream bands into chunked arrays: memory independent of image size
+            labels = group.create_array("labels", shape=(h, w), dtype=lut.dtype, chunks=(1024, 1024), fill_value=0)
+            probs = None
+            if flags["probs"]:
+                probs = group.create_array("probs", shape=(len(ids), h, w), dtype="uint8",
+                                           chunks=(len(ids), 512, 512), fill_value=0)
+            predictor.predict_semantic(image, label_sink=_LabelSink(labels, lut),
+                                       prob_sink=_QuantSink(probs) if probs is not None else None,
+                                       keep_probs=flags["probs"])
+            infer = time.perf_counter() - t
+            outputs["labels"] = _digest_stream(labels)
+            return outputs, infer
+        pred = predictor.predict_semantic(image, keep_probs=flags["probs"])
+        infer = time.perf_counter() - t
+        outputs["labels"] = store.write_array(group, "labels", lut[pred.labels])
+        if flags["probs"] and pred.probs is not None:
+            outputs["probs"] = store.write_array(group, "probs", quantise_probs(pred.probs.astype(np.float32)))
+        return outputs, infer
+    if task == "instance":
+        pred = predictor.predict_instances(image)
+        infer = time.perf_counter() - t
+        keep = pred.scores >= flags["min_score"]
+        idx = np.flatnonzero(keep)
+        boxes = pred.boxes[idx].astype(np.float32)
+        xywh = np.stack([boxes[:, 0], boxes[:, 1], boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]], 1) \
+            if len(idx) else np.zeros((0, 4), np.float32)
+        rles = np.array([pred.rles[i]["counts"] for i in idx], dtype=str)
+        ig = group.require_group("instances")
+        outputs["instances/rle"] = store.write_array(ig, "rle", rles) if len(idx) else ""
+        outputs["instances/boxes"] = store.write_array(ig, "boxes", xywh.astype(np.float32))
+        outputs["instances/scores"] = store.write_array(ig, "scores", pred.scores[idx].astype(np.float32))
+        outputs["instances/labels"] = store.write_array(ig, "labels", pred.category_ids[idx].astype(np.int32))
+        return outputs, infer
+    if task == "panoptic":
+        pred = predictor.predict_panoptic(image)
+        infer = time.perf_counter() - t
+        outputs["panoptic"] = store.write_array(group, "panoptic", pred.ids.astype(np.int32))
+        group.attrs["segments"] = [dict(s) for s in pred.segments]
+        return outputs, infer
+    if task == "landmarks":
+        pred = predictor.predict_landmarks(image)
+        infer = time.perf_counter() - t
+        if flags["heatmaps"] and pred.heatmaps is not None:
+            outputs["heatmaps"] = store.write_array(group, "heatmaps", pred.heatmaps.astype(np.float16))
+        kp = np.asarray(pred.keypoints, dtype=np.float32)
+        kps = np.stack([kp, *pred.instances]) if pred.instances else kp[None]
+        outputs["keypoints"] = store.write_array(group, "keypoints", kps.astype(np.float32))
+        return outputs, infer
+    raise ConfigError(f"unsupported task {task!r}")
+
+
+def _digest_stream(arr: Any) -> str:
+    """Digest of a large 2-D array read back band by band (same value as array_digest of the whole)."""
+    h = hashlib.sha256()
+    h.update(f"{np.dtype(arr.dtype).str}{tuple(arr.shape)}".encode())
+    step = 1024
+    for y in range(0, arr.shape[0], step):
+        h.update(np.ascontiguousarray(arr[y : y + step]).tobytes())
+    return h.hexdigest()
+
+
+# ------------------------------------------------------------------------------------------- driver
+
+
+def _store_attrs(meta: Any, model_ref: ModelRef, config: dict[str, Any], cfg_hash: str) -> dict[str, Any]:
+    cats = []
+    for i, c in enumerate(meta.categories):
+        cats.append({"id": int(c.get("id", i)), "name": str(c.get("name", f"class_{i}")),
+                     "color": c.get("color"), "isthing": bool(c.get("isthing", True)),
+                     "index": int(c.get("index", i))})
+    return {
+        "task": meta.task,
+        "categories": cats,
+        "keypoints": list(getattr(meta, "keypoints", [])),
+        "probabilities": {"dtype": "uint8", "scale": "p = value / 255", "channels": [c["id"] for c in cats]},
+        "labels": "category id per pixel",
+        "model": {"spec": model_ref.spec, "arch": meta.arch, "fingerprint": config["model"],
+                  "provenance": getattr(meta, "provenance", {})},
+        "config": config,
+        "config_hash": cfg_hash,
+        "segpipe_version": __version__,
+    }
+
+
+def prepare_store(req: PrelabelRequest, attrs: dict[str, Any], cfg_hash: str) -> ZarrStore:
+    """Creates the store, or checks that an existing one may be resumed."""
+    out = req.out
+    if out.exists():
+        existing = None
+        try:
+            existing = ZarrStore.open(out).attrs()
+        except SegpipeError:
+            if any(out.iterdir()) and not req.overwrite:
+                raise InputError("exists and is not a segpipe store", path=out,
+                                 hint="choose another --out or pass --overwrite") from None
+        if existing is not None and not req.overwrite:
+            if existing.get("config_hash") != cfg_hash:
+                raise InputError(
+                    "store was made with another model or config; refusing to mix outputs", path=out,
+                    hint="pass --overwrite for a new run in this store, or choose another --out",
+                )
+            if not req.resume:
+                raise InputError("store exists", path=out, hint="pass --resume to continue it or --overwrite")
+            return ZarrStore(out)
+        if req.overwrite:
+            shutil.rmtree(out)
+    return ZarrStore.create(out, attrs)
+
+
+def prelabel(
+    req: PrelabelRequest,
+    cluster: ClusterSpec | None = None,
+    progress: Callable[[int, int, int], None] | None = None,
+    log: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Pre-labels a collection into a store; returns the run report (also ``STORE/.segpipe/runs/<id>.json``).
+
+    Raises:
+        SegpipeError: unreadable source, bad model, store conflicts (nothing is written then).
+    """
+    t_start = time.perf_counter()
+    cluster = cluster or ClusterSpec()
+    if req.on_error not in ("skip", "fail"):
+        raise ConfigError(f"--on-error must be skip or fail, got {req.on_error!r}")
+    model_ref = ModelRef(req.model, req.arch)
+    meta = model_ref.meta()
+    if req.task and req.task != meta.task:
+        raise ConfigError(f"--task {req.task} but the model {meta.arch} is a {meta.task} model")
+    fp = model_ref.fingerprint()
+    config = _config(req, fp, meta)
+    cfg_hash = config_hash(config)
+    n_workers = cluster.n_workers() if not cluster.scheduler else 0
+    threads = req.threads or max(1, (os.cpu_count() or 1) // max(1, n_workers or 1))
+    options: dict[str, Any] = {"device": req.device, "batch_size": req.batch, "tile": req.tile,
+                               "overlap": req.overlap}
+    if meta.task == "instance":
+        options["score_thresh"] = req.min_score
+    flags = {"probs": req.probs, "heatmaps": req.heatmaps, "min_score": req.min_score}
+    run_id = time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
+    with open_client(cluster) as client:
+        dashboard = getattr(client, "dashboard_link", None)
+        if log and dashboard:
+            log(f"dask dashboard: {dashboard}")
+        entries = ingest(req.source, client, limit=req.limit)
+        store = prepare_store(req, _store_attrs(meta, model_ref, config, cfg_hash), cfg_hash)
+        write_manifest(store.private / "manifest.jsonl", entries)
+        ledger = Ledger(store.private)
+        ledger.ensure()
+        done_keys = ledger.keys()
+        keys = {e.id: task_key(cfg_hash, e) for e in entries}
+        todo = [e for e in entries if keys[e.id] not in done_keys]
+        skipped = len(entries) - len(todo)
+        if hasattr(client, "register_plugin"):
+            from segpipe.execution.plugins import PredictorPlugin
+
+            client.register_plugin(PredictorPlugin(model_ref, options, threads))
+        receipts: list[dict[str, Any]] = []
+        failed: list[dict[str, Any]] = []
+        t_run = time.perf_counter()
+        tasks = ((keys[e.id], (e, str(store.path), keys[e.id], model_ref, options, threads, flags)) for e in todo)
+        stopped = False
+        try:
+            for _, r in run_tasks(client, prelabel_task, tasks, total=len(todo),
+                                  max_in_flight=max(2, 2 * max(1, n_workers or 2)),
+                                  progress=lambda d, t, f: progress(skipped + d, len(entries), len(failed))
+                                  if progress else None):
+                if r["status"] == "done":
+                    receipts.append(r)
+                else:
+                    failed.append(r)
+                    if req.on_error == "fail":
+                        stopped = True
+                        break
+        finally:
+            if hasattr(client, "unregister_worker_plugin"):
+                try:
+                    client.unregister_worker_plugin("segpipe-predictor")
+                except Exception:  # the cluster may be going away; nothing to undo then
+                    pass
+        run_s = time.perf_counter() - t_run
+    stage = {k: round(sum(r["timings"][k] for r in receipts), 3) for k in ("decode", "infer", "write")}
+    report = {
+        "run_id": run_id,
+        "segpipe_version": __version__,
+        "store": str(store.path),
+        "source": req.source,
+        "model": {"spec": req.model, "arch": meta.arch, "task": meta.task},
+        "images": {"total": len(entries), "done": len(receipts), "skipped_already_done": skipped,
+                   "failed": len(failed), "not_run": len(todo) - len(receipts) - len(failed)},
+        "failed": [{"file": f["file"], "image_id": f["image_id"], "reason": f["reason"]} for f in failed],
+        "throughput_img_s": round(len(receipts) / run_s, 3) if run_s > 0 and receipts else 0.0,
+        "stage_seconds": stage,
+        "workers": cluster.scheduler or ("in-process" if cluster.workers == 0 else n_workers),
+        "threads_per_worker": threads,
+        "dashboard": dashboard,
+        "stopped_on_error": stopped,
+        "elapsed_s": round(time.perf_counter() - t_start, 3),
+    }
+    (store.private / "runs").mkdir(exist_ok=True)
+    write_json_atomic(store.private / "runs" / f"{run_id}.json", report)
+    return report
+
+
+def fsck(path: Path, repair: bool = False) -> dict[str, Any]:
+    """Checks a store: every receipt decodes and its outputs match their checksums; orphans listed.
+
+    Args:
+        path: The store.
+        repair: Remove orphan ``*.partial`` files and receipts whose outputs do not match (so that
+            ``--resume`` redoes those images).
+
+    Returns:
+        ``{"receipts", "ok", "bad": [...], "orphans": [...], "repaired": n}``.
+    """
+    from segpipe.storage.ledger import orphan_partials
+    from segpipe.storage.zarrstore import array_digest
+
+    store = ZarrStore.open(path)
+    ledger = Ledger(store.private)
+    bad: list[dict[str, str]] = []
+    ok = 0
+    n = 0
+    for key, p in ledger.items():
+        n += 1
+        try:
+            rec = json.loads(p.read_text(encoding="utf-8"))
+            g = store.group(int(rec["image_id"]))
+            for name, digest in rec.get("outputs", {}).items():
+                if not digest:
+                    continue
+                arr = np.asarray(g[name][...])
+                got = array_digest(arr.astype(str) if arr.dtype.kind in ("U", "T", "O") else arr)
+                if got != digest:
+                    raise ValueError(f"{name}: checksum mismatch")
+            ok += 1
+        except Exception as e:  # any failure to decode or verify makes the receipt bad
+            bad.append({"key": key, "file": str(p), "problem": f"{type(e).__name__}: {e}"})
+    orphans = [str(o) for o in orphan_partials(store.path)]
+    repaired = 0
+    if repair:
+        for o in orphans:
+            Path(o).unlink(missing_ok=True)
+            repaired += 1
+        for b in bad:
+            Path(b["file"]).unlink(missing_ok=True)
+            repaired += 1
+    return {"store": str(path), "receipts": n, "ok": ok, "bad": bad, "orphans": orphans, "repaired": repaired}
+
+
+def read_runs(path: Path) -> Iterator[dict[str, Any]]:
+    """The run reports of a store, oldest first."""
+    runs = Path(path) / ".segpipe" / "runs"
+    if runs.exists():
+        for p in sorted(runs.glob("*.json")):
+            yield json.loads(p.read_text(encoding="utf-8"))
+
