@@ -62,7 +62,9 @@ def run() -> None:
     """Entry point: runs the app and maps every error to one line and an exit code."""
     verbose = any(a in ("--verbose", "-v") for a in sys.argv[1:])
     try:
-        app(standalone_mode=False)
+        # With standalone_mode=False click *returns* the code of typer.Exit instead of exiting.
+        rc = app(standalone_mode=False)
+        sys.exit(rc if isinstance(rc, int) else 0)
     except SegpipeError as e:
         if verbose:
             raise

@@ -381,6 +381,7 @@ def write_report(
     panoptic_loader: OverlayLoader | None = None,
     ignore_index: int | None = 255,
     plots: bool = True,
+    header: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Writes the report files (see the module docstring) and returns the ``report.json`` content.
 
@@ -395,6 +396,8 @@ def write_report(
             :func:`segpipe.evaluation.report.panoptic_overlay_loader`.
         ignore_index: Semantic label drawn in white.
         plots: Write the PNG plots (the confusion matrix and the per-class bars).
+        header: Top-level keys written first in ``report.json`` (what was evaluated, image counts,
+            problems ...); the sections follow.
 
     Returns:
         The report dictionary (JSON-safe).
@@ -411,6 +414,8 @@ def write_report(
         worst["panoptic"] = _write_worst(out, "panoptic", panoptic.worst, panoptic_loader, None)
     if worst:
         rep["worst"] = json_safe(worst)
+    if header:
+        rep = {**json_safe(dict(header)), **rep}
     write_json_atomic(out / "report.json", rep)
     with atomic_open(out / "summary.md", "w") as f:
         f.write(_markdown(rep))

@@ -62,6 +62,8 @@ class SemanticResult:
         class_names: ``C`` names.
         worst: ``[(key, per-image mIoU)]`` from the worst up.
         num_images: Number of pairs evaluated.
+        class_ids: ``C`` ids reported for the classes (e.g. the category ids that were mapped to the
+            contiguous indices ``0 .. C-1``); None reports the indices themselves.
     """
 
     pixel_accuracy: float
@@ -75,12 +77,13 @@ class SemanticResult:
     class_names: list[str]
     worst: list[tuple[Any, float]] = field(default_factory=list)
     num_images: int = 0
+    class_ids: list[int] | None = None
 
     def per_class(self) -> list[dict[str, Any]]:
         """``[{"id", "name", "iou", "accuracy", "dice"}]``, NaN where undefined."""
         return [
             {
-                "id": i,
+                "id": i if self.class_ids is None else int(self.class_ids[i]),
                 "name": self.class_names[i],
                 "iou": float(self.iou[i]),
                 "accuracy": float(self.accuracy[i]),
@@ -133,8 +136,17 @@ class SemanticEvaluator:
         self.num_images += other.num_images
         return self
 
-    def result(self, class_names: Sequence[str] | Mapping[int, str] | None = None) -> SemanticResult:
-        """Computes the final metrics."""
+    def result(
+        self,
+        class_names: Sequence[str] | Mapping[int, str] | None = None,
+        class_ids: Sequence[int] | None = None,
+    ) -> SemanticResult:
+        """Computes the final metrics.
+
+        Args:
+            class_names: Names for the report, a list or an index → name mapping.
+            class_ids: Ids to report for the ``C`` classes (default: their indices).
+        """
         c = self.confusion.num_classes
         if class_names is None:
             names = [str(i) for i in range(c)]
@@ -157,6 +169,7 @@ class SemanticEvaluator:
             class_names=names,
             worst=self.worst.items(),
             num_images=self.num_images,
+            class_ids=None if class_ids is None else [int(i) for i in class_ids],
         )
 
 

@@ -8,7 +8,7 @@ decoder is started for the next one. The cost is one copy of the decoded array t
 1 ms per MB).
 
 Fault injection for tests: ``SEGPIPE_FAULT_DECODE=<substring>`` makes the decoder process kill itself
-with SIGSEGV when the file path contains the substring (only when that variable is set).
+with SIGSEGV when the file name contains the substring (only when that variable is set).
 """
 
 from __future__ import annotations

@@ -55,3 +55,13 @@ def test_unknown_format_lists_known(cli, tmp_path):
     r = cli("convert", str(tmp_path), str(tmp_path / "out"), "--to", "nosuch", "-w", "0")
     assert r.returncode == 2
     assert "unknown format 'nosuch'" in r.stderr and "coco" in r.stderr
+
+
+def test_validate_problems_exit_1(cli, tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"images": [{"id": 1, "file_name": "a.jpg", "width": 4, "height": 4}], "categories": '
+                   '[{"id": 1, "name": "a"}], "annotations": [{"id": 1, "image_id": 1, "category_id": 1, '
+                   '"segmentation": [[1, 2, 3, 4]], "bbox": [1, 2, 2, 2], "area": 1, "iscrowd": 0}]}')
+    r = cli("validate", str(bad))
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "bad.json: annotations[0].segmentation[0]: polygon needs >= 6 finite coordinates, got 4" in r.stdout

@@ -1,0 +1,218 @@
+"""Pre-labeling into Zarr on real Dask processes: contents, determinism, resume, faults."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import zarr
+
+from segpipe.errors import InputError
+from segpipe.execution.cluster import ClusterSpec
+from segpipe.pipeline.prelabel import PrelabelRequest, fsck, prelabel
+from segpipe.storage.ledger import Ledger
+from tests.conftest import run_cli
+
+
+def _digests(store: Path) -> dict[int, dict[str, str]]:
+    out = {}
+    for _, p in Ledger(store / ".segpipe").items():
+        r = json.loads(p.read_text())
+        out[int(r["image_id"])] = r["outputs"]
+    return out
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, collection, checkpoint) -> dict[int, dict[str, str]]:
+    """An uninterrupted in-process run: the outputs every other run must reproduce."""
+    out = tmp_path_factory.mktemp("ref") / "ref.zarr"
+    rep = prelabel(PrelabelRequest(source=str(collection / "images"), model=str(checkpoint), out=out, threads=1),
+                   ClusterSpec(workers=0))
+    assert rep["images"]["done"] == 24
+    return _digests(out)
+
+
+def test_store_contents_on_two_workers(tmp_path, collection, checkpoint, reference):
+    out = tmp_path / "s.zarr"
+    rep = prelabel(PrelabelRequest(source=str(collection / "images"), model=str(checkpoint), out=out, threads=1),
+                   ClusterSpec(workers=2))
+    assert rep["images"] == {"total": 24, "done": 24, "skipped_already_done": 0, "failed": 0, "not_run": 0}
+    assert set(rep["stage_seconds"]) == {"decode", "infer", "write"}
+    # identical bytes to the in-process run
+    assert _digests(out) == reference
+    # the store reads with plain zarr: three lines
+    root = zarr.open_group(str(out), mode="r")
+    cats = root.attrs["segpipe"]["categories"]
+    ids = sorted(root["images"].group_keys())
+    assert len(ids) == 24
+    g = root[f"images/{ids[0]}"]
+    labels = g["labels"][...]
+    assert labels.shape == (g.attrs["height"], g.attrs["width"]) == (128, 256)
+    assert set(np.unique(labels)) <= {c["id"] for c in cats}
+    probs = g["probs"][...]
+    assert probs.dtype == np.uint8 and probs.shape == (len(cats), 128, 256)
+    # probabilities are a distribution (within quantisation) and their argmax is the label map
+    s = probs.astype(np.int32).sum(0)
+    assert np.abs(s - 255).max() <= len(cats)
+    manifest = (out / ".segpipe" / "manifest.jsonl").read_text().splitlines()
+    assert len(manifest) == 24 and all(len(json.loads(m)["sha256"]) == 64 for m in manifest)
+    f = fsck(out)
+    assert f["ok"] == f["receipts"] == 24 and not f["bad"] and not f["orphans"]
+
+
+def test_resume_and_config_guard(tmp_path, collection, checkpoint):
+    out = tmp_path / "s.zarr"
+    req = PrelabelRequest(source=str(collection / "images"), model=str(checkpoint), out=out, threads=1, limit=6)
+    prelabel(req, ClusterSpec(workers=0))
+    with pytest.raises(InputError, match="--resume"):
+        prelabel(req, ClusterSpec(workers=0))
+    req.resume = True
+    req.limit = None
+    rep = prelabel(req, ClusterSpec(workers=0))
+    assert rep["images"]["skipped_already_done"] == 6 and rep["images"]["done"] == 18
+    other = PrelabelRequest(source=str(collection / "images"), model=str(checkpoint), out=out, threads=1,
+                            tile=64, resume=True)
+    with pytest.raises(InputError, match="another model or config"):
+        prelabel(other, ClusterSpec(workers=0))
+    other.overwrite = True
+    assert prelabel(other, ClusterSpec(workers=0))["images"]["done"] == 24
+
+
+def test_poison_and_corrupt_images_fail_alone(tmp_path, collection, checkpoint, monkeypatch):
+    src = tmp_path / "imgs"
+    src.mkdir()
+    names = sorted((collection / "images").iterdir())[:6]
+    for p in names:
+        (src / p.name).write_bytes(p.read_bytes())
+    (src / "poison_000.png").write_bytes(names[0].read_bytes())
+    data = names[1].read_bytes()
+    (src / "truncated.png").write_bytes(data[: len(data) // 3])
+    monkeypatch.setenv("SEGPIPE_FAULT_DECODE", "poison_")  # the decoder process segfaults on this file
+    out = tmp_path / "s.zarr"
+    rep = prelabel(PrelabelRequest(source=str(src), model=str(checkpoint), out=out, threads=1), ClusterSpec(workers=2))
+    assert rep["images"]["done"] == 6 and rep["images"]["failed"] == 2, (rep["images"], rep["failed"])
+    reasons = {f["file"]: f["reason"] for f in rep["failed"]}
+    assert "crashed" in reasons["poison_000.png"] and "signal 11" in reasons["poison_000.png"]
+    assert "truncated" in reasons["truncated.png"]
+    # with --on-error fail the CLI exits 1 and names the file
+    r = run_cli("prelabel", str(src), "-m", str(checkpoint), "-o", str(tmp_path / "f.zarr"), "-w", "0",
+                "--on-error", "fail", "--threads", "1")
+    assert r.returncode == 1
+    assert "failed:" in r.stdout and ("poison_000.png" in r.stdout or "truncated.png" in r.stdout)
+
+
+def test_worker_killed_halfway(tmp_path, collection, checkpoint, reference):
+    out = tmp_path / "s.zarr"
+    result: dict = {}
+
+    def run() -> None:
+        result["rep"] = prelabel(PrelabelRequest(source=str(collection / "images"), model=str(checkpoint), out=out,
+                                                 threads=1, batch=1), ClusterSpec(workers=2))
+
+    th = threading.Thread(target=run)
+    th.start()
+    ledger = out / ".segpipe" / "ledger"
+    killed = None
+    deadline = time.time() + 240
+    while th.is_alive() and time.time() < deadline and killed is None:
+        receipts = list(ledger.glob("*.json")) if ledger.exists() else []
+        if len(receipts) >= 6:
+            pid = int(json.loads(receipts[0].read_text())["worker"].rsplit(":", 1)[1])
+            os.kill(pid, signal.SIGKILL)
+            killed = pid
+        time.sleep(0.01)
+    th.join(300)
+    assert killed is not None, "the run finished before a worker could be killed"
+    rep = result["rep"]
+    assert rep["images"]["done"] + rep["images"]["skipped_already_done"] == 24
+    assert rep["images"]["failed"] == 0
+    assert _digests(out) == reference
+    root = zarr.open_group(str(out), mode="r")
+    assert len(list(root["images"].group_keys())) == 24  # exactly one output per image
+    f = fsck(out, repair=True)
+    assert f["ok"] == 24 and not f["bad"]
+
+
+def test_cli_killed_then_resumed(tmp_path, collection, checkpoint, reference):
+    out = tmp_path / "s.zarr"
+    args = [sys.executable, "-m", "segpipe", "-q", "prelabel", str(collection / "images"), "-m", str(checkpoint),
+            "-o", str(out), "-w", "2", "--threads", "1", "--batch", "1"]
+    env = dict(os.environ, CI="1")
+    ledger = out / ".segpipe" / "ledger"
+    for cut in (4, 12):  # two kills at different points, each followed by a resume
+        proc = subprocess.Popen(args + (["--resume"] if out.exists() else []), env=env, start_new_session=True,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.time() + 240
+        while proc.poll() is None and time.time() < deadline:
+            if ledger.exists() and len(list(ledger.glob("*.json"))) >= cut:
+                os.killpg(proc.pid, signal.SIGKILL)
+                break
+            time.sleep(0.01)
+        proc.wait(30)
+        time.sleep(0.5)
+    before = {p.name: p.stat().st_mtime_ns for p in ledger.glob("*.json")}
+    assert 0 < len(before) < 24
+    r = run_cli("prelabel", str(collection / "images"), "-m", str(checkpoint), "-o", str(out), "-w", "2",
+                "--threads", "1", "--resume")
+    assert r.returncode == 0, r.stderr
+    after = {p.name: p.stat().st_mtime_ns for p in ledger.glob("*.json")}
+    assert len(after) == 24
+    assert all(after[k] == v for k, v in before.items()), "done work was redone"
+    assert _digests(out) == reference
+    fsck(out, repair=True)  # killed writers may leave *.partial orphans: repair removes them
+    f = fsck(out)
+    assert f["ok"] == 24 and not f["orphans"] and not f["bad"]
+
+
+def test_external_scheduler_and_workers(tmp_path, collection, checkpoint, reference):
+    dask = Path(sys.executable).parent / "dask"
+    sched_file = tmp_path / "scheduler.json"
+    env = dict(os.environ, CI="1")
+    procs = [subprocess.Popen([str(dask), "scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard",
+                               "--scheduler-file", str(sched_file)], env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
+    try:
+        deadline = time.time() + 60
+        while not sched_file.exists() and time.time() < deadline:
+            time.sleep(0.1)
+        address = json.loads(sched_file.read_text())["address"]
+        assert address.startswith("tcp://127.0.0.1:")
+        for _ in range(2):
+            procs.append(subprocess.Popen([str(dask), "worker", address, "--nthreads", "1", "--no-dashboard",
+                                           "--nworkers", "1"], env=env,
+                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        from distributed import Client
+
+        with Client(address, timeout="30s") as c:
+            c.wait_for_workers(2, timeout=120)
+        out = tmp_path / "s.zarr"
+        r = run_cli("prelabel", str(collection / "images"), "-m", str(checkpoint), "-o", str(out),
+                    "--scheduler", address, "--threads", "1")
+        assert r.returncode == 0, r.stderr
+        assert _digests(out) == reference
+        workers = {json.loads(p.read_text())["worker"] for p in (out / ".segpipe" / "ledger").glob("*.json")}
+        assert len(workers) == 2  # both external workers did work
+    finally:
+        for p in reversed(procs):
+            p.send_signal(signal.SIGTERM)
+        for p in procs:
+            try:
+                p.wait(20)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+
+def test_unreachable_scheduler_is_one_line(tmp_path, collection, checkpoint):
+    r = run_cli("prelabel", str(collection / "images"), "-m", str(checkpoint), "-o", str(tmp_path / "s.zarr"),
+                "--scheduler", "tcp://127.0.0.1:9")
+    assert r.returncode == 2
+    assert "cannot reach the Dask scheduler at tcp://127.0.0.1:9" in r.stderr
+    assert "Traceback" not in r.stderr
