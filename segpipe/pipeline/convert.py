@@ -54,6 +54,7 @@ class ConvertRequest:
         image_root: Where the source's images are, if not beside the annotations.
         writer_options: Format-specific writer options.
         gt: For COCO results sources: the ground-truth COCO JSON that names their images.
+        reader_options: Source-format options (e.g. ``{"min_score": 0.5}`` for a store).
     """
 
     src: Path
@@ -69,6 +70,7 @@ class ConvertRequest:
     image_root: Path | None = None
     writer_options: dict[str, Any] = field(default_factory=dict)
     gt: Path | None = None
+    reader_options: dict[str, Any] = field(default_factory=dict)
 
 
 def load_category_map(path: Path) -> dict[str, Any]:
@@ -97,7 +99,9 @@ def load_category_map(path: Path) -> dict[str, Any]:
     return data
 
 
-def _open_reader(spec: Any, src: Path, image_root: Path | None, gt: Path | None = None) -> Any:
+def _open_reader(
+    spec: Any, src: Path, image_root: Path | None, gt: Path | None = None, options: dict[str, Any] | None = None
+) -> Any:
     import inspect
 
     if spec.reader is None:
@@ -110,6 +114,10 @@ def _open_reader(spec: Any, src: Path, image_root: Path | None, gt: Path | None 
         if "gt" not in params:
             raise UnsupportedError(f"--gt applies to COCO results sources, not {spec.name!r}")
         kwargs["gt"] = gt
+    for k, v in (options or {}).items():
+        if k not in params:
+            raise UnsupportedError(f"option {k!r} does not apply to {spec.name!r} sources")
+        kwargs[k] = v
     return spec.reader(src, **kwargs)
 
 
@@ -227,7 +235,7 @@ def convert(
     src_spec = get_format(src_format)
     if src_spec.materialize is None:
         raise UnsupportedError(f"format {src_format!r} cannot be converted from")
-    reader = _open_reader(src_spec, req.src, req.image_root, req.gt)
+    reader = _open_reader(src_spec, req.src, req.image_root, req.gt, req.reader_options)
     meta: DatasetMeta = reader.meta
     mapper = None
     if req.category_map is not None:

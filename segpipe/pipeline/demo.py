@@ -1,12 +1,17 @@
-"""``segpipe demo``: the README's first command, end to end on generated data.
+"""``segpipe demo``: the README's first command, the whole product end to end on generated data.
 
-Today it synthesises a street-view collection with exact ground truth, converts its COCO annotations to
-Pascal VOC and back on the embedded Dask cluster, validates every result, and prints where everything
-is with the headline figures. It grows as the pipeline does (train → pre-label → export → evaluate).
+1. synthesise a street-view training set and a "new" collection with exact ground truth;
+2. train a small U-Net briefly (a time budget, CPU is fine);
+3. pre-label the new collection through the embedded Dask cluster into a Zarr store;
+4. export the pre-labels as COCO, Pascal VOC and Label Studio pre-annotations;
+5. evaluate them against the ground truth (report folder with plots and worst-image overlays);
+6. convert the ground truth COCO → VOC → COCO and validate everything;
+and print where everything is with the headline metrics, plus an overlay preview PNG.
 """
 
 from __future__ import annotations
 
+import json
 import shutil
 import time
 from collections.abc import Callable
@@ -14,9 +19,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from segpipe.errors import InputError
 from segpipe.execution.cluster import ClusterSpec
 from segpipe.pipeline.convert import ConvertRequest, convert
 from segpipe.pipeline.validate import validate_path
+
+MARKER = ".segpipe-demo"
 
 
 @dataclass
@@ -31,54 +41,94 @@ class DemoResult:
 def run_demo(
     out: Path,
     *,
-    n: int = 24,
+    n_train: int = 32,
+    n_new: int = 8,
     seed: int = 0,
+    train_seconds: float = 45.0,
     cluster: ClusterSpec | None = None,
     log: Callable[[str], None] = print,
 ) -> DemoResult:
     """Runs the demo into ``out`` (replaced if it holds an earlier demo)."""
+    from segpipe.models.train import train
+    from segpipe.pipeline.evaluate import EvaluateRequest, evaluate
+    from segpipe.pipeline.prelabel import PrelabelRequest, prelabel
     from segpipe.synth import synth
 
     cluster = cluster or ClusterSpec(workers=2)
     if out.exists():
-        if not (out / ".segpipe-demo").exists():
-            from segpipe.errors import InputError
-
+        if not (out / MARKER).exists():
             raise InputError("folder exists and was not made by `segpipe demo`", path=out,
                              hint="choose another --out or remove it")
         shutil.rmtree(out)
     out.mkdir(parents=True)
-    (out / ".segpipe-demo").write_text("made by segpipe demo\n")
+    (out / MARKER).write_text("made by segpipe demo\n")
     res = DemoResult(out)
     t0 = time.perf_counter()
+    size = (128, 256)
 
-    log(f"1/4 synthesising {n} street-view images with exact ground truth")
-    data = out / "data"
-    synth("streetview", data, n=n, seed=seed)
-    res.steps.append(("synth", str(data), f"{n} images, COCO + label maps"))
+    log(f"1/6 synthesising {n_train} training and {n_new} new street-view images with exact ground truth")
+    train_dir, new_dir = out / "data" / "train", out / "data" / "new"
+    synth("streetview", train_dir, n=n_train, seed=seed + 1, size=size)
+    synth("streetview", new_dir, n=n_new, seed=seed + 2, size=size)
+    res.steps.append(("synth", str(out / "data"), f"{n_train} train + {n_new} new images, COCO + label maps"))
 
-    log("2/4 converting COCO → Pascal VOC on the local Dask cluster")
-    voc = out / "voc"
-    rep = convert(ConvertRequest(src=data / "annotations.json", dst=voc, to="voc", image_root=data / "images"),
-                  cluster)
-    res.steps.append(("convert → voc", str(voc), _loss_summary(rep)))
-    res.figures["voc_losses"] = rep["losses"]["totals"]
+    log(f"2/6 training a small U-Net for up to {train_seconds:.0f} s")
+    ckpt_dir = out / "checkpoints"
+    tr = train(train_dir, "unet", ckpt_dir, epochs=50, max_minutes=train_seconds / 60.0, seed=seed, batch_size=8,
+               progress=False, model_kwargs={"base": 16, "depth": 3}, log=lambda m: None)
+    best = ckpt_dir / "best.ckpt"
+    res.steps.append(("train", str(best), _train_summary(tr, ckpt_dir)))
 
-    log("3/4 converting Pascal VOC → COCO (ids restored from the sidecar)")
-    back = out / "coco"
+    log("3/6 pre-labeling the new images on the local Dask cluster into Zarr")
+    store = out / "prelabels.zarr"
+    pre = prelabel(PrelabelRequest(source=str(new_dir / "images"), model=str(best), out=store), cluster,
+                   log=lambda m: log(f"    {m}"))
+    im = pre["images"]
+    res.steps.append(("prelabel", str(store), f"{im['done']}/{im['total']} images, {pre['throughput_img_s']} img/s "
+                      f"on {pre['workers']} workers"))
+    res.figures["prelabel_img_s"] = pre["throughput_img_s"]
+
+    log("4/6 exporting COCO, Pascal VOC and Label Studio pre-annotations")
+    for to in ("coco", "voc", "labelstudio"):
+        dst = out / "export" / to
+        rep = convert(ConvertRequest(src=store, dst=dst, to=to, from_="segpipe_zarr", copy_images="none"), cluster)
+        res.steps.append((f"export {to}", str(dst), _loss_summary(rep)))
+
+    log("5/6 evaluating the pre-labels against the ground truth")
+    report_dir = out / "report"
+    ev = evaluate(EvaluateRequest(gt=new_dir, pred=store, task="semantic", report_dir=report_dir), cluster)
+    res.figures.update({k: ev.get(k) for k in ("mean_iou", "pixel_accuracy", "mean_accuracy", "fw_iou")})
+    res.steps.append(("evaluate", str(report_dir), f"mIoU {ev.get('mean_iou', float('nan')):.3f}, pixel accuracy "
+                      f"{ev.get('pixel_accuracy', float('nan')):.3f}"))
+
+    log("6/6 converting the ground truth COCO → VOC → COCO and validating")
+    voc, back = out / "convert" / "voc", out / "convert" / "coco"
+    rep1 = convert(ConvertRequest(src=new_dir / "annotations.json", dst=voc, to="voc", image_root=new_dir / "images"),
+                   cluster)
+    res.steps.append(("convert → voc", str(voc), _loss_summary(rep1)))
     rep2 = convert(ConvertRequest(src=voc, dst=back, to="coco"), cluster)
     res.steps.append(("convert → coco", str(back), _loss_summary(rep2)))
-
-    log("4/4 validating every dataset")
-    for name, path in (("synth", data / "annotations.json"), ("voc", voc), ("coco", back / "annotations.json")):
+    errors = 0
+    for name, path in (("ground truth", new_dir / "annotations.json"), ("voc", voc),
+                       ("coco", back / "annotations.json"), ("export coco", out / "export" / "coco")):
         fmt, problems = validate_path(path)
-        errors = sum(p.severity == "error" for p in problems)
-        res.steps.append((f"validate {name}", str(path), f"{fmt}: {errors} errors, {len(problems) - errors} warnings"))
-        res.figures[f"validate_{name}_errors"] = errors
-    res.figures["annotations_in"] = sum(rep["losses"]["counts_in"].values())
-    res.figures["annotations_back"] = sum(rep2["losses"]["counts_out"].values())
+        n_err = sum(p.severity == "error" for p in problems)
+        errors += n_err
+        res.steps.append((f"validate {name}", str(path), f"{fmt}: {n_err} errors, {len(problems) - n_err} warnings"))
+    res.figures["validation_errors"] = errors
+
+    preview = out / "preview.png"
+    write_preview(store, new_dir, preview)
+    res.steps.append(("preview", str(preview), "image | ground truth | pre-label"))
     res.figures["elapsed_s"] = round(time.perf_counter() - t0, 1)
+    (out / "demo.json").write_text(json.dumps({"steps": res.steps, "figures": res.figures}, indent=2, default=str))
     return res
+
+
+def _train_summary(tr: Any, ckpt_dir: Path) -> str:
+    lines = (ckpt_dir / "metrics.jsonl").read_text().splitlines() if (ckpt_dir / "metrics.jsonl").exists() else []
+    best = max((json.loads(ln).get("mean_iou") or 0.0 for ln in lines), default=0.0)
+    return f"{len(lines)} epochs, best validation mIoU {best:.3f}"
 
 
 def _loss_summary(rep: dict[str, Any]) -> str:
@@ -86,3 +136,31 @@ def _loss_summary(rep: dict[str, Any]) -> str:
     if not totals:
         return f"{rep['images']['converted']} images, lossless"
     return f"{rep['images']['converted']} images; losses: " + ", ".join(f"{k}={v}" for k, v in totals.items())
+
+
+def write_preview(store_path: Path, gt_dir: Path, out: Path, n: int = 3) -> None:
+    """Writes ``image | ground truth | pre-label`` rows for the first ``n`` images of a store."""
+    from PIL import Image
+
+    from segpipe.storage.images import read_image, read_label_map
+    from segpipe.storage.zarrstore import ZarrStore
+
+    store = ZarrStore.open(store_path)
+    cats = store.attrs().get("categories", [])
+    palette = np.zeros((65536, 3), dtype=np.uint8)
+    from segpipe.core.labelmap import voc_colormap
+
+    cmap = voc_colormap(256)
+    for c in cats:
+        palette[int(c["id"])] = c.get("color") or cmap[int(c["id"]) % 256]
+    rows = []
+    for image_id in store.image_ids()[:n]:
+        g = store.group(image_id)
+        img = read_image(g.attrs["path"])
+        pred = palette[np.asarray(g["labels"][...])]
+        mask = gt_dir / "masks" / (Path(g.attrs["file"]).stem + ".png")
+        gt = palette[read_label_map(mask)] if mask.exists() else np.zeros_like(img)
+        blend = (lambda a: (0.45 * img + 0.55 * a).astype(np.uint8))  # noqa: E731
+        rows.append(np.concatenate([img, blend(gt), blend(pred)], axis=1))
+    if rows:
+        Image.fromarray(np.concatenate(rows, axis=0)).save(out)

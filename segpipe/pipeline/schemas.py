@@ -8,13 +8,16 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from segpipe.pipeline import specs
+from segpipe.pipeline import eval_specs, runspec, specs
 
 #: file name -> model. Other modules add their models here as they land.
 SCHEMAS: dict[str, type[BaseModel]] = {
     "category_map.schema.json": specs.CategoryMapSpec,
     "coco.schema.json": specs.CocoShapes,
     "conversion_report.schema.json": specs.ConversionReport,
+    "evaluation_report.schema.json": eval_specs.EvaluationReport,
+    "pipeline.schema.json": runspec.PipelineSpec,
+    "zarr_layout.schema.json": specs.StoreAttrs,
 }
 
 

@@ -171,3 +171,64 @@ class ConversionReport(BaseModel):
     shards: int
     workers: int | str
     elapsed_s: float
+
+
+# ---------------------------------------------------------------- Zarr store layout
+
+
+class StoreCategory(BaseModel):
+    """A category as the store records it."""
+
+    id: int
+    name: str
+    color: list[int] | None = None
+    isthing: bool = True
+    index: int | None = Field(None, description="the model's channel / label index")
+
+
+class StoreImageAttrs(BaseModel):
+    """Attributes of ``images/<image id>/`` (one group per image, written by the task that owns it).
+
+    Arrays of the group: ``labels (H, W) uint8|uint16`` category id per pixel; ``probs (C, H, W) uint8``
+    probability quantised as ``p = value / 255`` (channels in ``probabilities.channels`` order);
+    ``panoptic (H, W) int32`` segment ids with ``segments`` below; ``heatmaps (K, H, W) float16``;
+    ``keypoints (N, K, 3) float32`` rows x, y, confidence; ``instances/rle (N,) str`` COCO compressed RLE
+    counts at the image size, ``instances/boxes (N, 4) float32`` x, y, w, h, ``instances/scores (N,)
+    float32``, ``instances/labels (N,) int32`` category ids.
+    """
+
+    model_config = ConfigDict(extra="allow")
+    id: int
+    file: str
+    width: int
+    height: int
+    path: str | None = None
+    sha256: str | None = None
+    segments: list[dict[str, Any]] | None = Field(None, description="panoptic segments_info (category ids)")
+    geo: dict[str, Any] | None = Field(None, description="crs (WKT) and transform (6 numbers) of a georeferenced scene")
+
+
+class StoreAttrs(BaseModel):
+    """``attrs["segpipe"]`` of a store's root group (layout version 1), written once by the driver.
+
+    Private files (not zarr) live in ``.segpipe/``: ``ledger/<task key>.json`` receipts,
+    ``manifest.jsonl`` (one line per image: id, file, path, width, height, sha256, bytes) and
+    ``runs/<run id>.json`` run reports. Read with plain zarr::
+
+        import zarr
+        root = zarr.open_group("prelabels.zarr", mode="r")
+        labels = root["images/<image id>/labels"][...]      # (H, W) category ids
+    """
+
+    model_config = ConfigDict(extra="allow", title="segpipe Zarr store layout (root attributes)")
+    layout: Literal[1]
+    task: str = Field(description="semantic | instance | panoptic | landmarks | dataset")
+    categories: list[StoreCategory]
+    keypoints: list[str] | None = None
+    probabilities: dict[str, Any] | None = Field(None, description="dtype, scale, channels (category ids)")
+    labels: str | None = Field(None, description="what label-map pixels hold")
+    model: dict[str, Any] | None = Field(None, description="spec, arch, fingerprint, provenance")
+    config: dict[str, Any] | None = Field(None, description="what determined the outputs (hashed into task keys)")
+    config_hash: str | None = None
+    segpipe_version: str | None = None
+    images: StoreImageAttrs | None = Field(None, description="(documentation) attributes of each image group")

@@ -216,3 +216,17 @@ def test_unreachable_scheduler_is_one_line(tmp_path, collection, checkpoint):
     assert r.returncode == 2
     assert "cannot reach the Dask scheduler at tcp://127.0.0.1:9" in r.stderr
     assert "Traceback" not in r.stderr
+
+
+def test_store_attrs_match_layout_schema(tmp_path, collection, checkpoint):
+    import jsonschema
+
+    out = tmp_path / "s.zarr"
+    prelabel(PrelabelRequest(source=str(collection / "images"), model=str(checkpoint), out=out, threads=1, limit=2),
+             ClusterSpec(workers=0))
+    schema = json.loads((Path(__file__).resolve().parents[2] / "schemas" / "zarr_layout.schema.json").read_text())
+    root = zarr.open_group(str(out), mode="r")
+    jsonschema.validate(dict(root.attrs["segpipe"]), schema)
+    img_schema = {**schema["$defs"]["StoreImageAttrs"], "$defs": schema["$defs"]}
+    for k in root["images"].group_keys():
+        jsonschema.validate(dict(root[f"images/{k}"].attrs), img_schema)

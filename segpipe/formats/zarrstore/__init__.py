@@ -5,7 +5,7 @@ report their losses like any conversion.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,7 @@ from segpipe.core.records import (
     Sample,
     Segmentation,
 )
-from segpipe.formats.base import FormatSpec
+from segpipe.formats.base import FormatSpec, ShardResult, WriteOptions
 from segpipe.formats.registry import register_format
 from segpipe.storage.zarrstore import ZarrStore
 
@@ -124,13 +124,84 @@ def materialize(sample: Sample, meta: DatasetMeta) -> Materialized:
     return Materialized(sample, tuple(instances), class_map=class_map, panoptic=panoptic, void_value=255)
 
 
+class StoreWriter:
+    """Writes any dataset into a segpipe store (e.g. ground truth decoded once for repeated evaluation).
+
+    Label maps hold category ids (as the pre-labeling writes them); instances keep their scores
+    (1.0 for ground truth); panoptic maps keep their segments.
+    """
+
+    format_name = "segpipe_zarr"
+
+    def __init__(self, out: Path, meta: DatasetMeta, options: WriteOptions) -> None:
+        self.out = Path(out)
+        self.meta = meta
+        self.options = options
+
+    def prepare(self) -> None:
+        """Creates the store with the categories."""
+        cats = [{"id": c.id, "name": c.name, "supercategory": c.supercategory, "isthing": c.isthing,
+                 "color": list(c.color) if c.color else None, "keypoints": list(c.keypoints)}
+                for c in self.meta.categories]
+        ZarrStore.create(self.out, {"task": "dataset", "categories": cats, "source_format": self.meta.format,
+                                    "labels": "category id per pixel", "void_value": self.meta.void_value})
+
+    def write_shard(self, index: int, samples: Iterable[Materialized]) -> ShardResult:
+        """Writes each sample's class map, instances and panoptic map into its own group (worker)."""
+        from segpipe.formats.derive import derive_class_map
+
+        result = ShardResult(index)
+        store = ZarrStore(self.out)
+        names = {c.id: c.name for c in self.meta.categories}
+        for m in samples:
+            img = m.sample.image
+            g = store.image_group(img.id, {"id": img.id, "file": img.file_name, "width": img.width,
+                                           "height": img.height, "path": m.sample.image_path})
+            class_map, losses = derive_class_map(m, self.meta)
+            result.losses.merge(losses)
+            if class_map is not None:
+                store.write_array(g, "labels", np.asarray(class_map))
+            if m.panoptic is not None:
+                ids, segments = m.panoptic
+                store.write_array(g, "panoptic", np.asarray(ids, dtype=np.int32))
+                g.attrs["segments"] = [{"id": s.id, "category_id": s.category_id, "iscrowd": s.iscrowd,
+                                        "area": s.area} for s in segments]
+            if m.instances:
+                ig = g.require_group("instances")
+                rles = [im.rle["counts"] if im.rle else "" for im in m.instances]
+                boxes = np.array([im.instance.bbox or (0, 0, 0, 0) for im in m.instances], dtype=np.float32)
+                scores = np.array([1.0 if im.instance.score is None else im.instance.score for im in m.instances],
+                                  dtype=np.float32)
+                labels = np.array([im.instance.category_id for im in m.instances], dtype=np.int32)
+                store.write_array(ig, "rle", np.array(rles, dtype=str))
+                store.write_array(ig, "boxes", boxes.reshape(-1, 4))
+                store.write_array(ig, "scores", scores)
+                store.write_array(ig, "labels", labels)
+                for im in m.instances:
+                    result.losses.counts_out[names.get(im.instance.category_id, str(im.instance.category_id))] += 1
+                crowd = sum(im.instance.iscrowd for im in m.instances)
+                result.losses.lose("crowd_flag_dropped", crowd, note="the store keeps no crowd flag: crowd regions "
+                                   "become ordinary instances")
+                kp = sum(im.instance.keypoints is not None for im in m.instances)
+                result.losses.lose("keypoints_dropped", kp, note="instance keypoints are not stored")
+            result.n_samples += 1
+        return result
+
+    def finalize(self, results: Iterable[ShardResult]) -> list[Path]:
+        """Nothing to index: each image's group is complete."""
+        for _ in results:
+            pass
+        return [self.out]
+
+
 register_format(
     FormatSpec(
         name="segpipe_zarr",
-        description="segpipe Zarr store of pre-labels (read-only here; written by `segpipe prelabel`)",
+        description="segpipe Zarr store: pre-labels (`segpipe prelabel`) or any dataset decoded once",
         detect=detect,
         reader=StoreReader,
         materialize=materialize,
+        writer=StoreWriter,
         holds=frozenset({"instances", "boxes", "semantic", "panoptic", "scores", "keypoints", "overlaps"}),
     )
 )

@@ -1,0 +1,115 @@
+"""``segpipe evaluate GT PRED --task semantic|instance|panoptic|keypoints``."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from segpipe.cli.common import SCHEDULER_HELP, WORKERS_HELP, cluster_spec, progress_bar
+
+
+def _fmt(v: Any) -> str:
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return "n/a"
+    return f"{v:.4f}" if isinstance(v, float) else str(v)
+
+
+def print_headline(report: dict[str, Any], console: Console) -> None:
+    """A compact table of the headline figures, and one line of image counts."""
+    imgs = report["images"]
+    console.print(
+        f"{report['task']}: {report['gt']['format']} vs {report['pred']['format']}: "
+        f"{imgs['evaluated']}/{imgs['gt']} images evaluated, {imgs['failed']} failed, "
+        f"{imgs['unmatched_gt']} without prediction, {imgs['unmatched_pred']} predictions without ground truth, "
+        f"{report['elapsed_s']:.2f} s",
+        markup=False,
+    )
+    t = Table(show_edge=False)
+    if "semantic" in report:
+        s = report["semantic"]
+        for col in ("pixel acc", "mean acc", "mIoU", "fwIoU"):
+            t.add_column(col, justify="right")
+        t.add_row(*(_fmt(s[k]) for k in ("pixel_accuracy", "mean_accuracy", "mean_iou", "fw_iou")))
+    elif "instance" in report:
+        t.add_column("iou type")
+        for col in ("AP", "AP50", "AP75", "AR"):
+            t.add_column(col, justify="right")
+        for iou_type, sec in report["instance"].items():
+            ar = sec.get("AR100", sec.get("AR"))
+            t.add_row(iou_type, _fmt(sec["AP"]), _fmt(sec["AP50"]), _fmt(sec["AP75"]), _fmt(ar))
+    elif "panoptic" in report:
+        t.add_column("")
+        for col in ("PQ", "SQ", "RQ", "N"):
+            t.add_column(col, justify="right")
+        for k in ("all", "things", "stuff"):
+            g = report["panoptic"][k]
+            t.add_row(k, _fmt(g["pq"]), _fmt(g["sq"]), _fmt(g["rq"]), str(g["n"]))
+    console.print(t)
+
+
+def register(app: typer.Typer) -> None:
+    """Adds the command."""
+
+    @app.command("evaluate")
+    def evaluate_cmd(
+        gt: Path = typer.Argument(..., help="Ground truth: any format segpipe reads."),
+        pred: Path = typer.Argument(..., help="Predictions: any format segpipe reads, or a segpipe Zarr store."),
+        task: str = typer.Option("semantic", "--task", "-t", help="semantic | instance | panoptic | keypoints."),
+        gt_format: str = typer.Option("auto", "--gt-format", help="Format of GT, or auto to detect it."),
+        pred_format: str = typer.Option("auto", "--pred-format", help="Format of PRED, or auto to detect it."),
+        iou_types: str | None = typer.Option(
+            None, "--iou-types", help="segm,bbox,keypoints (default: every type the predictions support)."
+        ),
+        num_classes: int | None = typer.Option(
+            None, "--num-classes", min=1, help="Semantic: label values 0..N-1 are the classes."
+        ),
+        ignore_index: int = typer.Option(
+            255, "--ignore-index", help="Semantic: ground-truth value ignored (besides the dataset's void)."
+        ),
+        img_ids: str | None = typer.Option(
+            None, "--img-ids", help="Only these ground-truth images: first:N (smallest ids) or ID,ID,..."
+        ),
+        json_path: Path | None = typer.Option(None, "--json", help="Write the report JSON here."),
+        report_dir: Path | None = typer.Option(
+            None, "--report-dir", help="Write report.json, summary.md, per_class.csv and plots here."
+        ),
+        worst: int = typer.Option(8, "--worst", min=0, help="How many worst images to list and draw."),
+        image_root: Path | None = typer.Option(None, "--image-root", help="Folder of the ground-truth photos."),
+        gt_png_dir: Path | None = typer.Option(None, "--gt-png-dir", help="Panoptic: ground-truth PNG folder."),
+        pred_png_dir: Path | None = typer.Option(None, "--pred-png-dir", help="Panoptic: predicted PNG folder."),
+        on_error: str = typer.Option("skip", "--on-error", help="skip | fail: images that cannot be evaluated."),
+        shards: int | None = typer.Option(None, "--shards", min=1, help="Number of image shards."),
+        workers: int | None = typer.Option(None, "--workers", "-w", min=0, help=WORKERS_HELP),
+        scheduler: str | None = typer.Option(None, "--scheduler", help=SCHEDULER_HELP),
+    ) -> None:
+        """Evaluate predictions against ground truth (mIoU, COCO AP, PQ, keypoint AP).
+
+        Images are paired by image id, falling back to the file stem. Exit 1 when some image could not
+        be evaluated (listed in the report's problems).
+        """
+        from segpipe.cli import state
+        from segpipe.pipeline.evaluate import EvaluateRequest, evaluate, failed
+
+        types = tuple(t.strip() for t in iou_types.split(",") if t.strip()) if iou_types else None
+        req = EvaluateRequest(
+            gt=gt, pred=pred, task=task, gt_format=gt_format, pred_format=pred_format, iou_types=types,
+            num_classes=num_classes, ignore_index=ignore_index, worst=worst, shards=shards, img_ids=img_ids,
+            json_path=json_path, report_dir=report_dir, image_root=image_root, gt_png_dir=gt_png_dir,
+            pred_png_dir=pred_png_dir, on_error=on_error,
+        )
+        with progress_bar(f"evaluate {task}") as update:
+            report = evaluate(req, cluster_spec(workers, scheduler), progress=update)
+        print_headline(report, state.console)
+        for p in report["problems"][:20]:
+            state.err_console.print(f"{p['severity']}: {p['file']}: {p['where']}: {p['message']}", markup=False)
+        if len(report["problems"]) > 20:
+            state.err_console.print(f"... {len(report['problems']) - 20} more problems in the report", markup=False)
+        if report_dir is not None:
+            state.console.print(f"report: {report_dir / 'report.json'}", markup=False)
+        if failed(report):
+            raise typer.Exit(1)

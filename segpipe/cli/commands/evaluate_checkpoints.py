@@ -1,0 +1,44 @@
+"""``segpipe evaluate-checkpoints GT CKPT... --images DIR``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from segpipe.cli.common import SCHEDULER_HELP, WORKERS_HELP, cluster_spec
+
+
+def register(app: typer.Typer) -> None:
+    """Adds the command."""
+
+    @app.command("evaluate-checkpoints")
+    def evaluate_checkpoints_cmd(
+        gt: Path = typer.Argument(..., help="The labeled archive (any format segpipe reads)."),
+        checkpoints: list[Path] = typer.Argument(..., help="Checkpoint files, in order (e.g. epoch_*.ckpt)."),
+        images: Path = typer.Option(..., "--images", help="The archive's images."),
+        report_dir: Path = typer.Option(Path("checkpoint-report"), "--report-dir", help="Output folder."),
+        task: str = typer.Option("semantic", "--task", help="semantic | instance | panoptic | keypoints."),
+        arch: str | None = typer.Option(None, "--arch", help="Architecture of plain state-dict checkpoints."),
+        workers: int | None = typer.Option(None, "--workers", "-w", min=0, help=WORKERS_HELP),
+        scheduler: str | None = typer.Option(None, "--scheduler", help=SCHEDULER_HELP),
+    ) -> None:
+        """Evaluate many checkpoints on one archive: leaderboard (MD, CSV, JSON) and metric plots."""
+        from rich.table import Table
+
+        from segpipe.cli import state
+        from segpipe.pipeline.checkpoints import METRICS, EvaluateCheckpointsRequest, evaluate_checkpoints
+
+        board = evaluate_checkpoints(
+            EvaluateCheckpointsRequest(gt=gt, checkpoints=list(checkpoints), images=images, report_dir=report_dir,
+                                       task=task, arch=arch),
+            cluster_spec(workers, scheduler), log=lambda m: state.err_console.print(m, markup=False))
+        cols = [c for _, c in METRICS[task]]
+        t = Table(title=f"leaderboard ({board['metric']})", show_edge=False)
+        t.add_column("checkpoint")
+        for c in cols:
+            t.add_column(c, justify="right")
+        for r in board["rows"]:
+            t.add_row(r["name"], *[("" if r[c] is None else f"{r[c]:.4f}") for c in cols])
+        state.console.print(t)
+        state.console.print(f"best: {board['best']}; leaderboard: {report_dir / 'leaderboard.md'}", markup=False)

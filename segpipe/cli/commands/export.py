@@ -1,0 +1,56 @@
+"""``segpipe export STORE DST --to FORMAT``: pre-labels out of a store, for annotators' tools."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from segpipe.cli.common import SCHEDULER_HELP, WORKERS_HELP, cluster_spec, progress_bar
+
+#: What ``--to`` accepts, mapped to format names (``coco`` = a COCO dataset keeping scores).
+TARGETS = {
+    "coco": "coco",
+    "coco_results": "coco_results",
+    "coco_panoptic": "coco_panoptic",
+    "voc": "voc",
+    "labelstudio": "labelstudio",
+    "maskdir": "maskdir",
+    "geotiff": "geotiff",
+    "geojson": "geojson",
+    "nifti": "nifti",
+}
+
+
+def register(app: typer.Typer) -> None:
+    """Adds the command."""
+
+    @app.command("export")
+    def export_cmd(
+        store: Path = typer.Argument(..., help="A segpipe Zarr store made by `segpipe prelabel`."),
+        dst: Path = typer.Argument(..., help="Output folder."),
+        to: str = typer.Option(..., "--to", help=f"One of: {', '.join(TARGETS)}."),
+        min_score: float = typer.Option(0.0, "--min-score", help="Drop instances scored below this."),
+        polygons: bool = typer.Option(False, "--polygons/--rle", help="Masks as polygons (approximate, losses "
+                                      "counted) or RLE (exact, default)."),
+        images: str = typer.Option("none", "--images", help="copy | link | none: the source images."),
+        overwrite: bool = typer.Option(False, "--overwrite", help="Allow a non-empty output folder."),
+        workers: int | None = typer.Option(None, "--workers", "-w", min=0, help=WORKERS_HELP),
+        scheduler: str | None = typer.Option(None, "--scheduler", help=SCHEDULER_HELP),
+    ) -> None:
+        """Export a store's pre-labels as COCO, VOC, Label Studio (and GeoTIFF/GeoJSON/NIfTI) files."""
+        from segpipe.cli import state
+        from segpipe.cli.report import print_conversion_report
+        from segpipe.errors import ConfigError
+        from segpipe.pipeline.convert import REPORT_NAME, ConvertRequest, convert
+
+        if to not in TARGETS:
+            raise ConfigError(f"--to must be one of {', '.join(TARGETS)}, got {to!r}")
+        req = ConvertRequest(
+            src=store, dst=dst, to=TARGETS[to], from_="segpipe_zarr", copy_images=images, overwrite=overwrite,
+            reader_options={"min_score": min_score}, writer_options={"polygons": True} if polygons else {},
+        )
+        with progress_bar(f"export → {to}") as update:
+            report = convert(req, cluster_spec(workers, scheduler), progress=update)
+        print_conversion_report(report, state.console)
+        state.console.print(f"report: {dst / REPORT_NAME}", markup=False)

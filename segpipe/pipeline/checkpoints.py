@@ -1,0 +1,169 @@
+"""``segpipe evaluate-checkpoints``: run every checkpoint over an archive, evaluate, rank.
+
+The ground truth is decoded once into a Zarr store (``REPORT/gt.zarr``) and reused for every
+checkpoint; each checkpoint pre-labels the archive through the same distributed path as
+``segpipe prelabel`` (``REPORT/stores/<name>.zarr``, resumable), then the evaluation engine compares the
+two stores. The leaderboard is written as Markdown, CSV and JSON, with one plot per metric across the
+checkpoints (in the order given, e.g. per epoch).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from segpipe.errors import InputError
+from segpipe.execution.cluster import ClusterSpec
+from segpipe.storage.atomic import write_json_atomic
+
+#: Headline metrics per task: (report path, column name), the first one ranks.
+METRICS = {
+    "semantic": [("mean_iou", "mIoU"), ("pixel_accuracy", "pixel acc"), ("mean_accuracy", "mean acc"),
+                 ("fw_iou", "fw IoU")],
+    "instance": [("segm.AP", "mask AP"), ("segm.AP50", "mask AP50"), ("bbox.AP", "box AP")],
+    "panoptic": [("all.pq", "PQ"), ("all.sq", "SQ"), ("all.rq", "RQ")],
+    "keypoints": [("keypoints.AP", "OKS AP"), ("keypoints.AP50", "OKS AP50")],
+}
+
+
+@dataclass
+class EvaluateCheckpointsRequest:
+    """What to evaluate.
+
+    Attributes:
+        gt: The labeled archive (any format segpipe reads).
+        checkpoints: Checkpoint files, in display order.
+        images: The archive's images.
+        report_dir: Where stores, reports, the leaderboard and plots go.
+        task: semantic | instance | panoptic | keypoints.
+        arch: Architecture for plain state-dict checkpoints.
+    """
+
+    gt: Path
+    checkpoints: list[Path]
+    images: Path
+    report_dir: Path
+    task: str = "semantic"
+    arch: str | None = None
+
+
+def _get(d: dict[str, Any], dotted: str) -> float | None:
+    cur: Any = d
+    for part in dotted.split("."):
+        if not isinstance(cur, dict) or part not in cur:
+            return None
+        cur = cur[part]
+    return float(cur) if isinstance(cur, (int, float)) else None
+
+
+def _name(path: Path, seen: set[str]) -> str:
+    base = re.sub(r"[^A-Za-z0-9_.-]", "_", path.stem) or "ckpt"
+    name, k = base, 1
+    while name in seen:
+        k += 1
+        name = f"{base}_{k}"
+    seen.add(name)
+    return name
+
+
+def evaluate_checkpoints(
+    req: EvaluateCheckpointsRequest,
+    cluster: ClusterSpec | None = None,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Runs the whole comparison; returns the leaderboard dict (also written as JSON)."""
+    from segpipe.pipeline.convert import ConvertRequest, convert
+    from segpipe.pipeline.evaluate import EvaluateRequest, evaluate
+    from segpipe.pipeline.prelabel import PrelabelRequest, prelabel
+
+    if req.task not in METRICS:
+        raise InputError(f"unknown task {req.task!r}; known: {', '.join(METRICS)}")
+    for c in req.checkpoints:
+        if not Path(c).is_file():
+            raise InputError("checkpoint file not found", path=c)
+    cluster = cluster or ClusterSpec()
+    out = req.report_dir
+    out.mkdir(parents=True, exist_ok=True)
+    gt_store = out / "gt.zarr"
+    if not (gt_store / "zarr.json").exists():
+        log(f"decoding the ground truth once: {req.gt} → {gt_store}")
+        convert(ConvertRequest(src=req.gt, dst=gt_store, to="segpipe_zarr", copy_images="none", overwrite=True),
+                cluster)
+    rows: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    for i, ckpt in enumerate(req.checkpoints):
+        name = _name(Path(ckpt), seen)
+        store = out / "stores" / f"{name}.zarr"
+        log(f"[{i + 1}/{len(req.checkpoints)}] {ckpt}")
+        t0 = time.perf_counter()
+        pre = prelabel(PrelabelRequest(source=str(req.images), model=str(ckpt), out=store, arch=req.arch,
+                                       resume=store.exists(), probs=False), cluster)
+        rep = evaluate(EvaluateRequest(gt=gt_store, pred=store, task=req.task,
+                                       report_dir=out / "reports" / name), cluster)
+        row: dict[str, Any] = {"checkpoint": str(ckpt), "name": name,
+                               "img_s": pre["throughput_img_s"], "seconds": round(time.perf_counter() - t0, 2)}
+        epoch = re.search(r"epoch[_-]?(\d+)", Path(ckpt).stem)
+        row["epoch"] = int(epoch.group(1)) if epoch else None
+        for path, col in METRICS[req.task]:
+            row[col] = _get(rep, path)
+        rows.append(row)
+    key = METRICS[req.task][0][1]
+    ranked = sorted(rows, key=lambda r: -1.0 if r[key] is None else r[key], reverse=True)
+    board = {"task": req.task, "gt": str(req.gt), "metric": key, "rows": rows,
+             "best": ranked[0]["checkpoint"] if ranked else None}
+    write_json_atomic(out / "leaderboard.json", board)
+    _write_csv(out / "leaderboard.csv", rows)
+    _write_md(out / "leaderboard.md", board, ranked)
+    _plot(out, rows, [c for _, c in METRICS[req.task]])
+    return board
+
+
+def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
+    if not rows:
+        return
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+
+
+def _fmt(v: Any) -> str:
+    return f"{v:.4f}" if isinstance(v, float) else ("" if v is None else str(v))
+
+
+def _write_md(path: Path, board: dict[str, Any], ranked: list[dict[str, Any]]) -> None:
+    cols = [c for c in ranked[0] if c not in ("checkpoint",)] if ranked else []
+    lines = [f"# Leaderboard — {board['task']}, ranked by {board['metric']}", "",
+             "| rank | " + " | ".join(cols) + " |", "|" + "---|" * (len(cols) + 1)]
+    for k, r in enumerate(ranked, 1):
+        lines.append(f"| {k} | " + " | ".join(_fmt(r[c]) for c in cols) + " |")
+    lines += ["", f"ground truth: `{board['gt']}`; plots: `metrics.png`; per-checkpoint reports: `reports/`", ""]
+    path.write_text("\n".join(lines), encoding="utf-8")
+
+
+def _plot(out: Path, rows: list[dict[str, Any]], metrics: list[str]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if not rows:
+        return
+    xs = [r["epoch"] if r["epoch"] is not None else i + 1 for i, r in enumerate(rows)]
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4 * len(metrics), 3.2), squeeze=False)
+    for ax, m in zip(axes[0], metrics, strict=True):
+        ys = [r[m] if r[m] is not None else float("nan") for r in rows]
+        ax.plot(xs, ys, marker="o")
+        ax.set_title(m)
+        ax.set_xlabel("epoch" if all(r["epoch"] is not None for r in rows) else "checkpoint")
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(out / "metrics.png", dpi=110)
+    plt.close(fig)
+    (out / "metrics.json").write_text(json.dumps({"x": xs, **{m: [r[m] for r in rows] for m in metrics}}))
