@@ -1,16 +1,27 @@
-"""COCO bbox AP: segpipe (sharded over 2 processes) vs pycocotools (and faster-coco-eval if installed).
+"""COCO bbox AP: segpipe (fast backend) vs pycocotools vs faster-coco-eval, side by side.
 
 Generates a COCO ground truth (default 5,000 images of 640×480, ~7 objects each over 80 categories)
 and ~700,000 jittered detections (true positives with box noise, confusions and random false
-positives), then evaluates it in one run with each tool, each in its own subprocess, and prints wall
-time, peak RSS and the ratios. segpipe's 12 stats must be bit-identical to pycocotools'.
+positives), then evaluates it in one run with each tool, each in its own subprocess (JSON loading
+included), and prints wall time, CPU time (user + system of the tool's whole process tree), peak RSS
+and the ratios to pycocotools. segpipe's 12 stats, precision and recall arrays must be bit-identical
+to pycocotools' (asserted); faster-coco-eval's stats are compared and reported.
+
+Tools (``--tools``, comma separated):
+
+* ``segpipe``: ``evaluate_coco_files(..., backend="fast")`` in one process (the default backend);
+* ``segpipe-2``: the same with 2 image shards on a ``ProcessPoolExecutor(2)``;
+* ``segpipe-pycocotools-2``: the reference backend (pycocotools' ``evaluate()`` on 2 shards);
+* ``pycocotools``: plain ``COCO`` + ``loadRes`` + ``COCOeval``;
+* ``faster-coco-eval``: ``COCOeval_faster`` (C++), skipped when not installed.
 
 Peak RSS is reported two ways: ``ru_maxrss`` from ``getrusage(RUSAGE_CHILDREN)`` in a fresh
 measuring process (the largest single process of the tool's tree), and the sum over the process tree
-sampled every 50 ms (what the machine actually had to hold; segpipe runs a driver plus 2 workers).
+sampled every 50 ms (what the machine actually had to hold). CPU time comes from the same
+``getrusage`` call; on a machine shared with other jobs it is the steadier figure, wall time is not.
 
-    python bench/cocoeval_vs_pycocotools.py                       # full size
-    python bench/cocoeval_vs_pycocotools.py --images 500 --dets 70000   # quick
+    python bench/cocoeval_vs_pycocotools.py                             # full size
+    python bench/cocoeval_vs_pycocotools.py --images 1000 --dets 140000  # reduced
 """
 
 from __future__ import annotations
@@ -117,7 +128,7 @@ def run_tool(tool: str, gt: str, dt: str, out: str) -> None:
             e.evaluate()
             e.accumulate()
             e.summarize()
-        stats = e.stats
+        stats, precision, recall = e.stats, e.eval["precision"], e.eval["recall"]
     elif tool == "faster-coco-eval":
         from faster_coco_eval import COCO, COCOeval_faster
 
@@ -128,21 +139,28 @@ def run_tool(tool: str, gt: str, dt: str, out: str) -> None:
             e.evaluate()
             e.accumulate()
             e.summarize()
-        stats = e.stats
+        stats, precision, recall = e.stats, e.eval["precision"], e.eval["recall"]
     elif tool.startswith("segpipe"):
         from concurrent.futures import ProcessPoolExecutor
 
         from segpipe.evaluation.cocoeval import evaluate_coco_files
 
-        n = int(tool.split("-")[1]) if "-" in tool else 2
+        backend = "pycocotools" if "pycocotools" in tool else "fast"
+        n = int(tool.rsplit("-", 1)[1]) if tool[-1].isdigit() else 1
         if n == 1:
-            stats = evaluate_coco_files(gt, dt, "bbox", shards=1)["bbox"].stats
+            r = evaluate_coco_files(gt, dt, "bbox", shards=1, backend=backend)["bbox"]
         else:
             with ProcessPoolExecutor(n) as pool:
-                stats = evaluate_coco_files(gt, dt, "bbox", shards=n, client=pool)["bbox"].stats
+                r = evaluate_coco_files(gt, dt, "bbox", shards=n, client=pool, backend=backend)["bbox"]
+        stats, precision, recall = r.stats, r.precision, r.recall
     else:
         raise SystemExit(f"unknown tool {tool}")
-    np.save(out, np.asarray(stats, dtype=np.float64))
+    np.savez(
+        out,
+        stats=np.asarray(stats, dtype=np.float64),
+        precision=np.asarray(precision, dtype=np.float64),
+        recall=np.asarray(recall, dtype=np.float64),
+    )
 
 
 def measure(tool: str, gt: str, dt: str, out: str) -> None:
@@ -152,15 +170,24 @@ def measure(tool: str, gt: str, dt: str, out: str) -> None:
         [sys.executable, __file__, "--run", tool, "--gt", gt, "--dt", dt, "--out", out], check=True
     )
     wall = time.perf_counter() - t0
-    rss_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    print(json.dumps({"wall_s": wall, "ru_maxrss_mb": rss_kb / 1024}))
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    print(
+        json.dumps(
+            {
+                "wall_s": wall,
+                "user_s": ru.ru_utime,
+                "sys_s": ru.ru_stime,
+                "ru_maxrss_mb": ru.ru_maxrss / 1024,
+            }
+        )
+    )
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--images", type=int, default=5000)
     ap.add_argument("--dets", type=int, default=700_000)
-    ap.add_argument("--tools", default="segpipe-2,pycocotools,faster-coco-eval")
+    ap.add_argument("--tools", default="segpipe,segpipe-2,pycocotools,faster-coco-eval")
     ap.add_argument("--workdir", default=None)
     ap.add_argument("--run", help=argparse.SUPPRESS)
     ap.add_argument("--measure", help=argparse.SUPPRESS)
@@ -188,43 +215,53 @@ def main() -> None:
             f"generated {args.images} images, {n_gt} GT boxes, {args.dets} detections "
             f"in {time.perf_counter() - t0:.1f} s"
         )
+        from importlib.metadata import version
+
         print(
             f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, no GPU; "
-            f"python {platform.python_version()}"
+            f"python {platform.python_version()}, numpy {np.__version__}, pycocotools {version('pycocotools')}; "
+            f"load average {os.getloadavg()[0]:.1f} (other jobs share the cores: compare cpu times)"
         )
         res = {}
         for tool in tools:
-            out = str(root / f"{tool}.npy")
+            out = str(root / f"{tool}.npz")
+            load0 = os.getloadavg()[0]
             m = run_measured(
                 [sys.executable, __file__, "--measure", tool, "--gt", str(gt), "--dt", str(dt), "--out", out]
             )
+            load1 = os.getloadavg()[0]
             inner = json.loads(m["output"].strip().splitlines()[-1])  # type: ignore[union-attr]
-            res[tool] = {
-                "wall_s": inner["wall_s"],
-                "ru_maxrss_mb": inner["ru_maxrss_mb"],
-                "tree_peak_mb": m["peak_rss_mb"],
-                "stats": np.load(out),
-            }
+            with np.load(out) as z:
+                arrays = {k: z[k] for k in z.files}
+            res[tool] = {**inner, "tree_peak_mb": m["peak_rss_mb"], **arrays}
+            cpu = inner["user_s"] + inner["sys_s"]
             print(
-                f"{tool:18} wall {inner['wall_s']:8.1f} s   ru_maxrss {inner['ru_maxrss_mb']:8.0f} MiB   "
-                f"tree peak {m['peak_rss_mb']:8.0f} MiB"
+                f"{tool:22} wall {inner['wall_s']:7.1f} s  cpu {cpu:7.1f} s (user {inner['user_s']:6.1f})  "
+                f"ru_maxrss {inner['ru_maxrss_mb']:6.0f} MiB  tree peak {m['peak_rss_mb']:6.0f} MiB  "
+                f"load {load0:.1f}->{load1:.1f}",
+                flush=True,
             )
         ref = res.get("pycocotools")
         if ref is not None:
+            ref_cpu = ref["user_s"] + ref["sys_s"]
             for tool, r in res.items():
                 if tool == "pycocotools":
                     continue
-                same = np.array_equal(r["stats"], ref["stats"])
+                same = bool(np.array_equal(r["stats"], ref["stats"]))
+                same_arrays = bool(
+                    np.array_equal(r["precision"], ref["precision"]) and np.array_equal(r["recall"], ref["recall"])
+                )
                 diff = float(np.abs(r["stats"] - ref["stats"]).max())
                 print(
-                    f"{tool:18} vs pycocotools: time x{ref['wall_s'] / r['wall_s']:.2f} faster, "
-                    f"ru_maxrss x{r['ru_maxrss_mb'] / ref['ru_maxrss_mb']:.2f}, tree peak "
-                    f"x{r['tree_peak_mb'] / ref['tree_peak_mb']:.2f}; stats bit-identical: {same} (max diff {diff:.1e})"
+                    f"{tool:22} vs pycocotools: wall x{ref['wall_s'] / r['wall_s']:.2f} faster, cpu "
+                    f"x{ref_cpu / (r['user_s'] + r['sys_s']):.2f} less, ru_maxrss "
+                    f"x{r['ru_maxrss_mb'] / ref['ru_maxrss_mb']:.2f}, tree peak "
+                    f"x{r['tree_peak_mb'] / ref['tree_peak_mb']:.2f}; stats bit-identical: {same} "
+                    f"(max diff {diff:.1e}); precision+recall identical: {same_arrays}"
                 )
                 if tool.startswith("segpipe"):
-                    assert same, "segpipe's stats differ from pycocotools'"
+                    assert same and same_arrays, f"{tool}'s results differ from pycocotools'"
         print("stats (pycocotools order):", np.round(next(iter(res.values()))["stats"], 4).tolist())
-
 
 if __name__ == "__main__":
     main()

@@ -44,6 +44,8 @@ from typing import Literal
 import numpy as np
 from pycocotools import mask as mask_utils
 
+from segpipe.core import rle as rle_ops
+
 #: Added to pixel-corner coordinates on output (0: polygons run along pixel borders, see the module docstring).
 PIXEL_EDGE_OFFSET = 0.0
 
@@ -80,20 +82,27 @@ class Polygonized:
 
 
 @dataclass
-class _Loop:
-    """One closed boundary loop on the pixel-corner grid.
+class _Trace:
+    """Every boundary loop of a mask, concatenated in loop order.
 
     Attributes:
-        xs: ``(V,) int64`` corner x of each vertex (vertex ``i`` starts edge ``i``).
-        ys: ``(V,) int64`` corner y.
-        hole: True for a hole (counter-clockwise on screen).
-        keep: ``(V,) bool`` vertices that simplification must keep (cut attachment points).
+        x: ``(E,) int64`` corner x where each edge starts (the loop's vertices, in order).
+        y: ``(E,) int64`` corner y.
+        d: ``(E,) int64`` edge directions (0 E, 1 S, 2 W, 3 N).
+        starts: ``(L + 1,) int64`` offsets of the loops in the arrays above.
+        hole: ``(L,) bool`` holes (counter-clockwise on screen, negative shoelace area with y down).
+        at: ``(E,) int64`` position in loop order of each edge of the sorted order of
+            :func:`_boundary_edges` (to look edges up by corner and direction).
+        key: ``(E,) int64`` sorted lookup keys ``(y * (W + 1) + x) * 4 + d`` of the edges.
     """
 
-    xs: np.ndarray
-    ys: np.ndarray
-    hole: bool
-    keep: np.ndarray
+    x: np.ndarray
+    y: np.ndarray
+    d: np.ndarray
+    starts: np.ndarray
+    hole: np.ndarray
+    at: np.ndarray
+    key: np.ndarray
 
 
 def _boundary_edges(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -114,123 +123,93 @@ def _boundary_edges(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarra
     ys_b, xs_b = np.nonzero(above & ~below)  # bottom edge: west from (x + 1, y)
     ys_l, xs_l = np.nonzero(right & ~left)  # left edge: north from (x, y + 1)
     ys_r, xs_r = np.nonzero(left & ~right)  # right edge: south from (x, y)
-    x0 = np.concatenate([xs_t, xs_b + 1, xs_l, xs_r])
-    y0 = np.concatenate([ys_t, ys_b, ys_l + 1, ys_r])
+    x0 = np.concatenate([xs_t, xs_b + 1, xs_l, xs_r]).astype(np.int64)
+    y0 = np.concatenate([ys_t, ys_b, ys_l + 1, ys_r]).astype(np.int64)
     d = np.concatenate([
         np.full(xs_t.size, _EAST), np.full(xs_b.size, _WEST), np.full(xs_l.size, _NORTH), np.full(xs_r.size, _SOUTH)
-    ])
+    ]).astype(np.int64)
     order = np.lexsort((d, x0, y0))
     tl, tr, bl, br = p[:-1, :-1], p[:-1, 1:], p[1:, :-1], p[1:, 1:]  # (H+1, W+1) around each corner
     saddle = (tl & br & ~tr & ~bl) | (tr & bl & ~tl & ~br)
-    return x0[order].astype(np.int64), y0[order].astype(np.int64), d[order].astype(np.int64), saddle
+    return x0[order], y0[order], d[order], saddle
 
 
-def _link(x0: np.ndarray, y0: np.ndarray, d: np.ndarray, saddle: np.ndarray) -> np.ndarray:
-    """The successor of every edge along its loop.
+def _trace(mask: np.ndarray) -> _Trace:
+    """Links the boundary edges of ``mask`` (``(H, W) bool``) into closed loops.
 
     At an ordinary corner exactly one edge leaves; at a saddle two do, and turning left keeps the two
     diagonal foreground pixels in one loop (8-connected foreground).
-
-    Returns:
-        ``(E,) int64`` index of the next edge.
-    """
-    stride = saddle.shape[1]
-    key = (y0 * stride + x0) * 4 + d  # unique per edge: at most one edge per corner and direction
-    x1, y1 = x0 + _DX[d], y0 + _DY[d]
-    at_saddle = saddle[y1, x1]
-    # Any outgoing edge of the end corner: the first one in sorted order (the only one off saddles).
-    want = np.where(at_saddle, (y1 * stride + x1) * 4 + (d - 1) % 4, (y1 * stride + x1) * 4)
-    nxt = np.searchsorted(key, want)
-    # Off saddles the wanted key is "corner, direction 0"; searchsorted lands on the corner's only edge.
-    return nxt.astype(np.int64)
-
-
-_Edges = tuple[np.ndarray, np.ndarray, np.ndarray]
-
-
-def _loops(mask: np.ndarray) -> tuple[list[_Loop], np.ndarray, np.ndarray, _Edges]:
-    """Traces every boundary loop.
-
-    Returns:
-        ``(loops, loop_of_edge, pos_of_edge, edges)``: the loops with their raw corner vertices;
-        ``(E,) int64`` maps from each edge (in the sorted order of :func:`_boundary_edges`) to its loop
-        and to its position in that loop; and the edges ``(x0, y0, direction)`` themselves.
     """
     x0, y0, d, saddle = _boundary_edges(mask)
+    stride = saddle.shape[1]
+    key = (y0 * stride + x0) * 4 + d  # unique: at most one edge per corner and direction
     n = x0.size
-    loop_of = np.full(n, -1, dtype=np.int64)
-    pos_of = np.zeros(n, dtype=np.int64)
     if n == 0:
-        return [], loop_of, pos_of, (x0, y0, d)
-    nxt = _link(x0, y0, d, saddle).tolist()
+        z = np.zeros(0, dtype=np.int64)
+        return _Trace(z, z, z, np.zeros(1, dtype=np.int64), np.zeros(0, dtype=bool), z, z)
+    xe, ye = x0 + _DX[d], y0 + _DY[d]
+    corner = ye * stride + xe
+    # Off saddles "corner, direction 0" sorts just before the corner's only outgoing edge.
+    want = np.where(saddle[ye, xe], corner * 4 + (d - 1) % 4, corner * 4)
+    nxt = np.searchsorted(key, want).tolist()
     seen = bytearray(n)
-    loops: list[_Loop] = []
-    for start in range(n):  # loops over boundary edges only
+    order: list[int] = []
+    starts = [0]
+    for start in range(n):  # the only Python loop over boundary edges: following each loop once
         if seen[start]:
             continue
-        members = []
         e = start
         while not seen[e]:
             seen[e] = 1
-            members.append(e)
+            order.append(e)
             e = nxt[e]
-        idx = np.asarray(members, dtype=np.int64)
-        loop_of[idx] = len(loops)
-        pos_of[idx] = np.arange(idx.size)
-        xs, ys = x0[idx], y0[idx]
-        # Shoelace with y down: clockwise outer loops are positive, holes negative.
-        area2 = int(np.dot(xs, np.roll(ys, -1)) - np.dot(np.roll(xs, -1), ys))
-        loops.append(_Loop(xs, ys, area2 < 0, np.zeros(idx.size, dtype=bool)))
-    return loops, loop_of, pos_of, (x0, y0, d)
+        starts.append(len(order))
+    idx = np.asarray(order, dtype=np.int64)
+    st = np.asarray(starts, dtype=np.int64)
+    x, y = x0[idx], y0[idx]
+    nxt_pos = np.arange(1, n + 1)
+    nxt_pos[st[1:] - 1] = st[:-1]  # the last vertex of a loop is followed by its first
+    # Shoelace with y down: clockwise outer loops are positive, holes negative.
+    area2 = np.add.reduceat(x * y[nxt_pos] - x[nxt_pos] * y, st[:-1])
+    at = np.empty(n, dtype=np.int64)
+    at[idx] = np.arange(n)
+    return _Trace(x, y, d[idx], st, area2 < 0, at, key)
 
 
-def _attach_cuts(
-    mask: np.ndarray, loops: list[_Loop], loop_of: np.ndarray, pos_of: np.ndarray, edges: _Edges
-) -> dict[int, tuple[int, int, int]]:
+def _attach_cuts(mask: np.ndarray, t: _Trace) -> dict[int, tuple[int, int]]:
     """Finds, for every hole, where a vertical cut up through foreground meets the next boundary.
 
     The cut starts at the left end ``W`` of the hole's top-most, left-most top edge (the bottom edge
-    of the foreground pixel above the hole) and runs up pixel column ``c`` to the first background
-    pixel: the top edge of the foreground pixel below it starts at ``V`` and belongs to the parent
-    loop (the component's outer loop or another of its holes, never another component).
+    of the foreground pixel above the hole) and runs up that pixel column to the first background
+    pixel: the top edge of the foreground pixel below it starts at ``V`` and belongs to the parent loop,
+    the component's outer loop or another of its holes — never another component, since the cut only
+    crosses foreground pixels of this component.
 
     Returns:
-        ``{hole_loop: (parent_loop, parent_pos, hole_pos)}``: the cut leaves the parent after its
-        vertex ``parent_pos`` (``V``) and enters the hole at its vertex ``hole_pos`` (``W``).
+        ``{hole_loop: (v, w)}``: loop-order indices of the vertices ``V`` (on the parent) and ``W`` (on
+        the hole).
     """
-    x0, y0, d = edges
     stride = mask.shape[1] + 1
-    # Row index of the nearest background pixel at or above each pixel (-1: the padding above row 0).
-    rows = np.arange(mask.shape[0])[:, None]
-    last_bg = np.maximum.accumulate(np.where(mask, -1, rows), axis=0)
-    key = (y0 * stride + x0) * 4 + d
-    west = np.flatnonzero(d == _WEST)
+    loop_of = np.repeat(np.arange(t.hole.size), np.diff(t.starts))
+    # Loop-order index of every west edge of a hole, in sorted (row-major) edge order: the first one
+    # per hole is its top-most, left-most.
+    west = t.at[(t.key % 4) == _WEST]
+    west = west[t.hole[loop_of[west]]]
     if not west.size:
         return {}
-    out: dict[int, tuple[int, int, int]] = {}
-    wl = loop_of[west]
-    is_hole = np.array([lp.hole for lp in loops])[wl]
-    west, wl = west[is_hole], wl[is_hole]
-    if not west.size:
-        return out
-    # Edges are sorted by (y, x): the first west edge of each hole is its top-most, left-most one.
-    _, first = np.unique(wl, return_index=True)
-    for e in west[first].tolist():
-        hole = int(loop_of[e])
-        c, r = int(x0[e]) - 1, int(y0[e])  # bottom edge of pixel (r - 1, c), from (c + 1, r) to (c, r)
-        r_bg = int(last_bg[r - 1, c])  # first background row above, in pixel column c
-        top = (r_bg + 1) * stride + c  # corner V = (c, r_bg + 1): start of the top edge of (r_bg + 1, c)
-        pe = int(np.searchsorted(key, top * 4 + _EAST))
-        n_hole = loops[hole].xs.size
-        out[hole] = (int(loop_of[pe]), int(pos_of[pe]), (int(pos_of[e]) + 1) % n_hole)
-    return out
-
-
-def _collinear_keep(xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
-    """``(V,) bool``: vertices of a closed loop where the direction changes."""
-    dx_in, dy_in = xs - np.roll(xs, 1), ys - np.roll(ys, 1)
-    dx_out, dy_out = np.roll(xs, -1) - xs, np.roll(ys, -1) - ys
-    return (np.sign(dx_in) != np.sign(dx_out)) | (np.sign(dy_in) != np.sign(dy_out))
+    holes, first = np.unique(loop_of[west], return_index=True)
+    e = west[first]
+    c, r = t.x[e] - 1, t.y[e]  # bottom edge of pixel (r - 1, c), from (c + 1, r) to (c, r)
+    rows = np.arange(mask.shape[0])[:, None]
+    # Row of the nearest background pixel at or above each pixel (-1: the padding above row 0).
+    last_bg = np.maximum.accumulate(np.where(mask, -1, rows), axis=0)
+    r_bg = last_bg[r - 1, c]
+    v = t.at[np.searchsorted(t.key, ((r_bg + 1) * stride + c) * 4 + _EAST)]
+    # W is where the edge after the west edge starts (wrapping round to the loop's first edge).
+    w = e + 1
+    ends = t.starts[loop_of[e] + 1]
+    w = np.where(w == ends, t.starts[loop_of[e]], w)
+    return {int(h): (int(a), int(b)) for h, a, b in zip(holes.tolist(), v.tolist(), w.tolist(), strict=True)}
 
 
 def _douglas_peucker(xs: np.ndarray, ys: np.ndarray, keep: np.ndarray, tolerance: float) -> np.ndarray:
@@ -238,6 +217,12 @@ def _douglas_peucker(xs: np.ndarray, ys: np.ndarray, keep: np.ndarray, tolerance
 
     The loop is split at the kept vertices (plus the vertex farthest from the first when fewer than
     two are kept) and each open chain is simplified by Douglas–Peucker.
+
+    Args:
+        xs: ``(V,)`` vertex x.
+        ys: ``(V,)`` vertex y.
+        keep: ``(V,) bool`` vertices that must stay.
+        tolerance: Largest distance in pixels of a dropped vertex from the simplified outline.
 
     Returns:
         ``(V,) bool`` vertices that stay.
@@ -248,7 +233,7 @@ def _douglas_peucker(xs: np.ndarray, ys: np.ndarray, keep: np.ndarray, tolerance
     if out.sum() < 2:
         out[int(np.argmax((xs - xs[0]) ** 2 + (ys - ys[0]) ** 2))] = True
     anchors = np.flatnonzero(out).tolist()
-    stack = [(a, b) for a, b in zip(anchors, anchors[1:] + [anchors[0] + n])]
+    stack = list(zip(anchors, anchors[1:] + [anchors[0] + n], strict=True))
     px, py = xs.astype(np.float64), ys.astype(np.float64)
     while stack:  # one entry per retained chord: bounded by the boundary points
         a, b = stack.pop()
@@ -257,7 +242,7 @@ def _douglas_peucker(xs: np.ndarray, ys: np.ndarray, keep: np.ndarray, tolerance
         idx = np.arange(a + 1, b) % n
         ax, ay, bx, by = px[a % n], py[a % n], px[b % n], py[b % n]
         vx, vy = bx - ax, by - ay
-        norm = np.hypot(vx, vy)
+        norm = float(np.hypot(vx, vy))
         if norm == 0:
             dist = np.hypot(px[idx] - ax, py[idx] - ay)
         else:
@@ -271,43 +256,6 @@ def _douglas_peucker(xs: np.ndarray, ys: np.ndarray, keep: np.ndarray, tolerance
     return out
 
 
-def _splice(
-    loops: list[_Loop], cuts: dict[int, tuple[int, int, int]], order: list[int]
-) -> dict[int, tuple[np.ndarray, np.ndarray]]:
-    """Joins holes to their parents by zero-width cuts.
-
-    ``order`` lists loops children-first (a hole's top lies strictly below its parent's cut point).
-
-    Returns:
-        ``{outer_loop: (xs, ys)}`` the vertices of each spliced polygon.
-    """
-    children: dict[int, list[tuple[int, int]]] = {}
-    for hole, (parent, ppos, _) in cuts.items():
-        children.setdefault(parent, []).append((ppos, hole))
-    built: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-    for li in order:
-        lp = loops[li]
-        # Positions in the loop after collapse/simplification (kept vertices only); a hole is rotated
-        # to start at its cut vertex W.
-        new_pos = np.cumsum(lp.keep) - 1
-        xs, ys = lp.xs[lp.keep], lp.ys[lp.keep]
-        s = int(new_pos[cuts[li][2]]) if li in cuts else 0
-        xs, ys = np.roll(xs, -s), np.roll(ys, -s)
-        parts_x: list[np.ndarray] = []
-        parts_y: list[np.ndarray] = []
-        cur = 0
-        for p, hole in sorted(((int(new_pos[pp]) - s) % xs.size, h) for pp, h in children.get(li, [])):
-            hx, hy = built.pop(hole)
-            # ... V, [W, hole ..., W], V, ...: down the cut, round the hole, back up the cut.
-            parts_x += [xs[cur : p + 1], hx, hx[:1]]
-            parts_y += [ys[cur : p + 1], hy, hy[:1]]
-            cur = p
-        parts_x.append(xs[cur:])
-        parts_y.append(ys[cur:])
-        built[li] = (np.concatenate(parts_x), np.concatenate(parts_y))
-    return built
-
-
 def polygonize(mask: np.ndarray, *, tolerance: float = 0.0, holes: HolePolicy = "keyhole") -> Polygonized:
     """Traces a mask into COCO polygons and measures what re-rasterisation gives back.
 
@@ -317,42 +265,79 @@ def polygonize(mask: np.ndarray, *, tolerance: float = 0.0, holes: HolePolicy = 
         holes: ``keyhole`` (holes joined by zero-width cuts, kept) or ``drop`` (holes filled, counted).
 
     Returns:
-        The polygons (one per connected component with keyhole cuts; outer boundaries only with
-        ``drop``), the hole counts, and the lost / added pixels after pycocotools re-rasterisation.
+        The polygons (one per connected component with keyhole cuts, outer boundaries only with
+        ``drop``; sorted by top-most then left-most vertex), the hole counts, and the lost / added
+        pixels after pycocotools re-rasterisation.
+
+    Raises:
+        ValueError: ``mask`` is not 2-D or ``holes`` is unknown.
     """
     m = np.asarray(mask).astype(bool, copy=False)
     if m.ndim != 2:
         raise ValueError(f"mask must be 2-D (H, W), got shape {m.shape}")
     if holes not in ("keyhole", "drop"):
         raise ValueError(f"holes must be 'keyhole' or 'drop', got {holes!r}")
-    loops, loop_of, pos_of, edges = _loops(m)
-    n_holes = sum(lp.hole for lp in loops)
-    cuts: dict[int, tuple[int, int, int]] = {}
-    if holes == "keyhole" and n_holes:
-        cuts = _attach_cuts(m, loops, loop_of, pos_of, edges)
-    for hole, (parent, ppos, hpos) in cuts.items():
-        loops[parent].keep[ppos] = True
-        loops[hole].keep[hpos] = True
-    for lp in loops:
-        lp.keep |= _collinear_keep(lp.xs, lp.ys)
-        if tolerance > 0:
-            lp.keep = _douglas_peucker(lp.xs, lp.ys, lp.keep, tolerance)
+    t = _trace(m)
+    n_loops = t.hole.size
+    n_holes = int(t.hole.sum())
+    cuts = _attach_cuts(m, t) if holes == "keyhole" and n_holes else {}
+    must = np.zeros(t.x.size, dtype=bool)
+    for v, w in cuts.values():  # cut ends must survive collapsing and simplification
+        must[v] = must[w] = True
+    if tolerance > 0:
+        keep = must
+        for li in range(n_loops):
+            a, b = int(t.starts[li]), int(t.starts[li + 1])
+            if not t.hole[li] or li in cuts:
+                keep[a:b] = _douglas_peucker(t.x[a:b], t.y[a:b], must[a:b], tolerance)
+    else:
+        # Collapse collinear runs: keep the corners where the direction changes.
+        prev = np.arange(-1, t.x.size - 1)
+        prev[t.starts[:-1]] = t.starts[1:] - 1
+        keep = must | (t.d != t.d[prev])
     # Children first: a hole's cut goes up to a loop whose top is strictly higher.
-    tops = [int(lp.ys.min()) for lp in loops]
-    wanted = [i for i, lp in enumerate(loops) if not lp.hole or i in cuts]
-    order = sorted(wanted, key=lambda i: (-tops[i], i))
-    built = _splice(loops, cuts, order)
-    polygons: list[list[float]] = []
-    for li in sorted(built):
-        fx, fy = built[li]
-        if fx.size < 3:  # simplified away to a line: nothing a polygon can hold (counted as lost)
-            continue
-        xy = np.empty(2 * fx.size, dtype=np.float64)
-        xy[0::2] = fx + PIXEL_EDGE_OFFSET
-        xy[1::2] = fy + PIXEL_EDGE_OFFSET
-        polygons.append(xy.tolist())
-    lost, added = polygon_fidelity(m, polygons)
-    return Polygonized(polygons, n_holes, n_holes if holes == "drop" else 0, lost, added)
+    children: dict[int, list[tuple[int, int]]] = {}
+    loop_of = np.repeat(np.arange(n_loops), np.diff(t.starts))
+    for hole, (v, _) in cuts.items():
+        children.setdefault(int(loop_of[v]), []).append((v, hole))
+    built: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+    tops = np.minimum.reduceat(t.y, t.starts[:-1]) if n_loops else np.zeros(0, dtype=np.int64)
+    spliced = sorted(set(cuts) | set(children), key=lambda i: (-int(tops[i]), i))
+    for li in spliced:  # loops over loops with cuts only
+        a, b = int(t.starts[li]), int(t.starts[li + 1])
+        s = cuts[li][1] if li in cuts else a  # a hole starts at its cut vertex W
+        idx = np.concatenate([np.arange(s, b), np.arange(a, s)])
+        idx = idx[keep[idx]]
+        rank = {int(g): k for k, g in enumerate(idx.tolist())}
+        parts_x: list[np.ndarray] = []
+        parts_y: list[np.ndarray] = []
+        cur = 0
+        xs, ys = t.x[idx], t.y[idx]
+        for p, hole in sorted((rank[v], h) for v, h in children.get(li, [])):
+            hx, hy = built.pop(hole)
+            # ... V, [W, hole ..., W], V, ...: down the cut, round the hole, back up the cut.
+            parts_x += [xs[cur : p + 1], hx, hx[:1]]
+            parts_y += [ys[cur : p + 1], hy, hy[:1]]
+            cur = p
+        parts_x.append(xs[cur:])
+        parts_y.append(ys[cur:])
+        built[li] = (np.concatenate(parts_x), np.concatenate(parts_y))
+    polygons: list[tuple[int, int, list[float]]] = []
+    outer = np.flatnonzero(~t.hole)
+    plain = outer[~np.isin(outer, np.fromiter(built, dtype=np.int64, count=len(built)))]
+    if plain.size:  # loops without cuts, all at once
+        sel = keep & np.isin(loop_of, plain)
+        counts = np.bincount(loop_of[sel], minlength=n_loops)[plain]
+        xy = np.stack([t.x[sel], t.y[sel]], axis=1).astype(np.float64) + PIXEL_EDGE_OFFSET
+        for li, chunk in zip(plain.tolist(), np.split(xy.reshape(-1), 2 * np.cumsum(counts)[:-1]), strict=True):
+            polygons.append((int(t.starts[li]), li, chunk.tolist()))
+    for li, (fx, fy) in built.items():
+        xy = np.stack([fx, fy], axis=1).astype(np.float64) + PIXEL_EDGE_OFFSET
+        polygons.append((int(t.starts[li]), li, xy.reshape(-1).tolist()))
+    # Loops start at their top-left corner and are numbered in row-major order of it.
+    out = [p for _, _, p in sorted(polygons, key=lambda q: q[1]) if len(p) >= 6]  # a line holds nothing
+    lost, added = polygon_fidelity(m, out)
+    return Polygonized(out, n_holes, n_holes if holes == "drop" else 0, lost, added)
 
 
 def mask_to_polygons(
@@ -378,14 +363,18 @@ def mask_to_polygons(
 def rasterize(polygons: list[list[float]], height: int, width: int) -> np.ndarray:
     """Rasterises polygons as pycocotools does (each polygon even-odd, then their union).
 
+    Each polygon's RLE is painted by its foreground runs rather than merged with ``mask.merge``,
+    whose cost grows with the number of polygons times the runs of the union.
+
     Returns:
         ``(height, width) bool``.
     """
     polys = [list(map(float, p)) for p in polygons if len(p) >= 6]
-    if not polys:
-        return np.zeros((height, width), dtype=bool)
-    rle = mask_utils.merge(mask_utils.frPyObjects(polys, height, width))
-    return np.asarray(mask_utils.decode(rle), dtype=bool)
+    flat = np.zeros(height * width, dtype=bool)  # column-major, as RLE counts run
+    if polys:
+        for r in mask_utils.frPyObjects(polys, height, width):
+            flat[rle_ops.foreground_indices(r)] = True
+    return flat.reshape(width, height).T
 
 
 def polygon_fidelity(mask: np.ndarray, polygons: list[list[float]]) -> tuple[int, int]:

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import datetime
 import io
 import math
 from collections.abc import Mapping, Sequence
@@ -36,6 +37,7 @@ from typing import Any
 import numpy as np
 
 from segpipe.errors import FormatError, InputError
+from segpipe.evaluation import cocofast
 
 __all__ = [
     "AP_NAMES_DET",
@@ -48,6 +50,8 @@ __all__ = [
 ]
 
 IOU_TYPES = ("segm", "bbox", "keypoints")
+#: ``evaluate_coco`` backends: segpipe's numpy implementation, or pycocotools' own code.
+BACKENDS = ("fast", "pycocotools")
 #: Names of pycocotools' 12 detection stats (bbox, segm), in ``COCOeval.stats`` order.
 AP_NAMES_DET = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
 #: Names of pycocotools' 10 keypoint stats, in ``COCOeval.stats`` order.
@@ -466,6 +470,98 @@ def per_category_ap(ev: Any, names: Mapping[int, str]) -> list[dict[str, Any]]:
     return rows
 
 
+def _pycocotools_eval(
+    gt_dict: Mapping[str, Any], dt_list: Sequence[Mapping[str, Any]], kind: str, p: Any, shards: int, client: Any
+) -> Any:
+    """The reference backend: pycocotools' ``evaluate()`` per image shard, one ``accumulate()``.
+
+    Returns:
+        A pycocotools ``COCOeval`` after ``accumulate()`` and ``summarize()``.
+    """
+    from pycocotools.cocoeval import COCOeval
+
+    iou_type = p.iouType
+    shard_ids = _split(list(p.imgIds), shards) if p.imgIds else [[]]
+    where: dict[Any, int] = {}
+    for s, ids in enumerate(shard_ids):
+        for i in ids:
+            where[i] = s
+    images_by_shard: list[list[Any]] = [[] for _ in shard_ids]
+    for img in gt_dict["images"]:
+        s_idx = where.get(img["id"])
+        if s_idx is not None:
+            images_by_shard[s_idx].append(img)
+    gts_by_shard: list[list[Any]] = [[] for _ in shard_ids]
+    for ann in gt_dict["annotations"]:
+        s_idx = where.get(ann["image_id"])
+        if s_idx is not None:
+            gts_by_shard[s_idx].append(ann)
+    dts_by_shard: list[list[Any]] = [[] for _ in shard_ids]
+    dt_ids_by_shard: list[list[int]] = [[] for _ in shard_ids]
+    for n, d in enumerate(dt_list):
+        s_idx = where.get(d["image_id"])
+        if s_idx is not None:
+            dts_by_shard[s_idx].append(d)  # not copied here: the shard copies what it changes
+            dt_ids_by_shard[s_idx].append(n + 1)
+
+    state = _params_state(p)
+    payloads = []
+    for s, ids in enumerate(shard_ids):
+        st = dict(state)
+        st["imgIds"] = list(ids)
+        payloads.append(
+            {
+                "images": images_by_shard[s],
+                "categories": gt_dict["categories"],
+                "gt_annotations": gts_by_shard[s],
+                "results": dts_by_shard[s],
+                "result_ids": dt_ids_by_shard[s],
+                "result_kind": kind,
+                "params": st,
+            }
+        )
+    packed = _run_tasks(evaluate_shard, payloads, client)
+    shard_evals = [unpack_eval_imgs(pk, p.areaRng, len(ids)) for pk, ids in zip(packed, shard_ids, strict=True)]
+
+    k = len(p.catIds) if p.useCats else 1
+    merged = _merge_eval_imgs(shard_evals, [len(ids) for ids in shard_ids], k, len(p.areaRng))
+    ev = COCOeval(iouType=iou_type)
+    ev.params = p
+    ev.evalImgs = merged
+    ev._paramsEval = copy.deepcopy(p)
+    with _quiet():
+        ev.accumulate()
+        ev.summarize()
+    return ev
+
+
+def _fast_eval(
+    gt_dict: Mapping[str, Any], dt_list: Sequence[Mapping[str, Any]], kind: str, p: Any, shards: int, client: Any
+) -> Any:
+    """The fast backend (:func:`cocofast.evaluate_fast`) wrapped in a ``COCOeval`` for ``summarize()``.
+
+    Returns:
+        A pycocotools ``COCOeval`` whose ``eval`` holds ``precision``, ``recall`` and ``scores``.
+    """
+    from pycocotools.cocoeval import COCOeval
+
+    res = cocofast.evaluate_fast(gt_dict, dt_list, kind, p, shards, lambda fn, pls: _run_tasks(fn, pls, client))
+    # accumulate() rewrites catIds this way; CocoResult.params reads the same as the reference path
+    p.catIds = p.catIds if p.useCats == 1 else [-1]
+    ev = COCOeval(iouType=p.iouType)
+    ev.params = p
+    ev._paramsEval = p
+    ev.eval = {
+        "params": p,
+        "counts": list(res["precision"].shape),
+        "date": datetime.datetime.now().strftime("%Y-%m-%d %H:%M:%S"),
+        **res,
+    }
+    with _quiet():
+        ev.summarize()
+    return ev
+
+
 def evaluate_coco(
     gt_dict: Mapping[str, Any],
     dt_list: Sequence[Mapping[str, Any]],
@@ -476,6 +572,7 @@ def evaluate_coco(
     params: Mapping[str, Mapping[str, Any]] | None = None,
     gt_source: str | Path | None = None,
     dt_source: str | Path | None = None,
+    backend: str = "fast",
     **param_overrides: Any,
 ) -> dict[str, CocoResult]:
     """Evaluates COCO results against ground truth, with pycocotools' exact numbers.
@@ -492,6 +589,11 @@ def evaluate_coco(
             ``{"keypoints": {"kpt_oks_sigmas": [...]}}``).
         gt_source: The ground-truth file, for error messages.
         dt_source: The results file, for error messages.
+        backend: ``fast`` (default): segpipe's numpy matching and accumulation
+            (:mod:`segpipe.evaluation.cocofast`), bit-identical to pycocotools and several times
+            faster; ``pycocotools``: pycocotools' own ``evaluate()`` per shard and ``accumulate()``,
+            kept as the reference. Parameters the fast path does not model (``use_cats=False`` with a
+            repeated category id) use pycocotools.
         **param_overrides: :func:`make_params` keywords applied to every iou type (``max_dets``,
             ``area_rng``, ``area_rng_lbl``, ``iou_thrs``, ``rec_thrs``, ``use_cats``, ``img_ids``,
             ``cat_ids``, ``kpt_oks_sigmas``).
@@ -503,8 +605,8 @@ def evaluate_coco(
         FormatError: malformed ground truth or results (naming the file and the JSON path).
         InputError: results refer to images absent from the ground truth, or bad parameters.
     """
-    from pycocotools.cocoeval import COCOeval
-
+    if backend not in BACKENDS:
+        raise InputError(f"unknown backend {backend!r}; expected one of {', '.join(BACKENDS)}")
     if isinstance(iou_types, str):
         iou_types = (iou_types,)
     if not isinstance(dt_list, Sequence) or isinstance(dt_list, (str, bytes)):
@@ -533,57 +635,10 @@ def evaluate_coco(
             p.catIds = list(np.unique(p.catIds))
         p.maxDets = sorted(p.maxDets)
 
-        shard_ids = _split(list(p.imgIds), shards) if p.imgIds else [[]]
-        where: dict[Any, int] = {}
-        for s, ids in enumerate(shard_ids):
-            for i in ids:
-                where[i] = s
-        images_by_shard: list[list[Any]] = [[] for _ in shard_ids]
-        for img in gt_dict["images"]:
-            s_idx = where.get(img["id"])
-            if s_idx is not None:
-                images_by_shard[s_idx].append(img)
-        gts_by_shard: list[list[Any]] = [[] for _ in shard_ids]
-        for ann in gt_dict["annotations"]:
-            s_idx = where.get(ann["image_id"])
-            if s_idx is not None:
-                gts_by_shard[s_idx].append(ann)
-        dts_by_shard: list[list[Any]] = [[] for _ in shard_ids]
-        dt_ids_by_shard: list[list[int]] = [[] for _ in shard_ids]
-        for n, d in enumerate(dt_list):
-            s_idx = where.get(d["image_id"])
-            if s_idx is not None:
-                dts_by_shard[s_idx].append(d)  # not copied here: the shard copies what it changes
-                dt_ids_by_shard[s_idx].append(n + 1)
-
-        state = _params_state(p)
-        payloads = []
-        for s, ids in enumerate(shard_ids):
-            st = dict(state)
-            st["imgIds"] = list(ids)
-            payloads.append(
-                {
-                    "images": images_by_shard[s],
-                    "categories": gt_dict["categories"],
-                    "gt_annotations": gts_by_shard[s],
-                    "results": dts_by_shard[s],
-                    "result_ids": dt_ids_by_shard[s],
-                    "result_kind": kind,
-                    "params": st,
-                }
-            )
-        packed = _run_tasks(evaluate_shard, payloads, client)
-        shard_evals = [unpack_eval_imgs(pk, p.areaRng, len(ids)) for pk, ids in zip(packed, shard_ids, strict=True)]
-
-        k = len(p.catIds) if p.useCats else 1
-        merged = _merge_eval_imgs(shard_evals, [len(ids) for ids in shard_ids], k, len(p.areaRng))
-        ev = COCOeval(iouType=iou_type)
-        ev.params = p
-        ev.evalImgs = merged
-        ev._paramsEval = copy.deepcopy(p)
-        with _quiet():
-            ev.accumulate()
-            ev.summarize()
+        if backend == "fast" and cocofast.fast_supported(p):
+            ev = _fast_eval(gt_dict, dt_list, kind, p, shards, client)
+        else:
+            ev = _pycocotools_eval(gt_dict, dt_list, kind, p, shards, client)
         stats = np.asarray(ev.stats, dtype=np.float64)
         stat_names = AP_NAMES_KPT if iou_type == "keypoints" else AP_NAMES_DET
         out[iou_type] = CocoResult(

@@ -15,6 +15,9 @@ _BUILTIN = (
     "segpipe.formats.voc",
     "segpipe.formats.maskdir",
     "segpipe.formats.zarrstore",
+    "segpipe.formats.labelstudio",
+    "segpipe.formats.geo",
+    "segpipe.formats.medical",
 )
 #: Detection order: the most specific shapes first.
 DETECT_ORDER = ("segpipe_zarr", "coco_panoptic", "coco_results", "coco", "voc", "maskdir")
@@ -46,8 +49,14 @@ def all_formats() -> list[FormatSpec]:
     return [FORMATS.get(n) for n in FORMATS.names()]
 
 
-def detect_format(path: str | Path) -> str:
+def detect_format(path: str | Path, prefer: tuple[str, ...] = ()) -> str:
     """Names the format of ``path`` (a file or folder).
+
+    Args:
+        path: The dataset.
+        prefer: Formats to try first. A folder can be valid in several formats (a synthetic dataset
+            has both a COCO ``annotations.json`` of its objects and ``masks/`` label maps of every
+            class); semantic evaluation prefers the label maps, for instance.
 
     Raises:
         InputError: the path is missing or matches no registered format.
@@ -56,7 +65,8 @@ def detect_format(path: str | Path) -> str:
     p = Path(path)
     if not p.exists():
         raise InputError("no such file or folder", path=p)
-    order = [n for n in DETECT_ORDER if n in FORMATS] + [n for n in FORMATS.names() if n not in DETECT_ORDER]
+    base = [n for n in DETECT_ORDER if n in FORMATS] + [n for n in FORMATS.names() if n not in DETECT_ORDER]
+    order = [n for n in prefer if n in FORMATS] + [n for n in base if n not in prefer]
     for name in order:
         spec = FORMATS.get(name)
         try:

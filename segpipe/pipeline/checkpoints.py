@@ -24,11 +24,11 @@ from segpipe.storage.atomic import write_json_atomic
 
 #: Headline metrics per task: (report path, column name), the first one ranks.
 METRICS = {
-    "semantic": [("mean_iou", "mIoU"), ("pixel_accuracy", "pixel acc"), ("mean_accuracy", "mean acc"),
-                 ("fw_iou", "fw IoU")],
-    "instance": [("segm.AP", "mask AP"), ("segm.AP50", "mask AP50"), ("bbox.AP", "box AP")],
-    "panoptic": [("all.pq", "PQ"), ("all.sq", "SQ"), ("all.rq", "RQ")],
-    "keypoints": [("keypoints.AP", "OKS AP"), ("keypoints.AP50", "OKS AP50")],
+    "semantic": [("semantic.mean_iou", "mIoU"), ("semantic.pixel_accuracy", "pixel acc"),
+                 ("semantic.mean_accuracy", "mean acc"), ("semantic.fw_iou", "fw IoU")],
+    "instance": [("instance.segm.AP", "mask AP"), ("instance.segm.AP50", "mask AP50"), ("instance.bbox.AP", "box AP")],
+    "panoptic": [("panoptic.all.pq", "PQ"), ("panoptic.all.sq", "SQ"), ("panoptic.all.rq", "RQ")],
+    "keypoints": [("instance.keypoints.AP", "OKS AP"), ("instance.keypoints.AP50", "OKS AP50")],
 }
 
 

@@ -91,15 +91,16 @@ def run_demo(
     log("4/6 exporting COCO, Pascal VOC and Label Studio pre-annotations")
     for to in ("coco", "voc", "labelstudio"):
         dst = out / "export" / to
-        rep = convert(ConvertRequest(src=store, dst=dst, to=to, from_="segpipe_zarr", copy_images="none"), cluster)
+        rep = convert(ConvertRequest(src=store, dst=dst, to=to, from_="segpipe_zarr", copy_images="link"), cluster)
         res.steps.append((f"export {to}", str(dst), _loss_summary(rep)))
 
     log("5/6 evaluating the pre-labels against the ground truth")
     report_dir = out / "report"
     ev = evaluate(EvaluateRequest(gt=new_dir, pred=store, task="semantic", report_dir=report_dir), cluster)
-    res.figures.update({k: ev.get(k) for k in ("mean_iou", "pixel_accuracy", "mean_accuracy", "fw_iou")})
-    res.steps.append(("evaluate", str(report_dir), f"mIoU {ev.get('mean_iou', float('nan')):.3f}, pixel accuracy "
-                      f"{ev.get('pixel_accuracy', float('nan')):.3f}"))
+    sem = ev["semantic"]
+    res.figures.update({k: sem[k] for k in ("mean_iou", "pixel_accuracy", "mean_accuracy", "fw_iou")})
+    res.steps.append(("evaluate", str(report_dir), f"mIoU {sem['mean_iou']:.3f}, pixel accuracy "
+                      f"{sem['pixel_accuracy']:.3f} (+ plots, worst-image overlays)"))
 
     log("6/6 converting the ground truth COCO → VOC → COCO and validating")
     voc, back = out / "convert" / "voc", out / "convert" / "coco"
@@ -151,8 +152,8 @@ def write_preview(store_path: Path, gt_dir: Path, out: Path, n: int = 3) -> None
     from segpipe.core.labelmap import voc_colormap
 
     cmap = voc_colormap(256)
-    for c in cats:
-        palette[int(c["id"])] = c.get("color") or cmap[int(c["id"]) % 256]
+    for c in cats:  # VOC colours, not the dataset's: synthetic classes are drawn in their own colours
+        palette[int(c["id"])] = cmap[int(c["id"]) % 256]
     rows = []
     for image_id in store.image_ids()[:n]:
         g = store.group(image_id)

@@ -22,10 +22,11 @@ shards' small results:
   workers (:func:`~segpipe.formats.derive.derive_panoptic`) into
   :class:`~segpipe.evaluation.panoptic.PanopticEvaluator` s that merge like the semantic ones.
 
-Pairing images. A prediction is paired with the ground-truth image of the **same image id**; when the
-two file stems disagree and another prediction has the ground truth's file stem, the stem wins (so a
-mask directory, which numbers images 1..N in stem order, pairs with a COCO file by name). When no
-prediction has the id, the **file stem** (the file name without folders and extension) is tried.
+Pairing images. A prediction is paired with the ground-truth image of the **same image id**, unless
+both name a file and the two file stems (file names without folders and extension) differ: then the
+ids were numbered independently (a mask directory numbers its images 1..N in stem order) and the
+prediction with the ground truth's **file stem** is taken instead, if any. When no prediction has the
+id, the file stem is tried too. Each prediction is used once.
 Ground-truth images left without a prediction are problems (errors for semantic and panoptic: the
 image could not be evaluated; for COCO AP an image without detections is simply a miss); predictions
 left without ground truth are warnings and are ignored.
@@ -41,6 +42,7 @@ case is reported as a problem (naming the values) and left out, never silently r
 
 from __future__ import annotations
 
+import hashlib
 import inspect
 import math
 import time
@@ -93,6 +95,8 @@ class EvaluateRequest:
         image_root: Folder of the ground-truth photos (readers and overlays), if not beside them.
         gt_png_dir: Panoptic: the ground-truth PNG folder (default: the JSON path without ``.json``).
         pred_png_dir: Panoptic: the predicted PNG folder (same default).
+        kpt_sigmas: Keypoints: per-keypoint OKS sigmas (default COCO's 17; required for other
+            skeletons).
         on_error: ``skip`` reports an image that cannot be evaluated and goes on; ``fail`` stops.
     """
 
@@ -112,6 +116,7 @@ class EvaluateRequest:
     image_root: Path | None = None
     gt_png_dir: Path | None = None
     pred_png_dir: Path | None = None
+    kpt_sigmas: tuple[float, ...] | None = None
     on_error: str = "skip"
 
 
@@ -208,7 +213,8 @@ class Pairing:
         if p is not None and p.image.id not in self.used:
             pstem = _stem(p.image.file_name)
             if stem and pstem and pstem != stem:
-                p = self._free_by_stem(stem) or p
+                # Both name their file and the names differ: the ids were numbered independently.
+                p = self._free_by_stem(stem)
         else:
             p = self._free_by_stem(stem)
         if p is not None:
@@ -221,10 +227,20 @@ class Pairing:
         return [s for i, s in sorted(self.by_id.items()) if i not in self.used]
 
 
-def _resolve_format(path: Path, fmt: str, what: str) -> FormatSpec:
+#: Formats tried first per task when detecting: a folder valid in several formats is read in the one that
+#: holds what the task evaluates (a synth folder's COCO JSON has its objects only, its masks every class).
+PREFER = {
+    "semantic": ("segpipe_zarr", "voc", "maskdir"),
+    "panoptic": ("segpipe_zarr", "coco_panoptic"),
+    "instance": ("segpipe_zarr", "coco_results", "coco"),
+    "keypoints": ("segpipe_zarr", "coco_results", "coco"),
+}
+
+
+def _resolve_format(path: Path, fmt: str, what: str, task: str = "") -> FormatSpec:
     if fmt == "auto":
         try:
-            name = detect_format(path)
+            name = detect_format(path, prefer=PREFER.get(task, ()))
         except InputError as e:
             if not Path(path).exists():
                 raise
@@ -600,6 +616,9 @@ class _Run:
         self.semantic_loader: Any = None
         self.panoptic_loader: Any = None
         self.void = 255
+        # Deterministic task keys (house rule 5) that differ between evaluations sharing a scheduler.
+        token = f"{req.gt.resolve()}|{req.pred.resolve()}|{req.task}|{req.img_ids}"
+        self.key = f"evaluate-{hashlib.sha1(token.encode()).hexdigest()[:16]}"
 
     def tick(self, done: int, total: int) -> None:
         if self.progress:
@@ -653,7 +672,7 @@ class _Run:
         if self.select.first is not None or self.select.ids is not None:
             total = min(n, self.select.first or len(self.select.ids or ()))
         tasks = (
-            (f"evaluate-{self.req.task}-{i}", (i, shard, *extra))
+            (f"{self.key}-{i}", (i, shard, *extra))
             for i, shard in enumerate(chunked_pairs(self._pairs(gt_reader, pairing, "error"), size))
         )
         done = 0
@@ -768,7 +787,7 @@ class _Run:
                            meta: DatasetMeta, results: bool) -> CocoShard:
         size = _shard_size(n, self.req.shards, self.workers)
         tasks = (
-            (f"evaluate-coco-{'dt' if results else 'gt'}-{i}", (i, chunk, fmt, meta, results, self.req.on_error))
+            (f"{self.key}-{'dt' if results else 'gt'}-{i}", (i, chunk, fmt, meta, results, self.req.on_error))
             for i, chunk in enumerate(chunked_pairs(items, size))
         )
         parts: list[CocoShard] = []
@@ -839,6 +858,21 @@ class _Run:
         built = self._coco_from_samples(client, iter(items), len(items), spec.name, reader.meta, True)
         return built.annotations, req.pred
 
+    def _kpt_sigmas(self, gt: dict[str, Any]) -> list[float] | None:
+        """The OKS sigmas to use, checked against the ground truth's number of keypoints."""
+        counts = {len(c["keypoints"]) for c in gt.get("categories", []) if isinstance(c, dict) and c.get("keypoints")}
+        sigmas = self.req.kpt_sigmas
+        if sigmas is not None:
+            if counts and counts != {len(sigmas)}:
+                raise ConfigError(f"{len(sigmas)} keypoint sigmas for categories with {sorted(counts)} keypoints")
+            return list(sigmas)
+        if counts and counts != {17}:
+            raise ConfigError(
+                f"the ground-truth categories have {sorted(counts)} keypoints, COCO's default sigmas are for 17",
+                hint="pass --kpt-sigmas with one OKS sigma per keypoint",
+            )
+        return None  # pycocotools' COCO person sigmas
+
     def run_coco(self, client: Any, gt_spec: FormatSpec, pred_spec: FormatSpec) -> None:
         from segpipe.evaluation.cocoeval import evaluate_coco
 
@@ -855,6 +889,8 @@ class _Run:
         if bad:
             raise ConfigError(f"unknown iou type {bad[0]!r}; expected some of {', '.join(IOU_TYPES)}")
         overrides: dict[str, Any] = {"img_ids": selected} if self.select.active else {}
+        if "keypoints" in iou_types:
+            overrides["params"] = {"keypoints": {"kpt_oks_sigmas": self._kpt_sigmas(gt)}}
         shards = req.shards or self.workers
         self.tick(0, len(selected))
         self.instance = evaluate_coco(gt, dt, tuple(iou_types), shards, client, gt_source=gt_source,
@@ -969,8 +1005,8 @@ def evaluate(
     if req.num_classes is not None and req.num_classes < 1:
         raise ConfigError(f"--num-classes must be >= 1, got {req.num_classes}")
     cluster = cluster or ClusterSpec()
-    gt_spec = _resolve_format(req.gt, req.gt_format, "gt")
-    pred_spec = _resolve_format(req.pred, req.pred_format, "pred")
+    gt_spec = _resolve_format(req.gt, req.gt_format, "gt", req.task)
+    pred_spec = _resolve_format(req.pred, req.pred_format, "pred", req.task)
     run = _Run(req, cluster, progress)
     with open_client(cluster) as client:
         if req.task == "semantic":

@@ -332,11 +332,11 @@ def _run_stage(name: str, step: Any, base: Path, cluster: Any, log: Callable[[st
 
 
 def _headline(rep: dict[str, Any]) -> dict[str, Any]:
-    if "mean_iou" in rep:
-        return {k: rep.get(k) for k in ("mean_iou", "pixel_accuracy", "fw_iou")}
-    if "all" in rep:
-        return {"pq": rep["all"].get("pq")}
-    for k in ("segm", "bbox", "keypoints"):
-        if k in rep:
-            return {f"{k}_AP": rep[k].get("AP")}
-    return {}
+    sem = rep.get("semantic") or {}
+    if sem:
+        return {k: sem.get(k) for k in ("mean_iou", "pixel_accuracy", "fw_iou")}
+    pan = rep.get("panoptic") or {}
+    if pan:
+        return {"pq": (pan.get("all") or {}).get("pq")}
+    inst = rep.get("instance") or {}
+    return {f"{k}_AP": inst[k].get("AP") for k in ("segm", "bbox", "keypoints") if inst.get(k)}

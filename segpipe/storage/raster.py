@@ -312,7 +312,10 @@ class RasterSource:
         """Reads a window of raw samples (no stretch, no nodata handling).
 
         Args:
-            y0, y1, x0, x1: The window, in pixels, inside the scene.
+            y0: First row of the window.
+            y1: Row after the last.
+            x0: First column.
+            x1: Column after the last.
             bands: 1-based bands; the selected bands when None.
 
         Returns:

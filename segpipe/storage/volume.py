@@ -46,6 +46,7 @@ SAMPLE_SLICES = 8
 GAP_FACTOR = 1.5
 #: Relative deviation of slice spacing above which the series is called irregular (a warning).
 IRREGULAR = 0.01
+_NO_INTERP = "re-export the complete series; slices are never interpolated"
 _LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 _REQUIRED = ("Rows", "Columns", "PixelSpacing", "ImagePositionPatient", "ImageOrientationPatient")
 
@@ -229,7 +230,7 @@ def _open_nifti(path: Path, window: tuple[float, float] | None) -> Volume:
     except ImportError:
         raise InputError("reading NIfTI needs nibabel", path=path, hint="pip install segpipe[medical]") from None
     try:
-        img = nib.load(str(path))
+        img: Any = nib.load(str(path))
     except Exception as e:  # nibabel raises ImageFileError, HeaderDataError, OSError, EOFError ...
         raise FormatError(f"not a readable NIfTI file: {str(e).splitlines()[0] if str(e) else type(e).__name__}",
                           path=path) from None
@@ -350,7 +351,7 @@ def _open_dicom(folder: Path, window: tuple[float, float] | None) -> Volume:
             raise FormatError(
                 f"series has {max(missing, 1)} missing slice(s): a gap of {d[k]:.3f} mm between "
                 f"{entries[k][2].name} and {entries[k + 1][2].name} where slices are {step:.3f} mm apart",
-                path=folder, where="ImagePositionPatient", hint="re-export the complete series; slices are never interpolated",
+                path=folder, where="ImagePositionPatient", hint=_NO_INTERP,
             )
         nums = [e[4] for e in entries]
         if all(n is not None for n in nums):
@@ -360,7 +361,7 @@ def _open_dicom(folder: Path, window: tuple[float, float] | None) -> Volume:
                 a, b = jumps[0]
                 raise FormatError(
                     f"series has missing slice(s): InstanceNumber jumps from {a} to {b}",
-                    path=folder, where="InstanceNumber", hint="re-export the complete series; slices are never interpolated",
+                    path=folder, where="InstanceNumber", hint=_NO_INTERP,
                 )
         if float(np.max(np.abs(d - step))) > IRREGULAR * step:
             warnings.warn(f"{folder}: irregular slice spacing ({d.min():.4f}..{d.max():.4f} mm); the affine uses "

@@ -164,7 +164,7 @@ def _exif(kind: str, out: Path, n: int, seed: int, size: tuple[int, int] | None)
 def _geotiff(out: Path, n: int, seed: int, size: tuple[int, int] | None) -> SynthResult:
     try:
         import rasterio
-        from rasterio.transform import from_origin
+        from affine import Affine
     except ImportError:
         raise InputError("--format geotiff needs rasterio", hint="pip install segpipe[geo]") from None
     from segpipe.storage.images import read_image
@@ -176,7 +176,7 @@ def _geotiff(out: Path, n: int, seed: int, size: tuple[int, int] | None) -> Synt
         png = out / "images" / f"{i:05d}.png"
         rgb = read_image(png, exif=False)
         tif = png.with_suffix(".tif")
-        transform = from_origin(500000.0 + i * w * SAT_RESOLUTION, 5000000.0, SAT_RESOLUTION, SAT_RESOLUTION)
+        transform = Affine(SAT_RESOLUTION, 0.0, 500000.0 + i * w * SAT_RESOLUTION, 0.0, -SAT_RESOLUTION, 5000000.0)
         profile: dict[str, Any] = {
             "driver": "GTiff", "width": w, "height": h, "count": 3, "dtype": "uint8", "crs": SAT_CRS,
             "transform": transform, "compress": "deflate", "photometric": "RGB",

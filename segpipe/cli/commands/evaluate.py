@@ -82,6 +82,9 @@ def register(app: typer.Typer) -> None:
         image_root: Path | None = typer.Option(None, "--image-root", help="Folder of the ground-truth photos."),
         gt_png_dir: Path | None = typer.Option(None, "--gt-png-dir", help="Panoptic: ground-truth PNG folder."),
         pred_png_dir: Path | None = typer.Option(None, "--pred-png-dir", help="Panoptic: predicted PNG folder."),
+        kpt_sigmas: str | None = typer.Option(
+            None, "--kpt-sigmas", help="Keypoints: comma-separated OKS sigmas, one per keypoint (default COCO's 17)."
+        ),
         on_error: str = typer.Option("skip", "--on-error", help="skip | fail: images that cannot be evaluated."),
         shards: int | None = typer.Option(None, "--shards", min=1, help="Number of image shards."),
         workers: int | None = typer.Option(None, "--workers", "-w", min=0, help=WORKERS_HELP),
@@ -93,14 +96,19 @@ def register(app: typer.Typer) -> None:
         be evaluated (listed in the report's problems).
         """
         from segpipe.cli import state
+        from segpipe.errors import ConfigError
         from segpipe.pipeline.evaluate import EvaluateRequest, evaluate, failed
 
         types = tuple(t.strip() for t in iou_types.split(",") if t.strip()) if iou_types else None
+        try:
+            sigmas = tuple(float(v) for v in kpt_sigmas.split(",")) if kpt_sigmas else None
+        except ValueError:
+            raise ConfigError(f"--kpt-sigmas must be comma-separated numbers, got {kpt_sigmas!r}") from None
         req = EvaluateRequest(
             gt=gt, pred=pred, task=task, gt_format=gt_format, pred_format=pred_format, iou_types=types,
             num_classes=num_classes, ignore_index=ignore_index, worst=worst, shards=shards, img_ids=img_ids,
             json_path=json_path, report_dir=report_dir, image_root=image_root, gt_png_dir=gt_png_dir,
-            pred_png_dir=pred_png_dir, on_error=on_error,
+            pred_png_dir=pred_png_dir, kpt_sigmas=sigmas, on_error=on_error,
         )
         with progress_bar(f"evaluate {task}") as update:
             report = evaluate(req, cluster_spec(workers, scheduler), progress=update)

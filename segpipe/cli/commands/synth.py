@@ -18,14 +18,24 @@ def register(app: typer.Typer) -> None:
         seed: int = typer.Option(0, "--seed", help="Random seed (same seed, same bytes)."),
         size: str | None = typer.Option(None, "--size", help="HxW, e.g. 256x512 (default: per kind)."),
         jpg: bool = typer.Option(False, "--jpg", help="Write photos as JPEG instead of PNG."),
+        fmt: str | None = typer.Option(
+            None, "--format", help="png, jpg, geotiff (satellite), nifti or dicom (medical volumes)."
+        ),
+        exif: bool = typer.Option(False, "--exif", help="JPEG photos stored rotated with an EXIF orientation."),
+        depth: int = typer.Option(16, "--depth", help="Slices per volume (nifti, dicom)."),
     ) -> None:
         """Write a synthetic dataset: images/, masks/, annotations.json (COCO), labelmap.txt."""
         from segpipe.cli.state import console
         from segpipe.synth import parse_size, synth
 
-        res = synth(
-            kind, out, n=n, seed=seed, size=parse_size(size) if size else None, image_format="jpg" if jpg else "png"
-        )
+        image_format = fmt or ("jpg" if jpg else "png")
+        if image_format in ("png", "jpg") and not exif:
+            res = synth(kind, out, n=n, seed=seed, size=parse_size(size) if size else None, image_format=image_format)
+        else:
+            from segpipe.synth.native import synth_native
+
+            res = synth_native(kind, out, n=n, seed=seed, size=parse_size(size) if size else None,
+                               fmt=image_format, exif=exif, depth=depth)
         console.print(
             f"wrote {res.images} images ({res.size[0]}x{res.size[1]}) and {res.annotations} annotations to {res.out}",
             markup=False,

@@ -24,7 +24,14 @@ sorted by id within a shard, annotations in source order), and the renumbering i
 ``writer.repairs``.
 
 ``options.extra`` keys: ``scores`` (``keep`` | ``drop``, default ``keep``: a dataset annotation may
-carry a ``score`` key, which COCO tools ignore); ``semantic`` (bool, default True: write label maps).
+carry a ``score`` key, which COCO tools ignore); ``semantic`` (bool, default True: write label maps);
+``polygons`` (bool, default False: ``coco`` only) writes masks as polygons traced along pixel edges
+(:mod:`segpipe.core.contours`), with ``polygon_tolerance`` (pixels, default 0: exact) and
+``polygon_holes`` (``keyhole``, default: holes kept by zero-width cuts, or ``drop``). Every pixel that
+pycocotools' re-rasterisation of the polygons gets wrong is counted as ``polygon_approximation_pixels``
+and every filled hole as ``holes_dropped``, per category. Crowd annotations and empty masks stay RLE
+(COCO's convention for crowds; an empty mask has no polygon); source polygons are written as given.
+RLE stays the default because it is lossless.
 """
 
 from __future__ import annotations
@@ -34,16 +41,19 @@ import os
 import shutil
 from collections import Counter
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, ClassVar
 
 import numpy as np
 
 from segpipe.core import rle as rle_ops
+from segpipe.core.contours import HolePolicy, polygonize
 from segpipe.core.losses import LossCounter
 from segpipe.core.panoptic import id2rgb
 from segpipe.core.problems import Problem
 from segpipe.core.records import DatasetMeta, ImageInfo, InstanceMask, Materialized
+from segpipe.errors import ConfigError
 from segpipe.formats.base import ShardResult, WriteOptions
 from segpipe.formats.coco.convert import (
     PANOPTIC_EXTRA,
@@ -76,7 +86,66 @@ NOTES = {
     "empty_mask_written": (
         "objects that the source's object map gives no pixel were written with an empty RLE mask"
     ),
+    "polygon_approximation_pixels": (
+        "masks written as polygons differ from the source masks by these pixels once pycocotools"
+        " re-rasterises the polygons (simplification tolerance, filled holes)"
+    ),
+    "holes_dropped": "COCO polygons cannot hold holes; these holes were filled (polygon_holes=drop)",
+    "polygons_kept_rle": "crowd annotations and empty masks were kept as RLE under --polygons",
 }
+
+
+@dataclass(frozen=True)
+class PolygonOptions:
+    """How masks become polygons (``WriteOptions.extra`` keys ``polygons``, ``polygon_tolerance``,
+    ``polygon_holes``).
+
+    Attributes:
+        enabled: Write masks as polygons.
+        tolerance: Douglas–Peucker tolerance in pixels (0: exact).
+        holes: ``keyhole`` or ``drop`` (see :mod:`segpipe.core.contours`).
+    """
+
+    enabled: bool = False
+    tolerance: float = 0.0
+    holes: HolePolicy = "keyhole"
+
+    @staticmethod
+    def from_extra(extra: Mapping[str, Any]) -> PolygonOptions:
+        """Reads the options from ``WriteOptions.extra``.
+
+        Raises:
+            ConfigError: a tolerance that is not a non-negative number, or an unknown hole policy.
+        """
+        tol = extra.get("polygon_tolerance", 0.0)
+        holes = extra.get("polygon_holes", "keyhole")
+        if isinstance(tol, bool) or not isinstance(tol, (int, float)) or not tol >= 0:
+            raise ConfigError(f"polygon_tolerance must be a number >= 0, got {tol!r}")
+        if holes not in ("keyhole", "drop"):
+            raise ConfigError(f"polygon_holes must be 'keyhole' or 'drop', got {holes!r}")
+        return PolygonOptions(bool(extra.get("polygons", False)), float(tol), holes)
+
+
+def mask_polygons(
+    rle: dict[str, Any], opts: PolygonOptions, category: str, losses: LossCounter
+) -> list[list[float]] | None:
+    """Traces one mask into polygons and counts what they lose (for writers of polygon formats).
+
+    Args:
+        rle: The mask as compressed RLE.
+        opts: Tolerance and hole policy.
+        category: Category name the losses are counted under.
+        losses: Where ``polygon_approximation_pixels`` and ``holes_dropped`` are counted.
+
+    Returns:
+        The polygons, or None for an empty mask (no polygon can hold it; callers keep the RLE).
+    """
+    result = polygonize(rle_ops.decode(rle), tolerance=opts.tolerance, holes=opts.holes)
+    if not result.polygons:
+        return None
+    _lose(losses, "polygon_approximation_pixels", result.lost_pixels + result.added_pixels, category)
+    _lose(losses, "holes_dropped", result.holes_dropped, category)
+    return result.polygons
 
 
 def _lose(losses: LossCounter, kind: str, n: int = 1, category: str = "") -> None:
@@ -257,12 +326,18 @@ class CocoWriter(_Base):
 
     format_name: ClassVar[str] = "coco"
 
+    def prepare(self) -> None:
+        """Checks the polygon options on the driver (a bad value fails before any task runs)."""
+        PolygonOptions.from_extra(self.options.extra)
+        super().prepare()
+
     def write_shard(self, index: int, samples: Iterable[Materialized]) -> ShardResult:
         """Copies images, writes label maps, and returns image + annotation dicts as fragments."""
         res = ShardResult(index=index)
         names = _names(self.meta)
         drop_scores = self.options.extra.get("scores", "keep") == "drop"
         semantic = bool(self.options.extra.get("semantic", True))
+        poly = PolygonOptions.from_extra(self.options.extra)
         computed: Counter[str] = Counter()
         for m in samples:
             res.n_samples += 1
@@ -284,6 +359,12 @@ class CocoWriter(_Base):
                 if drop_scores and "score" in d:
                     del d["score"]
                     _lose(res.losses, "scores_dropped", 1, cat)
+                if poly.enabled and im.rle is not None and isinstance(d.get("segmentation"), dict):
+                    polys = None if im.instance.iscrowd else mask_polygons(im.rle, poly, cat, res.losses)
+                    if polys is None:
+                        res.losses.notes.setdefault("polygons_kept_rle", NOTES["polygons_kept_rle"])
+                    else:
+                        d["segmentation"] = polys
                 anns.append(d)
                 res.losses.counts_out[cat] += 1
             wrote_sem = False

@@ -65,6 +65,8 @@ def label_map(m: Materialized, meta: DatasetMeta, losses: LossCounter) -> Any:
     names = {c.id: c.name for c in meta.categories}
     cm, _, rl = render_maps(kept, m.sample.image.height, m.sample.image.width, void_value=int(m.void_value),
                             max_object_index=min(254, int(m.void_value) - 1), names=names)
+    for key in [k for k in rl.losses if k[0] in ("object_index_overflow", "box_only_no_mask")]:
+        del rl.losses[key]  # only the class map is written: object indices and boxes are not at stake
     losses.merge(rl)
     return cm
 

@@ -1,0 +1,321 @@
+"""Writing Label Studio pre-annotation tasks (``labelstudio``, writer only).
+
+Output layout (inside the conversion's destination ``out``)::
+
+    out/tasks.json           one task per image, importable in Label Studio (Import → tasks.json)
+    out/label_config.xml     a labeling config listing every category with its colour
+    out/images/<file_name>   the images (unless copy_images == "none")
+    out/segpipe_meta.json    what Label Studio tasks cannot hold: category ids, supercategories,
+                             image ids and attributes, dataset info
+
+A task is ``{"data": {"image": URL, "image_id": id, "file_name": name}, "predictions": [{"model_version":
+..., "score": mean instance score, "result": [...]}]}``. The image URL is ``image_url_prefix`` + the
+URL-quoted file name; the default prefix ``/data/local-files/?d=images/`` is Label Studio's local-file
+serving: start Label Studio with ``LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED=true`` and
+``LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT=<out>`` (and add a local storage for ``<out>/images``), or pass
+``image_url_prefix`` (e.g. ``https://host/images/`` or ``s3://bucket/images/``) where the images are
+served from elsewhere.
+
+Results (``from_name`` / ``to_name`` match ``label_config.xml``):
+
+* an instance mask → one ``brushlabels`` region (``value.format = "rle"``, Label Studio's own RLE of the
+  RGBA image, :mod:`segpipe.formats.labelstudio.brush`): lossless, overlaps kept; or, with
+  ``polygons=True``, one ``polygonlabels`` region per polygon (the source's polygons when it had them,
+  else traced by :mod:`segpipe.core.contours`; points in percent of width/height;
+  pixels the polygons get wrong counted as ``polygon_approximation_pixels``, filled holes as
+  ``holes_dropped``, extra regions of multi-part objects as ``object_parts_split``);
+* a box-only instance → ``rectanglelabels`` (percent);
+* a semantic class map (VOC ``SegmentationClass``, mask folders, the stuff of a panoptic map) → one
+  ``brushlabels`` region per class (id ``class_<value>``; background 0 is skipped unless a category has
+  id 0); void pixels have no Label Studio label (``void_pixels_dropped``).
+
+Region ids are the source annotation ids (``"<id>"``, ``"<id>_<part>"`` for polygon parts) so results
+can be traced back. Label Studio has no crowd flag, keypoints (in this writer) or extra annotation
+keys: each is counted. ``options.extra`` keys: ``polygons``, ``polygon_tolerance``, ``polygon_holes`` (as
+for COCO), ``image_url_prefix``, ``model_version`` (default: the source's model, else ``segpipe``).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any, ClassVar
+from urllib.parse import quote
+from xml.sax.saxutils import quoteattr
+
+import numpy as np
+
+from segpipe.core import rle as rle_ops
+from segpipe.core.labelmap import voc_colormap
+from segpipe.core.losses import LossCounter
+from segpipe.core.records import Category, DatasetMeta, InstanceMask, Materialized
+from segpipe.formats.base import ShardResult, WriteOptions
+from segpipe.formats.coco.convert import category_to_coco, image_to_coco
+from segpipe.formats.coco.writer import PolygonOptions, copy_image, mask_polygons, place_file
+from segpipe.formats.labelstudio.brush import mask_to_rle
+from segpipe.storage.atomic import atomic_open, write_json_atomic
+from segpipe.storage.paths import ensure_inside
+
+FROM_BRUSH = "brush"
+FROM_POLYGON = "polygon"
+FROM_BOX = "box"
+TO_IMAGE = "image"
+DEFAULT_URL_PREFIX = "/data/local-files/?d=images/"
+
+NOTES = {
+    "crowd_flag_dropped": "Label Studio regions have no crowd flag; crowd regions became ordinary regions",
+    "keypoints_dropped": "keypoints are not written to Label Studio tasks",
+    "instance_attributes_dropped": "extra annotation keys (VOC difficult/truncated, COCO extras) have no place",
+    "void_pixels_dropped": "void / ignore pixels of label maps have no Label Studio label",
+    "object_parts_split": (
+        "Label Studio polygons have one outline each: extra parts of multi-part objects became separate"
+        " regions (ids <id>_<part>), so their grouping is only kept in the region ids"
+    ),
+    "empty_masks_dropped": "objects with an empty mask have no Label Studio region",
+}
+
+
+def _lose(losses: LossCounter, kind: str, n: int = 1, category: str = "") -> None:
+    losses.lose(kind, n, category, NOTES.get(kind))
+
+
+def _model_version(model: Any) -> str:
+    """A ``model_version`` string from an option or a store's model record (a name or a dict)."""
+    if isinstance(model, dict):
+        parts = [str(model[k]) for k in ("name", "architecture", "version", "checkpoint") if model.get(k)]
+        return "/".join(parts) or "segpipe"
+    return str(model) if model else "segpipe"
+
+
+def category_colors(categories: Iterable[Category]) -> dict[int, str]:
+    """``{category id: "#rrggbb"}``: the category's own colour, else the VOC colormap of its position."""
+    cmap = voc_colormap(256)
+    out = {}
+    for k, c in enumerate(categories):
+        rgb = c.color if c.color is not None else tuple(int(v) for v in cmap[(k + 1) % 256])
+        out[c.id] = "#{:02x}{:02x}{:02x}".format(*rgb)
+    return out
+
+
+def label_config_xml(categories: Iterable[Category], *, polygons: bool = False) -> str:
+    """The labeling config: an image, brush (or polygon) labels and rectangle labels for every class.
+
+    Args:
+        categories: The classes, in order.
+        polygons: Use ``PolygonLabels`` instead of ``BrushLabels`` for masks.
+
+    Returns:
+        The XML text.
+    """
+    cats = list(categories)
+    colors = category_colors(cats)
+    labels = "".join(
+        f"    <Label value={quoteattr(c.name)} background={quoteattr(colors[c.id])}/>\n" for c in cats
+    )
+    mask_tag = "PolygonLabels" if polygons else "BrushLabels"
+    mask_name = FROM_POLYGON if polygons else FROM_BRUSH
+    return (
+        "<View>\n"
+        f'  <Image name="{TO_IMAGE}" value="$image" zoom="true"/>\n'
+        f'  <{mask_tag} name="{mask_name}" toName="{TO_IMAGE}">\n{labels}  </{mask_tag}>\n'
+        f'  <RectangleLabels name="{FROM_BOX}" toName="{TO_IMAGE}">\n{labels}  </RectangleLabels>\n'
+        "</View>\n"
+    )
+
+
+def _region(rid: str, kind: str, from_name: str, w: int, h: int, value: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "id": rid,
+        "type": kind,
+        "from_name": from_name,
+        "to_name": TO_IMAGE,
+        "original_width": w,
+        "original_height": h,
+        "image_rotation": 0,
+        "value": value,
+    }
+
+
+def brush_result(rid: str, mask: np.ndarray, label: str) -> dict[str, Any]:
+    """A ``brushlabels`` region of a ``(H, W)`` mask."""
+    h, w = mask.shape
+    value = {"format": "rle", "rle": mask_to_rle(mask), "brushlabels": [label]}
+    return _region(rid, "brushlabels", FROM_BRUSH, w, h, value)
+
+
+def polygon_result(rid: str, polygon: list[float], label: str, w: int, h: int) -> dict[str, Any]:
+    """A ``polygonlabels`` region: a flat COCO polygon in pixels → points in percent."""
+    xs, ys = polygon[0::2], polygon[1::2]
+    points = [[x * 100.0 / w, y * 100.0 / h] for x, y in zip(xs, ys, strict=True)]
+    value = {"points": points, "closed": True, "polygonlabels": [label]}
+    return _region(rid, "polygonlabels", FROM_POLYGON, w, h, value)
+
+
+def box_result(rid: str, bbox: tuple[float, float, float, float], label: str, w: int, h: int) -> dict[str, Any]:
+    """A ``rectanglelabels`` region of a COCO box ``(x, y, w, h)`` in pixels (percent in the value)."""
+    x, y, bw, bh = bbox
+    value = {
+        "x": x * 100.0 / w,
+        "y": y * 100.0 / h,
+        "width": bw * 100.0 / w,
+        "height": bh * 100.0 / h,
+        "rotation": 0,
+        "rectanglelabels": [label],
+    }
+    return _region(rid, "rectanglelabels", FROM_BOX, w, h, value)
+
+
+class LabelStudioWriter:
+    """Writes Label Studio tasks (see the module docstring)."""
+
+    format_name: ClassVar[str] = "labelstudio"
+
+    def __init__(self, out: str | Path, meta: DatasetMeta, options: WriteOptions | None = None) -> None:
+        self.out = Path(out)
+        self.meta = meta
+        self.options = options or WriteOptions()
+
+    def _poly(self) -> PolygonOptions:
+        return PolygonOptions.from_extra(self.options.extra)
+
+    def prepare(self) -> None:
+        """Checks the options and creates the output folder (driver)."""
+        self._poly()
+        self.out.mkdir(parents=True, exist_ok=True)
+
+    def _image_url(self, file_name: str, image_id: int) -> str:
+        prefix = str(self.options.extra.get("image_url_prefix", DEFAULT_URL_PREFIX))
+        return prefix + quote(file_name or f"{image_id}", safe="/")
+
+    def _instances(self, m: Materialized, losses: LossCounter) -> list[InstanceMask]:
+        if m.instances or m.panoptic is None:
+            return list(m.instances)
+        from segpipe.formats.derive import derive_instances  # thing segments of a panoptic map
+
+        insts, lost = derive_instances(m, self.meta)
+        losses.merge(lost)
+        return insts
+
+    def _class_map(self, m: Materialized, losses: LossCounter) -> np.ndarray | None:
+        """The label map whose classes become brush regions: a source label map, or panoptic stuff."""
+        if m.class_map is not None:
+            cm = np.asarray(m.class_map)
+            _lose(losses, "void_pixels_dropped", int(np.count_nonzero(cm == m.void_value)))
+            return cm
+        if m.panoptic is None:
+            return None
+        from segpipe.formats.derive import derive_class_map
+
+        derived, lost = derive_class_map(m, self.meta)
+        losses.merge(lost)
+        if derived is None:
+            return None
+        things = [c.id for c in self.meta.categories if c.isthing]
+        # Things are written as instance regions; their pixels here would duplicate them.
+        return np.where(np.isin(derived, things), m.void_value, derived)
+
+    def write_shard(self, index: int, samples: Iterable[Materialized]) -> ShardResult:
+        """Builds one task per image (returned as fragments) and copies the images."""
+        res = ShardResult(index=index)
+        names = {c.id: c.name for c in self.meta.categories}
+        poly = self._poly()
+        model = _model_version(self.options.extra.get("model_version") or self.meta.info.get("model"))
+        for m in samples:
+            res.n_samples += 1
+            img = m.sample.image
+            w, h = img.width, img.height
+            if self.options.copy_images != "none" and m.sample.image_path and img.file_name:
+                copy_image(m.sample.image_path, place_file(self.out, "images", img.file_name), self.options.copy_images)
+            results: list[dict[str, Any]] = []
+            scores: list[float] = []
+            for k, im in enumerate(self._instances(m, res.losses)):
+                inst = im.instance
+                cat = names.get(inst.category_id, str(inst.category_id))
+                rid = str(inst.id) if inst.id else f"r{k + 1}"
+                regions = self._instance_regions(rid, im, cat, w, h, poly, res.losses)
+                if not regions:
+                    continue
+                if inst.score is not None:
+                    scores.append(float(inst.score))
+                    for r in regions:
+                        r["score"] = float(inst.score)
+                if inst.iscrowd:
+                    _lose(res.losses, "crowd_flag_dropped", 1, cat)
+                if inst.keypoints is not None:
+                    _lose(res.losses, "keypoints_dropped", 1, cat)
+                if inst.attributes:
+                    _lose(res.losses, "instance_attributes_dropped", 1, cat)
+                results.extend(regions)
+                res.losses.counts_out[cat] += 1
+            cm = self._class_map(m, res.losses)
+            if cm is not None:
+                for v in np.unique(cm).tolist():
+                    # Void has no label; 0 is background unless the dataset names a class 0.
+                    if v == m.void_value or (v == 0 and 0 not in names):
+                        continue
+                    cat = names.get(int(v), str(v))
+                    results.append(brush_result(f"class_{v}", cm == v, cat))
+                    res.losses.counts_out[cat] += 1
+            prediction: dict[str, Any] = {"model_version": model, "result": results}
+            if scores:
+                prediction["score"] = float(np.mean(scores))
+            data = {"image": self._image_url(img.file_name, img.id), "image_id": img.id, "file_name": img.file_name}
+            task = {"data": data, "predictions": [prediction]}
+            res.fragments.append((task, image_to_coco(img)))
+        return res
+
+    def _instance_regions(
+        self, rid: str, im: InstanceMask, cat: str, w: int, h: int, poly: PolygonOptions, losses: LossCounter
+    ) -> list[dict[str, Any]]:
+        inst = im.instance
+        if im.rle is not None:
+            if rle_ops.area(im.rle) == 0:
+                _lose(losses, "empty_masks_dropped", 1, cat)
+                return []
+            if not poly.enabled:
+                return [brush_result(rid, rle_ops.decode(im.rle).astype(bool), cat)]
+            seg = inst.segmentation
+            if seg is not None and seg.kind == "polygons" and seg.polygons:
+                polys = [list(p) for p in seg.polygons]  # the source's own polygons: nothing to lose
+            else:
+                polys = mask_polygons(im.rle, poly, cat, losses) or []
+            _lose(losses, "object_parts_split", len(polys) - 1, cat)
+            if len(polys) == 1:
+                return [polygon_result(rid, polys[0], cat, w, h)]
+            return [polygon_result(f"{rid}_{j + 1}", p, cat, w, h) for j, p in enumerate(polys)]
+        if inst.bbox is not None:
+            return [box_result(rid, inst.bbox, cat, w, h)]
+        _lose(losses, "empty_masks_dropped", 1, cat)
+        return []
+
+    def finalize(self, results: Iterable[ShardResult]) -> list[Path]:
+        """Streams ``tasks.json`` in shard order and writes the labeling config and the sidecar."""
+        ordered = sorted(results, key=lambda r: r.index)
+        self.out.mkdir(parents=True, exist_ok=True)
+        target = ensure_inside(self.out, self.out / "tasks.json")
+        images: list[dict[str, Any]] = []
+        with atomic_open(target, "w") as f:
+            f.write("[")
+            n = 0
+            for r in ordered:
+                for task, image_d in r.fragments:
+                    f.write(",\n" if n else "\n")
+                    f.write(json.dumps(task, ensure_ascii=False))
+                    images.append(image_d)
+                    n += 1
+            f.write("\n]\n" if n else "]\n")
+        config = ensure_inside(self.out, self.out / "label_config.xml")
+        with atomic_open(config, "w") as f:
+            f.write(label_config_xml(self.meta.categories, polygons=self._poly().enabled))
+        sidecar = ensure_inside(self.out, self.out / "segpipe_meta.json")
+        write_json_atomic(
+            sidecar,
+            {
+                "source_format": self.meta.format,
+                "info": dict(self.meta.info),
+                "categories": [category_to_coco(c) for c in self.meta.categories],
+                "images": images,
+            },
+        )
+        return [target, config, sidecar]
