@@ -34,6 +34,7 @@ arrays (results and ground truths are sorted image-major) and returns packed bit
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -112,16 +113,23 @@ def _ann_to_rle(segm: Any, h: int, w: int) -> Any:
     return segm
 
 
-def _float_rows(rows: list[Any], width: int | None, what: str) -> np.ndarray:
+def _float_rows(rows: Sequence[Any], width: int | None, what: str) -> np.ndarray:
+    """``(N, width) float64`` from N equal-length number lists (as ``np.asarray`` would, 5× faster)."""
+    n = len(rows)
     try:
-        arr = np.asarray(rows, dtype=np.float64)
-    except (ValueError, TypeError):
-        raise InputError(f"{what} must all be lists of the same length") from None
-    if arr.ndim != 2 or (width is not None and arr.shape[1] != width):
-        if len(rows) == 0:
-            return np.zeros((0, width or 0))
+        lens = np.fromiter(map(len, rows), dtype=np.int64, count=n)
+    except TypeError:
+        raise InputError(f"{what} must be lists of numbers") from None
+    if n == 0:
+        return np.zeros((0, width or 0))
+    w = int(lens[0])
+    if (width is not None and w != width) or bool((lens != w).any()):
         raise InputError(f"{what} must all be lists of {width if width else 'the same number of'} numbers")
-    return arr
+    try:
+        flat = np.fromiter(itertools.chain.from_iterable(rows), dtype=np.float64, count=n * w)
+    except (ValueError, TypeError):
+        raise InputError(f"{what} must be lists of numbers") from None
+    return flat.reshape(n, w)
 
 
 def _kpt_extent(kp: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -174,15 +182,15 @@ def build_tables(
     g_img: list[int] = []
     g_cat: list[int] = []
     for ann in gt_dict["annotations"]:
-        i = img_pos.get(ann["image_id"])
-        if i is None:
+        ii = img_pos.get(ann["image_id"])
+        if ii is None:
             continue
-        c = cat_pos.get(ann["category_id"])
-        if c is None:
+        ci = cat_pos.get(ann["category_id"])
+        if ci is None:
             continue
         g_sel.append(ann)
-        g_img.append(i)
-        g_cat.append(c)
+        g_img.append(ii)
+        g_cat.append(ci)
     gi = np.asarray(g_img, dtype=np.int64)
     gc = np.asarray(g_cat, dtype=np.int64)
     # _prepare: ignore = iscrowd (truthiness); keypoints also ignore gts without keypoints
@@ -613,8 +621,10 @@ def accumulate_fast(
                     sel: slice | np.ndarray = slice(s0, s1)
                 else:
                     sel = s0 + np.flatnonzero(rank[s0:s1] < max_det)
-                tpc = np.cumsum(tp_s[:, sel], axis=1, dtype=np.float64)
-                fpc = np.cumsum(fp_s[:, sel], axis=1, dtype=np.float64)
+                # integer counts (exact, as pycocotools' cumsum(...).astype(float)); an int32 cumsum
+                # of bools is ~10x faster than a float64 one
+                tpc = np.cumsum(tp_s[:, sel], axis=1, dtype=np.int32).astype(np.float64)
+                fpc = np.cumsum(fp_s[:, sel], axis=1, dtype=np.int32).astype(np.float64)
                 sc = score[sel]
                 nd = sc.size
                 rc = tpc / npig[:, None].astype(np.float64)

@@ -146,6 +146,8 @@ class PrelabelRequest:
     min_score: float = 0.05
     threads: int | None = None
     limit: int | None = None
+    bands: list[int] | None = None
+    window: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -160,6 +162,8 @@ def _config(req: PrelabelRequest, model_fp: str, meta: Any) -> dict[str, Any]:
         "probs": req.probs,
         "heatmaps": req.heatmaps,
         "min_score": req.min_score,
+        "bands": req.bands,
+        "window": req.window,
     }
 
 
@@ -168,9 +172,47 @@ def config_hash(config: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()
 
 
-def task_key(cfg_hash: str, entry: ManifestEntry) -> str:
-    """Deterministic key of the task that pre-labels ``entry`` under ``cfg_hash``."""
-    return "pl-" + hashlib.sha256(f"{cfg_hash}|{entry.id}|{entry.sha256}".encode()).hexdigest()[:32]
+def task_key(cfg_hash: str, entry: ManifestEntry, part: str = "") -> str:
+    """Deterministic key of the task that pre-labels ``entry`` (or a ``part`` of it) under ``cfg_hash``."""
+    return "pl-" + hashlib.sha256(f"{cfg_hash}|{entry.id}|{entry.sha256}|{part}".encode()).hexdigest()[:32]
+
+
+#: Core size of a scene's block tasks: a multiple of the label chunk (1024), so that every block owns
+#: whole chunks and no two tasks ever write the same chunk (zarr 3 has no locks).
+BLOCK = 2048
+
+
+def slice_id(entry: ManifestEntry, z: int) -> int:
+    """Stable image id of slice ``z`` of a volume."""
+    from segpipe.storage.manifest import stable_id
+
+    return stable_id(f"{entry.file}#z{z:05d}")
+
+
+def volume_name(entry: ManifestEntry) -> str:
+    """The volume id slices record (the file name without .nii/.nii.gz, or the series folder name)."""
+    name = Path(entry.file).name
+    for suf in (".nii.gz", ".nii"):
+        if name.lower().endswith(suf):
+            return name[: -len(suf)]
+    return name
+
+
+def plan_tasks(entries: list[ManifestEntry], cfg_hash: str) -> list[tuple[str, ManifestEntry, dict[str, Any]]]:
+    """One task per image, per chunk-aligned block of a scene, per slice of a volume (pure)."""
+    tasks: list[tuple[str, ManifestEntry, dict[str, Any]]] = []
+    for e in entries:
+        if e.kind == "scene":
+            for y0 in range(0, e.height, BLOCK):
+                for x0 in range(0, e.width, BLOCK):
+                    w = [y0, min(y0 + BLOCK, e.height), x0, min(x0 + BLOCK, e.width)]
+                    tasks.append((task_key(cfg_hash, e, f"block{w}"), e, {"window": w}))
+        elif e.kind == "volume":
+            for z in range(max(1, e.depth)):
+                tasks.append((task_key(cfg_hash, e, f"z{z}"), e, {"z": z}))
+        else:
+            tasks.append((task_key(cfg_hash, e), e, {}))
+    return tasks
 
 
 # ------------------------------------------------------------------------------------------- ingest
@@ -281,44 +323,164 @@ def prelabel_task(
     options: dict[str, Any],
     threads: int,
     flags: dict[str, Any],
+    part: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Worker task: decode, predict, write this image's arrays, then its receipt. Returns the receipt."""
+    """Worker task: decode, predict, write its own arrays (or chunk-aligned region), then its receipt.
+
+    Returns:
+        The receipt (small): status, outputs' digests, timings per stage.
+    """
     from segpipe.execution.plugins import worker_state
     from segpipe.storage.ledger import Ledger
     from segpipe.storage.zarrstore import ZarrStore
 
+    part = part or {}
     t0 = time.perf_counter()
     state = worker_state(model_ref, options, threads)
-    base = {"key": key, "image_id": entry.id, "file": entry.file, "sha256": entry.sha256}
-    try:
-        image = state["decoder"].read_image(entry.path)
-    except SegpipeError as e:
-        return {**base, "status": "failed", "reason": str(e)}
-    t1 = time.perf_counter()
-    predictor = state["predictor"]
+    base: dict[str, Any] = {"key": key, "image_id": entry.id, "file": entry.file, "sha256": entry.sha256}
     store = ZarrStore(store_path)
-    h, w = image.shape[:2]
-    info = {"id": entry.id, "file": entry.file, "path": entry.path, "width": w, "height": h, "sha256": entry.sha256}
-    group = store.image_group(entry.id, info)
-    outputs: dict[str, str] = {}
-    infer_s = 0.0
+    predictor = state["predictor"]
+    extra: dict[str, Any] = {}
     try:
-        outputs, infer_s = _predict_and_write(predictor, image, group, store, flags)
+        if "window" in part:
+            t1 = t0
+            outputs, infer_s = _predict_block(predictor, entry, part, store, flags)
+            extra["window"] = part["window"]
+            h, w = entry.height, entry.width
+        else:
+            attrs: dict[str, Any] = {}
+            if "z" in part:
+                from segpipe.storage.volume import open_volume
+
+                vol = open_volume(entry.path, window=flags.get("window"))
+                image = vol.slice(int(part["z"]))
+                attrs = vol.slice_attrs(volume_name(entry), int(part["z"]))
+                image_id = slice_id(entry, int(part["z"]))
+                base["image_id"] = image_id
+                extra["z"] = part["z"]
+            else:
+                image = state["decoder"].read_image(entry.path)
+                image_id = entry.id
+            t1 = time.perf_counter()
+            h, w = image.shape[:2]
+            info = {"id": image_id, "file": entry.file if "z" not in part else f"{entry.file}#z{part['z']:05d}",
+                    "path": entry.path, "width": w, "height": h, "sha256": entry.sha256, **attrs}
+            group = store.image_group(image_id, info)
+            outputs, infer_s = _predict_and_write(predictor, image, group, store, flags)
     except SegpipeError as e:
         return {**base, "status": "failed", "reason": str(e)}
     t2 = time.perf_counter()
     receipt = {
         **base,
+        **extra,
         "status": "done",
         "outputs": outputs,
         "width": w,
         "height": h,
-        "timings": {"decode": t1 - t0, "infer": infer_s, "write": (t2 - t1) - infer_s},
+        "timings": {"decode": t1 - t0, "infer": infer_s, "write": max(0.0, (t2 - t1) - infer_s)},
         "worker": f"{socket.gethostname()}:{os.getpid()}",
         "time": time.time(),
     }
     Ledger(store.private).write(key, receipt)
     return receipt
+
+
+class _WindowView:
+    """A window ``[ya:yb, xa:xb]`` of a raster source, addressed from its own origin (2-D slicing only)."""
+
+    def __init__(self, src: Any, ya: int, yb: int, xa: int, xb: int) -> None:
+        self.src, self.ya, self.xa = src, ya, xa
+        self.shape = (yb - ya, xb - xa, 3)
+
+    def __getitem__(self, key: tuple[slice, slice]) -> np.ndarray:
+        sy, sx = key
+        y0, y1, _ = sy.indices(self.shape[0])
+        x0, x1, _ = sx.indices(self.shape[1])
+        return np.asarray(self.src[self.ya + y0 : self.ya + y1, self.xa + x0 : self.xa + x1])
+
+
+class _CoreSink:
+    """Collects the rows of a block's prediction that fall in its core region.
+
+    The predictor hands over finished row bands of the whole window (core + context margin); the core
+    ``[y0:y1, x0:x1]`` is buffered (bounded by the block size) and written once with :meth:`flush`,
+    so each chunk is compressed once rather than read-modified-written once per band.
+    """
+
+    def __init__(self, ya: int, xa: int, core: list[int], transform: Any, channels: int | None, dtype: Any) -> None:
+        self.ya, self.xa, self.core, self.transform, self.channels = ya, xa, core, transform, channels
+        y0, y1, x0, x1 = core
+        shape = (y1 - y0, x1 - x0) if channels is None else (channels, y1 - y0, x1 - x0)
+        self.buf = np.zeros(shape, dtype=dtype)
+
+    def __setitem__(self, key: Any, value: np.ndarray) -> None:
+        rows = key[1] if self.channels is not None else key
+        r0, r1 = rows.start + self.ya, rows.stop + self.ya
+        y0, y1, x0, x1 = self.core
+        a, b = max(r0, y0), min(r1, y1)
+        if a >= b:
+            return
+        band = self.transform(value[..., a - r0 : b - r0, x0 - self.xa : x1 - self.xa])
+        self.buf[..., a - y0 : b - y0, :] = band
+
+    def flush(self, arr: Any) -> np.ndarray:
+        """Writes the core into ``arr`` (whole chunks owned by this task); returns what was written."""
+        y0, y1, x0, x1 = self.core
+        arr[..., y0:y1, x0:x1] = self.buf
+        return self.buf
+
+
+def _predict_block(predictor: Any, entry: ManifestEntry, part: dict[str, Any], store: ZarrStore,
+                   flags: dict[str, Any]) -> tuple[dict[str, str], float]:
+    """Predicts one chunk-aligned block of a scene with a context margin; writes only its core."""
+    import zarr
+
+    from segpipe.storage.zarrstore import array_digest
+
+    if predictor.task != "semantic":
+        raise ConfigError(f"scenes are tiled for semantic models only, not {predictor.task}")
+    src = part["source"]
+    y0, y1, x0, x1 = part["window"]
+    margin = int(part.get("margin", 0))
+    ya, yb = max(0, y0 - margin), min(entry.height, y1 + margin)
+    xa, xb = max(0, x0 - margin), min(entry.width, x1 + margin)
+    ids = np.asarray(predictor.category_ids, dtype=np.int64)
+    lut = ids.astype(np.uint16 if int(ids.max(initial=0)) > 254 else np.uint8)
+    g = zarr.open_group(str(store.path), mode="r+")[f"images/{entry.id}"]
+    labels = g["labels"]
+    probs = g["probs"] if flags["probs"] and "probs" in g else None
+    t = time.perf_counter()
+    # One windowed read per block (≈ 14 MB for 2048² + margins): tiles then slice memory instead of
+    # decompressing the same TIFF strips once per tile. Memory stays bounded by the block, not the scene.
+    window = np.ascontiguousarray(_WindowView(src, ya, yb, xa, xb)[0 : yb - ya, 0 : xb - xa])
+    core = [y0, y1, x0, x1]
+    lsink = _CoreSink(ya, xa, core, lambda v: lut[v], None, lut.dtype)
+    psink = _CoreSink(ya, xa, core, lambda v: quantise_probs(v.astype(np.float32)), len(ids), np.uint8) \
+        if probs is not None else None
+    predictor.predict_semantic(window, label_sink=lsink, prob_sink=psink, keep_probs=psink is not None)
+    infer = time.perf_counter() - t
+    out = {"labels": array_digest(lsink.flush(labels))}
+    if psink is not None:
+        out["probs"] = array_digest(psink.flush(probs))
+    return out, infer
+
+
+def _create_scene(store: ZarrStore, entry: ManifestEntry, src: Any, n_classes: int, lut_dtype: Any,
+                  probs: bool, resume: bool) -> None:
+    """Creates a scene's group and chunked arrays (driver, before its block tasks run)."""
+    import zarr
+
+    root = zarr.open_group(str(store.path), mode="a")
+    key = f"images/{entry.id}"
+    if resume and key in root and "labels" in root[key]:
+        return
+    info = {"id": entry.id, "file": entry.file, "path": entry.path, "width": entry.width, "height": entry.height,
+            "sha256": entry.sha256, "geo": src.geo_attrs()}
+    g = store.image_group(entry.id, info)
+    g.create_array("labels", shape=(entry.height, entry.width), dtype=lut_dtype, chunks=(1024, 1024), fill_value=0)
+    if probs:
+        g.create_array("probs", shape=(n_classes, entry.height, entry.width), dtype="uint8",
+                       chunks=(n_classes, 1024, 1024), fill_value=0)
 
 
 def _predict_and_write(predictor: Any, image: np.ndarray, group: Any, store: ZarrStore,
@@ -467,7 +629,7 @@ def prelabel(
                                "overlap": req.overlap}
     if meta.task == "instance":
         options["score_thresh"] = req.min_score
-    flags = {"probs": req.probs, "heatmaps": req.heatmaps, "min_score": req.min_score}
+    flags = {"probs": req.probs, "heatmaps": req.heatmaps, "min_score": req.min_score, "window": req.window}
     run_id = time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
     with open_client(cluster) as client:
         dashboard = getattr(client, "dashboard_link", None)
@@ -479,9 +641,26 @@ def prelabel(
         ledger = Ledger(store.private)
         ledger.ensure()
         done_keys = ledger.keys()
-        keys = {e.id: task_key(cfg_hash, e) for e in entries}
-        todo = [e for e in entries if keys[e.id] not in done_keys]
-        skipped = len(entries) - len(todo)
+        planned = plan_tasks(entries, cfg_hash)
+        todo = [t for t in planned if t[0] not in done_keys]
+        skipped = len(planned) - len(todo)
+        scenes = {e.id: e for _, e, part in todo if "window" in part}
+        if scenes:
+            from segpipe.storage.raster import check_bands, open_raster
+
+            ids = [int(c.get("id", i)) for i, c in enumerate(meta.categories)]
+            lut_dtype = np.uint16 if max(ids, default=0) > 254 else np.uint8
+            sources = {}
+            for e in scenes.values():
+                src = open_raster(e.path, bands=req.bands) if req.bands else open_raster(e.path)
+                check_bands(src, 3)
+                sources[e.id] = src
+                _create_scene(store, e, src, len(ids), lut_dtype, req.probs, req.resume)
+            tile = req.tile or int(meta.tile_size[0])
+            ov = req.overlap if req.overlap is not None else meta.tile_overlap
+            margin = int(round(tile * ov)) if ov < 1 else int(ov)
+            todo = [(k, e, {**part, "source": sources[e.id], "margin": margin}) if "window" in part else (k, e, part)
+                    for k, e, part in todo]
         if hasattr(client, "register_plugin"):
             from segpipe.execution.plugins import PredictorPlugin
 
@@ -489,12 +668,12 @@ def prelabel(
         receipts: list[dict[str, Any]] = []
         failed: list[dict[str, Any]] = []
         t_run = time.perf_counter()
-        tasks = ((keys[e.id], (e, str(store.path), keys[e.id], model_ref, options, threads, flags)) for e in todo)
+        tasks = ((k, (e, str(store.path), k, model_ref, options, threads, flags, part)) for k, e, part in todo)
         stopped = False
         try:
             for _, r in run_tasks(client, prelabel_task, tasks, total=len(todo),
                                   max_in_flight=max(2, 2 * max(1, n_workers or 2)),
-                                  progress=lambda d, t, f: progress(skipped + d, len(entries), len(failed))
+                                  progress=lambda d, t, f: progress(skipped + d, len(planned), len(failed))
                                   if progress else None):
                 if r["status"] == "done":
                     receipts.append(r)
@@ -517,8 +696,10 @@ def prelabel(
         "store": str(store.path),
         "source": req.source,
         "model": {"spec": req.model, "arch": meta.arch, "task": meta.task},
-        "images": {"total": len(entries), "done": len(receipts), "skipped_already_done": skipped,
+        "images": {"total": len(planned), "done": len(receipts), "skipped_already_done": skipped,
                    "failed": len(failed), "not_run": len(todo) - len(receipts) - len(failed)},
+        "items": {"images": sum(e.kind == "image" for e in entries), "scenes": sum(e.kind == "scene" for e in entries),
+                  "volumes": sum(e.kind == "volume" for e in entries), "tasks": len(planned)},
         "failed": [{"file": f["file"], "image_id": f["image_id"], "reason": f["reason"]} for f in failed],
         "throughput_img_s": round(len(receipts) / run_s, 3) if run_s > 0 and receipts else 0.0,
         "stage_seconds": stage,
@@ -557,10 +738,15 @@ def fsck(path: Path, repair: bool = False) -> dict[str, Any]:
         try:
             rec = json.loads(p.read_text(encoding="utf-8"))
             g = store.group(int(rec["image_id"]))
+            win = rec.get("window")
             for name, digest in rec.get("outputs", {}).items():
                 if not digest:
                     continue
-                arr = np.asarray(g[name][...])
+                if win:  # a block of a scene: its digest covers its core region only
+                    y0, y1, x0, x1 = win
+                    arr = np.asarray(g[name][..., y0:y1, x0:x1])
+                else:
+                    arr = np.asarray(g[name][...])
                 got = array_digest(arr.astype(str) if arr.dtype.kind in ("U", "T", "O") else arr)
                 if got != digest:
                     raise ValueError(f"{name}: checksum mismatch")

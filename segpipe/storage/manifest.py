@@ -18,12 +18,28 @@ from pathlib import Path
 from segpipe.errors import InputError
 from segpipe.storage.paths import safe_join
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp", ".gif"}
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp", ".gif", ".nii", ".gz", ".dcm"}
+#: Read window by window (never whole) when a raster reader is installed.
+SCENE_SUFFIXES = {".tif", ".tiff"}
+VOLUME_SUFFIXES = {".nii", ".gz"}
 
 
 @dataclass(frozen=True)
 class ManifestEntry:
-    """One image of a collection."""
+    """One item of a collection.
+
+    Attributes:
+        id: Stable id (the store's image group for images and scenes; slices get their own).
+        file: Path relative to the collection root.
+        path: Absolute path (a file, or a DICOM series folder).
+        width: Width in pixels (upright), 0 if unreadable.
+        height: Height in pixels.
+        sha256: Content hash (of every file of a DICOM series, in name order).
+        bytes: Size on disk.
+        kind: ``image`` (decoded whole), ``scene`` (a raster read window by window: GeoTIFF/COG) or
+            ``volume`` (NIfTI / DICOM series, processed slice by slice).
+        depth: Slices of a volume.
+    """
 
     id: int
     file: str
@@ -32,6 +48,8 @@ class ManifestEntry:
     height: int = 0
     sha256: str = ""
     bytes: int = 0
+    kind: str = "image"
+    depth: int = 0
 
 
 def stable_id(rel: str) -> int:
@@ -75,23 +93,69 @@ def list_images(source: str | Path) -> tuple[Path, list[str]]:
             for p in root.rglob("*")
             if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file() and not any(x.startswith(".") for x in p.parts)
         ]
+    # A DICOM series is one item: its folder (the source itself when it is a series folder).
+    dicom_dirs = sorted({str(Path(n).parent) for n in names if n.lower().endswith(".dcm")})
+    names = [n for n in names if not n.lower().endswith(".dcm")]
+    if dicom_dirs == ["."] and not names:
+        return root.resolve().parent, [root.resolve().name]
+    names.extend(d for d in dicom_dirs if d != ".")
+    names = [n for n in names if not (n.lower().endswith(".gz") and not n.lower().endswith(".nii.gz"))]
     if not names:
         raise InputError("no images found", path=source, hint=f"looked for {', '.join(sorted(IMAGE_SUFFIXES))}")
     return root, sorted(names)
 
 
+def _is_volume(p: Path) -> bool:
+    return p.name.lower().endswith((".nii", ".nii.gz"))
+
+
 def describe(root: Path, rel: str) -> ManifestEntry:
-    """Hashes and measures one image (worker side). Size reading failures leave width = height = 0."""
+    """Hashes and measures one item (worker side). Size reading failures leave width = height = 0."""
     from segpipe.errors import SegpipeError
-    from segpipe.storage.images import image_size
 
     p = safe_join(root, rel)
-    w = h = 0
-    try:
-        w, h = image_size(p)
-    except SegpipeError:
-        pass  # an unreadable image is reported per image by the task that decodes it
-    return ManifestEntry(stable_id(rel), rel, str(p), w, h, file_sha256(p), p.stat().st_size)
+    w = h = depth = 0
+    kind = "image"
+    if _is_volume(p) or (p.is_dir()):
+        kind = "volume"
+        try:
+            from segpipe.storage.volume import open_volume
+
+            vol = open_volume(p)
+            depth, h, w = vol.shape
+        except SegpipeError:
+            pass  # reported per slice task
+        files = sorted(q for q in p.iterdir() if q.is_file()) if p.is_dir() else [p]
+        hh = hashlib.sha256()
+        size = 0
+        for f in files:
+            hh.update(f.name.encode())
+            hh.update(file_sha256(f).encode())
+            size += f.stat().st_size
+        return ManifestEntry(stable_id(rel), rel, str(p), w, h, hh.hexdigest(), size, kind, depth)
+    if p.suffix.lower() in SCENE_SUFFIXES and _raster_reader():
+        try:
+            from segpipe.storage.raster import open_raster
+
+            src = open_raster(p, stretch="none")
+            h, w = src.shape
+            kind = "scene"
+        except SegpipeError:
+            kind = "image"
+    if kind == "image":
+        from segpipe.storage.images import image_size
+
+        try:
+            w, h = image_size(p)
+        except SegpipeError:
+            pass  # an unreadable image is reported per image by the task that decodes it
+    return ManifestEntry(stable_id(rel), rel, str(p), w, h, file_sha256(p), p.stat().st_size, kind)
+
+
+def _raster_reader() -> bool:
+    import importlib.util
+
+    return any(importlib.util.find_spec(m) is not None for m in ("rasterio", "tifffile"))
 
 
 def write_manifest(path: str | Path, entries: Iterable[ManifestEntry]) -> int:

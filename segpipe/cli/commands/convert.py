@@ -26,6 +26,10 @@ def register(app: typer.Typer) -> None:
         overwrite: bool = typer.Option(False, "--overwrite", help="Allow a non-empty output folder."),
         on_error: str = typer.Option("fail", "--on-error", help="fail | skip: unreadable samples."),
         shard_size: int | None = typer.Option(None, "--shard-size", min=1, help="Images per task."),
+        polygons: bool = typer.Option(False, "--polygons/--rle", help="COCO / Label Studio targets: masks as "
+                                      "polygons (holes kept by keyhole cuts; differences counted) or RLE (exact)."),
+        polygon_tolerance: float = typer.Option(0.0, "--polygon-tolerance", min=0.0,
+                                                help="Simplify polygons by up to this many pixels (losses counted)."),
         workers: int | None = typer.Option(None, "--workers", "-w", min=0, help=WORKERS_HELP),
         scheduler: str | None = typer.Option(None, "--scheduler", help=SCHEDULER_HELP),
     ) -> None:
@@ -43,6 +47,7 @@ def register(app: typer.Typer) -> None:
             src=src, dst=dst, to=to, from_=from_, category_map=categories, strict=strict, copy_images=images,
             overwrite=overwrite, on_error=on_error, shard_size=shard_size, image_root=image_root,
             gt=gt,
+            writer_options={"polygons": True, "polygon_tolerance": polygon_tolerance} if polygons else {},
         )
         with progress_bar(f"convert → {to}") as update:
             report = convert(req, cluster_spec(workers, scheduler), progress=update)

@@ -33,6 +33,8 @@ def register(app: typer.Typer) -> None:
         workers: int | None = typer.Option(None, "--workers", "-w", min=0, help=WORKERS_HELP),
         scheduler: str | None = typer.Option(None, "--scheduler", help=SCHEDULER_HELP),
         threads: int | None = typer.Option(None, "--threads", min=1, help="torch threads per worker."),
+        bands: str | None = typer.Option(None, "--bands", help="GeoTIFF bands to use as R,G,B (1-based), e.g. 4,3,2."),
+        window: str | None = typer.Option(None, "--window", help="Medical intensity window CENTER,WIDTH (e.g. 40,400)."),
     ) -> None:
         """Pre-label images with a model into a Zarr store, on Dask; resumable."""
         from segpipe.cli import state
@@ -42,6 +44,7 @@ def register(app: typer.Typer) -> None:
             source=source, model=model, out=out, arch=arch, task=task, tile=tile, overlap=overlap, batch=batch,
             device=device, resume=resume, overwrite=overwrite, on_error=on_error, probs=probs, heatmaps=heatmaps,
             min_score=min_score, threads=threads, limit=limit,
+            bands=[int(b) for b in bands.split(",")] if bands else None, window=window,
         )
         with progress_bar("prelabel") as update:
             rep = prelabel(req, cluster_spec(workers, scheduler), progress=update,
