@@ -506,5 +506,5 @@ def check_bands(source: RasterSource, expected: int) -> None:
             f"the scene has {source.bands} band(s) but the model expects {expected}",
             path=source.path,
             where="bands",
-            hint="select bands with bands=[...] or use a model trained on this band count",
+            hint="choose three with --bands, e.g. --bands 3,2,1, or use a model trained on this band count",
         )

@@ -91,8 +91,12 @@ def synth(
     spec: SynthKind = KINDS.get(kind)
     if n < 0:
         raise ConfigError(f"n must be >= 0, got {n}")
+    if image_format in ("geotiff", "nifti", "dicom"):
+        from segpipe.synth.native import synth_native
+
+        return synth_native(kind, out, n=n, seed=seed, size=size, fmt=image_format)
     if image_format not in ("png", "jpg"):
-        raise ConfigError(f"image format must be png or jpg, got {image_format!r}")
+        raise ConfigError(f"image format must be png, jpg, geotiff, nifti or dicom, got {image_format!r}")
     h, w = size or spec.default_size
     out = Path(out)
     (out / "images").mkdir(parents=True, exist_ok=True)

@@ -261,7 +261,7 @@ AREAS = {
 }
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     seed=st.integers(0, 2**32 - 1),
     kind=st.sampled_from(["bbox", "segm", "keypoints"]),
@@ -311,7 +311,7 @@ def test_random_sets_match_pycocotools(
     assert np.array_equal(fast_scores(gt, dt, kind, **kw)["scores"], ev.eval["scores"])
 
 
-@settings(max_examples=15, deadline=None)
+@settings(max_examples=30, deadline=None)
 @given(seed=st.integers(0, 2**32 - 1), use_cats=st.booleans())
 def test_crowded_images_match_pycocotools(seed, use_cats):
     """Many objects per image (buckets of 16–64 padded ground truths) and maxDets cut-offs."""
