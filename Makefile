@@ -9,7 +9,7 @@ PYTEST_ARGS ?=
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -c constraints.txt -e '.[dev]'
+	$(PY) -m pip install -q -c constraints.txt -e '.[dev,geo,medical]'
 	@touch $(STAMP)
 
 install: $(STAMP)
@@ -31,10 +31,13 @@ lint: $(STAMP)
 schemas: $(STAMP)
 	$(VENV)/bin/segpipe schemas schemas
 
-# Benchmarks run by hand (they install the peers): see bench/RESULTS.md.
+# Benchmarks run by hand: see bench/RESULTS.md. Peers whose requirements clash with ours live in
+# .venv-peers (datumaro); the others install into .venv without touching our pins.
 bench: $(STAMP)
-	$(PY) -m pip install -q -c constraints.txt -e '.[bench]'
-	@echo "run the scripts in bench/ one by one; each prints its ratios"
+	$(PY) -m pip install -q -c constraints.txt torchmetrics faster-coco-eval monai
+	$(PY) -m pip install -q --no-deps panopticapi-lite
+	@test -x .venv-peers/bin/datum || (python3 -m venv .venv-peers && .venv-peers/bin/pip install -q 'datumaro[cli]')
+	@echo "run the scripts in bench/ one by one; each prints its ratios (see bench/RESULTS.md)"
 
 clean:
 	rm -rf demo-out .pytest_cache .mypy_cache .ruff_cache

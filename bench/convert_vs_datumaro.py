@@ -90,7 +90,6 @@ def _indices(path: Path) -> np.ndarray:
 
 def compare(a: Path, b: Path, limit: int = 200) -> tuple[int, int, float]:
     """Class PNGs identical by class name: (identical images, compared images, identical pixel fraction)."""
-    from PIL import Image
 
     na, nb = labelmap_names(a), labelmap_names(b)
     same = total = 0

@@ -70,7 +70,7 @@ def worker_state(model_ref: Any = None, options: dict[str, Any] | None = None, t
     except ValueError:
         w = None
     if w is not None:
-        plugin = w.plugins.get(PLUGIN_NAME)
+        plugin: Any = w.plugins.get(PLUGIN_NAME)
         if plugin is None:
             raise RuntimeError("segpipe predictor plugin is not registered on this worker")
         if not plugin.state:

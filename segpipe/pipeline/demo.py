@@ -139,6 +139,11 @@ def _loss_summary(rep: dict[str, Any]) -> str:
     return f"{rep['images']['converted']} images; losses: " + ", ".join(f"{k}={v}" for k, v in totals.items())
 
 
+def _blend(img: np.ndarray, colours: np.ndarray) -> np.ndarray:
+    """``(H, W, 3) uint8`` overlay: 45 % image, 55 % label colours."""
+    return (0.45 * img + 0.55 * colours).astype(np.uint8)
+
+
 def write_preview(store_path: Path, gt_dir: Path, out: Path, n: int = 3) -> None:
     """Writes ``image | ground truth | pre-label`` rows for the first ``n`` images of a store."""
     from PIL import Image
@@ -161,7 +166,6 @@ def write_preview(store_path: Path, gt_dir: Path, out: Path, n: int = 3) -> None
         pred = palette[np.asarray(g["labels"][...])]
         mask = gt_dir / "masks" / (Path(g.attrs["file"]).stem + ".png")
         gt = palette[read_label_map(mask)] if mask.exists() else np.zeros_like(img)
-        blend = (lambda a: (0.45 * img + 0.55 * a).astype(np.uint8))  # noqa: E731
-        rows.append(np.concatenate([img, blend(gt), blend(pred)], axis=1))
+        rows.append(np.concatenate([img, _blend(img, gt), _blend(img, pred)], axis=1))
     if rows:
         Image.fromarray(np.concatenate(rows, axis=0)).save(out)

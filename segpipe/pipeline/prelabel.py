@@ -247,8 +247,8 @@ def ingest(source: str, client: Any, *, limit: int | None = None,
     """
     src = Path(source)
     if src.suffix == ".jsonl" and src.is_file():
-        entries = list(read_manifest(src))
-        return entries[:limit] if limit else entries
+        listed = list(read_manifest(src))
+        return listed[:limit] if limit else listed
     groups: dict[str, list[str]] = {}
     if src.is_dir() and not any(c in source for c in "*?[") and not _looks_like_images_folder(src):
         for root, name in _dataset_images(src):
@@ -257,16 +257,16 @@ def ingest(source: str, client: Any, *, limit: int | None = None,
         for root, name in _dataset_images(src):
             groups.setdefault(str(root), []).append(name)
     else:
-        root, names = list_images(source)
-        groups[str(root)] = names
+        folder, names = list_images(source)
+        groups[str(folder)] = names
     if limit:
         groups = {k: v[:limit] for k, v in list(groups.items())[:1]}
     tasks = []
-    for root, names in groups.items():
+    for base, names in groups.items():
         for i in range(0, len(names), 64):
             chunk = names[i : i + 64]
-            key = "ingest-" + hashlib.sha1(f"{root}|{chunk[0]}|{len(chunk)}".encode()).hexdigest()[:16]
-            tasks.append((key, (root, chunk)))
+            key = "ingest-" + hashlib.sha1(f"{base}|{chunk[0]}|{len(chunk)}".encode()).hexdigest()[:16]
+            tasks.append((key, (base, chunk)))
     entries: list[ManifestEntry] = []
     total = sum(len(v) for v in groups.values())
     for _, res in run_tasks(client, _describe_shard, iter(tasks), total=len(tasks), max_in_flight=8):
@@ -446,7 +446,7 @@ def _predict_block(predictor: Any, entry: ManifestEntry, part: dict[str, Any], s
     xa, xb = max(0, x0 - margin), min(entry.width, x1 + margin)
     ids = np.asarray(predictor.category_ids, dtype=np.int64)
     lut = ids.astype(np.uint16 if int(ids.max(initial=0)) > 254 else np.uint8)
-    g = zarr.open_group(str(store.path), mode="r+")[f"images/{entry.id}"]
+    g: Any = zarr.open_group(str(store.path), mode="r+")[f"images/{entry.id}"]
     labels = g["labels"]
     probs = g["probs"] if flags["probs"] and "probs" in g else None
     t = time.perf_counter()
@@ -470,7 +470,7 @@ def _create_scene(store: ZarrStore, entry: ManifestEntry, src: Any, n_classes: i
     """Creates a scene's group and chunked arrays (driver, before its block tasks run)."""
     import zarr
 
-    root = zarr.open_group(str(store.path), mode="a")
+    root: Any = zarr.open_group(str(store.path), mode="a")
     key = f"images/{entry.id}"
     if resume and key in root and "labels" in root[key]:
         return

@@ -94,7 +94,6 @@ def test_volume_slices_and_nifti_export_keep_affine(tmp_path, tiny_ckpt):
 
 def test_band_count_mismatch_is_one_line(tmp_path, tiny_ckpt):
     from segpipe.errors import InputError
-
     from segpipe.synth import synth
 
     synth("satellite", tmp_path / "sat", n=1, seed=0, size=(300, 300), image_format="geotiff")

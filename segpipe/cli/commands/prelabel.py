@@ -33,8 +33,8 @@ def register(app: typer.Typer) -> None:
         workers: int | None = typer.Option(None, "--workers", "-w", min=0, help=WORKERS_HELP),
         scheduler: str | None = typer.Option(None, "--scheduler", help=SCHEDULER_HELP),
         threads: int | None = typer.Option(None, "--threads", min=1, help="torch threads per worker."),
-        bands: str | None = typer.Option(None, "--bands", help="GeoTIFF bands to use as R,G,B (1-based), e.g. 4,3,2."),
-        window: str | None = typer.Option(None, "--window", help="Medical intensity window CENTER,WIDTH (e.g. 40,400)."),
+        bands: str | None = typer.Option(None, "--bands", help="GeoTIFF bands as R,G,B (1-based), e.g. 4,3,2."),
+        window: str | None = typer.Option(None, "--window", help="Intensity window CENTER,WIDTH, e.g. 40,400."),
     ) -> None:
         """Pre-label images with a model into a Zarr store, on Dask; resumable."""
         from segpipe.cli import state

@@ -22,11 +22,11 @@ from __future__ import annotations
 import math
 import re
 import xml.etree.ElementTree as ET
-from xml.sax.saxutils import escape as _xml_escape
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from xml.sax.saxutils import escape as _xml_escape
 
 import defusedxml.ElementTree as DET
 from defusedxml import DefusedXmlException
