@@ -26,6 +26,7 @@ def make_coco(
     crowd: bool = True,
     images: bool = True,
     size: tuple[int, int] = (48, 64),
+    keypoints: bool = True,
 ) -> Path:
     """Writes ``root/annotations.json`` (+ ``root/images/*.png``); returns the JSON path.
 
@@ -86,7 +87,7 @@ def make_coco(
                 "id": aid, "image_id": iid, "category_id": cat, "segmentation": seg,
                 "area": float(mu.area(rle)), "bbox": [float(v) for v in mu.toBbox(rle)], "iscrowd": 0,
             }
-            if cat == 1:
+            if cat == 1 and keypoints:
                 ann["keypoints"] = [float(ann["bbox"][0]), float(ann["bbox"][1]), 2, 0, 0, 0]
                 ann["num_keypoints"] = 1
             anns.append(ann)

@@ -18,6 +18,7 @@ _BUILTIN = (
     "segpipe.formats.labelstudio",
     "segpipe.formats.geo",
     "segpipe.formats.medical",
+    "segpipe.formats.cityscapes",
 )
 #: Detection order: the most specific shapes first.
 DETECT_ORDER = ("segpipe_zarr", "coco_panoptic", "coco_results", "coco", "voc", "maskdir")

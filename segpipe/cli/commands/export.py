@@ -16,6 +16,7 @@ TARGETS = {
     "voc": "voc",
     "labelstudio": "labelstudio",
     "maskdir": "maskdir",
+    "cityscapes": "cityscapes",
     "geotiff": "geotiff",
     "geojson": "geojson",
     "nifti": "nifti",

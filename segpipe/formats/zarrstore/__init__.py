@@ -124,6 +124,46 @@ def materialize(sample: Sample, meta: DatasetMeta) -> Materialized:
     return Materialized(sample, tuple(instances), class_map=class_map, panoptic=panoptic, void_value=255)
 
 
+def validate_store(path: str | Path) -> Iterator[Problem]:
+    """Structural checks of a segpipe store: layout, categories, each image's arrays and attributes.
+
+    Receipts and checksums are checked by ``segpipe fsck``; this reports one problem per bad field.
+    """
+    import json
+
+    p = Path(path)
+    root_meta = p / "zarr.json"
+    try:
+        attrs = json.loads(root_meta.read_text(encoding="utf-8")).get("attributes", {}).get("segpipe")
+    except (OSError, ValueError) as e:
+        yield Problem("error", str(root_meta), "", f"cannot read the store's root metadata: {e}", "store.root")
+        return
+    if not isinstance(attrs, dict) or attrs.get("layout") != 1:
+        yield Problem("error", str(root_meta), "attributes.segpipe.layout", "not a segpipe store of layout 1",
+                      "store.layout")
+        return
+    cat_ids = {int(c["id"]) for c in attrs.get("categories", []) if isinstance(c, dict) and "id" in c}
+    void = attrs.get("void_value", 255)
+    store = ZarrStore(p)
+    for image_id, g in store.iter_groups():
+        where = f"images/{image_id}"
+        a = dict(g.attrs)
+        for key in ("width", "height"):
+            if not isinstance(a.get(key), int) or a[key] <= 0:
+                yield Problem("error", str(p), f"{where}.attrs.{key}", f"missing or invalid {key}", "store.size")
+        names = set(g.array_keys())
+        if "labels" in names:
+            arr = g["labels"]
+            if tuple(arr.shape) != (a.get("height"), a.get("width")):
+                yield Problem("error", str(p), f"{where}/labels", f"shape {tuple(arr.shape)} differs from the "
+                              f"image size {a.get('height')}x{a.get('width')}", "store.shape")
+            elif cat_ids and arr.shape[0] * arr.shape[1] <= 64 * 2**20:
+                values = set(np.unique(np.asarray(arr[...])).tolist()) - cat_ids - {0, void}
+                if values:
+                    yield Problem("error", str(p), f"{where}/labels", f"values {sorted(values)[:10]} are not "
+                                  "category ids", "store.values")
+
+
 class StoreWriter:
     """Writes any dataset into a segpipe store (e.g. ground truth decoded once for repeated evaluation).
 
@@ -202,6 +242,7 @@ register_format(
         reader=StoreReader,
         materialize=materialize,
         writer=StoreWriter,
+        validate=validate_store,
         holds=frozenset({"instances", "boxes", "semantic", "panoptic", "scores", "keypoints", "overlaps"}),
     )
 )

@@ -35,8 +35,23 @@ def build_maskrcnn_resnet50_fpn(num_classes: int, pretrained_backbone: bool = Fa
     return net
 
 
-def build_maskrcnn_mobilenet_v3(num_classes: int, pretrained_backbone: bool = False, **kw: Any) -> nn.Module:
-    """Mask R-CNN on a MobileNetV3-Large FPN backbone (the layout of torchvision's Faster R-CNN one)."""
+def build_maskrcnn_mobilenet_v3(
+    num_classes: int,
+    pretrained_backbone: bool = False,
+    anchor_sizes: list[int] | tuple[int, ...] | None = None,
+    **kw: Any,
+) -> nn.Module:
+    """Mask R-CNN on a MobileNetV3-Large FPN backbone (the layout of torchvision's Faster R-CNN one).
+
+    Args:
+        num_classes: Classes including background (label 0).
+        pretrained_backbone: Load ImageNet backbone weights from the local cache.
+        anchor_sizes: Anchor sides in input pixels, shared by every FPN level (default
+            ``32 … 512``, torchvision's); match them to the object sizes, e.g. ``(16, 32, 64, 128)``
+            for small images.
+        **kw: ``MaskRCNN`` options (``min_size``/``max_size`` default to 512/1024: inputs are resized
+            to them, so set both to the tile side to run small tiles at their own resolution).
+    """
     from torchvision.models.detection import MaskRCNN
     from torchvision.models.detection.anchor_utils import AnchorGenerator
     from torchvision.models.detection.backbone_utils import mobilenet_backbone
@@ -47,7 +62,7 @@ def build_maskrcnn_mobilenet_v3(num_classes: int, pretrained_backbone: bool = Fa
 
         load_backbone_into(backbone.body, "mobilenet_v3_large:DEFAULT")
     # Two FPN levels + pool, as in fasterrcnn_mobilenet_v3_large_fpn.
-    sizes = ((32, 64, 128, 256, 512),) * 3
+    sizes = (tuple(int(a) for a in (anchor_sizes or (32, 64, 128, 256, 512))),) * 3
     anchors = AnchorGenerator(sizes, ((0.5, 1.0, 2.0),) * len(sizes))
     return MaskRCNN(backbone, num_classes=num_classes, rpn_anchor_generator=anchors, **_detection_kw(kw, 512))
 
