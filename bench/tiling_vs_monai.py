@@ -5,7 +5,13 @@ costs little and the tiling machinery shows). Each implementation runs in its ow
 RSS (ru_maxrss) is its own. Overhead = total wall time − time spent inside the predictor.
 
     .venv/bin/python bench/tiling_vs_monai.py            # runs all variants, prints a Markdown table
+    .venv/bin/python bench/tiling_vs_monai.py --repeat 3 # each variant 3 times, interleaved; keeps the fastest
     .venv/bin/python bench/tiling_vs_monai.py --impl monai  # one variant, prints JSON
+
+Variants: ``segpipe-stream`` (labels in memory, float16 probabilities streamed to a null sink),
+``segpipe`` (labels + float16 probabilities in memory), ``segpipe-labels`` (labels only, blending
+probabilities), ``segpipe-labels-logits`` (labels only, blending logits: ``blend_logits=True``, the
+closest to MONAI's work, which blends the raw outputs and returns them as float32) and ``monai``.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ import torch
 from torch import nn
 
 SIZE, TILE, OVERLAP, CLASSES, BATCH = 4096, 512, 0.25, 21, 4
+IMPLS = ("segpipe-stream", "segpipe", "segpipe-labels", "segpipe-labels-logits", "monai")
 
 
 class Stub(nn.Module):
@@ -61,7 +68,7 @@ def run(impl: str) -> dict:
         x = (x - mean) / std
         with torch.inference_mode():
             out = sliding_window_inference(x, (TILE, TILE), BATCH, stub, overlap=OVERLAP, mode="gaussian")
-        shape = tuple(out.shape)
+        shape = tuple(out.shape)  # type: ignore[union-attr]
     else:
         from segpipe.models.checkpoint import CheckpointMeta
         from segpipe.models.predict import Predictor
@@ -69,18 +76,23 @@ def run(impl: str) -> dict:
         meta = CheckpointMeta(
             arch="stub", task="semantic", num_classes=CLASSES, tile_size=[TILE, TILE], tile_overlap=OVERLAP
         )
-        pred = Predictor(stub, meta, device="cpu", batch_size=BATCH, threads=2)
-        if impl == "segpipe-stream":
+        pred = Predictor(
+            stub, meta, device="cpu", batch_size=BATCH, threads=2, blend_logits=impl == "segpipe-labels-logits"
+        )
+        if impl in ("segpipe-labels", "segpipe-labels-logits"):
+            res = pred.predict_semantic(img, keep_probs=False)
+            shape = np.shape(res.labels)  # type: ignore[arg-type]
+        elif impl == "segpipe-stream":
 
             class Null:
                 def __setitem__(self, key: object, value: np.ndarray) -> None:
                     pass
 
             res = pred.predict_semantic(img, prob_sink=Null())  # labels in memory, probabilities streamed out
-            shape = res.labels.shape
+            shape = np.shape(res.labels)  # type: ignore[arg-type]
         else:
             res = pred.predict_semantic(img)  # labels + float16 probabilities in memory
-            shape = res.probs.shape
+            shape = np.shape(res.probs)  # type: ignore[arg-type]
     total = time.perf_counter() - t0
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return {
@@ -97,15 +109,22 @@ def run(impl: str) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--impl", choices=["monai", "segpipe", "segpipe-stream"])
+    ap.add_argument("--impl", choices=IMPLS)
+    ap.add_argument("--repeat", type=int, default=1, help="runs per variant (interleaved); the fastest is kept")
     args = ap.parse_args()
     if args.impl:
         print(json.dumps(run(args.impl)))
         return
-    rows = []
-    for impl in ("segpipe-stream", "segpipe", "monai"):
-        out = subprocess.run([sys.executable, __file__, "--impl", impl], capture_output=True, text=True, check=True)
-        rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
+    best: dict[str, dict] = {}
+    for _ in range(args.repeat):
+        for impl in IMPLS:
+            out = subprocess.run([sys.executable, __file__, "--impl", impl], capture_output=True, text=True, check=True)
+            r = json.loads(out.stdout.strip().splitlines()[-1])
+            print(json.dumps(r), file=sys.stderr, flush=True)
+            if impl not in best or r["total_s"] < best[impl]["total_s"]:
+                best[impl] = r
+    rows = [best[i] for i in IMPLS]
+    monai = best["monai"]["overhead_s"]
     print("| impl | total s | predictor s | overhead s | forward calls | peak RSS MB | RSS before MB | output |")
     print("|---|---|---|---|---|---|---|---|")
     for r in rows:
@@ -113,6 +132,8 @@ def main() -> None:
             f"| {r['impl']} | {r['total_s']} | {r['predictor_s']} | {r['overhead_s']} | {r['forward_calls']} | "
             f"{r['peak_rss_mb']} | {r['rss_before_mb']} | {r['output']} |"
         )
+    for r in rows[:-1]:
+        print(f"{r['impl']}: overhead / MONAI's = {r['overhead_s'] / monai:.2f} (target <= 0.33)")
 
 
 if __name__ == "__main__":

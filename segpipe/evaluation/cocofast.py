@@ -515,7 +515,10 @@ def match_shard(payload: Mapping[str, Any]) -> dict[str, Any]:
         v = _box_iou_pairs(payload["dt_geom"][pd], payload["gt_geom"][pg], crowd[pg])
     elif iou_type == "keypoints":
         v = _oks_pairs(
-            payload["dt_geom"][pd], payload["gt_geom"][pg], payload["gt_box"][pg], payload["gt_area"][pg],
+            payload["dt_geom"][pd],
+            payload["gt_geom"][pg],
+            payload["gt_box"][pg],
+            payload["gt_area"][pg],
             payload["sigmas"],
         )
     else:

@@ -169,6 +169,8 @@ class Predictor:
         score_thresh: Instances below this score are dropped.
         mask_thresh: Instance mask probability threshold.
         nms_iou: Mask IoU above which two same-class detections are duplicates.
+        blend_logits: Semantic label maps without probabilities blend logits rather than
+            probabilities (faster; see :meth:`predict_semantic`). Off by default.
     """
 
     def __init__(
@@ -186,6 +188,7 @@ class Predictor:
         score_thresh: float = 0.5,
         mask_thresh: float = 0.5,
         nms_iou: float = 0.5,
+        blend_logits: bool = False,
     ) -> None:
         import torch
 
@@ -200,6 +203,7 @@ class Predictor:
         self.score_thresh = score_thresh
         self.mask_thresh = mask_thresh
         self.nms_iou = nms_iou
+        self.blend_logits = blend_logits
         self.cuda = self.device.type == "cuda"
         if not self.cuda:
             _cpu_threads(threads)
@@ -296,54 +300,59 @@ class Predictor:
 
     def _argmax(self, probs: np.ndarray) -> np.ndarray:
         """``(C, h, w)`` → ``(h, w)`` class indices (first maximum wins, as ``np.argmax``)."""
-        # A pass per channel over contiguous planes is several times faster than numpy's strided
-        # reduction over axis 0 for the large bands this is called with.
-        dt = np.uint8 if probs.shape[0] <= 256 else np.uint16
-        best = probs[0].copy()
-        idx = np.zeros(best.shape, dtype=dt)
-        for c in range(1, probs.shape[0]):
-            better = probs[c] > best
-            np.copyto(best, probs[c], where=better)
-            idx[better] = c
-        return idx
+        return _argmax_channels(probs)
 
     def _blend_stream(
         self,
         image: Any,
         channels: int,
-        soft: Callable[[Any], np.ndarray],
-        on_band: Callable[[int, int, np.ndarray], None],
+        soft: Callable[[Any], tuple[Any, Any]],
+        on_band: Callable[[int, int, Any, Any], None],
     ) -> None:
         """Sliding window with weighted blending, finalising row bands as soon as they are complete.
+
+        Everything runs in torch on two buffers allocated once per image: ``acc (C, tile_h, W)`` and
+        ``wsum (tile_h, W)`` float32 on the CPU. Each tile is added with one fused multiply-add
+        (``acc += values · weight``) and no tile-sized temporaries.
 
         Args:
             image: ``(H, W, 3)`` array-like.
             channels: C of the soft output.
-            soft: Batch tensor → ``(N, C, th, tw) float32`` numpy soft output.
-            on_band: Called with ``(y0, y1, (C, y1 − y0, W) float32)`` for each finished band.
+            soft: Model output batch → ``(values (N, C, th, tw) float32 CPU tensor, denom)``; ``denom``
+                is None or ``(N, th, tw)``: the tile is then added as ``values · weight / denom``
+                (a softmax's normalisation fused into the blend).
+            on_band: Called with ``(y0, y1, acc (C, y1 − y0, W), wsum (y1 − y0, W))`` for each finished
+                band: weighted sums, not yet divided by the weights (views into the reused buffers:
+                copy what must outlive the call).
         """
+        import torch
+
         h, w = image.shape[:2]
         ys, xs, th, tw, oy, ox = self._grid(h, w)
-        wt = blend_weights(th, tw, self.blend, (oy, ox))
-        acc = np.zeros((channels, th, w), dtype=np.float32)  # rows [y, y + th) of the current tile row
-        wsum = np.zeros((th, w), dtype=np.float32)
-        for r, y in enumerate(ys):
-            row = [Tile(y, x, y + th, x + tw, r, c) for c, x in enumerate(xs)]
-            for chunk, x in self._batches(image, row):
-                out = soft(self._run(x))
-                for t, o in zip(chunk, out, strict=True):
-                    np.multiply(o, wt, out=o)  # in place: no tile-sized temporaries
-                    acc[:, :, t.x0 : t.x1] += o
-                    wsum[:, t.x0 : t.x1] += wt
-            done = (ys[r + 1] if r + 1 < len(ys) else h) - y  # rows no later tile touches
-            band = acc[:, :done]
-            np.divide(band, wsum[None, :done], out=band)  # the rows are final: normalise in place
-            on_band(y, y + done, band)
-            # Shift the unfinished rows to the top of the buffer (they start the next tile row).
-            acc[:, : th - done] = acc[:, done:]
-            acc[:, th - done :] = 0
-            wsum[: th - done] = wsum[done:]
-            wsum[th - done :] = 0
+        wt = torch.from_numpy(blend_weights(th, tw, self.blend, (oy, ox)))
+        acc = torch.zeros((channels, th, w), dtype=torch.float32)  # rows [y, y + th) of this tile row
+        wsum = torch.zeros((th, w), dtype=torch.float32)
+        with torch.inference_mode():
+            for r, y in enumerate(ys):
+                row = [Tile(y, x, y + th, x + tw, r, c) for c, x in enumerate(xs)]
+                for chunk, x in self._batches(image, row):
+                    vals, denom = soft(self._run(x))
+                    for i, t in enumerate(chunk):
+                        scale = wt if denom is None else torch.div(wt, denom[i])
+                        acc[:, :, t.x0 : t.x1].addcmul_(vals[i], scale)
+                        wsum[:, t.x0 : t.x1] += wt
+                done = (ys[r + 1] if r + 1 < len(ys) else h) - y  # rows no later tile touches
+                on_band(y, y + done, acc[:, :done], wsum[:done])
+                # Move the unfinished rows to the top of the buffers (they start the next tile row).
+                rest = th - done
+                if rest > 0:
+                    src_a, src_w = acc[:, done:], wsum[done:]
+                    if rest > done:  # overlapping ranges: copy through a temporary
+                        src_a, src_w = src_a.clone(), src_w.clone()
+                    acc[:, :rest].copy_(src_a)
+                    wsum[:rest].copy_(src_w)
+                acc[:, rest:].zero_()
+                wsum[rest:].zero_()
 
     def predict_semantic(
         self,
@@ -352,6 +361,7 @@ class Predictor:
         label_sink: BandSink | None = None,
         prob_sink: BandSink | None = None,
         keep_probs: bool = True,
+        blend_logits: bool | None = None,
     ) -> SemanticPrediction:
         """Tiled semantic prediction.
 
@@ -361,6 +371,12 @@ class Predictor:
             prob_sink: Receives ``prob_sink[:, y0:y1] = (C, h, W) float16`` bands; an in-memory array
                 when None and ``keep_probs``.
             keep_probs: Produce probabilities at all.
+            blend_logits: Blend the tiles' logits instead of their softmax probabilities (only when
+                no probabilities are produced; ``self.blend_logits`` when None). It skips a softmax
+                per tile, the largest cost of tiled CPU inference with a cheap model, but the label
+                map can differ from probability blending where overlapping tiles disagree (the
+                weighted mean of logits is not the weighted mean of probabilities); inside a single
+                tile, and for tiled vs untiled with a translation-equivariant model, both agree.
 
         Returns:
             The in-memory arrays it allocated (None for outputs that went to a sink).
@@ -377,14 +393,26 @@ class Predictor:
         if prob_sink is None and keep_probs:
             probs = np.zeros((c, h, w), dtype=np.float16)
             prob_sink = probs
+        want_probs = prob_sink is not None
+        logits_only = not want_probs and (self.blend_logits if blend_logits is None else blend_logits)
 
-        def soft(logits: torch.Tensor) -> np.ndarray:
-            return _softmax_channels(logits).cpu().numpy()
+        def soft(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+            x = logits.float().cpu()
+            if logits_only:
+                return x, None
+            # softmax = exp(x − max) / Σ exp(x − max); the division is folded into the blend weight.
+            # In place: the logits are not needed afterwards.
+            x.sub_(x.amax(1, keepdim=True))
+            x.exp_()
+            return x, x.sum(1)
 
-        def on_band(y0: int, y1: int, p: np.ndarray) -> None:
-            label_sink[y0:y1] = self._argmax(p)
+        def on_band(y0: int, y1: int, acc: torch.Tensor, wsum: torch.Tensor) -> None:
+            # A positive per-pixel factor does not change the argmax: no division for the labels.
+            label_sink[y0:y1] = _argmax_channels(acc.numpy())
             if prob_sink is not None:
-                prob_sink[:, y0:y1] = _to_float16(p)
+                band = torch.empty(acc.shape, dtype=torch.float16)
+                torch.div(acc, wsum, out=band)  # normalise and convert in one pass
+                prob_sink[:, y0:y1] = band.numpy()
 
         self._blend_stream(image, c, soft, on_band)
         return SemanticPrediction(labels, probs)
@@ -410,17 +438,16 @@ class Predictor:
         best = np.full(k, -np.inf, dtype=np.float32)
         best_xy = np.zeros((k, 2), dtype=np.float32)
 
-        def soft(hm: torch.Tensor) -> np.ndarray:
-            hm = hm.float()
-            size = (hm.shape[-2] * 4, hm.shape[-1] * 4)
-            return F.interpolate(hm, size=size, mode="bilinear", align_corners=False).cpu().numpy()
-
         tiles_h, tiles_w = self._grid(h, w)[2:4]
 
-        def soft_cropped(hm: torch.Tensor) -> np.ndarray:
-            return soft(hm)[..., :tiles_h, :tiles_w]
+        def soft_cropped(hm: torch.Tensor) -> tuple[torch.Tensor, None]:
+            hm = hm.float()
+            size = (hm.shape[-2] * 4, hm.shape[-1] * 4)
+            up = F.interpolate(hm, size=size, mode="bilinear", align_corners=False).cpu()
+            return up[..., :tiles_h, :tiles_w], None
 
-        def on_band(y0: int, y1: int, band: np.ndarray) -> None:
+        def on_band(y0: int, y1: int, acc: torch.Tensor, wsum: torch.Tensor) -> None:
+            band = torch.div(acc, wsum).numpy()
             heatmap_sink[:, y0:y1] = _to_float16(band)
             flat = band.reshape(k, -1)
             idx = flat.argmax(1)
@@ -581,6 +608,23 @@ def _softmax_channels(logits: Any) -> Any:
     x.exp_()
     x /= x.sum(1, keepdim=True)
     return x
+
+
+def _argmax_channels(a: np.ndarray) -> np.ndarray:
+    """``(C, h, w)`` → ``(h, w)`` uint8/uint16 indices of the maximum (the first one on ties).
+
+    A pass per channel over contiguous planes with preallocated masks: several times faster than
+    numpy's strided reduction over axis 0 or torch's ``argmax(0)`` for the large bands it gets.
+    """
+    dt = np.uint8 if a.shape[0] <= 256 else np.uint16
+    best = a[0].copy()
+    idx = np.zeros(best.shape, dtype=dt)
+    better = np.empty(best.shape, dtype=bool)
+    for c in range(1, a.shape[0]):
+        np.greater(a[c], best, out=better)
+        np.maximum(best, a[c], out=best)
+        np.copyto(idx, dt(c), where=better)
+    return idx
 
 
 def _to_float16(a: np.ndarray) -> np.ndarray:

@@ -285,6 +285,8 @@ def train(
     crop: tuple[int, int] | None = None,
     model_kwargs: dict[str, Any] | None = None,
     log: Callable[[str], None] | None = None,
+    warmup_iters: int | None = None,
+    clip_grad: float | None = None,
 ) -> TrainResult:
     """Trains ``arch`` on a dataset folder.
 
@@ -305,6 +307,10 @@ def train(
             image size when None.
         model_kwargs: Builder options (recorded in the checkpoint).
         log: Called with one line per epoch.
+        warmup_iters: Linear learning-rate warm-up over the first steps of a fresh run (default: 50
+            for instance and landmark models, whose losses spike from random initialisation; 0 for
+            semantic).
+        clip_grad: Gradient-norm clipping (default: 10 for instance models, none otherwise).
 
     Returns:
         A :class:`TrainResult`.
@@ -450,6 +456,13 @@ def train(
 
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+    if warmup_iters is None:
+        warmup_iters = 0 if task == "semantic" else 50
+    if start_epoch > 0:
+        warmup_iters = 0
+    if clip_grad is None and task == "instance":
+        clip_grad = 10.0
+    step_no = 0
     stopped = False
     epoch = start_epoch
     with Progress(
@@ -471,9 +484,19 @@ def train(
             losses = []
             for b in range(nb):
                 idx = order[b * batch_size : (b + 1) * batch_size]
+                if step_no < warmup_iters:
+                    for g, base_lr in zip(opt.param_groups, sched.get_last_lr(), strict=True):
+                        g["lr"] = base_lr * (step_no + 1) / warmup_iters
+                elif step_no == warmup_iters and warmup_iters:
+                    for g, base_lr in zip(opt.param_groups, sched.get_last_lr(), strict=True):
+                        g["lr"] = base_lr
+                step_no += 1
                 opt.zero_grad(set_to_none=True)
                 loss = step_loss(idx, rng)
                 scaler.scale(loss).backward()
+                if clip_grad:
+                    scaler.unscale_(opt)
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), clip_grad)
                 scaler.step(opt)
                 scaler.update()
                 losses.append(float(loss.detach()))
@@ -481,6 +504,8 @@ def train(
                 if budget is not None and time.monotonic() - t_start > budget:
                     stopped = True
                     break
+            for g, base_lr in zip(opt.param_groups, sched.get_last_lr(), strict=True):
+                g["lr"] = base_lr  # undo a warm-up factor: the cosine schedule chains on the current lr
             sched.step()
             bar.remove_task(tid)
             model.eval()

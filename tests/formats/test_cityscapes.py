@@ -61,7 +61,7 @@ def test_datumaro_asset_conformance() -> None:
         m = materialize_cityscapes(s, r.meta)
         got[s.image.file_name] = (s.image.split, (s.image.width, s.image.height), m.class_map.tolist(),
                                   sorted((im.instance.category_id, im.instance.iscrowd,
-                                          rle_ops.decode(im.rle).astype(int).tolist()) for im in m.instances))
+                                          rle_ops.decode(im.rle or {}).astype(int).tolist()) for im in m.instances))
     names = {c.id: c.name for c in r.meta.categories}
     assert names[3] == "out of roi" and names[27] == "truck" and names[24] == "person" and names[12] == "wall"
     assert got["defaultcity/defaultcity_000001_000031.png"] == (
@@ -86,8 +86,8 @@ def test_asset_round_trip_through_writer(tmp_path: Path) -> None:
     # train ids: truck 14, train 16, wall 3; out of roi ignored (255)
     assert read_label_map(d / "defaultcity_000001_000031_gtFine_labelTrainIds.png").tolist() == [[255, 255, 14, 14, 14]]
     assert read_label_map(d / "defaultcity_000001_000032_gtFine_labelTrainIds.png").tolist() == [[16, 16, 3, 255, 255]]
-    img = out / "leftImg8bit/test/defaultcity/defaultcity_000001_000031_leftImg8bit.png"
-    assert img.read_bytes() == (ASSET / "leftImg8bit/test/defaultcity/defaultcity_000001_000031_leftImg8bit.png").read_bytes()
+    rel = "leftImg8bit/test/defaultcity/defaultcity_000001_000031_leftImg8bit.png"
+    assert (out / rel).read_bytes() == (ASSET / rel).read_bytes()
     a, b = CityscapesReader(ASSET), CityscapesReader(out)
     for sa, sb in zip(a.samples(), b.samples(), strict=True):
         assert (sa.image.id, sa.image.file_name, sa.image.split) == (sb.image.id, sb.image.file_name, sb.image.split)
@@ -210,7 +210,7 @@ def test_cli_lists_and_converts(tmp_path: Path) -> None:
     from segpipe.synth import synth
 
     synth("streetview", tmp_path / "sv", n=3, seed=1, size=(64, 128))
-    p = subprocess.run([sys.executable, "-m", "segpipe", "--quiet", "convert", str(tmp_path / "sv" / "annotations.json"),
+    p = subprocess.run([sys.executable, "-m", "segpipe", "--quiet", "convert", str(tmp_path / "sv/annotations.json"),
                         str(tmp_path / "cs"), "--to", "cityscapes", "--workers", "0"], capture_output=True, text=True)
     assert p.returncode in (0, 1), p.stderr
     rep = json.loads((tmp_path / "cs" / "conversion_report.json").read_text())
@@ -221,3 +221,17 @@ def test_cli_lists_and_converts(tmp_path: Path) -> None:
     r = spec.reader(tmp_path / "cs")
     names = {c.name for c in r.meta.categories}
     assert {"car", "person", "road", "sky"} <= names
+
+
+@needs_asset
+def test_validate(tmp_path: Path) -> None:
+    from segpipe.formats.cityscapes import validate_cityscapes
+
+    assert not [p for p in validate_cityscapes(ASSET) if p.severity == "error"]
+    d = tmp_path / "gtFine" / "val" / "c"
+    d.mkdir(parents=True)
+    Image.fromarray(np.array([[7001, 26000, 99]], np.uint16)).save(d / "c_1_2_gtFine_instanceIds.png")
+    Image.fromarray(np.array([[7, 25, 99]], np.uint8)).save(d / "c_1_2_gtFine_labelIds.png")
+    codes = sorted(p.code for p in validate_cityscapes(tmp_path))
+    assert codes == ["cityscapes.inconsistent", "cityscapes.instance_of_stuff", "cityscapes.unknown_label",
+                     "cityscapes.unknown_label"]

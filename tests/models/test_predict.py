@@ -154,3 +154,17 @@ def test_landmark_peaks_decoded_across_tiles() -> None:
     res = Predictor(_PeakNet(), meta, device="cpu", tile=64, overlap=16).predict(img)
     assert res.heatmaps.shape == (2, 200, 180) and res.heatmaps.dtype == np.float16
     assert np.allclose(res.keypoints[:, :2], [[122, 152]] * 2, atol=2.5)
+
+
+@pytest.mark.parametrize("overlap", [0.0, 0.75])
+def test_labels_only_logit_blending_and_large_overlap(overlap: float) -> None:
+    img = _image(170, 133, seed=3)
+    whole = Predictor(_Conv1x1(6), _meta(c=6), device="cpu", tile=(256, 256)).predict(img)
+    for logits in (False, True):
+        pred = Predictor(_Conv1x1(6), _meta(c=6), device="cpu", tile=64, overlap=overlap, blend_logits=logits)
+        out = pred.predict_semantic(img, keep_probs=False)
+        assert out.probs is None and np.array_equal(out.labels, whole.labels)
+    # Probabilities requested: always blended as probabilities, whatever blend_logits says.
+    pred = Predictor(_Conv1x1(6), _meta(c=6), device="cpu", tile=64, overlap=overlap, blend_logits=True)
+    out = pred.predict(img)
+    assert np.allclose(out.probs.astype(np.float32), whole.probs.astype(np.float32), atol=2e-3)

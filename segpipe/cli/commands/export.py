@@ -8,19 +8,11 @@ import typer
 
 from segpipe.cli.common import SCHEDULER_HELP, WORKERS_HELP, cluster_spec, progress_bar
 
-#: What ``--to`` accepts, mapped to format names (``coco`` = a COCO dataset keeping scores).
-TARGETS = {
-    "coco": "coco",
-    "coco_results": "coco_results",
-    "coco_panoptic": "coco_panoptic",
-    "voc": "voc",
-    "labelstudio": "labelstudio",
-    "maskdir": "maskdir",
-    "cityscapes": "cityscapes",
-    "geotiff": "geotiff",
-    "geojson": "geojson",
-    "nifti": "nifti",
-}
+def _targets() -> list[str]:
+    """Every registered format that can be written (the store itself excepted)."""
+    from segpipe.formats import all_formats
+
+    return [f.name for f in all_formats() if f.writer is not None and f.name != "segpipe_zarr"]
 
 
 def register(app: typer.Typer) -> None:
@@ -30,7 +22,8 @@ def register(app: typer.Typer) -> None:
     def export_cmd(
         store: Path = typer.Argument(..., help="A segpipe Zarr store made by `segpipe prelabel`."),
         dst: Path = typer.Argument(..., help="Output folder."),
-        to: str = typer.Option(..., "--to", help=f"One of: {', '.join(TARGETS)}."),
+        to: str = typer.Option(..., "--to", help="A writable format: coco, coco_results, coco_panoptic, voc, "
+                               "labelstudio, maskdir, cityscapes, geotiff, geojson, nifti (see `segpipe formats`)."),
         min_score: float = typer.Option(0.0, "--min-score", help="Drop instances scored below this."),
         polygons: bool = typer.Option(False, "--polygons/--rle", help="Masks as polygons (approximate, losses "
                                       "counted) or RLE (exact, default)."),
@@ -45,10 +38,11 @@ def register(app: typer.Typer) -> None:
         from segpipe.errors import ConfigError
         from segpipe.pipeline.convert import REPORT_NAME, ConvertRequest, convert
 
-        if to not in TARGETS:
-            raise ConfigError(f"--to must be one of {', '.join(TARGETS)}, got {to!r}")
+        targets = _targets()
+        if to not in targets:
+            raise ConfigError(f"--to must be one of {', '.join(targets)}, got {to!r}")
         req = ConvertRequest(
-            src=store, dst=dst, to=TARGETS[to], from_="segpipe_zarr", copy_images=images, overwrite=overwrite,
+            src=store, dst=dst, to=to, from_="segpipe_zarr", copy_images=images, overwrite=overwrite,
             reader_options={"min_score": min_score}, writer_options={"polygons": True} if polygons else {},
         )
         with progress_bar(f"export → {to}") as update:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from segpipe.formats.base import FormatSpec
 from segpipe.formats.cityscapes.labels import LABELS, CityscapesLabel, plan_labels
 from segpipe.formats.cityscapes.reader import CityscapesReader, detect_cityscapes, materialize_cityscapes
+from segpipe.formats.cityscapes.validate import validate_cityscapes
 from segpipe.formats.cityscapes.writer import CityscapesWriter
 from segpipe.formats.registry import register_format
 
@@ -22,6 +23,7 @@ SPEC = register_format(
         reader=CityscapesReader,
         materialize=materialize_cityscapes,
         writer=CityscapesWriter,
+        validate=validate_cityscapes,
         holds=frozenset({"instances", "semantic", "crowd"}),
     )
 )
@@ -34,4 +36,5 @@ __all__ = [
     "detect_cityscapes",
     "materialize_cityscapes",
     "plan_labels",
+    "validate_cityscapes",
 ]

@@ -11,8 +11,9 @@ Mapping rule (:func:`plan_labels`):
   the official flag (person, rider, car, truck, bus, caravan, trailer, train, motorcycle, bicycle).
 * **custom** otherwise: label id = category id (so the ids must lie in 0..65534), train id = the
   official train id of a category whose name matches a Cityscapes label and 255 for the others, and
-  "has instances" = the category's ``isthing``. ``labelTrainIds`` PNGs are written only when at
-  least one category has a train id other than 255.
+  "has instances" = the category's ``isthing``; label 0 is ``unlabeled`` (train id 255) unless a
+  category has id 0. ``labelTrainIds`` PNGs are written only when at least one category has a train id
+  other than 255.
 """
 
 from __future__ import annotations
@@ -182,6 +183,8 @@ def plan_labels(categories: Iterable[Category]) -> LabelPlan:
         out.append({"id": c.id, "name": c.name, "trainId": lab.train_id if lab is not None else IGNORE_TRAIN_ID,
                     "hasInstances": bool(c.isthing), "color": list(c.color) if c.color is not None else None,
                     "category_id": c.id})
+    if all(c.id != 0 for c in cats):  # unannotated and void pixels are written as 0: name it
+        out.append(_row(LABELS[0], None))
     return LabelPlan(False, {c.id: c.id for c in cats}, tuple(sorted(out, key=lambda r: r["id"])))
 
 

@@ -192,6 +192,8 @@ def _category_lut(meta: DatasetMeta, void: int) -> np.ndarray:
     lut = np.full(65536, void, dtype=np.int64)
     for k, v in dict(meta.extra.get("cityscapes_category_of") or {}).items():
         lut[int(k)] = int(v)
+    if lut[0] == void and all(c.id != 0 for c in meta.categories):
+        lut[0] = 0  # unlabeled without a category: the background 0 of class maps
     return lut
 
 

@@ -1,0 +1,86 @@
+"""Validating Cityscapes-style folders: one problem per issue, naming the file and the field."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+from segpipe.core.problems import Problem
+from segpipe.errors import SegpipeError
+from segpipe.formats.cityscapes.convert import MAX_OBJECTS_PER_CLASS
+from segpipe.storage.images import image_size, read_label_map
+from segpipe.storage.paths import safe_join
+
+
+def validate_cityscapes(path: str | Path) -> Iterator[Problem]:
+    """Checks a Cityscapes folder; yields one problem per issue.
+
+    Codes: ``cityscapes.not_cityscapes``, ``cityscapes.sidecar``, ``cityscapes.no_labels`` (warning),
+    ``cityscapes.unreadable``, ``cityscapes.size_mismatch``, ``cityscapes.unknown_label`` (a labelIds or
+    instanceIds value of no label in the table), ``cityscapes.instance_of_stuff`` (an object id ≥ 1000 of
+    a class without instances), ``cityscapes.inconsistent`` (labelIds disagrees with instanceIds).
+    """
+    from segpipe.formats.cityscapes.reader import CityscapesReader
+
+    root = Path(path)
+    if not (root / "gtFine").is_dir():
+        yield Problem("error", str(root), "gtFine/", "no gtFine/ folder", "cityscapes.not_cityscapes")
+        return
+    try:
+        reader = CityscapesReader(root)
+    except SegpipeError as e:
+        yield Problem("error", e.path or str(root), e.where or "", e.message, "cityscapes.sidecar")
+        return
+    yield from reader.problems
+    rows = reader.meta.extra["cityscapes_labels"]
+    known = {int(r["id"]) for r in rows}
+    things = {int(r["id"]) for r in rows if r["hasInstances"]}
+    for s in reader.samples():
+        maps: dict[str, np.ndarray] = {}
+        for f in (s.object_file, s.semantic_file):  # instanceIds first: labelIds is checked against it
+            if f is None:
+                continue
+            rel = str(Path(f).relative_to(root)) if Path(f).is_relative_to(root) else f
+            try:
+                maps[rel] = read_label_map(safe_join(root, rel) if not Path(rel).is_absolute() else f)
+            except SegpipeError as e:
+                yield Problem("error", rel, "pixels", e.message, "cityscapes.unreadable")
+        shapes = {a.shape for a in maps.values()}
+        if len(shapes) > 1:
+            yield Problem("error", next(iter(maps)), "size", f"labelIds and instanceIds differ in size: {shapes}",
+                          "cityscapes.size_mismatch")
+            continue
+        if s.image_path is not None and shapes:
+            try:
+                w, h = image_size(s.image_path)
+            except SegpipeError as e:
+                yield Problem("error", s.image_path, "", e.message, "cityscapes.unreadable")
+            else:
+                (shape,) = shapes
+                if shape != (h, w):
+                    yield Problem("error", next(iter(maps)), "size",
+                                  f"labels are {shape[1]}x{shape[0]} but the image is {w}x{h}",
+                                  "cityscapes.size_mismatch")
+        derived = None
+        for rel, arr in maps.items():
+            vals = [int(v) for v in np.unique(arr)]
+            if rel.endswith("_gtFine_instanceIds.png"):
+                labs = {v // MAX_OBJECTS_PER_CLASS if v >= MAX_OBJECTS_PER_CLASS else v for v in vals}
+                stuff_objects = sorted({v for v in vals if v >= MAX_OBJECTS_PER_CLASS
+                                        and v // MAX_OBJECTS_PER_CLASS in known - things})
+                if stuff_objects:
+                    yield Problem("error", rel, "pixel values", f"object ids {stuff_objects[:10]} belong to classes "
+                                  "without instances", "cityscapes.instance_of_stuff")
+                a = arr.astype(np.int64)
+                derived = np.where(a >= MAX_OBJECTS_PER_CLASS, a // MAX_OBJECTS_PER_CLASS, a)
+            else:
+                labs = set(vals)
+                if derived is not None and not np.array_equal(derived, arr):
+                    yield Problem("error", rel, "pixels", "labelIds disagrees with instanceIds // 1000 on "
+                                  f"{int((derived != arr).sum())} pixels", "cityscapes.inconsistent")
+            bad = sorted(labs - known)
+            if bad:
+                yield Problem("error", rel, "pixel values", f"label ids {bad[:10]} are not in the label table",
+                              "cityscapes.unknown_label")
