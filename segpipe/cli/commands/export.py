@@ -8,6 +8,7 @@ import typer
 
 from segpipe.cli.common import SCHEDULER_HELP, WORKERS_HELP, cluster_spec, progress_bar
 
+
 def _targets() -> list[str]:
     """Every registered format that can be written (the store itself excepted)."""
     from segpipe.formats import all_formats
