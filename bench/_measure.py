@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import resource
 import subprocess
 import threading
 import time
@@ -11,8 +12,9 @@ import psutil
 
 
 def run_measured(cmd: Sequence[str], *, env: dict[str, str] | None = None, interval: float = 0.05) -> dict[str, float]:
-    """Runs ``cmd``; returns ``{"wall_s", "peak_rss_mb"}`` (sum of RSS over the process and its children,
+    """Runs ``cmd``; returns ``{"wall_s", "cpu_s", "peak_rss_mb"}`` (sum of RSS over the process and its children,
     sampled every ``interval`` seconds). Raises ``CalledProcessError`` on failure."""
+    ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     proc = subprocess.Popen(list(cmd), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     peak = 0
@@ -44,6 +46,10 @@ def run_measured(cmd: Sequence[str], *, env: dict[str, str] | None = None, inter
     stop.set()
     th.join()
     wall = time.perf_counter() - t0
+    ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    # user + system time of the command and every descendant it waited for (Dask workers included):
+    # unlike wall time, barely affected by other jobs sharing the machine.
+    cpu = (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)
     if proc.returncode != 0:
         raise subprocess.CalledProcessError(proc.returncode, list(cmd), output=out)
-    return {"wall_s": wall, "peak_rss_mb": peak / 2**20, "output": out}  # type: ignore[dict-item]
+    return {"wall_s": wall, "cpu_s": cpu, "peak_rss_mb": peak / 2**20, "output": out}  # type: ignore[dict-item]

@@ -38,7 +38,7 @@ def _synth(kind: str, out: Path, n: int, seed: int, size: tuple[int, int]) -> No
 
 
 def instance_bar(
-    work: Path, minutes: float, n_train: int, n_val: int, size: int, epochs: int, seed: int = 0
+    work: Path, minutes: float, n_train: int, n_val: int, size: int, epochs: int, batch: int = 2, seed: int = 0
 ) -> dict[str, Any]:
     """Trains Mask R-CNN and scores it with ``segpipe evaluate``; returns the figures."""
     import torch
@@ -48,17 +48,19 @@ def instance_bar(
     from segpipe.storage.images import read_image
 
     torch.set_num_threads(2)
-    tr, va = work / "inst_train", work / "inst_val"
+    tr, va, te = work / "inst_train", work / "inst_val", work / "inst_test"
     _synth("landmarks", tr, n_train, 1, (size, size))
-    _synth("landmarks", va, n_val, 2, (size, size))
+    _synth("landmarks", va, n_val, 2, (size, size))  # picks the best epoch
+    _synth("landmarks", te, n_val, 3, (size, size))  # scored once, at the end
     kw = {
         "min_size": size,
         "max_size": size,
         "anchor_sizes": [16, 32, 64, 128],
         "head_channels": 64,
-        "box_batch_size_per_image": 128,
-        "rpn_pre_nms_top_n_train": 600,
-        "rpn_post_nms_top_n_train": 300,
+        "box_batch_size_per_image": 32,
+        "rpn_batch_size_per_image": 128,
+        "rpn_pre_nms_top_n_train": 300,
+        "rpn_post_nms_top_n_train": 100,
         "rpn_pre_nms_top_n_test": 300,
         "rpn_post_nms_top_n_test": 100,
     }
@@ -72,21 +74,22 @@ def instance_bar(
         max_minutes=minutes,
         val_dir=va,
         seed=seed,
-        batch_size=4,
+        batch_size=batch,
         lr=1e-3,
         device="cpu",
         progress=False,
         model_kwargs=kw,
+        warmup_iters=20,
         log=lambda s: print(s, file=sys.stderr, flush=True),
     )
     train_s = time.perf_counter() - t0
     assert res.best_path is not None
     t1 = time.perf_counter()
     pred = Predictor.from_checkpoint(res.best_path, device="cpu", score_thresh=0.05, threads=2)
-    gt = json.loads((va / "annotations.json").read_text())
+    gt = json.loads((te / "annotations.json").read_text())
     results = []
     for im in gt["images"]:
-        p = pred.predict_instances(read_image(va / "images" / im["file_name"]))
+        p = pred.predict_instances(read_image(te / "images" / im["file_name"]))
         for rle, box, sc, cid in zip(p.rles, p.boxes, p.scores, p.category_ids, strict=True):
             x0, y0, x1, y1 = (float(v) for v in box)
             results.append(
@@ -105,7 +108,7 @@ def instance_bar(
     cmd = [
         str(Path(sys.executable).parent / "segpipe"),
         "evaluate",
-        str(va / "annotations.json"),
+        str(te / "annotations.json"),
         str(rpath),
         "--task",
         "instance",

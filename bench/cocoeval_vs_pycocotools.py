@@ -215,9 +215,7 @@ def generate_segm(root: Path, n_images: int, n_dets: int, seed: int = 0) -> tupl
                 c = polys[0].mean(axis=0)
                 scale = np.exp(rng.normal(0, s, 2))
                 shift = rng.normal(0, s, 2) * (bw, bh)
-                polys = [
-                    (p - c) * scale + c + shift + rng.normal(0, 0.15 * s, p.shape) * (bw, bh) for p in polys
-                ]
+                polys = [(p - c) * scale + c + shift + rng.normal(0, 0.15 * s, p.shape) * (bw, bh) for p in polys]
                 if rng.random() < 0.1:
                     cat = int(rng.integers(1, 81))
                 score = float(np.clip(rng.beta(5, 2) - s, 0.001, 1))
@@ -352,7 +350,10 @@ def main() -> None:
         root = Path(tmp)
         data = root
         if args.workdir is not None:  # a cache: reruns reuse the generated files
-            data = Path(args.workdir) / f"coco_{args.iou_type}_{args.images}img_{args.dets}det_seed{args.seed}_v{GEN_VERSION}"
+            data = (
+                Path(args.workdir)
+                / f"coco_{args.iou_type}_{args.images}img_{args.dets}det_seed{args.seed}_v{GEN_VERSION}"
+            )
             data.mkdir(parents=True, exist_ok=True)
         gt, dt = data / "gt.json", data / "dt.json"
         t0 = time.perf_counter()

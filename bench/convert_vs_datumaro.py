@@ -126,12 +126,18 @@ def main() -> None:
     env = dict(os.environ, CI="1")
     seg = run_measured([sys.executable, "-m", "segpipe", "-q", "convert", str(src), str(tmp / "seg_voc"),
                         "--to", "voc", "--images", "none", "-w", str(args.workers)], env=env)
-    print(f"segpipe : {seg['wall_s']:.2f} s, peak RSS {seg['peak_rss_mb']:.0f} MiB")
+    print(f"segpipe : {seg['wall_s']:.2f} s wall, {seg['cpu_s']:.2f} s CPU, peak RSS {seg['peak_rss_mb']:.0f} MiB")
     dat = run_measured([args.datum, "convert", "-i", str(src), "-if", "coco_instances", "-f", "voc_segmentation",
                         "-o", str(tmp / "dm_voc"), "--", "--label-map", "source"], env=env)
-    print(f"datumaro: {dat['wall_s']:.2f} s, peak RSS {dat['peak_rss_mb']:.0f} MiB")
+    print(f"datumaro: {dat['wall_s']:.2f} s wall, {dat['cpu_s']:.2f} s CPU, peak RSS {dat['peak_rss_mb']:.0f} MiB")
+    if args.workers:
+        one = run_measured([sys.executable, "-m", "segpipe", "-q", "convert", str(src), str(tmp / "seg_voc0"),
+                            "--to", "voc", "--images", "none", "-w", "0"], env=env)
+        print(f"segpipe in-process (-w 0): {one['wall_s']:.2f} s wall, {one['cpu_s']:.2f} s CPU, "
+              f"peak RSS {one['peak_rss_mb']:.0f} MiB")
     same, total, px = compare(tmp / "seg_voc", tmp / "dm_voc")
-    print(f"throughput ratio (segpipe / datumaro): {dat['wall_s'] / seg['wall_s']:.1f}x")
+    print(f"throughput ratio (segpipe / datumaro): {dat['wall_s'] / seg['wall_s']:.1f}x wall, "
+          f"{dat['cpu_s'] / seg['cpu_s']:.1f}x per CPU second")
     print(f"peak RSS ratio   (segpipe / datumaro): {seg['peak_rss_mb'] / dat['peak_rss_mb']:.2f}x")
     print(f"class PNGs identical by class name: {same}/{total} images, {px:.4%} of pixels")
     if not args.keep:

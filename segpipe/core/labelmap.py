@@ -12,6 +12,7 @@ The label's index in a class map (a palette PNG) is its position among the non-c
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,6 +53,15 @@ LABELMAP_HEADER = "# label:color_rgb:parts:actions"
 
 
 def voc_colormap(n: int = 256) -> np.ndarray:
+    """The standard Pascal VOC colormap (a fresh copy of a cached table: writers call this per image).
+
+    See :func:`_voc_colormap`.
+    """
+    return _voc_colormap(n).copy()
+
+
+@functools.lru_cache(maxsize=8)
+def _voc_colormap(n: int) -> np.ndarray:
     """The standard Pascal VOC colormap (the devkit's ``labelcolormap``).
 
     Bits of the label index are interleaved into the high bits of R, G and B: bit 0 of each 3-bit

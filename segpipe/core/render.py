@@ -142,17 +142,18 @@ def render_maps(
         cls_vals.append(v)
         obj_vals.append(k + 1 if k + 1 <= max_object_index else void_value)
 
-    # Paint by runs, column-major, into the transpose: O(object area) per instance instead of
-    # decoding full-image masks (pycocotools' decode costs O(H × W) per instance).
-    owner_t = np.full((width, height), -1, dtype=np.int32)  # position in ``painted``; -1 = nothing
-    flat = owner_t.reshape(-1)
+    # Paint by runs: O(object area) per instance instead of decoding full-image masks (pycocotools'
+    # decode costs O(H × W) per instance). RLE runs are column-major; their indices are converted to
+    # row-major so that the maps come out C-contiguous without a full-image transpose.
+    owner = np.full((height, width), -1, dtype=np.int32)  # position in ``painted``; -1 = nothing
+    flat = owner.reshape(-1)
     areas = np.zeros(len(painted), dtype=np.int64)
     for p, k in enumerate(painted):
         idx = foreground_indices(instances[k].rle)  # type: ignore[arg-type]
         areas[p] = idx.size
         if idx.size:
-            flat[idx] = p
-    owner = owner_t.T
+            x, y = np.divmod(idx, height)
+            flat[y * width + x] = p
 
     visible = np.bincount(flat[flat >= 0], minlength=len(painted)) if painted else areas
     top_cls = max([background, *cls_vals])
@@ -160,8 +161,8 @@ def render_maps(
     cls_lut = np.asarray([*cls_vals, background], dtype=np.int64).astype(_fit_dtype(top_cls))
     obj_lut = np.asarray([*obj_vals, 0], dtype=np.int64).astype(_fit_dtype(top_obj))
     # owner == -1 indexes the last LUT entry: background / 0.
-    class_map = np.ascontiguousarray(cls_lut[owner])
-    object_map = np.ascontiguousarray(obj_lut[owner])
+    class_map = cls_lut[owner]
+    object_map = obj_lut[owner]
 
     for p, k in enumerate(painted):
         inst = instances[k].instance

@@ -31,6 +31,14 @@ def check_polygon(poly: Any) -> str | None:
     if not isinstance(poly, (list, tuple)):
         return f"polygon must be a list of numbers, got {type(poly).__name__}"
     n = len(poly)
+    if n >= 6 and n % 2 == 0 and set(map(type, poly)) <= {int, float}:
+        # Fast path (one C-level pass): plain numbers, as json.loads gives them.
+        arr = np.asarray(poly, dtype=np.float64)
+        if np.isfinite(arr).all():
+            big = float(np.abs(arr).max())
+            if big > MAX_COORD:
+                return f"polygon coordinate {big:g} is out of range (|x| <= {MAX_COORD:g})"
+            return None
     bad = [v for v in poly if isinstance(v, bool) or not isinstance(v, (int, float))]
     if bad:
         return f"polygon has a non-number: {bad[0]!r}"

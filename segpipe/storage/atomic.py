@@ -53,6 +53,8 @@ def write_bytes_atomic(path: str | Path, data: bytes, *, durable: bool = False) 
 
 def write_json_atomic(path: str | Path, obj: Any, *, indent: int | None = 2, durable: bool = False) -> None:
     """Writes ``obj`` as UTF-8 JSON atomically."""
+    # json.dumps, not json.dump: only the one-shot path uses the C encoder (5-10× faster on big files).
+    text = json.dumps(obj, indent=indent, ensure_ascii=False)
     with atomic_open(path, "w", durable=durable) as f:
-        json.dump(obj, f, indent=indent, ensure_ascii=False)
+        f.write(text)
         f.write("\n")
