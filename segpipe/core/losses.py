@@ -71,5 +71,5 @@ class LossCounter:
             "notes": dict(sorted(self.notes.items())),
             "counts_in": dict(sorted(self.counts_in.items())),
             "counts_out": dict(sorted(self.counts_out.items())),
-            "missing_images": sorted(self.missing_images),
+            "missing_images": sorted(set(self.missing_images)),
         }

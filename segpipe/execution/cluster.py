@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -69,6 +70,51 @@ class _DoneFuture:
         return True
 
 
+_ADDRESS = re.compile(r"^(tcp|tls|ws|wss|ucx)://[^\s/:]+(:\d{1,5})$")
+CONNECT_TIMEOUT_S = 10.0
+
+
+def connect(address: str, timeout: float = CONNECT_TIMEOUT_S) -> Any:
+    """Connects a ``distributed.Client`` to an existing scheduler, with a hard deadline.
+
+    The handshake runs in a helper thread: a service on that port that is not a Dask scheduler (a web
+    server, the dashboard's port) can otherwise hang the handshake or send bytes that decode as an
+    absurd frame size. Every failure becomes one :class:`ExecutionError` line.
+
+    Raises:
+        ExecutionError: a malformed address, nothing listening, not a scheduler, or no answer in time.
+    """
+    import queue
+    import threading
+
+    if not _ADDRESS.match(address):
+        raise ExecutionError(f"not a scheduler address: {address!r}", hint="write it as tcp://HOST:PORT")
+    hint = "start one with `dask scheduler` and `dask worker ADDRESS`, or omit --scheduler"
+
+    box: queue.Queue[tuple[bool, Any]] = queue.Queue()
+
+    def attempt() -> None:
+        try:
+            from distributed import Client
+
+            box.put((True, Client(address, timeout=f"{int(timeout)}s")))
+        except BaseException as e:  # delivered to the caller below
+            box.put((False, e))
+
+    # A daemon thread: a handshake that never returns must not keep the process alive at exit.
+    threading.Thread(target=attempt, name="segpipe-connect", daemon=True).start()
+    try:
+        ok, value = box.get(timeout=timeout + 2)
+    except queue.Empty:
+        raise ExecutionError(f"no Dask scheduler answered at {address} within {timeout:.0f} s", hint=hint) from None
+    if ok:
+        return value
+    if isinstance(value, (OSError, TimeoutError)):
+        raise ExecutionError(f"cannot reach the Dask scheduler at {address}: {value}", hint=hint)
+    # garbage from a non-Dask service: MemoryError, ValueError, protocol errors
+    raise ExecutionError(f"{address} did not answer as a Dask scheduler ({type(value).__name__})", hint=hint)
+
+
 @contextmanager
 def open_client(spec: ClusterSpec) -> Iterator[Any]:
     """Yields a ``distributed.Client`` (or an :class:`InProcessClient` for ``workers=0``).
@@ -82,13 +128,7 @@ def open_client(spec: ClusterSpec) -> Iterator[Any]:
     from distributed import Client, LocalCluster
 
     if spec.scheduler:
-        try:
-            client = Client(spec.scheduler, timeout="15s")
-        except (OSError, TimeoutError) as e:
-            raise ExecutionError(
-                f"cannot reach the Dask scheduler at {spec.scheduler}: {e}",
-                hint="start one with `dask scheduler` and `dask worker ADDRESS`, or omit --scheduler",
-            ) from None
+        client = connect(spec.scheduler)
         try:
             yield client
         finally:
@@ -99,7 +139,8 @@ def open_client(spec: ClusterSpec) -> Iterator[Any]:
             n_workers=spec.n_workers(),
             threads_per_worker=spec.threads_per_worker,
             processes=True,
-            dashboard_address=":0" if spec.dashboard else None,
+            # a free port: two runs (or a user's own dashboard on 8787) never collide
+            dashboard_address=":0",
             memory_limit=spec.memory_limit,
             silence_logs=logging.ERROR,
             worker_class="distributed.Nanny",

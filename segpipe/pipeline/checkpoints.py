@@ -93,8 +93,14 @@ def evaluate_checkpoints(
     gt_store = out / "gt.zarr"
     if not (gt_store / "zarr.json").exists():
         log(f"decoding the ground truth once: {req.gt} → {gt_store}")
-        convert(ConvertRequest(src=req.gt, dst=gt_store, to="segpipe_zarr", copy_images="none", overwrite=True),
-                cluster)
+        from segpipe.formats import detect_format
+        from segpipe.pipeline.evaluate import PREFER
+
+        # The same reading of the ground truth as `segpipe evaluate` (a synth folder's masks, not its
+        # objects-only COCO JSON, for semantic tasks).
+        gt_format = detect_format(req.gt, prefer=PREFER.get(req.task, ()))
+        convert(ConvertRequest(src=req.gt, dst=gt_store, to="segpipe_zarr", from_=gt_format, copy_images="none",
+                               overwrite=True), cluster)
     rows: list[dict[str, Any]] = []
     seen: set[str] = set()
     for i, ckpt in enumerate(req.checkpoints):

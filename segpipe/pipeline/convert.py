@@ -203,13 +203,13 @@ def _promote(staging: Path, dst: Path) -> list[Path]:
     moved: list[Path] = []
     for p in sorted(staging.iterdir()):
         target = dst / p.name
-        if target.is_dir() and p.is_dir():
-            shutil.copytree(p, target, dirs_exist_ok=True, copy_function=os.replace)  # type: ignore[arg-type]
-            shutil.rmtree(p)
-        else:
-            if target.is_dir():
-                shutil.rmtree(target)
-            os.replace(p, target)
+        # Replace, never merge: a folder of an earlier conversion (e.g. SegmentationClass/) is swapped
+        # whole, so stale files cannot survive next to new index files (--overwrite).
+        if target.is_dir() and not target.is_symlink():
+            shutil.rmtree(target)
+        elif target.exists() or target.is_symlink():
+            target.unlink()
+        os.replace(p, target)
         moved.append(target)
     staging.rmdir()
     return moved
@@ -286,36 +286,38 @@ def convert(
         if req.strict and (not losses.lossless or losses.missing_images):
             totals = losses.totals()
             if losses.missing_images:
-                totals["missing_images"] = len(losses.missing_images)
+                totals["missing_images"] = len(set(losses.missing_images))
             summary = ", ".join(f"{k}={v}" for k, v in totals.items())
             raise LossError(f"conversion to {req.to} would lose information: {summary}; nothing was written",
                             path=req.src, hint="run without --strict to convert and see the report")
         writer.finalize(results)
         shutil.rmtree(spill_dir, ignore_errors=True)
+        failed = sum(1 for p in problems if p.code == "unreadable")
+        report: dict[str, Any] = {
+            "segpipe_version": __version__,
+            "source": {"path": str(req.src), "format": src_format, "images": n, "categories": len(meta.categories)},
+            "target": {"path": str(req.dst), "format": req.to, "categories": len(out_meta.categories)},
+            "category_map": str(req.category_map) if req.category_map else None,
+            "images": {
+                "total": n,
+                "converted": n - failed,
+                "failed": failed,
+                "missing_files": len(set(losses.missing_images)),
+            },
+            "losses": losses.to_dict(),
+            "repairs": [r.to_dict() if hasattr(r, "to_dict") else r for r in getattr(reader, "repairs", [])],
+            "problems": [p.to_dict() for p in problems],
+            "shards": n_shards,
+            "workers": "in-process"
+            if cluster.workers == 0 and not cluster.scheduler
+            else (cluster.scheduler or workers),
+            "elapsed_s": round(time.perf_counter() - t0, 3),
+        }
+        write_json_atomic(staging / REPORT_NAME, report)
         _promote(staging, req.dst)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         if created:
             shutil.rmtree(req.dst, ignore_errors=True)
         raise
-    failed = sum(1 for p in problems if p.code == "unreadable")
-    report: dict[str, Any] = {
-        "segpipe_version": __version__,
-        "source": {"path": str(req.src), "format": src_format, "images": n, "categories": len(meta.categories)},
-        "target": {"path": str(req.dst), "format": req.to, "categories": len(out_meta.categories)},
-        "category_map": str(req.category_map) if req.category_map else None,
-        "images": {
-            "total": n,
-            "converted": n - failed,
-            "failed": failed,
-            "missing_files": len(losses.missing_images),
-        },
-        "losses": losses.to_dict(),
-        "repairs": list(getattr(reader, "repairs", [])),
-        "problems": [p.to_dict() for p in problems],
-        "shards": n_shards,
-        "workers": "in-process" if cluster.workers == 0 and not cluster.scheduler else (cluster.scheduler or workers),
-        "elapsed_s": round(time.perf_counter() - t0, 3),
-    }
-    write_json_atomic(req.dst / REPORT_NAME, report)
     return report

@@ -275,8 +275,12 @@ class _BaseReader:
                         "image.missing",
                     )
                 )
-        sem = part.json_path.parent / "semantic"
-        part.semantic_dir = sem if sem.is_dir() else None
+        # Label maps of every class beside the JSON: ``semantic/`` (what segpipe writes) or ``masks/`` (what
+        # `segpipe synth` and most mask datasets use). Without them a COCO JSON of objects would silently
+        # lose every stuff class on the way to a label-map format.
+        part.semantic_dir = next(
+            (d for d in (part.json_path.parent / "semantic", part.json_path.parent / "masks") if d.is_dir()), None
+        )
 
     def _merge_meta(self, metas: list[DatasetMeta]) -> DatasetMeta:
         first = metas[0]

@@ -246,7 +246,9 @@ class VocWriter:
         if m.class_map is not None:
             # The source's own class map is exact (void, stuff, classes of unannotated regions).
             class_map = self._class_map_labels(m, losses)
-        elif m.panoptic is not None and not has_masks:
+        elif m.panoptic is not None:
+            # Stuff classes live only in the panoptic map: the class map comes from it (things and stuff),
+            # with crowd regions void as VOC has them (the object map rendered from the things says where).
             from segpipe.formats.derive import derive_class_map
 
             dcm, dl = derive_class_map(m, self.meta)
@@ -255,6 +257,12 @@ class VocWriter:
                 class_map = self._class_map_labels(
                     Materialized(m.sample, (), dcm, None, m.void_value), losses
                 )
+                if object_map is not None:
+                    class_map = np.where(object_map == VOC_VOID, VOC_VOID, class_map)
+                thing = {c.id: c.isthing for c in self.meta.categories}
+                for seg in m.panoptic[1]:  # stuff segments are written as class-map regions
+                    if not thing.get(seg.category_id, True):
+                        losses.counts_out[self.names.get(seg.category_id, str(seg.category_id))] += 1
         if class_map is not None and class_map.dtype != np.uint8:
             class_map = class_map.astype(np.uint8)
         return kept, class_map, object_map
