@@ -202,6 +202,8 @@ def plan_tasks(entries: list[ManifestEntry], cfg_hash: str) -> list[tuple[str, M
     """One task per image, per chunk-aligned block of a scene, per slice of a volume (pure)."""
     tasks: list[tuple[str, ManifestEntry, dict[str, Any]]] = []
     for e in entries:
+        if e.kind == "invalid":
+            continue
         if e.kind == "scene":
             for y0 in range(0, e.height, BLOCK):
                 for x0 in range(0, e.width, BLOCK):
@@ -218,21 +220,22 @@ def plan_tasks(entries: list[ManifestEntry], cfg_hash: str) -> list[tuple[str, M
 # ------------------------------------------------------------------------------------------- ingest
 
 
-def _describe_shard(root: str, names: list[str]) -> list[ManifestEntry]:
-    return [describe(Path(root), n) for n in names]
+def _describe_shard(root: str, names: list[str], ids: list[int | None] | None = None) -> list[ManifestEntry]:
+    return [describe(Path(root), n, ids[i] if ids else None) for i, n in enumerate(names)]
 
 
-def _dataset_images(source: Path) -> list[tuple[Path, str]]:
+def _dataset_images(source: Path) -> list[tuple[Path, str, int | None]]:
+    """The existing image files of a dataset, with the dataset's own image ids."""
     from segpipe.formats import detect_format, get_format
 
     fmt = detect_format(source)
     reader = get_format(fmt).reader(source)
-    out = []
+    out: list[tuple[Path, str, int | None]] = []
     for s in reader.samples():
         if s.image_path is None:
             continue
         p = Path(s.image_path)
-        out.append((p.parent, p.name))
+        out.append((p.parent, p.name, s.image.id))
     if not out:
         raise InputError(f"the {fmt} dataset names no image file that exists", path=source)
     return out
@@ -249,24 +252,21 @@ def ingest(source: str, client: Any, *, limit: int | None = None,
     if src.suffix == ".jsonl" and src.is_file():
         listed = list(read_manifest(src))
         return listed[:limit] if limit else listed
-    groups: dict[str, list[str]] = {}
-    if src.is_dir() and not any(c in source for c in "*?[") and not _looks_like_images_folder(src):
-        for root, name in _dataset_images(src):
-            groups.setdefault(str(root), []).append(name)
-    elif src.is_file():
-        for root, name in _dataset_images(src):
-            groups.setdefault(str(root), []).append(name)
+    groups: dict[str, list[tuple[str, int | None]]] = {}
+    if (src.is_dir() and not any(c in source for c in "*?[") and not _looks_like_images_folder(src)) or src.is_file():
+        for root, name, iid in _dataset_images(src):
+            groups.setdefault(str(root), []).append((name, iid))
     else:
         folder, names = list_images(source)
-        groups[str(folder)] = names
+        groups[str(folder)] = [(n, None) for n in names]
     if limit:
         groups = {k: v[:limit] for k, v in list(groups.items())[:1]}
     tasks = []
-    for base, names in groups.items():
-        for i in range(0, len(names), 64):
-            chunk = names[i : i + 64]
-            key = "ingest-" + hashlib.sha1(f"{base}|{chunk[0]}|{len(chunk)}".encode()).hexdigest()[:16]
-            tasks.append((key, (base, chunk)))
+    for base, items in groups.items():
+        for i in range(0, len(items), 64):
+            chunk = items[i : i + 64]
+            key = "ingest-" + hashlib.sha1(f"{base}|{chunk[0][0]}|{len(chunk)}".encode()).hexdigest()[:16]
+            tasks.append((key, (base, [n for n, _ in chunk], [iid for _, iid in chunk])))
     entries: list[ManifestEntry] = []
     total = sum(len(v) for v in groups.values())
     for _, res in run_tasks(client, _describe_shard, iter(tasks), total=len(tasks), max_in_flight=8):
@@ -556,6 +556,26 @@ def _digest_stream(arr: Any) -> str:
 # ------------------------------------------------------------------------------------------- driver
 
 
+def _drop_stale_receipts(ledger: Ledger, done: set[str], planned: list[tuple[str, ManifestEntry, Any]]) -> None:
+    """Removes receipts of images that are planned again under another key (their content changed).
+
+    Such a receipt would vouch for outputs its task no longer owns: the image is re-run and rewritten,
+    and ``fsck`` would then find the old checksum mismatching. Receipts of images no longer in the
+    collection are kept (their outputs are still there).
+    """
+    planned_keys = {k for k, _, _ in planned}
+    ids: set[int] = set()
+    for _, e, part in planned:
+        ids.add(slice_id(e, int(part["z"])) if "z" in part else e.id)
+    for key in done - planned_keys:
+        try:
+            rec = ledger.read(key)
+        except (OSError, ValueError):
+            continue
+        if int(rec.get("image_id", -1)) in ids:
+            ledger.path(key).unlink(missing_ok=True)
+
+
 def _store_attrs(meta: Any, model_ref: ModelRef, config: dict[str, Any], cfg_hash: str) -> dict[str, Any]:
     cats = []
     for i, c in enumerate(meta.categories):
@@ -576,8 +596,11 @@ def _store_attrs(meta: Any, model_ref: ModelRef, config: dict[str, Any], cfg_has
     }
 
 
-def prepare_store(req: PrelabelRequest, attrs: dict[str, Any], cfg_hash: str) -> ZarrStore:
-    """Creates the store, or checks that an existing one may be resumed."""
+def prepare_store(req: PrelabelRequest, attrs: dict[str, Any], cfg_hash: str, *, dry_run: bool = False) -> ZarrStore:
+    """Creates the store, or checks that an existing one may be resumed.
+
+    With ``dry_run`` only the checks run (before any cluster starts: a refusal costs nothing).
+    """
     out = req.out
     if out.exists():
         existing = None
@@ -596,8 +619,12 @@ def prepare_store(req: PrelabelRequest, attrs: dict[str, Any], cfg_hash: str) ->
             if not req.resume:
                 raise InputError("store exists", path=out, hint="pass --resume to continue it or --overwrite")
             return ZarrStore(out)
+        if dry_run:
+            return ZarrStore(out)
         if req.overwrite:
             shutil.rmtree(out)
+    if dry_run:
+        return ZarrStore(out)
     return ZarrStore.create(out, attrs)
 
 
@@ -631,17 +658,21 @@ def prelabel(
         options["score_thresh"] = req.min_score
     flags = {"probs": req.probs, "heatmaps": req.heatmaps, "min_score": req.min_score, "window": req.window}
     run_id = time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
+    attrs = _store_attrs(meta, model_ref, config, cfg_hash)
+    prepare_store(req, attrs, cfg_hash, dry_run=True)  # refuse a conflicting store before starting a cluster
     with open_client(cluster) as client:
         dashboard = getattr(client, "dashboard_link", None)
         if log and dashboard:
             log(f"dask dashboard: {dashboard}")
         entries = ingest(req.source, client, limit=req.limit)
-        store = prepare_store(req, _store_attrs(meta, model_ref, config, cfg_hash), cfg_hash)
+        store = prepare_store(req, attrs, cfg_hash)
         write_manifest(store.private / "manifest.jsonl", entries)
         ledger = Ledger(store.private)
         ledger.ensure()
         done_keys = ledger.keys()
         planned = plan_tasks(entries, cfg_hash)
+        _drop_stale_receipts(ledger, done_keys, planned)
+        done_keys = ledger.keys()
         todo = [t for t in planned if t[0] not in done_keys]
         skipped = len(planned) - len(todo)
         scenes = {e.id: e for _, e, part in todo if "window" in part}
@@ -666,7 +697,10 @@ def prelabel(
 
             client.register_plugin(PredictorPlugin(model_ref, options, threads))
         receipts: list[dict[str, Any]] = []
-        failed: list[dict[str, Any]] = []
+        failed: list[dict[str, Any]] = [
+            {"key": "", "image_id": e.id, "file": e.file, "status": "failed", "reason": e.error}
+            for e in entries if e.kind == "invalid"
+        ]
         t_run = time.perf_counter()
         tasks = ((k, (e, str(store.path), k, model_ref, options, threads, flags, part)) for k, e, part in todo)
         stopped = False

@@ -240,15 +240,33 @@ def run_pipeline(
         name, step = stage.step()
         log(f"[{i + 1}/{len(spec.stages)}] {name}")
         t0 = time.perf_counter()
-        summary = _run_stage(name, step, base, cluster, log)
+        try:
+            summary = _run_stage(name, step, base, cluster, log)
+        except ConfigError as e:
+            if e.path is not None:
+                raise
+            raise ConfigError(e.message, path=path, where=f"stages[{i}].{e.where or name}", hint=e.hint) from None
         summary.update({"stage": i + 1, "step": name, "seconds": round(time.perf_counter() - t0, 2)})
         summaries.append(summary)
     return summaries
 
 
 def _p(base: Path, rel: str) -> Path:
+    """An input path: relative to the work folder, or absolute."""
     p = Path(rel)
     return p if p.is_absolute() else base / p
+
+
+def _out(base: Path, rel: str, field: str) -> Path:
+    """An output path: must stay inside the work folder (never a write outside the output)."""
+    from segpipe.storage.paths import is_within
+
+    p = Path(rel)
+    target = p if p.is_absolute() else base / p
+    if not is_within(base, target):
+        raise ConfigError(f"output {rel!r} is outside the work folder {base}", where=field,
+                          hint="use a path relative to the work folder")
+    return target
 
 
 def _run_stage(name: str, step: Any, base: Path, cluster: Any, log: Callable[[str], None]) -> dict[str, Any]:
@@ -258,13 +276,13 @@ def _run_stage(name: str, step: Any, base: Path, cluster: Any, log: Callable[[st
         kw: dict[str, Any] = {}
         if step.format:
             kw["image_format"] = step.format
-        synth(step.kind, _p(base, step.out), n=step.n, seed=step.seed,
+        synth(step.kind, _out(base, step.out, "synth.out"), n=step.n, seed=step.seed,
               size=tuple(step.size) if step.size else None, **kw)
-        return {"out": str(_p(base, step.out))}
+        return {"out": str(_out(base, step.out, "synth.out"))}
     if name == "train":
         from segpipe.models.train import train
 
-        res = train(_p(base, step.dataset), step.arch, _p(base, step.out), epochs=step.epochs,
+        res = train(_p(base, step.dataset), step.arch, _out(base, step.out, "train.out"), epochs=step.epochs,
                     max_minutes=step.max_minutes, val_dir=_p(base, step.val) if step.val else None,
                     resume=step.resume, seed=step.seed, batch_size=step.batch, progress=False, log=log)
         return {"out": str(_p(base, step.out)), "best": str(getattr(res, "best_path", ""))}
@@ -275,7 +293,7 @@ def _run_stage(name: str, step: Any, base: Path, cluster: Any, log: Callable[[st
 
         with open_client(cluster) as client:
             entries = ingest(str(_p(base, step.source)), client)
-        out = _p(base, step.out)
+        out = _out(base, step.out, "ingest.out")
         out.parent.mkdir(parents=True, exist_ok=True)
         return {"out": str(out), "images": write_manifest(out, entries)}
     if name == "prelabel":
@@ -283,7 +301,7 @@ def _run_stage(name: str, step: Any, base: Path, cluster: Any, log: Callable[[st
 
         req = PrelabelRequest(source=str(_p(base, step.source)), model=str(_p(base, step.model))
                               if not (":" in step.model and not _p(base, step.model).exists()) else step.model,
-                              out=_p(base, step.out), arch=step.arch, task=step.task, tile=step.tile,
+                              out=_out(base, step.out, "prelabel.out"), arch=step.arch, task=step.task, tile=step.tile,
                               overlap=step.overlap, batch=step.batch, device=step.device,
                               resume=step.resume and _p(base, step.out).exists(), on_error=step.on_error,
                               probs=step.probs, heatmaps=step.heatmaps, min_score=step.min_score)
@@ -293,12 +311,13 @@ def _run_stage(name: str, step: Any, base: Path, cluster: Any, log: Callable[[st
         from segpipe.pipeline.convert import ConvertRequest, convert
 
         if name == "export":
-            req2 = ConvertRequest(src=_p(base, step.store), dst=_p(base, step.out), to=step.to, from_="segpipe_zarr",
+            req2 = ConvertRequest(src=_p(base, step.store), dst=_out(base, step.out, "export.out"), to=step.to,
+                                  from_="segpipe_zarr",
                                   copy_images="none", overwrite=step.overwrite,
                                   reader_options={"min_score": step.min_score},
                                   writer_options={"polygons": True} if step.polygons else {})
         else:
-            req2 = ConvertRequest(src=_p(base, step.src), dst=_p(base, step.out), to=step.to,
+            req2 = ConvertRequest(src=_p(base, step.src), dst=_out(base, step.out, "convert.out"), to=step.to,
                                   category_map=_p(base, step.categories) if step.categories else None,
                                   strict=step.strict, overwrite=step.overwrite)
         rep2 = convert(req2, cluster)
@@ -307,8 +326,9 @@ def _run_stage(name: str, step: Any, base: Path, cluster: Any, log: Callable[[st
         from segpipe.pipeline.evaluate import EvaluateRequest, evaluate
 
         req3 = EvaluateRequest(gt=_p(base, step.gt), pred=_p(base, step.pred), task=step.task,
-                               report_dir=_p(base, step.report_dir) if step.report_dir else None,
-                               json_path=_p(base, step.json_out) if step.json_out else None,
+                               report_dir=_out(base, step.report_dir, "evaluate.report_dir")
+                               if step.report_dir else None,
+                               json_path=_out(base, step.json_out, "evaluate.json") if step.json_out else None,
                                num_classes=step.num_classes,
                                iou_types=tuple(step.iou_types) if step.iou_types else None)
         rep3 = evaluate(req3, cluster)
@@ -325,7 +345,9 @@ def _run_stage(name: str, step: Any, base: Path, cluster: Any, log: Callable[[st
             raise InputError("no checkpoint matches", path=base, where="evaluate-checkpoints.checkpoints")
         rep4 = evaluate_checkpoints(EvaluateCheckpointsRequest(gt=_p(base, step.gt), checkpoints=ckpts,
                                                                images=_p(base, step.images),
-                                                               report_dir=_p(base, step.report_dir), task=step.task),
+                                                               report_dir=_out(base, step.report_dir,
+                                                                               "evaluate-checkpoints.report_dir"),
+                                                               task=step.task),
                                     cluster, log=log)
         return {"report": str(_p(base, step.report_dir)), "best": rep4.get("best")}
     raise ConfigError(f"unknown step {name!r}")

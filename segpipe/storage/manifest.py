@@ -39,6 +39,7 @@ class ManifestEntry:
         kind: ``image`` (decoded whole), ``scene`` (a raster read window by window: GeoTIFF/COG) or
             ``volume`` (NIfTI / DICOM series, processed slice by slice).
         depth: Slices of a volume.
+        error: Why the item cannot be processed (e.g. a symlink leaving the root); empty when fine.
     """
 
     id: int
@@ -50,6 +51,7 @@ class ManifestEntry:
     bytes: int = 0
     kind: str = "image"
     depth: int = 0
+    error: str = ""
 
 
 def stable_id(rel: str) -> int:
@@ -109,11 +111,27 @@ def _is_volume(p: Path) -> bool:
     return p.name.lower().endswith((".nii", ".nii.gz"))
 
 
-def describe(root: Path, rel: str) -> ManifestEntry:
-    """Hashes and measures one item (worker side). Size reading failures leave width = height = 0."""
+def describe(root: Path, rel: str, image_id: int | None = None) -> ManifestEntry:
+    """Hashes and measures one item (worker side). Size reading failures leave width = height = 0.
+
+    Args:
+        root: Collection root.
+        rel: Path relative to it.
+        image_id: The id the source dataset gives the image (kept, so exports match its annotations);
+            a stable id from the path otherwise.
+
+    An item that cannot be opened safely (a symlink leaving the root, a missing file) is returned with
+    ``kind="invalid"`` and ``error`` set: it fails alone instead of stopping the run.
+    """
     from segpipe.errors import SegpipeError
 
-    p = safe_join(root, rel)
+    iid = stable_id(rel) if image_id is None else int(image_id)
+    try:
+        p = safe_join(root, rel)
+        p.stat()
+    except (SegpipeError, OSError) as e:
+        reason = str(e) if isinstance(e, SegpipeError) else f"cannot read: {e.strerror}"
+        return ManifestEntry(iid, rel, str(Path(root) / rel), kind="invalid", error=reason)
     w = h = depth = 0
     kind = "image"
     if _is_volume(p) or (p.is_dir()):
@@ -132,7 +150,7 @@ def describe(root: Path, rel: str) -> ManifestEntry:
             hh.update(f.name.encode())
             hh.update(file_sha256(f).encode())
             size += f.stat().st_size
-        return ManifestEntry(stable_id(rel), rel, str(p), w, h, hh.hexdigest(), size, kind, depth)
+        return ManifestEntry(iid, rel, str(p), w, h, hh.hexdigest(), size, kind, depth)
     if p.suffix.lower() in SCENE_SUFFIXES and _raster_reader():
         try:
             from segpipe.storage.raster import open_raster
@@ -149,7 +167,7 @@ def describe(root: Path, rel: str) -> ManifestEntry:
             w, h = image_size(p)
         except SegpipeError:
             pass  # an unreadable image is reported per image by the task that decodes it
-    return ManifestEntry(stable_id(rel), rel, str(p), w, h, file_sha256(p), p.stat().st_size, kind)
+    return ManifestEntry(iid, rel, str(p), w, h, file_sha256(p), p.stat().st_size, kind)
 
 
 def _raster_reader() -> bool:

@@ -73,3 +73,12 @@ def test_pipeline_runs(path, tmp_path):
         board = json.loads((work / "report" / "leaderboard.json").read_text())
         assert len(board["rows"]) == 2 and board["best"]
         assert (work / "report" / "metrics.png").exists() and (work / "report" / "leaderboard.md").exists()
+
+
+def test_stage_output_outside_workdir_is_refused(tmp_path):
+    bad = tmp_path / "esc.yaml"
+    bad.write_text("version: 1\nstages:\n  - synth: {kind: streetview, out: ../../escaped, n: 2}\n")
+    r = run_cli("run", str(bad), "--workdir", str(tmp_path / "work"))
+    assert r.returncode == 2
+    assert "esc.yaml: stages[0].synth.out: output '../../escaped' is outside the work folder" in r.stderr
+    assert not (tmp_path.parent / "escaped").exists() and not (tmp_path / "escaped").exists()

@@ -230,3 +230,43 @@ def test_store_attrs_match_layout_schema(tmp_path, collection, checkpoint):
     img_schema = {**schema["$defs"]["StoreImageAttrs"], "$defs": schema["$defs"]}
     for k in root["images"].group_keys():
         jsonschema.validate(dict(root[f"images/{k}"].attrs), img_schema)
+
+
+def test_changed_image_is_redone_and_fsck_stays_clean(tmp_path, collection, checkpoint):
+    src = tmp_path / "imgs"
+    src.mkdir()
+    files = sorted((collection / "images").iterdir())[:4]
+    for p in files[:3]:
+        (src / p.name).write_bytes(p.read_bytes())
+    out = tmp_path / "s.zarr"
+    prelabel(PrelabelRequest(source=str(src), model=str(checkpoint), out=out, threads=1), ClusterSpec(workers=0))
+    (src / files[1].name).write_bytes(files[3].read_bytes())  # same name, other content
+    rep = prelabel(PrelabelRequest(source=str(src), model=str(checkpoint), out=out, threads=1, resume=True),
+                   ClusterSpec(workers=0))
+    assert rep["images"]["done"] == 1 and rep["images"]["skipped_already_done"] == 2
+    f = fsck(out)
+    assert f["receipts"] == 3 and f["ok"] == 3 and not f["bad"]
+
+
+def test_dataset_source_keeps_its_image_ids(tmp_path, collection, checkpoint):
+    out = tmp_path / "s.zarr"
+    prelabel(PrelabelRequest(source=str(collection), model=str(checkpoint), out=out, threads=1, limit=3),
+             ClusterSpec(workers=0))
+    gt_ids = {im["id"] for im in json.loads((collection / "annotations.json").read_text())["images"]}
+    root = zarr.open_group(str(out), mode="r")
+    assert {int(k) for k in root["images"].group_keys()} <= gt_ids
+
+
+def test_symlink_leaving_the_root_fails_alone(tmp_path, collection, checkpoint):
+    src = tmp_path / "imgs"
+    src.mkdir()
+    for p in sorted((collection / "images").iterdir())[:2]:
+        (src / p.name).write_bytes(p.read_bytes())
+    secret = tmp_path / "secret.png"
+    secret.write_bytes(b"not yours")
+    os.symlink(secret, src / "link.png")
+    rep = prelabel(PrelabelRequest(source=str(src), model=str(checkpoint), out=tmp_path / "s.zarr", threads=1),
+                   ClusterSpec(workers=0))
+    assert rep["images"]["done"] == 2
+    (failed,) = rep["failed"]
+    assert failed["file"] == "link.png" and "outside the dataset root" in failed["reason"]
