@@ -5,7 +5,7 @@ instance models from the COCO ``annotations.json`` (decoded with pycocotools), t
 from COCO keypoints (Gaussian heatmaps, sigma 2 output pixels). Every epoch writes
 ``OUT/epoch_NNN.ckpt`` (with optimizer state, for ``--resume``), appends a line to
 ``OUT/metrics.jsonl`` (``mean_iou`` for semantic, COCO mask ``ap`` for instance, ``pck`` for landmarks)
-and refreshes ``OUT/best.ckpt`` when the validation metric improves. ``max_minutes`` stops training at
+and refreshes ``OUT/best.ckpt`` when the validation metric improves or ties (the later epoch wins a tie). ``max_minutes`` stops training at
 the budget (mid-epoch if need be: that epoch is still validated and saved).
 """
 
@@ -536,7 +536,8 @@ def train(
                 lr=lr,
                 batch_size=batch_size,
             )
-            improved = metrics[metric_name] > best
+            # ">=": of equally good epochs (a saturated validation metric) the later, longer-trained one wins.
+            improved = metrics[metric_name] >= best
             if improved:
                 best = metrics[metric_name]
             train_state = {"epoch": epoch + 1, "best": best, "history": history, "scheduler": sched.state_dict()}

@@ -142,8 +142,13 @@ def convert_shard(
     mapper: CategoryMapper | None,
     on_error: str,
     spill_dir: str,
+    check_images: bool = False,
 ) -> ShardResult:
     """Worker task: materialize each sample, map categories, write, and spill the fragments.
+
+    With ``check_images`` (images are copied into the output) every image file is verified first: a
+    corrupt or truncated image is never copied silently; it fails under ``fail`` and is reported and
+    skipped under ``skip``.
 
     Returns a small :class:`ShardResult` whose fragments live in a spill file.
     """
@@ -157,6 +162,13 @@ def convert_shard(
             if s.image_path is None:
                 pre.missing_images.append(s.image.file_name)
             try:
+                if check_images and s.image_path is not None:
+                    from segpipe.errors import ImageDecodeError
+                    from segpipe.pipeline.validate import check_image_file
+
+                    why = check_image_file(s.image_path)
+                    if why:
+                        raise ImageDecodeError(why, path=s.image_path)
                 m = spec.materialize(s, src_meta)
             except SegpipeError as e:
                 if on_error == "fail":
@@ -264,7 +276,7 @@ def convert(
         tasks = (
             (
                 _task_key(req, i),
-                (i, shard, src_format, meta, writer, mapper, req.on_error, str(spill_dir)),
+                (i, shard, src_format, meta, writer, mapper, req.on_error, str(spill_dir), req.copy_images != "none"),
             )
             for i, shard in enumerate(chunked(reader.samples(), size))
         )

@@ -1007,6 +1007,14 @@ def evaluate(
     cluster = cluster or ClusterSpec()
     gt_spec = _resolve_format(req.gt, req.gt_format, "gt", req.task)
     pred_spec = _resolve_format(req.pred, req.pred_format, "pred", req.task)
+    if pred_spec.name == "segpipe_zarr" and req.task != "semantic":
+        from segpipe.storage.zarrstore import ZarrStore
+
+        made_for = ZarrStore.open(req.pred).attrs().get("task")
+        if made_for == "semantic":
+            # Per-class blobs of a label map are no instances: AP on them would be a number without meaning.
+            raise ConfigError(f"the store holds semantic pre-labels, not {req.task} predictions", path=req.pred,
+                              hint="evaluate it with --task semantic")
     run = _Run(req, cluster, progress)
     with open_client(cluster) as client:
         if req.task == "semantic":

@@ -1,4 +1,4 @@
-"""``segpipe validate``: dispatch to the format's validator."""
+"""``segpipe validate``: the format's own checks, then an integrity check of every image file."""
 
 from __future__ import annotations
 
@@ -6,18 +6,52 @@ import inspect
 from pathlib import Path
 
 from segpipe.core.problems import Problem
-from segpipe.errors import UnsupportedError
+from segpipe.errors import SegpipeError, UnsupportedError
 from segpipe.formats import detect_format, get_format
+from segpipe.formats.base import FormatSpec
 
 
-def validate_path(path: Path, fmt: str = "auto", *, image_root: Path | None = None) -> tuple[str, list[Problem]]:
+def check_image_file(path: str, *, deep: bool = False) -> str | None:
+    """Why an image file is unusable, or None.
+
+    The default check reads the whole file through Pillow's ``verify()`` (PNG chunk CRCs and the end
+    marker: a truncated PNG fails); ``deep`` decodes every pixel (catches truncated JPEGs, which
+    ``verify`` does not).
+    """
+    from PIL import Image
+
+    from segpipe.storage.images import read_image
+
+    try:
+        if deep:
+            read_image(path)
+            return None
+        with Image.open(path) as im:
+            im.verify()
+    except SegpipeError as e:
+        return e.message
+    except Exception as e:  # Pillow raises many types for corrupt files; any of them means "unusable"
+        return f"corrupt or truncated image: {type(e).__name__}: {e}"
+    return None
+
+
+def validate_path(
+    path: Path, fmt: str = "auto", *, image_root: Path | None = None, images: str = "verify"
+) -> tuple[str, list[Problem]]:
     """Validates a dataset; returns ``(format, problems)``.
+
+    Args:
+        path: Dataset file or folder, or a pipeline YAML.
+        fmt: Format name or ``auto``.
+        image_root: Where the images are, if not beside the annotations.
+        images: ``verify`` (read every image file and check its integrity), ``decode`` (decode every
+            pixel) or ``none``.
 
     Raises:
         InputError: the path cannot be read at all (exit 2).
     """
     if path.suffix in (".yaml", ".yml") and fmt in ("auto", "pipeline"):
-        from segpipe.pipeline.runspec import validate_pipeline_file  # lands with declarative pipelines
+        from segpipe.pipeline.runspec import validate_pipeline_file
 
         return "pipeline", list(validate_pipeline_file(path))
     name = detect_format(path) if fmt == "auto" else fmt
@@ -27,4 +61,26 @@ def validate_path(path: Path, fmt: str = "auto", *, image_root: Path | None = No
     kwargs = {}
     if image_root is not None and "image_root" in inspect.signature(spec.validate).parameters:
         kwargs["image_root"] = image_root
-    return name, list(spec.validate(path, **kwargs))
+    problems = list(spec.validate(path, **kwargs))
+    if images != "none" and spec.reader is not None and not any(p.severity == "error" for p in problems):
+        problems.extend(_image_problems(spec, path, image_root, deep=images == "decode"))
+    return name, problems
+
+
+def _image_problems(spec: FormatSpec, path: Path, image_root: Path | None, *, deep: bool) -> list[Problem]:
+    reader_cls = spec.reader
+    params = inspect.signature(reader_cls).parameters
+    try:
+        reader = reader_cls(path, image_root=image_root) if image_root is not None and "image_root" in params \
+            else reader_cls(path)
+        samples = list(reader.samples())
+    except SegpipeError:
+        return []  # the format's own validator reports why the dataset cannot be read
+    out = []
+    for s in samples:
+        if s.image_path is None:
+            continue
+        why = check_image_file(s.image_path, deep=deep)
+        if why:
+            out.append(Problem("error", s.image_path, f"image {s.image.id}", why, "image.corrupt"))
+    return out

@@ -118,3 +118,20 @@ def test_evaluate_checkpoints_agrees_with_evaluate(synth_dir, tmp_path):
     direct = evaluate(EvaluateRequest(gt=synth_dir, pred=tmp_path / "r" / "stores" / "epoch_001.zarr",
                                       task="semantic"), ClusterSpec(workers=0))
     assert board["rows"][0]["mIoU"] == pytest.approx(direct["semantic"]["mean_iou"], abs=1e-12)
+
+
+def test_truncated_image_is_caught_by_validate_and_convert(synth_dir, tmp_path, cli):
+    import shutil
+
+    bad = tmp_path / "bad"
+    shutil.copytree(synth_dir, bad)
+    victim = sorted((bad / "images").iterdir())[1]
+    victim.write_bytes(victim.read_bytes()[:3000])
+    r = cli("validate", str(bad))
+    assert r.returncode == 1 and victim.name in r.stdout and "truncated" in r.stdout
+    r = cli("convert", str(bad), str(tmp_path / "o"), "--to", "voc", "-w", "0")
+    assert r.returncode == 2 and victim.name in r.stderr
+    assert not (tmp_path / "o").exists()
+    r = cli("convert", str(bad), str(tmp_path / "o2"), "--to", "voc", "-w", "0", "--on-error", "skip")
+    assert r.returncode == 1
+    assert not (tmp_path / "o2" / "JPEGImages" / victim.name).exists()

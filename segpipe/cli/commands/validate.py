@@ -17,13 +17,18 @@ def register(app: typer.Typer) -> None:
         image_root: Path | None = typer.Option(None, "--image-root", help="Folder holding the images."),
         fail_on_warnings: bool = typer.Option(False, "--fail-on-warnings", help="Exit 1 on warnings too."),
         json_out: Path | None = typer.Option(None, "--json", help="Also write the problems as JSON."),
+        images: str = typer.Option("verify", "--images", help="verify (read each image file, check its "
+                                   "integrity) | decode (decode every pixel) | none."),
     ) -> None:
         """Check a dataset: one line per problem naming the file and the field (exit 0 clean, 1 problems)."""
         from segpipe.cli import state
+        from segpipe.errors import ConfigError
         from segpipe.pipeline.validate import validate_path
         from segpipe.storage.atomic import write_json_atomic
 
-        fmt, problems = validate_path(path, format, image_root=image_root)
+        if images not in ("verify", "decode", "none"):
+            raise ConfigError(f"--images must be verify, decode or none, got {images!r}")
+        fmt, problems = validate_path(path, format, image_root=image_root, images=images)
         for p in problems:
             state.console.print(str(p), markup=False)
         errors = sum(1 for p in problems if p.severity == "error")
