@@ -116,6 +116,20 @@ def connect(address: str, timeout: float = CONNECT_TIMEOUT_S) -> Any:
 
 
 @contextmanager
+def use_client(spec: ClusterSpec, client: Any = None) -> Iterator[Any]:
+    """Yields ``client`` when one is given (left open), else opens one for ``spec`` (closed after).
+
+    Lets a job of several steps (evaluate-checkpoints: decode ground truth, then pre-label and
+    evaluate each checkpoint) run every step on one cluster instead of starting one per step.
+    """
+    if client is not None:
+        yield client
+        return
+    with open_client(spec) as c:
+        yield c
+
+
+@contextmanager
 def open_client(spec: ClusterSpec) -> Iterator[Any]:
     """Yields a ``distributed.Client`` (or an :class:`InProcessClient` for ``workers=0``).
 

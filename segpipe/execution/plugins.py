@@ -29,7 +29,9 @@ class PredictorPlugin(WorkerPlugin):
     """
 
     name = PLUGIN_NAME
-    idempotent = True
+    # Not idempotent: registering another model under the same name must replace the loaded one (a
+    # shared cluster runs several checkpoints one after another).
+    idempotent = False
 
     def __init__(self, model_ref: Any, options: dict[str, Any], threads: int, zarr_concurrency: int = 4) -> None:
         self.model_ref = model_ref

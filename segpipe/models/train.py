@@ -5,8 +5,9 @@ instance models from the COCO ``annotations.json`` (decoded with pycocotools), t
 from COCO keypoints (Gaussian heatmaps, sigma 2 output pixels). Every epoch writes
 ``OUT/epoch_NNN.ckpt`` (with optimizer state, for ``--resume``), appends a line to
 ``OUT/metrics.jsonl`` (``mean_iou`` for semantic, COCO mask ``ap`` for instance, ``pck`` for landmarks)
-and refreshes ``OUT/best.ckpt`` when the validation metric improves or ties (the later epoch wins a tie). ``max_minutes`` stops training at
-the budget (mid-epoch if need be: that epoch is still validated and saved).
+and refreshes ``OUT/best.ckpt`` when the validation metric improves or ties (the later epoch wins a
+tie). ``max_minutes`` stops training at the budget (mid-epoch if need be: that epoch is still
+validated and saved).
 """
 
 from __future__ import annotations

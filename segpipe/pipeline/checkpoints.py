@@ -78,10 +78,6 @@ def evaluate_checkpoints(
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Runs the whole comparison; returns the leaderboard dict (also written as JSON)."""
-    from segpipe.pipeline.convert import ConvertRequest, convert
-    from segpipe.pipeline.evaluate import EvaluateRequest, evaluate
-    from segpipe.pipeline.prelabel import PrelabelRequest, prelabel
-
     if req.task not in METRICS:
         raise InputError(f"unknown task {req.task!r}; known: {', '.join(METRICS)}")
     for c in req.checkpoints:
@@ -90,6 +86,19 @@ def evaluate_checkpoints(
     cluster = cluster or ClusterSpec()
     out = req.report_dir
     out.mkdir(parents=True, exist_ok=True)
+    from segpipe.execution.cluster import open_client
+
+    with open_client(cluster) as client:  # one cluster for every step of every checkpoint
+        return _evaluate_all(req, cluster, client, log)
+
+
+def _evaluate_all(req: EvaluateCheckpointsRequest, cluster: ClusterSpec, client: Any,
+                  log: Callable[[str], None]) -> dict[str, Any]:
+    from segpipe.pipeline.convert import ConvertRequest, convert
+    from segpipe.pipeline.evaluate import EvaluateRequest, evaluate
+    from segpipe.pipeline.prelabel import PrelabelRequest, prelabel
+
+    out = req.report_dir
     gt_store = out / "gt.zarr"
     if not (gt_store / "zarr.json").exists():
         log(f"decoding the ground truth once: {req.gt} → {gt_store}")
@@ -100,7 +109,7 @@ def evaluate_checkpoints(
         # objects-only COCO JSON, for semantic tasks).
         gt_format = detect_format(req.gt, prefer=PREFER.get(req.task, ()))
         convert(ConvertRequest(src=req.gt, dst=gt_store, to="segpipe_zarr", from_=gt_format, copy_images="none",
-                               overwrite=True), cluster)
+                               overwrite=True), cluster, client=client)
     rows: list[dict[str, Any]] = []
     seen: set[str] = set()
     for i, ckpt in enumerate(req.checkpoints):
@@ -109,9 +118,9 @@ def evaluate_checkpoints(
         log(f"[{i + 1}/{len(req.checkpoints)}] {ckpt}")
         t0 = time.perf_counter()
         pre = prelabel(PrelabelRequest(source=str(req.images), model=str(ckpt), out=store, arch=req.arch,
-                                       resume=store.exists(), probs=False), cluster)
+                                       resume=store.exists(), probs=False), cluster, client=client)
         rep = evaluate(EvaluateRequest(gt=gt_store, pred=store, task=req.task,
-                                       report_dir=out / "reports" / name), cluster)
+                                       report_dir=out / "reports" / name), cluster, client=client)
         row: dict[str, Any] = {"checkpoint": str(ckpt), "name": name,
                                "img_s": pre["throughput_img_s"], "seconds": round(time.perf_counter() - t0, 2)}
         epoch = re.search(r"epoch[_-]?(\d+)", Path(ckpt).stem)

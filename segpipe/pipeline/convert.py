@@ -25,7 +25,7 @@ from segpipe.core.losses import LossCounter
 from segpipe.core.problems import Problem
 from segpipe.core.records import DatasetMeta, Materialized, Sample, chunked
 from segpipe.errors import ConfigError, InputError, LossError, SegpipeError, UnsupportedError
-from segpipe.execution.cluster import ClusterSpec, open_client
+from segpipe.execution.cluster import ClusterSpec, use_client
 from segpipe.execution.runner import run_tasks
 from segpipe.formats import detect_format, get_format
 from segpipe.formats.base import ShardResult, WriteOptions
@@ -231,6 +231,7 @@ def convert(
     req: ConvertRequest,
     cluster: ClusterSpec | None = None,
     progress: Callable[[int, int, int], None] | None = None,
+    client: Any = None,
 ) -> dict[str, Any]:
     """Converts a dataset; returns the conversion report (also written to ``DST/conversion_report.json``).
 
@@ -281,7 +282,7 @@ def convert(
             for i, shard in enumerate(chunked(reader.samples(), size))
         )
         results: list[ShardResult] = []
-        with open_client(cluster) as client:
+        with use_client(cluster, client) as client:
             for _, result in run_tasks(
                 client, convert_shard, tasks, total=n_shards, max_in_flight=max(2, 2 * workers),
                 progress=on_progress,

@@ -57,7 +57,7 @@ from segpipe import __version__
 from segpipe.core.problems import Problem
 from segpipe.core.records import DatasetMeta, ImageInfo, InstanceMask, Sample, chunked
 from segpipe.errors import ConfigError, FormatError, InputError, SegpipeError, UnsupportedError
-from segpipe.execution.cluster import ClusterSpec, open_client
+from segpipe.execution.cluster import ClusterSpec, use_client
 from segpipe.execution.runner import run_tasks
 from segpipe.formats import detect_format, get_format
 from segpipe.formats.base import FormatSpec
@@ -987,6 +987,7 @@ def evaluate(
     req: EvaluateRequest,
     cluster: ClusterSpec | None = None,
     progress: Progress | None = None,
+    client: Any = None,
 ) -> dict[str, Any]:
     """Evaluates predictions against ground truth; returns the report (schema
     ``schemas/evaluation_report.schema.json``), also written to ``req.json_path`` and ``req.report_dir``.
@@ -1016,7 +1017,7 @@ def evaluate(
             raise ConfigError(f"the store holds semantic pre-labels, not {req.task} predictions", path=req.pred,
                               hint="evaluate it with --task semantic")
     run = _Run(req, cluster, progress)
-    with open_client(cluster) as client:
+    with use_client(cluster, client) as client:
         if req.task == "semantic":
             run.run_semantic(client, gt_spec, pred_spec)
         elif req.task == "panoptic":

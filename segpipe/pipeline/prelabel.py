@@ -27,7 +27,7 @@ import numpy as np
 
 from segpipe import __version__
 from segpipe.errors import ConfigError, InputError, SegpipeError
-from segpipe.execution.cluster import ClusterSpec, open_client
+from segpipe.execution.cluster import ClusterSpec, use_client
 from segpipe.execution.runner import run_tasks
 from segpipe.storage.atomic import write_json_atomic
 from segpipe.storage.ledger import Ledger
@@ -633,6 +633,7 @@ def prelabel(
     cluster: ClusterSpec | None = None,
     progress: Callable[[int, int, int], None] | None = None,
     log: Callable[[str], None] | None = None,
+    client: Any = None,
 ) -> dict[str, Any]:
     """Pre-labels a collection into a store; returns the run report (also ``STORE/.segpipe/runs/<id>.json``).
 
@@ -660,7 +661,7 @@ def prelabel(
     run_id = time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
     attrs = _store_attrs(meta, model_ref, config, cfg_hash)
     prepare_store(req, attrs, cfg_hash, dry_run=True)  # refuse a conflicting store before starting a cluster
-    with open_client(cluster) as client:
+    with use_client(cluster, client) as client:
         dashboard = getattr(client, "dashboard_link", None)
         if log and dashboard:
             log(f"dask dashboard: {dashboard}")

@@ -38,5 +38,6 @@ def test_instance_model_learns_synth_objects(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_hourglass_learns_landmarks(tmp_path: Path) -> None:
-    r = _run(tmp_path, "--bar", "landmarks", "--minutes", "3", "--n-train", "96", "--n-val", "16", "--epochs", "3")
-    assert r["pck_image@0.1"] >= 0.5, r
+    # 72 steps of 8 images (under a minute on a quiet 2-core machine); 96 steps reached 0.97.
+    r = _run(tmp_path, "--bar", "landmarks", "--minutes", "3", "--n-train", "96", "--n-val", "16", "--epochs", "6")
+    assert r["pck_image@0.05"] >= 0.5, r

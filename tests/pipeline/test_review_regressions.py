@@ -106,18 +106,31 @@ def test_evaluate_checkpoints_agrees_with_evaluate(synth_dir, tmp_path):
     names = [ln.split(":")[0] for ln in (synth_dir / "labelmap.txt").read_text().splitlines()
              if ln and not ln.startswith("#")]
     cats = [{"index": i, "id": i, "name": n, "color": None, "isthing": True} for i, n in enumerate(names)]
-    torch.manual_seed(0)
     kw = {"base": 4, "depth": 2}
-    ck = tmp_path / "epoch_001.ckpt"
-    save_checkpoint(ck, build_model("unet", len(cats), **kw),
-                    CheckpointMeta(arch="unet", task="semantic", num_classes=len(cats), categories=cats,
-                                   tile_size=[64, 64], model_kwargs=kw))
-    board = evaluate_checkpoints(EvaluateCheckpointsRequest(gt=synth_dir, checkpoints=[ck],
+    ckpts = []
+    for seed in (1, 2):  # two different models: the shared cluster must swap the loaded one
+        torch.manual_seed(seed)
+        ck = tmp_path / f"epoch_00{seed}.ckpt"
+        save_checkpoint(ck, build_model("unet", len(cats), **kw),
+                        CheckpointMeta(arch="unet", task="semantic", num_classes=len(cats), categories=cats,
+                                       tile_size=[64, 64], model_kwargs=kw))
+        ckpts.append(ck)
+    board = evaluate_checkpoints(EvaluateCheckpointsRequest(gt=synth_dir, checkpoints=ckpts,
                                                             images=synth_dir / "images", report_dir=tmp_path / "r"),
-                                 ClusterSpec(workers=0), log=lambda m: None)
-    direct = evaluate(EvaluateRequest(gt=synth_dir, pred=tmp_path / "r" / "stores" / "epoch_001.zarr",
-                                      task="semantic"), ClusterSpec(workers=0))
-    assert board["rows"][0]["mIoU"] == pytest.approx(direct["semantic"]["mean_iou"], abs=1e-12)
+                                 ClusterSpec(workers=2), log=lambda m: None)
+    for row, ck in zip(board["rows"], ckpts):
+        # the same numbers as evaluating each checkpoint's store directly, and as pre-labeling it alone
+        direct = evaluate(EvaluateRequest(gt=synth_dir, pred=tmp_path / "r" / "stores" / f"{ck.stem}.zarr",
+                                          task="semantic"), ClusterSpec(workers=0))
+        assert row["mIoU"] == pytest.approx(direct["semantic"]["mean_iou"], abs=1e-12)
+        from segpipe.pipeline.prelabel import PrelabelRequest, prelabel
+
+        alone = tmp_path / f"alone_{ck.stem}.zarr"
+        prelabel(PrelabelRequest(source=str(synth_dir / "images"), model=str(ck), out=alone, probs=False),
+                 ClusterSpec(workers=0))
+        solo = evaluate(EvaluateRequest(gt=synth_dir, pred=alone, task="semantic"), ClusterSpec(workers=0))
+        assert row["mIoU"] == pytest.approx(solo["semantic"]["mean_iou"], abs=1e-9)
+    assert board["rows"][0]["mIoU"] != board["rows"][1]["mIoU"]
 
 
 def test_truncated_image_is_caught_by_validate_and_convert(synth_dir, tmp_path, cli):
