@@ -504,7 +504,11 @@ def _predict_and_write(predictor: Any, image: np.ndarray, group: Any, store: Zar
             infer = time.perf_counter() - t
             outputs["labels"] = _digest_stream(labels)
             return outputs, infer
-        pred = predictor.predict_semantic(image, keep_probs=flags["probs"])
+        if h <= predictor.tile[0] and w <= predictor.tile[1]:
+            # One tile covers the image: the direct path (no blending buffers; same probabilities).
+            pred = predictor.predict_batch([image])[0]
+        else:
+            pred = predictor.predict_semantic(image, keep_probs=flags["probs"])
         infer = time.perf_counter() - t
         outputs["labels"] = store.write_array(group, "labels", lut[pred.labels])
         if flags["probs"] and pred.probs is not None:

@@ -11,6 +11,11 @@ from segpipe.formats import detect_format, get_format
 from segpipe.formats.base import FormatSpec
 
 
+#: Photo formats whose integrity is checked; rasters and volumes (GeoTIFF, NIfTI, DICOM) have their own
+#: readers, which fail per file.
+PHOTO_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif"}
+
+
 def check_image_file(path: str, *, deep: bool = False) -> str | None:
     """Why an image file is unusable, or None.
 
@@ -22,6 +27,8 @@ def check_image_file(path: str, *, deep: bool = False) -> str | None:
 
     from segpipe.storage.images import read_image
 
+    if Path(path).suffix.lower() not in PHOTO_SUFFIXES:
+        return None
     try:
         if deep:
             read_image(path)

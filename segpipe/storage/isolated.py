@@ -76,6 +76,9 @@ class IsolatedDecoder:
                 self._proc.wait(timeout=5)
             except (subprocess.TimeoutExpired, OSError):
                 self._proc.kill()
+            finally:
+                if self._proc.stdout:
+                    self._proc.stdout.close()
             self._proc = None
 
     def __enter__(self) -> IsolatedDecoder:

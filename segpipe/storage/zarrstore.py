@@ -121,11 +121,13 @@ class ZarrStore:
 
         root = zarr.open_group(str(self.path), mode="a")
         key = f"images/{image_key(image_id)}"
-        if overwrite and key in root:
-            del root[key]  # a re-executed task rewrites its image from scratch: same key, same bytes
+        if overwrite:
+            # One metadata write (attributes given at creation, not key by key); a re-executed task
+            # rewrites its image from scratch: same key, same bytes.
+            return root.create_group(key, attributes=dict(info or {}), overwrite=True)
         g = root.require_group(key)
         if info:
-            g.attrs.update(dict(info))
+            g.update_attributes(dict(info))
         return g
 
     @staticmethod
