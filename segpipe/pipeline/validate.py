@@ -10,7 +10,6 @@ from segpipe.errors import SegpipeError, UnsupportedError
 from segpipe.formats import detect_format, get_format
 from segpipe.formats.base import FormatSpec
 
-
 #: Photo formats whose integrity is checked; rasters and volumes (GeoTIFF, NIfTI, DICOM) have their own
 #: readers, which fail per file.
 PHOTO_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif"}
