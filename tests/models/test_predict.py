@@ -163,7 +163,8 @@ def test_labels_only_logit_blending_and_large_overlap(overlap: float) -> None:
     for logits in (False, True):
         pred = Predictor(_Conv1x1(6), _meta(c=6), device="cpu", tile=64, overlap=overlap, blend_logits=logits)
         out = pred.predict_semantic(img, keep_probs=False)
-        assert out.probs is None and np.array_equal(out.labels, whole.labels)
+        assert out.probs is None and out.labels is not None
+        assert np.array_equal(out.labels, whole.labels)
     # Probabilities requested: always blended as probabilities, whatever blend_logits says.
     pred = Predictor(_Conv1x1(6), _meta(c=6), device="cpu", tile=64, overlap=overlap, blend_logits=True)
     out = pred.predict(img)
