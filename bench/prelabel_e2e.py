@@ -101,13 +101,14 @@ def model_only(ckpt: Path, procs: int, threads: int, n: int, batch: int, size: i
     return sum(float(p.communicate()[0].strip().splitlines()[-1]) for p in ps)
 
 
-def segpipe_run(src: Path, ckpt: Path, out: Path, workers: int, batch: int) -> dict:
+def segpipe_run(src: Path, ckpt: Path, out: Path, workers: int, batch: int, probs: bool = True) -> dict:
     shutil.rmtree(out, ignore_errors=True)
     env = dict(os.environ, CI="1")
     t = time.perf_counter()
     subprocess.run([sys.executable, "-m", "segpipe", "-q", "prelabel", str(src), "-m", str(ckpt), "-o", str(out),
                     "-w", str(workers), "--threads", str(max(1, (os.cpu_count() or 2) // workers)),
-                    "--batch", str(batch)], env=env, check=True, capture_output=True)
+                    "--batch", str(batch), "--probs" if probs else "--no-probs"], env=env, check=True,
+                   capture_output=True)
     wall = time.perf_counter() - t
     rep = json.loads(next((out / ".segpipe" / "runs").glob("*.json")).read_text())
     return {"wall_s": wall, "img_s_run": rep["throughput_img_s"], "stages": rep["stage_seconds"]}
@@ -166,10 +167,14 @@ def main() -> None:
     w = args.workers
     bound = model_only(ckpt, w, max(1, cores // w), args.images, args.batch, args.size)
     print(f"model-only bound ({w} procs × {max(1, cores // w)} threads, batch {args.batch}): {bound:.2f} img/s")
+    labels_only = segpipe_run(src, ckpt, tmp / "l.zarr", w, args.batch, probs=False)
+    print(f"segpipe prelabel -w {w} --no-probs (labels, as the bound computes): "
+          f"{args.images / labels_only['wall_s']:.2f} img/s end to end, {labels_only['img_s_run']:.2f} img/s while "
+          f"running ({labels_only['img_s_run'] / bound:.2f}× bound); stage seconds {labels_only['stages']}")
     seg = segpipe_run(src, ckpt, tmp / "s.zarr", w, args.batch)
     seg_img_s = args.images / seg["wall_s"]
-    print(f"segpipe prelabel -w {w}: {seg_img_s:.2f} img/s end to end (wall incl. start-up), "
-          f"{seg['img_s_run']:.2f} img/s while running; stage seconds {seg['stages']}")
+    print(f"segpipe prelabel -w {w} (labels + 21 uint8 probability maps): {seg_img_s:.2f} img/s end to end "
+          f"(wall incl. start-up), {seg['img_s_run']:.2f} img/s while running; stage seconds {seg['stages']}")
     naive = run_py(NAIVE, str(ckpt), str(cores), str(src), str(tmp / "naive"), str(args.batch))
     print(f"naive DataLoader + PIL loop ({cores} threads): {naive:.2f} img/s")
     print(f"segpipe / bound = {seg['img_s_run'] / bound:.2f} while running, {seg_img_s / bound:.2f} end to end")

@@ -505,14 +505,15 @@ def _predict_and_write(predictor: Any, image: np.ndarray, group: Any, store: Zar
             outputs["labels"] = _digest_stream(labels)
             return outputs, infer
         if h <= predictor.tile[0] and w <= predictor.tile[1]:
-            # One tile covers the image: the direct path (no blending buffers; same probabilities).
-            pred = predictor.predict_batch([image])[0]
+            labels, q = _single_tile(predictor, image, flags["probs"])
         else:
             pred = predictor.predict_semantic(image, keep_probs=flags["probs"])
+            labels = pred.labels
+            q = quantise_probs(pred.probs.astype(np.float32)) if flags["probs"] and pred.probs is not None else None
         infer = time.perf_counter() - t
-        outputs["labels"] = store.write_array(group, "labels", lut[pred.labels])
-        if flags["probs"] and pred.probs is not None:
-            outputs["probs"] = store.write_array(group, "probs", quantise_probs(pred.probs.astype(np.float32)))
+        outputs["labels"] = store.write_array(group, "labels", lut[labels])
+        if q is not None:
+            outputs["probs"] = store.write_array(group, "probs", q)
         return outputs, infer
     if task == "instance":
         pred = predictor.predict_instances(image)
@@ -545,6 +546,30 @@ def _predict_and_write(predictor: Any, image: np.ndarray, group: Any, store: Zar
         outputs["keypoints"] = store.write_array(group, "keypoints", kps.astype(np.float32))
         return outputs, infer
     raise ConfigError(f"unsupported task {task!r}")
+
+
+def _single_tile(predictor: Any, image: np.ndarray, probs: bool) -> tuple[np.ndarray, np.ndarray | None]:
+    """One forward pass for an image that fits in one tile.
+
+    No blending buffers. Labels come from the logits when probabilities are not wanted (the argmax of
+    a softmax is the argmax of its input). Probabilities are quantised in torch straight from the
+    softmax, never through float16 and float32 copies.
+
+    Returns:
+        ``(labels (H, W) int64, probs (C, H, W) uint8 | None)``.
+    """
+    import torch
+
+    logits = predictor._run(predictor._to_tensor([image]))
+    if isinstance(logits, dict):  # torchvision-style outputs
+        logits = logits["out"]
+    logits = logits[0].float()
+    if not probs:
+        return logits.argmax(0).cpu().numpy(), None
+    p = torch.softmax(logits, dim=0)
+    labels = p.argmax(0).cpu().numpy()
+    q = p.mul_(255.0).round_().to(torch.uint8).cpu().numpy()
+    return labels, q
 
 
 def _digest_stream(arr: Any) -> str:
