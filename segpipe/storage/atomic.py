@@ -58,3 +58,25 @@ def write_json_atomic(path: str | Path, obj: Any, *, indent: int | None = 2, dur
     with atomic_open(path, "w", durable=durable) as f:
         f.write(text)
         f.write("\n")
+
+
+def copy_or_link(src: str | Path, dest: str | Path, mode: str = "copy") -> None:
+    """Copies (``copy``) or hard-links (``link``, falling back to a copy) ``src`` to ``dest`` atomically.
+
+    A re-executed task writes the same bytes; a reader never sees half a file.
+    """
+    import os
+    import shutil
+
+    final = Path(dest)
+    tmp = final.with_name(f"{final.name}{PARTIAL_SUFFIX}.{os.getpid()}")
+    if tmp.exists():
+        tmp.unlink()
+    if mode == "link":
+        try:
+            os.link(src, tmp)
+        except OSError:  # another file system, or links not supported: fall back to a copy
+            shutil.copyfile(src, tmp)
+    else:
+        shutil.copyfile(src, tmp)
+    os.replace(tmp, final)

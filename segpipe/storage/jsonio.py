@@ -33,3 +33,20 @@ def read_json(path: str | Path) -> Any:
         raise FormatError(f"invalid JSON at line {e.lineno} column {e.colno}: {e.msg}", path=p) from None
     except RecursionError:
         raise FormatError("JSON nested too deeply", path=p) from None
+
+
+def jsonable(v: Any) -> Any:
+    """``v`` with mappings, sequences and numpy scalars turned into plain JSON types (``repr`` otherwise)."""
+    from collections.abc import Mapping
+
+    import numpy as np
+
+    if isinstance(v, Mapping):
+        return {str(k): jsonable(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [jsonable(x) for x in v]
+    if isinstance(v, (str, int, float, bool)) or v is None:
+        return v
+    if isinstance(v, np.generic):
+        return v.item()
+    return repr(v)

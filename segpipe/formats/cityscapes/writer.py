@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from pathlib import Path, PurePosixPath
 from typing import Any, ClassVar
 
@@ -50,6 +50,7 @@ from segpipe.formats.cityscapes.convert import encode_maps
 from segpipe.formats.cityscapes.labels import IGNORE_TRAIN_ID, plan_labels
 from segpipe.storage.atomic import write_json_atomic
 from segpipe.storage.images import write_label_png, write_rgb_png
+from segpipe.storage.jsonio import jsonable
 from segpipe.storage.paths import check_relative_name, ensure_inside
 
 SIDECAR = "segpipe_cityscapes.json"
@@ -93,16 +94,7 @@ def cityscapes_place(file_name: str, split: str | None) -> tuple[str, str, str]:
     return sp, city, stem
 
 
-def _jsonable(v: Any) -> Any:
-    if isinstance(v, Mapping):
-        return {str(k): _jsonable(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [_jsonable(x) for x in v]
-    if isinstance(v, (str, int, float, bool)) or v is None:
-        return v
-    if isinstance(v, np.generic):
-        return v.item()
-    return repr(v)
+_jsonable = jsonable  # one implementation: segpipe.storage.jsonio
 
 
 class CityscapesWriter:

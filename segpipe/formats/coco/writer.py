@@ -37,8 +37,6 @@ RLE stays the default because it is lossless.
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -63,7 +61,7 @@ from segpipe.formats.coco.convert import (
     instance_to_coco,
     segment_to_coco,
 )
-from segpipe.storage.atomic import atomic_open
+from segpipe.storage.atomic import atomic_open, copy_or_link
 from segpipe.storage.images import write_label_png, write_rgb_png
 from segpipe.storage.paths import check_relative_name, ensure_inside, safe_join
 
@@ -175,18 +173,8 @@ def place_file(out: Path, folder: str, rel_name: str) -> Path:
 
 
 def copy_image(src: str, dest: Path, mode: str) -> None:
-    """Copies or hard-links ``src`` to ``dest`` atomically (a re-executed task writes the same bytes)."""
-    tmp = dest.with_name(f"{dest.name}.partial.{os.getpid()}")
-    if tmp.exists():
-        tmp.unlink()
-    if mode == "link":
-        try:
-            os.link(src, tmp)
-        except OSError:  # another file system, or links not supported: fall back to a copy
-            shutil.copyfile(src, tmp)
-    else:
-        shutil.copyfile(src, tmp)
-    os.replace(tmp, dest)
+    """Copies or hard-links ``src`` to ``dest`` atomically (see :func:`segpipe.storage.atomic.copy_or_link`)."""
+    copy_or_link(src, dest, mode)
 
 
 def _names(meta: DatasetMeta) -> dict[int, str]:

@@ -17,7 +17,6 @@ Colour-coded RGB masks are mapped back to labels through the label map's colours
 from __future__ import annotations
 
 import os
-import shutil
 from collections.abc import Iterable, Iterator
 from pathlib import Path, PurePosixPath
 from typing import Any, ClassVar
@@ -35,7 +34,7 @@ from segpipe.formats.registry import register_format
 from segpipe.formats.voc.masks import read_indexed_mask
 from segpipe.formats.voc.reader import IMAGE_EXTS, MARKER_DIRS, read_labelmap_file
 from segpipe.formats.voc.writer import VocWriter, class_map_to_labels
-from segpipe.storage.atomic import atomic_open, write_bytes_atomic
+from segpipe.storage.atomic import write_bytes_atomic
 from segpipe.storage.images import image_size, read_label_map, write_label_png
 from segpipe.storage.jsonio import read_json
 from segpipe.storage.paths import check_relative_name, ensure_inside, safe_join
@@ -298,18 +297,9 @@ class MaskDirWriter:
             return
         dst = ensure_inside(self.out, self.out / "images" / rel)
         dst.parent.mkdir(parents=True, exist_ok=True)
-        if self.options.copy_images == "link":
-            tmp = dst.with_name(dst.name + f".partial.{os.getpid()}")
-            try:
-                if tmp.exists():
-                    tmp.unlink()
-                os.link(src, tmp)
-                os.replace(tmp, dst)
-                return
-            except OSError:
-                pass
-        with open(src, "rb") as fsrc, atomic_open(dst, "wb") as fdst:
-            shutil.copyfileobj(fsrc, fdst)
+        from segpipe.storage.atomic import copy_or_link
+
+        copy_or_link(src, dst, self.options.copy_images)
 
     def finalize(self, results: Iterable[ShardResult]) -> list[Path]:
         """Writes ``labelmap.txt``."""

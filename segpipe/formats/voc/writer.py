@@ -38,7 +38,6 @@ Shapes of any kind (holes, several parts) are no loss: PNGs hold any mask.
 from __future__ import annotations
 
 import os
-import shutil
 from collections.abc import Iterable, Mapping
 from pathlib import Path, PurePosixPath
 from typing import Any, ClassVar
@@ -54,8 +53,9 @@ from segpipe.errors import FormatError
 from segpipe.formats.base import ShardResult, WriteOptions
 from segpipe.formats.voc.reader import LABELMAP, SIDECAR
 from segpipe.formats.voc.xml import VocAnnotation, VocObject, coco_box_to_voc, format_voc_xml
-from segpipe.storage.atomic import atomic_open, write_bytes_atomic, write_json_atomic
+from segpipe.storage.atomic import write_bytes_atomic, write_json_atomic
 from segpipe.storage.images import write_label_png
+from segpipe.storage.jsonio import jsonable
 from segpipe.storage.paths import check_relative_name, ensure_inside
 
 DEFAULT_SPLIT = "default"
@@ -77,16 +77,7 @@ def voc_stem(file_name: str) -> str:
     return "__".join([*p.parent.parts, p.stem]) if p.parent.parts else p.stem
 
 
-def _jsonable(v: Any) -> Any:
-    if isinstance(v, Mapping):
-        return {str(k): _jsonable(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [_jsonable(x) for x in v]
-    if isinstance(v, (str, int, float, bool)) or v is None:
-        return v
-    if isinstance(v, np.generic):
-        return v.item()
-    return repr(v)
+_jsonable = jsonable  # one implementation: segpipe.storage.jsonio
 
 
 def class_map_to_labels(
@@ -277,18 +268,9 @@ class VocWriter:
             losses.missing_images.append(file_name)
             return name
         dst = ensure_inside(self.out, self.out / "JPEGImages" / name)
-        tmp = dst.with_name(dst.name + f".partial.{os.getpid()}")
-        if mode == "link":
-            try:
-                if tmp.exists():
-                    tmp.unlink()
-                os.link(src, tmp)
-                os.replace(tmp, dst)
-                return name
-            except OSError:
-                pass
-        with open(src, "rb") as fsrc, atomic_open(dst, "wb") as fdst:
-            shutil.copyfileobj(fsrc, fdst)
+        from segpipe.storage.atomic import copy_or_link
+
+        copy_or_link(src, dst, mode)
         return name
 
     def write_shard(self, index: int, samples: Iterable[Materialized]) -> ShardResult:
