@@ -169,9 +169,14 @@ class WorstImage(_Strict):
 
 
 class EvaluationReport(BaseModel):
-    """``report.json`` (``--report-dir``) and ``--json``, written by ``segpipe evaluate``."""
+    """``report.json`` (``--report-dir``) and ``--json``, written by ``segpipe evaluate``.
 
-    model_config = ConfigDict(extra="forbid", title="segpipe evaluation report")
+    The keys of the task's section are repeated at the top level: ``pixel_accuracy``, ``mean_accuracy``,
+    ``mean_iou``, ``fw_iou``, ``per_class``, ``confusion`` (semantic); ``segm``, ``bbox``, ``keypoints``
+    (instance); ``all``, ``things``, ``stuff``, ``per_class`` (panoptic).
+    """
+
+    model_config = ConfigDict(extra="allow", title="segpipe evaluation report")
     segpipe_version: str
     task: Literal["semantic", "instance", "panoptic", "keypoints"]
     gt: Source

@@ -1054,6 +1054,12 @@ def evaluate(
         }
         if worst:
             report["worst"] = json_safe(worst)
+    # The task section's keys also stand at the top level (report["mean_iou"], report["segm"]["AP"],
+    # report["all"]["pq"]), as the issue names them; the sections stay for reports of several kinds.
+    section = report.get("semantic") or report.get("instance") or report.get("panoptic") or {}
+    report.update({k: v for k, v in section.items() if k not in report})
+    if req.report_dir is not None:
+        write_json_atomic(req.report_dir / "report.json", report)
     if req.json_path is not None:
         write_json_atomic(req.json_path, report)
     return report
