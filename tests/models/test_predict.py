@@ -169,3 +169,31 @@ def test_labels_only_logit_blending_and_large_overlap(overlap: float) -> None:
     pred = Predictor(_Conv1x1(6), _meta(c=6), device="cpu", tile=64, overlap=overlap, blend_logits=True)
     out = pred.predict(img)
     assert np.allclose(out.probs.astype(np.float32), whole.probs.astype(np.float32), atol=2e-3)
+
+
+class _Layout(nn.Module):
+    """A 1×1 conv whose output is forced into one memory layout."""
+
+    def __init__(self, c: int, channels_last: bool) -> None:
+        super().__init__()
+        self.inner = _Conv1x1(c)
+        self.fmt = torch.channels_last if channels_last else torch.contiguous_format
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.inner(x).contiguous(memory_format=self.fmt)
+
+
+def test_blend_buffers_follow_the_output_layout() -> None:
+    """Channels-last outputs are blended in HWC-backed buffers: the results equal the planar path."""
+    img = _image(203, 277, seed=4)
+    outs = {}
+    for cl in (False, True):
+        pred = Predictor(_Layout(7, cl), _meta(c=7), device="cpu", tile=64, overlap=0.25, batch_size=3)
+        labels_only = pred.predict_semantic(img, keep_probs=False).labels
+        full = pred.predict(img)
+        assert np.array_equal(labels_only, full.labels)
+        outs[cl] = full
+    assert np.array_equal(outs[False].labels, outs[True].labels)
+    # The softmax's channel sums run in another order: equal up to float16 rounding.
+    assert np.allclose(outs[False].probs.astype(np.float32), outs[True].probs.astype(np.float32), atol=1e-3)
+    assert np.allclose(outs[True].probs.astype(np.float32).sum(0), 1.0, atol=1e-2)
