@@ -115,30 +115,41 @@ def segpipe_run(src: Path, ckpt: Path, out: Path, workers: int, batch: int, prob
 
 
 WRITER = r"""
-import sys, time, numpy as np
+import os, sys, time, numpy as np
 from segpipe.storage.zarrstore import ZarrStore
-path, first, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+path, first, n, gate = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
 rng = np.random.default_rng(first)
 labels = np.kron((rng.random((64, 64)) * 6).astype(np.uint8), np.ones((16, 16), np.uint8))
 store = ZarrStore(path)
+open(f"{gate}.ready{first}", "w").close()
+while not os.path.exists(gate):  # start together, imports done
+    time.sleep(0.001)
+t0 = time.time()
 for i in range(first, first + n):
     g = store.image_group(i, {"id": i})
     store.write_array(g, "labels", labels)
+print(t0, time.time())
 """
 
 
-def zarr_parallel_rate(tmp: Path, writers: int, per_writer: int = 40) -> float:
-    """MB/s of ``writers`` processes writing 1024² label maps into one store at once (as workers do)."""
+def zarr_parallel_rate(tmp: Path, writers: int, per_writer: int = 100) -> float:
+    """MB/s of ``writers`` processes writing 1024² label maps into one store at once (as workers do).
+
+    Timed from the moment all of them, imports done, are released together to the last one's end.
+    """
     from segpipe.storage.zarrstore import ZarrStore
 
     path = tmp / f"par{writers}.zarr"
+    gate = tmp / f"gate{writers}"
     ZarrStore.create(path, {"task": "semantic", "categories": []})
-    t = time.perf_counter()
-    ps = [subprocess.Popen([sys.executable, "-c", WRITER, str(path), str(k * per_writer), str(per_writer)])
-          for k in range(writers)]
-    for p in ps:
-        p.wait()
-    return writers * per_writer * 1.0 / (time.perf_counter() - t)  # 1024² uint8 = 1 MiB each
+    ps = [subprocess.Popen([sys.executable, "-c", WRITER, str(path), str(k * per_writer), str(per_writer), str(gate)],
+                           stdout=subprocess.PIPE, text=True) for k in range(writers)]
+    while len(list(tmp.glob(f"gate{writers}.ready*"))) < writers:
+        time.sleep(0.01)
+    gate.touch()
+    spans = [tuple(map(float, p.communicate()[0].split())) for p in ps]
+    wall = max(b for _, b in spans) - min(a for a, _ in spans)
+    return writers * per_writer * 1.0 / wall  # 1024² uint8 = 1 MiB each
 
 
 def zarr_write_rate(tmp: Path) -> dict:
@@ -157,18 +168,25 @@ def zarr_write_rate(tmp: Path) -> dict:
         g = store.image_group(i, {"id": i})
         store.write_array(g, "labels", labels)
     zarr_mb_s = n * labels.nbytes / 2**20 / (time.perf_counter() - t)
-    z = numcodecs.Zstd(level=0)
-    t = time.perf_counter()
-    for _ in range(n):
-        z.encode(labels.tobytes())
-    zstd_mb_s = n * labels.nbytes / 2**20 / (time.perf_counter() - t)
-    blob = os.urandom(64 * 2**20)
-    t = time.perf_counter()
-    with open(tmp / "disk.bin", "wb") as f:
-        f.write(blob)
-        f.flush()
-        os.fsync(f.fileno())
-    disk_mb_s = 64 / (time.perf_counter() - t)
+    # The bound's two rates are capabilities: the best of three tries each (the VM's disk is noisy).
+    z = numcodecs.Zstd(level=0)  # the store's codec (zarr's default ZstdCodec)
+    zstd_mb_s = 0.0
+    for _ in range(3):
+        t = time.perf_counter()
+        for _ in range(n):
+            z.encode(labels)
+        zstd_mb_s = max(zstd_mb_s, n * labels.nbytes / 2**20 / (time.perf_counter() - t))
+    blob = os.urandom(256 * 2**20)
+    disk_mb_s = 0.0
+    for k in range(3):
+        t = time.perf_counter()
+        with open(tmp / f"disk{k}.bin", "wb") as f:
+            f.write(blob)
+            f.flush()
+            os.fsync(f.fileno())
+        disk_mb_s = max(disk_mb_s, 256 / (time.perf_counter() - t))
+        (tmp / f"disk{k}.bin").unlink()
+    del blob
     cores = os.cpu_count() or 1
     bound = min(disk_mb_s, zstd_mb_s * cores)
     par = zarr_parallel_rate(tmp, cores)

@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from segpipe.errors import InputError
+from segpipe.storage import zarrfast
 
 LAYOUT_VERSION = 1
 LABEL_CHUNK = 1024
@@ -116,15 +117,24 @@ class ZarrStore:
     # -------------------------------------------------------------- worker side
 
     def image_group(self, image_id: int, info: Mapping[str, Any] | None = None, *, overwrite: bool = True) -> Any:
-        """Creates (or replaces) the group of one image; its owner task alone writes into it."""
+        """Creates (or replaces) the group of one image; its owner task alone writes into it.
+
+        Returns:
+            A group handle: a :class:`LocalGroup` on a local file system (written directly, see
+            :mod:`segpipe.storage.zarrfast`; it behaves as a zarr group), a zarr group otherwise.
+        """
         import zarr
 
-        root = zarr.open_group(str(self.path), mode="a")
         key = f"images/{image_key(image_id)}"
         if overwrite:
-            # One metadata write (attributes given at creation, not key by key); a re-executed task
-            # rewrites its image from scratch: same key, same bytes.
+            # A re-executed task rewrites its image from scratch: same key, same bytes.
+            folder = self.path / "images" / image_key(image_id)
+            if (self.path / "images" / "zarr.json").is_file():
+                zarrfast.write_group(folder, info)
+                return LocalGroup(folder)
+            root = zarr.open_group(str(self.path), mode="a")
             return root.create_group(key, attributes=dict(info or {}), overwrite=True)
+        root = zarr.open_group(str(self.path), mode="a")
         g = root.require_group(key)
         if info:
             g.update_attributes(dict(info))
@@ -140,6 +150,12 @@ class ZarrStore:
                 chunks = (data.shape[0] or 1, min(PROB_CHUNK, data.shape[1]) or 1, min(PROB_CHUNK, data.shape[2]) or 1)
             else:
                 chunks = tuple(max(1, s) for s in data.shape)
+        folder = _local_folder(group)
+        if folder is not None and zarrfast.supported(data):
+            zarrfast.write_array(folder / name, data, chunks)
+            return array_digest(data)
+        if isinstance(group, LocalGroup):
+            group = group.zarr
         if data.dtype.kind in ("U", "T", "O"):
             arr = group.create_array(name, shape=data.shape, dtype=str, chunks=chunks, overwrite=True)
             if data.size:
@@ -177,3 +193,46 @@ class ZarrStore:
         """``(image id, group)`` for every image."""
         for i in self.image_ids():
             yield i, self.group(i)
+
+
+class LocalGroup:
+    """A group on the local file system that was just written directly; behaves as a zarr group.
+
+    Arrays written through :meth:`ZarrStore.write_array` go straight to files; anything else
+    (``create_array``, ``attrs``, ``require_group``, item access) opens the zarr group on first use.
+
+    Args:
+        folder: The group's folder.
+    """
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self._zarr: Any = None
+
+    @property
+    def zarr(self) -> Any:
+        """The ``zarr.Group`` (opened once, read-write)."""
+        if self._zarr is None:
+            import zarr
+
+            self._zarr = zarr.open_group(str(self.folder), mode="r+")
+        return self._zarr
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.zarr, name)
+
+    def __getitem__(self, key: str) -> Any:
+        return self.zarr[key]
+
+    def __contains__(self, key: str) -> bool:
+        return key in self.zarr
+
+
+def _local_folder(group: Any) -> Path | None:
+    """The folder of ``group`` when it lives on the local file system, else None."""
+    if isinstance(group, LocalGroup):
+        return group.folder
+    store: Any = getattr(group, "store", None)
+    if type(store).__name__ != "LocalStore" or getattr(store, "read_only", True):
+        return None
+    return Path(store.root) / str(getattr(group, "path", ""))

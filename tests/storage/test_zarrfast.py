@@ -1,0 +1,85 @@
+"""Direct Zarr writes produce the very files zarr-python writes, and plain zarr reads them back."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import zarr
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from segpipe.storage import zarrfast
+from segpipe.storage.zarrstore import LocalGroup, ZarrStore, array_digest
+
+
+def _files(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def _zarr_reference(root: Path, data: np.ndarray, chunks: tuple[int, ...]) -> None:
+    arr = zarr.create_array(str(root), shape=data.shape, dtype=data.dtype, chunks=chunks, fill_value=0)
+    if data.size:
+        arr[...] = data
+
+
+@pytest.mark.parametrize("dtype", sorted(zarrfast.FAST_DTYPES))
+def test_same_files_as_zarr(tmp_path: Path, dtype: str) -> None:
+    rng = np.random.default_rng(0)
+    data = (rng.random((37, 53)) * 50).astype(dtype)
+    data[:16] = 0  # a chunk row equal to the fill value: left out by both
+    if np.dtype(dtype).kind == "f":
+        data[20, 0] = -0.0  # -0.0 is not the fill value bit for bit: stored by both
+    chunks = (16, 20)
+    zarrfast.write_array(tmp_path / "fast", data, chunks)
+    _zarr_reference(tmp_path / "ref", data, chunks)
+    fast, ref = _files(tmp_path / "fast"), _files(tmp_path / "ref")
+    assert fast.keys() == ref.keys()
+    assert json.loads(fast.pop("zarr.json")) == json.loads(ref.pop("zarr.json"))
+    assert fast == ref  # chunk bytes identical
+    back = zarr.open_array(str(tmp_path / "fast"), mode="r")[...]
+    assert back.dtype == data.dtype and np.array_equal(back, data)
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    shape=st.lists(st.integers(0, 9), min_size=1, max_size=3),
+    chunk=st.lists(st.integers(1, 5), min_size=3, max_size=3),
+    seed=st.integers(0, 2**16),
+)
+def test_round_trip_any_shape(tmp_path_factory: pytest.TempPathFactory, shape: list[int], chunk: list[int],
+                              seed: int) -> None:
+    root = tmp_path_factory.mktemp("rt")
+    data = np.random.default_rng(seed).integers(0, 3, shape).astype(np.int16)
+    chunks = tuple(chunk[: len(shape)])
+    zarrfast.write_array(root / "a", data, chunks)
+    _zarr_reference(root / "b", data, chunks)
+    assert _files(root / "a").keys() == _files(root / "b").keys()
+    assert np.array_equal(zarr.open_array(str(root / "a"), mode="r")[...], data)
+
+
+def test_store_groups_are_direct_and_replace_stale_chunks(tmp_path: Path) -> None:
+    store = ZarrStore.create(tmp_path / "s.zarr", {"task": "semantic", "categories": []})
+    g = store.image_group(7, {"id": 7, "file": "a.jpg", "width": np.int64(3)})
+    assert isinstance(g, LocalGroup)
+    full = np.arange(1, 2049 * 3 + 1, dtype=np.uint16).reshape(2049, 3) % 7 + 1
+    assert store.write_array(g, "labels", full) == array_digest(full)
+    # A re-executed task writes an image whose second chunk row is all background: no stale chunk.
+    g = store.image_group(7, {"id": 7, "file": "a.jpg", "width": 3})
+    part = full.copy()
+    part[1024:] = 0
+    store.write_array(g, "labels", part)
+    assert np.array_equal(store.read(7, "labels"), part)
+    grp = zarr.open_group(str(tmp_path / "s.zarr"), mode="r")["images/7"]
+    assert dict(grp.attrs) == {"id": 7, "file": "a.jpg", "width": 3}
+    # Strings and zarr-group operations go through zarr-python on the same handle.
+    store.write_array(g, "names", np.array(["a", "bc"]))
+    g.attrs["segments"] = [{"id": 1}]
+    sub = g.require_group("instances")
+    store.write_array(sub, "scores", np.array([0.5, 0.25], np.float32))
+    grp = zarr.open_group(str(tmp_path / "s.zarr"), mode="r")["images/7"]
+    assert list(grp["names"][...]) == ["a", "bc"] and grp.attrs["segments"] == [{"id": 1}]
+    assert np.array_equal(grp["instances/scores"][...], [0.5, 0.25])
+    assert store.image_ids() == [7]
