@@ -134,3 +134,17 @@ def test_cli_train_and_models(street: Path, tmp_path: Path) -> None:
         text=True,
     )
     assert bad.returncode == 2 and "unet" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_cli_train_model_args(street: Path, tmp_path: Path) -> None:
+    base = [sys.executable, "-m", "segpipe", "-q", "train", str(street), "--arch", "unet", "--epochs", "1",
+            "--batch", "4", "--device", "cpu"]
+    r = subprocess.run([*base, "--out", str(tmp_path / "a"), "--model-arg", "base=8", "--model-arg", "depth=2",
+                        "--crop", "64x64"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    meta = load_checkpoint(tmp_path / "a" / "best.ckpt").meta
+    assert meta.model_kwargs == {"base": 8, "depth": 2}
+    bad = subprocess.run([*base, "--out", str(tmp_path / "b"), "--model-arg", "colour=red"],
+                         capture_output=True, text=True)
+    assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1 and "colour" in bad.stderr
+    assert not (tmp_path / "b").exists()

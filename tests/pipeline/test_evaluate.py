@@ -337,3 +337,64 @@ def test_keypoints_task_needs_sigmas_for_other_skeletons(tmp_path):
     rep = json.loads(out.read_text())
     jsonschema.validate(rep, SCHEMA)
     assert list(rep["instance"]) == ["keypoints"] and rep["instance"]["keypoints"]["AP"] == pytest.approx(1.0)
+
+
+def test_keypoints_from_a_landmark_store_match_pycocotools(tmp_path):
+    """A landmark model's store is evaluated as COCO keypoint results, exactly as pycocotools does."""
+    import torch
+    import zarr
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    from segpipe.models.checkpoint import CheckpointMeta, save_checkpoint
+    from segpipe.models.registry import build_model
+    from segpipe.pipeline.prelabel import PrelabelRequest, prelabel
+    from segpipe.synth import synth
+
+    synth("landmarks", tmp_path / "lm", n=4, seed=1, size=(64, 64))
+    ann = tmp_path / "lm" / "annotations.json"
+    gt = json.loads(ann.read_text())
+    kcat = next(c for c in gt["categories"] if c.get("keypoints"))
+    torch.manual_seed(0)
+    kw = {"channels": 16, "num_stacks": 1}
+    ckpt = tmp_path / "hg.ckpt"
+    save_checkpoint(ckpt, build_model("hourglass", len(kcat["keypoints"]), **kw),
+                    CheckpointMeta(arch="hourglass", task="landmarks", num_classes=len(kcat["keypoints"]),
+                                   categories=gt["categories"], tile_size=[64, 64], tile_overlap=0.25,
+                                   model_kwargs=kw, keypoints=list(kcat["keypoints"])))
+    store = tmp_path / "lm.zarr"
+    prelabel(PrelabelRequest(source=str(tmp_path / "lm"), model=str(ckpt), out=store, device="cpu"),
+             ClusterSpec(workers=0))
+    # A random model finds nothing: give the store near-miss landmarks (the ground truth plus noise, one
+    # row per object, then one spurious row) so that AP is neither 0 nor 1.
+    s = ZarrStore.open(store)
+    rng = np.random.default_rng(0)
+    for image_id in s.image_ids():
+        rows = [np.asarray(a["keypoints"], np.float32).reshape(-1, 3) for a in gt["annotations"]
+                if a["image_id"] == image_id]
+        rows = [np.concatenate([r[:, :2] + rng.normal(0, 0.7, (len(r), 2)), rng.random((len(r), 1))], 1)
+                for r in rows] + [rng.random((len(kcat["keypoints"]), 3)) * 64]
+        grp = zarr.open_group(str(store / "images" / str(image_id)), mode="r+")
+        ZarrStore.write_array(grp, "keypoints", np.stack(rows).astype(np.float32))
+    sigmas = (0.1, 0.1, 0.1, 0.1)
+    rep = evaluate(EvaluateRequest(gt=ann, pred=store, task="keypoints", kpt_sigmas=sigmas),
+                   ClusterSpec(workers=0))
+    # The same detections, built by hand from the store's arrays, through pycocotools.
+    dts = []
+    for image_id in s.image_ids():
+        for row in s.read(image_id, "keypoints").astype(np.float64):
+            flat = np.stack([row[:, 0], row[:, 1], np.full(len(row), 2.0)], 1).ravel().tolist()
+            x0, y0 = row[:, 0].min(), row[:, 1].min()
+            dts.append({"image_id": image_id, "category_id": kcat["id"], "keypoints": flat,
+                        "score": float(row[:, 2].mean()),
+                        "bbox": [x0, y0, row[:, 0].max() - x0, row[:, 1].max() - y0]})
+    assert dts
+    coco = COCO(str(ann))
+    ev = COCOeval(coco, coco.loadRes(dts), "keypoints")
+    ev.params.kpt_oks_sigmas = np.array(sigmas)
+    ev.evaluate()
+    ev.accumulate()
+    ev.summarize()
+    assert 0.05 < ev.stats[0] < 0.95
+    assert rep["instance"]["keypoints"]["AP"] == pytest.approx(ev.stats[0], abs=1e-12)
+    assert rep["instance"]["keypoints"]["AR"] == pytest.approx(ev.stats[5], abs=1e-12)

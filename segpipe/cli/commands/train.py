@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -23,10 +24,17 @@ def register(app: typer.Typer) -> None:
         batch: int = typer.Option(4, "--batch", help="Batch size."),
         lr: float = typer.Option(1e-3, "--lr", help="AdamW learning rate."),
         device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N."),
+        model_arg: list[str] = typer.Option(
+            [], "--model-arg", help="Architecture option KEY=VALUE, repeatable (e.g. base=16, num_stacks=2)."
+        ),
+        crop: str | None = typer.Option(None, "--crop", help="Training crop HxW (default: the model's input)."),
     ) -> None:
         """Train a model; writes checkpoints and per-epoch validation metrics."""
         from segpipe.cli import state
         from segpipe.models.train import train
+
+        model_kwargs = parse_model_args(arch, model_arg)
+        crop_hw = parse_size(crop, "--crop") if crop else None
 
         res = train(
             dataset,
@@ -40,6 +48,8 @@ def register(app: typer.Typer) -> None:
             batch_size=batch,
             lr=lr,
             device=device,
+            model_kwargs=model_kwargs or None,
+            crop=crop_hw,
             progress=state.show_progress(),
             log=None if state.QUIET else (lambda line: state.err_console.print(line, markup=False)),
         )
@@ -49,3 +59,51 @@ def register(app: typer.Typer) -> None:
             f"{res.best_path}; metrics: {res.out_dir / 'metrics.jsonl'}",
             markup=False,
         )
+
+
+def parse_model_args(arch: str, items: list[str]) -> dict[str, Any]:
+    """``["base=16", "bilinear=true"]`` → ``{"base": 16, "bilinear": True}``, checked against ``arch``.
+
+    Values are JSON literals where they parse as one (numbers, ``true``/``false``, lists), else strings.
+
+    Raises:
+        ConfigError: a malformed item, or a key the architecture's builder does not take.
+    """
+    import json
+
+    from segpipe.errors import ConfigError
+
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip().isidentifier():
+            raise ConfigError(f"--model-arg {item!r}: expected KEY=VALUE")
+        try:
+            out[key.strip()] = json.loads(raw)
+        except ValueError:
+            out[key.strip()] = raw
+    if out:
+        import torch
+
+        from segpipe.models.registry import build_model
+
+        try:
+            with torch.device("meta"):  # no memory, no initialisation: only the options are checked
+                build_model(arch, 2, **out)
+        except (TypeError, ValueError) as e:
+            raise ConfigError(f"--model-arg: {arch} does not accept {out}: {e}") from None
+    return out
+
+
+def parse_size(text: str, flag: str) -> tuple[int, int]:
+    """``"256x512"`` (or ``"256"``) → ``(256, 512)``."""
+    from segpipe.errors import ConfigError
+
+    parts = text.lower().split("x")
+    try:
+        h, w = (int(parts[0]), int(parts[-1])) if len(parts) <= 2 else (0, 0)
+    except ValueError:
+        h, w = 0, 0
+    if h <= 0 or w <= 0:
+        raise ConfigError(f"{flag} {text!r}: expected HxW with positive integers, e.g. 256x512")
+    return h, w

@@ -60,9 +60,13 @@ class StoreReader:
     def __init__(self, path: str | Path, *, min_score: float = 0.0) -> None:
         self.store = ZarrStore.open(path)
         attrs = self.store.attrs()
+        cats = [dict(c) for c in attrs.get("categories", [])]
+        if attrs.get("task") == "landmarks" and attrs.get("keypoints") and cats and not cats[0].get("keypoints"):
+            # A landmark model's keypoint names belong to its (first) category, as in COCO keypoints.
+            cats[0]["keypoints"] = list(attrs["keypoints"])
         self.meta = DatasetMeta(
             format="segpipe_zarr",
-            categories=categories_from_attrs(attrs.get("categories", [])),
+            categories=categories_from_attrs(cats),
             info={"description": "segpipe pre-labels", "model": attrs.get("model"), "run": attrs.get("run")},
             void_value=255,
             extra={"task": attrs.get("task"), "min_score": min_score, "store": str(self.store.path)},
@@ -120,8 +124,34 @@ def materialize(sample: Sample, meta: DatasetMeta) -> Materialized:
                 score=float(scores[k]),
             )
             instances.append(InstanceMask(inst, r))
+    if "keypoints" in names:
+        instances.extend(_keypoint_instances(np.asarray(g["keypoints"][...]), sample.image.id, meta))
     sample = sample.with_instances(tuple(im.instance for im in instances))
     return Materialized(sample, tuple(instances), class_map=class_map, panoptic=panoptic, void_value=255)
+
+
+def _keypoint_instances(kps: np.ndarray, image_id: int, meta: DatasetMeta) -> list[InstanceMask]:
+    """Landmark predictions ``(N, K, 3)`` (x, y, confidence) → keypoint detections.
+
+    Each row is one detection of the store's keypoint category (the first category that names
+    keypoints, else the first category): keypoints flat ``(x, y, 2, ...)`` (every landmark is
+    located), score = mean confidence, box = the keypoints' extent, as COCO keypoint results are.
+    """
+    if kps.ndim != 3 or kps.shape[-1] != 3 or not len(meta.categories):
+        return []
+    cat = next((c for c in meta.categories if c.keypoints), meta.categories[0])
+    out: list[InstanceMask] = []
+    for n, row in enumerate(kps.astype(np.float64)):
+        xs, ys, conf = row[:, 0], row[:, 1], row[:, 2]
+        x0, y0 = float(xs.min()), float(ys.min())
+        w, h = float(xs.max()) - x0, float(ys.max()) - y0
+        flat = np.stack([xs, ys, np.full_like(xs, 2.0)], 1).ravel()
+        inst = Instance(
+            id=n + 1, image_id=image_id, category_id=cat.id, bbox=(x0, y0, w, h), area=w * h,
+            score=float(np.mean(conf)), keypoints=tuple(float(v) for v in flat), num_keypoints=len(xs),
+        )
+        out.append(InstanceMask(inst, None))
+    return out
 
 
 def validate_store(path: str | Path) -> Iterator[Problem]:
