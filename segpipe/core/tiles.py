@@ -151,6 +151,40 @@ def blend_weights(height: int, width: int, mode: str = "gaussian", overlap: int 
     raise ValueError(f"unknown blend mode {mode!r}; known: constant, gaussian, linear")
 
 
+def blend_weights_nd(shape: tuple[int, ...], mode: str = "gaussian", overlaps: tuple[int, ...] | None = None,
+                     min_weight: float = 1e-3) -> np.ndarray:
+    """:func:`blend_weights` for any number of axes (3-D tiles of volumes): a separable product.
+
+    Args:
+        shape: Tile shape, e.g. ``(depth, height, width)``.
+        mode: ``gaussian`` (sigma 1/8 of each side), ``linear`` (ramps over each axis' overlap) or
+            ``constant``.
+        overlaps: Overlap per axis in pixels (``linear`` only).
+        min_weight: Floor relative to the peak 1.
+
+    Returns:
+        ``shape`` float32 in ``[min_weight, 1]``.
+    """
+    if mode not in ("gaussian", "linear", "constant"):
+        raise ValueError(f"unknown blend mode {mode!r}; known: constant, gaussian, linear")
+    ovs = overlaps or (0,) * len(shape)
+
+    def axis(n: int, o: int) -> np.ndarray:
+        if mode == "gaussian":
+            c, s = (n - 1) / 2.0, max(0.125 * n, 1e-6)
+            return np.exp(-0.5 * ((np.arange(n) - c) / s) ** 2)
+        if mode == "linear" and o > 0:
+            d = np.minimum(np.arange(n) + 1, n - np.arange(n)).astype(np.float64)
+            return np.clip(d / (o + 1), 0.0, 1.0)
+        return np.ones(n)
+
+    w = np.ones((), dtype=np.float64)
+    for n, o in zip(shape, ovs, strict=True):
+        w = np.multiply.outer(w, axis(n, o))
+    w /= w.max()
+    return np.maximum(w, min_weight).astype(np.float32)
+
+
 def rows_done_after(starts: list[int], row: int, height: int) -> int:
     """First image row that a tile row after ``row`` still touches (``height`` after the last one).
 

@@ -93,8 +93,8 @@ class CheckpointMeta:
             )
         except (KeyError, TypeError, ValueError) as e:
             raise CheckpointError(f"checkpoint meta is invalid: {type(e).__name__}: {e}") from None
-        if len(meta.mean) != 3 or len(meta.std) != 3 or len(meta.tile_size) != 2:
-            raise CheckpointError("checkpoint meta: mean/std need 3 values and tile_size 2")
+        if len(meta.mean) != 3 or len(meta.std) != 3 or len(meta.tile_size) not in (2, 3):
+            raise CheckpointError("checkpoint meta: mean/std need 3 values and tile_size 2 (3 for 3-D models)")
         return meta
 
     @classmethod
@@ -107,7 +107,7 @@ class CheckpointMeta:
             "categories",
             [{"index": i, "id": i, "name": f"class_{i}", "color": None, "isthing": True} for i in range(num_classes)],
         )
-        kw.setdefault("tile_size", list(spec.default_input))
+        kw.setdefault("tile_size", ([spec.default_depth] if spec.dims == 3 else []) + list(spec.default_input))
         return cls(arch=arch, task=spec.task, num_classes=num_classes, **kw)
 
 

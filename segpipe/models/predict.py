@@ -42,7 +42,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from segpipe.core.tiles import Tile, blend_weights, overlap_pixels, tile_starts
+from segpipe.core.tiles import Tile, blend_weights, blend_weights_nd, overlap_pixels, tile_starts
+from segpipe.errors import ConfigError
 
 
 class BandSink(Protocol):
@@ -196,8 +197,12 @@ class Predictor:
         self.task = meta.task
         self.device = select_device(device)
         self.batch_size = max(1, batch_size)
-        t = tile if tile is not None else tuple(meta.tile_size)
+        self.dims = _model_dims(meta.arch)
+        t = tile if tile is not None else tuple(meta.tile_size[-2:])
         self.tile: tuple[int, int] = (t, t) if isinstance(t, int) else (int(t[0]), int(t[1]))
+        #: 3-D models: tile ``(depth, height, width)``; the depth comes from the checkpoint.
+        depth = int(meta.tile_size[0]) if len(meta.tile_size) == 3 else self.tile[0]
+        self.tile3: tuple[int, int, int] = (depth, *self.tile)
         self.overlap = float(meta.tile_overlap if overlap is None else overlap)
         self.blend = blend
         self.score_thresh = score_thresh
@@ -427,6 +432,57 @@ class Predictor:
                 prob_sink[:, y0:y1] = band.numpy()
 
         self._blend_stream(image, c, soft, on_band, need_weights=prob_sink is not None)
+        return SemanticPrediction(labels, probs)
+
+    def predict_volume(self, slab: np.ndarray, *, keep_probs: bool = True) -> SemanticPrediction:
+        """3-D sliding-window prediction of a stack of slices with a 3-D model.
+
+        Tiles of :attr:`tile3` (clipped to the slab), overlapping by :attr:`overlap` along every axis,
+        blended in probability space with separable weights (Gaussian by default), as the 2-D path.
+        Memory is that of the slab: a caller bounds it by predicting a volume slab by slab with a
+        context margin (``segpipe prelabel`` does, one task per slab).
+
+        Args:
+            slab: ``(Z, H, W) uint8`` windowed intensities.
+            keep_probs: Also return the class probabilities.
+
+        Returns:
+            ``labels (Z, H, W)`` uint8/uint16 class indices and ``probs (C, Z, H, W) float16`` or None.
+        """
+        import itertools
+
+        import torch
+
+        if self.dims != 3:
+            raise ConfigError(f"{self.meta.arch} is a 2-D model; predict volumes slice by slice")
+        if slab.ndim != 3:
+            raise ConfigError(f"expected a (Z, H, W) stack of slices, got shape {slab.shape}")
+        shape = tuple(int(v) for v in slab.shape)
+        tile = tuple(min(t, n) for t, n in zip(self.tile3, shape, strict=True))
+        ovs = tuple(overlap_pixels(t, self.overlap) if t == full else 0
+                    for t, full in zip(tile, self.tile3, strict=True))
+        starts = [tile_starts(n, t, o) for n, t, o in zip(shape, tile, ovs, strict=True)]
+        wt = torch.from_numpy(blend_weights_nd(tile, self.blend, ovs))
+        c = self.meta.num_classes
+        acc = torch.zeros((c, *shape), dtype=torch.float32)
+        wsum = torch.zeros(shape, dtype=torch.float32)
+        mean, std = float(self.meta.mean[0]) * 255.0, float(self.meta.std[0]) * 255.0
+        corners = list(itertools.product(*starts))
+        with torch.inference_mode():
+            for i in range(0, len(corners), self.batch_size):
+                chunk = corners[i : i + self.batch_size]
+                cuts = [tuple(slice(a, a + t) for a, t in zip(k, tile, strict=True)) for k in chunk]
+                x = torch.from_numpy(np.stack([slab[cut] for cut in cuts]))[:, None].float()
+                x.sub_(mean).div_(std)
+                logits = self._run(x.to(self.device)).float().cpu()
+                logits.sub_(logits.amax(1, keepdim=True))  # softmax, its division folded into the weight
+                logits.exp_()
+                denom = logits.sum(1)
+                for j, cut in enumerate(cuts):
+                    acc[(slice(None), *cut)].addcmul_(logits[j], torch.div(wt, denom[j]))
+                    wsum[cut] += wt
+        labels = _argmax_channels(acc)
+        probs = torch.div(acc, wsum).to(torch.float16).numpy() if keep_probs else None
         return SemanticPrediction(labels, probs)
 
     def predict_landmarks(self, image: Any, *, heatmap_sink: BandSink | None = None) -> LandmarkPrediction:
@@ -665,6 +721,17 @@ def _torch_div(a: Any, b: Any, out: Any) -> None:
     import torch
 
     torch.div(a, b, out=out)
+
+
+def _model_dims(arch: str) -> int:
+    """Spatial dimensions of a registered architecture (2 for names the registry does not know)."""
+    from segpipe.errors import SegpipeError
+    from segpipe.models.registry import get_model_spec
+
+    try:
+        return get_model_spec(arch).dims
+    except SegpipeError:  # a stub or a model built outside the registry
+        return 2
 
 
 def _is_channels_last(x: Any) -> bool:

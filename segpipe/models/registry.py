@@ -45,6 +45,9 @@ class ModelSpec:
         description: One line for ``segpipe models``.
         stride: The input side must be a multiple of this (the predictor pads tiles to it).
         default_kwargs: Builder keyword arguments recorded in checkpoints when not overridden.
+        dims: Spatial dimensions of the input: 2 (images, ``(N, 3, H, W)``) or 3 (volumes,
+            ``(N, 1, D, H, W)``, tiled in 3-D over a volume's slices).
+        default_depth: For 3-D models, the recommended tile depth in slices.
     """
 
     name: str
@@ -54,6 +57,8 @@ class ModelSpec:
     description: str
     stride: int = 32
     default_kwargs: dict[str, Any] = field(default_factory=dict)
+    dims: int = 2
+    default_depth: int = 0
 
 
 MODELS: Registry[ModelSpec] = Registry("model")

@@ -325,6 +325,11 @@ def train(
     t_start = time.monotonic()
     budget = max_minutes * 60.0 if max_minutes else None
     spec = get_model_spec(arch)
+    if spec.dims != 2:
+        raise UnsupportedError(
+            f"{arch} is a {spec.dims}-D model; segpipe train trains 2-D models only",
+            hint="pre-label volumes with your own 3-D checkpoint (a state dict plus --arch, or CheckpointMeta)",
+        )
     if spec.task == "panoptic":
         raise UnsupportedError("panoptic_fpn is trained as its two parts: train a semantic and an instance model")
     ds = read_dataset(dataset_dir)

@@ -180,6 +180,8 @@ def task_key(cfg_hash: str, entry: ManifestEntry, part: str = "") -> str:
 #: Core size of a scene's block tasks: a multiple of the label chunk (1024), so that every block owns
 #: whole chunks and no two tasks ever write the same chunk (zarr 3 has no locks).
 BLOCK = 2048
+#: Slices per task when a 3-D model pre-labels a volume (each task reads a context margin around them).
+SLAB = 32
 
 
 def slice_id(entry: ManifestEntry, z: int) -> int:
@@ -198,8 +200,16 @@ def volume_name(entry: ManifestEntry) -> str:
     return name
 
 
-def plan_tasks(entries: list[ManifestEntry], cfg_hash: str) -> list[tuple[str, ManifestEntry, dict[str, Any]]]:
-    """One task per image, per chunk-aligned block of a scene, per slice of a volume (pure)."""
+def plan_tasks(entries: list[ManifestEntry], cfg_hash: str,
+               slab: int = 0) -> list[tuple[str, ManifestEntry, dict[str, Any]]]:
+    """One task per image, per chunk-aligned block of a scene, per slice of a volume (pure).
+
+    Args:
+        entries: The manifest.
+        cfg_hash: The run's config hash (part of every task key).
+        slab: With a 3-D model, volumes are cut into slabs of this many slices (one task each, which
+            predicts with a context margin and writes its own slices) instead of one task per slice.
+    """
     tasks: list[tuple[str, ManifestEntry, dict[str, Any]]] = []
     for e in entries:
         if e.kind == "invalid":
@@ -209,6 +219,11 @@ def plan_tasks(entries: list[ManifestEntry], cfg_hash: str) -> list[tuple[str, M
                 for x0 in range(0, e.width, BLOCK):
                     w = [y0, min(y0 + BLOCK, e.height), x0, min(x0 + BLOCK, e.width)]
                     tasks.append((task_key(cfg_hash, e, f"block{w}"), e, {"window": w}))
+        elif e.kind == "volume" and slab > 0:
+            depth = max(1, e.depth)
+            for z0 in range(0, depth, slab):
+                zs = [z0, min(z0 + slab, depth)]
+                tasks.append((task_key(cfg_hash, e, f"slab{zs}"), e, {"slab": zs}))
         elif e.kind == "volume":
             for z in range(max(1, e.depth)):
                 tasks.append((task_key(cfg_hash, e, f"z{z}"), e, {"z": z}))
@@ -342,11 +357,20 @@ def prelabel_task(
     predictor = state["predictor"]
     extra: dict[str, Any] = {}
     try:
+        if getattr(predictor, "dims", 2) == 3 and "slab" not in part:
+            raise ConfigError(f"{predictor.meta.arch} is a 3-D model: it pre-labels volumes only")
         if "window" in part:
             t1 = t0
             outputs, infer_s = _predict_block(predictor, entry, part, store, flags)
             extra["window"] = part["window"]
             h, w = entry.height, entry.width
+        elif "slab" in part:
+            t1 = t0
+            extra["slices"], infer_s = _predict_slab(predictor, entry, part, store, flags)
+            extra["slab"] = part["slab"]
+            outputs = {}
+            h, w = entry.height, entry.width
+            base["image_id"] = slice_id(entry, int(part["slab"][0]))
         else:
             attrs: dict[str, Any] = {}
             if "z" in part:
@@ -462,6 +486,48 @@ def _predict_block(predictor: Any, entry: ManifestEntry, part: dict[str, Any], s
     out = {"labels": array_digest(lsink.flush(labels))}
     if psink is not None:
         out["probs"] = array_digest(psink.flush(probs))
+    return out, infer
+
+
+def _predict_slab(predictor: Any, entry: ManifestEntry, part: dict[str, Any], store: ZarrStore,
+                  flags: dict[str, Any]) -> tuple[dict[str, dict[str, str]], float]:
+    """Predicts slices ``[z0, z1)`` of a volume with a 3-D model and writes each slice's group.
+
+    The model sees the slab with a context margin of the tile overlap above and below, so slab
+    borders blend like tile borders; only the slab's own slices are written (each slice group is
+    owned by exactly one task).
+
+    Returns:
+        ``({slice image id: {array name: digest}}, inference seconds)``.
+    """
+    from segpipe.core.tiles import overlap_pixels
+    from segpipe.storage.volume import open_volume
+
+    z0, z1 = (int(v) for v in part["slab"])
+    vol = open_volume(entry.path, window=flags.get("window"))
+    depth = len(vol)
+    tz = predictor.tile3[0]
+    margin = overlap_pixels(tz, predictor.overlap) if tz <= depth else 0
+    za, zb = max(0, z0 - margin), min(depth, z1 + margin)
+    t = time.perf_counter()
+    slab = np.stack([vol.slice(z)[..., 0] for z in range(za, zb)])
+    pred = predictor.predict_volume(slab, keep_probs=flags["probs"])
+    infer = time.perf_counter() - t
+    ids = np.asarray(predictor.category_ids, dtype=np.int64)
+    lut = ids.astype(np.uint16 if int(ids.max(initial=0)) > 254 else np.uint8)
+    name = volume_name(entry)
+    out: dict[str, dict[str, str]] = {}
+    for z in range(z0, z1):
+        image_id = slice_id(entry, z)
+        h, w = slab.shape[1:]
+        info = {"id": image_id, "file": f"{entry.file}#z{z:05d}", "path": entry.path, "width": w, "height": h,
+                "sha256": entry.sha256, **vol.slice_attrs(name, z)}
+        group = store.image_group(image_id, info)
+        digests = {"labels": store.write_array(group, "labels", lut[pred.labels[z - za]])}
+        if pred.probs is not None:
+            digests["probs"] = store.write_array(group, "probs",
+                                                 quantise_probs(pred.probs[:, z - za].astype(np.float32)))
+        out[str(image_id)] = digests
     return out, infer
 
 
@@ -595,13 +661,17 @@ def _drop_stale_receipts(ledger: Ledger, done: set[str], planned: list[tuple[str
     planned_keys = {k for k, _, _ in planned}
     ids: set[int] = set()
     for _, e, part in planned:
-        ids.add(slice_id(e, int(part["z"])) if "z" in part else e.id)
+        if "slab" in part:
+            ids.update(slice_id(e, z) for z in range(int(part["slab"][0]), int(part["slab"][1])))
+        else:
+            ids.add(slice_id(e, int(part["z"])) if "z" in part else e.id)
     for key in done - planned_keys:
         try:
             rec = ledger.read(key)
         except (OSError, ValueError):
             continue
-        if int(rec.get("image_id", -1)) in ids:
+        owned = {int(rec.get("image_id", -1)), *(int(k) for k in rec.get("slices", {}))}
+        if owned & ids:
             ledger.path(key).unlink(missing_ok=True)
 
 
@@ -678,6 +748,9 @@ def prelabel(
     if req.task and req.task != meta.task:
         raise ConfigError(f"--task {req.task} but the model {meta.arch} is a {meta.task} model")
     fp = model_ref.fingerprint()
+    from segpipe.models.predict import _model_dims
+
+    model_dims = _model_dims(meta.arch)
     config = _config(req, fp, meta)
     cfg_hash = config_hash(config)
     n_workers = cluster.n_workers() if not cluster.scheduler else 0
@@ -700,7 +773,7 @@ def prelabel(
         ledger = Ledger(store.private)
         ledger.ensure()
         done_keys = ledger.keys()
-        planned = plan_tasks(entries, cfg_hash)
+        planned = plan_tasks(entries, cfg_hash, slab=SLAB if model_dims == 3 else 0)
         _drop_stale_receipts(ledger, done_keys, planned)
         done_keys = ledger.keys()
         todo = [t for t in planned if t[0] not in done_keys]
@@ -801,6 +874,14 @@ def fsck(path: Path, repair: bool = False) -> dict[str, Any]:
         n += 1
         try:
             rec = json.loads(p.read_text(encoding="utf-8"))
+            for sid, outs in rec.get("slices", {}).items():  # a slab of a volume: its own slices
+                sg = store.group(int(sid))
+                for name, digest in outs.items():
+                    if array_digest(np.asarray(sg[name][...])) != digest:
+                        raise ValueError(f"slice {sid} {name}: checksum mismatch")
+            if "slices" in rec:
+                ok += 1
+                continue
             g = store.group(int(rec["image_id"]))
             win = rec.get("window")
             for name, digest in rec.get("outputs", {}).items():

@@ -68,11 +68,21 @@ def test_parameter_count_on_meta_device() -> None:
 def test_semantic_forward(name: str) -> None:
     torch.manual_seed(0)
     model = build_model(name, 3).eval()
-    x = torch.randn(1, 3, 64, 72)  # not a multiple of 32 on purpose: the wrapper pads and crops
+    dims = get_model_spec(name).dims
+    # Not multiples of the stride on purpose: the models pad and crop.
+    x = torch.randn(1, 3, 64, 72) if dims == 2 else torch.randn(1, 1, 10, 30, 22)
     with torch.inference_mode():
         out = model(x)
-    assert out.shape == (1, 3, 64, 72)
+    assert out.shape == (1, 3, *x.shape[2:])
     assert torch.isfinite(out).all()
+
+
+def test_unet3d_is_a_3d_model_with_3d_tiles() -> None:
+    from segpipe.models.checkpoint import CheckpointMeta
+
+    spec = get_model_spec("unet3d")
+    assert spec.dims == 3 and spec.task == "semantic"
+    assert CheckpointMeta.for_arch("unet3d", 4).tile_size == [spec.default_depth, *spec.default_input]
 
 
 @pytest.mark.parametrize("name", _params(model_names("instance")))

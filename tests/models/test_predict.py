@@ -8,6 +8,7 @@ import torch
 from pycocotools import mask as mask_utils
 from torch import nn
 
+from segpipe.errors import ConfigError
 from segpipe.models.checkpoint import CheckpointMeta
 from segpipe.models.predict import Predictor, _crop_to_rle
 
@@ -197,3 +198,34 @@ def test_blend_buffers_follow_the_output_layout() -> None:
     # The softmax's channel sums run in another order: equal up to float16 rounding.
     assert np.allclose(outs[False].probs.astype(np.float32), outs[True].probs.astype(np.float32), atol=1e-3)
     assert np.allclose(outs[True].probs.astype(np.float32).sum(0), 1.0, atol=1e-2)
+
+
+class _Pointwise3D(nn.Module):
+    """Translation-equivariant in 3-D: logits depend on the voxel alone."""
+
+    def __init__(self, c: int) -> None:
+        super().__init__()
+        torch.manual_seed(1)
+        self.conv = nn.Conv3d(1, c, 1)
+        nn.init.normal_(self.conv.weight, std=2.0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x)
+
+
+@pytest.mark.parametrize("blend", ["gaussian", "linear"])
+def test_volume_tiled_in_3d_equals_untiled(blend: str) -> None:
+    slab = np.random.default_rng(5).integers(0, 256, (21, 50, 43), dtype=np.uint8)
+
+    def meta(tile: list[int]) -> CheckpointMeta:
+        return CheckpointMeta(arch="unet3d", task="semantic", num_classes=4, tile_size=tile, tile_overlap=0.25)
+
+    tiled = Predictor(_Pointwise3D(4), meta([8, 16, 16]), device="cpu", blend=blend, batch_size=3)
+    whole = Predictor(_Pointwise3D(4), meta([32, 64, 64]), device="cpu")
+    a, b = tiled.predict_volume(slab), whole.predict_volume(slab)
+    assert a.labels.shape == (21, 50, 43) and a.probs.shape == (4, 21, 50, 43)
+    assert np.array_equal(a.labels, b.labels)
+    assert np.allclose(a.probs.astype(np.float32), b.probs.astype(np.float32), atol=2e-3)
+    assert tiled.predict_volume(slab, keep_probs=False).probs is None
+    with pytest.raises(ConfigError):
+        Predictor(_Conv1x1(4), _meta(c=4), device="cpu").predict_volume(slab)  # a 2-D model

@@ -148,3 +148,9 @@ def test_cli_train_model_args(street: Path, tmp_path: Path) -> None:
                          capture_output=True, text=True)
     assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1 and "colour" in bad.stderr
     assert not (tmp_path / "b").exists()
+
+
+def test_train_refuses_3d_models(street: Path, tmp_path: Path) -> None:
+    with pytest.raises(UnsupportedError, match="3-D"):
+        train(street, "unet3d", tmp_path / "u3", epochs=1, progress=False)
+    assert not (tmp_path / "u3").exists()

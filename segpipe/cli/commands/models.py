@@ -21,5 +21,5 @@ def register(app: typer.Typer) -> None:
         for name in model_names(task):  # type: ignore[arg-type]
             spec = get_model_spec(name)
             n = count_parameters(name, num_classes)
-            h, w = spec.default_input
-            console.print(f"{name:30} {spec.task:10} {n / 1e6:8.1f}M  {h:>4}x{w:<4}  {spec.description}", markup=False)
+            tile = "x".join(str(v) for v in ([spec.default_depth] if spec.dims == 3 else []) + list(spec.default_input))
+            console.print(f"{name:30} {spec.task:10} {n / 1e6:8.1f}M  {tile:>9}  {spec.description}", markup=False)

@@ -11,5 +11,6 @@ from segpipe.models.architectures import (  # noqa: F401
     segnet,
     torchvision_semantic,
     unet,
+    unet3d,
     yolact,
 )
