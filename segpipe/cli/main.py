@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 import pkgutil
 import sys
+from typing import Any
 
 import typer
 
@@ -43,6 +44,17 @@ def main(
     """Batch annotation and dataset processing for image segmentation."""
     state.VERBOSE = verbose
     state.QUIET = quiet
+    if not verbose:
+        import warnings
+
+        warnings.showwarning = _one_line_warning
+
+
+def _one_line_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                      file: Any = None, line: str | None = None) -> None:
+    """Prints a warning as ``warning: <message>`` on stderr (Python's format adds the source line)."""
+    text = " ".join(str(message).split())
+    print(f"warning: {text}", file=sys.stderr if file is None else file)
 
 
 def _load_commands() -> None:

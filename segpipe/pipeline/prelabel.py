@@ -11,6 +11,7 @@ outputs are idempotent (same key → same bytes) whether Dask ran a task once or
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -192,12 +193,14 @@ def slice_id(entry: ManifestEntry, z: int) -> int:
 
 
 def volume_name(entry: ManifestEntry) -> str:
-    """The volume id slices record (the file name without .nii/.nii.gz, or the series folder name)."""
-    name = Path(entry.file).name
-    for suf in (".nii.gz", ".nii"):
-        if name.lower().endswith(suf):
-            return name[: -len(suf)]
-    return name
+    """The volume id slices record: the path relative to the source without .nii/.nii.gz.
+
+    A DICOM series gives its folder's relative path. ``p1/ct.nii.gz`` → ``p1/ct``: same-named volumes in
+    different folders never collide.
+    """
+    from segpipe.formats.medical.reader import volume_id
+
+    return volume_id(entry.file)
 
 
 def plan_tasks(entries: list[ManifestEntry], cfg_hash: str,
@@ -244,6 +247,8 @@ def _dataset_images(source: Path) -> list[tuple[Path, str, int | None]]:
     from segpipe.formats import detect_format, get_format
 
     fmt = detect_format(source)
+    if fmt == "nifti":
+        return _dataset_volumes(source)
     reader = get_format(fmt).reader(source)
     out: list[tuple[Path, str, int | None]] = []
     for s in reader.samples():
@@ -253,6 +258,28 @@ def _dataset_images(source: Path) -> list[tuple[Path, str, int | None]]:
         out.append((p.parent, p.name, s.image.id))
     if not out:
         raise InputError(f"the {fmt} dataset names no image file that exists", path=source)
+    return out
+
+
+def _dataset_volumes(source: Path) -> list[tuple[Path, str, int | None]]:
+    """The image volumes a NIfTI ground-truth folder names in ``volumes.json`` (what synth writes).
+
+    ``volumes/00000.nii.gz`` is item ``00000.nii.gz`` of root ``volumes/``, as when pre-labeling that
+    folder directly: slice ids and names then match the ground truth's.
+    """
+    from segpipe.storage.jsonio import read_json
+
+    index = source / "volumes.json"
+    vols = read_json(index).get("volumes", []) if index.is_file() else []
+    out: list[tuple[Path, str, int | None]] = []
+    for v in vols if isinstance(vols, list) else []:
+        image = str(v.get("image", "")) if isinstance(v, dict) else ""
+        parts = Path(image).parts
+        if len(parts) >= 2 and (source / image).exists():
+            out.append((source / parts[0], "/".join(parts[1:]), None))
+    if not out:
+        raise InputError("the NIfTI dataset names no image volume that exists (volumes.json: volumes[].image)",
+                         path=source, hint="pre-label the folder of image volumes itself")
     return out
 
 
@@ -374,9 +401,7 @@ def prelabel_task(
         else:
             attrs: dict[str, Any] = {}
             if "z" in part:
-                from segpipe.storage.volume import open_volume
-
-                vol = open_volume(entry.path, window=flags.get("window"))
+                vol = _worker_volume(entry, flags.get("window"))
                 image = vol.slice(int(part["z"]))
                 attrs = vol.slice_attrs(volume_name(entry), int(part["z"]))
                 image_id = slice_id(entry, int(part["z"]))
@@ -483,10 +508,33 @@ def _predict_block(predictor: Any, entry: ManifestEntry, part: dict[str, Any], s
         if probs is not None else None
     predictor.predict_semantic(window, label_sink=lsink, prob_sink=psink, keep_probs=psink is not None)
     infer = time.perf_counter() - t
+    if src.has_nodata():  # the scene's nodata pixels (the model saw zeros there) are void, not a class
+        nd = src.nodata_mask((slice(y0, y1), slice(x0, x1)))
+        if nd.any():
+            lsink.buf[nd] = label_void(lut.dtype)
+            if psink is not None:
+                psink.buf[:, nd] = 0
     out = {"labels": array_digest(lsink.flush(labels))}
     if psink is not None:
         out["probs"] = array_digest(psink.flush(probs))
     return out, infer
+
+
+@functools.lru_cache(maxsize=4)
+def _open_volume_cached(path: str, sha256: str, window: Any) -> Any:
+    from segpipe.storage.volume import open_volume
+
+    return open_volume(path, window=window)
+
+
+def _worker_volume(entry: ManifestEntry, window: Any) -> Any:
+    """The volume of ``entry``, opened once per worker process (its tasks are its slices or slabs).
+
+    Opening a DICOM series reads every header, and a NIfTI without ``--window`` samples slices for a
+    percentile window: once per volume, not once per slice. The content hash is in the key, so a
+    changed file is opened afresh.
+    """
+    return _open_volume_cached(str(entry.path), entry.sha256, tuple(window) if isinstance(window, list) else window)
 
 
 def _predict_slab(predictor: Any, entry: ManifestEntry, part: dict[str, Any], store: ZarrStore,
@@ -501,10 +549,9 @@ def _predict_slab(predictor: Any, entry: ManifestEntry, part: dict[str, Any], st
         ``({slice image id: {array name: digest}}, inference seconds)``.
     """
     from segpipe.core.tiles import overlap_pixels
-    from segpipe.storage.volume import open_volume
 
     z0, z1 = (int(v) for v in part["slab"])
-    vol = open_volume(entry.path, window=flags.get("window"))
+    vol = _worker_volume(entry, flags.get("window"))
     depth = len(vol)
     tz = predictor.tile3[0]
     margin = overlap_pixels(tz, predictor.overlap) if tz <= depth else 0
@@ -531,9 +578,18 @@ def _predict_slab(predictor: Any, entry: ManifestEntry, part: dict[str, Any], st
     return out, infer
 
 
+def label_void(dtype: Any) -> int:
+    """The void (nodata) value of a label map of ``dtype``: 255 for uint8 (as VOC), 65535 for uint16."""
+    return int(np.iinfo(np.dtype(dtype)).max)
+
+
 def _create_scene(store: ZarrStore, entry: ManifestEntry, src: Any, n_classes: int, lut_dtype: Any,
                   probs: bool, resume: bool) -> None:
-    """Creates a scene's group and chunked arrays (driver, before its block tasks run)."""
+    """Creates a scene's group and chunked arrays (driver, before its block tasks run).
+
+    ``attrs["geo"]["nodata"]`` records the label value written where the scene has no data (the
+    exports declare it as the nodata value).
+    """
     import zarr
 
     root: Any = zarr.open_group(str(store.path), mode="a")
@@ -541,7 +597,7 @@ def _create_scene(store: ZarrStore, entry: ManifestEntry, src: Any, n_classes: i
     if resume and key in root and "labels" in root[key]:
         return
     info = {"id": entry.id, "file": entry.file, "path": entry.path, "width": entry.width, "height": entry.height,
-            "sha256": entry.sha256, "geo": src.geo_attrs()}
+            "sha256": entry.sha256, "geo": {**src.geo_attrs(), "nodata": label_void(lut_dtype)}}
     g = store.image_group(entry.id, info)
     g.create_array("labels", shape=(entry.height, entry.width), dtype=lut_dtype, chunks=(1024, 1024), fill_value=0)
     if probs:
@@ -779,18 +835,28 @@ def prelabel(
         todo = [t for t in planned if t[0] not in done_keys]
         skipped = len(planned) - len(todo)
         scenes = {e.id: e for _, e, part in todo if "window" in part}
+        # A scene that cannot be opened or does not fit the model fails alone (one line in the report),
+        # like an unreadable image: its block tasks are not run, every other item is.
+        scene_failed: list[dict[str, Any]] = []
         if scenes:
             from segpipe.storage.raster import check_bands, open_raster
 
             ids = [int(c.get("id", i)) for i, c in enumerate(meta.categories)]
             lut_dtype = np.uint16 if max(ids, default=0) > 254 else np.uint8
+            channels = len(meta.mean)  # input channels of the model (its normalisation has one per channel)
             sources = {}
             for e in scenes.values():
-                src = open_raster(e.path, bands=req.bands) if req.bands else open_raster(e.path)
-                check_bands(src, 3)
+                try:
+                    src = open_raster(e.path, bands=req.bands) if req.bands else open_raster(e.path)
+                    check_bands(src, channels)
+                except SegpipeError as err:
+                    scene_failed.append({"key": "", "image_id": e.id, "file": e.file, "status": "failed",
+                                         "reason": str(err)})
+                    continue
                 sources[e.id] = src
                 _create_scene(store, e, src, len(ids), lut_dtype, req.probs, req.resume)
-            tile = req.tile or int(meta.tile_size[0])
+            todo = [t for t in todo if "window" not in t[2] or t[1].id in sources]
+            tile = req.tile or int(meta.tile_size[-1])
             ov = req.overlap if req.overlap is not None else meta.tile_overlap
             margin = int(round(tile * ov)) if ov < 1 else int(ov)
             todo = [(k, e, {**part, "source": sources[e.id], "margin": margin}) if "window" in part else (k, e, part)
@@ -803,7 +869,7 @@ def prelabel(
         failed: list[dict[str, Any]] = [
             {"key": "", "image_id": e.id, "file": e.file, "status": "failed", "reason": e.error}
             for e in entries if e.kind == "invalid"
-        ]
+        ] + scene_failed
         t_run = time.perf_counter()
         tasks = ((k, (e, str(store.path), k, model_ref, options, threads, flags, part)) for k, e, part in todo)
         stopped = False
@@ -834,7 +900,8 @@ def prelabel(
         "source": req.source,
         "model": {"spec": req.model, "arch": meta.arch, "task": meta.task},
         "images": {"total": len(planned), "done": len(receipts), "skipped_already_done": skipped,
-                   "failed": len(failed), "not_run": len(todo) - len(receipts) - len(failed)},
+                   "failed": len(failed),
+                   "not_run": len(todo) - len(receipts) - sum(1 for f in failed if f.get("key"))},
         "items": {"images": sum(e.kind == "image" for e in entries), "scenes": sum(e.kind == "scene" for e in entries),
                   "volumes": sum(e.kind == "volume" for e in entries), "tasks": len(planned)},
         "failed": [{"file": f["file"], "image_id": f["image_id"], "reason": f["reason"]} for f in failed],

@@ -81,23 +81,28 @@ def list_images(source: str | Path) -> tuple[Path, list[str]]:
     if any(c in s for c in "*?["):
         root = Path(s.split("*")[0].split("?")[0].split("[")[0])
         root = root if root.is_dir() else root.parent
-        names = [
-            str(Path(p).resolve().relative_to(root.resolve())).replace("\\", "/")
-            for p in globmod.glob(s, recursive=True)
-            if Path(p).suffix.lower() in IMAGE_SUFFIXES and Path(p).is_file()
-        ]
+        found = [Path(p) for p in globmod.glob(s, recursive=True)]
+        files = [(p, str(p.resolve().relative_to(root.resolve())).replace("\\", "/")) for p in found if p.is_file()]
     else:
         root = Path(s)
         if not root.is_dir():
             raise InputError("not a folder of images (or a glob)", path=root)
-        names = [
-            str(p.relative_to(root)).replace("\\", "/")
+        files = [
+            (p, str(p.relative_to(root)).replace("\\", "/"))
             for p in root.rglob("*")
-            if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file() and not any(x.startswith(".") for x in p.parts)
+            if p.is_file() and not any(x.startswith(".") for x in p.relative_to(root).parts)
         ]
+    names: list[str] = []
+    dicom: list[str] = []
+    for p, rel in files:
+        suffix = p.suffix.lower()
+        # DICOM files often have no extension (IM0001) or a UID for a name (1.2.840...): sniffed.
+        if suffix == ".dcm" or (suffix not in IMAGE_SUFFIXES and is_dicom_file(p)):
+            dicom.append(rel)
+        elif suffix in IMAGE_SUFFIXES:
+            names.append(rel)
     # A DICOM series is one item: its folder (the source itself when it is a series folder).
-    dicom_dirs = sorted({str(Path(n).parent) for n in names if n.lower().endswith(".dcm")})
-    names = [n for n in names if not n.lower().endswith(".dcm")]
+    dicom_dirs = sorted({str(Path(n).parent) for n in dicom})
     if dicom_dirs == ["."] and not names:
         return root.resolve().parent, [root.resolve().name]
     names.extend(d for d in dicom_dirs if d != ".")
@@ -105,6 +110,16 @@ def list_images(source: str | Path) -> tuple[Path, list[str]]:
     if not names:
         raise InputError("no images found", path=source, hint=f"looked for {', '.join(sorted(IMAGE_SUFFIXES))}")
     return root, sorted(names)
+
+
+def is_dicom_file(path: Path) -> bool:
+    """Whether ``path`` starts like a DICOM Part 10 file (128-byte preamble, then ``DICM``)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(132)
+    except OSError:
+        return False
+    return len(head) == 132 and head[128:] == b"DICM"
 
 
 def _is_volume(p: Path) -> bool:
@@ -153,9 +168,15 @@ def describe(root: Path, rel: str, image_id: int | None = None) -> ManifestEntry
         return ManifestEntry(iid, rel, str(p), w, h, hh.hexdigest(), size, kind, depth)
     if p.suffix.lower() in SCENE_SUFFIXES and _raster_reader():
         try:
-            from segpipe.storage.raster import open_raster
+            import warnings
 
-            src = open_raster(p, stretch="none")
+            from segpipe.storage.raster import GeoreferenceWarning, open_raster
+
+            with warnings.catch_warnings():
+                # Measuring runs on a worker, whose warnings print raw; the driver warns once when it
+                # opens the scene to plan its blocks.
+                warnings.simplefilter("ignore", GeoreferenceWarning)
+                src = open_raster(p, stretch="none")
             h, w = src.shape
             kind = "scene"
         except SegpipeError:

@@ -339,6 +339,16 @@ class RasterSource:
             return np.moveaxis(a[..., [b - 1 for b in idx]], -1, 0)
         return np.stack([np.asarray(ds[b - 1, y0:y1, x0:x1]) for b in idx])
 
+    def has_nodata(self) -> bool:
+        """Whether some pixels may be nodata (a nodata value, an internal mask or an alpha band).
+
+        False means :meth:`nodata_mask` is all False everywhere, so callers may skip reading it.
+        """
+        if self.nodata is not None:
+            return True
+        # rasterio: band 1's mask flags are [all_valid] (1) unless the dataset has a mask or alpha band
+        return self.backend == "rasterio" and list(getattr(self, "_mask_flags", [1])) != [1]
+
     def nodata_mask(self, key: Any = (slice(None), slice(None))) -> np.ndarray:
         """Where the scene has no data, for a window ``(slice_y, slice_x)``.
 

@@ -42,7 +42,7 @@ from segpipe.errors import FormatError, ImageDecodeError, InputError
 
 #: Slices read to compute a percentile window.
 SAMPLE_SLICES = 8
-#: A gap larger than this many times the median slice spacing means slices are missing.
+#: A gap larger than this many times the slice spacing (the smallest step) means slices are missing.
 GAP_FACTOR = 1.5
 #: Relative deviation of slice spacing above which the series is called irregular (a warning).
 IRREGULAR = 0.01
@@ -343,7 +343,13 @@ def _open_dicom(folder: Path, window: tuple[float, float] | None) -> Volume:
             raise FormatError(f"two slices at the same position ({pos[k]:.3f} mm along the normal): "
                               f"{entries[k][2].name} and {entries[k + 1][2].name}",
                               path=folder, where="ImagePositionPatient")
-        step = float(np.median(d))
+        # The smallest step is the reference: with a median, one gap in a short series (steps 2.5 and
+        # 5.0) would set the reference itself. A declared SpacingBetweenSlices also catches a series
+        # that lost every other slice (uniform steps, each twice the declared spacing).
+        step = float(d.min())
+        declared = _first(d0.get("SpacingBetweenSlices"))
+        if declared and declared > 0 and step > GAP_FACTOR * float(declared):
+            step = float(declared)
         gaps = np.flatnonzero(d > GAP_FACTOR * step)
         if gaps.size:
             missing = int(sum(round(float(d[k]) / step) - 1 for k in gaps))

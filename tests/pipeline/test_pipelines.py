@@ -69,6 +69,15 @@ def test_pipeline_runs(path, tmp_path):
         assert 0.0 <= report["semantic"]["mean_iou"] <= 1.0
     elif path.stem == "medical":
         assert list((work / "export" / "nifti" / "labels").glob("*.nii.gz"))
+        # the evaluation pairs every slice of the ground-truth label volumes with the store
+        import nibabel as nib
+
+        depth = sum(nib.load(f).shape[2] for f in (work / "data" / "volumes" / "labels").glob("*.nii.gz"))
+        report = json.loads((work / "report" / "report.json").read_text())
+        assert report["gt"]["format"] == "nifti"
+        assert report["images"]["evaluated"] == report["images"]["gt"] == report["images"]["pred"] == depth > 0
+        assert report["images"]["unmatched_gt"] == report["images"]["unmatched_pred"] == 0
+        assert 0.0 <= report["semantic"]["mean_iou"] <= 1.0
     else:
         board = json.loads((work / "report" / "leaderboard.json").read_text())
         assert len(board["rows"]) == 2 and board["best"]

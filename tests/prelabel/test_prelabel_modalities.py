@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -93,24 +94,152 @@ def test_volume_slices_and_nifti_export_keep_affine(tmp_path, tiny_ckpt):
 
 
 def test_band_count_mismatch_is_one_line(tmp_path, tiny_ckpt):
-    from segpipe.errors import InputError
+    """A scene whose band count does not fit the model fails alone, in one line; the others are labelled."""
     from segpipe.synth import synth
+    from tests.conftest import run_cli
 
-    synth("satellite", tmp_path / "sat", n=1, seed=0, size=(300, 300), image_format="geotiff")
-    scene = next((tmp_path / "sat" / "images").glob("*.tif"))
-    with rasterio.open(scene) as s:
+    synth("satellite", tmp_path / "sat", n=2, seed=0, size=(300, 300), image_format="geotiff")
+    scenes = sorted((tmp_path / "sat" / "images").glob("*.tif"))
+    assert len(scenes) == 2
+    with rasterio.open(scenes[0]) as s:
         profile, data = s.profile, s.read()
     profile.update(count=5)
-    five = tmp_path / "five"
-    five.mkdir()
-    with rasterio.open(five / "x.tif", "w", **profile) as d:
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    for sc in scenes:
+        (mixed / sc.name).write_bytes(sc.read_bytes())
+    with rasterio.open(mixed / "x_five.tif", "w", **profile) as d:
         d.write(np.concatenate([data, data[:2]], 0)[:5])
-    with pytest.raises(InputError, match="5 band.* expects 3 .*--bands"):
-        prelabel(PrelabelRequest(source=str(five), model=str(tiny_ckpt), out=tmp_path / "x.zarr", threads=1),
-                 ClusterSpec(workers=0))
-    rep = prelabel(PrelabelRequest(source=str(five), model=str(tiny_ckpt), out=tmp_path / "y.zarr", threads=1,
-                                   bands=[3, 2, 1]), ClusterSpec(workers=0))
+    rep = prelabel(PrelabelRequest(source=str(mixed), model=str(tiny_ckpt), out=tmp_path / "x.zarr", threads=1),
+                   ClusterSpec(workers=0))
+    assert rep["images"]["done"] == 2 and rep["images"]["failed"] == 1 and rep["images"]["not_run"] == 0
+    (f,) = rep["failed"]
+    assert f["file"] == "x_five.tif" and "\n" not in f["reason"]
+    assert re.search(r"x_five\.tif.*5 band.* expects 3 .*--bands", f["reason"]), f["reason"]
+    import zarr
+
+    root = zarr.open_group(str(tmp_path / "x.zarr"), mode="r")
+    labelled = {root[f"images/{k}"].attrs["file"] for k in root["images"].group_keys()}
+    assert labelled == {sc.name for sc in scenes}
+    # the CLI: the run goes on and exits as for any failed image (1 with --on-error fail), naming the file
+    r = run_cli("prelabel", str(mixed), "-m", str(tiny_ckpt), "-o", str(tmp_path / "f.zarr"), "-w", "0",
+                "--on-error", "fail", "--threads", "1")
+    assert r.returncode == 1, r.stderr
+    assert re.search(r"failed: x_five\.tif: .*x_five\.tif.*5 band\(s\) but the model expects 3", r.stdout), r.stdout
+    assert "2 done" in r.stdout
+    # an explicit band selection feeds any scene to the model
+    rep = prelabel(PrelabelRequest(source=str(mixed), model=str(tiny_ckpt), out=tmp_path / "y.zarr", threads=1,
+                                   bands=[1, 2, 3]), ClusterSpec(workers=0))
+    assert rep["images"]["done"] == 3 and rep["images"]["failed"] == 0
+
+
+def _ckpt_with_ids(path: Path, ids: list[int]) -> Path:
+    import torch
+
+    from segpipe.models.checkpoint import CheckpointMeta, save_checkpoint
+    from segpipe.models.registry import build_model
+
+    torch.manual_seed(0)
+    kw = {"base": 4, "depth": 2}
+    cats = [{"index": i, "id": c, "name": f"c{c}", "color": None, "isthing": True} for i, c in enumerate(ids)]
+    save_checkpoint(path, build_model("unet", len(ids), **kw),
+                    CheckpointMeta(arch="unet", task="semantic", num_classes=len(ids), categories=cats,
+                                   tile_size=[256, 256], tile_overlap=0.25, model_kwargs=kw))
+    return path
+
+
+def test_nodata_pixels_are_void_in_store_and_exports(tmp_path):
+    """A 16-bit scene with nodata=0: those pixels are void (255) in the store, masked in the GeoTIFF
+    export and covered by no GeoJSON polygon; every other pixel is as predicted without the nodata tag."""
+    import zarr
+    from affine import Affine
+    from rasterio.features import rasterize
+
+    # Category ids 1..4: no pixel is background, so every valid pixel lies in some GeoJSON polygon.
+    ckpt = _ckpt_with_ids(tmp_path / "ids.ckpt", [1, 2, 3, 4])
+    rng = np.random.default_rng(0)
+    # 16² squares of 8 levels: the 2-98 % stretch is the same with or without the 0.8 % of nodata zeros.
+    levels = rng.integers(1, 9, size=(3, 32, 32)) * 1000
+    data = np.kron(levels, np.ones((16, 16), dtype=np.int64)).astype(np.uint16)
+    data[:, :40, :50] = 0
+    region = np.zeros((512, 512), dtype=bool)
+    region[:40, :50] = True
+    prof = {"driver": "GTiff", "width": 512, "height": 512, "count": 3, "dtype": "uint16", "crs": "EPSG:32633",
+            "transform": Affine(10, 0, 500000, 0, -10, 4600000), "tiled": True, "blockxsize": 256, "blockysize": 256}
+    stores = {}
+    for name, nodata in (("nd", 0), ("plain", None)):
+        folder = tmp_path / name
+        folder.mkdir()
+        tag = {"nodata": nodata} if nodata is not None else {}
+        with rasterio.open(folder / "scene.tif", "w", **prof, **tag) as d:
+            d.write(data)
+        out = tmp_path / f"{name}.zarr"
+        rep = prelabel(PrelabelRequest(source=str(folder), model=str(ckpt), out=out, threads=1),
+                       ClusterSpec(workers=0))
+        assert rep["images"]["done"] == 1 and rep["images"]["failed"] == 0, rep["failed"]
+        root = zarr.open_group(str(out), mode="r")
+        (key,) = list(root["images"].group_keys())
+        stores[name] = (out, root[f"images/{key}"])
+    g, gp = stores["nd"][1], stores["plain"][1]
+    assert g.attrs["geo"]["ranges"] == gp.attrs["geo"]["ranges"]  # same stretch: the same model input
+    assert g.attrs["geo"]["nodata"] == 255
+    labels, plain = np.asarray(g["labels"][...]), np.asarray(gp["labels"][...])
+    assert (labels[region] == 255).all() and not (plain == 255).any()
+    assert np.array_equal(labels[~region], plain[~region])
+    probs = np.asarray(g["probs"][...])
+    assert not probs[:, region].any() and (probs[:, ~region].sum(0) > 0).all()
+    assert np.array_equal(probs[:, ~region], np.asarray(gp["probs"][...])[:, ~region])
+    assert fsck(stores["nd"][0])["ok"] == 1
+
+    # GeoTIFF export: declares 255 as nodata, so the dataset mask masks exactly the nodata region.
+    dst = tmp_path / "tif"
+    convert(ConvertRequest(src=stores["nd"][0], dst=dst, to="geotiff", from_="segpipe_zarr"), ClusterSpec(workers=0))
+    with rasterio.open(next((dst / "labels").glob("*.tif"))) as ds:
+        assert ds.nodata == 255
+        assert np.array_equal(ds.dataset_mask() == 0, region)
+        assert np.array_equal(ds.read(1), labels)
+        transform = ds.transform
+    # GeoJSON export: no polygon over the nodata region; the polygons rasterise back to the labels.
+    dst = tmp_path / "gj"
+    convert(ConvertRequest(src=stores["nd"][0], dst=dst, to="geojson", from_="segpipe_zarr"), ClusterSpec(workers=0))
+    fc = json.loads(next((dst / "labels").glob("*.geojson")).read_text())
+    assert fc["features"] and all(f["properties"]["label"] != 255 for f in fc["features"])
+    burned = rasterize([(f["geometry"], f["properties"]["label"]) for f in fc["features"]], out_shape=(512, 512),
+                       transform=transform, fill=0, dtype="uint16")
+    assert not burned[region].any()
+    assert np.array_equal(burned[~region], labels[~region])
+
+
+def test_nodata_is_65535_in_uint16_label_maps(tmp_path):
+    """Category ids above 254 make uint16 label maps: their void / nodata value is 65535."""
+    import zarr
+    from affine import Affine
+
+    ckpt = _ckpt_with_ids(tmp_path / "big.ckpt", [0, 1, 2, 300])
+    data = np.full((3, 96, 80), 500, dtype=np.uint16)
+    data[:, 10:20] = 900
+    data[:, :40, :50] = 7
+    folder = tmp_path / "s"
+    folder.mkdir()
+    with rasterio.open(folder / "scene.tif", "w", driver="GTiff", width=80, height=96, count=3, dtype="uint16",
+                       crs="EPSG:32633", transform=Affine(10, 0, 0, 0, -10, 960), nodata=7) as d:
+        d.write(data)
+    out = tmp_path / "u16.zarr"
+    rep = prelabel(PrelabelRequest(source=str(folder), model=str(ckpt), out=out, threads=1, probs=False),
+                   ClusterSpec(workers=0))
     assert rep["images"]["done"] == 1
+    root = zarr.open_group(str(out), mode="r")
+    (key,) = list(root["images"].group_keys())
+    g = root[f"images/{key}"]
+    labels = np.asarray(g["labels"][...])
+    assert labels.dtype == np.uint16 and g.attrs["geo"]["nodata"] == 65535
+    assert (labels[:40, :50] == 65535).all() and not (labels[40:] == 65535).any()
+    dst = tmp_path / "tif"
+    convert(ConvertRequest(src=out, dst=dst, to="geotiff", from_="segpipe_zarr"), ClusterSpec(workers=0))
+    with rasterio.open(next((dst / "labels").glob("*.tif"))) as ds:
+        assert ds.nodata == 65535 and ds.dtypes[0] == "uint16"
+        m = ds.dataset_mask() == 0
+        assert m[:40, :50].all() and m.sum() == 40 * 50
 
 
 class _Pointwise3D:

@@ -9,11 +9,15 @@ and whose ``labels`` array is the ``(H, W)`` label map of slice ``k`` (``[y, x]`
 ``(i=x, j=y, k)``, see :mod:`segpipe.storage.volume`).
 
 Slices of one volume may land in different shards, so the writer works in two steps that never hold
-a volume in memory: ``write_shard`` (workers) saves each slice as ``.slices/<volume>/<z>.npy`` in the
+a volume in memory: ``write_shard`` (workers) saves each slice as ``.slices/<volume hash>/<z>.npy`` in the
 output staging folder and returns a small fragment; ``finalize`` (driver) streams each volume slice
 by slice into ``labels/<volume>.nii.gz``: the NIfTI header (sform and qform = the source affine,
 code 1 "scanner"; shape ``(W, H, Z)``) followed by the slices' bytes, which are exactly the file's
-``k`` planes because NIfTI stores ``i`` fastest. Memory is one slice.
+``k`` planes because NIfTI stores ``i`` fastest. Memory is one slice. The volume id is the source
+volume's path relative to the pre-labeling source without ``.nii``/``.nii.gz`` (``p1/ct``), so the
+output keeps the source's sub-folders (``labels/p1/ct.nii.gz``); an id that would leave ``labels/``
+(``..``, an absolute path) is an error. ``index.json`` records each volume's source ``file`` (the
+slices' file name without ``#z<k>``), which the ``nifti`` reader uses to pair it with the store again.
 
 Slices missing from the store (a skipped or failed slice) are written as void (255) and counted in
 ``index.json`` (``missing_slices``) with a warning: never interpolated. Images without volume
@@ -24,6 +28,8 @@ affine is a float32 sform (as NIfTI stores it); others are rounded to float32 by
 from __future__ import annotations
 
 import gzip
+import hashlib
+import re
 import shutil
 import warnings
 from collections.abc import Iterable
@@ -35,9 +41,9 @@ import numpy as np
 from segpipe.core.records import DatasetMeta, Materialized
 from segpipe.errors import FormatError, InputError
 from segpipe.formats.base import ShardResult, WriteOptions
-from segpipe.formats.geo.common import image_attrs, label_map, safe_stem
+from segpipe.formats.geo.common import image_attrs, label_map
 from segpipe.storage.atomic import atomic_open, write_json_atomic
-from segpipe.storage.paths import ensure_inside
+from segpipe.storage.paths import check_relative_name, ensure_inside, safe_join
 
 SLICES = ".slices"
 VOID = 255
@@ -46,6 +52,12 @@ NOTES = {
     "it belongs to no volume and was not written",
     "no_label_map": "the slice has no label map or masks; it is written as void",
 }
+_SLICE_FILE = re.compile(r"^(.+)#z\d+$")
+
+
+def _staging(vid: str) -> str:
+    """The staging folder name of a volume id (flat and collision-free, whatever the id holds)."""
+    return hashlib.sha1(vid.encode("utf-8")).hexdigest()[:20]
 
 
 def _slice_meta(attrs: dict[str, Any], file_name: str) -> tuple[str, int, np.ndarray, tuple[int, int, int]] | None:
@@ -136,7 +148,7 @@ class NiftiWriter:
                                   where=f"image {img.file_name}: shape")
             if arr.size and (arr.min() < 0 or arr.max() > 65535):
                 raise FormatError("label values must be in 0..65535", where=f"image {img.file_name}")
-            d = ensure_inside(self.out, self.out / SLICES / safe_stem(vid))
+            d = ensure_inside(self.out, self.out / SLICES / _staging(vid))
             d.mkdir(parents=True, exist_ok=True)
             with atomic_open(d / f"{z:06d}.npy", "wb") as f:
                 np.save(f, np.ascontiguousarray(arr), allow_pickle=False)
@@ -149,6 +161,7 @@ class NiftiWriter:
 
         Raises:
             FormatError: slices of one volume disagree on shape or affine, or a slice appears twice.
+            UnsafePathError: a volume id would place its file outside ``labels/``.
         """
         vols: dict[str, list[dict[str, Any]]] = {}
         for r in sorted(results, key=lambda r: r.index):
@@ -173,9 +186,10 @@ class NiftiWriter:
             if missing:
                 warnings.warn(f"volume {vid}: {len(missing)} slice(s) missing from the store, written as void "
                               f"({VOID}): z = {missing[:10]}{' ...' if len(missing) > 10 else ''}", stacklevel=2)
-            stem = safe_stem(vid)
-            path = ensure_inside(self.out, self.out / "labels" / f"{stem}.nii.gz")
-            sdir = self.out / SLICES / stem
+            rel = f"{vid}.nii.gz"
+            path = ensure_inside(self.out, safe_join(self.out / "labels", rel, where=f"volume {vid}"))
+            path.parent.mkdir(parents=True, exist_ok=True)
+            sdir = self.out / SLICES / _staging(vid)
             void_plane = np.full(shape[1:], VOID, dtype=dtype).astype(dtype.newbyteorder("<")).tobytes()
             with atomic_open(path, "wb") as fh, gzip.GzipFile(fileobj=fh, mode="wb", mtime=0, filename="",
                                                               compresslevel=6) as gz:
@@ -187,8 +201,12 @@ class NiftiWriter:
                     else:
                         gz.write(void_plane)
             written.append(path)
-            index.append({"volume": vid, "labels": f"labels/{stem}.nii.gz", "shape": list(shape),
-                          "affine": first["affine"], "missing_slices": missing})
+            src = {m.group(1) for f in frags if (m := _SLICE_FILE.match(str(f["file_name"])))}
+            entry: dict[str, Any] = {"volume": vid, "labels": f"labels/{check_relative_name(rel)}",
+                                     "shape": list(shape), "affine": first["affine"], "missing_slices": missing}
+            if len(src) == 1:
+                entry["file"] = src.pop()
+            index.append(entry)
         shutil.rmtree(self.out / SLICES, ignore_errors=True)
         cats = [{"id": c.id, "name": c.name} for c in self.meta.categories]
         ip = self.out / "index.json"

@@ -127,7 +127,10 @@ def materialize(sample: Sample, meta: DatasetMeta) -> Materialized:
     if "keypoints" in names:
         instances.extend(_keypoint_instances(np.asarray(g["keypoints"][...]), sample.image.id, meta))
     sample = sample.with_instances(tuple(im.instance for im in instances))
-    return Materialized(sample, tuple(instances), class_map=class_map, panoptic=panoptic, void_value=255)
+    # A scene records the label value written where it had no data (65535 for uint16 label maps).
+    geo = g.attrs.get("geo")
+    void = int(geo["nodata"]) if isinstance(geo, dict) and geo.get("nodata") is not None else 255
+    return Materialized(sample, tuple(instances), class_map=class_map, panoptic=panoptic, void_value=void)
 
 
 def _keypoint_instances(kps: np.ndarray, image_id: int, meta: DatasetMeta) -> list[InstanceMask]:

@@ -1,0 +1,101 @@
+"""DICOM series as pre-labeling sources: found without a .dcm extension, pre-labeled, exported to NIfTI."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+nib = pytest.importorskip("nibabel", reason="nibabel (segpipe[medical]) is not installed")
+pytest.importorskip("pydicom", reason="pydicom (segpipe[medical]) is not installed")
+
+from segpipe.execution.cluster import ClusterSpec  # noqa: E402
+from segpipe.pipeline.convert import ConvertRequest, convert  # noqa: E402
+from segpipe.pipeline.prelabel import PrelabelRequest, fsck, prelabel  # noqa: E402
+from segpipe.storage.manifest import is_dicom_file, list_images  # noqa: E402
+from segpipe.storage.volume import open_volume  # noqa: E402
+from segpipe.synth.native import synth_native  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def tiny_ckpt(tmp_path_factory) -> Path:
+    import torch
+
+    from segpipe.models.checkpoint import CheckpointMeta, save_checkpoint
+    from segpipe.models.registry import build_model
+
+    torch.manual_seed(0)
+    kw = {"base": 4, "depth": 2}
+    path = tmp_path_factory.mktemp("ck") / "tiny.ckpt"
+    save_checkpoint(path, build_model("unet", 3, **kw),
+                    CheckpointMeta.for_arch("unet", 3, model_kwargs=kw, tile_size=[64, 64], tile_overlap=0.25))
+    return path
+
+
+def test_extensionless_series_is_found_and_prelabeled(tmp_path, tiny_ckpt):
+    synth_native("medical", tmp_path / "d", n=2, seed=1, size=(36, 44), fmt="dicom", depth=4)
+    root = tmp_path / "d" / "dicom"
+    # Scanners write IM0001 or UID file names: strip the extension of one series, UID names for the other.
+    for k, f in enumerate(sorted((root / "00000").iterdir())):
+        f.rename(f.with_name(f"IM{k:04d}"))
+    for k, f in enumerate(sorted((root / "00001").iterdir())):
+        f.rename(f.with_name(f"1.2.840.10008.{k}.7"))
+    (root / "notes.txt").write_text("not an image")
+    assert is_dicom_file(next((root / "00000").iterdir())) and not is_dicom_file(root / "notes.txt")
+    assert list_images(root)[1] == ["00000", "00001"]  # each series is one item
+    out = tmp_path / "d.zarr"
+    rep = prelabel(PrelabelRequest(source=str(root), model=str(tiny_ckpt), out=out, threads=1), ClusterSpec(workers=0))
+    assert rep["items"]["volumes"] == 2 and rep["images"]["done"] == 8 and rep["images"]["failed"] == 0
+    assert fsck(out)["ok"] == 8
+    dst = tmp_path / "nii"
+    convert(ConvertRequest(src=out, dst=dst, to="nifti", from_="segpipe_zarr"), ClusterSpec(workers=0))
+    written = sorted((dst / "labels").rglob("*.nii.gz"))
+    assert len(written) == 2
+    for series, f in zip(("00000", "00001"), written, strict=True):
+        vol = open_volume(root / series)
+        img = nib.load(f)
+        assert img.shape == (44, 36, 4)
+        np.testing.assert_array_equal(img.affine, vol.affine)
+
+
+def _strip(files: list[Path], tag: str) -> None:
+    import pydicom
+
+    for f in files:
+        ds = pydicom.dcmread(f)
+        if tag in ds:
+            delattr(ds, tag)
+        ds.save_as(f)
+
+
+def test_short_series_gap_without_instance_numbers(tmp_path):
+    """One slice missing from a 4-slice series whose files carry no InstanceNumber: still reported."""
+    from segpipe.errors import FormatError
+    from segpipe.synth.native import write_dicom_series
+
+    files = write_dicom_series(tmp_path / "s", np.zeros((4, 8, 8), np.int16), np.diag([-1.0, -1.0, 2.5, 1.0]))
+    Path(files[2]).unlink()
+    rest = [Path(f) for i, f in enumerate(files) if i != 2]
+    _strip(rest, "InstanceNumber")
+    with pytest.raises(FormatError, match="1 missing slice"):
+        open_volume(tmp_path / "s")
+
+
+def test_every_other_slice_missing_against_declared_spacing(tmp_path):
+    import pydicom
+
+    from segpipe.errors import FormatError
+    from segpipe.synth.native import write_dicom_series
+
+    files = write_dicom_series(tmp_path / "s", np.zeros((6, 8, 8), np.int16), np.diag([-1.0, -1.0, 2.5, 1.0]))
+    for i, f in enumerate(files):
+        if i % 2:
+            Path(f).unlink()
+        else:
+            ds = pydicom.dcmread(f)
+            ds.SpacingBetweenSlices = 2.5
+            ds.save_as(f)
+    _strip([Path(f) for i, f in enumerate(files) if i % 2 == 0], "InstanceNumber")
+    with pytest.raises(FormatError, match="missing slice"):
+        open_volume(tmp_path / "s")
