@@ -149,6 +149,8 @@ class PrelabelRequest:
     limit: int | None = None
     bands: list[int] | None = None
     window: str | None = None
+    stretch: str = "auto"
+    percentiles: tuple[float, float] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -165,6 +167,9 @@ def _config(req: PrelabelRequest, model_fp: str, meta: Any) -> dict[str, Any]:
         "min_score": req.min_score,
         "bands": req.bands,
         "window": req.window,
+        # Only when asked for: stores made before these options existed keep their config hash.
+        **({"stretch": req.stretch} if req.stretch != "auto" else {}),
+        **({"percentiles": list(req.percentiles)} if req.percentiles else {}),
     }
 
 
@@ -799,6 +804,8 @@ def prelabel(
     cluster = cluster or ClusterSpec()
     if req.on_error not in ("skip", "fail"):
         raise ConfigError(f"--on-error must be skip or fail, got {req.on_error!r}")
+    if req.stretch not in ("auto", "percentile", "minmax", "none"):
+        raise ConfigError(f"--stretch must be auto, percentile, minmax or none, got {req.stretch!r}")
     model_ref = ModelRef(req.model, req.arch)
     meta = model_ref.meta()
     if req.task and req.task != meta.task:
@@ -847,7 +854,12 @@ def prelabel(
             sources = {}
             for e in scenes.values():
                 try:
-                    src = open_raster(e.path, bands=req.bands) if req.bands else open_raster(e.path)
+                    kw: dict[str, Any] = {"stretch": req.stretch}
+                    if req.bands:
+                        kw["bands"] = req.bands
+                    if req.percentiles:
+                        kw["percentiles"] = req.percentiles
+                    src = open_raster(e.path, **kw)
                     check_bands(src, channels)
                 except SegpipeError as err:
                     scene_failed.append({"key": "", "image_id": e.id, "file": e.file, "status": "failed",

@@ -82,6 +82,11 @@ class PrelabelStage(_Stage):
     probs: bool = True
     heatmaps: bool = True
     min_score: float = 0.05
+    threads: int | None = Field(None, ge=1, description="torch threads per worker")
+    bands: list[int] | None = Field(None, description="GeoTIFF bands as [R, G, B], 1-based")
+    window: str | None = Field(None, description="intensity window CENTER,WIDTH for volumes, e.g. 40,400")
+    stretch: Literal["auto", "percentile", "minmax", "none"] = "auto"
+    percentiles: list[float] | None = Field(None, min_length=2, max_length=2, description="[low, high]")
 
 
 class ExportStage(_Stage):
@@ -89,8 +94,8 @@ class ExportStage(_Stage):
 
     store: str
     out: str
-    to: Literal["coco", "coco_results", "coco_panoptic", "voc", "labelstudio", "maskdir", "geotiff", "geojson",
-                "nifti"]
+    to: Literal["coco", "coco_results", "coco_panoptic", "voc", "labelstudio", "maskdir", "cityscapes", "geotiff",
+                "geojson", "nifti"]
     min_score: float = 0.0
     polygons: bool = False
     overwrite: bool = True
@@ -304,7 +309,9 @@ def _run_stage(name: str, step: Any, base: Path, cluster: Any, log: Callable[[st
                               out=_out(base, step.out, "prelabel.out"), arch=step.arch, task=step.task, tile=step.tile,
                               overlap=step.overlap, batch=step.batch, device=step.device,
                               resume=step.resume and _p(base, step.out).exists(), on_error=step.on_error,
-                              probs=step.probs, heatmaps=step.heatmaps, min_score=step.min_score)
+                              probs=step.probs, heatmaps=step.heatmaps, min_score=step.min_score,
+                              threads=step.threads, bands=step.bands, window=step.window, stretch=step.stretch,
+                              percentiles=(step.percentiles[0], step.percentiles[1]) if step.percentiles else None)
         rep = prelabel(req, cluster, log=log)
         return {"out": rep["store"], "images": rep["images"], "img_s": rep["throughput_img_s"]}
     if name in ("export", "convert"):

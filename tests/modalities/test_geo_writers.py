@@ -44,6 +44,7 @@ def test_geotiff_round_trip(tmp_path):
         np.testing.assert_array_equal(ds.read(1), a)
         assert ds.nodata == 255
         assert ds.profile["tiled"]
+        assert ds.tags(ns="IMAGE_STRUCTURE").get("LAYOUT") == "COG"  # a Cloud-Optimized GeoTIFF
         cats = json.loads(ds.tags()["SEGPIPE_CATEGORIES"])
         assert [c["name"] for c in cats] == ["vegetation", "water", "road"]
     # the image without georeference is written in pixel space and reported

@@ -35,6 +35,11 @@ def register(app: typer.Typer) -> None:
         threads: int | None = typer.Option(None, "--threads", min=1, help="torch threads per worker."),
         bands: str | None = typer.Option(None, "--bands", help="GeoTIFF bands as R,G,B (1-based), e.g. 4,3,2."),
         window: str | None = typer.Option(None, "--window", help="Intensity window CENTER,WIDTH, e.g. 40,400."),
+        stretch: str = typer.Option(
+            "auto", "--stretch",
+            help="GeoTIFF to 8-bit: auto (percentile unless 8-bit) | percentile | minmax | none.",
+        ),
+        percentiles: str | None = typer.Option(None, "--percentiles", help="LOW,HIGH of the stretch, e.g. 2,98."),
     ) -> None:
         """Pre-label images with a model into a Zarr store, on Dask; resumable."""
         from segpipe.cli import state
@@ -44,7 +49,8 @@ def register(app: typer.Typer) -> None:
             source=source, model=model, out=out, arch=arch, task=task, tile=tile, overlap=overlap, batch=batch,
             device=device, resume=resume, overwrite=overwrite, on_error=on_error, probs=probs, heatmaps=heatmaps,
             min_score=min_score, threads=threads, limit=limit,
-            bands=[int(b) for b in bands.split(",")] if bands else None, window=window,
+            bands=_ints(bands, "--bands") if bands else None, window=window, stretch=stretch,
+            percentiles=_pair(percentiles, "--percentiles") if percentiles else None,
         )
         with progress_bar("prelabel") as update:
             rep = prelabel(req, cluster_spec(workers, scheduler), progress=update,
@@ -80,3 +86,29 @@ def register(app: typer.Typer) -> None:
             + (f", {rep['repaired']} repaired" if repair else ""), markup=False)
         if (rep["bad"] or rep["orphans"]) and not repair:
             raise typer.Exit(1)
+
+
+def _ints(text: str, flag: str) -> list[int]:
+    """``"4,3,2"`` → ``[4, 3, 2]`` (positive integers)."""
+    from segpipe.errors import ConfigError
+
+    try:
+        vals = [int(v) for v in text.split(",")]
+    except ValueError:
+        vals = []
+    if not vals or min(vals) < 1:
+        raise ConfigError(f"{flag} {text!r}: expected comma-separated 1-based band numbers, e.g. 4,3,2")
+    return vals
+
+
+def _pair(text: str, flag: str) -> tuple[float, float]:
+    """``"2,98"`` → ``(2.0, 98.0)``, with 0 <= low < high <= 100."""
+    from segpipe.errors import ConfigError
+
+    try:
+        lo, hi = (float(v) for v in text.split(","))
+    except ValueError:
+        lo, hi = 0.0, -1.0
+    if not 0 <= lo < hi <= 100:
+        raise ConfigError(f"{flag} {text!r}: expected LOW,HIGH with 0 <= LOW < HIGH <= 100, e.g. 2,98")
+    return lo, hi
