@@ -50,6 +50,10 @@ def test_extensionless_series_is_found_and_prelabeled(tmp_path, tiny_ckpt):
     assert fsck(out)["ok"] == 8
     dst = tmp_path / "nii"
     convert(ConvertRequest(src=out, dst=dst, to="nifti", from_="segpipe_zarr"), ClusterSpec(workers=0))
+    # COCO per slice: a slice has no image file of its own; copying images lists them as missing.
+    rep = convert(ConvertRequest(src=out, dst=tmp_path / "coco", to="coco", from_="segpipe_zarr", copy_images="copy"),
+                  ClusterSpec(workers=0))
+    assert rep["images"]["converted"] == 8 and rep["images"]["missing_files"] == 8
     written = sorted((dst / "labels").rglob("*.nii.gz"))
     assert len(written) == 2
     for series, f in zip(("00000", "00001"), written, strict=True):

@@ -82,7 +82,9 @@ class StoreReader:
         for image_id in self._ids:
             g = self.store.group(image_id)
             a = dict(g.attrs)
-            path = a.get("path")
+            # A slice of a volume has no image file of its own (its "path" is the whole volume, or a
+            # DICOM series folder): exports list it as missing rather than copying the volume.
+            path = None if "volume" in a and "z" in a else a.get("path")
             yield Sample(
                 image=ImageInfo(image_id, str(a.get("file", f"{image_id}.png")), int(a.get("width", 0)),
                                 int(a.get("height", 0)), attributes={"sha256": a.get("sha256", "")}),
