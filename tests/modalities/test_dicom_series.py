@@ -103,3 +103,32 @@ def test_every_other_slice_missing_against_declared_spacing(tmp_path):
     _strip([Path(f) for i, f in enumerate(files) if i % 2 == 0], "InstanceNumber")
     with pytest.raises(FormatError, match="missing slice"):
         open_volume(tmp_path / "s")
+
+
+def test_bad_volumes_fail_alone(tmp_path, tiny_ckpt):
+    """A non-invertible NIfTI, a DICOM file without preamble and a series missing a slice each fail with
+    one line naming the file and the field; the good volume next to them is pre-labeled."""
+    import shutil
+
+    src = tmp_path / "mixed"
+    synth_native("medical", tmp_path / "n", n=1, seed=2, size=(32, 40), fmt="nifti", depth=3)
+    synth_native("medical", tmp_path / "d", n=1, seed=2, size=(32, 40), fmt="dicom", depth=4)
+    src.mkdir()
+    shutil.copy(tmp_path / "n" / "volumes" / "00000.nii.gz", src / "good.nii.gz")
+    flat = nib.Nifti1Image(np.zeros((4, 4, 3), np.int16), np.eye(4))
+    flat.set_sform(np.diag([1.0, 0.0, 1.0, 1.0]), code=1)
+    flat.set_qform(None, code=0)
+    nib.save(flat, src / "flat.nii")
+    shutil.copytree(tmp_path / "d" / "dicom" / "00000", src / "nopreamble")
+    f = src / "nopreamble" / "IM00001.dcm"
+    f.write_bytes(f.read_bytes()[132:])
+    shutil.copytree(tmp_path / "d" / "dicom" / "00000", src / "gap")
+    (src / "gap" / "IM00002.dcm").unlink()
+    rep = prelabel(PrelabelRequest(source=str(src), model=str(tiny_ckpt), out=tmp_path / "m.zarr", threads=1),
+                   ClusterSpec(workers=0))
+    assert rep["items"]["volumes"] == 4 and rep["images"]["done"] == 3  # the good volume's 3 slices
+    reasons = {Path(f["file"]).name: f["reason"] for f in rep["failed"]}
+    assert set(reasons) == {"flat.nii", "nopreamble", "gap"}, reasons
+    assert all("\n" not in r for r in reasons.values())
+    assert "affine" in reasons["flat.nii"] and "preamble" in reasons["nopreamble"]
+    assert "missing slice" in reasons["gap"] and "ImagePositionPatient" in reasons["gap"]
