@@ -72,7 +72,11 @@ def copy_or_link(src: str | Path, dest: str | Path, mode: str = "copy") -> None:
     tmp = final.with_name(f"{final.name}{PARTIAL_SUFFIX}.{os.getpid()}")
     if tmp.exists():
         tmp.unlink()
-    if mode == "link":
+    if not Path(src).exists() and is_slice_ref(src):
+        from segpipe.storage.volume import write_slice_png
+
+        write_slice_png(str(src), tmp)  # a slice of a volume: rendered, there is no file to copy
+    elif mode == "link":
         try:
             os.link(src, tmp)
         except OSError:  # another file system, or links not supported: fall back to a copy
@@ -80,3 +84,24 @@ def copy_or_link(src: str | Path, dest: str | Path, mode: str = "copy") -> None:
     else:
         shutil.copyfile(src, tmp)
     os.replace(tmp, final)
+
+
+def is_slice_ref(src: str | Path) -> bool:
+    """Whether ``src`` names one slice of an existing volume (``<volume>#z<z>``) rather than a file."""
+    from segpipe.storage.volume import parse_slice_ref
+
+    return parse_slice_ref(str(src)) is not None
+
+
+def source_exists(src: str | Path | None) -> bool:
+    """Whether an image source can be copied: an existing file, or a slice of an existing volume."""
+    return src is not None and (Path(src).is_file() or is_slice_ref(src))
+
+
+def source_suffix(src: str | Path | None, default: str = "") -> str:
+    """The file extension an image source has once copied (``.png`` for a volume slice)."""
+    if src is None:
+        return default
+    if not Path(src).exists() and is_slice_ref(src):
+        return ".png"
+    return Path(src).suffix or default

@@ -31,6 +31,7 @@ cannot be parsed or lacks a required field, and a DICOM series with missing slic
 from __future__ import annotations
 
 import os
+import re
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -417,3 +418,50 @@ def open_volume(path: str | Path, *, window: tuple[float, float] | str | None = 
         read_dicom_header(p)  # a clear error for a lone non-DICOM file before scanning its folder
         p = p.parent
     return _open_dicom(p, win)
+
+
+# ------------------------------------------------------------------------------------ slice images
+
+#: ``<volume path>#z<z>[@<center>,<width>]``: one windowed slice of a volume, where a dataset record
+#: needs an image file (exports with ``--images copy``); rendered as a grey PNG on copy.
+_SLICE_REF = re.compile(r"^(?P<path>.+)#z(?P<z>\d+)(?:@(?P<c>[^,@#]+),(?P<w>[^,@#]+))?$")
+
+
+def slice_image_name(volume_id: str, z: int) -> str:
+    """The image file name datasets give slice ``z`` of volume ``volume_id``: ``<id>_z<zzzzz>.png``."""
+    return f"{volume_id}_z{int(z):05d}.png"
+
+
+def slice_ref(path: str | Path, z: int, window: tuple[float, float] | None = None) -> str:
+    """A reference to slice ``z`` of the volume at ``path`` (see :func:`write_slice_png`)."""
+    ref = f"{path}#z{int(z):05d}"
+    return ref + (f"@{window[0]:g},{window[1]:g}" if window else "")
+
+
+def parse_slice_ref(text: str) -> tuple[Path, int, tuple[float, float] | None] | None:
+    """``(volume path, z, window)`` of a slice reference whose volume exists, else None."""
+    m = _SLICE_REF.match(str(text))
+    if m is None or Path(text).exists():
+        return None
+    path = Path(m["path"])
+    if not path.exists():
+        return None
+    window = (float(m["c"]), float(m["w"])) if m["c"] is not None else None
+    return path, int(m["z"]), window
+
+
+def write_slice_png(ref: str, dest: str | Path) -> None:
+    """Renders the slice a reference names as a grey 8-bit PNG (its window applied) at ``dest``.
+
+    Raises:
+        InputError: ``ref`` is not a reference to an existing volume.
+    """
+    from PIL import Image
+
+    parsed = parse_slice_ref(ref)
+    if parsed is None:
+        raise InputError("not a slice of an existing volume", path=ref)
+    path, z, window = parsed
+    plane = open_volume(path, window=window).slice(z)[..., 0]
+    with open(dest, "wb") as f:
+        Image.fromarray(np.ascontiguousarray(plane), mode="L").save(f, format="PNG", compress_level=1)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -50,10 +51,24 @@ def test_extensionless_series_is_found_and_prelabeled(tmp_path, tiny_ckpt):
     assert fsck(out)["ok"] == 8
     dst = tmp_path / "nii"
     convert(ConvertRequest(src=out, dst=dst, to="nifti", from_="segpipe_zarr"), ClusterSpec(workers=0))
-    # COCO per slice: a slice has no image file of its own; copying images lists them as missing.
+    # COCO per slice, with the slices rendered as grey PNGs (the run's window) for annotation tools.
     rep = convert(ConvertRequest(src=out, dst=tmp_path / "coco", to="coco", from_="segpipe_zarr", copy_images="copy"),
                   ClusterSpec(workers=0))
-    assert rep["images"]["converted"] == 8 and rep["images"]["missing_files"] == 8
+    assert rep["images"]["converted"] == 8 and rep["images"]["missing_files"] == 0
+    coco = json.loads((tmp_path / "coco" / "annotations.json").read_text())
+    names = sorted(im["file_name"] for im in coco["images"])
+    assert names[:2] == ["00000_z00000.png", "00000_z00001.png"]
+    from PIL import Image
+
+    vol0 = open_volume(root / "00000")
+    with Image.open(tmp_path / "coco" / "images" / "00000_z00001.png") as im:
+        assert im.mode == "L" and im.size == (44, 36)
+        np.testing.assert_array_equal(np.asarray(im), vol0.slice(1)[..., 0])
+    # VOC and Cityscapes copy the same rendered slices.
+    for fmt, pattern in (("voc", "JPEGImages/*.png"), ("cityscapes", "leftImg8bit/*/*/*.png")):
+        r = convert(ConvertRequest(src=out, dst=tmp_path / fmt, to=fmt, from_="segpipe_zarr", copy_images="copy"),
+                    ClusterSpec(workers=0))
+        assert r["images"]["missing_files"] == 0 and len(list((tmp_path / fmt).glob(pattern))) == 8
     written = sorted((dst / "labels").rglob("*.nii.gz"))
     assert len(written) == 2
     for series, f in zip(("00000", "00001"), written, strict=True):

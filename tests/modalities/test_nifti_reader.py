@@ -80,8 +80,10 @@ def test_reader_streams_one_sample_per_slice(med):
         data = np.asarray(nib.load(med / "labels" / name).dataobj)  # (i, j, k) = (W, H, Z)
         entry = ManifestEntry(id=1, file=name, path=str(med / "volumes" / name), kind="volume", depth=DEPTH)
         for z in range(DEPTH):
-            s, m, _ = got[f"{name}#z{z:05d}"]  # the pre-labeling's file name of this slice
-            assert s.image.id == slice_id(entry, z)  # and its image id
+            s, m, _ = got[f"{v:05d}_z{z:05d}.png"]  # the slice's image name
+            assert s.image.id == slice_id(entry, z)  # the pre-labeling's image id of this slice
+            assert s.image.attributes["file"] == f"{name}#z{z:05d}"  # and the file it records
+            assert s.image_path is not None and s.image_path.startswith(str(med / "volumes" / name))
             assert (s.image.width, s.image.height) == (32, 32) and s.image.attributes["volume"] == f"{v:05d}"
             np.testing.assert_array_equal(m.class_map, data[:, :, z].T)
 
@@ -216,3 +218,19 @@ def test_prelabel_a_nifti_dataset_root_pre_labels_its_image_volumes(med, tiny_ck
     assert slice_id(entry, 0) in ZarrStore.open(store).image_ids()
     ev = evaluate(EvaluateRequest(gt=med, pred=store, task="semantic"), ClusterSpec(workers=0))
     assert ev["images"]["evaluated"] == N * DEPTH and ev["images"]["unmatched_gt"] == 0
+
+
+def test_ground_truth_to_coco_renders_slice_images(med, tmp_path):
+    """COCO per slice from NIfTI ground truth: each slice becomes a grey PNG in volumes.json's window."""
+    from PIL import Image
+
+    from segpipe.storage.volume import open_volume
+
+    rep = convert(ConvertRequest(src=med, dst=tmp_path / "coco", to="coco", copy_images="copy"), ClusterSpec(workers=0))
+    assert rep["images"]["converted"] == N * DEPTH and rep["images"]["missing_files"] == 0
+    coco = json.loads((tmp_path / "coco" / "annotations.json").read_text())
+    assert len(coco["images"]) == N * DEPTH
+    window = tuple(json.loads((med / "volumes.json").read_text())["window"])
+    vol = open_volume(med / "volumes" / "00001.nii.gz", window=window)
+    with Image.open(tmp_path / "coco" / "images" / "00001_z00003.png") as im:
+        np.testing.assert_array_equal(np.asarray(im), vol.slice(3)[..., 0])

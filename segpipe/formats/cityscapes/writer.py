@@ -228,9 +228,12 @@ class CityscapesWriter:
         mode = self.options.copy_images
         if mode == "none":
             return
-        if src is None or not os.path.isfile(src):
+        from segpipe.storage.atomic import is_slice_ref, source_exists
+
+        if not source_exists(src):
             losses.missing_images.append(file_name)
             return
+        assert src is not None
         folder = self.out / "leftImg8bit" / split / city
         folder.mkdir(parents=True, exist_ok=True)
         dst = ensure_inside(self.out, folder / f"{stem}{SUFFIX_IMAGE}.png")
@@ -238,6 +241,10 @@ class CityscapesWriter:
 
         from segpipe.formats.coco.writer import copy_image
         from segpipe.storage.images import exif_orientation, read_image
+
+        if not os.path.isfile(src) and is_slice_ref(src):
+            copy_image(src, dst, "copy")  # a volume slice, rendered as a PNG
+            return
 
         with Image.open(src) as im:  # header only: the format and the orientation tag
             plain_png = im.format == "PNG" and exif_orientation(im) == 1

@@ -290,9 +290,11 @@ class MaskDirWriter:
         return res
 
     def _copy_image(self, src: str | None, rel: str, losses: LossCounter) -> None:
+        from segpipe.storage.atomic import source_exists
+
         if self.options.copy_images == "none":
             return
-        if src is None or not os.path.isfile(src):
+        if src is None or not source_exists(src):
             losses.missing_images.append(rel)
             return
         dst = ensure_inside(self.out, self.out / "images" / rel)

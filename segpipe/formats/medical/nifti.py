@@ -133,7 +133,8 @@ class NiftiWriter:
         for m in samples:
             res.n_samples += 1
             img = m.sample.image
-            sm = _slice_meta(image_attrs(m, self.meta), img.file_name)
+            attrs = image_attrs(m, self.meta)
+            sm = _slice_meta(attrs, img.file_name)
             if sm is None:
                 res.losses.lose("not_a_volume_slice", 1, "", NOTES["not_a_volume_slice"])
                 continue
@@ -153,7 +154,9 @@ class NiftiWriter:
             with atomic_open(d / f"{z:06d}.npy", "wb") as f:
                 np.save(f, np.ascontiguousarray(arr), allow_pickle=False)
             res.fragments.append({"volume": vid, "z": z, "shape": list(shape), "affine": affine.tolist(),
-                                  "max": int(arr.max()) if arr.size else 0, "file_name": img.file_name})
+                                  "max": int(arr.max()) if arr.size else 0,
+                                  # the slice's "<file>#z<z>" as pre-labeling recorded it, else its name
+                                  "file_name": str(attrs.get("file") or img.attributes.get("file") or img.file_name)})
         return res
 
     def finalize(self, results: Iterable[ShardResult]) -> list[Path]:

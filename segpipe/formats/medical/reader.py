@@ -47,6 +47,7 @@ from segpipe.core.records import Category, DatasetMeta, ImageInfo, Materialized,
 from segpipe.errors import FormatError, ImageDecodeError, InputError, SegpipeError
 from segpipe.storage.jsonio import read_json
 from segpipe.storage.paths import check_relative_name, safe_join
+from segpipe.storage.volume import slice_image_name, slice_ref
 
 LABELS = "labels"
 VOLUMES_JSON = "volumes.json"
@@ -148,12 +149,25 @@ class LabelVolume:
     path: str
     shape: tuple[int, int, int]
     affine: list[list[float]]
+    image: str | None = None
+    window: tuple[float, float] | None = None
 
     def attrs(self, z: int) -> dict[str, Any]:
-        """The slice attributes of :meth:`segpipe.storage.volume.Volume.slice_attrs`."""
+        """The slice attributes of :meth:`segpipe.storage.volume.Volume.slice_attrs` (plus its ``file``)."""
         cols = np.linalg.norm(np.asarray(self.affine, dtype=np.float64)[:3, :3], axis=0)
         return {"volume": self.volume, "z": int(z), "affine": self.affine, "shape": list(self.shape),
-                "spacing": [float(cols[2]), float(cols[1]), float(cols[0])], "source": self.path}
+                "spacing": [float(cols[2]), float(cols[1]), float(cols[0])], "source": self.path,
+                "file": slice_file_name(self.name, z)}
+
+
+def _index_window(root: Path) -> tuple[float, float] | None:
+    """The intensity window ``volumes.json`` records (``[center, width]``), used to render slice images."""
+    f = root / VOLUMES_JSON
+    try:
+        w = read_json(f).get("window") if f.is_file() else None
+        return (float(w[0]), float(w[1])) if isinstance(w, list) and len(w) == 2 and float(w[1]) > 0 else None
+    except (SegpipeError, AttributeError, TypeError, ValueError):
+        return None
 
 
 def _index_entries(root: Path) -> tuple[dict[str, dict[str, Any]], str | None]:
@@ -217,6 +231,7 @@ class NiftiReader:
             raise InputError(f"not a NIfTI label folder (no {LABELS}/ folder)", path=root)
         self.root = root
         self.problems: list[Problem] = []
+        self._window = _index_window(root)
         index, index_file = _index_entries(root)
         on_disk = _rel_niftis(root / LABELS)
         for rel, e in sorted(index.items()):
@@ -259,19 +274,21 @@ class NiftiReader:
                               where="datatype")
         affine = np.asarray(img.affine, dtype=np.float64)
         name = rel
+        image_path: str | None = None
         if entry is not None:
             image = entry.get("image")
             if isinstance(image, str) and image:
                 irel = check_relative_name(image, source=self.root / str(index_file), where=f"{entry['_where']}.image")
                 parts = irel.split("/")
                 name = "/".join(parts[1:]) if len(parts) > 1 else irel
-                self._check_image(path, shape, affine, irel)
+                if self._check_image(path, shape, affine, irel):
+                    image_path = str(safe_join(self.root, irel))
             elif isinstance(entry.get("file"), str) and entry["file"]:
                 name = check_relative_name(entry["file"], source=self.root / str(index_file),
                                            where=f"{entry['_where']}.file")
             src = f"{index_file} {entry['_where']}"
             self._check(path, shape, affine, entry.get("shape"), entry.get("affine"), src)
-        return LabelVolume(name, volume_id(name), str(path), shape, affine.tolist())
+        return LabelVolume(name, volume_id(name), str(path), shape, affine.tolist(), image_path, self._window)
 
     @staticmethod
     def _check(path: Path, shape: tuple[int, int, int], affine: np.ndarray, want_shape: Any, want_affine: Any,
@@ -292,16 +309,18 @@ class NiftiReader:
             if wa is None or wa.shape != (4, 4) or not np.allclose(affine, wa, rtol=0, atol=AFFINE_ATOL):
                 raise FormatError(f"label volume's affine differs from that of {what}", path=path, where="affine")
 
-    def _check_image(self, path: Path, shape: tuple[int, int, int], affine: np.ndarray, irel: str) -> None:
+    def _check_image(self, path: Path, shape: tuple[int, int, int], affine: np.ndarray, irel: str) -> bool:
+        """Checks the image volume against its labels; False when it is missing (a warning)."""
         from segpipe.storage.volume import open_volume
 
         ipath = safe_join(self.root, irel)
         if not ipath.exists():
             self.problems.append(Problem("warning", irel, str(path), "the image volume named in volumes.json is "
                                          "missing (the labels are still read)", "nifti.missing_image"))
-            return
+            return False
         vol = open_volume(ipath, window=(0.0, 1.0))  # headers only: no percentile window
         self._check(path, shape, affine, list(vol.shape), vol.affine, f"image volume {irel}")
+        return True
 
     def __len__(self) -> int:
         return sum(v.shape[0] for v in self.volumes)
@@ -313,9 +332,11 @@ class NiftiReader:
         for v in self.volumes:
             z_, h, w = v.shape
             for z in range(z_):
-                fname = slice_file_name(v.name, z)
-                info = ImageInfo(stable_id(fname), fname, w, h, attributes=v.attrs(z))
-                yield Sample(info, image_path=None, semantic_file=v.path)
+                # The id is the pre-labeling's (from "<file>#z<z>"); the name is an image file name.
+                info = ImageInfo(stable_id(slice_file_name(v.name, z)), slice_image_name(v.volume, z), w, h,
+                                 attributes=v.attrs(z))
+                ref = slice_ref(v.image, z, v.window) if v.image else None
+                yield Sample(info, image_path=ref, semantic_file=v.path)
 
 
 @functools.lru_cache(maxsize=8)

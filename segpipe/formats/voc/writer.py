@@ -259,12 +259,14 @@ class VocWriter:
         return kept, class_map, object_map
 
     def _copy_image(self, src: str | None, stem: str, file_name: str, losses: LossCounter) -> str:
-        ext = os.path.splitext(src or file_name)[1] or ".jpg"
+        from segpipe.storage.atomic import source_exists, source_suffix
+
+        ext = source_suffix(src, os.path.splitext(file_name)[1]) or ".jpg"
         name = f"{stem}{ext}"
         mode = self.options.copy_images
         if mode == "none":
             return name
-        if src is None or not os.path.isfile(src):
+        if src is None or not source_exists(src):
             losses.missing_images.append(file_name)
             return name
         dst = ensure_inside(self.out, self.out / "JPEGImages" / name)

@@ -26,6 +26,7 @@ from segpipe.core.records import (
 )
 from segpipe.formats.base import FormatSpec, ShardResult, WriteOptions
 from segpipe.formats.registry import register_format
+from segpipe.storage.volume import parse_window, slice_image_name, slice_ref
 from segpipe.storage.zarrstore import ZarrStore
 
 
@@ -73,6 +74,8 @@ class StoreReader:
         )
         self.problems: list[Problem] = []
         self._ids = self.store.image_ids()
+        window = (attrs.get("config") or {}).get("window")
+        self._window = parse_window(window) if isinstance(window, str) else None
 
     def __len__(self) -> int:
         return len(self._ids)
@@ -82,13 +85,19 @@ class StoreReader:
         for image_id in self._ids:
             g = self.store.group(image_id)
             a = dict(g.attrs)
-            # A slice of a volume has no image file of its own (its "path" is the whole volume, or a
-            # DICOM series folder): exports list it as missing rather than copying the volume.
-            path = None if "volume" in a and "z" in a else a.get("path")
+            name = str(a.get("file", f"{image_id}.png"))
+            path = a.get("path")
+            image_path = path if path and Path(path).exists() else None
+            if "volume" in a and "z" in a:
+                # A slice of a volume has no file of its own: exports name it <volume>_z<z>.png and, when
+                # asked to copy images, render it from the volume with the run's window.
+                name = slice_image_name(str(a["volume"]), int(a["z"]))
+                src = a.get("source") or path
+                image_path = slice_ref(src, int(a["z"]), self._window) if src and Path(src).exists() else None
             yield Sample(
-                image=ImageInfo(image_id, str(a.get("file", f"{image_id}.png")), int(a.get("width", 0)),
-                                int(a.get("height", 0)), attributes={"sha256": a.get("sha256", "")}),
-                image_path=path if path and Path(path).exists() else None,
+                image=ImageInfo(image_id, name, int(a.get("width", 0)), int(a.get("height", 0)),
+                                attributes={"sha256": a.get("sha256", ""), "file": a.get("file")}),
+                image_path=image_path,
             )
 
 
