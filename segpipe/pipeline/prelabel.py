@@ -806,6 +806,10 @@ def prelabel(
         raise ConfigError(f"--on-error must be skip or fail, got {req.on_error!r}")
     if req.stretch not in ("auto", "percentile", "minmax", "none"):
         raise ConfigError(f"--stretch must be auto, percentile, minmax or none, got {req.stretch!r}")
+    if req.window:
+        from segpipe.storage.volume import parse_window
+
+        parse_window(req.window)  # a malformed window is one line before anything runs
     model_ref = ModelRef(req.model, req.arch)
     meta = model_ref.meta()
     if req.task and req.task != meta.task:

@@ -435,7 +435,8 @@ def slice_image_name(volume_id: str, z: int) -> str:
 def slice_ref(path: str | Path, z: int, window: tuple[float, float] | None = None) -> str:
     """A reference to slice ``z`` of the volume at ``path`` (see :func:`write_slice_png`)."""
     ref = f"{path}#z{int(z):05d}"
-    return ref + (f"@{window[0]:g},{window[1]:g}" if window else "")
+    # repr() of a float round-trips exactly: the slice is rendered with the window the model saw.
+    return ref + (f"@{float(window[0])!r},{float(window[1])!r}" if window else "")
 
 
 def parse_slice_ref(text: str) -> tuple[Path, int, tuple[float, float] | None] | None:
@@ -444,7 +445,8 @@ def parse_slice_ref(text: str) -> tuple[Path, int, tuple[float, float] | None] |
     if m is None or Path(text).exists():
         return None
     path = Path(m["path"])
-    if not path.exists():
+    # Only a volume: a NIfTI file or a (DICOM series) folder. A missing "photo.png#z00001" stays missing.
+    if not (path.is_dir() or (path.is_file() and path.name.lower().endswith((".nii", ".nii.gz")))):
         return None
     window = (float(m["c"]), float(m["w"])) if m["c"] is not None else None
     return path, int(m["z"]), window

@@ -34,7 +34,7 @@ ZSTD_LEVEL = 0  # zarr-python's default ZstdCodec(level=0, checksum=False)
 
 
 def _dump(doc: Mapping[str, Any]) -> bytes:
-    return json.dumps(doc, indent=2, ensure_ascii=False, allow_nan=True).encode()
+    return json.dumps(doc, indent=2, ensure_ascii=True, allow_nan=True).encode()  # as zarr-python writes
 
 
 def group_document(attributes: Mapping[str, Any] | None) -> dict[str, Any]:

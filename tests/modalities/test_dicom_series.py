@@ -147,3 +147,34 @@ def test_bad_volumes_fail_alone(tmp_path, tiny_ckpt):
     assert all("\n" not in r for r in reasons.values())
     assert "affine" in reasons["flat.nii"] and "preamble" in reasons["nopreamble"]
     assert "missing slice" in reasons["gap"] and "ImagePositionPatient" in reasons["gap"]
+
+
+def test_slice_refs(tmp_path):
+    from segpipe.storage.atomic import source_exists, source_suffix
+    from segpipe.storage.volume import parse_slice_ref, slice_ref
+
+    synth_native("medical", tmp_path / "n", n=1, seed=0, size=(16, 16), fmt="nifti", depth=2)
+    vol = tmp_path / "n" / "volumes" / "00000.nii.gz"
+    for window in [(1234567.5, 400.0), (0.1234567, 3.3), (-50.25, 1e-7)]:
+        assert parse_slice_ref(slice_ref(vol, 1, window)) == (vol, 1, window)  # exact round trip
+    photo = tmp_path / "photo.png"
+    photo.write_bytes(b"x")
+    assert parse_slice_ref(f"{photo}#z00001") is None  # a missing photo is not a slice
+    assert not source_exists(f"{photo}#z00001") and source_suffix(f"{vol}#z00001") == ".png"
+    real = tmp_path / "odd#z00001"
+    real.write_bytes(b"y")
+    assert parse_slice_ref(str(real)) is None and source_exists(real)  # an existing file is a file
+
+
+def test_malformed_window_is_one_line_and_stores_stay_readable(tmp_path, tiny_ckpt):
+    from segpipe.errors import ConfigError, InputError
+    from segpipe.formats.zarrstore import StoreReader
+    from segpipe.storage.zarrstore import ZarrStore
+
+    synth_native("medical", tmp_path / "n", n=1, seed=0, size=(16, 16), fmt="nifti", depth=2)
+    with pytest.raises((ConfigError, InputError), match="window"):
+        prelabel(PrelabelRequest(source=str(tmp_path / "n" / "volumes"), model=str(tiny_ckpt),
+                                 out=tmp_path / "w.zarr", window="bogus"), ClusterSpec(workers=0))
+    assert not (tmp_path / "w.zarr").exists()
+    ZarrStore.create(tmp_path / "old.zarr", {"task": "semantic", "categories": [], "config": {"window": "bogus"}})
+    assert len(StoreReader(tmp_path / "old.zarr")) == 0

@@ -83,3 +83,10 @@ def test_store_groups_are_direct_and_replace_stale_chunks(tmp_path: Path) -> Non
     assert list(grp["names"][...]) == ["a", "bc"] and grp.attrs["segments"] == [{"id": 1}]
     assert np.array_equal(grp["instances/scores"][...], [0.5, 0.25])
     assert store.image_ids() == [7]
+
+
+def test_group_document_bytes_match_zarr_with_non_ascii(tmp_path: Path) -> None:
+    attrs = {"file": "é/ß.png", "id": 3}
+    zarr.open_group(str(tmp_path / "ref"), mode="w").create_group("g", attributes=attrs)
+    zarrfast.write_group(tmp_path / "fast" / "g", attrs)
+    assert (tmp_path / "fast" / "g" / "zarr.json").read_bytes() == (tmp_path / "ref" / "g" / "zarr.json").read_bytes()

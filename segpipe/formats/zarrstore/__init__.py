@@ -24,6 +24,7 @@ from segpipe.core.records import (
     Sample,
     Segmentation,
 )
+from segpipe.errors import SegpipeError
 from segpipe.formats.base import FormatSpec, ShardResult, WriteOptions
 from segpipe.formats.registry import register_format
 from segpipe.storage.volume import parse_window, slice_image_name, slice_ref
@@ -75,7 +76,10 @@ class StoreReader:
         self.problems: list[Problem] = []
         self._ids = self.store.image_ids()
         window = (attrs.get("config") or {}).get("window")
-        self._window = parse_window(window) if isinstance(window, str) else None
+        try:
+            self._window = parse_window(window) if isinstance(window, str) else None
+        except SegpipeError:  # only slice images depend on it: they then use the volume's own window
+            self._window = None
 
     def __len__(self) -> int:
         return len(self._ids)
