@@ -41,7 +41,8 @@ class SynthStage(_Stage):
     n: int = Field(16, ge=1)
     seed: int = 0
     size: list[int] | None = Field(None, min_length=2, max_length=2, description="[height, width]")
-    format: str | None = Field(None, description="native format for satellite/medical (geotiff, nifti, dicom)")
+    format: str | None = Field(None, description="png, jpg, or a native format (geotiff, nifti, dicom)")
+    exif: bool = Field(False, description="photos stored rotated/flipped with an EXIF orientation (JPEG)")
 
 
 class TrainStage(_Stage):
@@ -278,11 +279,17 @@ def _run_stage(name: str, step: Any, base: Path, cluster: Any, log: Callable[[st
     if name == "synth":
         from segpipe.synth import synth
 
+        size = tuple(step.size) if step.size else None
+        if step.exif:
+            from segpipe.synth.native import synth_native
+
+            synth_native(step.kind, _out(base, step.out, "synth.out"), n=step.n, seed=step.seed, size=size,
+                         fmt=step.format or "jpg", exif=True)
+            return {"out": str(_out(base, step.out, "synth.out"))}
         kw: dict[str, Any] = {}
         if step.format:
             kw["image_format"] = step.format
-        synth(step.kind, _out(base, step.out, "synth.out"), n=step.n, seed=step.seed,
-              size=tuple(step.size) if step.size else None, **kw)
+        synth(step.kind, _out(base, step.out, "synth.out"), n=step.n, seed=step.seed, size=size, **kw)
         return {"out": str(_out(base, step.out, "synth.out"))}
     if name == "train":
         from segpipe.models.train import train

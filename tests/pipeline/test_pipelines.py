@@ -33,7 +33,7 @@ def _scaled(path: Path, tmp: Path) -> Path:
     for stage in data["stages"]:
         (name, step), = stage.items()
         if name == "synth":
-            step["n"] = min(step.get("n", 16), 6 if step.get("format") is None else 1)
+            step["n"] = min(step.get("n", 16), 6 if step.get("format") in (None, "png", "jpg") else 1)
             if step.get("format") == "geotiff":
                 step["size"] = [2300, 2100]  # larger than one block: the scene is split across tasks
             elif step.get("format") != "nifti":
@@ -58,8 +58,18 @@ def test_pipeline_runs(path, tmp_path):
         assert (work / "export" / "coco" / "annotations.json").exists()
         assert (work / "export" / "voc" / "SegmentationClass").is_dir()
         assert (work / "export" / "labelstudio" / "tasks.json").exists()
+        # The new photos are EXIF-rotated JPEGs: every export is upright (the ground truth's sizes).
+        orient = json.loads((work / "data" / "new" / "exif_orientation.json").read_text())
+        assert any(v >= 5 for v in orient.values())
+        from PIL import Image
+
+        maps = sorted((work / "export" / "cityscapes").rglob("*labelIds.png"))
+        assert len(maps) == len(orient)
+        gt = json.loads((work / "data" / "new" / "annotations.json").read_text())
+        assert {Image.open(m).size for m in maps} == {(im["width"], im["height"]) for im in gt["images"]}
         report = json.loads((work / "report" / "report.json").read_text())
         assert 0.0 <= report["semantic"]["mean_iou"] <= 1.0
+        assert report["images"]["evaluated"] == len(orient) and report["images"]["unmatched_gt"] == 0
     elif path.stem == "satellite":
         pytest.importorskip("rasterio")
         assert list((work / "export" / "geotiff" / "labels").glob("*.tif"))
