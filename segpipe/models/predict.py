@@ -197,7 +197,7 @@ class Predictor:
         self.task = meta.task
         self.device = select_device(device)
         self.batch_size = max(1, batch_size)
-        self.dims = _model_dims(meta.arch)
+        self.dims = model_dims(meta.arch)
         t = tile if tile is not None else tuple(meta.tile_size[-2:])
         self.tile: tuple[int, int] = (t, t) if isinstance(t, int) else (int(t[0]), int(t[1]))
         #: 3-D models: tile ``(depth, height, width)``; the depth comes from the checkpoint.
@@ -417,11 +417,7 @@ class Predictor:
             x = logits.float().cpu()
             if logits_only:
                 return x, None
-            # softmax = exp(x − max) / Σ exp(x − max); the division is folded into the blend weight.
-            # In place: the logits are not needed afterwards.
-            x.sub_(x.amax(1, keepdim=True))
-            x.exp_()
-            return x, x.sum(1)
+            return _exp_shifted(x)
 
         def on_band(y0: int, y1: int, acc: torch.Tensor, wsum: torch.Tensor) -> None:
             # A positive per-pixel factor does not change the argmax: no division for the labels.
@@ -474,10 +470,7 @@ class Predictor:
                 cuts = [tuple(slice(a, a + t) for a, t in zip(k, tile, strict=True)) for k in chunk]
                 x = torch.from_numpy(np.stack([slab[cut] for cut in cuts]))[:, None].float()
                 x.sub_(mean).div_(std)
-                logits = self._run(x.to(self.device)).float().cpu()
-                logits.sub_(logits.amax(1, keepdim=True))  # softmax, its division folded into the weight
-                logits.exp_()
-                denom = logits.sum(1)
+                logits, denom = _exp_shifted(self._run(x.to(self.device)).float().cpu())
                 for j, cut in enumerate(cuts):
                     acc[(slice(None), *cut)].addcmul_(logits[j], torch.div(wt, denom[j]))
                     wsum[cut] += wt
@@ -665,6 +658,17 @@ def _window_iou(a: _Det, b: _Det) -> float:
     return int((ma & mb).sum()) / union if union else 0.0
 
 
+def _exp_shifted(x: Any) -> tuple[Any, Any]:
+    """An unnormalised softmax over dim 1, in place: ``(exp(x − max), Σ exp(x − max))``.
+
+    softmax = the first / the second; callers fold the division into their blend weight, so no
+    normalised-probability pass is made. ``x`` (the logits) is overwritten.
+    """
+    x.sub_(x.amax(1, keepdim=True))
+    x.exp_()
+    return x, x.sum(1)
+
+
 def _softmax_channels(logits: Any) -> Any:
     """Softmax over dim 1 of ``(N, C, h, w)`` in float32.
 
@@ -723,7 +727,7 @@ def _torch_div(a: Any, b: Any, out: Any) -> None:
     torch.div(a, b, out=out)
 
 
-def _model_dims(arch: str) -> int:
+def model_dims(arch: str) -> int:
     """Spatial dimensions of a registered architecture (2 for names the registry does not know)."""
     from segpipe.errors import SegpipeError
     from segpipe.models.registry import get_model_spec

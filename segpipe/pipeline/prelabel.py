@@ -498,8 +498,7 @@ def _predict_block(predictor: Any, entry: ManifestEntry, part: dict[str, Any], s
     margin = int(part.get("margin", 0))
     ya, yb = max(0, y0 - margin), min(entry.height, y1 + margin)
     xa, xb = max(0, x0 - margin), min(entry.width, x1 + margin)
-    ids = np.asarray(predictor.category_ids, dtype=np.int64)
-    lut = ids.astype(np.uint16 if int(ids.max(initial=0)) > 254 else np.uint8)
+    lut = category_lut(predictor)
     g: Any = zarr.open_group(str(store.path), mode="r+")[f"images/{entry.id}"]
     labels = g["labels"]
     probs = g["probs"] if flags["probs"] and "probs" in g else None
@@ -509,7 +508,7 @@ def _predict_block(predictor: Any, entry: ManifestEntry, part: dict[str, Any], s
     window = np.ascontiguousarray(_WindowView(src, ya, yb, xa, xb)[0 : yb - ya, 0 : xb - xa])
     core = [y0, y1, x0, x1]
     lsink = _CoreSink(ya, xa, core, lambda v: lut[v], None, lut.dtype)
-    psink = _CoreSink(ya, xa, core, lambda v: quantise_probs(v.astype(np.float32)), len(ids), np.uint8) \
+    psink = _CoreSink(ya, xa, core, lambda v: quantise_probs(v.astype(np.float32)), len(lut), np.uint8) \
         if probs is not None else None
     predictor.predict_semantic(window, label_sink=lsink, prob_sink=psink, keep_probs=psink is not None)
     infer = time.perf_counter() - t
@@ -565,8 +564,7 @@ def _predict_slab(predictor: Any, entry: ManifestEntry, part: dict[str, Any], st
     slab = np.stack([vol.slice(z)[..., 0] for z in range(za, zb)])
     pred = predictor.predict_volume(slab, keep_probs=flags["probs"])
     infer = time.perf_counter() - t
-    ids = np.asarray(predictor.category_ids, dtype=np.int64)
-    lut = ids.astype(np.uint16 if int(ids.max(initial=0)) > 254 else np.uint8)
+    lut = category_lut(predictor)
     name = volume_name(entry)
     out: dict[str, dict[str, str]] = {}
     for z in range(z0, z1):
@@ -581,6 +579,12 @@ def _predict_slab(predictor: Any, entry: ManifestEntry, part: dict[str, Any], st
                                                  quantise_probs(pred.probs[:, z - za].astype(np.float32)))
         out[str(image_id)] = digests
     return out, infer
+
+
+def category_lut(predictor: Any) -> np.ndarray:
+    """Model class index → category id, in the smallest label-map dtype (uint8, or uint16 above 254)."""
+    ids = np.asarray(predictor.category_ids, dtype=np.int64)
+    return ids.astype(np.uint16 if int(ids.max(initial=0)) > 254 else np.uint8)
 
 
 def label_void(dtype: Any) -> int:
@@ -614,8 +618,7 @@ def _predict_and_write(predictor: Any, image: np.ndarray, group: Any, store: Zar
                        flags: dict[str, Any]) -> tuple[dict[str, str], float]:
     task = predictor.task
     h, w = image.shape[:2]
-    ids = np.asarray(predictor.category_ids, dtype=np.int64)
-    lut = ids.astype(np.uint16 if int(ids.max(initial=0)) > 254 else np.uint8)
+    lut = category_lut(predictor)
     outputs: dict[str, str] = {}
     t = time.perf_counter()
     if task == "semantic":
@@ -623,8 +626,8 @@ def _predict_and_write(predictor: Any, image: np.ndarray, group: Any, store: Zar
             labels = group.create_array("labels", shape=(h, w), dtype=lut.dtype, chunks=(1024, 1024), fill_value=0)
             probs = None
             if flags["probs"]:
-                probs = group.create_array("probs", shape=(len(ids), h, w), dtype="uint8",
-                                           chunks=(len(ids), 512, 512), fill_value=0)
+                probs = group.create_array("probs", shape=(len(lut), h, w), dtype="uint8",
+                                           chunks=(len(lut), 512, 512), fill_value=0)
             predictor.predict_semantic(image, label_sink=_LabelSink(labels, lut),
                                        prob_sink=_QuantSink(probs) if probs is not None else None,
                                        keep_probs=flags["probs"])
@@ -815,9 +818,9 @@ def prelabel(
     if req.task and req.task != meta.task:
         raise ConfigError(f"--task {req.task} but the model {meta.arch} is a {meta.task} model")
     fp = model_ref.fingerprint()
-    from segpipe.models.predict import _model_dims
+    from segpipe.models.predict import model_dims
 
-    model_dims = _model_dims(meta.arch)
+    dims = model_dims(meta.arch)
     config = _config(req, fp, meta)
     cfg_hash = config_hash(config)
     n_workers = cluster.n_workers() if not cluster.scheduler else 0
@@ -840,7 +843,7 @@ def prelabel(
         ledger = Ledger(store.private)
         ledger.ensure()
         done_keys = ledger.keys()
-        planned = plan_tasks(entries, cfg_hash, slab=SLAB if model_dims == 3 else 0)
+        planned = plan_tasks(entries, cfg_hash, slab=SLAB if dims == 3 else 0)
         _drop_stale_receipts(ledger, done_keys, planned)
         done_keys = ledger.keys()
         todo = [t for t in planned if t[0] not in done_keys]
