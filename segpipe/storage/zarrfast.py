@@ -101,19 +101,78 @@ def write_array(path: str | Path, data: np.ndarray, chunks: Sequence[int]) -> No
     write_bytes_atomic(p / "zarr.json", _dump(array_document(data.shape, data.dtype, chunks)))
     codec = Zstd(level=ZSTD_LEVEL, checksum=False)
     le = data.dtype.newbyteorder("<")
+    _write_chunks(p, data, [0] * data.ndim, chunks, codec, le, unlink_empty=False)
+
+
+def _write_chunks(p: Path, data: np.ndarray, origin: Sequence[int], chunks: Sequence[int], codec: Any,
+                  le: np.dtype[Any], *, unlink_empty: bool) -> None:
+    """Encodes and writes every chunk of ``data`` (placed at ``origin``, chunk-aligned) under ``p/c/``.
+
+    Chunks bit for bit equal to the fill value are left out, as zarr's ``write_empty_chunks=False``
+    does; with ``unlink_empty`` an existing file for such a chunk is removed, as zarr does when it
+    overwrites a chunk with fill values.
+    """
     grid = [range(0, s, c) for s, c in zip(data.shape, chunks, strict=True)]
     made: set[Path] = set()
+    # One reused buffer for chunks that are not contiguous in ``data`` (or are padded edges): a fresh
+    # MiB-sized array per chunk page-faults on first touch, which cost as much as zstd on this VM.
+    scratch: np.ndarray | None = None
     for starts in itertools.product(*grid):
         sl = tuple(slice(s, s + c) for s, c in zip(starts, chunks, strict=True))
         block = data[sl]
+        key = p.joinpath("c", *(str((o + s) // c) for o, s, c in zip(origin, starts, chunks, strict=True)))
         if not block.view(f"u{block.itemsize}").any():
-            continue  # bit for bit the fill value (zarr stores -0.0, not 0.0): zarr leaves it out too
-        if block.shape != tuple(chunks):
-            full = np.zeros(tuple(chunks), dtype=le)
-            full[tuple(slice(0, n) for n in block.shape)] = block
-            block = full
-        key = p.joinpath("c", *(str(s // c) for s, c in zip(starts, chunks, strict=True)))
+            # bit for bit the fill value (zarr stores -0.0, not 0.0): zarr leaves it out too
+            if unlink_empty:
+                key.unlink(missing_ok=True)
+            continue
+        if block.shape != tuple(chunks) or not block.flags.c_contiguous or block.dtype != le:
+            if scratch is None:
+                scratch = np.empty(tuple(chunks), dtype=le)
+            if block.shape != tuple(chunks):
+                scratch.fill(0)
+            scratch[tuple(slice(0, n) for n in block.shape)] = block
+            block = scratch
         if key.parent not in made:
             key.parent.mkdir(parents=True, exist_ok=True)
             made.add(key.parent)
-        write_bytes_atomic(key, codec.encode(np.ascontiguousarray(block, dtype=le)))
+        write_bytes_atomic(key, codec.encode(block))
+
+
+def write_region(path: str | Path, data: np.ndarray, origin: Sequence[int]) -> bool:
+    """Writes ``data`` into the existing array at folder ``path`` at ``origin``, chunk by chunk.
+
+    For the block tasks of a large image: each owns whole chunks of an array the driver created.
+    The array must be one this module would write (its ``zarr.json`` equal to
+    :func:`array_document` for its shape, dtype and chunks: zarr-python's defaults with fill value 0)
+    and the region must be chunk-aligned (ending on a chunk boundary or at the array's edge);
+    otherwise nothing is written and False is returned, and the caller writes through zarr-python.
+
+    Args:
+        path: The array's folder.
+        data: ``(d0, d1, ...)`` values, same rank as the array.
+        origin: Index of ``data[0, 0, ...]`` in the array.
+
+    Returns:
+        Whether the region was written.
+    """
+    from numcodecs import Zstd
+
+    p = Path(path)
+    try:
+        doc = json.loads((p / "zarr.json").read_bytes())
+        shape = [int(s) for s in doc["shape"]]
+        chunks = [int(c) for c in doc["chunk_grid"]["configuration"]["chunk_shape"]]
+        dtype = np.dtype(doc["data_type"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    if not supported(data) or data.dtype != dtype or data.ndim != len(shape) or len(origin) != len(shape):
+        return False
+    if doc != array_document(shape, dtype, chunks):
+        return False  # another codec, fill value or key encoding: zarr-python knows how
+    for o, n, s, c in zip(origin, data.shape, shape, chunks, strict=True):
+        if o < 0 or o % c or o + n > s or ((o + n) % c and o + n != s):
+            return False
+    _write_chunks(p, data, origin, chunks, Zstd(level=ZSTD_LEVEL, checksum=False), dtype.newbyteorder("<"),
+                  unlink_empty=True)
+    return True

@@ -228,6 +228,11 @@ class LocalGroup:
         return key in self.zarr
 
 
+def array_folder(arr: Any) -> Path | None:
+    """The folder of a writable zarr array on the local file system, else None."""
+    return _local_folder(arr)
+
+
 def _local_folder(group: Any) -> Path | None:
     """The folder of ``group`` when it lives on the local file system, else None."""
     if isinstance(group, LocalGroup):

@@ -41,3 +41,16 @@ def test_in_process():
         out = list(run_tasks(client, square_pid, ((str(i), (i,)) for i in range(4)), total=4))
     assert [r[0] for _, r in out] == [0, 1, 4, 9]
     assert {r[1] for _, r in out} == {os.getpid()}
+
+
+def _worker_settings():
+    import dask
+
+    return dask.config.get("distributed.worker.profile.enabled"), os.environ.get("MALLOC_TRIM_THRESHOLD_")
+
+
+def test_embedded_workers_run_without_profiler_and_malloc_trim():
+    """Both cost CPU inference time in a worker (bench/RESULTS.md): the embedded cluster turns them off."""
+    with open_client(ClusterSpec(workers=1)) as client:
+        (settings,) = client.run(_worker_settings).values()
+    assert tuple(settings) == (False, None)

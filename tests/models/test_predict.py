@@ -229,3 +229,34 @@ def test_volume_tiled_in_3d_equals_untiled(blend: str) -> None:
     assert tiled.predict_volume(slab, keep_probs=False).probs is None
     with pytest.raises(ConfigError):
         Predictor(_Conv1x1(4), _meta(c=4), device="cpu").predict_volume(slab)  # a 2-D model
+
+
+def test_argmax_agrees_on_both_layouts_with_ties_and_nan() -> None:
+    """Planar and channels-last bands give np.argmax's answer: the first maximum, and a NaN wins."""
+    from segpipe.models.predict import _argmax_channels
+
+    rng = np.random.default_rng(0)
+    a = rng.integers(0, 4, (21, 64, 96)).astype(np.float32)  # many ties
+    a[5, 3, 7] = np.nan
+    a[0, 10, 10] = np.nan
+    a[[3, 9], 20, 30] = np.nan  # two NaNs: the first one wins
+    expect = np.argmax(a, axis=0)
+    assert expect[20, 30] == 3 and expect[3, 7] == 5
+    planar = _argmax_channels(a)
+    hwc = _argmax_channels(torch.from_numpy(np.ascontiguousarray(a.transpose(1, 2, 0))).permute(2, 0, 1))
+    assert planar.dtype == np.uint8 and hwc.dtype == np.uint8
+    np.testing.assert_array_equal(planar, expect)
+    np.testing.assert_array_equal(hwc, expect)
+
+
+def test_input_normalisation_is_fused_float32_channels_last() -> None:
+    """uint8 and float64 tiles both become normalised float32 with the HWC view's strides."""
+    pred = Predictor(_Conv1x1(5), _meta(), device="cpu")
+    img = _image(32, 48)
+    mean = np.array(pred.meta.mean) * 255.0
+    std = np.array(pred.meta.std) * 255.0
+    expect = ((img.astype(np.float64) - mean) / std).transpose(2, 0, 1)[None]
+    for tile in (img, img.astype(np.float64)):
+        x = pred._to_tensor([tile])
+        assert x.dtype == torch.float32 and x.is_contiguous(memory_format=torch.channels_last)
+        np.testing.assert_allclose(x.numpy(), expect, atol=1e-5)

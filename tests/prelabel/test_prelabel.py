@@ -270,3 +270,90 @@ def test_symlink_leaving_the_root_fails_alone(tmp_path, collection, checkpoint):
     assert rep["images"]["done"] == 2
     (failed,) = rep["failed"]
     assert failed["file"] == "link.png" and "outside the dataset root" in failed["reason"]
+
+
+def test_batches_group_small_images_and_keep_large_work_alone():
+    from segpipe.pipeline.prelabel import BATCH_IMAGES, BATCH_PIXELS, batch_tasks
+    from segpipe.storage.manifest import ManifestEntry
+
+    def img(i: int, side: int = 512) -> tuple[str, ManifestEntry, dict]:
+        return (f"k{i}", ManifestEntry(id=i, file=f"{i}.jpg", path=f"/x/{i}.jpg", width=side, height=side), {})
+
+    todo = [img(i) for i in range(200)]
+    batches = batch_tasks(todo, workers=2)
+    assert [t for b in batches for t in b] == todo  # every task once, in order
+    sizes = [len(b) for b in batches]
+    assert sizes[0] == BATCH_IMAGES and max(sizes) == BATCH_IMAGES
+    # Guided: batches shrink towards the end (at most a quarter of a worker's share of what is left).
+    assert sizes == sorted(sizes, reverse=True) and sizes[-8:] == [1] * 8
+    # A small run still spreads over the workers: 12 images on 2 workers are 12 tasks, not 2.
+    small = batch_tasks(todo[:12], workers=2)
+    assert len(small) == 12 and all(len(b) == 1 for b in small)
+    assert max(len(b) for b in batch_tasks(todo[:40], workers=2)) == 5
+    # Large images close a batch by pixels; scene blocks and slabs are never batched.
+    big = [img(i, 2048) for i in range(10)]
+    assert all(len(b) * 2048 * 2048 >= BATCH_PIXELS and len(b) == 1 for b in batch_tasks(big * 8, workers=1))
+    scene = ("s", ManifestEntry(id=99, file="s.tif", path="/x/s.tif", width=9000, height=9000, kind="scene"),
+             {"window": [0, 2048, 0, 2048]})
+    mixed = batch_tasks([*todo[:40], scene, *todo[40:80]], workers=1)
+    assert [scene] in mixed
+    assert [t for b in mixed for t in b] == [*todo[:40], scene, *todo[40:80]]
+
+
+def test_rerun_batch_returns_receipts_without_redoing(tmp_path, collection, checkpoint):
+    """Dask reruns a whole batch after its worker died part-way: the images already done stay done."""
+    from segpipe.pipeline.prelabel import ModelRef, plan_tasks, prelabel_batch
+    from segpipe.storage.manifest import read_manifest
+    from segpipe.storage.zarrstore import ZarrStore
+
+    out = tmp_path / "s.zarr"
+    rep = prelabel(PrelabelRequest(source=str(collection / "images"), model=str(checkpoint), out=out, threads=1,
+                                   limit=4), ClusterSpec(workers=0))
+    assert rep["images"]["done"] == 4
+    entries = read_manifest(out / ".segpipe" / "manifest.jsonl")
+    cfg = ZarrStore.open(out).attrs()["config_hash"]
+    planned = plan_tasks(entries, cfg)
+    ledger = Ledger(out / ".segpipe")
+    assert {k for k, _, _ in planned} == ledger.keys()
+    before = {k: ledger.path(k).stat().st_mtime_ns for k in ledger.keys()}
+    first_key = planned[0][0]
+    ledger.path(first_key).unlink()  # as if the worker died after the first image's outputs only
+    ref = ModelRef(str(checkpoint), None)
+    options = {"device": "cpu", "batch_size": 1, "tile": None, "overlap": None}
+    flags = {"probs": True, "heatmaps": True, "min_score": 0.0, "window": None}
+    rs = prelabel_batch([(e, k, p) for k, e, p in planned], str(out), ref, options, 1, flags)
+    assert [r["key"] for r in rs] == [k for k, _, _ in planned]
+    assert all(r["status"] == "done" for r in rs)
+    after = {k: ledger.path(k).stat().st_mtime_ns for k in ledger.keys()}
+    assert set(after) == set(before)
+    assert all(after[k] == before[k] for k in before if k != first_key), "done images were redone"
+    assert fsck(out)["ok"] == 4
+
+
+def test_on_error_fail_stops_inside_a_batch(tmp_path, collection, checkpoint):
+    """--on-error fail stops at the first failed image, not at the end of its batch."""
+    src = tmp_path / "imgs"
+    src.mkdir()
+    names = sorted((collection / "images").iterdir())
+    for p in names:
+        (src / p.name).write_bytes(p.read_bytes())
+    data = names[1].read_bytes()
+    (src / "00000_truncated.png").write_bytes(data[: len(data) // 3])  # sorts among the first
+    rep = prelabel(PrelabelRequest(source=str(src), model=str(checkpoint), out=tmp_path / "s.zarr", threads=1,
+                                   on_error="fail"), ClusterSpec(workers=0))
+    from segpipe.storage.manifest import read_manifest
+
+    order = [e.file for e in read_manifest(tmp_path / "s.zarr" / ".segpipe" / "manifest.jsonl")]
+    at = order.index("00000_truncated.png")
+    assert at == 1  # inside the first batch (in-process: 6 images for 25), not its last
+    assert rep["stopped_on_error"]
+    assert rep["images"]["done"] == at and rep["images"]["failed"] == 1
+    assert rep["images"]["not_run"] == len(order) - at - 1
+
+
+def test_batch_keys_name_their_contents():
+    from segpipe.pipeline.prelabel import batch_key
+
+    assert batch_key(["a"]) == "a"
+    assert batch_key(["a", "b"]) == batch_key(["a", "b"])
+    assert len({batch_key(["a", "b"]), batch_key(["a", "c"]), batch_key(["b", "a"]), batch_key(["a", "b", "c"])}) == 4

@@ -90,3 +90,45 @@ def test_group_document_bytes_match_zarr_with_non_ascii(tmp_path: Path) -> None:
     zarr.open_group(str(tmp_path / "ref"), mode="w").create_group("g", attributes=attrs)
     zarrfast.write_group(tmp_path / "fast" / "g", attrs)
     assert (tmp_path / "fast" / "g" / "zarr.json").read_bytes() == (tmp_path / "ref" / "g" / "zarr.json").read_bytes()
+
+
+@pytest.mark.parametrize("dtype", ["uint8", "uint16", "float32"])
+def test_region_writes_match_zarr_region_writes(tmp_path: Path, dtype: str) -> None:
+    """Chunk-aligned blocks written into a driver-made array: the same files as zarr's region writes.
+
+    A second pass rewrites one block with fill values: both remove that block's chunk files.
+    """
+    rng = np.random.default_rng(1)
+    shape, chunks = (3, 45, 70), (3, 16, 32)  # edge chunks on both axes
+    full = (rng.random(shape) * 40).astype(dtype)
+    full[:, :16, :32] = 0  # one chunk equal to the fill value
+    for name in ("fast", "ref"):
+        zarr.create_array(str(tmp_path / name), shape=shape, dtype=dtype, chunks=chunks, fill_value=0)
+    ref = zarr.open_array(str(tmp_path / "ref"), mode="r+")
+    blocks = [(0, 0), (0, 64), (32, 0), (32, 64), (0, 32), (32, 32)]  # (y, x) origins of 32×32 blocks
+    for y, x in blocks:
+        part = full[:, y : y + 32, x : x + 32]
+        assert zarrfast.write_region(tmp_path / "fast", part, (0, y, x))
+        ref[:, y : y + part.shape[1], x : x + part.shape[2]] = part
+    fast_files, ref_files = _files(tmp_path / "fast"), _files(tmp_path / "ref")
+    assert fast_files == ref_files
+    assert np.array_equal(zarr.open_array(str(tmp_path / "fast"), mode="r")[...], full)
+    zero = np.zeros((3, 32, 32), dtype=dtype)
+    assert zarrfast.write_region(tmp_path / "fast", zero, (0, 0, 32))
+    ref[:, 0:32, 32:64] = zero
+    assert _files(tmp_path / "fast") == _files(tmp_path / "ref")
+    assert len(_files(tmp_path / "fast")) < len(fast_files)
+
+
+def test_region_writes_refuse_what_they_cannot_write_exactly(tmp_path: Path) -> None:
+    arr = zarr.create_array(str(tmp_path / "a"), shape=(40, 40), dtype="uint8", chunks=(16, 16), fill_value=0)
+    block = np.ones((16, 16), np.uint8)
+    assert not zarrfast.write_region(tmp_path / "a", block, (8, 0))  # not chunk-aligned
+    assert not zarrfast.write_region(tmp_path / "a", np.ones((20, 16), np.uint8), (0, 0))  # ends mid-chunk
+    assert not zarrfast.write_region(tmp_path / "a", block.astype(np.uint16), (0, 0))  # another dtype
+    assert not zarrfast.write_region(tmp_path / "missing", block, (0, 0))
+    zarr.create_array(str(tmp_path / "b"), shape=(40, 40), dtype="uint8", chunks=(16, 16), fill_value=7)
+    assert not zarrfast.write_region(tmp_path / "b", block, (0, 0))  # another fill value
+    assert not _files(tmp_path / "a").keys() - {"zarr.json"}  # nothing was written
+    assert zarrfast.write_region(tmp_path / "a", np.ones((8, 16), np.uint8), (32, 16))  # ends at the edge
+    assert arr[32:40, 16:32].sum() == 8 * 16
