@@ -171,7 +171,7 @@ open(f"{gate}.ready{first}", "w").close()
 while not os.path.exists(gate):
     time.sleep(0.001)
 t0 = time.time()
-for b in range(first, first + n):  # each task owns whole 1024² chunks, as prelabel's block tasks do
+for b in range(first, first + n):  # each task owns whole chunks, as prelabel's block tasks do
     y, x = (b // per_row) * 2048, (b % per_row) * 2048
     assert zarrfast.write_region(array_folder(arr), block, (y, x))
 print(t0, time.time())
@@ -181,10 +181,12 @@ print(t0, time.time())
 def zarr_scene_rate(tmp: Path, writers: int, blocks_per_writer: int = 16) -> float:
     """MB/s of ``writers`` processes writing 2048² blocks of one large label map at once.
 
-    The array (1024² chunks, as a scene's) is created first, as the driver does; each writer then
-    writes its own chunk-aligned blocks through the path prelabel's block tasks take.
+    The array (chunked as prelabel chunks a scene's label map) is created first, as the driver does;
+    each writer then writes its own chunk-aligned blocks through the path prelabel's block tasks take.
     """
     import zarr
+
+    from segpipe.pipeline.prelabel import SCENE_LABEL_CHUNK
 
     per_row = 8
     n = writers * blocks_per_writer
@@ -193,7 +195,7 @@ def zarr_scene_rate(tmp: Path, writers: int, blocks_per_writer: int = 16) -> flo
     for g in tmp.glob(f"sgate{writers}*"):
         g.unlink()
     zarr.create_array(str(path), shape=(2048 * -(-n // per_row), 2048 * per_row), dtype="uint8",
-                      chunks=(1024, 1024), fill_value=0)
+                      chunks=(SCENE_LABEL_CHUNK, SCENE_LABEL_CHUNK), fill_value=0)
     gate = tmp / f"sgate{writers}"
     ps = [subprocess.Popen([sys.executable, "-c", SCENE_WRITER, str(path), str(k * blocks_per_writer),
                             str(blocks_per_writer), str(gate), str(per_row)], stdout=subprocess.PIPE, text=True)

@@ -184,9 +184,14 @@ def task_key(cfg_hash: str, entry: ManifestEntry, part: str = "") -> str:
     return "pl-" + hashlib.sha256(f"{cfg_hash}|{entry.id}|{entry.sha256}|{part}".encode()).hexdigest()[:32]
 
 
-#: Core size of a scene's block tasks: a multiple of the label chunk (1024), so that every block owns
+#: Core size of a scene's block tasks: a multiple of the scene's chunks, so that every block owns
 #: whole chunks and no two tasks ever write the same chunk (zarr 3 has no locks).
 BLOCK = 2048
+#: A scene's label map has one chunk per block task. 4 MiB (uint8) chunks also write at 0.6–0.8×
+#: min(disk, zstd × cores), where per-file costs held 1 MiB chunks to 0.4–0.6× (bench/RESULTS.md).
+SCENE_LABEL_CHUNK = BLOCK
+#: A scene's probabilities, ``(C, 1024, 1024)`` chunks: 22 MB uncompressed for 21 classes.
+SCENE_PROB_CHUNK = 1024
 #: Slices per task when a 3-D model pre-labels a volume (each task reads a context margin around them).
 SLAB = 32
 
@@ -706,10 +711,11 @@ def _create_scene(store: ZarrStore, entry: ManifestEntry, src: Any, n_classes: i
     info = {"id": entry.id, "file": entry.file, "path": entry.path, "width": entry.width, "height": entry.height,
             "sha256": entry.sha256, "geo": {**src.geo_attrs(), "nodata": label_void(lut_dtype)}}
     g = store.image_group(entry.id, info)
-    g.create_array("labels", shape=(entry.height, entry.width), dtype=lut_dtype, chunks=(1024, 1024), fill_value=0)
+    g.create_array("labels", shape=(entry.height, entry.width), dtype=lut_dtype,
+                   chunks=(SCENE_LABEL_CHUNK, SCENE_LABEL_CHUNK), fill_value=0)
     if probs:
         g.create_array("probs", shape=(n_classes, entry.height, entry.width), dtype="uint8",
-                       chunks=(n_classes, 1024, 1024), fill_value=0)
+                       chunks=(n_classes, SCENE_PROB_CHUNK, SCENE_PROB_CHUNK), fill_value=0)
 
 
 def _predict_and_write(predictor: Any, image: np.ndarray, group: Any, store: ZarrStore,

@@ -52,7 +52,7 @@ def test_scene_blocks_cover_the_scene_and_keep_georeference(tmp_path, tiny_ckpt)
     root = zarr.open_group(str(out), mode="r")
     (key,) = list(root["images"].group_keys())
     labels = root[f"images/{key}/labels"]
-    assert labels.shape == (2600, 2200) and labels.chunks == (1024, 1024)
+    assert labels.shape == (2600, 2200) and labels.chunks == (2048, 2048)  # one chunk per block task
     # the same labels as predicting the scene in one pass, away from the block seams' context margin
     from segpipe.models.predict import Predictor
     from segpipe.storage.raster import open_raster
