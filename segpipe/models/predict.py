@@ -428,7 +428,10 @@ class Predictor:
         def on_band(y0: int, y1: int, acc: torch.Tensor, wsum: torch.Tensor) -> None:
             # A positive per-pixel factor does not change the argmax: no division for the labels.
             label_sink[y0:y1] = _argmax_channels(acc)
-            if prob_sink is not None:
+            if isinstance(prob_sink, np.ndarray) and prob_sink.dtype == np.float16:
+                # An in-memory float16 array: normalise, convert and transpose straight into it.
+                _div_into(acc, wsum, torch.from_numpy(prob_sink[:, y0:y1]))
+            elif prob_sink is not None:
                 band = torch.empty(acc.shape, dtype=torch.float16)
                 _div_into(acc, wsum, band)  # normalise, convert and (if HWC-backed) transpose in one pass
                 prob_sink[:, y0:y1] = band.numpy()

@@ -260,3 +260,22 @@ def test_input_normalisation_is_fused_float32_channels_last() -> None:
         x = pred._to_tensor([tile])
         assert x.dtype == torch.float32 and x.is_contiguous(memory_format=torch.channels_last)
         np.testing.assert_allclose(x.numpy(), expect, atol=1e-5)
+
+
+def test_in_memory_probabilities_equal_streamed_bands() -> None:
+    """Probabilities written straight into an in-memory float16 array equal those handed to a sink."""
+
+    class Bands:
+        def __init__(self, shape: tuple[int, ...]) -> None:
+            self.a = np.full(shape, np.nan, np.float16)
+
+        def __setitem__(self, key: tuple[slice, slice], value: np.ndarray) -> None:
+            self.a[key] = value
+
+    pred = Predictor(_Conv1x1(5), _meta(), device="cpu", batch_size=3)
+    img = _image(150, 211, seed=4)
+    mem = pred.predict_semantic(img)
+    sink = Bands((5, 150, 211))
+    pred.predict_semantic(img, prob_sink=sink)
+    assert mem.probs is not None and not np.isnan(sink.a).any()
+    np.testing.assert_array_equal(mem.probs, sink.a)
