@@ -127,6 +127,7 @@ def test_band_count_mismatch_is_one_line(tmp_path, tiny_ckpt):
     assert r.returncode == 1, r.stderr
     assert re.search(r"failed: x_five\.tif: .*x_five\.tif.*5 band\(s\) but the model expects 3", r.stdout), r.stdout
     assert "2 done" in r.stdout
+    assert re.search(r"of \d+ tasks \(3 scenes\); [\d.]+ tasks/s", r.stdout), r.stdout  # counts are block tasks
     # an explicit band selection feeds any scene to the model
     rep = prelabel(PrelabelRequest(source=str(mixed), model=str(tiny_ckpt), out=tmp_path / "y.zarr", threads=1,
                                    bands=[1, 2, 3]), ClusterSpec(workers=0))

@@ -57,9 +57,10 @@ def register(app: typer.Typer) -> None:
                            log=lambda m: state.err_console.print(m, markup=False))
         im = rep["images"]
         st = rep["stage_seconds"]
+        of, rate = _units(rep.get("items", {}))
         state.console.print(
             f"{rep['store']}: {im['done']} done, {im['skipped_already_done']} already done, {im['failed']} failed"
-            f" of {im['total']}; {rep['throughput_img_s']} img/s; decode {st['decode']} s, infer {st['infer']} s,"
+            f" of {im['total']} {of}; {rep['throughput_img_s']} {rate}; decode {st['decode']} s, infer {st['infer']} s,"
             f" write {st['write']} s", markup=False)
         for f in rep["failed"][:20]:
             state.console.print(f"failed: {f['file']}: {f['reason']}", markup=False)
@@ -112,3 +113,16 @@ def _pair(text: str, flag: str) -> tuple[float, float]:
     if not 0 <= lo < hi <= 100:
         raise ConfigError(f"{flag} {text!r}: expected LOW,HIGH with 0 <= LOW < HIGH <= 100, e.g. 2,98")
     return lo, hi
+
+
+def _units(items: dict[str, int]) -> tuple[str, str]:
+    """What the report's counts count: images, or tasks when scenes (blocks) or volumes (slices) are in.
+
+    Returns:
+        ``(noun for the total, unit of the rate)``, e.g. ``("images", "img/s")`` or
+        ``("tasks (3 images, 1 scene)", "tasks/s")``.
+    """
+    if not (items.get("scenes") or items.get("volumes")):
+        return "images", "img/s"
+    parts = [f"{items[k]} {k if items[k] != 1 else k[:-1]}" for k in ("images", "scenes", "volumes") if items.get(k)]
+    return f"tasks ({', '.join(parts)})", "tasks/s"
