@@ -15,6 +15,7 @@ many 1024² label maps, each in its own image group, and 2048² blocks of one la
 
     python bench/prelabel_e2e.py [--images 200] [--size 512] [--workers 2] [--repeat 3]
     python bench/prelabel_e2e.py --writes-only   # the Zarr write rates alone
+    python3 bench/prelabel_e2e.py --device cuda  # on a GPU machine: one worker, bf16 (bound likewise)
 """
 
 from __future__ import annotations
@@ -57,9 +58,18 @@ torch.set_num_threads(int(sys.argv[2])); torch.set_num_interop_threads(1)
 ck = load_checkpoint(sys.argv[1]); model = build_from_checkpoint(ck).eval()
 n, batch, size = float(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
 layout, gate, me = sys.argv[6], sys.argv[7], sys.argv[8]
+dev = sys.argv[9]
+cuda = dev.startswith("cuda")
 x = torch.randn(batch, 3, size, size) if layout == "nchw" else torch.randn(batch, size, size, 3).permute(0, 3, 1, 2)
-with torch.inference_mode():
-    model(x)  # warm-up
+if cuda:  # segpipe's CUDA path: channels-last model and input on the device, bf16 autocast
+    model = model.to(dev).to(memory_format=torch.channels_last)
+    x = x.to(dev).contiguous(memory_format=torch.channels_last)
+amp = torch.autocast("cuda", dtype=torch.bfloat16) if cuda else torch.autocast("cpu", enabled=False)
+with torch.inference_mode(), amp:
+    for _ in range(3 if cuda else 1):
+        model(x)  # warm-up
+    if cuda:
+        torch.cuda.synchronize()
     open(f"{gate}.ready{me}", "w").close()
     while not os.path.exists(gate):  # all processes start their timed loops together
         time.sleep(0.001)
@@ -68,6 +78,10 @@ with torch.inference_mode():
     while time.time() < t0 + n:  # every process runs for the same n seconds: all of them all the time
         model(x).argmax(1)  # labels: the same output as `prelabel --no-probs` and the naive loop
         done += batch
+        if cuda and done % (8 * batch) == 0:
+            torch.cuda.synchronize()  # keep the clock honest: kernels are queued asynchronously
+    if cuda:
+        torch.cuda.synchronize()
 print(t0, time.time(), done)
 """
 
@@ -78,10 +92,13 @@ from PIL import Image
 from segpipe.models.checkpoint import load_checkpoint, build_from_checkpoint
 torch.set_num_threads(int(sys.argv[2]))
 ck = load_checkpoint(sys.argv[1]); model = build_from_checkpoint(ck).eval()
-src, out, batch = Path(sys.argv[3]), Path(sys.argv[4]), int(sys.argv[5])
+src, out, batch, dev = Path(sys.argv[3]), Path(sys.argv[4]), int(sys.argv[5]), sys.argv[6]
+model = model.to(dev)
 out.mkdir(parents=True, exist_ok=True)
 files = sorted(src.glob("*.jpg"))
-mean = torch.tensor(ck.meta.mean).view(1, 3, 1, 1); std = torch.tensor(ck.meta.std).view(1, 3, 1, 1)
+mean = torch.tensor(ck.meta.mean, device=dev).view(1, 3, 1, 1)
+std = torch.tensor(ck.meta.std, device=dev).view(1, 3, 1, 1)
+amp = torch.autocast("cuda", dtype=torch.bfloat16) if dev.startswith("cuda") else torch.autocast("cpu", enabled=False)
 class DS(torch.utils.data.Dataset):
     def __len__(self): return len(files)
     def __getitem__(self, i):
@@ -89,9 +106,10 @@ class DS(torch.utils.data.Dataset):
         return torch.from_numpy(a.copy()).permute(2, 0, 1), i
 dl = torch.utils.data.DataLoader(DS(), batch_size=batch, num_workers=1)
 t = time.perf_counter()
-with torch.inference_mode():
+with torch.inference_mode(), amp:
     for x, idx in dl:
-        y = model(((x.float() / 255) - mean) / std).argmax(1).numpy().astype(np.uint8)
+        x = x.to(dev)
+        y = model(((x.float() / 255) - mean) / std).argmax(1).cpu().numpy().astype(np.uint8)
         for j, i in enumerate(idx.tolist()):
             Image.fromarray(y[j]).save(out / (files[i].stem + ".png"))
 print(len(files) / (time.perf_counter() - t))
@@ -103,7 +121,8 @@ def run_py(code: str, *args: str) -> float:
     return float(r.stdout.strip().splitlines()[-1])
 
 
-def model_only(ckpt: Path, procs: int, threads: int, seconds: float, batch: int, size: int) -> float:
+def model_only(ckpt: Path, procs: int, threads: int, seconds: float, batch: int, size: int,
+               device: str = "cpu") -> float:
     """Aggregate img/s of ``procs`` processes × ``threads`` threads running the model at the same time.
 
     The processes are released together once loaded and warmed up and each runs for the same
@@ -117,7 +136,7 @@ def model_only(ckpt: Path, procs: int, threads: int, seconds: float, batch: int,
     for layout in ("nchw", "channels_last"):
         gate = tmp / f"gate-{layout}"
         ps = [subprocess.Popen([sys.executable, "-c", MODEL_ONLY, str(ckpt), str(threads), str(seconds), str(batch),
-                                str(size), layout, str(gate), str(k)], stdout=subprocess.PIPE, text=True)
+                                str(size), layout, str(gate), str(k), device], stdout=subprocess.PIPE, text=True)
               for k in range(procs)]
         while len(list(tmp.glob(f"gate-{layout}.ready*"))) < procs:
             time.sleep(0.01)
@@ -128,14 +147,15 @@ def model_only(ckpt: Path, procs: int, threads: int, seconds: float, batch: int,
     return best
 
 
-def segpipe_run(src: Path, ckpt: Path, out: Path, workers: int, batch: int, probs: bool = True) -> dict:
+def segpipe_run(src: Path, ckpt: Path, out: Path, workers: int, batch: int, probs: bool = True,
+                device: str = "cpu") -> dict:
     shutil.rmtree(out, ignore_errors=True)
     env = dict(os.environ, CI="1")
     t = time.perf_counter()
     subprocess.run([sys.executable, "-m", "segpipe", "-q", "prelabel", str(src), "-m", str(ckpt), "-o", str(out),
                     "-w", str(workers), "--threads", str(max(1, (os.cpu_count() or 2) // workers)),
-                    "--batch", str(batch), "--probs" if probs else "--no-probs"], env=env, check=True,
-                   capture_output=True)
+                    "--batch", str(batch), "--probs" if probs else "--no-probs", "--device", device], env=env,
+                   check=True, capture_output=True)
     wall = time.perf_counter() - t
     rep = json.loads(next((out / ".segpipe" / "runs").glob("*.json")).read_text())
     return {"wall_s": wall, "img_s_run": rep["throughput_img_s"], "stages": rep["stage_seconds"]}
@@ -280,7 +300,10 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=1)
     ap.add_argument("--repeat", type=int, default=1, help="alternate the bound and segpipe's labels run N times")
     ap.add_argument("--writes-only", action="store_true", help="measure the Zarr mask-write rates only")
+    ap.add_argument("--device", default="cpu",
+                    help="cpu, or cuda: one worker on the GPU with bf16 autocast, and the bound likewise")
     args = ap.parse_args()
+    dev = args.device
     if args.writes_only:
         tmp = Path(tempfile.mkdtemp(prefix="segpipe-bench-writes-"))
         zw = zarr_write_rate(tmp)
@@ -296,14 +319,14 @@ def main() -> None:
     ckpt = tmp / "lraspp.ckpt"
     make_checkpoint(ckpt, args.size)
     cores = os.cpu_count() or 1
-    w = args.workers
+    w = 1 if dev.startswith("cuda") else args.workers  # one worker per GPU
     # The bound and the labels run alternate --repeat times; each keeps its best (the VM is noisy, and
     # a capability is the best a configuration achieves).
     bound = 0.0
     labels_only: dict = {}
     for _ in range(max(1, args.repeat)):
-        bound = max(bound, model_only(ckpt, w, max(1, cores // w), BOUND_SECONDS, args.batch, args.size))
-        run = segpipe_run(src, ckpt, tmp / "l.zarr", w, args.batch, probs=False)
+        bound = max(bound, model_only(ckpt, w, max(1, cores // w), BOUND_SECONDS, args.batch, args.size, dev))
+        run = segpipe_run(src, ckpt, tmp / "l.zarr", w, args.batch, probs=False, device=dev)
         print(f"  try: bound so far {bound:.2f} img/s, segpipe labels {run['img_s_run']:.2f} img/s while running, "
               f"{args.images / run['wall_s']:.2f} end to end", flush=True)
         if not labels_only or run["img_s_run"] > labels_only["img_s_run"]:
@@ -312,11 +335,11 @@ def main() -> None:
     print(f"segpipe prelabel -w {w} --no-probs (labels, as the bound computes): "
           f"{args.images / labels_only['wall_s']:.2f} img/s end to end, {labels_only['img_s_run']:.2f} img/s while "
           f"running ({labels_only['img_s_run'] / bound:.2f}× bound); stage seconds {labels_only['stages']}")
-    seg = segpipe_run(src, ckpt, tmp / "s.zarr", w, args.batch)
+    seg = segpipe_run(src, ckpt, tmp / "s.zarr", w, args.batch, device=dev)
     seg_img_s = args.images / seg["wall_s"]
     print(f"segpipe prelabel -w {w} (labels + 21 uint8 probability maps): {seg_img_s:.2f} img/s end to end "
           f"(wall incl. start-up), {seg['img_s_run']:.2f} img/s while running; stage seconds {seg['stages']}")
-    naive = run_py(NAIVE, str(ckpt), str(cores), str(src), str(tmp / "naive"), str(args.batch))
+    naive = run_py(NAIVE, str(ckpt), str(cores), str(src), str(tmp / "naive"), str(args.batch), dev)
     print(f"naive DataLoader + PIL loop ({cores} threads): {naive:.2f} img/s")
     # Like for like: the bound and the naive loop produce label maps only, as `--no-probs` does.
     lab_e2e = args.images / labels_only["wall_s"]
@@ -325,7 +348,7 @@ def main() -> None:
     print(f"segpipe (labels) / naive = {labels_only['img_s_run'] / naive:.2f} while running, "
           f"{lab_e2e / naive:.2f} end to end")
     if w > 1:
-        one = segpipe_run(src, ckpt, tmp / "s1.zarr", 1, args.batch)
+        one = segpipe_run(src, ckpt, tmp / "s1.zarr", 1, args.batch, device=dev)
         print(f"scaling: 1 worker {one['img_s_run']:.2f} img/s → {w} workers {seg['img_s_run']:.2f} img/s "
               f"(× {seg['img_s_run'] / max(one['img_s_run'], 1e-9):.2f})")
     zw = zarr_write_rate(tmp)
