@@ -176,3 +176,88 @@ def write_region(path: str | Path, data: np.ndarray, origin: Sequence[int]) -> b
     _write_chunks(p, data, origin, chunks, Zstd(level=ZSTD_LEVEL, checksum=False), dtype.newbyteorder("<"),
                   unlink_empty=True)
     return True
+
+
+# ------------------------------------------------------------------------------------------- shards
+# Building block of store layout 2 (docs/design/store-layout-2.md): same-size images stacked along
+# axis 0, one inner chunk per image, S images per shard file, each shard written whole by one task.
+
+EMPTY = np.uint64(2**64 - 1)  # an absent inner chunk's (offset, nbytes) in a shard index
+
+
+def sharded_array_document(shape: Sequence[int], dtype: np.dtype[Any], chunks: Sequence[int],
+                           shards: Sequence[int]) -> dict[str, Any]:
+    """The ``zarr.json`` zarr-python writes for ``create_array(shape, dtype, chunks, shards, fill_value=0)``."""
+    doc = array_document(shape, dtype, shards)
+    inner = doc.pop("codecs")
+    doc["codecs"] = [{
+        "name": "sharding_indexed",
+        "configuration": {
+            "chunk_shape": [int(c) for c in chunks],
+            "codecs": inner,
+            "index_codecs": [{"name": "bytes", "configuration": {"endian": "little"}}, {"name": "crc32c"}],
+            "index_location": "end",
+        },
+    }]
+    # keep zarr-python's key order: codecs before attributes
+    return {k: doc[k] for k in ("shape", "data_type", "chunk_grid", "chunk_key_encoding", "fill_value", "codecs",
+                                "attributes", "zarr_format", "node_type", "storage_transformers")}
+
+
+def write_shards(path: str | Path, data: np.ndarray, start: int) -> bool:
+    """Writes images ``start … start + len(data)`` of a stacked array whose shards are whole files.
+
+    The array (``(N, d1, ...)``, inner chunks ``(1, d1, ...)``, shards ``(S, d1, ...)``, as
+    :func:`sharded_array_document` describes) must exist, ``start`` must begin a shard and the data
+    must end on a shard boundary or at the array's end: every shard touched is written whole, so no
+    two tasks that own different shards ever touch the same file. A shard whose images are all fill
+    value is removed, as zarr does. Otherwise nothing is written and False is returned.
+
+    Args:
+        path: The array's folder.
+        data: ``(n, d1, ...)`` images.
+        start: Index of ``data[0]`` along axis 0.
+
+    Returns:
+        Whether the shards were written.
+    """
+    from numcodecs import CRC32C, Zstd
+
+    p = Path(path)
+    try:
+        doc = json.loads((p / "zarr.json").read_bytes())
+        shape = [int(s) for s in doc["shape"]]
+        shard = [int(c) for c in doc["chunk_grid"]["configuration"]["chunk_shape"]]
+        inner = [int(c) for c in doc["codecs"][0]["configuration"]["chunk_shape"]]
+        dtype = np.dtype(doc["data_type"])
+    except (OSError, ValueError, KeyError, TypeError, IndexError):
+        return False
+    if not supported(data) or data.dtype != dtype or data.ndim != len(shape) or data.ndim < 2:
+        return False
+    if inner[0] != 1 or inner[1:] != shape[1:] or shard[1:] != shape[1:] or list(data.shape[1:]) != shape[1:]:
+        return False  # only stacks of whole images: inner chunks in C order are then in file order
+    if doc != sharded_array_document(shape, dtype, inner, shard):
+        return False
+    s, n = shard[0], data.shape[0]
+    if start < 0 or start % s or start + n > shape[0] or ((start + n) % s and start + n != shape[0]):
+        return False
+    codec, crc = Zstd(level=ZSTD_LEVEL, checksum=False), CRC32C()
+    le = dtype.newbyteorder("<")
+    for k in range(0, n, s):
+        frames: list[bytes] = []
+        index = np.full((s, 2), EMPTY, dtype="<u8")
+        offset = 0
+        for j, img in enumerate(data[k : k + s]):
+            if not img.view(f"u{img.itemsize}").any():
+                continue  # fill value bit for bit: left out of the shard, as zarr does
+            frame = codec.encode(np.ascontiguousarray(img, dtype=le))
+            index[j] = (offset, len(frame))
+            offset += len(frame)
+            frames.append(frame)
+        key = p.joinpath("c", str((start + k) // s), *("0" for _ in shape[1:]))
+        if not frames:
+            key.unlink(missing_ok=True)
+            continue
+        key.parent.mkdir(parents=True, exist_ok=True)
+        write_bytes_atomic(key, b"".join(frames) + bytes(crc.encode(index.tobytes())))
+    return True

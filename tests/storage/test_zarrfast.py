@@ -132,3 +132,46 @@ def test_region_writes_refuse_what_they_cannot_write_exactly(tmp_path: Path) -> 
     assert not _files(tmp_path / "a").keys() - {"zarr.json"}  # nothing was written
     assert zarrfast.write_region(tmp_path / "a", np.ones((8, 16), np.uint8), (32, 16))  # ends at the edge
     assert arr[32:40, 16:32].sum() == 8 * 16
+
+
+@pytest.mark.parametrize("dtype", ["uint8", "uint16", "float32"])
+def test_shards_match_zarr_shard_writes(tmp_path: Path, dtype: str) -> None:
+    """Stacked images written a shard at a time: the same files as zarr-python's sharding codec."""
+    rng = np.random.default_rng(2)
+    n, h, w, s = 21, 16, 24, 8  # the last shard holds 5 images
+    data = (rng.random((n, h, w)) * 9).astype(dtype)
+    data[[1, 9, 10]] = 0  # images equal to the fill value are left out of their shard
+    data[8:16] = 0  # a shard with nothing in it: no file
+    for name in ("fast", "ref"):
+        arr = zarr.create_array(str(tmp_path / name), shape=(n, h, w), dtype=dtype, chunks=(1, h, w),
+                                shards=(s, h, w), fill_value=0)
+    doc = json.loads((tmp_path / "fast" / "zarr.json").read_bytes())
+    assert doc == zarrfast.sharded_array_document((n, h, w), np.dtype(dtype), (1, h, w), (s, h, w))
+    ref = zarr.open_array(str(tmp_path / "ref"), mode="r+")
+    for start in (0, 8, 16):  # one task per shard
+        part = data[start : start + s]
+        assert zarrfast.write_shards(tmp_path / "fast", part, start)
+        ref[start : start + len(part)] = part
+    assert _files(tmp_path / "fast") == _files(tmp_path / "ref")
+    assert np.array_equal(zarr.open_array(str(tmp_path / "fast"), mode="r")[...], data)
+    # a shard rewritten with nothing in it is removed, by both
+    assert zarrfast.write_shards(tmp_path / "fast", np.zeros((s, h, w), dtype), 0)
+    ref[0:s] = 0
+    assert _files(tmp_path / "fast") == _files(tmp_path / "ref")
+    assert arr is not None
+
+
+def test_shards_refuse_partial_shards_and_other_arrays(tmp_path: Path) -> None:
+    zarr.create_array(str(tmp_path / "a"), shape=(20, 4, 4), dtype="uint8", chunks=(1, 4, 4), shards=(8, 4, 4),
+                      fill_value=0)
+    one = np.ones((8, 4, 4), np.uint8)
+    assert not zarrfast.write_shards(tmp_path / "a", one, 4)  # does not begin a shard
+    assert not zarrfast.write_shards(tmp_path / "a", one[:5], 0)  # ends inside a shard
+    assert not zarrfast.write_shards(tmp_path / "a", one.astype(np.uint16), 0)  # another dtype
+    assert zarrfast.write_shards(tmp_path / "a", one[:4], 16)  # the last shard ends at the array's end
+    zarr.create_array(str(tmp_path / "b"), shape=(16, 4, 4), dtype="uint8", chunks=(1, 2, 4), shards=(8, 4, 4),
+                      fill_value=0)
+    assert not zarrfast.write_shards(tmp_path / "b", one, 0)  # inner chunks that split an image
+    zarr.create_array(str(tmp_path / "c"), shape=(16, 4, 4), dtype="uint8", chunks=(8, 4, 4), fill_value=0)
+    assert not zarrfast.write_shards(tmp_path / "c", one, 0)  # not sharded
+    assert set(_files(tmp_path / "a")) == {"zarr.json", "c/2/0/0"}
