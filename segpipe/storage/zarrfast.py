@@ -248,9 +248,11 @@ def write_shards(path: str | Path, data: np.ndarray, start: int) -> bool:
         index = np.full((s, 2), EMPTY, dtype="<u8")
         offset = 0
         for j, img in enumerate(data[k : k + s]):
-            if not img.view(f"u{img.itemsize}").any():
-                continue  # fill value bit for bit: left out of the shard, as zarr does
             frame = codec.encode(np.ascontiguousarray(img, dtype=le))
+            # Only an image that compresses to almost nothing can be all fill value: the full scan
+            # runs for those alone (zarr leaves fill-value chunks out of the shard).
+            if len(frame) <= 64 and not img.view(f"u{img.itemsize}").any():
+                continue
             index[j] = (offset, len(frame))
             offset += len(frame)
             frames.append(frame)
@@ -258,6 +260,10 @@ def write_shards(path: str | Path, data: np.ndarray, start: int) -> bool:
         if not frames:
             key.unlink(missing_ok=True)
             continue
-        key.parent.mkdir(parents=True, exist_ok=True)
-        write_bytes_atomic(key, b"".join(frames) + bytes(crc.encode(index.tobytes())))
+        blob = b"".join(frames) + bytes(crc.encode(index.tobytes()))
+        try:
+            write_bytes_atomic(key, blob)
+        except FileNotFoundError:  # the shard's folder does not exist yet: one mkdir per folder, not per shard
+            key.parent.mkdir(parents=True, exist_ok=True)
+            write_bytes_atomic(key, blob)
     return True
