@@ -132,3 +132,18 @@ def test_region_writes_refuse_what_they_cannot_write_exactly(tmp_path: Path) -> 
     assert not _files(tmp_path / "a").keys() - {"zarr.json"}  # nothing was written
     assert zarrfast.write_region(tmp_path / "a", np.ones((8, 16), np.uint8), (32, 16))  # ends at the edge
     assert arr[32:40, 16:32].sum() == 8 * 16
+
+
+@pytest.mark.parametrize("dtype", ["uint8", "float64"])
+def test_large_fill_value_chunks_are_left_out(tmp_path: Path, dtype: str) -> None:
+    """All-zero chunks far larger than a zstd block (whose frames are not tiny) are still left out."""
+    data = np.zeros((3, 700, 650), dtype=dtype)
+    data[2, 600:, 600:] = 1
+    zarrfast.write_array(tmp_path / "fast", data, (3, 512, 512))
+    _zarr_reference(tmp_path / "ref", data, (3, 512, 512))
+    assert _files(tmp_path / "fast") == _files(tmp_path / "ref")
+    assert set(_files(tmp_path / "fast")) == {"zarr.json", "c/0/1/1"}
+    import numcodecs
+
+    if dtype == "float64":  # 6 MiB of zeros: a frame above 64 bytes, the case a fixed threshold missed
+        assert len(numcodecs.Zstd(level=0).encode(np.zeros((3, 512, 512), dtype))) > 64
