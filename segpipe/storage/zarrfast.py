@@ -104,6 +104,15 @@ def write_array(path: str | Path, data: np.ndarray, chunks: Sequence[int]) -> No
     _write_chunks(p, data, [0] * data.ndim, chunks, codec, le, unlink_empty=False)
 
 
+def tiny_frame(nbytes: int) -> int:
+    """Compressed size up to which a chunk of ``nbytes`` may be all fill value.
+
+    zstd turns zeros into about 1 byte per 32 KiB (1,363 bytes for 44 MB), so a frame larger than
+    1/512 of its input plus 64 bytes certainly holds something else: the exact scan is skipped then.
+    """
+    return 64 + nbytes // 512
+
+
 def _write_chunks(p: Path, data: np.ndarray, origin: Sequence[int], chunks: Sequence[int], codec: Any,
                   le: np.dtype[Any], *, unlink_empty: bool) -> None:
     """Encodes and writes every chunk of ``data`` (placed at ``origin``, chunk-aligned) under ``p/c/``.
@@ -121,11 +130,7 @@ def _write_chunks(p: Path, data: np.ndarray, origin: Sequence[int], chunks: Sequ
         sl = tuple(slice(s, s + c) for s, c in zip(starts, chunks, strict=True))
         block = data[sl]
         key = p.joinpath("c", *(str((o + s) // c) for o, s, c in zip(origin, starts, chunks, strict=True)))
-        if not block.view(f"u{block.itemsize}").any():
-            # bit for bit the fill value (zarr stores -0.0, not 0.0): zarr leaves it out too
-            if unlink_empty:
-                key.unlink(missing_ok=True)
-            continue
+        part = block
         if block.shape != tuple(chunks) or not block.flags.c_contiguous or block.dtype != le:
             if scratch is None:
                 scratch = np.empty(tuple(chunks), dtype=le)
@@ -133,10 +138,18 @@ def _write_chunks(p: Path, data: np.ndarray, origin: Sequence[int], chunks: Sequ
                 scratch.fill(0)
             scratch[tuple(slice(0, n) for n in block.shape)] = block
             block = scratch
+        frame = codec.encode(block)
+        # A chunk bit for bit equal to the fill value (zarr stores -0.0, not 0.0) is left out, as
+        # zarr does. Only a chunk that compressed to almost nothing can be one: the full scan runs
+        # for those alone.
+        if len(frame) <= tiny_frame(block.nbytes) and not part.view(f"u{part.itemsize}").any():
+            if unlink_empty:
+                key.unlink(missing_ok=True)
+            continue
         if key.parent not in made:
             key.parent.mkdir(parents=True, exist_ok=True)
             made.add(key.parent)
-        write_bytes_atomic(key, codec.encode(block))
+        write_bytes_atomic(key, frame)
 
 
 def write_region(path: str | Path, data: np.ndarray, origin: Sequence[int]) -> bool:
@@ -249,9 +262,9 @@ def write_shards(path: str | Path, data: np.ndarray, start: int) -> bool:
         offset = 0
         for j, img in enumerate(data[k : k + s]):
             frame = codec.encode(np.ascontiguousarray(img, dtype=le))
-            # Only an image that compresses to almost nothing can be all fill value: the full scan
-            # runs for those alone (zarr leaves fill-value chunks out of the shard).
-            if len(frame) <= 64 and not img.view(f"u{img.itemsize}").any():
+            # Only an image that compresses to almost nothing can be all fill value (see tiny_frame):
+            # the full scan runs for those alone (zarr leaves fill-value chunks out of the shard).
+            if len(frame) <= tiny_frame(img.nbytes) and not img.view(f"u{img.itemsize}").any():
                 continue
             index[j] = (offset, len(frame))
             offset += len(frame)

@@ -175,3 +175,17 @@ def test_shards_refuse_partial_shards_and_other_arrays(tmp_path: Path) -> None:
     zarr.create_array(str(tmp_path / "c"), shape=(16, 4, 4), dtype="uint8", chunks=(8, 4, 4), fill_value=0)
     assert not zarrfast.write_shards(tmp_path / "c", one, 0)  # not sharded
     assert set(_files(tmp_path / "a")) == {"zarr.json", "c/2/0/0"}
+
+@pytest.mark.parametrize("dtype", ["uint8", "float64"])
+def test_large_fill_value_chunks_are_left_out(tmp_path: Path, dtype: str) -> None:
+    """All-zero chunks far larger than a zstd block (whose frames are not tiny) are still left out."""
+    data = np.zeros((3, 700, 650), dtype=dtype)
+    data[2, 600:, 600:] = 1
+    zarrfast.write_array(tmp_path / "fast", data, (3, 512, 512))
+    _zarr_reference(tmp_path / "ref", data, (3, 512, 512))
+    assert _files(tmp_path / "fast") == _files(tmp_path / "ref")
+    assert set(_files(tmp_path / "fast")) == {"zarr.json", "c/0/1/1"}
+    import numcodecs
+
+    if dtype == "float64":  # 6 MiB of zeros: a frame above 64 bytes, the case a fixed threshold missed
+        assert len(numcodecs.Zstd(level=0).encode(np.zeros((3, 512, 512), dtype))) > 64
