@@ -34,7 +34,7 @@ from segpipe.storage import zarrfast
 from segpipe.storage.atomic import write_json_atomic
 from segpipe.storage.ledger import Ledger
 from segpipe.storage.manifest import ManifestEntry, describe, list_images, read_manifest, write_manifest
-from segpipe.storage.zarrstore import ZarrStore, array_folder, quantise_probs
+from segpipe.storage.zarrstore import ZarrStore, local_folder, quantise_probs
 
 #: Images above this many pixels stream their outputs into the store band by band.
 STREAM_PIXELS = 4096 * 4096
@@ -580,7 +580,7 @@ class _CoreSink:
     def flush(self, arr: Any) -> np.ndarray:
         """Writes the core into ``arr`` (whole chunks owned by this task); returns what was written."""
         y0, y1, x0, x1 = self.core
-        folder = array_folder(arr)
+        folder = local_folder(arr)
         origin = ([0] if self.channels is not None else []) + [y0, x0]
         if folder is None or not zarrfast.write_region(folder, self.buf, origin):
             arr[..., y0:y1, x0:x1] = self.buf

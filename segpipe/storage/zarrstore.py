@@ -150,7 +150,7 @@ class ZarrStore:
                 chunks = (data.shape[0] or 1, min(PROB_CHUNK, data.shape[1]) or 1, min(PROB_CHUNK, data.shape[2]) or 1)
             else:
                 chunks = tuple(max(1, s) for s in data.shape)
-        folder = _local_folder(group)
+        folder = local_folder(group)
         if folder is not None and zarrfast.supported(data):
             zarrfast.write_array(folder / name, data, chunks)
             return array_digest(data)
@@ -228,16 +228,11 @@ class LocalGroup:
         return key in self.zarr
 
 
-def array_folder(arr: Any) -> Path | None:
-    """The folder of a writable zarr array on the local file system, else None."""
-    return _local_folder(arr)
-
-
-def _local_folder(group: Any) -> Path | None:
-    """The folder of ``group`` when it lives on the local file system, else None."""
-    if isinstance(group, LocalGroup):
-        return group.folder
-    store: Any = getattr(group, "store", None)
+def local_folder(node: Any) -> Path | None:
+    """The folder of a writable zarr group or array on the local file system, else None."""
+    if isinstance(node, LocalGroup):
+        return node.folder
+    store: Any = getattr(node, "store", None)
     if type(store).__name__ != "LocalStore" or getattr(store, "read_only", True):
         return None
-    return Path(store.root) / str(getattr(group, "path", ""))
+    return Path(store.root) / str(getattr(node, "path", ""))
