@@ -197,7 +197,7 @@ print(t0, time.time())
 SCENE_WRITER = r"""
 import os, sys, time, numpy as np, zarr
 from segpipe.storage import zarrfast
-from segpipe.storage.zarrstore import local_folder
+from segpipe.storage.zarrstore import array_digest, local_folder
 path, first, n, per_row = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 rng = np.random.default_rng(first)
 block = np.kron((rng.random((128, 128)) * 6).astype(np.uint8), np.ones((16, 16), np.uint8))  # 2048²
@@ -207,6 +207,7 @@ t0 = time.time()
 for b in range(first, first + n):  # each task owns whole chunks, as prelabel's block tasks do
     y, x = (b // per_row) * 2048, (b % per_row) * 2048
     assert zarrfast.write_region(local_folder(arr), block, (y, x))
+    array_digest(block)  # the block task's receipt digest, as in prelabel
 print(t0, time.time())
 """
 
@@ -233,14 +234,14 @@ def zarr_scene_rate(tmp: Path, writers: int, blocks_per_writer: int = 16) -> flo
     return n * 4.0 / wall  # 2048² uint8 = 4 MiB per block
 
 
-def zarr_parallel_rate(tmp: Path, writers: int, per_writer: int = 100) -> float:
+def zarr_parallel_rate(tmp: Path, writers: int, per_writer: int = 300, tag: str = "") -> float:
     """MB/s of ``writers`` processes writing 1024² label maps into one store at once (as workers do).
 
     Timed from the moment all of them, imports done, are released together to the last one's end.
     """
     from segpipe.storage.zarrstore import ZarrStore
 
-    path = tmp / f"par{writers}.zarr"
+    path = tmp / f"par{writers}{tag}.zarr"
     ZarrStore.create(path, {"task": "semantic", "categories": []})
     spans = run_gated(WRITER, [[str(path), str(k * per_writer), str(per_writer)] for k in range(writers)])
     wall = max(b for _, b in spans) - min(a for a, _ in spans)
@@ -263,6 +264,12 @@ def zarr_write_rate(tmp: Path) -> dict:
         g = store.image_group(i, {"id": i})
         store.write_array(g, "labels", labels)
     zarr_mb_s = n * labels.nbytes / 2**20 / (time.perf_counter() - t)
+    cores = os.cpu_count() or 1
+    # The writers run before the disk test: its 768 MB written, fsynced and deleted leave the file
+    # system discarding blocks for seconds (this VM mounts it with `discard`), which slowed the
+    # metadata operations of writers run right after it 2-5×.
+    par = max(zarr_parallel_rate(tmp, cores, tag=f"-{k}") for k in range(3))  # best of three, as the bound's rates
+    scene = max(zarr_scene_rate(tmp, cores) for _ in range(3))
     # The bound's two rates are capabilities: the best of three tries each (the VM's disk is noisy).
     z = numcodecs.Zstd(level=0)  # the store's codec (zarr's default ZstdCodec)
     zstd_mb_s = 0.0
@@ -282,10 +289,7 @@ def zarr_write_rate(tmp: Path) -> dict:
         disk_mb_s = max(disk_mb_s, 256 / (time.perf_counter() - t))
         (tmp / f"disk{k}.bin").unlink()
     del blob
-    cores = os.cpu_count() or 1
     bound = min(disk_mb_s, zstd_mb_s * cores)
-    par = zarr_parallel_rate(tmp, cores)
-    scene = max(zarr_scene_rate(tmp, cores) for _ in range(3))
     return {"zarr_mb_s_one_writer": zarr_mb_s, f"zarr_mb_s_{cores}_writers": par, "zstd_mb_s_one_core": zstd_mb_s,
             "disk_mb_s": disk_mb_s, "bound_mb_s": bound, f"ratio_{cores}_writers": par / bound,
             f"scene_mb_s_{cores}_writers": scene, f"scene_ratio_{cores}_writers": scene / bound}
