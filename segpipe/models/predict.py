@@ -218,10 +218,11 @@ class Predictor:
         self.amp_dtype = None
         if self.cuda and amp:
             self.amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        self._mean = torch.tensor(meta.mean, device=self.device).view(1, 3, 1, 1) * 255.0
-        self._std = torch.tensor(meta.std, device=self.device).view(1, 3, 1, 1) * 255.0
-        self._scale = 1.0 / self._std
-        self._bias = -self._mean / self._std
+        mean = torch.tensor(meta.mean, device=self.device).view(1, 3, 1, 1) * 255.0
+        std = torch.tensor(meta.std, device=self.device).view(1, 3, 1, 1) * 255.0
+        # (x − mean) / std as x · scale + bias: one fused pass in _to_tensor
+        self._scale = 1.0 / std
+        self._bias = -mean / std
         self.category_ids = np.array(
             [int(c.get("id", c.get("index", i))) for i, c in enumerate(meta.categories)] or range(meta.num_classes),
             dtype=np.int64,

@@ -34,7 +34,7 @@ from segpipe.storage import zarrfast
 from segpipe.storage.atomic import write_json_atomic
 from segpipe.storage.ledger import Ledger
 from segpipe.storage.manifest import ManifestEntry, describe, list_images, read_manifest, write_manifest
-from segpipe.storage.zarrstore import ZarrStore, array_folder, quantise_probs
+from segpipe.storage.zarrstore import ZarrStore, local_folder, quantise_probs
 
 #: Images above this many pixels stream their outputs into the store band by band.
 STREAM_PIXELS = 4096 * 4096
@@ -580,7 +580,7 @@ class _CoreSink:
     def flush(self, arr: Any) -> np.ndarray:
         """Writes the core into ``arr`` (whole chunks owned by this task); returns what was written."""
         y0, y1, x0, x1 = self.core
-        folder = array_folder(arr)
+        folder = local_folder(arr)
         origin = ([0] if self.channels is not None else []) + [y0, x0]
         if folder is None or not zarrfast.write_region(folder, self.buf, origin):
             arr[..., y0:y1, x0:x1] = self.buf
@@ -808,11 +808,12 @@ def _single_tile(predictor: Any, image: np.ndarray, probs: bool) -> tuple[np.nda
 
 def _digest_stream(arr: Any) -> str:
     """Digest of a large 2-D array read back band by band (same value as array_digest of the whole)."""
-    h = hashlib.sha256()
-    h.update(f"{np.dtype(arr.dtype).str}{tuple(arr.shape)}".encode())
+    from segpipe.storage.zarrstore import ArrayDigest
+
+    h = ArrayDigest(arr.dtype, tuple(arr.shape))
     step = 1024
     for y in range(0, arr.shape[0], step):
-        h.update(np.ascontiguousarray(arr[y : y + step]).tobytes())
+        h.update(np.asarray(arr[y : y + step]))
     return h.hexdigest()
 
 
@@ -1066,7 +1067,7 @@ def fsck(path: Path, repair: bool = False) -> dict[str, Any]:
         ``{"receipts", "ok", "bad": [...], "orphans": [...], "repaired": n}``.
     """
     from segpipe.storage.ledger import orphan_partials
-    from segpipe.storage.zarrstore import array_digest
+    from segpipe.storage.zarrstore import digest_matches
 
     store = ZarrStore.open(path)
     ledger = Ledger(store.private)
@@ -1080,7 +1081,7 @@ def fsck(path: Path, repair: bool = False) -> dict[str, Any]:
             for sid, outs in rec.get("slices", {}).items():  # a slab of a volume: its own slices
                 sg = store.group(int(sid))
                 for name, digest in outs.items():
-                    if array_digest(np.asarray(sg[name][...])) != digest:
+                    if not digest_matches(np.asarray(sg[name][...]), digest):
                         raise ValueError(f"slice {sid} {name}: checksum mismatch")
             if "slices" in rec:
                 ok += 1
@@ -1095,8 +1096,7 @@ def fsck(path: Path, repair: bool = False) -> dict[str, Any]:
                     arr = np.asarray(g[name][..., y0:y1, x0:x1])
                 else:
                     arr = np.asarray(g[name][...])
-                got = array_digest(arr.astype(str) if arr.dtype.kind in ("U", "T", "O") else arr)
-                if got != digest:
+                if not digest_matches(arr.astype(str) if arr.dtype.kind in ("U", "T", "O") else arr, digest):
                     raise ValueError(f"{name}: checksum mismatch")
             ok += 1
         except Exception as e:  # any failure to decode or verify makes the receipt bad

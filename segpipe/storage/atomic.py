@@ -46,9 +46,30 @@ def atomic_open(path: str | Path, mode: str = "wb", *, durable: bool = False) ->
 
 
 def write_bytes_atomic(path: str | Path, data: bytes, *, durable: bool = False) -> None:
-    """Writes ``data`` to ``path`` atomically."""
-    with atomic_open(path, "wb", durable=durable) as f:
-        f.write(data)
+    """Writes ``data`` to ``path`` atomically (the same ``*.partial.<pid>`` file as :func:`atomic_open`)."""
+    if durable:
+        with atomic_open(path, "wb", durable=True) as f:
+            f.write(data)
+        return
+    # Plain os calls: workers write three small files per image, and the buffered file object and
+    # context manager cost as much as the system calls (25 µs each on this VM).
+    final = os.fspath(path)
+    tmp = f"{final}{PARTIAL_SUFFIX}.{os.getpid()}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0),
+                 0o666)
+    try:
+        view = memoryview(data).cast("B")
+        while view:
+            view = view[os.write(fd, view):]
+    except BaseException:
+        os.close(fd)
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    os.close(fd)
+    os.replace(tmp, final)
 
 
 def write_json_atomic(path: str | Path, obj: Any, *, indent: int | None = 2, durable: bool = False) -> None:

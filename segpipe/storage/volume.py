@@ -235,20 +235,30 @@ def _open_nifti(path: Path, window: tuple[float, float] | None) -> Volume:
     except Exception as e:  # nibabel raises ImageFileError, HeaderDataError, OSError, EOFError ...
         raise FormatError(f"not a readable NIfTI file: {str(e).splitlines()[0] if str(e) else type(e).__name__}",
                           path=path) from None
-    shp = tuple(int(s) for s in img.shape)
-    while len(shp) > 3 and shp[-1] == 1:
-        shp = shp[:-1]
-    if len(shp) == 2:
-        shp = (*shp, 1)
-    if len(shp) != 3 or min(shp) < 1:
-        raise FormatError(f"expected a 3-D volume, got shape {tuple(img.shape)}", path=path, where="dim")
+    shape = nifti_zhw(img.shape, path)
     affine = np.asarray(img.affine, dtype=np.float64)
     if affine.shape != (4, 4) or not np.isfinite(affine).all():
         raise FormatError("affine has non-finite values", path=path, where="affine")
     if abs(float(np.linalg.det(affine[:3, :3]))) < 1e-12:
         raise FormatError("affine is not invertible (determinant 0): voxel → world is undefined",
                           path=path, where="affine", hint="fix the sform/qform of the file")
-    return Volume(path, "nifti", (shp[2], shp[1], shp[0]), affine, [path], window)
+    return Volume(path, "nifti", shape, affine, [path], window)
+
+
+def nifti_zhw(shape: tuple[int, ...], path: Path, what: str = "volume") -> tuple[int, int, int]:
+    """A NIfTI image's ``(x, y, z[, 1, ...])`` shape as ``(Z, H, W)`` (a 2-D image is one slice).
+
+    Raises:
+        FormatError: not 3-D once trailing singleton dimensions are dropped (field ``dim``).
+    """
+    shp = tuple(int(s) for s in shape)
+    while len(shp) > 3 and shp[-1] == 1:
+        shp = shp[:-1]
+    if len(shp) == 2:
+        shp = (*shp, 1)
+    if len(shp) != 3 or min(shp) < 1:
+        raise FormatError(f"expected a 3-D {what}, got shape {tuple(shape)}", path=path, where="dim")
+    return shp[2], shp[1], shp[0]
 
 
 # ------------------------------------------------------------------------------------------- DICOM

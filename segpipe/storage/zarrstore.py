@@ -41,12 +41,51 @@ def image_key(image_id: int) -> str:
     return str(int(image_id))
 
 
-def array_digest(arr: np.ndarray) -> str:
-    """sha256 of an array's dtype, shape and C-order bytes (what receipts record and fsck checks)."""
-    h = hashlib.sha256()
-    h.update(f"{arr.dtype.str}{arr.shape}".encode())
-    h.update(np.ascontiguousarray(arr).tobytes())
-    return h.hexdigest()
+#: Prefix of output digests. Receipts from before it carry a bare sha256 hex, still verified.
+DIGEST_SCHEME = "xxh3-128:"
+
+
+class ArrayDigest:
+    """Streaming digest of an array's dtype, shape and C-order bytes (receipts record, fsck checks).
+
+    xxh3-128, not sha256: it guards outputs against corruption and truncation, not against an
+    adversary (task keys, which must not collide by construction, stay sha256). sha256 cost 0.58 ms
+    per MiB here, half the zstd cost of the label map it vouches for; xxh3 costs 0.02 ms.
+
+    Args:
+        dtype: The array's dtype.
+        shape: The array's shape.
+        legacy: Compute the bare sha256 hex of receipts written before :data:`DIGEST_SCHEME`.
+    """
+
+    def __init__(self, dtype: Any, shape: tuple[int, ...], *, legacy: bool = False) -> None:
+        import xxhash
+
+        self._h: Any = hashlib.sha256() if legacy else xxhash.xxh3_128()
+        self._legacy = legacy
+        self._h.update(f"{np.dtype(dtype).str}{tuple(int(s) for s in shape)}".encode())
+
+    def update(self, part: np.ndarray) -> None:
+        """Adds the next rows (leading-axis slices, in order) of the array."""
+        part = np.ascontiguousarray(part)
+        if part.size:
+            self._h.update(part.reshape(-1).view(np.uint8).data)  # no copy of the bytes
+
+    def hexdigest(self) -> str:
+        """The digest string (scheme prefix + hex)."""
+        return self._h.hexdigest() if self._legacy else DIGEST_SCHEME + self._h.hexdigest()
+
+
+def array_digest(arr: np.ndarray, *, legacy: bool = False) -> str:
+    """Digest of an array's dtype, shape and C-order bytes (see :class:`ArrayDigest`)."""
+    d = ArrayDigest(arr.dtype, arr.shape, legacy=legacy)
+    d.update(arr)
+    return d.hexdigest()
+
+
+def digest_matches(arr: np.ndarray, digest: str) -> bool:
+    """Whether ``arr`` has ``digest``, in whichever scheme the receipt was written."""
+    return array_digest(arr, legacy=not digest.startswith(DIGEST_SCHEME)) == digest
 
 
 def quantise_probs(p: np.ndarray) -> np.ndarray:
@@ -150,7 +189,7 @@ class ZarrStore:
                 chunks = (data.shape[0] or 1, min(PROB_CHUNK, data.shape[1]) or 1, min(PROB_CHUNK, data.shape[2]) or 1)
             else:
                 chunks = tuple(max(1, s) for s in data.shape)
-        folder = _local_folder(group)
+        folder = local_folder(group)
         if folder is not None and zarrfast.supported(data):
             zarrfast.write_array(folder / name, data, chunks)
             return array_digest(data)
@@ -228,16 +267,11 @@ class LocalGroup:
         return key in self.zarr
 
 
-def array_folder(arr: Any) -> Path | None:
-    """The folder of a writable zarr array on the local file system, else None."""
-    return _local_folder(arr)
-
-
-def _local_folder(group: Any) -> Path | None:
-    """The folder of ``group`` when it lives on the local file system, else None."""
-    if isinstance(group, LocalGroup):
-        return group.folder
-    store: Any = getattr(group, "store", None)
+def local_folder(node: Any) -> Path | None:
+    """The folder of a writable zarr group or array on the local file system, else None."""
+    if isinstance(node, LocalGroup):
+        return node.folder
+    store: Any = getattr(node, "store", None)
     if type(store).__name__ != "LocalStore" or getattr(store, "read_only", True):
         return None
-    return Path(store.root) / str(getattr(group, "path", ""))
+    return Path(store.root) / str(getattr(node, "path", ""))

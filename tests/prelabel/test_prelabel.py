@@ -357,3 +357,26 @@ def test_batch_keys_name_their_contents():
     assert batch_key(["a"]) == "a"
     assert batch_key(["a", "b"]) == batch_key(["a", "b"])
     assert len({batch_key(["a", "b"]), batch_key(["a", "c"]), batch_key(["b", "a"]), batch_key(["a", "b", "c"])}) == 4
+
+
+def test_fsck_verifies_receipts_of_both_digest_schemes(tmp_path, collection, checkpoint):
+    """Receipts written before the xxh3 digests (bare sha256) still verify; a wrong one is reported."""
+    from segpipe.storage.zarrstore import ZarrStore, array_digest
+
+    out = tmp_path / "s.zarr"
+    prelabel(PrelabelRequest(source=str(collection / "images"), model=str(checkpoint), out=out, threads=1, limit=2),
+             ClusterSpec(workers=0))
+    receipts = sorted((out / ".segpipe" / "ledger").rglob("*.json"))
+    assert len(receipts) == 2
+    store = ZarrStore.open(out)
+    for p in receipts:
+        rec = json.loads(p.read_text())
+        assert all(d.startswith("xxh3-128:") for d in rec["outputs"].values())
+        rec["outputs"] = {k: array_digest(store.read(rec["image_id"], k), legacy=True) for k in rec["outputs"]}
+        p.write_text(json.dumps(rec))
+    assert fsck(out)["ok"] == 2
+    rec = json.loads(receipts[0].read_text())
+    rec["outputs"]["labels"] = "0" * 64
+    receipts[0].write_text(json.dumps(rec))
+    f = fsck(out)
+    assert f["ok"] == 1 and len(f["bad"]) == 1 and "checksum mismatch" in f["bad"][0]["problem"]

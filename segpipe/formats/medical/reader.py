@@ -47,7 +47,7 @@ from segpipe.core.records import Category, DatasetMeta, ImageInfo, Materialized,
 from segpipe.errors import FormatError, ImageDecodeError, InputError, SegpipeError
 from segpipe.storage.jsonio import read_json
 from segpipe.storage.paths import check_relative_name, safe_join
-from segpipe.storage.volume import slice_image_name, slice_ref
+from segpipe.storage.volume import nifti_zhw, slice_image_name, slice_ref
 
 LABELS = "labels"
 VOLUMES_JSON = "volumes.json"
@@ -119,17 +119,6 @@ def _nib() -> Any:
     except ImportError:
         raise InputError("reading NIfTI needs nibabel", hint="pip install segpipe[medical]") from None
     return nib
-
-
-def _shape_zhw(shape: tuple[int, ...], path: Path) -> tuple[int, int, int]:
-    shp = tuple(int(s) for s in shape)
-    while len(shp) > 3 and shp[-1] == 1:
-        shp = shp[:-1]
-    if len(shp) == 2:
-        shp = (*shp, 1)
-    if len(shp) != 3 or min(shp) < 1:
-        raise FormatError(f"expected a 3-D label volume, got shape {tuple(shape)}", path=path, where="dim")
-    return shp[2], shp[1], shp[0]
 
 
 @dataclass(frozen=True)
@@ -268,7 +257,7 @@ class NiftiReader:
         except Exception as e:  # nibabel raises ImageFileError, HeaderDataError, OSError, EOFError ...
             msg = str(e).splitlines()[0] if str(e) else type(e).__name__
             raise FormatError(f"not a readable NIfTI file: {msg}", path=path) from None
-        shape = _shape_zhw(img.shape, path)
+        shape = nifti_zhw(img.shape, path, "label volume")
         if img.get_data_dtype().kind not in "iuf":
             raise FormatError(f"label volume has {img.get_data_dtype()} voxels, not integers", path=path,
                               where="datatype")
