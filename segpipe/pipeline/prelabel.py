@@ -158,7 +158,7 @@ class PrelabelRequest:
 def _config(req: PrelabelRequest, model_fp: str, meta: Any) -> dict[str, Any]:
     """The part of the request that determines the outputs (hashed into every task key)."""
     return {
-        "layout": 1,
+        "layout": 2,
         "model": model_fp,
         "task": meta.task,
         "tile": req.tile or list(meta.tile_size),
@@ -262,10 +262,19 @@ def batch_tasks(todo: list[tuple[str, ManifestEntry, dict[str, Any]]], workers: 
     (``remaining / (4 · workers)``): a small run still spreads over every worker, and batches shrink
     towards the end of a run so that no worker is left alone with a long last batch (guided
     scheduling). A batch closes once it reaches :data:`BATCH_PIXELS`. Each image keeps its own task
-    key and receipt: resume and fsck see no difference.
+    key and receipt: resume and fsck see no difference. Stacked images (a ``stack`` and ``slot`` in
+    their part) run as one batch per shard: the task that writes a shard file holds all its images.
     """
+    from segpipe.storage.stacks import SHARD
+
     share = 4 * max(1, workers)
     out: list[list[tuple[str, ManifestEntry, dict[str, Any]]]] = []
+    shards: dict[tuple[str, int], list[tuple[str, ManifestEntry, dict[str, Any]]]] = {}
+    for t in todo:  # a stacked image runs with the other images of its shard: one task writes the file
+        if "stack" in t[2]:
+            shards.setdefault((t[2]["stack"], int(t[2]["slot"]) // SHARD), []).append(t)
+    out.extend(shards.values())
+    todo = [t for t in todo if "stack" not in t[2]]
     cur: list[tuple[str, ManifestEntry, dict[str, Any]]] = []
     px = 0
     cap = 1
@@ -313,7 +322,10 @@ def prelabel_batch(
     Returns:
         One receipt per item run (all of them unless it stopped at a failure).
     """
+    from segpipe.storage.stacks import ShardWriter
+
     ledger = Ledger(ZarrStore(store_path).private)
+    shard = ShardWriter(store_path) if any("stack" in part for _, _, part in items) else None
     out = []
     for entry, key, part in items:
         if ledger.done(key):
@@ -322,10 +334,12 @@ def prelabel_batch(
                 continue
             except (OSError, ValueError):  # an unreadable receipt: redo the image, which rewrites it
                 pass
-        r = prelabel_task(entry, store_path, key, model_ref, options, threads, flags, part)
+        r = prelabel_task(entry, store_path, key, model_ref, options, threads, flags, part, shard=shard)
         out.append(r)
         if stop_on_failure and r["status"] != "done":
             break
+    if shard is not None:
+        shard.flush(ledger)  # the shard files, then their images' receipts
     return out
 
 
@@ -471,8 +485,12 @@ def prelabel_task(
     threads: int,
     flags: dict[str, Any],
     part: dict[str, Any] | None = None,
+    shard: Any = None,
 ) -> dict[str, Any]:
     """Worker task: decode, predict, write its own arrays (or chunk-aligned region), then its receipt.
+
+    A stacked image (``stack`` and ``slot`` in ``part``) hands its arrays and receipt to ``shard``
+    (a :class:`~segpipe.storage.stacks.ShardWriter`), which writes them with the rest of its shard.
 
     Returns:
         The receipt (small): status, outputs' digests, timings per stage.
@@ -488,6 +506,7 @@ def prelabel_task(
     store = ZarrStore(store_path)
     predictor = state["predictor"]
     extra: dict[str, Any] = {}
+    pending: Any = None
     try:
         if getattr(predictor, "dims", 2) == 3 and "slab" not in part:
             raise ConfigError(f"{predictor.meta.arch} is a 3-D model: it pre-labels volumes only")
@@ -519,7 +538,11 @@ def prelabel_task(
             h, w = image.shape[:2]
             info = {"id": image_id, "file": entry.file if "z" not in part else f"{entry.file}#z{part['z']:05d}",
                     "path": entry.path, "width": w, "height": h, "sha256": entry.sha256, **attrs}
-            group = store.image_group(image_id, info)
+            if shard is not None and "stack" in part and (h, w) == shard.image_shape(part["stack"]):
+                group = pending = shard.slot(part["stack"], int(part["slot"]))
+                extra["stack"], extra["slot"] = part["stack"], int(part["slot"])
+            else:  # not stacked, or decoded to another size than its header said: a group of its own
+                group = store.image_group(image_id, info)
             outputs, infer_s = _predict_and_write(predictor, image, group, store, flags)
     except SegpipeError as e:
         return {**base, "status": "failed", "reason": str(e)}
@@ -535,7 +558,10 @@ def prelabel_task(
         "worker": f"{socket.gethostname()}:{os.getpid()}",
         "time": time.time(),
     }
-    Ledger(store.private).write(key, receipt)
+    if pending is not None:
+        shard.done(pending, key, receipt)
+    else:
+        Ledger(store.private).write(key, receipt)
     return receipt
 
 
@@ -844,6 +870,33 @@ def _drop_stale_receipts(ledger: Ledger, done: set[str], planned: list[tuple[str
             ledger.path(key).unlink(missing_ok=True)
 
 
+#: Images up to this many pixels may be stacked (a shard task holds its images' outputs in memory).
+STACK_PIXELS = 1024 * 1024
+
+
+def _place_in_stacks(store: ZarrStore, todo: list[tuple[str, ManifestEntry, dict[str, Any]]], meta: Any,
+                     dims: int, probs: bool) -> list[tuple[str, ManifestEntry, dict[str, Any]]]:
+    """Gives the plain 2-D images of a semantic run their slots in the store's stacks (driver).
+
+    Returns:
+        ``todo`` with ``stack`` and ``slot`` added to the part of every stacked image.
+    """
+    from segpipe.storage.stacks import plan_stacks
+
+    if meta.task != "semantic" or dims != 2:
+        return todo
+    items = [(e.id, e.height, e.width, {"id": e.id, "file": e.file, "path": e.path, "width": e.width,
+                                         "height": e.height, "sha256": e.sha256})
+             for _, e, part in todo if not part and e.kind == "image" and 0 < e.height * e.width <= STACK_PIXELS]
+    if not items:
+        return todo
+    ids = [int(c.get("id", i)) for i, c in enumerate(meta.categories)]
+    placed = plan_stacks(store.path, items, labels_dtype=np.uint16 if max(ids, default=0) > 254 else np.uint8,
+                         n_classes=len(ids), probs=probs)
+    return [(k, e, {"stack": placed[e.id][0], "slot": placed[e.id][1]})
+            if not part and e.kind == "image" and e.id in placed else (k, e, part) for k, e, part in todo]
+
+
 def _store_attrs(meta: Any, model_ref: ModelRef, config: dict[str, Any], cfg_hash: str) -> dict[str, Any]:
     cats = []
     for i, c in enumerate(meta.categories):
@@ -985,6 +1038,7 @@ def prelabel(
             margin = int(round(tile * ov)) if ov < 1 else int(ov)
             todo = [(k, e, {**part, "source": sources[e.id], "margin": margin}) if "window" in part else (k, e, part)
                     for k, e, part in todo]
+        todo = _place_in_stacks(store, todo, meta, dims, req.probs)
         if hasattr(client, "register_plugin"):
             from segpipe.execution.plugins import PredictorPlugin
 
@@ -1086,7 +1140,8 @@ def fsck(path: Path, repair: bool = False) -> dict[str, Any]:
             if "slices" in rec:
                 ok += 1
                 continue
-            g = store.group(int(rec["image_id"]))
+            hint = (str(rec["stack"]), int(rec["slot"])) if "stack" in rec else None
+            g = store.group(int(rec["image_id"]), hint)
             win = rec.get("window")
             for name, digest in rec.get("outputs", {}).items():
                 if not digest:

@@ -209,7 +209,14 @@ class StoreImageAttrs(BaseModel):
 
 
 class StoreAttrs(BaseModel):
-    """``attrs["segpipe"]`` of a store's root group (layout version 1), written once by the driver.
+    """``attrs["segpipe"]`` of a store's root group (layout version 2; 1 is read too), written once by the driver.
+
+    Layout 2 adds ``stacks/<H>x<W>/`` to layout 1's ``images/<image id>/`` groups. A semantic run
+    stacks its same-size images (up to 1024² pixels, sizes with at least 8 images): ``labels (N, H, W)``
+    and ``probs (N, C, H, W)`` hold one image per slot (sharded 8 slots per file), ``ids (N,) int64``
+    the image id of each slot (-1: none), ``attrs (N,) str`` its attributes as JSON (as an image
+    group's), ``done (N,) uint8`` 1 where the slot is written. Everything else (scenes, volumes,
+    instance, panoptic and landmark outputs, rare sizes) keeps a group per image.
 
     Private files (not zarr) live in ``.segpipe/``: ``ledger/<task key>.json`` receipts,
     ``manifest.jsonl`` (one line per image: id, file, path, width, height, sha256, bytes) and
@@ -217,11 +224,13 @@ class StoreAttrs(BaseModel):
 
         import zarr
         root = zarr.open_group("prelabels.zarr", mode="r")
-        labels = root["images/<image id>/labels"][...]      # (H, W) category ids
+        labels = root["images/<image id>/labels"][...]      # (H, W) category ids, an image with a group
+        stack = root["stacks/512x512"]                      # or a stacked one: find its slot
+        labels = stack["labels"][list(stack["ids"][...]).index(image_id)]
     """
 
     model_config = ConfigDict(extra="allow", title="segpipe Zarr store layout (root attributes)")
-    layout: Literal[1]
+    layout: Literal[1, 2]
     task: str = Field(description="semantic | instance | panoptic | landmarks | dataset")
     categories: list[StoreCategory]
     keypoints: list[str] | None = None

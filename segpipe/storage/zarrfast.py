@@ -232,9 +232,12 @@ EMPTY = np.uint64(2**64 - 1)  # an absent inner chunk's (offset, nbytes) in a sh
 
 
 def sharded_array_document(shape: Sequence[int], dtype: np.dtype[Any], chunks: Sequence[int],
-                           shards: Sequence[int]) -> dict[str, Any]:
-    """The ``zarr.json`` zarr-python writes for ``create_array(shape, dtype, chunks, shards, fill_value=0)``."""
-    doc = array_document(shape, dtype, shards)
+                           shards: Sequence[int], separator: str = "/") -> dict[str, Any]:
+    """The ``zarr.json`` zarr-python writes for ``create_array(shape, dtype, chunks, shards, fill_value=0)``.
+
+    ``separator`` is that of the default chunk key encoding, as :func:`array_document` takes it.
+    """
+    doc = array_document(shape, dtype, shards, separator)
     inner = doc.pop("codecs")
     doc["codecs"] = [{
         "name": "sharding_indexed",
@@ -250,7 +253,7 @@ def sharded_array_document(shape: Sequence[int], dtype: np.dtype[Any], chunks: S
                                 "attributes", "zarr_format", "node_type", "storage_transformers")}
 
 
-def write_shards(path: str | Path, data: np.ndarray, start: int) -> bool:
+def write_shards(path: str | Path, data: np.ndarray | Sequence[np.ndarray | None], start: int) -> bool:
     """Writes images ``start … start + len(data)`` of a stacked array whose shards are whole files.
 
     The array (``(N, d1, ...)``, inner chunks ``(1, d1, ...)``, shards ``(S, d1, ...)``, as
@@ -261,13 +264,14 @@ def write_shards(path: str | Path, data: np.ndarray, start: int) -> bool:
 
     Args:
         path: The array's folder.
-        data: ``(n, d1, ...)`` images.
+        data: ``(n, d1, ...)`` images, or a sequence of ``n`` images ``(d1, ...)`` where None stands
+            for an image of fill values (no stacked copy of a shard's images is needed).
         start: Index of ``data[0]`` along axis 0.
 
     Returns:
         Whether the shards were written.
     """
-    from numcodecs import CRC32C, Zstd
+    from numcodecs import CRC32C
 
     p = Path(path)
     try:
@@ -278,22 +282,29 @@ def write_shards(path: str | Path, data: np.ndarray, start: int) -> bool:
         dtype = np.dtype(doc["data_type"])
     except (OSError, ValueError, KeyError, TypeError, IndexError):
         return False
-    if not supported(data) or data.dtype != dtype or data.ndim != len(shape) or data.ndim < 2:
+    images: Sequence[np.ndarray | None] = list(data) if isinstance(data, np.ndarray) else data
+    if isinstance(data, np.ndarray) and data.ndim != len(shape):
         return False
-    if inner[0] != 1 or inner[1:] != shape[1:] or shard[1:] != shape[1:] or list(data.shape[1:]) != shape[1:]:
+    for img in images:
+        if img is not None and (not supported(img) or img.dtype != dtype or list(img.shape) != shape[1:]):
+            return False
+    if len(shape) < 2 or inner[0] != 1 or inner[1:] != shape[1:] or shard[1:] != shape[1:]:
         return False  # only stacks of whole images: inner chunks in C order are then in file order
-    if doc != sharded_array_document(shape, dtype, inner, shard):
+    sep = doc.get("chunk_key_encoding", {}).get("configuration", {}).get("separator")
+    if sep not in ("/", ".") or doc != sharded_array_document(shape, dtype, inner, shard, sep):
         return False
-    s, n = shard[0], data.shape[0]
+    s, n = shard[0], len(images)
     if start < 0 or start % s or start + n > shape[0] or ((start + n) % s and start + n != shape[0]):
         return False
-    codec, crc = Zstd(level=ZSTD_LEVEL, checksum=False), CRC32C()
+    codec, crc = _codec(), CRC32C()
     le = dtype.newbyteorder("<")
     for k in range(0, n, s):
         frames: list[bytes] = []
         index = np.full((s, 2), EMPTY, dtype="<u8")
         offset = 0
-        for j, img in enumerate(data[k : k + s]):
+        for j, img in enumerate(images[k : k + s]):
+            if img is None:
+                continue
             frame = codec.encode(np.ascontiguousarray(img, dtype=le))
             # Only an image that compresses to almost nothing can be all fill value (see tiny_frame):
             # the full scan runs for those alone (zarr leaves fill-value chunks out of the shard).
@@ -302,14 +313,17 @@ def write_shards(path: str | Path, data: np.ndarray, start: int) -> bool:
             index[j] = (offset, len(frame))
             offset += len(frame)
             frames.append(frame)
-        key = p.joinpath("c", str((start + k) // s), *("0" for _ in shape[1:]))
+        key = os.path.join(p, sep.join(["c", str((start + k) // s), *("0" for _ in shape[1:])]))
         if not frames:
-            key.unlink(missing_ok=True)
+            try:
+                os.unlink(key)
+            except FileNotFoundError:
+                pass
             continue
         blob = b"".join(frames) + bytes(crc.encode(index.tobytes()))
         try:
             write_bytes_atomic(key, blob)
-        except FileNotFoundError:  # the shard's folder does not exist yet: one mkdir per folder, not per shard
-            key.parent.mkdir(parents=True, exist_ok=True)
+        except FileNotFoundError:  # the shard's folder does not exist yet ("/" keys): made once, not per shard
+            os.makedirs(os.path.dirname(key), exist_ok=True)
             write_bytes_atomic(key, blob)
     return True

@@ -1,4 +1,4 @@
-"""The segpipe Zarr store (layout version 1): masks, probabilities, instances, panoptic maps and heatmaps.
+"""The segpipe Zarr store (layout version 2): masks, probabilities, instances, panoptic maps and heatmaps.
 
 Layout (documented in ``schemas/zarr_layout.schema.json``; readable with plain ``zarr`` or ``xarray``)::
 
@@ -11,6 +11,8 @@ Layout (documented in ``schemas/zarr_layout.schema.json``; readable with plain `
         keypoints  (N, K, 3) float32          decoded landmarks: x, y, confidence
         instances/                            rle (N,) str (COCO compressed RLE counts), boxes (N, 4)
                                               float32 xywh, scores (N,) float32, labels (N,) int32
+      stacks/<H>x<W>/               layout 2: same-size images of a semantic run, one slot each
+                                    (labels, probs, ids, attrs, done: see segpipe.storage.stacks)
       .segpipe/                     not zarr: ledger/ receipts, manifest.jsonl, runs/ reports
 
 Every image's arrays belong to exactly one task (or, for an image tiled across tasks, each task owns
@@ -30,7 +32,9 @@ import numpy as np
 from segpipe.errors import InputError
 from segpipe.storage import zarrfast
 
-LAYOUT_VERSION = 1
+LAYOUT_VERSION = 2
+#: Layouts this version reads (2 adds ``stacks/`` to layout 1's groups: :mod:`segpipe.storage.stacks`).
+READABLE_LAYOUTS = (1, 2)
 LABEL_CHUNK = 1024
 PROB_CHUNK = 512
 PRIVATE = ".segpipe"
@@ -108,6 +112,7 @@ class ZarrStore:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self.private = self.path / PRIVATE
+        self._index: dict[int, tuple[str, int]] | None = None
 
     # -------------------------------------------------------------- driver side
 
@@ -131,7 +136,7 @@ class ZarrStore:
         if not (store.path / "zarr.json").exists():
             raise InputError("not a Zarr store (no zarr.json)", path=path)
         attrs = store.attrs()
-        if attrs.get("layout") != LAYOUT_VERSION:
+        if attrs.get("layout") not in READABLE_LAYOUTS:
             raise InputError(f"unsupported segpipe store layout {attrs.get('layout')!r}", path=path)
         return store
 
@@ -182,6 +187,10 @@ class ZarrStore:
     @staticmethod
     def write_array(group: Any, name: str, data: np.ndarray, chunks: tuple[int, ...] | None = None) -> str:
         """Writes ``data`` as array ``name`` of ``group``; returns its digest for the receipt."""
+        from segpipe.storage.stacks import PendingSlot
+
+        if isinstance(group, PendingSlot):  # a stacked image: written with its shard
+            return group.put(name, data)
         if chunks is None:
             if data.ndim == 2:
                 chunks = (min(LABEL_CHUNK, data.shape[0]) or 1, min(LABEL_CHUNK, data.shape[1]) or 1)
@@ -209,20 +218,47 @@ class ZarrStore:
     # -------------------------------------------------------------- reading
 
     def image_ids(self) -> list[int]:
-        """Ids of the images that have a group, sorted."""
+        """Ids of the images that have a group or a finished slot in a stack, sorted."""
         import zarr
 
         root = zarr.open_group(str(self.path), mode="r")
-        if "images" not in root:
-            return []
-        images: Any = root["images"]
-        return sorted(int(k) for k in images.group_keys())
+        ids = set(self._stacked())
+        if "images" in root:
+            images: Any = root["images"]
+            ids.update(int(k) for k in images.group_keys())
+        return sorted(ids)
 
-    def group(self, image_id: int) -> Any:
-        """The read-only group of one image."""
+    def _stacked(self) -> dict[int, tuple[str, int]]:
+        # Read once per handle: stacks change only while a run writes them.
+        if self._index is None:
+            from segpipe.storage.stacks import read_index
+
+            self._index = read_index(self.path)
+        return self._index
+
+    def group(self, image_id: int, hint: tuple[str, int] | None = None) -> Any:
+        """The read-only group of one image (a :class:`~segpipe.storage.stacks.StackedImage` if stacked).
+
+        Args:
+            image_id: The image.
+            hint: ``(stack, slot)`` when the caller knows it (spares reading the stacks' index).
+        """
         import zarr
 
+        folder = self.path / "images" / image_key(image_id)
+        if hint is None and not (folder / "zarr.json").is_file():
+            hint = self._stacked().get(int(image_id))
+        if hint is not None and not (folder / "zarr.json").is_file():
+            from segpipe.storage.stacks import StackedImage, open_stack
+
+            return StackedImage(open_stack(self.path, hint[0]), int(hint[1]))
         return zarr.open_group(str(self.path), mode="r")[f"images/{image_key(image_id)}"]
+
+    def where(self, image_id: int) -> tuple[str, int] | None:
+        """``(stack, slot)`` of a stacked image, None for an image with its own group."""
+        if (self.path / "images" / image_key(image_id) / "zarr.json").is_file():
+            return None
+        return self._stacked().get(int(image_id))
 
     def read(self, image_id: int, name: str) -> np.ndarray:
         """Reads one array of one image fully."""

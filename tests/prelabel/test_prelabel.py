@@ -19,6 +19,7 @@ from segpipe.errors import InputError
 from segpipe.execution.cluster import ClusterSpec
 from segpipe.pipeline.prelabel import PrelabelRequest, fsck, prelabel
 from segpipe.storage.ledger import Ledger
+from segpipe.storage.zarrstore import ZarrStore
 from tests.conftest import run_cli
 
 
@@ -48,17 +49,26 @@ def test_store_contents_on_two_workers(tmp_path, collection, checkpoint, referen
     assert set(rep["stage_seconds"]) == {"decode", "infer", "write"}
     # identical bytes to the in-process run
     assert _digests(out) == reference
-    # the store reads with plain zarr: three lines
+    # the store reads with plain zarr: same-size images are stacked, one slot per image
     root = zarr.open_group(str(out), mode="r")
     cats = root.attrs["segpipe"]["categories"]
-    ids = sorted(root["images"].group_keys())
-    assert len(ids) == 24
-    g = root[f"images/{ids[0]}"]
-    labels = g["labels"][...]
-    assert labels.shape == (g.attrs["height"], g.attrs["width"]) == (128, 256)
+    assert root.attrs["segpipe"]["layout"] == 2 and not list(root["images"].group_keys())
+    stack = root["stacks/128x256"]
+    ids = [int(i) for i in stack["ids"][...] if i >= 0]
+    assert len(ids) == 24 and stack["done"][...].sum() == 24
+    slot = int(np.flatnonzero(stack["ids"][...] == ids[0])[0])
+    attrs = json.loads(str(stack["attrs"][slot]))
+    labels = stack["labels"][slot]
+    assert labels.shape == (attrs["height"], attrs["width"]) == (128, 256) and attrs["id"] == ids[0]
     assert set(np.unique(labels)) <= {c["id"] for c in cats}
-    probs = g["probs"][...]
+    probs = stack["probs"][slot]
     assert probs.dtype == np.uint8 and probs.shape == (len(cats), 128, 256)
+    # shard files hold 8 images each, with flat keys: no folder per image or per shard
+    assert sorted(p.name for p in (out / "stacks" / "128x256" / "labels").iterdir()) == \
+        ["c.0.0.0", "c.1.0.0", "c.2.0.0", "zarr.json"]
+    # the store's own API gives each stacked image as its group
+    g = ZarrStore.open(out).group(ids[0])
+    assert dict(g.attrs) == attrs and np.array_equal(g["labels"][...], labels) and "probs" in g
     # probabilities are a distribution (within quantisation) and their argmax is the label map
     s = probs.astype(np.int32).sum(0)
     assert np.abs(s - 255).max() <= len(cats)
@@ -136,7 +146,9 @@ def test_worker_killed_halfway(tmp_path, collection, checkpoint, reference):
     assert rep["images"]["failed"] == 0
     assert _digests(out) == reference
     root = zarr.open_group(str(out), mode="r")
-    assert len(list(root["images"].group_keys())) == 24  # exactly one output per image
+    slots = [int(i) for i in root["stacks/128x256/ids"][...] if i >= 0]
+    assert sorted(slots) == sorted(reference) and not list(root["images"].group_keys())  # one output per image
+    assert ZarrStore.open(out).image_ids() == sorted(reference)
     f = fsck(out, repair=True)
     assert f["ok"] == 24 and not f["bad"]
 
@@ -228,8 +240,10 @@ def test_store_attrs_match_layout_schema(tmp_path, collection, checkpoint):
     root = zarr.open_group(str(out), mode="r")
     jsonschema.validate(dict(root.attrs["segpipe"]), schema)
     img_schema = {**schema["$defs"]["StoreImageAttrs"], "$defs": schema["$defs"]}
-    for k in root["images"].group_keys():
-        jsonschema.validate(dict(root[f"images/{k}"].attrs), img_schema)
+    store = ZarrStore.open(out)
+    assert len(store.image_ids()) == 2
+    for _, g in store.iter_groups():
+        jsonschema.validate(dict(g.attrs), img_schema)
 
 
 def test_changed_image_is_redone_and_fsck_stays_clean(tmp_path, collection, checkpoint):
@@ -361,7 +375,7 @@ def test_batch_keys_name_their_contents():
 
 def test_fsck_verifies_receipts_of_both_digest_schemes(tmp_path, collection, checkpoint):
     """Receipts written before the xxh3 digests (bare sha256) still verify; a wrong one is reported."""
-    from segpipe.storage.zarrstore import ZarrStore, array_digest
+    from segpipe.storage.zarrstore import array_digest
 
     out = tmp_path / "s.zarr"
     prelabel(PrelabelRequest(source=str(collection / "images"), model=str(checkpoint), out=out, threads=1, limit=2),

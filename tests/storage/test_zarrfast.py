@@ -137,8 +137,8 @@ def test_region_writes_refuse_what_they_cannot_write_exactly(tmp_path: Path) -> 
     assert arr[32:40, 16:32].sum() == 8 * 16
 
 
-@pytest.mark.parametrize("dtype", ["uint8", "uint16", "float32"])
-def test_shards_match_zarr_shard_writes(tmp_path: Path, dtype: str) -> None:
+@pytest.mark.parametrize(("dtype", "separator"), [("uint8", "/"), ("uint16", "/"), ("float32", "."), ("uint8", ".")])
+def test_shards_match_zarr_shard_writes(tmp_path: Path, dtype: str, separator: str) -> None:
     """Stacked images written a shard at a time: the same files as zarr-python's sharding codec."""
     rng = np.random.default_rng(2)
     n, h, w, s = 21, 16, 24, 8  # the last shard holds 5 images
@@ -147,9 +147,10 @@ def test_shards_match_zarr_shard_writes(tmp_path: Path, dtype: str) -> None:
     data[8:16] = 0  # a shard with nothing in it: no file
     for name in ("fast", "ref"):
         arr = zarr.create_array(str(tmp_path / name), shape=(n, h, w), dtype=dtype, chunks=(1, h, w),
-                                shards=(s, h, w), fill_value=0)
+                                shards=(s, h, w), fill_value=0,
+                                chunk_key_encoding={"name": "default", "separator": separator})
     doc = json.loads((tmp_path / "fast" / "zarr.json").read_bytes())
-    assert doc == zarrfast.sharded_array_document((n, h, w), np.dtype(dtype), (1, h, w), (s, h, w))
+    assert doc == zarrfast.sharded_array_document((n, h, w), np.dtype(dtype), (1, h, w), (s, h, w), separator)
     ref = zarr.open_array(str(tmp_path / "ref"), mode="r+")
     for start in (0, 8, 16):  # one task per shard
         part = data[start : start + s]
@@ -178,6 +179,7 @@ def test_shards_refuse_partial_shards_and_other_arrays(tmp_path: Path) -> None:
     zarr.create_array(str(tmp_path / "c"), shape=(16, 4, 4), dtype="uint8", chunks=(8, 4, 4), fill_value=0)
     assert not zarrfast.write_shards(tmp_path / "c", one, 0)  # not sharded
     assert set(_files(tmp_path / "a")) == {"zarr.json", "c/2/0/0"}
+
 
 @pytest.mark.parametrize("dtype", ["uint8", "float64"])
 def test_large_fill_value_chunks_are_left_out(tmp_path: Path, dtype: str) -> None:

@@ -5,6 +5,8 @@ report their losses like any conversion.
 
 from __future__ import annotations
 
+import functools
+import uuid
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -28,7 +30,7 @@ from segpipe.errors import SegpipeError
 from segpipe.formats.base import FormatSpec, ShardResult, WriteOptions
 from segpipe.formats.registry import register_format
 from segpipe.storage.volume import parse_window, slice_image_name, slice_ref
-from segpipe.storage.zarrstore import ZarrStore
+from segpipe.storage.zarrstore import READABLE_LAYOUTS, ZarrStore
 
 
 def detect(path: Path) -> bool:
@@ -71,7 +73,10 @@ class StoreReader:
             categories=categories_from_attrs(cats),
             info={"description": "segpipe pre-labels", "model": attrs.get("model"), "run": attrs.get("run")},
             void_value=255,
-            extra={"task": attrs.get("task"), "min_score": min_score, "store": str(self.store.path)},
+            # The token names this reading: workers keep one store handle (and its index of stacked
+            # images) per token, not one per image, and never reuse one across readings.
+            extra={"task": attrs.get("task"), "min_score": min_score, "store": str(self.store.path),
+                   "store_token": uuid.uuid4().hex},
         )
         self.problems: list[Problem] = []
         self._ids = self.store.image_ids()
@@ -105,9 +110,15 @@ class StoreReader:
             )
 
 
+@functools.lru_cache(maxsize=4)
+def _store(path: str, token: str | None) -> ZarrStore:
+    return ZarrStore(path)
+
+
 def materialize(sample: Sample, meta: DatasetMeta) -> Materialized:
     """Reads one image's predictions (worker side)."""
-    store = ZarrStore(meta.extra["store"])
+    token = meta.extra.get("store_token")
+    store = _store(meta.extra["store"], token) if token else ZarrStore(meta.extra["store"])
     g = store.group(sample.image.id)
     names = set(g.array_keys())
     groups = set(g.group_keys())
@@ -186,9 +197,9 @@ def validate_store(path: str | Path) -> Iterator[Problem]:
     except (OSError, ValueError) as e:
         yield Problem("error", str(root_meta), "", f"cannot read the store's root metadata: {e}", "store.root")
         return
-    if not isinstance(attrs, dict) or attrs.get("layout") != 1:
-        yield Problem("error", str(root_meta), "attributes.segpipe.layout", "not a segpipe store of layout 1",
-                      "store.layout")
+    if not isinstance(attrs, dict) or attrs.get("layout") not in READABLE_LAYOUTS:
+        yield Problem("error", str(root_meta), "attributes.segpipe.layout",
+                      f"not a segpipe store of layout {' or '.join(map(str, READABLE_LAYOUTS))}", "store.layout")
         return
     cat_ids = {int(c["id"]) for c in attrs.get("categories", []) if isinstance(c, dict) and "id" in c}
     void = attrs.get("void_value", 255)

@@ -1,0 +1,343 @@
+"""Store layout 2: same-size label maps stacked in sharded arrays (``docs/design/store-layout-2.md``).
+
+A collection of many small images of one size (street-view frames, tiles, thumbnails) gets one stack
+per size instead of one Zarr group per image::
+
+    stacks/<H>x<W>/
+      labels (N, H, W)     uint8|uint16  chunks (1, H, W)     shards (S, H, W)
+      probs  (N, C, H, W)  uint8         chunks (1, C, H, W)  shards (S, C, H, W)   (with probabilities)
+      ids    (N,)          int64         image id of each slot, -1 for none          (driver)
+      attrs  (N,)          str           the image's attributes as JSON               (driver)
+      done   (N,)          uint8         1 where the slot holds its image's outputs   (one chunk per shard)
+
+Why: a group per image costs two folders and three files, and each folder or file costs 0.03–0.4 ms
+to create on this project's VM, as much as compressing the image's label map (``bench/RESULTS.md``).
+A shard file holds :data:`SHARD` images and is written whole by the one task that owns it, so no two
+tasks ever touch the same file (zarr 3 has no locks; unaligned sharded writes lose data,
+zarr-python #3514/#3682). Chunk keys use the "." separator (``c.3.0.0``): no folder per shard.
+
+The driver assigns every slot at plan time and is the only writer of ``ids`` and ``attrs`` (and of
+the arrays' metadata, which grows with a resumed run's new images). A shard task writes its shard of
+``labels`` and ``probs`` and its chunk of ``done``, then its images' receipts. Readers get a
+per-image view (:class:`StackedImage`) that behaves as the image's group did in layout 1.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from segpipe.storage import zarrfast
+
+STACKS = "stacks"
+#: Images per shard file (and per shard task).
+SHARD = 8
+#: A size gets a stack once a run plans this many images of it (or when it has one already); rarer
+#: sizes keep a group per image, where a stack's own folders would cost more than they save.
+MIN_STACK = SHARD
+_FLAT = {"name": "default", "separator": "."}
+
+
+def stack_name(height: int, width: int) -> str:
+    """The name of the stack of ``height × width`` images."""
+    return f"{int(height)}x{int(width)}"
+
+
+def _grow(n: int) -> int:
+    """``n`` rounded up to whole shards (a resumed run's new images start on a shard boundary)."""
+    return -(-n // SHARD) * SHARD
+
+
+def plan_stacks(root_path: Path, items: Iterable[tuple[int, int, int, Mapping[str, Any]]], *,
+                labels_dtype: Any, n_classes: int, probs: bool) -> dict[int, tuple[str, int]]:
+    """Driver: gives each image to stack a slot, creating or growing the stacks (metadata only).
+
+    Args:
+        root_path: The store's folder.
+        items: ``(image id, height, width, attributes)`` of the images about to run that may be
+            stacked (2-D images of a semantic run, small enough to be written whole).
+        labels_dtype: The label maps' dtype.
+        n_classes: Channels of ``probs``.
+        probs: Whether probabilities are stored.
+
+    Returns:
+        ``{image id: (stack name, slot)}`` for the images placed in a stack; the others keep a group.
+        A slot an image had in an earlier run is kept; an image placed elsewhere now (its size
+        changed) has its old slot cleared, and a stale group of a now-stacked image is removed.
+    """
+    import zarr
+
+    root = zarr.open_group(str(root_path), mode="a")
+    sg: Any = root.require_group(STACKS)
+    existing: dict[int, tuple[str, int]] = {}
+    for name in sorted(sg.group_keys()):
+        ids = np.asarray(sg[name]["ids"][...])
+        for j in np.flatnonzero(ids >= 0).tolist():
+            existing[int(ids[j])] = (name, int(j))
+    by_size: dict[str, list[tuple[int, Mapping[str, Any]]]] = defaultdict(list)
+    shapes: dict[str, tuple[int, int]] = {}
+    for image_id, h, w, attrs in items:
+        name = stack_name(h, w)
+        by_size[name].append((int(image_id), attrs))
+        shapes[name] = (int(h), int(w))
+    placed: dict[int, tuple[str, int]] = {}
+    clear: dict[str, list[int]] = defaultdict(list)
+    have = set(sg.group_keys())
+    for name, members in by_size.items():
+        if name not in have and len(members) < MIN_STACK:
+            continue
+        h, w = shapes[name]
+        if name not in have:
+            g = sg.create_group(name)
+            g.create_array("labels", shape=(0, h, w), dtype=labels_dtype, chunks=(1, h, w), shards=(SHARD, h, w),
+                           fill_value=0, chunk_key_encoding=_FLAT)
+            if probs:
+                g.create_array("probs", shape=(0, n_classes, h, w), dtype="uint8", chunks=(1, n_classes, h, w),
+                               shards=(SHARD, n_classes, h, w), fill_value=0, chunk_key_encoding=_FLAT)
+            g.create_array("ids", shape=(0,), dtype="int64", chunks=(65536,), fill_value=-1)
+            g.create_array("attrs", shape=(0,), dtype=str, chunks=(4096,))
+            g.create_array("done", shape=(0,), dtype="uint8", chunks=(SHARD,), fill_value=0, chunk_key_encoding=_FLAT)
+            have.add(name)
+        g = sg[name]
+        n_old = int(g["ids"].shape[0])
+        new: list[tuple[int, Mapping[str, Any]]] = []
+        for image_id, attrs in members:
+            old = existing.get(image_id)
+            if old is not None and old[0] == name:
+                placed[image_id] = old
+                continue
+            if old is not None:
+                clear[old[0]].append(old[1])
+            new.append((image_id, attrs))
+        if new:
+            n_new = _grow(n_old + len(new))
+            for arr_name in g.array_keys():
+                arr = g[arr_name]
+                arr.resize((n_new, *arr.shape[1:]))
+            fresh = range(n_old, n_old + len(new))
+            g["ids"][n_old : n_old + len(new)] = np.array([i for i, _ in new], dtype=np.int64)
+            g["attrs"][n_old : n_old + len(new)] = np.array([json.dumps(dict(a), sort_keys=True) for _, a in new],
+                                                            dtype=object)
+            for (image_id, _), slot in zip(new, fresh, strict=True):
+                placed[image_id] = (name, slot)
+    planned = {i for members in by_size.values() for i, _ in members}
+    for image_id, (name, slot) in existing.items():
+        if image_id in planned and placed.get(image_id) != (name, slot):
+            clear[name].append(slot)
+    for name, cleared in clear.items():
+        ids_arr = sg[name]["ids"]
+        for slot in set(cleared):
+            ids_arr[slot] = -1
+    for image_id in placed:  # a group left from a run that wrote this image whole is stale now
+        folder = Path(root_path) / "images" / str(image_id)
+        if folder.is_dir():
+            shutil.rmtree(folder)
+    return placed
+
+
+class PendingSlot:
+    """What one image of a shard task produced, held until its shard is written (worker side).
+
+    It stands in for the image's group: :meth:`segpipe.storage.zarrstore.ZarrStore.write_array` hands
+    it the arrays, which it keeps with their digests.
+    """
+
+    def __init__(self, stack: str, slot: int) -> None:
+        self.stack, self.slot = stack, slot
+        self.arrays: dict[str, np.ndarray] = {}
+
+    def put(self, name: str, data: np.ndarray) -> str:
+        """Keeps array ``name`` (``labels`` (H, W) or ``probs`` (C, H, W)); returns its digest."""
+        from segpipe.storage.zarrstore import array_digest
+
+        if name not in ("labels", "probs"):
+            raise ValueError(f"a stacked image holds labels and probs, not {name}")
+        self.arrays[name] = data
+        return array_digest(data)
+
+
+class ShardWriter:
+    """Collects a shard task's images and writes their shards, ``done`` chunks and receipts (worker side).
+
+    Args:
+        store_path: The store's folder.
+    """
+
+    def __init__(self, store_path: str | Path) -> None:
+        self.root = Path(store_path)
+        self.pending: list[tuple[PendingSlot, str | None, dict[str, Any] | None]] = []
+        self._shapes: dict[str, tuple[int, ...]] = {}
+
+    def image_shape(self, stack: str) -> tuple[int, int]:
+        """``(H, W)`` of the images of ``stack``."""
+        if stack not in self._shapes:
+            doc = json.loads((self.root / STACKS / stack / "labels" / "zarr.json").read_bytes())
+            self._shapes[stack] = tuple(int(s) for s in doc["shape"][1:])
+        h, w = self._shapes[stack]
+        return h, w
+
+    def slot(self, stack: str, slot: int) -> PendingSlot:
+        """The stand-in group of the image at ``slot`` of ``stack``."""
+        p = PendingSlot(stack, slot)
+        self.pending.append((p, None, None))
+        return p
+
+    def done(self, pending: PendingSlot, key: str, receipt: dict[str, Any]) -> None:
+        """Records the receipt of a finished image (written to the ledger once its shard is)."""
+        self.pending = [(p, key, receipt) if p is pending else (p, k, r) for p, k, r in self.pending]
+
+    def flush(self, ledger: Any) -> None:
+        """Writes every touched shard whole, then its ``done`` chunk, then the finished images' receipts.
+
+        A slot of the shard that no image of this task fills keeps what it held if ``done`` says it
+        was finished before (a resumed run: read back, rewritten unchanged), else the fill value.
+        The arrays' metadata and ``done`` chunk are read from their files: zarr-python's per-call cost
+        (milliseconds) would match the zstd time of the shard itself.
+        """
+        shards: dict[tuple[str, int], list[tuple[PendingSlot, str | None, dict[str, Any] | None]]] = defaultdict(list)
+        for p, k, r in self.pending:
+            shards[(p.stack, p.slot // SHARD)].append((p, k, r))
+        for (stack, s), members in sorted(shards.items()):
+            t0 = time.perf_counter()
+            folder = self.root / STACKS / stack
+            docs = {name: json.loads((folder / name / "zarr.json").read_bytes())
+                    for name in ("labels", "probs", "done") if (folder / name / "zarr.json").is_file()}
+            n = int(docs["done"]["shape"][0])
+            lo, hi = s * SHARD, min(n, (s + 1) * SHARD)
+            finished = {p.slot: p for p, k, r in members if r is not None and "labels" in p.arrays}
+            done = _read_done(folder / "done", docs["done"], s, hi - lo)
+            keep = [j for j in range(hi - lo) if done[j] and lo + j not in finished]
+            for name in ("labels", "probs"):
+                if name not in docs:
+                    continue
+                # The images themselves, not a stacked copy: a fresh shard-sized buffer page-faults on
+                # this VM about as long as zstd takes to compress it.
+                block: list[np.ndarray | None] = [None] * (hi - lo)
+                if keep:
+                    arr = _open_array(folder / name)
+                    for j in keep:
+                        block[j] = np.asarray(arr[lo + j])
+                for slot, p in finished.items():
+                    if name in p.arrays:
+                        block[slot - lo] = p.arrays[name]
+                if not zarrfast.write_shards(folder / name, block, lo):
+                    shape = [int(d) for d in docs[name]["shape"]]
+                    full = np.zeros((hi - lo, *shape[1:]), dtype=np.dtype(docs[name]["data_type"]))
+                    for j, img in enumerate(block):
+                        if img is not None:
+                            full[j] = img
+                    _open_array(folder / name, "r+")[lo:hi] = full  # shard-aligned: one writer per file
+            new_done = np.zeros(hi - lo, dtype=np.uint8)
+            new_done[keep] = 1
+            for slot in finished:
+                new_done[slot - lo] = 1
+            if not zarrfast.write_region(folder / "done", new_done, (lo,)):
+                _open_array(folder / "done", "r+")[lo:hi] = new_done
+            receipts = [(k, r) for _, k, r in members if k is not None and r is not None]
+            share = (time.perf_counter() - t0) / max(1, len(receipts))
+            for k, r in receipts:
+                if isinstance(r.get("timings"), dict):  # the run report's write stage includes the shard's
+                    r["timings"]["write"] = r["timings"].get("write", 0.0) + share
+                ledger.write(k, r)
+        self.pending = []
+
+
+def _open_array(path: Path, mode: str = "r") -> Any:
+    import zarr
+
+    return zarr.open_array(str(path), mode=mode)
+
+
+def _read_done(path: Path, doc: Mapping[str, Any], shard: int, n: int) -> np.ndarray:
+    """The ``done`` flags of one shard's slots, ``(n,) uint8`` (its one chunk, read from its file)."""
+    sep = doc.get("chunk_key_encoding", {}).get("configuration", {}).get("separator", "/")
+    chunk = [int(c) for c in doc["chunk_grid"]["configuration"]["chunk_shape"]]
+    codecs = [c.get("name") for c in doc.get("codecs", [])]
+    if chunk != [SHARD] or codecs != ["bytes", "zstd"]:
+        return np.asarray(_open_array(path)[shard * SHARD : shard * SHARD + n]).astype(np.uint8)
+    try:
+        frame = (path / sep.join(["c", str(shard)])).read_bytes()
+    except FileNotFoundError:
+        return np.zeros(n, dtype=np.uint8)  # never written: all fill value
+    from numcodecs import Zstd
+
+    return np.frombuffer(Zstd().decode(frame), dtype=np.uint8)[:n].copy()
+
+
+class _SlotArray:
+    """One image of a stacked array, read lazily: ``stack[slot]`` with the image's own shape."""
+
+    def __init__(self, arr: Any, slot: int) -> None:
+        self._arr, self._slot = arr, slot
+        self.shape = tuple(arr.shape[1:])
+        self.dtype = arr.dtype
+        self.ndim = len(self.shape)
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        rest = key if isinstance(key, tuple) else (key,)
+        return np.asarray(self._arr[(self._slot, *rest)])
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        a = self[...]
+        return a.astype(dtype) if dtype is not None else a
+
+
+class StackedImage:
+    """A stacked image seen as its group: ``attrs``, ``["labels"]``, ``["probs"]``, ``array_keys()``.
+
+    Args:
+        group: The stack's zarr group.
+        slot: The image's slot.
+    """
+
+    def __init__(self, group: Any, slot: int) -> None:
+        self._g, self.slot = group, slot
+        self.attrs: dict[str, Any] = json.loads(str(group["attrs"][slot]))
+        self._names = [n for n in ("labels", "probs") if n in group.array_keys()]
+
+    def array_keys(self) -> list[str]:
+        """The image's arrays."""
+        return list(self._names)
+
+    def group_keys(self) -> list[str]:
+        """A stacked image has no subgroups."""
+        return []
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._names
+
+    def __getitem__(self, name: str) -> _SlotArray:
+        if name not in self._names:
+            raise KeyError(name)
+        return _SlotArray(self._g[name], self.slot)
+
+
+def read_index(root_path: Path) -> dict[int, tuple[str, int]]:
+    """``{image id: (stack, slot)}`` of every finished stacked image of a store (none for layout 1)."""
+    import zarr
+
+    if not (Path(root_path) / STACKS / "zarr.json").is_file():
+        return {}
+    sg: Any = zarr.open_group(str(Path(root_path) / STACKS), mode="r")
+    out: dict[int, tuple[str, int]] = {}
+    for name in sorted(sg.group_keys()):
+        ids = np.asarray(sg[name]["ids"][...])
+        done = np.asarray(sg[name]["done"][...])
+        for j in np.flatnonzero((ids >= 0) & (done == 1)).tolist():
+            out[int(ids[j])] = (name, int(j))
+    return out
+
+
+def open_stack(root_path: Path, name: str) -> Any:
+    """The read-only zarr group of one stack."""
+    import zarr
+
+    return zarr.open_group(os.fspath(Path(root_path) / STACKS / name), mode="r")
