@@ -153,6 +153,8 @@ class PendingSlot:
     def __init__(self, stack: str, slot: int) -> None:
         self.stack, self.slot = stack, slot
         self.arrays: dict[str, np.ndarray] = {}
+        self.key: str | None = None  # set with the receipt once the image is finished
+        self.receipt: dict[str, Any] | None = None
 
     def put(self, name: str, data: np.ndarray) -> str:
         """Keeps array ``name`` (``labels`` (H, W) or ``probs`` (C, H, W)); returns its digest."""
@@ -173,7 +175,7 @@ class ShardWriter:
 
     def __init__(self, store_path: str | Path) -> None:
         self.root = Path(store_path)
-        self.pending: list[tuple[PendingSlot, str | None, dict[str, Any] | None]] = []
+        self.pending: list[PendingSlot] = []
         self._shapes: dict[str, tuple[int, ...]] = {}
 
     def image_shape(self, stack: str) -> tuple[int, int]:
@@ -187,12 +189,12 @@ class ShardWriter:
     def slot(self, stack: str, slot: int) -> PendingSlot:
         """The stand-in group of the image at ``slot`` of ``stack``."""
         p = PendingSlot(stack, slot)
-        self.pending.append((p, None, None))
+        self.pending.append(p)
         return p
 
     def done(self, pending: PendingSlot, key: str, receipt: dict[str, Any]) -> None:
         """Records the receipt of a finished image (written to the ledger once its shard is)."""
-        self.pending = [(p, key, receipt) if p is pending else (p, k, r) for p, k, r in self.pending]
+        pending.key, pending.receipt = key, receipt
 
     def flush(self, ledger: Any) -> None:
         """Writes every touched shard whole, then its ``done`` chunk, then the finished images' receipts.
@@ -202,9 +204,9 @@ class ShardWriter:
         The arrays' metadata and ``done`` chunk are read from their files: zarr-python's per-call cost
         (milliseconds) would match the zstd time of the shard itself.
         """
-        shards: dict[tuple[str, int], list[tuple[PendingSlot, str | None, dict[str, Any] | None]]] = defaultdict(list)
-        for p, k, r in self.pending:
-            shards[(p.stack, p.slot // SHARD)].append((p, k, r))
+        shards: dict[tuple[str, int], list[PendingSlot]] = defaultdict(list)
+        for p in self.pending:
+            shards[(p.stack, p.slot // SHARD)].append(p)
         for (stack, s), members in sorted(shards.items()):
             t0 = time.perf_counter()
             folder = self.root / STACKS / stack
@@ -212,7 +214,7 @@ class ShardWriter:
                     for name in ("labels", "probs", "done") if (folder / name / "zarr.json").is_file()}
             n = int(docs["done"]["shape"][0])
             lo, hi = s * SHARD, min(n, (s + 1) * SHARD)
-            finished = {p.slot: p for p, k, r in members if r is not None and "labels" in p.arrays}
+            finished = {p.slot: p for p in members if p.receipt is not None and "labels" in p.arrays}
             done = _read_done(folder / "done", docs["done"], s, hi - lo)
             keep = [j for j in range(hi - lo) if done[j] and lo + j not in finished]
             for name in ("labels", "probs"):
@@ -241,7 +243,7 @@ class ShardWriter:
                 new_done[slot - lo] = 1
             if not zarrfast.write_region(folder / "done", new_done, (lo,)):
                 _open_array(folder / "done", "r+")[lo:hi] = new_done
-            receipts = [(k, r) for _, k, r in members if k is not None and r is not None]
+            receipts = [(p.key, p.receipt) for p in members if p.key is not None and p.receipt is not None]
             share = (time.perf_counter() - t0) / max(1, len(receipts))
             for k, r in receipts:
                 if isinstance(r.get("timings"), dict):  # the run report's write stage includes the shard's

@@ -187,6 +187,18 @@ def _write_chunks(p: Path, data: np.ndarray, origin: Sequence[int], chunks: Sequ
         write_bytes_atomic(key, frame)
 
 
+def _array_meta(p: Path) -> tuple[dict[str, Any], list[int], list[int], np.dtype[Any], str | None] | None:
+    """``(document, shape, grid chunk shape, dtype, key separator)`` of the array at folder ``p``, or None."""
+    try:
+        doc = json.loads((p / "zarr.json").read_bytes())
+        shape = [int(s) for s in doc["shape"]]
+        chunks = [int(c) for c in doc["chunk_grid"]["configuration"]["chunk_shape"]]
+        dtype = np.dtype(doc["data_type"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return doc, shape, chunks, dtype, doc.get("chunk_key_encoding", {}).get("configuration", {}).get("separator")
+
+
 def write_region(path: str | Path, data: np.ndarray, origin: Sequence[int]) -> bool:
     """Writes ``data`` into the existing array at folder ``path`` at ``origin``, chunk by chunk.
 
@@ -205,16 +217,12 @@ def write_region(path: str | Path, data: np.ndarray, origin: Sequence[int]) -> b
         Whether the region was written.
     """
     p = Path(path)
-    try:
-        doc = json.loads((p / "zarr.json").read_bytes())
-        shape = [int(s) for s in doc["shape"]]
-        chunks = [int(c) for c in doc["chunk_grid"]["configuration"]["chunk_shape"]]
-        dtype = np.dtype(doc["data_type"])
-    except (OSError, ValueError, KeyError, TypeError):
+    meta = _array_meta(p)
+    if meta is None:
         return False
+    doc, shape, chunks, dtype, sep = meta
     if not supported(data) or data.dtype != dtype or data.ndim != len(shape) or len(origin) != len(shape):
         return False
-    sep = doc.get("chunk_key_encoding", {}).get("configuration", {}).get("separator")
     if sep not in ("/", ".") or doc != array_document(shape, dtype, chunks, sep):
         return False  # another codec, fill value or key encoding: zarr-python knows how
     for o, n, s, c in zip(origin, data.shape, shape, chunks, strict=True):
@@ -274,13 +282,13 @@ def write_shards(path: str | Path, data: np.ndarray | Sequence[np.ndarray | None
     from numcodecs import CRC32C
 
     p = Path(path)
+    meta = _array_meta(p)
+    if meta is None:
+        return False
+    doc, shape, shard, dtype, sep = meta
     try:
-        doc = json.loads((p / "zarr.json").read_bytes())
-        shape = [int(s) for s in doc["shape"]]
-        shard = [int(c) for c in doc["chunk_grid"]["configuration"]["chunk_shape"]]
         inner = [int(c) for c in doc["codecs"][0]["configuration"]["chunk_shape"]]
-        dtype = np.dtype(doc["data_type"])
-    except (OSError, ValueError, KeyError, TypeError, IndexError):
+    except (KeyError, TypeError, IndexError, ValueError):
         return False
     images: Sequence[np.ndarray | None] = list(data) if isinstance(data, np.ndarray) else data
     if isinstance(data, np.ndarray) and data.ndim != len(shape):
@@ -290,7 +298,6 @@ def write_shards(path: str | Path, data: np.ndarray | Sequence[np.ndarray | None
             return False
     if len(shape) < 2 or inner[0] != 1 or inner[1:] != shape[1:] or shard[1:] != shape[1:]:
         return False  # only stacks of whole images: inner chunks in C order are then in file order
-    sep = doc.get("chunk_key_encoding", {}).get("configuration", {}).get("separator")
     if sep not in ("/", ".") or doc != sharded_array_document(shape, dtype, inner, shard, sep):
         return False
     s, n = shard[0], len(images)

@@ -254,12 +254,6 @@ class ZarrStore:
             return StackedImage(open_stack(self.path, hint[0]), int(hint[1]))
         return zarr.open_group(str(self.path), mode="r")[f"images/{image_key(image_id)}"]
 
-    def where(self, image_id: int) -> tuple[str, int] | None:
-        """``(stack, slot)`` of a stacked image, None for an image with its own group."""
-        if (self.path / "images" / image_key(image_id) / "zarr.json").is_file():
-            return None
-        return self._stacked().get(int(image_id))
-
     def read(self, image_id: int, name: str) -> np.ndarray:
         """Reads one array of one image fully."""
         return np.asarray(self.group(image_id)[name][...])
