@@ -64,6 +64,15 @@ class CheckpointMeta:
     keypoints: list[str] = field(default_factory=list)
     provenance: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def dims(self) -> int:
+        """Spatial dimensions of the model's input: 3 for volume models (their tiles are ``[d, h, w]``), else 2.
+
+        Read from the meta rather than the architecture registry, whose modules import torch: the
+        driver of a run needs no torch at all (see :func:`read_meta`).
+        """
+        return len(self.tile_size)
+
     def to_dict(self) -> dict[str, Any]:
         """Plain, JSON-compatible dict."""
         return asdict(self)
@@ -223,6 +232,70 @@ def load_checkpoint(path: str | Path, *, arch: str | None = None, num_classes: i
             raise CheckpointError("checkpoint has no state_dict", path=path)
         return Checkpoint(meta, state, obj.get("optimizer"), obj.get("train_state"))
     return _plain_state(obj, path, arch, num_classes)
+
+
+def read_meta(path: str | Path, *, arch: str | None = None) -> CheckpointMeta:
+    """The meta of a checkpoint, read without importing torch when the file allows it.
+
+    The driver of a run needs only the meta, and importing torch to read it cost 2 s of a 16 s
+    pre-labeling run on 2 cores (bench/RESULTS.md). A segpipe checkpoint's pickle (``data.pkl``
+    inside torch's zip format) is read with an unpickler that knows dicts and stand-ins for torch's
+    tensor records only, so nothing from the file runs and no tensor is built; its zip checksums are
+    verified, as torch would on load. Anything else (a ``.safetensors`` file, a plain state dict, a
+    pickle that references other objects, a damaged file) takes :func:`load_checkpoint`'s path, which
+    gives the same result or the same one-line error.
+
+    Raises:
+        CheckpointError: as :func:`load_checkpoint`.
+    """
+    path = Path(path)
+    if path.suffix != ".safetensors" and path.is_file():
+        obj = _read_pickle_skeleton(path)
+        if isinstance(obj, dict) and obj.get("format") == FORMAT and int(obj.get("version", 0)) <= VERSION:
+            if isinstance(obj.get("state_dict"), dict):
+                return CheckpointMeta.from_dict(obj.get("meta", {}))
+    return load_checkpoint(path, arch=arch).meta
+
+
+class _NotSkeleton(Exception):
+    """The pickle needs more than :class:`_SkeletonUnpickler` knows: torch reads it instead."""
+
+
+def _stand_in(*args: Any, **kwargs: Any) -> None:
+    """Takes the place of torch's tensor and storage records: the meta needs none of them."""
+    return None
+
+
+class _SkeletonUnpickler(pickle.Unpickler):
+    """Unpickles a torch checkpoint's containers; every tensor becomes None, nothing else is allowed."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) == ("collections", "OrderedDict"):
+            return dict
+        if module == "torch._utils" and name in ("_rebuild_tensor_v2", "_rebuild_parameter"):
+            return _stand_in
+        if module == "torch" and name.endswith("Storage"):
+            return _stand_in
+        raise _NotSkeleton(f"{module}.{name}")
+
+    def persistent_load(self, pid: Any) -> None:
+        return None
+
+
+def _read_pickle_skeleton(path: Path) -> Any:
+    """The object of a torch zip checkpoint with tensors as None, or None when it cannot be read so."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as zf:
+            names = [n for n in zf.namelist() if n.endswith("/data.pkl") and n.count("/") == 1]
+            if len(names) != 1 or zf.testzip() is not None:  # testzip: the first record whose CRC fails
+                return None
+            with zf.open(names[0]) as f:
+                return _SkeletonUnpickler(f).load()
+    except (_NotSkeleton, zipfile.BadZipFile, pickle.UnpicklingError, EOFError, OSError, ValueError, TypeError,
+            KeyError, IndexError, AttributeError, RecursionError, MemoryError):
+        return None
 
 
 def _plain_state(obj: Any, path: Path, arch: str | None, num_classes: int | None) -> Checkpoint:

@@ -78,10 +78,10 @@ class ModelRef:
 
     def meta(self) -> Any:
         """The :class:`~segpipe.models.checkpoint.CheckpointMeta` of the model."""
-        from segpipe.models.checkpoint import CheckpointMeta, load_checkpoint
+        from segpipe.models.checkpoint import CheckpointMeta, read_meta
 
         if self.is_checkpoint():
-            return load_checkpoint(self.spec, arch=self.arch).meta
+            return read_meta(self.spec, arch=self.arch)
         if ":" not in self.spec:
             raise InputError(
                 "no such checkpoint file, and not ARCH:WEIGHTS", path=self.spec,
@@ -976,9 +976,7 @@ def prelabel(
     if req.task and req.task != meta.task:
         raise ConfigError(f"--task {req.task} but the model {meta.arch} is a {meta.task} model")
     fp = model_ref.fingerprint()
-    from segpipe.models.predict import model_dims
-
-    dims = model_dims(meta.arch)
+    dims = meta.dims
     config = _config(req, fp, meta)
     cfg_hash = config_hash(config)
     n_workers = cluster.n_workers() if not cluster.scheduler else 0

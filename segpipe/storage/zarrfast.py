@@ -19,6 +19,7 @@ import itertools
 import json
 import os
 import shutil
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -187,16 +188,58 @@ def _write_chunks(p: Path, data: np.ndarray, origin: Sequence[int], chunks: Sequ
         write_bytes_atomic(key, frame)
 
 
-def _array_meta(p: Path) -> tuple[dict[str, Any], list[int], list[int], np.dtype[Any], str | None] | None:
-    """``(document, shape, grid chunk shape, dtype, key separator)`` of the array at folder ``p``, or None."""
+class _Meta:
+    """An array's parsed ``zarr.json`` and what this module decided about it (see :func:`_array_meta`)."""
+
+    __slots__ = ("doc", "shape", "chunks", "dtype", "sep", "verdicts")
+
+    def __init__(self, doc: dict[str, Any], shape: list[int], chunks: list[int], dtype: np.dtype[Any],
+                 sep: str) -> None:
+        self.doc, self.shape, self.chunks, self.dtype, self.sep = doc, shape, chunks, dtype, sep
+        self.verdicts: dict[str, bool] = {}  # "region" / "shards": whether the document is one we write
+
+
+#: ``{zarr.json path: (its stat signature, its _Meta)}``: a shard task reads the same few documents
+#: again and again, and reading and checking them cost about as much per image as writing its file
+#: (bench/RESULTS.md, session 5). Keyed by inode, size, mtime and ctime: metadata is rewritten only by
+#: the driver between runs (zarr replaces the file), never while tasks of a run write chunks.
+_META_CACHE: dict[str, tuple[tuple[int, int, int, int], _Meta]] = {}
+_META_CACHE_SIZE = 512
+_SETTLED_NS = 100_000_000  # 0.1 s
+
+
+def _array_meta(p: Path) -> _Meta | None:
+    """The parsed ``zarr.json`` of the array at folder ``p`` (cached while the file is unchanged), or None."""
+    f = os.path.join(os.fspath(p), "zarr.json")
     try:
-        doc = json.loads((p / "zarr.json").read_bytes())
-        shape = [int(s) for s in doc["shape"]]
-        chunks = [int(c) for c in doc["chunk_grid"]["configuration"]["chunk_shape"]]
-        dtype = np.dtype(doc["data_type"])
+        st = os.stat(f)
+    except OSError:
+        return None
+    sig = (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+    hit = _META_CACHE.get(f)
+    if hit is not None and hit[0] == sig:
+        return hit[1]
+    try:
+        with open(f, "rb") as fh:
+            doc = json.loads(fh.read())
+        meta = _Meta(doc, [int(s) for s in doc["shape"]],
+                     [int(c) for c in doc["chunk_grid"]["configuration"]["chunk_shape"]], np.dtype(doc["data_type"]),
+                     str(doc.get("chunk_key_encoding", {}).get("configuration", {}).get("separator") or ""))
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    return doc, shape, chunks, dtype, doc.get("chunk_key_encoding", {}).get("configuration", {}).get("separator")
+    # As git does with its index ("racy git"): a file changed within the clock's granularity of now
+    # may change again without its size or times changing, so only settled files are remembered.
+    if time.time_ns() - max(st.st_mtime_ns, st.st_ctime_ns) > _SETTLED_NS:
+        if len(_META_CACHE) >= _META_CACHE_SIZE:
+            _META_CACHE.clear()
+        _META_CACHE[f] = (sig, meta)
+    return meta
+
+
+def read_array_document(path: str | Path) -> dict[str, Any] | None:
+    """The ``zarr.json`` document of the array at folder ``path`` (do not modify it), or None."""
+    meta = _array_meta(Path(path))
+    return None if meta is None else meta.doc
 
 
 def write_region(path: str | Path, data: np.ndarray, origin: Sequence[int]) -> bool:
@@ -220,10 +263,13 @@ def write_region(path: str | Path, data: np.ndarray, origin: Sequence[int]) -> b
     meta = _array_meta(p)
     if meta is None:
         return False
-    doc, shape, chunks, dtype, sep = meta
+    shape, chunks, dtype, sep = meta.shape, meta.chunks, meta.dtype, meta.sep
     if not supported(data) or data.dtype != dtype or data.ndim != len(shape) or len(origin) != len(shape):
         return False
-    if sep not in ("/", ".") or doc != array_document(shape, dtype, chunks, sep):
+    ok = meta.verdicts.get("region")
+    if ok is None:
+        ok = meta.verdicts["region"] = sep in ("/", ".") and meta.doc == array_document(shape, dtype, chunks, sep)
+    if not ok:
         return False  # another codec, fill value or key encoding: zarr-python knows how
     for o, n, s, c in zip(origin, data.shape, shape, chunks, strict=True):
         if o < 0 or o % c or o + n > s or ((o + n) % c and o + n != s):
@@ -285,9 +331,9 @@ def write_shards(path: str | Path, data: np.ndarray | Sequence[np.ndarray | None
     meta = _array_meta(p)
     if meta is None:
         return False
-    doc, shape, shard, dtype, sep = meta
+    shape, shard, dtype, sep = meta.shape, meta.chunks, meta.dtype, meta.sep
     try:
-        inner = [int(c) for c in doc["codecs"][0]["configuration"]["chunk_shape"]]
+        inner = [int(c) for c in meta.doc["codecs"][0]["configuration"]["chunk_shape"]]
     except (KeyError, TypeError, IndexError, ValueError):
         return False
     images: Sequence[np.ndarray | None] = list(data) if isinstance(data, np.ndarray) else data
@@ -298,7 +344,11 @@ def write_shards(path: str | Path, data: np.ndarray | Sequence[np.ndarray | None
             return False
     if len(shape) < 2 or inner[0] != 1 or inner[1:] != shape[1:] or shard[1:] != shape[1:]:
         return False  # only stacks of whole images: inner chunks in C order are then in file order
-    if sep not in ("/", ".") or doc != sharded_array_document(shape, dtype, inner, shard, sep):
+    ok = meta.verdicts.get("shards")
+    if ok is None:
+        ok = meta.verdicts["shards"] = (sep in ("/", ".")
+                                        and meta.doc == sharded_array_document(shape, dtype, inner, shard, sep))
+    if not ok:
         return False
     s, n = shard[0], len(images)
     if start < 0 or start % s or start + n > shape[0] or ((start + n) % s and start + n != shape[0]):

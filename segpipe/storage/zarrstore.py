@@ -113,6 +113,8 @@ class ZarrStore:
         self.path = Path(path)
         self.private = self.path / PRIVATE
         self._index: dict[int, tuple[str, int]] | None = None
+        # One group object per stack, so its views share the decoded attrs chunks (StackCache).
+        self._stacks: dict[str, Any] = {}
 
     # -------------------------------------------------------------- driver side
 
@@ -246,12 +248,16 @@ class ZarrStore:
         import zarr
 
         folder = self.path / "images" / image_key(image_id)
-        if hint is None and not (folder / "zarr.json").is_file():
+        grouped = (folder / "zarr.json").is_file()
+        if hint is None and not grouped:
             hint = self._stacked().get(int(image_id))
-        if hint is not None and not (folder / "zarr.json").is_file():
+        if hint is not None and not grouped:
             from segpipe.storage.stacks import StackedImage, open_stack
 
-            return StackedImage(open_stack(self.path, hint[0]), int(hint[1]))
+            stack = self._stacks.get(hint[0])
+            if stack is None:  # opening a group costs 2 ms: once per stack, not per image
+                stack = self._stacks[hint[0]] = open_stack(self.path, hint[0])
+            return StackedImage(stack, int(hint[1]))
         return zarr.open_group(str(self.path), mode="r")[f"images/{image_key(image_id)}"]
 
     def read(self, image_id: int, name: str) -> np.ndarray:

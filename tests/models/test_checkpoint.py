@@ -113,3 +113,67 @@ def test_meta_must_be_plain(tmp_path: Path) -> None:
     meta.provenance["bad"] = object()
     with pytest.raises(CheckpointError, match="only plain values"):
         save_checkpoint(tmp_path / "m.ckpt", build_model("unet", 3, base=8), meta)
+
+
+def _read_meta_in_fresh_process(path: Path, arch: str | None = None) -> tuple[dict[str, object] | str, bool]:
+    """``read_meta`` in a new interpreter: (the meta dict or the error line, whether torch got imported)."""
+    import json
+    import subprocess
+    import sys
+
+    code = (
+        "import json, sys\n"
+        "from segpipe.errors import SegpipeError\n"
+        "from segpipe.models.checkpoint import read_meta\n"
+        "try:\n"
+        "    out = read_meta(sys.argv[1], arch=sys.argv[2] or None).to_dict()\n"
+        "except SegpipeError as e:\n"
+        "    out = str(e)\n"
+        "print(json.dumps([out, 'torch' in sys.modules]))\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code, str(path), arch or ""], capture_output=True, text=True, check=True)
+    out, torch_imported = json.loads(r.stdout)
+    return out, bool(torch_imported)
+
+
+def test_read_meta_needs_no_torch_and_equals_load(tmp_path: Path) -> None:
+    model = build_model("unet", 3, base=8)
+    opt = torch.optim.AdamW(model.parameters())
+    model(torch.randn(1, 3, 32, 32)).sum().backward()
+    opt.step()
+    p = save_checkpoint(tmp_path / "m.ckpt", model, _meta(), optimizer=opt.state_dict(),
+                        train_state={"epoch": 1, "rng": torch.get_rng_state()})
+    meta, torch_imported = _read_meta_in_fresh_process(p)
+    assert meta == load_checkpoint(p).meta.to_dict()
+    assert not torch_imported  # the driver of a run reads the meta without paying for torch
+    assert load_checkpoint(p).meta.dims == 2 and CheckpointMeta.for_arch("unet3d", 2).dims == 3
+
+
+@pytest.mark.parametrize("how", ["torch.save", "raw pickle"])
+def test_read_meta_refuses_what_load_refuses(tmp_path: Path, how: str) -> None:
+    from segpipe.models.checkpoint import read_meta
+
+    marker = tmp_path / "pwned"
+    path = tmp_path / "evil.ckpt"
+    payload = {"format": "segpipe.checkpoint", "version": 1, "meta": _meta().to_dict(),
+               "state_dict": {"w": torch.zeros(1)}, "x": _Evil(marker)}
+    if how == "torch.save":
+        torch.save(payload, path)
+    else:
+        path.write_bytes(pickle.dumps(payload))
+    with pytest.raises(CheckpointError, match="refused"):
+        read_meta(path)
+    assert not marker.exists()
+
+
+def test_read_meta_other_files_take_the_torch_path(tmp_path: Path) -> None:
+    model = build_model("unet", 5, base=8)
+    torch.save(model.state_dict(), tmp_path / "plain.pth")
+    meta, _ = _read_meta_in_fresh_process(tmp_path / "plain.pth", arch="unet")
+    assert meta == load_checkpoint(tmp_path / "plain.pth", arch="unet").meta.to_dict()
+    err, _ = _read_meta_in_fresh_process(tmp_path / "plain.pth")
+    assert isinstance(err, str) and "--arch" in err
+    good = save_checkpoint(tmp_path / "m.ckpt", build_model("unet", 3, base=8), _meta())
+    (tmp_path / "cut.ckpt").write_bytes(good.read_bytes()[: good.stat().st_size // 2])  # a truncated copy
+    err, _ = _read_meta_in_fresh_process(tmp_path / "cut.ckpt")
+    assert isinstance(err, str) and "cannot read checkpoint" in err

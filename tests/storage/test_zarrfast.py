@@ -181,6 +181,31 @@ def test_shards_refuse_partial_shards_and_other_arrays(tmp_path: Path) -> None:
     assert set(_files(tmp_path / "a")) == {"zarr.json", "c/2/0/0"}
 
 
+@pytest.mark.parametrize("remember_fresh", [False, True])
+def test_cached_metadata_follows_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                          remember_fresh: bool) -> None:
+    """The parsed zarr.json is reused only while the file is unchanged: a resize or a replaced array is seen."""
+    if remember_fresh:  # cache files however recent they are, to see that a change of the file is noticed
+        monkeypatch.setattr(zarrfast, "_SETTLED_NS", -(10**18))
+    arr = zarr.create_array(str(tmp_path / "a"), shape=(16, 4, 4), dtype="uint8", chunks=(1, 4, 4), shards=(8, 4, 4),
+                            fill_value=0)
+    one = np.ones((8, 4, 4), np.uint8)
+    assert zarrfast.write_shards(tmp_path / "a", one, 0)
+    assert not zarrfast.write_shards(tmp_path / "a", one, 16)  # beyond the array
+    arr.resize((24, 4, 4))  # the driver grows a stack between runs
+    assert zarrfast.write_shards(tmp_path / "a", one * 2, 16)
+    assert np.array_equal(zarr.open_array(str(tmp_path / "a"), mode="r")[16:24], one * 2)
+    # the same folder holding an array of another fill value now: refused, written by zarr-python instead
+    zarr.create_array(str(tmp_path / "a"), shape=(24, 4, 4), dtype="uint8", chunks=(1, 4, 4), shards=(8, 4, 4),
+                      fill_value=3, overwrite=True)
+    assert not zarrfast.write_shards(tmp_path / "a", one, 0)
+    zarr.create_array(str(tmp_path / "r"), shape=(16, 16), dtype="uint8", chunks=(8, 8), fill_value=0)
+    assert zarrfast.write_region(tmp_path / "r", np.ones((8, 8), np.uint8), (0, 0))
+    zarr.create_array(str(tmp_path / "r"), shape=(16, 16), dtype="uint8", chunks=(8, 8), fill_value=5,
+                      overwrite=True)
+    assert not zarrfast.write_region(tmp_path / "r", np.ones((8, 8), np.uint8), (0, 0))
+
+
 @pytest.mark.parametrize("dtype", ["uint8", "float64"])
 def test_large_fill_value_chunks_are_left_out(tmp_path: Path, dtype: str) -> None:
     """All-zero chunks far larger than a zstd block (whose frames are not tiny) are still left out."""
