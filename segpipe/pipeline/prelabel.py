@@ -811,25 +811,19 @@ def _predict_and_write(predictor: Any, image: np.ndarray, group: Any, store: Zar
 def _single_tile(predictor: Any, image: np.ndarray, probs: bool) -> tuple[np.ndarray, np.ndarray | None]:
     """One forward pass for an image that fits in one tile.
 
-    No blending buffers. Labels come from the logits when probabilities are not wanted (the argmax of
-    a softmax is the argmax of its input). Probabilities are quantised in torch straight from the
-    softmax, never through float16 and float32 copies.
+    No blending buffers; the outputs come straight from the logits (see
+    :func:`~segpipe.models.predict.labels_and_quantised_probs`), never through float16 and float32
+    copies of the probabilities.
 
     Returns:
-        ``(labels (H, W) int64, probs (C, H, W) uint8 | None)``.
+        ``(labels (H, W) uint8/uint16, probs (C, H, W) uint8 | None)``.
     """
-    import torch
+    from segpipe.models.predict import labels_and_quantised_probs
 
     logits = predictor._run(predictor._to_tensor([image]))
     if isinstance(logits, dict):  # torchvision-style outputs
         logits = logits["out"]
-    logits = logits[0].float()
-    if not probs:
-        return logits.argmax(0).cpu().numpy(), None
-    p = torch.softmax(logits, dim=0)
-    labels = p.argmax(0).cpu().numpy()
-    q = p.mul_(255.0).round_().to(torch.uint8).cpu().numpy()
-    return labels, q
+    return labels_and_quantised_probs(logits[0].float(), probs)
 
 
 def _digest_stream(arr: Any) -> str:

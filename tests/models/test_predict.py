@@ -249,6 +249,33 @@ def test_argmax_agrees_on_both_layouts_with_ties_and_nan() -> None:
     np.testing.assert_array_equal(hwc, expect)
 
 
+@pytest.mark.parametrize("layout", ["planar", "channels_last"])
+@pytest.mark.parametrize("probs", [False, True])
+def test_tile_outputs_from_logits_match_numpy(layout: str, probs: bool) -> None:
+    """Labels are np.argmax of the logits (ties: the first class; NaN wins); probabilities round(255·softmax)."""
+    from segpipe.models.predict import labels_and_quantised_probs
+
+    rng = np.random.default_rng(3)
+    a = rng.normal(0, 3, (7, 33, 47)).astype(np.float32)
+    a[:, 0, :5] = 1.0  # a tie of every class
+    a[4, 2, 2] = np.nan
+    t = torch.from_numpy(a.copy())
+    if layout == "channels_last":
+        t = torch.from_numpy(np.ascontiguousarray(a.transpose(1, 2, 0))).permute(2, 0, 1)
+    labels, q = labels_and_quantised_probs(t, probs)
+    assert labels.dtype == np.uint8
+    np.testing.assert_array_equal(labels, np.argmax(a, axis=0))
+    if not probs:
+        assert q is None
+        return
+    assert q is not None and q.dtype == np.uint8 and q.shape == a.shape and q.flags.c_contiguous
+    finite = np.isfinite(a).all(0)
+    e = np.exp(a.astype(np.float64) - a.max(0))
+    ref = np.round(255 * e / e.sum(0))
+    assert np.abs(q.astype(np.int64) - ref)[:, finite].max() <= 1
+    assert np.array_equal(q[:, 0, 0], np.full(7, round(255 / 7), np.uint8))
+
+
 def test_input_normalisation_is_fused_float32_channels_last() -> None:
     """uint8 and float64 tiles both become normalised float32 with the HWC view's strides."""
     pred = Predictor(_Conv1x1(5), _meta(), device="cpu")
