@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -173,9 +174,20 @@ def open_client(spec: ClusterSpec) -> Iterator[Any]:
         )
     except Exception as e:  # report as one line: which resource failed
         raise ExecutionError(f"cannot start a local Dask cluster: {e}") from None
+    _OWNED.add(cluster)
     client = Client(cluster)
     try:
         yield client
     finally:
         client.close()
         cluster.close()
+
+
+#: The local clusters :func:`open_client` started: their worker processes are segpipe's own.
+_OWNED: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
+def owns_workers(client: Any) -> bool:
+    """Whether ``client``'s workers are processes of a local cluster that segpipe started (not a user's)."""
+    cluster = getattr(client, "cluster", None)
+    return cluster is not None and cluster in _OWNED

@@ -33,22 +33,58 @@ class PredictorPlugin(WorkerPlugin):
     # shared cluster runs several checkpoints one after another).
     idempotent = False
 
-    def __init__(self, model_ref: Any, options: dict[str, Any], threads: int, zarr_concurrency: int = 4) -> None:
+    def __init__(self, model_ref: Any, options: dict[str, Any], threads: int, zarr_concurrency: int = 4,
+                 fast_exit: bool = False) -> None:
         self.model_ref = model_ref
         self.options = dict(options)
         self.threads = threads
         self.zarr_concurrency = zarr_concurrency
+        self.fast_exit = fast_exit
         self.state: dict[str, Any] = {}
 
     def setup(self, worker: Any = None) -> None:
         """Loads the model (runs on the worker)."""
         self.state = build_state(self.model_ref, self.options, self.threads, self.zarr_concurrency)
+        if self.fast_exit:
+            install_fast_exit()
 
     def teardown(self, worker: Any = None) -> None:
         """Stops the decoder process."""
         dec = self.state.get("decoder")
         if dec is not None:
             dec.close()
+
+
+_FAST_EXIT = False
+
+
+def install_fast_exit() -> None:
+    """Makes this worker process skip Python's finalisation when it exits (workers of an embedded cluster).
+
+    Unloading torch and torchvision's thousands of modules made every run's cluster shutdown take
+    1.1 s on 2 cores; without it, 0.06 s (bench/RESULTS.md, session 5). When the process exits its
+    worker has closed: its plugins are torn down (the decoder process is stopped), and every output
+    and receipt was written (atomically and durably) before its task reported. Registered after the
+    handlers of the libraries it imported, this one runs first: it flushes the standard streams and
+    ends the process. Only the embedded cluster's workers, which segpipe owns, get it; the workers of
+    a user's scheduler finalise as usual.
+    """
+    global _FAST_EXIT
+    if _FAST_EXIT:
+        return
+    import atexit
+    import sys
+
+    def leave() -> None:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except Exception:  # a closed or broken stream: nothing left to save
+                pass
+        os._exit(0)
+
+    atexit.register(leave)
+    _FAST_EXIT = True
 
 
 def build_state(model_ref: Any, options: dict[str, Any], threads: int, zarr_concurrency: int) -> dict[str, Any]:

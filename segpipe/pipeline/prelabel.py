@@ -1032,9 +1032,11 @@ def prelabel(
                     for k, e, part in todo]
         todo = _place_in_stacks(store, todo, meta, dims, req.probs)
         if hasattr(client, "register_plugin"):
+            from segpipe.execution.cluster import owns_workers
             from segpipe.execution.plugins import PredictorPlugin
 
-            client.register_plugin(PredictorPlugin(model_ref, options, threads))
+            # the embedded cluster's workers (not a user's) skip finalisation at exit: see install_fast_exit
+            client.register_plugin(PredictorPlugin(model_ref, options, threads, fast_exit=owns_workers(client)))
         receipts: list[dict[str, Any]] = []
         failed: list[dict[str, Any]] = [
             {"key": "", "image_id": e.id, "file": e.file, "status": "failed", "reason": e.error}

@@ -54,3 +54,39 @@ def test_embedded_workers_run_without_profiler_and_malloc_trim():
     with open_client(ClusterSpec(workers=1)) as client:
         (settings,) = client.run(_worker_settings).values()
     assert tuple(settings) == (False, None)
+
+
+def test_only_the_embedded_clusters_workers_are_segpipes():
+    """Fast exit is installed only in worker processes segpipe started, never in a user's cluster."""
+    import logging
+
+    from distributed import Client, LocalCluster
+
+    from segpipe.execution.cluster import owns_workers
+
+    with open_client(ClusterSpec(workers=1)) as client:
+        assert owns_workers(client)
+    with open_client(ClusterSpec(workers=0)) as client:
+        assert not owns_workers(client)
+    with LocalCluster(n_workers=1, processes=False, dashboard_address=":0", silence_logs=logging.ERROR) as user, \
+            Client(user) as client:
+        assert not owns_workers(client)
+
+
+def test_fast_exit_flushes_output_and_skips_finalisation(tmp_path):
+    """The handler ends the process with status 0 after flushing; handlers registered before it do not run."""
+    import subprocess
+    import sys
+
+    marker = tmp_path / "finalised"
+    code = (
+        "import atexit, sys\n"
+        "atexit.register(lambda: open(sys.argv[1], 'w').write('x'))\n"
+        "from segpipe.execution.plugins import install_fast_exit\n"
+        "install_fast_exit()\n"
+        "install_fast_exit()  # once per process\n"
+        "sys.stdout.write('no newline at the end')\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code, str(marker)], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and r.stdout == "no newline at the end"
+    assert not marker.exists()
