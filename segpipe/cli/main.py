@@ -44,6 +44,12 @@ def main(
     """Batch annotation and dataset processing for image segmentation."""
     state.VERBOSE = verbose
     state.QUIET = quiet
+    if verbose:
+        import logging
+
+        from segpipe.execution import cluster
+
+        cluster.WORKER_LOG_LEVEL = logging.ERROR  # the workers' own error logs, tracebacks included
     if not verbose:
         import warnings
 

@@ -71,6 +71,11 @@ class _DoneFuture:
         return True
 
 
+#: Log level of the embedded cluster's scheduler and workers. Their errors reach the user as one line
+#: each through the runner (a task's exception, a plugin that failed to load the model); distributed
+#: would also print them with tracebacks. ``segpipe --verbose`` lowers it to ERROR.
+WORKER_LOG_LEVEL = logging.CRITICAL
+
 _ADDRESS = re.compile(r"^(tcp|tls|ws|wss|ucx)://[^\s/:]+(:\d{1,5})$")
 CONNECT_TIMEOUT_S = 10.0
 
@@ -169,7 +174,7 @@ def open_client(spec: ClusterSpec) -> Iterator[Any]:
             # a free port: two runs (or a user's own dashboard on 8787) never collide
             dashboard_address=":0",
             memory_limit=spec.memory_limit,
-            silence_logs=logging.ERROR,
+            silence_logs=WORKER_LOG_LEVEL,
             worker_class="distributed.Nanny",
         )
     except Exception as e:  # report as one line: which resource failed

@@ -43,7 +43,10 @@ class PredictorPlugin(WorkerPlugin):
         self.state: dict[str, Any] = {}
 
     def setup(self, worker: Any = None) -> None:
-        """Loads the model (runs on the worker)."""
+        """Loads the model (runs on the worker), and forgets array metadata cached by an earlier run."""
+        from segpipe.storage.zarrfast import forget_metadata
+
+        forget_metadata()
         self.state = build_state(self.model_ref, self.options, self.threads, self.zarr_concurrency)
         if self.fast_exit:
             install_fast_exit()
@@ -66,8 +69,9 @@ def install_fast_exit() -> None:
     worker has closed: its plugins are torn down (the decoder process is stopped), and every output
     and receipt was written (atomically and durably) before its task reported. Registered after the
     handlers of the libraries it imported, this one runs first: it flushes the standard streams and
-    ends the process. Only the embedded cluster's workers, which segpipe owns, get it; the workers of
-    a user's scheduler finalise as usual.
+    ends the process with status 0 (the nanny uses a worker's status for a log line only). Only the
+    embedded cluster's workers, which segpipe owns, get it; the workers of a user's scheduler
+    finalise as usual.
     """
     global _FAST_EXIT
     if _FAST_EXIT:

@@ -64,15 +64,6 @@ class CheckpointMeta:
     keypoints: list[str] = field(default_factory=list)
     provenance: dict[str, Any] = field(default_factory=dict)
 
-    @property
-    def dims(self) -> int:
-        """Spatial dimensions of the model's input: 3 for volume models (their tiles are ``[d, h, w]``), else 2.
-
-        Read from the meta rather than the architecture registry, whose modules import torch: the
-        driver of a run needs no torch at all (see :func:`read_meta`).
-        """
-        return len(self.tile_size)
-
     def to_dict(self) -> dict[str, Any]:
         """Plain, JSON-compatible dict."""
         return asdict(self)
@@ -238,12 +229,13 @@ def read_meta(path: str | Path, *, arch: str | None = None) -> CheckpointMeta:
     """The meta of a checkpoint, read without importing torch when the file allows it.
 
     The driver of a run needs only the meta, and importing torch to read it cost 2 s of a 16 s
-    pre-labeling run on 2 cores (bench/RESULTS.md). A segpipe checkpoint's pickle (``data.pkl``
-    inside torch's zip format) is read with an unpickler that knows dicts and stand-ins for torch's
-    tensor records only, so nothing from the file runs and no tensor is built; its zip checksums are
-    verified, as torch would on load. Anything else (a ``.safetensors`` file, a plain state dict, a
-    pickle that references other objects, a damaged file) takes :func:`load_checkpoint`'s path, which
-    gives the same result or the same one-line error.
+    pre-labeling run on 2 cores (bench/RESULTS.md). A segpipe checkpoint in torch's zip format is
+    read as torch reads it (the archive named by its first record, its ``version`` record, its
+    ``data.pkl``) with an unpickler that knows dicts and torch's tensor records only: nothing from
+    the file runs, no tensor is built, and every tensor record the pickle names must be in the zip
+    with at least its bytes. Anything else takes :func:`load_checkpoint`'s path, which gives the same
+    result or the same one-line error: a ``.safetensors`` file, a plain state dict, a legacy torch
+    file, a pickle that references other objects, a meta that holds tensors, a damaged file.
 
     Raises:
         CheckpointError: as :func:`load_checkpoint`.
@@ -251,50 +243,114 @@ def read_meta(path: str | Path, *, arch: str | None = None) -> CheckpointMeta:
     path = Path(path)
     if path.suffix != ".safetensors" and path.is_file():
         obj = _read_pickle_skeleton(path)
-        if isinstance(obj, dict) and obj.get("format") == FORMAT and int(obj.get("version", 0)) <= VERSION:
-            if isinstance(obj.get("state_dict"), dict):
-                return CheckpointMeta.from_dict(obj.get("meta", {}))
+        if (isinstance(obj, dict) and obj.get("format") == FORMAT and type(obj.get("version", 0)) is int
+                and obj.get("version", 0) <= VERSION and isinstance(obj.get("state_dict"), dict)
+                and isinstance(obj.get("meta"), dict) and not _holds_tensor(obj["meta"])):
+            return CheckpointMeta.from_dict(obj["meta"])
     return load_checkpoint(path, arch=arch).meta
 
 
 class _NotSkeleton(Exception):
-    """The pickle needs more than :class:`_SkeletonUnpickler` knows: torch reads it instead."""
+    """The file needs more than :class:`_SkeletonUnpickler` knows: torch reads it instead."""
 
 
-def _stand_in(*args: Any, **kwargs: Any) -> None:
-    """Takes the place of torch's tensor and storage records: the meta needs none of them."""
-    return None
+class _TensorRecord:
+    """Stands for a tensor of the checkpoint: the meta needs none, and must hold none."""
+
+
+_TENSOR = _TensorRecord()
+
+#: torch's storage classes as its zip format pickles them, with their element sizes in bytes.
+_STORAGES = {
+    "DoubleStorage": 8, "FloatStorage": 4, "HalfStorage": 2, "BFloat16Storage": 2, "LongStorage": 8,
+    "IntStorage": 4, "ShortStorage": 2, "CharStorage": 1, "ByteStorage": 1, "BoolStorage": 1,
+    "ComplexFloatStorage": 8, "ComplexDoubleStorage": 16, "UntypedStorage": 1,
+}
+#: A ``data.pkl`` larger than this is left to torch (a state dict's skeleton takes kilobytes).
+_MAX_PICKLE_BYTES = 64 << 20
+
+
+class _StorageType:
+    """Stands for one of torch's storage classes in a pickle (see :data:`_STORAGES`)."""
+
+    def __init__(self, name: str) -> None:
+        self.itemsize = _STORAGES[name]
+
+    def __call__(self, *args: Any, **kwargs: Any) -> _TensorRecord:
+        return _TENSOR
+
+
+def _rebuild_stand_in(*args: Any, **kwargs: Any) -> _TensorRecord:
+    """Takes the place of torch's ``_rebuild_tensor_v2`` and ``_rebuild_parameter``."""
+    return _TENSOR
 
 
 class _SkeletonUnpickler(pickle.Unpickler):
-    """Unpickles a torch checkpoint's containers; every tensor becomes None, nothing else is allowed."""
+    """Unpickles a torch zip checkpoint's containers; every tensor becomes :data:`_TENSOR`.
+
+    Args:
+        file: The ``data.pkl`` record.
+        records: ``{name: size}`` of the zip's records, for the tensor records the pickle names.
+        prefix: The archive's name (the folder of its records).
+    """
+
+    def __init__(self, file: Any, records: dict[str, int], prefix: str) -> None:
+        super().__init__(file)
+        self.records, self.prefix = records, prefix
 
     def find_class(self, module: str, name: str) -> Any:
         if (module, name) == ("collections", "OrderedDict"):
             return dict
         if module == "torch._utils" and name in ("_rebuild_tensor_v2", "_rebuild_parameter"):
-            return _stand_in
-        if module == "torch" and name.endswith("Storage"):
-            return _stand_in
+            return _rebuild_stand_in
+        if module == "torch" and name in _STORAGES:
+            return _StorageType(name)
         raise _NotSkeleton(f"{module}.{name}")
 
-    def persistent_load(self, pid: Any) -> None:
-        return None
+    def persistent_load(self, pid: Any) -> _TensorRecord:
+        # torch's zip format: ("storage", storage class, record key, location, number of elements)
+        if not (isinstance(pid, tuple) and len(pid) == 5 and pid[0] == "storage" and isinstance(pid[1], _StorageType)
+                and isinstance(pid[2], str) and type(pid[4]) is int):
+            raise _NotSkeleton("persistent id")
+        size = self.records.get(f"{self.prefix}/data/{pid[2]}")
+        if size is None or size < pid[4] * pid[1].itemsize:
+            raise _NotSkeleton(f"tensor record {pid[2]}")
+        return _TENSOR
+
+
+def _holds_tensor(obj: Any) -> bool:
+    """Whether a tensor stands anywhere in ``obj`` (dicts and lists, recursively)."""
+    if obj is _TENSOR:
+        return True
+    if isinstance(obj, dict):
+        return any(_holds_tensor(k) or _holds_tensor(v) for k, v in obj.items())
+    if isinstance(obj, (list, tuple)):
+        return any(_holds_tensor(v) for v in obj)
+    return False
 
 
 def _read_pickle_skeleton(path: Path) -> Any:
-    """The object of a torch zip checkpoint with tensors as None, or None when it cannot be read so."""
+    """The object of a torch zip checkpoint with its tensors as :data:`_TENSOR`; None when torch must read it."""
     import zipfile
 
     try:
-        with zipfile.ZipFile(path) as zf:
-            names = [n for n in zf.namelist() if n.endswith("/data.pkl") and n.count("/") == 1]
-            if len(names) != 1 or zf.testzip() is not None:  # testzip: the first record whose CRC fails
+        with open(path, "rb") as fh:
+            if fh.read(4) != b"PK\x03\x04":  # torch takes anything else for its legacy format
                 return None
-            with zf.open(names[0]) as f:
-                return _SkeletonUnpickler(f).load()
-    except (_NotSkeleton, zipfile.BadZipFile, pickle.UnpicklingError, EOFError, OSError, ValueError, TypeError,
-            KeyError, IndexError, AttributeError, RecursionError, MemoryError):
+        with zipfile.ZipFile(path) as zf:
+            infos = zf.infolist()
+            records = {i.filename: i.file_size for i in infos}
+            if not infos or len(records) != len(infos):  # duplicate names: which one would torch read?
+                return None
+            prefix = infos[0].filename.split("/", 1)[0]  # torch names the archive after its first record
+            if f"{prefix}/version" not in records and f"{prefix}/.data/version" not in records:
+                return None
+            pkl = zf.getinfo(f"{prefix}/data.pkl")
+            if pkl.compress_type != zipfile.ZIP_STORED or pkl.file_size > _MAX_PICKLE_BYTES:
+                return None  # torch writes records stored; anything else is for torch to judge
+            with zf.open(pkl) as f:  # zipfile checks this record's CRC as it reads
+                return _SkeletonUnpickler(f, records, prefix).load()
+    except Exception:  # any doubt (damage, odd records, references): torch's path decides, with its message
         return None
 
 

@@ -715,7 +715,8 @@ def labels_and_quantised_probs(logits: Any, probs: bool) -> tuple[np.ndarray, np
     if logits.device.type != "cpu":  # reductions are cheap on an accelerator: copy back the results only
         dt = np.uint8 if logits.shape[0] <= 256 else np.uint16
         labels = logits.argmax(0).to(torch.int32).cpu().numpy().astype(dt)
-        qa = torch.softmax(logits, 0).mul_(255.0).round_().to(torch.uint8).cpu().numpy() if probs else None
+        qa = (torch.softmax(logits, 0).mul_(255.0).round_().to(torch.uint8).contiguous().cpu().numpy()
+              if probs else None)
         return labels, qa
     labels = _argmax_channels(logits)
     if not probs:

@@ -118,6 +118,33 @@ def count_parameters(name: str, num_classes: int = 21) -> int:
     return _PARAM_CACHE[key]
 
 
+#: The built-in architectures and the spatial dimensions of their input, known without importing
+#: them: their modules import torch, and the driver of a run does not (see :func:`arch_dims`).
+#: ``tests/models/test_architectures.py`` checks it against the registered specs.
+BUILTIN_DIMS: dict[str, int] = {
+    "deeplabv3_mobilenet_v3_large": 2, "deeplabv3_resnet50": 2, "deeplabv3plus": 2, "fcn16s": 2, "fcn32s": 2,
+    "fcn8s": 2, "fcn_resnet101": 2, "fcn_resnet50": 2, "gcn": 2, "hourglass": 2, "keypointrcnn_resnet50_fpn": 2,
+    "lraspp_mobilenet_v3_large": 2, "maskrcnn_mobilenet_v3": 2, "maskrcnn_resnet50_fpn": 2, "panoptic_fpn": 2,
+    "pspnet": 2, "segnet": 2, "unet": 2, "unet3d": 3, "yolact": 2,
+}
+
+
+def arch_dims(name: str) -> int:
+    """Spatial dimensions of architecture ``name``'s input: 2 (images) or 3 (volumes).
+
+    Built-in names are answered from :data:`BUILTIN_DIMS` without importing torch; any other name
+    from its registered spec (which loads the architectures), and 2 for a name nobody registered.
+    """
+    if name in BUILTIN_DIMS:
+        return BUILTIN_DIMS[name]
+    from segpipe.errors import SegpipeError
+
+    try:
+        return get_model_spec(name).dims
+    except SegpipeError:  # a stub or a model built outside the registry
+        return 2
+
+
 _LOADED = False
 
 

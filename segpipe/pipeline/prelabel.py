@@ -20,6 +20,7 @@ import socket
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -967,10 +968,15 @@ def prelabel(
         parse_window(req.window)  # a malformed window is one line before anything runs
     model_ref = ModelRef(req.model, req.arch)
     meta = model_ref.meta()
+    from segpipe.storage.zarrfast import forget_metadata
+
+    forget_metadata()  # in-process runs write from this process: nothing cached by an earlier run counts
     if req.task and req.task != meta.task:
         raise ConfigError(f"--task {req.task} but the model {meta.arch} is a {meta.task} model")
     fp = model_ref.fingerprint()
-    dims = meta.dims
+    from segpipe.models.registry import arch_dims
+
+    dims = arch_dims(meta.arch)  # the architecture's, as the workers' predictor sees it (no torch here)
     config = _config(req, fp, meta)
     cfg_hash = config_hash(config)
     n_workers = cluster.n_workers() if not cluster.scheduler else 0
@@ -983,7 +989,9 @@ def prelabel(
     run_id = time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
     attrs = _store_attrs(meta, model_ref, config, cfg_hash)
     prepare_store(req, attrs, cfg_hash, dry_run=True)  # refuse a conflicting store before starting a cluster
-    with use_client(cluster, client) as client:
+    # The model is loaded on the workers before the store is touched: a checkpoint the workers cannot
+    # load fails the run with its one line and leaves an existing store as it was (even with --overwrite).
+    with use_client(cluster, client) as client, _predictor_on_workers(client, model_ref, options, threads):
         dashboard = getattr(client, "dashboard_link", None)
         if log and dashboard:
             log(f"dask dashboard: {dashboard}")
@@ -1031,12 +1039,6 @@ def prelabel(
             todo = [(k, e, {**part, "source": sources[e.id], "margin": margin}) if "window" in part else (k, e, part)
                     for k, e, part in todo]
         todo = _place_in_stacks(store, todo, meta, dims, req.probs)
-        if hasattr(client, "register_plugin"):
-            from segpipe.execution.cluster import owns_workers
-            from segpipe.execution.plugins import PredictorPlugin
-
-            # the embedded cluster's workers (not a user's) skip finalisation at exit: see install_fast_exit
-            client.register_plugin(PredictorPlugin(model_ref, options, threads, fast_exit=owns_workers(client)))
         receipts: list[dict[str, Any]] = []
         failed: list[dict[str, Any]] = [
             {"key": "", "image_id": e.id, "file": e.file, "status": "failed", "reason": e.error}
@@ -1055,27 +1057,20 @@ def prelabel(
                  for b in batches)
         stopped = False
         finished = 0
-        try:
-            for _, rs in run_tasks(client, prelabel_batch, tasks, total=len(batches),
-                                   max_in_flight=max(2, 2 * max(1, n_work))):
-                for r in rs:
-                    finished += 1
-                    if r["status"] == "done":
-                        receipts.append(r)
-                    else:
-                        failed.append(r)
-                        if req.on_error == "fail":
-                            stopped = True
-                if progress:
-                    progress(skipped + finished, len(planned), len(failed))
-                if stopped:
-                    break
-        finally:
-            if hasattr(client, "unregister_worker_plugin"):
-                try:
-                    client.unregister_worker_plugin("segpipe-predictor")
-                except Exception:  # the cluster may be going away; nothing to undo then
-                    pass
+        for _, rs in run_tasks(client, prelabel_batch, tasks, total=len(batches),
+                               max_in_flight=max(2, 2 * max(1, n_work))):
+            for r in rs:
+                finished += 1
+                if r["status"] == "done":
+                    receipts.append(r)
+                else:
+                    failed.append(r)
+                    if req.on_error == "fail":
+                        stopped = True
+            if progress:
+                progress(skipped + finished, len(planned), len(failed))
+            if stopped:
+                break
         run_s = time.perf_counter() - t_run
     stage = {k: round(sum(r["timings"][k] for r in receipts), 3) for k in ("decode", "infer", "write")}
     report = {
@@ -1101,6 +1096,33 @@ def prelabel(
     (store.private / "runs").mkdir(exist_ok=True)
     write_json_atomic(store.private / "runs" / f"{run_id}.json", report)
     return report
+
+
+@contextmanager
+def _predictor_on_workers(client: Any, model_ref: ModelRef, options: dict[str, Any], threads: int) -> Iterator[None]:
+    """Loads the model on every worker of ``client`` (a plugin) for the duration of the block.
+
+    Raises:
+        SegpipeError: a worker could not load the model (the worker's own one-line error).
+    """
+    if not hasattr(client, "register_plugin"):  # in-process: built here, before the store is touched
+        from segpipe.execution.plugins import worker_state
+
+        worker_state(model_ref, options, threads)
+        yield
+        return
+    from segpipe.execution.cluster import owns_workers
+    from segpipe.execution.plugins import PLUGIN_NAME, PredictorPlugin
+
+    # the embedded cluster's workers (not a user's) skip finalisation at exit: see install_fast_exit
+    client.register_plugin(PredictorPlugin(model_ref, options, threads, fast_exit=owns_workers(client)))
+    try:
+        yield
+    finally:
+        try:
+            client.unregister_worker_plugin(PLUGIN_NAME)
+        except Exception:  # the cluster may be going away; nothing to undo then
+            pass
 
 
 def fsck(path: Path, repair: bool = False) -> dict[str, Any]:

@@ -236,6 +236,16 @@ def _array_meta(p: Path) -> _Meta | None:
     return meta
 
 
+def forget_metadata() -> None:
+    """Drops every cached ``zarr.json`` (a new run: its driver may have resized or replaced arrays).
+
+    The stat signature alone can miss a change on file systems whose attributes are cached (NFS
+    answers ``stat`` from its cache for up to a minute) or whose times are coarse, and the workers of
+    a user's cluster live from one run to the next.
+    """
+    _META_CACHE.clear()
+
+
 def read_array_document(path: str | Path) -> dict[str, Any] | None:
     """The ``zarr.json`` document of the array at folder ``path`` (do not modify it), or None."""
     meta = _array_meta(Path(path))

@@ -47,6 +47,17 @@ def test_registry_lists_all_tasks() -> None:
     assert {get_model_spec(n).task for n in names} == {"semantic", "instance", "panoptic", "landmarks"}
 
 
+def test_builtin_dims_match_the_registered_specs() -> None:
+    """The torch-free table the driver reads (arch_dims) says what each registered architecture says."""
+    from segpipe.models.registry import BUILTIN_DIMS, arch_dims, get_model_spec, model_names
+
+    builtin = {n for n in model_names()  # other tests may register stubs of their own
+               if getattr(get_model_spec(n).builder, "__module__", "").startswith("segpipe.models.architectures")}
+    assert set(BUILTIN_DIMS) == builtin
+    assert {n: get_model_spec(n).dims for n in builtin} == BUILTIN_DIMS
+    assert arch_dims("unet3d") == 3 and arch_dims("unet") == 2 and arch_dims("no_such_arch") == 2
+
+
 def test_unknown_model_names_the_known_ones() -> None:
     with pytest.raises(UnknownNameError, match="unet"):
         get_model_spec("no-such-net")

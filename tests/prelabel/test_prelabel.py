@@ -396,3 +396,29 @@ def test_fsck_verifies_receipts_of_both_digest_schemes(tmp_path, collection, che
     receipts[0].write_text(json.dumps(rec))
     f = fsck(out)
     assert f["ok"] == 1 and len(f["bad"]) == 1 and "checksum mismatch" in f["bad"][0]["problem"]
+
+
+@pytest.mark.parametrize("workers", ["1", "0"])
+def test_a_model_the_workers_cannot_load_leaves_the_store(tmp_path, collection, checkpoint, workers):
+    """The workers load the model before the store is touched: --overwrite with bad weights keeps the old run."""
+    import torch
+
+    from segpipe.models.checkpoint import load_checkpoint, save_checkpoint
+    from segpipe.models.registry import build_model
+
+    out = tmp_path / "s.zarr"
+    r = run_cli("prelabel", str(collection / "images"), "-m", str(checkpoint), "-o", str(out), "-w", "1",
+                "--threads", "1", "--limit", "8")
+    assert r.returncode == 0, r.stderr
+    before = sorted(p.name for p in (out / ".segpipe" / "ledger").glob("*.json"))
+    assert len(before) == 8
+    meta = load_checkpoint(checkpoint).meta
+    bad = tmp_path / "bad.ckpt"  # the meta says U-Net base 8, the weights are of base 16: they do not fit
+    torch.manual_seed(0)
+    save_checkpoint(bad, build_model("unet", meta.num_classes, base=16, depth=2), meta)
+    r = run_cli("prelabel", str(collection / "images"), "-m", str(bad), "-o", str(out), "-w", workers, "--threads",
+                "1", "--overwrite")
+    assert r.returncode != 0
+    assert "do not fit" in r.stderr and "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) <= 2
+    assert sorted(p.name for p in (out / ".segpipe" / "ledger").glob("*.json")) == before
+    assert len(ZarrStore.open(out).image_ids()) == 8

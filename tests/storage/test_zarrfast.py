@@ -204,6 +204,10 @@ def test_cached_metadata_follows_the_file(tmp_path: Path, monkeypatch: pytest.Mo
     zarr.create_array(str(tmp_path / "r"), shape=(16, 16), dtype="uint8", chunks=(8, 8), fill_value=5,
                       overwrite=True)
     assert not zarrfast.write_region(tmp_path / "r", np.ones((8, 8), np.uint8), (0, 0))
+    if remember_fresh:  # a new run forgets what an earlier one cached (its driver may have changed arrays)
+        assert zarrfast._META_CACHE
+        zarrfast.forget_metadata()
+        assert not zarrfast._META_CACHE
 
 
 @pytest.mark.parametrize("dtype", ["uint8", "float64"])
