@@ -782,13 +782,9 @@ def _torch_div(a: Any, b: Any, out: Any) -> None:
 
 def model_dims(arch: str) -> int:
     """Spatial dimensions of a registered architecture (2 for names the registry does not know)."""
-    from segpipe.errors import SegpipeError
-    from segpipe.models.registry import get_model_spec
+    from segpipe.models.registry import arch_dims
 
-    try:
-        return get_model_spec(arch).dims
-    except SegpipeError:  # a stub or a model built outside the registry
-        return 2
+    return arch_dims(arch)
 
 
 def _is_channels_last(x: Any) -> bool:

@@ -182,7 +182,10 @@ class ShardWriter:
     def image_shape(self, stack: str) -> tuple[int, int]:
         """``(H, W)`` of the images of ``stack``."""
         if stack not in self._shapes:
-            doc = json.loads((self.root / STACKS / stack / "labels" / "zarr.json").read_bytes())
+            folder = self.root / STACKS / stack / "labels"
+            doc = zarrfast.read_array_document(folder)  # the parse flush() reuses
+            if doc is None:
+                raise FileNotFoundError(f"no stacked array at {folder}")
             self._shapes[stack] = tuple(int(s) for s in doc["shape"][1:])
         h, w = self._shapes[stack]
         return h, w
@@ -261,14 +264,16 @@ def _open_array(path: Path, mode: str = "r") -> Any:
 
 
 def _read_done(path: Path, doc: Mapping[str, Any], shard: int, n: int) -> np.ndarray:
-    """The ``done`` flags of one shard's slots, ``(n,) uint8`` (its one chunk, read from its file)."""
-    sep = doc.get("chunk_key_encoding", {}).get("configuration", {}).get("separator", "/")
-    chunk = [int(c) for c in doc["chunk_grid"]["configuration"]["chunk_shape"]]
-    codecs = [c.get("name") for c in doc.get("codecs", [])]
-    if chunk != [SHARD] or codecs != ["bytes", "zstd"]:
+    """The ``done`` flags of one shard's slots, ``(n,) uint8`` (its one chunk, read from its file).
+
+    A ``done`` array other than :func:`plan_stacks` makes (see :func:`_flat_done_layout`) is read
+    through zarr-python.
+    """
+    layout = _flat_done_layout(doc)
+    if layout is None:
         return np.asarray(_open_array(path)[shard * SHARD : shard * SHARD + n]).astype(np.uint8)
     try:
-        frame = (path / sep.join(["c", str(shard)])).read_bytes()
+        frame = _read_small(os.fspath(path / layout[1].join(["c", str(shard)])))
     except FileNotFoundError:
         return np.zeros(n, dtype=np.uint8)  # never written: all fill value
     from numcodecs import Zstd
@@ -521,10 +526,7 @@ def _read_all_done(path: Path) -> np.ndarray | None:
     Args:
         path: The ``done`` array's folder.
     """
-    try:
-        doc = json.loads((path / "zarr.json").read_bytes())
-    except (OSError, ValueError):
-        return None
+    doc = zarrfast.read_array_document(path)
     layout = _flat_done_layout(doc) if isinstance(doc, dict) else None
     if layout is None:
         return None

@@ -20,7 +20,7 @@ import json
 import os
 import shutil
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -198,6 +198,13 @@ class _Meta:
         self.doc, self.shape, self.chunks, self.dtype, self.sep = doc, shape, chunks, dtype, sep
         self.verdicts: dict[str, bool] = {}  # "region" / "shards": whether the document is one we write
 
+    def is_ours(self, kind: str, expected: Callable[[], dict[str, Any]]) -> bool:
+        """Whether the document is ``expected()`` with a "/" or "." key separator (decided once per kind)."""
+        ok = self.verdicts.get(kind)
+        if ok is None:
+            ok = self.verdicts[kind] = self.sep in ("/", ".") and self.doc == expected()
+        return ok
+
 
 #: ``{zarr.json path: (its stat signature, its _Meta)}``: a shard task reads the same few documents
 #: again and again, and reading and checking them cost about as much per image as writing its file
@@ -276,10 +283,7 @@ def write_region(path: str | Path, data: np.ndarray, origin: Sequence[int]) -> b
     shape, chunks, dtype, sep = meta.shape, meta.chunks, meta.dtype, meta.sep
     if not supported(data) or data.dtype != dtype or data.ndim != len(shape) or len(origin) != len(shape):
         return False
-    ok = meta.verdicts.get("region")
-    if ok is None:
-        ok = meta.verdicts["region"] = sep in ("/", ".") and meta.doc == array_document(shape, dtype, chunks, sep)
-    if not ok:
+    if not meta.is_ours("region", lambda: array_document(shape, dtype, chunks, sep)):
         return False  # another codec, fill value or key encoding: zarr-python knows how
     for o, n, s, c in zip(origin, data.shape, shape, chunks, strict=True):
         if o < 0 or o % c or o + n > s or ((o + n) % c and o + n != s):
@@ -354,11 +358,7 @@ def write_shards(path: str | Path, data: np.ndarray | Sequence[np.ndarray | None
             return False
     if len(shape) < 2 or inner[0] != 1 or inner[1:] != shape[1:] or shard[1:] != shape[1:]:
         return False  # only stacks of whole images: inner chunks in C order are then in file order
-    ok = meta.verdicts.get("shards")
-    if ok is None:
-        ok = meta.verdicts["shards"] = (sep in ("/", ".")
-                                        and meta.doc == sharded_array_document(shape, dtype, inner, shard, sep))
-    if not ok:
+    if not meta.is_ours("shards", lambda: sharded_array_document(shape, dtype, inner, shard, sep)):
         return False
     s, n = shard[0], len(images)
     if start < 0 or start % s or start + n > shape[0] or ((start + n) % s and start + n != shape[0]):
