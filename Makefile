@@ -4,7 +4,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.segpipe-installed
 PYTEST_ARGS ?=
 
-.PHONY: install demo test test-all lint schemas bench clean
+.PHONY: install demo test test-all lint schemas bench peers-yolo peers-labelme clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(PY) || python3 -m venv $(VENV)
@@ -38,6 +38,19 @@ bench: $(STAMP)
 	$(PY) -m pip install -q --no-deps panopticapi-lite
 	@test -x .venv-peers/bin/datum || (python3 -m venv .venv-peers && .venv-peers/bin/pip install -q 'datumaro[cli]')
 	@echo "run the scripts in bench/ one by one; each prints its ratios (see bench/RESULTS.md)"
+
+# Peers of the YOLO conformance tests (tests/formats/test_yolo.py skips them when absent): ultralytics and
+# datumaro in .venv-peers, never in .venv (ultralytics would move our torch pins); its torch is pinned to ours.
+peers-yolo:
+	@test -x .venv-peers/bin/python || python3 -m venv .venv-peers
+	.venv-peers/bin/pip install -q 'datumaro[cli]'
+	.venv-peers/bin/pip install -q ultralytics $$(grep -E '^(torch|torchvision)==' constraints.txt)
+
+# Peer of the LabelMe conformance test (tests/formats/test_labelme.py skips it when absent): labelme's own
+# LabelFile and shapes_to_label, in .venv-peers (it pulls Qt and onnxruntime, which .venv does not need).
+peers-labelme:
+	@test -x .venv-peers/bin/python || python3 -m venv .venv-peers
+	.venv-peers/bin/pip install -q labelme
 
 clean:
 	rm -rf demo-out .pytest_cache .mypy_cache .ruff_cache

@@ -12,10 +12,11 @@ import sys
 from typing import Any
 
 import typer
+from typer.exceptions import TyperException
 
 from segpipe import __version__
 from segpipe.cli import state
-from segpipe.errors import SegpipeError
+from segpipe.errors import SegpipeError, describe_failure
 
 app = typer.Typer(
     name="segpipe",
@@ -44,6 +45,9 @@ def main(
     """Batch annotation and dataset processing for image segmentation."""
     state.VERBOSE = verbose
     state.QUIET = quiet
+    from segpipe.storage.limits import check_limits
+
+    check_limits()  # a malformed SEGPIPE_MAX_PIXELS is one line here, not a failure per image or worker
     if verbose:
         import logging
 
@@ -81,7 +85,8 @@ def run() -> None:
     verbose = any(a in ("--verbose", "-v") for a in sys.argv[1:])
     try:
         # With standalone_mode=False click *returns* the code of typer.Exit instead of exiting.
-        rc = app(standalone_mode=False)
+        # prog_name: messages say `segpipe ...` under `python -m segpipe` too.
+        rc = app(standalone_mode=False, prog_name="segpipe")
         sys.exit(rc if isinstance(rc, int) else 0)
     except SegpipeError as e:
         if verbose:
@@ -98,13 +103,63 @@ def run() -> None:
         sys.exit(130)
     except SystemExit:
         raise
-    except Exception as e:  # click usage errors and unexpected failures: one line, never a traceback
-        import click
+    except TyperException as e:  # typer's own click: unknown commands and options, bad option values
+        from typer._click.exceptions import NoArgsIsHelpError
 
-        if isinstance(e, click.exceptions.ClickException):
+        if isinstance(e, NoArgsIsHelpError):  # `segpipe` alone: the help, as click shows it
             e.show()
             sys.exit(2)
+        state.err(usage_line(e))
+        sys.exit(2)
+    except Exception as e:  # failures no boundary mapped: one line, never a traceback
         if verbose:
             raise
+        mapped = describe_failure(e, output=state.OUTPUT, kept=_KEPT.get(_command()))
+        if mapped is not None:
+            state.err(str(mapped))
+            sys.exit(mapped.exit_code)
         state.err(f"internal error: {type(e).__name__}: {e} (run with --verbose for the traceback)")
         sys.exit(2)
+
+
+def _command() -> str:
+    """The subcommand named on the command line (the first argument that is no global option), or ``""``."""
+    for a in sys.argv[1:]:
+        if not a.startswith("-"):
+            return a
+    return ""
+
+
+def usage_line(e: TyperException) -> str:
+    """One line for a usage error: what is wrong, the option or command it concerns, and where to look.
+
+    Click prints usage errors as a usage block, a hint and the message; segpipe's promise is one line
+    naming the option. A global option given after the command (``segpipe synth -q``) gets a hint to
+    put it first.
+    """
+    message = " ".join(e.format_message().split())
+    ctx = getattr(e, "ctx", None)
+    command = ctx.command_path if ctx is not None else "segpipe"
+    hint = f"see `{command} --help`"
+    opt = getattr(e, "option_name", None)
+    if opt and opt in _GLOBAL_OPTIONS and command != "segpipe":
+        hint = f"global options go before the command: `segpipe {opt} {command.split(' ', 1)[-1]} ...`"
+    return f"{command}: {message} ({hint})"
+
+
+#: What a command leaves behind when writing fails (disk full, read-only): said in the error line.
+_KEPT = {
+    "prelabel": "images finished before it are kept in the store with their receipts (rerun with --resume)",
+    "convert": "nothing earlier in the destination was replaced",
+    "export": "nothing earlier in the destination was replaced",
+    "evaluate": "earlier report files are kept as they were",
+    "evaluate-checkpoints": "finished checkpoints' stores and reports are kept",
+    "validate": "an earlier --json file is kept as it was",
+    "train": "checkpoints of finished epochs are kept (rerun with --resume)",
+    "synth": "nothing earlier in the output folder was replaced",
+    "run": "finished stages' outputs are kept",
+    "demo": "finished steps' outputs are kept",
+}
+
+#: Options of the ``segpipe`` group itself, which click takes only before the command's name.
+_GLOBAL_OPTIONS = frozenset({"-q", "--quiet", "-v", "--verbose", "--version"})

@@ -8,8 +8,15 @@ from rich.console import Console
 from rich.table import Table
 
 
-def print_conversion_report(report: dict[str, Any], console: Console) -> None:
-    """Prints the per-category counts and every loss of a conversion."""
+def print_conversion_report(report: dict[str, Any], console: Console, err: Console | None = None) -> None:
+    """Prints the per-category counts and every loss of a conversion.
+
+    Args:
+        report: The conversion report.
+        console: Where the summary, the counts and the losses go (stdout).
+        err: Where the per-image problem lines go (stderr, like every error line); ``console`` when None.
+    """
+    err = err or console
     src, dst = report["source"], report["target"]
     imgs = report["images"]
     console.print(
@@ -28,7 +35,10 @@ def print_conversion_report(report: dict[str, Any], console: Console) -> None:
         for name in sorted(set(cin) | set(cout)):
             t.add_row(name, str(cin.get(name, 0)), str(cout.get(name, 0)))
         console.print(t)
-    if losses["lossless"]:
+    if losses["lossless"] and imgs["failed"]:  # "lossless" must not read as "complete"
+        console.print(f"lossless for the {imgs['converted']} images converted; {imgs['failed']} failed (see the "
+                      "errors)", markup=False)
+    elif losses["lossless"]:
         console.print("lossless: nothing the target cannot hold", markup=False)
     else:
         t = Table(title="what the target cannot hold", show_edge=False)
@@ -42,6 +52,6 @@ def print_conversion_report(report: dict[str, Any], console: Console) -> None:
         if kind not in losses["totals"]:
             console.print(f"note: {note}", markup=False)
     for p in report["problems"][:20]:
-        console.print(f"{p['severity']}: {p['file']}: {p['where']}: {p['message']}", markup=False)
+        err.print(f"{p['severity']}: {p['file']}: {p['where']}: {p['message']}", markup=False)
     if len(report["problems"]) > 20:
-        console.print(f"... and {len(report['problems']) - 20} more problems in the report", markup=False)
+        err.print(f"... and {len(report['problems']) - 20} more problems in the report", markup=False)

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
+from pathlib import Path
 
 from rich.console import Console
 
 VERBOSE = False
 QUIET = False
+#: The output the running command writes (``--out``, ``DST``, ``--json`` ...), named when a write fails
+#: for the machine's reasons (disk full, read-only); set by each command that writes.
+OUTPUT: Path | None = None
 
 console = Console(stderr=False, highlight=False, soft_wrap=True)
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -21,6 +26,13 @@ def err(message: str) -> None:
 def warn(message: str) -> None:
     """Prints one warning line on stderr."""
     err_console.print(f"warning: {message}", markup=False)
+
+
+def progress_log() -> Callable[[str], None]:
+    """Where a command's progress lines go: stderr, or nowhere under ``--quiet``."""
+    if QUIET:
+        return lambda message: None
+    return lambda message: err_console.print(message, markup=False)
 
 
 def show_progress() -> bool:

@@ -254,3 +254,52 @@ def rgb_to_labels(rgb: np.ndarray, lut: dict[int, int]) -> tuple[np.ndarray, lis
     top = int(vals.max()) if vals.size else 0
     dtype = np.uint8 if top <= 255 else np.uint16
     return vals.astype(dtype)[inv.reshape(flat.shape)], unknown
+
+
+#: Pixels per bincount pass of :func:`unknown_values_to_void`: bounds the int64 copy bincount makes
+#: (32 MiB) however large the label map (a 40k × 40k scene read from a store).
+_BINCOUNT_BLOCK = 1 << 22
+
+
+def unknown_values_to_void(
+    class_map: np.ndarray, known: Sequence[int] | set[int] | frozenset[int], void_value: int
+) -> tuple[np.ndarray, dict[int, int]]:
+    """Finds label-map values that are no category and makes them void, counting their pixels.
+
+    Background 0 and ``void_value`` are always known: class maps of every format use 0 for pixels of
+    no class (VOC label 0, Cityscapes ``unlabeled``) and ``void_value`` for pixels to ignore.
+
+    Args:
+        class_map: ``(H, W)`` unsigned integer label map of category ids (uint8 or uint16).
+        known: The category ids of the dataset.
+        void_value: The value meaning void / ignore.
+
+    Returns:
+        ``(class_map, unknown)``: the same array when every value is known, else a copy (same dtype)
+        with the unknown values set to ``void_value``; ``unknown`` is ``{value: pixels}``.
+    """
+    cm = np.asarray(class_map)
+    if cm.size == 0 or cm.dtype.kind not in "ui":
+        return class_map, {}
+    flat = cm.reshape(-1)
+    counts = np.zeros(0, dtype=np.int64)
+    if cm.dtype.kind == "i" and int(flat.min()) < 0:
+        raise ValueError("label maps hold non-negative category ids")
+    for start in range(0, flat.size, _BINCOUNT_BLOCK):
+        part = np.bincount(flat[start : start + _BINCOUNT_BLOCK])
+        if len(part) > len(counts):
+            part[: len(counts)] += counts
+            counts = part
+        else:
+            counts[: len(part)] += part
+    ok = np.zeros(len(counts), dtype=bool)
+    for v in (*known, 0, void_value):
+        if 0 <= int(v) < len(ok):
+            ok[int(v)] = True
+    bad = np.flatnonzero((counts > 0) & ~ok)
+    if not bad.size:
+        return class_map, {}
+    unknown = {int(v): int(counts[v]) for v in bad}
+    lut = np.arange(len(counts), dtype=np.int64)
+    lut[bad] = void_value
+    return lut[cm].astype(cm.dtype if void_value <= np.iinfo(cm.dtype).max else np.uint16), unknown

@@ -182,6 +182,15 @@ class Sample:
         """Returns a copy with other instances."""
         return replace(self, instances=instances)
 
+    @property
+    def size_measured(self) -> bool:
+        """Whether the recorded size was measured on the decoded image when the record was made.
+
+        Such a size needs no second comparison with the image file's header (which costs a file
+        open per image); the readers of recorded, hand-made sizes leave this False.
+        """
+        return False
+
 
 @dataclass(frozen=True, slots=True)
 class DatasetMeta:
@@ -251,6 +260,9 @@ class Materialized:
             source has one (VOC ``SegmentationClass``, mask directories, panoptic semantics).
         panoptic: ``((H, W) int32 segment-id map, segments)`` when the source is panoptic.
         void_value: The value meaning void in ``class_map`` (255 by default).
+        unknown_values: ``{source value: pixels}`` of label values that are no category and that the
+            reader already wrote as void in ``class_map`` (a Cityscapes label id outside its label
+            table); the converter reports them as a loss with the values it finds itself.
     """
 
     sample: Sample
@@ -258,3 +270,4 @@ class Materialized:
     class_map: Any = field(default=None, compare=False, hash=False)
     panoptic: Any = field(default=None, compare=False, hash=False)
     void_value: int = 255
+    unknown_values: Mapping[int, int] = field(default_factory=dict, compare=False, hash=False)

@@ -11,20 +11,78 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from segpipe.errors import ExecutionError
+from segpipe.errors import ConfigError, ExecutionError
+
+#: Worker processes per core above which an embedded cluster is refused: more only thrash.
+WORKERS_PER_CORE = 4
+#: Threads per worker (task threads, or torch threads) per core above which a request is capped:
+#: torch's OpenMP pool segfaulted when asked for 100000.
+THREADS_PER_CORE = 4
+#: File descriptors the driver holds per embedded worker: measured 9 (24, 51 and 87 more open files
+#: with 1, 4 and 8 workers: nanny and worker sockets, pipes), with margin. ``--workers 10000`` died of
+#: "Too many open files" once the cluster had started.
+FDS_PER_WORKER = 16
+#: File descriptors kept for the driver's own files and sockets.
+FDS_RESERVED = 64
+
+
+def cores() -> int:
+    """The cores this process may run on (its CPU affinity, which containers and ``taskset`` narrow)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - macOS has no affinity
+        return max(1, os.cpu_count() or 1)
+
+
+def open_files_limit() -> int | None:
+    """This process's soft limit on open files, or None when there is none (or no way to know)."""
+    try:
+        import resource
+
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    except (ImportError, OSError, ValueError):  # pragma: no cover - no resource module (Windows)
+        return None
+    return None if soft == resource.RLIM_INFINITY else int(soft)
+
+
+def max_workers() -> int:
+    """The most worker processes an embedded cluster may start here.
+
+    :data:`WORKERS_PER_CORE` × cores, and no more than the open-files limit leaves room for
+    (:data:`FDS_PER_WORKER` each after :data:`FDS_RESERVED`); at least 1.
+    """
+    cap = WORKERS_PER_CORE * cores()
+    limit = open_files_limit()
+    if limit is not None:
+        cap = min(cap, (limit - FDS_RESERVED) // FDS_PER_WORKER)
+    return max(1, cap)
+
+
+def max_threads() -> int:
+    """The most threads per worker used here: :data:`THREADS_PER_CORE` × cores."""
+    return THREADS_PER_CORE * cores()
 
 
 @dataclass(frozen=True)
 class ClusterSpec:
     """How to get workers.
 
+    Checked when made, so that the library refuses what the CLI refuses: ``workers`` below 0, or above
+    :func:`max_workers` for an embedded cluster, is a :class:`~segpipe.errors.ConfigError` naming
+    ``--workers``; ``threads_per_worker`` below 1 likewise (``--threads``), and above
+    :func:`max_threads` it is capped there.
+
     Attributes:
         workers: Worker processes for an embedded cluster; None = one per core (at most 8);
             0 = run in this process without Dask (for debugging and tiny jobs).
         scheduler: Address of an existing scheduler (``tcp://host:8786``); overrides ``workers``.
-        threads_per_worker: Threads per worker process.
+        threads_per_worker: Threads per worker process (tasks it runs at once); with ``workers=0``,
+            tasks run at once in this process.
         dashboard: Start the dashboard on an embedded cluster (a free port).
         memory_limit: Per-worker memory limit for an embedded cluster (``"4GiB"``, ``"auto"`` or 0).
+
+    Raises:
+        ConfigError: ``workers`` or ``threads_per_worker`` out of range.
     """
 
     workers: int | None = None
@@ -33,19 +91,70 @@ class ClusterSpec:
     dashboard: bool = False
     memory_limit: str | int = 0
 
+    def __post_init__(self) -> None:
+        if self.workers is not None:
+            check_workers(self.workers, embedded=self.scheduler is None)
+        # frozen: the capped value is set the way dataclasses set fields
+        object.__setattr__(self, "threads_per_worker", cap_threads(self.threads_per_worker))
+
     def n_workers(self) -> int:
         """Workers an embedded cluster would start."""
         if self.workers is not None:
             return self.workers
-        return max(1, min(os.cpu_count() or 1, 8))
+        return max(1, min(cores(), 8))
+
+    def worker_threads(self, requested: int | None = None) -> int:
+        """Threads per worker for a job: ``requested`` (capped), else the cores left to each worker.
+
+        Workers × threads ≈ cores by default (``workers=0`` and a scheduler's address count as one
+        worker here).
+        """
+        if requested is not None:
+            return cap_threads(requested)
+        n = self.n_workers() if not self.scheduler and self.workers != 0 else 1
+        return cap_threads(max(1, cores() // max(1, n)))
+
+
+def check_workers(workers: int, *, embedded: bool = True) -> int:
+    """``workers`` when an embedded cluster may start that many here (see :func:`max_workers`).
+
+    Raises:
+        ConfigError: below 0, or (``embedded``) above :func:`max_workers`.
+    """
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
+        raise ConfigError(f"--workers must be 0 (in this process) or more, got {workers!r}")
+    if embedded and workers > (cap := max_workers()):
+        limit = open_files_limit()
+        files = f", within the open-files limit of {limit}" if limit is not None else ""
+        raise ConfigError(f"--workers {workers} is more than this machine takes: at most {cap} "
+                          f"({WORKERS_PER_CORE} per core of the {cores()} here{files})")
+    return workers
+
+
+def cap_threads(threads: int) -> int:
+    """``threads`` capped at :func:`max_threads`.
+
+    Raises:
+        ConfigError: not an integer of at least 1.
+    """
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise ConfigError(f"--threads must be 1 or more, got {threads!r}")
+    return min(threads, max_threads())
 
 
 class InProcessClient:
     """A stand-in with the small part of ``distributed.Client``'s API the runner uses, running each
     task immediately in this process. Used for ``--workers 0``.
+
+    Args:
+        threads: Tasks :func:`~segpipe.execution.runner.run_tasks` runs at once (on threads of this
+            process), as a worker with that many threads would.
     """
 
     dashboard_link: str | None = None
+
+    def __init__(self, threads: int = 1) -> None:
+        self.threads = max(1, threads)
 
     def submit(self, fn: Any, *args: Any, **kwargs: Any) -> _DoneFuture:
         """Runs ``fn(*args)`` now."""
@@ -143,7 +252,7 @@ def open_client(spec: ClusterSpec) -> Iterator[Any]:
         ExecutionError: the scheduler cannot be reached, or the local cluster cannot start.
     """
     if spec.scheduler is None and spec.workers == 0:
-        yield InProcessClient()
+        yield InProcessClient(spec.threads_per_worker)
         return
     from distributed import Client, LocalCluster
 

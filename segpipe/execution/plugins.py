@@ -24,7 +24,8 @@ class PredictorPlugin(WorkerPlugin):
     Args:
         model_ref: A :class:`~segpipe.pipeline.prelabel.ModelRef` (small, picklable).
         options: Predictor keyword options (tile, overlap, batch, device ...).
-        threads: torch CPU threads per worker.
+        threads: Tasks each worker runs at once (a forward pass runs on one torch thread: see
+            :data:`INFERENCE_THREADS`).
         zarr_concurrency: zarr's async concurrency inside the worker (total I/O ≈ threads × this).
     """
 
@@ -91,15 +92,39 @@ def install_fast_exit() -> None:
     _FAST_EXIT = True
 
 
+#: torch threads of one forward pass on the CPU. A worker runs as many tasks at once as it has
+#: threads instead, each forward pass on one thread: torch's choice of convolution kernel depends on
+#: its thread count (a 1×1 convolution runs on oneDNN with more than one thread, on its GEMM path with
+#: one), and oneDNN's own results on it for some layers, so the probabilities a run stored used to
+#: depend on ``--workers`` (workers × threads ≈ cores). See tests/prelabel/test_determinism.py.
+INFERENCE_THREADS = 1
+#: Tiles per forward pass on the CPU, whatever ``--batch`` says: a small input runs on oneDNN only in
+#: a batch of more than one, and oneDNN picks other kernels by batch size, so a tile's result
+#: depended on how many tiles shared its pass (a row's last batch is short). ``--batch`` still sets
+#: the tiles per pass on a GPU, where batching is what makes it fast.
+CPU_TILES_PER_PASS = 1
+
+
 def build_state(model_ref: Any, options: dict[str, Any], threads: int, zarr_concurrency: int) -> dict[str, Any]:
-    """The per-worker state: ``{"predictor", "decoder"}``."""
+    """The per-worker state: ``{"predictor", "decoder"}``.
+
+    Args:
+        model_ref: The model.
+        options: Predictor keyword options.
+        threads: Tasks this worker runs at once (its forward passes run on
+            :data:`INFERENCE_THREADS` torch threads each, so that outputs do not depend on it).
+        zarr_concurrency: zarr's async concurrency.
+    """
     import zarr
 
     from segpipe.storage.isolated import IsolatedDecoder
 
-    os.environ.setdefault("OMP_NUM_THREADS", str(threads))
+    # before torch is first imported here: its OpenMP pool starts at this size
+    os.environ.setdefault("OMP_NUM_THREADS", str(INFERENCE_THREADS))
     zarr.config.set({"async.concurrency": zarr_concurrency})
-    predictor = model_ref.predictor(threads=threads, **options)
+    predictor = model_ref.predictor(threads=INFERENCE_THREADS, **options)
+    if not getattr(predictor, "cuda", False):
+        predictor.batch_size = CPU_TILES_PER_PASS
     return {"predictor": predictor, "decoder": IsolatedDecoder()}
 
 

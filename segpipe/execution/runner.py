@@ -36,6 +36,10 @@ def run_tasks(
     """
     it = iter(tasks)
     done = 0
+    if not hasattr(client, "scheduler") and getattr(client, "threads", 1) > 1:
+        yield from _run_threaded(client.threads, fn, it, total=total, max_in_flight=max_in_flight,
+                                 progress=progress)
+        return
     if not hasattr(client, "scheduler"):  # in-process: run one after another
         for key, args in it:
             result = client.submit(fn, *args).result()
@@ -77,3 +81,50 @@ def run_tasks(
         for f in list(pending):
             f.cancel()
         raise
+
+
+def _run_threaded(
+    threads: int,
+    fn: Callable[..., Any],
+    it: Iterator[tuple[str, tuple[Any, ...]]],
+    *,
+    total: int,
+    max_in_flight: int,
+    progress: Progress | None,
+) -> Iterator[tuple[str, Any]]:
+    """In-process tasks on ``threads`` threads of this process, as a worker with that many threads.
+
+    Results are yielded as they complete; the first task error is raised after the tasks not yet
+    started are cancelled (running ones finish: a thread cannot be stopped). Stopping the iteration
+    early does the same.
+    """
+    from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+
+    pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="segpipe-task")
+    pending: dict[Future[Any], str] = {}
+    done = 0
+
+    def submit_next() -> bool:
+        try:
+            key, args = next(it)
+        except StopIteration:
+            return False
+        pending[pool.submit(fn, *args)] = key
+        return True
+
+    try:
+        for _ in range(max(threads, max_in_flight)):
+            if not submit_next():
+                break
+        while pending:
+            finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for fut in finished:
+                key = pending.pop(fut)
+                result = fut.result()  # raises the task's own exception
+                done += 1
+                if progress:
+                    progress(done, total, 0)
+                yield key, result
+                submit_next()
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)

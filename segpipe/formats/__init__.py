@@ -19,9 +19,14 @@ _BUILTIN = (
     "segpipe.formats.geo",
     "segpipe.formats.medical",
     "segpipe.formats.cityscapes",
+    "segpipe.formats.yolo",
+    "segpipe.formats.labelme",
 )
 #: Detection order: the most specific shapes first.
-DETECT_ORDER = ("segpipe_zarr", "coco_panoptic", "coco_results", "coco", "voc", "maskdir")
+# yolo before voc: Datumaro's loose YOLO layout has an ``Annotations/`` folder (of .txt files), which VOC's
+# detection takes as its marker; YOLO's own markers (data.yaml with names, obj.data, obj.names) are specific.
+# labelme before voc: a LabelMe XML folder has VOC's marker ``Annotations/``; labelme's detector refuses it.
+DETECT_ORDER = ("segpipe_zarr", "coco_panoptic", "coco_results", "coco", "yolo", "labelme", "voc", "maskdir")
 _loaded = False
 
 

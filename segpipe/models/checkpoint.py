@@ -69,14 +69,21 @@ class CheckpointMeta:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> CheckpointMeta:
+    def from_dict(cls, d: dict[str, Any], *, path: str | Path | None = None) -> CheckpointMeta:
         """Validates and builds the meta from a dict read from a checkpoint.
 
+        Args:
+            d: The checkpoint's ``meta`` dict.
+            path: The checkpoint file, named in every error.
+
         Raises:
-            CheckpointError: a required field is missing or has the wrong type.
+            CheckpointError: a required field is missing or has the wrong type; the categories are
+                none, repeat an id or hold an id that no label map can store; the normalisation is not
+                three finite values with ``std > 0`` (see :func:`_check_categories` and :func:`_check_normalisation`).
         """
         if not isinstance(d, dict):
-            raise CheckpointError("checkpoint meta is not a dict")
+            raise CheckpointError("checkpoint meta is not a dict", path=path, where="meta")
+        _check_categories(d.get("categories"), path)
         try:
             meta = cls(
                 arch=str(d["arch"]),
@@ -92,9 +99,10 @@ class CheckpointMeta:
                 provenance=dict(d.get("provenance", {})),
             )
         except (KeyError, TypeError, ValueError) as e:
-            raise CheckpointError(f"checkpoint meta is invalid: {type(e).__name__}: {e}") from None
-        if len(meta.mean) != 3 or len(meta.std) != 3 or len(meta.tile_size) not in (2, 3):
-            raise CheckpointError("checkpoint meta: mean/std need 3 values and tile_size 2 (3 for 3-D models)")
+            raise CheckpointError(f"checkpoint meta is invalid: {type(e).__name__}: {e}", path=path) from None
+        _check_normalisation(meta, path)
+        if len(meta.tile_size) not in (2, 3):
+            raise CheckpointError("needs 2 values (3 for 3-D models)", path=path, where="meta.tile_size")
         return meta
 
     @classmethod
@@ -109,6 +117,68 @@ class CheckpointMeta:
         )
         kw.setdefault("tile_size", ([spec.default_depth] if spec.dims == 3 else []) + list(spec.default_input))
         return cls(arch=arch, task=spec.task, num_classes=num_classes, **kw)
+
+
+#: Largest category id a label map can store: the store's labels are uint8 up to id 254 and uint16
+#: above, and the dtype's maximum (255 / 65535) is void (nodata).
+MAX_CATEGORY_ID = 65534
+#: Input channels of every architecture (RGB); ``mean`` and ``std`` hold one value per channel.
+INPUT_CHANNELS = 3
+
+
+def _check_categories(cats: Any, path: str | Path | None) -> None:
+    """Refuses categories that would store wrong labels (a cast wraps -7 to 249, 70000 to 4464).
+
+    Each category's id (its ``index`` or position when it has no ``id``) must be an integer in
+    ``0..MAX_CATEGORY_ID``, unique, and there must be at least one category.
+
+    Raises:
+        CheckpointError: naming the file and the field, e.g. ``meta.categories[2].id``.
+    """
+    if cats is None or (isinstance(cats, list) and not cats):
+        raise CheckpointError("the checkpoint has no categories; a model needs at least one",
+                              path=path, where="meta.categories")
+    if not isinstance(cats, list):
+        raise CheckpointError(f"must be a list of categories, got {type(cats).__name__}",
+                              path=path, where="meta.categories")
+    seen: dict[int, int] = {}
+    for i, c in enumerate(cats):
+        where = f"meta.categories[{i}]"
+        if not isinstance(c, dict):
+            raise CheckpointError(f"must be a mapping with an id, got {type(c).__name__}", path=path, where=where)
+        key = "id" if "id" in c else "index"
+        value = c.get(key, i)
+        where = f"{where}.{key}" if key in c else where
+        if type(value) is not int:  # bool is an int subclass, 3.0 and "3" are no ids
+            raise CheckpointError(f"{value!r} is not an integer id", path=path, where=where)
+        if not 0 <= value <= MAX_CATEGORY_ID:
+            raise CheckpointError(
+                f"{value} does not fit the uint8/uint16 label dtype (ids 0..{MAX_CATEGORY_ID}; 65535 is void)",
+                path=path, where=where,
+            )
+        if value in seen:
+            raise CheckpointError(f"{value} repeats the id of meta.categories[{seen[value]}]", path=path, where=where)
+        seen[value] = i
+
+
+def _check_normalisation(meta: CheckpointMeta, path: str | Path | None) -> None:
+    """Refuses a normalisation that divides by zero or yields NaN (all-0 / all-1 label maps).
+
+    Raises:
+        CheckpointError: ``mean`` or ``std`` is not one finite value per input channel, or a ``std``
+            is not > 0.
+    """
+    import math
+
+    for name in ("mean", "std"):
+        values = getattr(meta, name)
+        if len(values) != INPUT_CHANNELS:
+            raise CheckpointError(f"needs {INPUT_CHANNELS} values (one per input channel), got {len(values)}",
+                                  path=path, where=f"meta.{name}")
+        for i, v in enumerate(values):
+            if not math.isfinite(v) or (name == "std" and v <= 0):
+                need = "a finite number > 0" if name == "std" else "a finite number"
+                raise CheckpointError(f"{v} is not {need}", path=path, where=f"meta.{name}[{i}]")
 
 
 @dataclass
@@ -217,7 +287,8 @@ def load_checkpoint(path: str | Path, *, arch: str | None = None, num_classes: i
     if isinstance(obj, dict) and obj.get("format") == FORMAT:
         if int(obj.get("version", 0)) > VERSION:
             raise CheckpointError(f"checkpoint version {obj.get('version')} is newer than this segpipe", path=path)
-        meta = CheckpointMeta.from_dict(obj.get("meta", {}))
+        _check_nesting(obj.get("meta"), path)
+        meta = CheckpointMeta.from_dict(obj.get("meta", {}), path=path)
         state = obj.get("state_dict")
         if not isinstance(state, dict):
             raise CheckpointError("checkpoint has no state_dict", path=path)
@@ -243,11 +314,39 @@ def read_meta(path: str | Path, *, arch: str | None = None) -> CheckpointMeta:
     path = Path(path)
     if path.suffix != ".safetensors" and path.is_file():
         obj = _read_pickle_skeleton(path)
+        if isinstance(obj, dict):
+            _check_nesting(obj.get("meta"), path)
         if (isinstance(obj, dict) and obj.get("format") == FORMAT and type(obj.get("version", 0)) is int
                 and obj.get("version", 0) <= VERSION and isinstance(obj.get("state_dict"), dict)
                 and isinstance(obj.get("meta"), dict) and not _holds_tensor(obj["meta"])):
-            return CheckpointMeta.from_dict(obj["meta"])
+            return CheckpointMeta.from_dict(obj["meta"], path=path)
     return load_checkpoint(path, arch=arch).meta
+
+
+#: Deepest nesting of dicts and lists accepted in a checkpoint's meta (a real one nests 3 levels). The
+#: meta is hashed, pickled to workers and written as JSON, all recursively: 20000 levels crashed them.
+MAX_META_DEPTH = 32
+
+
+def _check_nesting(meta: Any, path: str | Path) -> None:
+    """Refuses a meta nested deeper than :data:`MAX_META_DEPTH`, without recursing.
+
+    Raises:
+        CheckpointError: naming the file and the field where the limit is passed.
+    """
+    stack: list[tuple[Any, str, int]] = [(meta, "meta", 1)]
+    while stack:
+        obj, where, depth = stack.pop()
+        if isinstance(obj, dict):
+            items: list[tuple[str, Any]] = [(f"{where}.{k}", v) for k, v in obj.items()]
+        elif isinstance(obj, (list, tuple)):
+            items = [(f"{where}[{i}]", v) for i, v in enumerate(obj)]
+        else:
+            continue
+        if depth > MAX_META_DEPTH:
+            shown = where if len(where) <= 80 else where[:60] + "..." + where[-16:]
+            raise CheckpointError(f"nested deeper than {MAX_META_DEPTH} levels (refused)", path=path, where=shown)
+        stack.extend((v, w, depth + 1) for w, v in items)
 
 
 class _NotSkeleton(Exception):
@@ -386,9 +485,12 @@ def _load_safetensors(path: Path, arch: str | None, num_classes: int | None) -> 
         raise CheckpointError(f"cannot read safetensors file: {e}", path=path) from None
     if "segpipe" in header:
         try:
-            meta = CheckpointMeta.from_dict(json.loads(header["segpipe"]))
+            meta = CheckpointMeta.from_dict(json.loads(header["segpipe"]), path=path)
         except json.JSONDecodeError:
             raise CheckpointError("safetensors metadata is not valid JSON", path=path) from None
+        except RecursionError:  # json recurses per nesting level
+            raise CheckpointError(f"nested deeper than {MAX_META_DEPTH} levels (refused)", path=path,
+                                  where="meta") from None
         return Checkpoint(meta, state)
     return _plain_state(state, path, arch, num_classes)
 

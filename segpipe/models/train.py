@@ -12,6 +12,7 @@ validated and saved).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import time
@@ -38,6 +39,10 @@ class TrainResult:
     epochs_run: int
     stopped_by_budget: bool
     history: list[dict[str, Any]]
+
+
+#: What ``train`` writes into its output folder (the marker's entries: anything else is not replaced).
+TRAIN_ENTRIES = ("epoch_*.ckpt", "best.ckpt", "metrics.jsonl")
 
 
 # -- dataset reading ----------------------------------------------------------------------------------
@@ -294,7 +299,8 @@ def train(
     Args:
         dataset_dir: Training set (synth layout).
         arch: Registered architecture.
-        out_dir: Where checkpoints and ``metrics.jsonl`` go.
+        out_dir: Where checkpoints and ``metrics.jsonl`` go: a new or empty folder, or an earlier
+            ``train`` output (replaced whole when the new run completes; continued with ``resume``).
         epochs: Maximum number of epochs.
         max_minutes: Wall-clock budget; training stops there and keeps the best checkpoint.
         val_dir: Validation set; without it 10 % of the training images are held out (at least one).
@@ -315,7 +321,56 @@ def train(
 
     Returns:
         A :class:`TrainResult`.
+
+    Raises:
+        OutputError: ``out_dir`` overlaps the dataset, or is a non-empty folder ``train`` did not make.
     """
+    args = dict(locals())  # every argument as given, forwarded to _train
+    from segpipe.storage import outputs
+
+    inputs = [dataset_dir, val_dir]
+    if resume:  # continues the checkpoints already there: nothing is replaced, so only overlaps are refused
+        outputs.check_not_input(out_dir, inputs, option="--out")
+        return _train(**args)
+    plan = outputs.check_output(out_dir, inputs, option="--out", command="train")
+    if plan.replaces:  # a new run over an earlier one: built beside it, swapped in when complete
+        with outputs.staged(plan, entries=TRAIN_ENTRIES) as tmp:
+            res = _train(**{**args, "out_dir": tmp})
+        best = plan.given / res.best_path.name if res.best_path is not None else None
+        return dataclasses.replace(res, out_dir=plan.given, best_path=best)
+    # A new folder is trained in place, marked first: a killed run leaves epochs that --resume continues.
+    existed = plan.final.exists()
+    outputs.start_in_place(plan, entries=TRAIN_ENTRIES)
+    try:
+        return _train(**args)
+    except BaseException:
+        if [p.name for p in plan.final.iterdir()] == [outputs.MARKER]:  # nothing trained: leave no trace
+            (plan.final / outputs.MARKER).unlink()
+            if not existed:
+                plan.final.rmdir()
+        raise
+
+
+def _train(
+    dataset_dir: str | Path,
+    arch: str,
+    out_dir: str | Path,
+    epochs: int = 10,
+    max_minutes: float | None = None,
+    val_dir: str | Path | None = None,
+    resume: bool = False,
+    seed: int = 0,
+    batch_size: int = 4,
+    lr: float = 1e-3,
+    device: str = "auto",
+    progress: bool = True,
+    crop: tuple[int, int] | None = None,
+    model_kwargs: dict[str, Any] | None = None,
+    log: Callable[[str], None] | None = None,
+    warmup_iters: int | None = None,
+    clip_grad: float | None = None,
+) -> TrainResult:
+    """The training run of :func:`train`, writing into ``out_dir`` as it is (no output checks)."""
     import torch
 
     from segpipe.models.checkpoint import CheckpointMeta, load_checkpoint, provenance, save_checkpoint

@@ -83,9 +83,20 @@ def evaluate_checkpoints(
     for c in req.checkpoints:
         if not Path(c).is_file():
             raise InputError("checkpoint file not found", path=c)
+    from segpipe.storage import outputs
+
+    plan = outputs.check_output(req.report_dir, [req.gt, req.images, *req.checkpoints], option="--report-dir",
+                                command="evaluate-checkpoints")
+    if not plan.replaces:
+        outputs.start_in_place(plan)
+    # else: an earlier report of this command is continued in place (its decoded ground truth and its
+    # stores are reused; each report below is replaced whole).
     cluster = cluster or ClusterSpec()
-    out = req.report_dir
-    out.mkdir(parents=True, exist_ok=True)
+    import dataclasses
+
+    # Each worker runs as many images at once as it has cores (every forward pass is single-threaded).
+    if not cluster.scheduler:
+        cluster = dataclasses.replace(cluster, threads_per_worker=cluster.worker_threads())
     from segpipe.execution.cluster import open_client
 
     with open_client(cluster) as client:  # one cluster for every step of every checkpoint
@@ -111,6 +122,7 @@ def _evaluate_all(req: EvaluateCheckpointsRequest, cluster: ClusterSpec, client:
         convert(ConvertRequest(src=req.gt, dst=gt_store, to="segpipe_zarr", from_=gt_format, copy_images="none",
                                overwrite=True), cluster, client=client)
     rows: list[dict[str, Any]] = []
+    problems: list[dict[str, Any]] = []  # checkpoints some images failed for: the command exits 1
     seen: set[str] = set()
     for i, ckpt in enumerate(req.checkpoints):
         name = _name(Path(ckpt), seen)
@@ -128,10 +140,14 @@ def _evaluate_all(req: EvaluateCheckpointsRequest, cluster: ClusterSpec, client:
         for path, col in METRICS[req.task]:
             row[col] = _get(rep, path)
         rows.append(row)
+        n_eval = sum(1 for p in rep.get("problems", []) if p.get("severity") == "error")
+        if pre["images"]["failed"] or n_eval:
+            problems.append({"checkpoint": str(ckpt), "prelabel_failed": pre["images"]["failed"],
+                             "evaluate_errors": n_eval, "store": str(store), "report": str(out / "reports" / name)})
     key = METRICS[req.task][0][1]
     ranked = sorted(rows, key=lambda r: -1.0 if r[key] is None else r[key], reverse=True)
     board = {"task": req.task, "gt": str(req.gt), "metric": key, "rows": rows,
-             "best": ranked[0]["checkpoint"] if ranked else None}
+             "best": ranked[0]["checkpoint"] if ranked else None, "problems": problems}
     write_json_atomic(out / "leaderboard.json", board)
     _write_csv(out / "leaderboard.csv", rows)
     _write_md(out / "leaderboard.md", board, ranked)

@@ -2,9 +2,9 @@
 
 The driver reads the source index once and streams shards of lightweight samples to the workers;
 each worker decodes its images' masks, applies the category map and writes per-image outputs into a
-staging folder inside the destination. The driver then writes the index files (COCO JSON, VOC
-ImageSets ...) from the shards' small results, in shard order, and moves the staging folder's
-content into place — or, under ``--strict`` with any loss, removes it and fails, leaving nothing.
+staging folder beside the destination. The driver then writes the index files (COCO JSON, VOC
+ImageSets ...) from the shards' small results, in shard order, and swaps the staging folder in for
+the destination — or, under ``--strict`` with any loss, removes it and fails, leaving nothing.
 """
 
 from __future__ import annotations
@@ -17,14 +17,21 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from segpipe import __version__
 from segpipe.core.categories import CategoryMapper
 from segpipe.core.losses import LossCounter
 from segpipe.core.problems import Problem
 from segpipe.core.records import DatasetMeta, Materialized, Sample, chunked
-from segpipe.errors import ConfigError, InputError, LossError, SegpipeError, UnsupportedError
+from segpipe.errors import (
+    ConfigError,
+    InputError,
+    LossError,
+    SegpipeError,
+    UnsupportedError,
+    describe_failure,
+)
 from segpipe.execution.cluster import ClusterSpec, use_client
 from segpipe.execution.runner import run_tasks
 from segpipe.formats import detect_format, get_format
@@ -32,7 +39,9 @@ from segpipe.formats.base import ShardResult, WriteOptions
 from segpipe.storage.atomic import write_json_atomic
 from segpipe.storage.spill import spill
 
-STAGING = ".segpipe-staging"
+if TYPE_CHECKING:
+    from segpipe.storage.outputs import OutputPlan
+
 REPORT_NAME = "conversion_report.json"
 
 
@@ -48,7 +57,7 @@ class ConvertRequest:
         category_map: A YAML/JSON category map file, or None.
         strict: Any loss (or missing image) is an error and nothing is written.
         copy_images: ``copy``, ``link`` or ``none``.
-        overwrite: Allow a non-empty destination (files of the same name are replaced).
+        overwrite: Replace an earlier ``convert``/``export`` output in ``dst`` (whole, atomically).
         on_error: ``fail`` stops at the first unreadable sample; ``skip`` reports it and goes on.
         shard_size: Images per task; None = automatic.
         image_root: Where the source's images are, if not beside the annotations.
@@ -84,10 +93,15 @@ def load_category_map(path: Path) -> dict[str, Any]:
         text = path.read_text(encoding="utf-8")
     except OSError as e:
         raise InputError(f"cannot read category map: {e.strerror}", path=path) from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"not UTF-8 text (byte {e.object[e.start:e.start + 1]!r} at offset {e.start})",
+                          path=path, hint="save the category map as UTF-8") from None
     try:
         data = yaml.safe_load(text) or {}
     except yaml.YAMLError as e:
         raise ConfigError(f"not valid YAML: {str(e).splitlines()[0]}", path=path) from None
+    except RecursionError:  # PyYAML composes recursively: deep nesting exhausts the stack
+        raise ConfigError("not valid YAML: nested too deeply to read (refused)", path=path) from None
     if not isinstance(data, dict):
         raise ConfigError("a category map must be a mapping", path=path)
     try:
@@ -152,6 +166,8 @@ def convert_shard(
 
     Returns a small :class:`ShardResult` whose fragments live in a spill file.
     """
+    from segpipe.formats.checks import check_class_map, check_recorded_size
+
     spec = get_format(src_format)
     problems: list[Problem] = []
     pre = LossCounter()
@@ -159,8 +175,6 @@ def convert_shard(
 
     def stream() -> Iterator[Materialized]:
         for s in samples:
-            if s.image_path is None:
-                pre.missing_images.append(s.image.file_name)
             try:
                 if check_images and s.image_path is not None:
                     from segpipe.errors import ImageDecodeError
@@ -169,16 +183,37 @@ def convert_shard(
                     why = check_image_file(s.image_path)
                     if why:
                         raise ImageDecodeError(why, path=s.image_path)
-                m = spec.materialize(s, src_meta)
-            except SegpipeError as e:
+                # Before any mask is allocated at the recorded size: it must be within the pixel ceiling
+                # and equal the image file's; after decoding, label values that are no category are a loss.
+                check_recorded_size(s)
+                m = check_class_map(spec.materialize(s, src_meta), src_meta, pre)
+            except (SegpipeError, MemoryError, RecursionError) as exc:
+                # A sample too large to hold (a recorded size far beyond its file) or nested too deeply
+                # fails as that sample, named, like an unreadable one.
+                e = describe_failure(exc, path=s.image.file_name) or SegpipeError(str(exc))
                 if on_error == "fail":
-                    raise
+                    if e is exc:
+                        raise
+                    e.where = f"image {s.image.id}"
+                    raise e from None
                 problems.append(Problem("error", s.image.file_name, f"image {s.image.id}", str(e), "unreadable"))
                 continue
+            if s.image_path is None:  # counted for the images converted; a failed one is reported as failed
+                pre.missing_images.append(s.image.file_name)
             _count_in(m, names, pre)
+            current[0] = s
             yield mapper.apply(m) if mapper is not None else m
 
-    result = writer.write_shard(index, stream())
+    current: list[Any] = [None]  # the sample the writer holds: named when writing it runs out of memory
+    try:
+        result = writer.write_shard(index, stream())
+    except (MemoryError, RecursionError) as exc:
+        s = current[0]
+        e = describe_failure(exc, path=s.image.file_name if s is not None else None)
+        if e is None:  # pragma: no cover - both types always map
+            raise
+        e.where = f"image {s.image.id}" if s is not None else None
+        raise e from None
     result.losses.merge(pre)
     result.problems.extend(problems)
     result.n_samples = len(samples)
@@ -192,39 +227,21 @@ def _task_key(req: ConvertRequest, index: int) -> str:
     return f"convert-{h}-{index}"
 
 
-def _prepare_dst(dst: Path, src: Path, overwrite: bool) -> bool:
-    """Checks the destination; returns whether it was created here."""
-    if dst.exists() and not dst.is_dir():
-        raise InputError("destination exists and is not a folder", path=dst)
-    if dst.resolve() == src.resolve() or (src.is_dir() and dst.resolve() == src.resolve()):
-        raise InputError("destination is the source; choose another folder", path=dst)
-    created = not dst.exists()
-    if not created:
-        leftovers = [p for p in dst.iterdir() if p.name != STAGING]
-        if leftovers and not overwrite:
-            raise InputError("destination folder is not empty", path=dst, hint="pass --overwrite or choose another")
-    dst.mkdir(parents=True, exist_ok=True)
-    staging = dst / STAGING
-    if staging.exists():
-        shutil.rmtree(staging)  # left by an earlier killed run: ours, inside the output
-    staging.mkdir()
-    return created
+def _plan_dst(req: ConvertRequest) -> OutputPlan:
+    """Checks the destination before anything is read or written (see :mod:`segpipe.storage.outputs`).
 
+    A store target is replaced only if it is a segpipe store; any other target only if it holds the
+    marker of an earlier ``convert``/``export``, and then only with ``--overwrite``.
 
-def _promote(staging: Path, dst: Path) -> list[Path]:
-    moved: list[Path] = []
-    for p in sorted(staging.iterdir()):
-        target = dst / p.name
-        # Replace, never merge: a folder of an earlier conversion (e.g. SegmentationClass/) is swapped
-        # whole, so stale files cannot survive next to new index files (--overwrite).
-        if target.is_dir() and not target.is_symlink():
-            shutil.rmtree(target)
-        elif target.exists() or target.is_symlink():
-            target.unlink()
-        os.replace(p, target)
-        moved.append(target)
-    staging.rmdir()
-    return moved
+    Raises:
+        OutputError: DST overlaps an input, or is something this command may not replace.
+    """
+    from segpipe.storage.outputs import check_output
+
+    command = "export" if req.from_ == "segpipe_zarr" else "convert"
+    return check_output(req.dst, [req.src, req.image_root, req.gt, req.category_map], option="DST",
+                        command=command, kind="store" if req.to == "segpipe_zarr" else "folder",
+                        replace=req.overwrite, flag="--overwrite", accept=("convert", "export"))
 
 
 def convert(
@@ -244,6 +261,7 @@ def convert(
     dst_spec = get_format(req.to)
     if dst_spec.writer is None:
         raise UnsupportedError(f"format {req.to!r} cannot be written")
+    plan = _plan_dst(req)
     src_format = detect_format(req.src) if req.from_ == "auto" else req.from_
     src_spec = get_format(src_format)
     if src_spec.materialize is None:
@@ -256,8 +274,11 @@ def convert(
         mapper = CategoryMapper.build(spec, meta.categories, source=str(req.category_map))
     out_meta = mapper.map_meta(meta) if mapper else meta
 
-    created = _prepare_dst(req.dst, req.src, req.overwrite)
-    staging = req.dst / STAGING
+    from segpipe.storage import outputs
+
+    # The new output is built whole in a staging folder beside DST and swapped in when complete: an
+    # earlier conversion stays until then, and nothing of it survives next to the new files.
+    staging = outputs.begin_staging(plan)
     spill_dir = staging / ".spill"
     spill_dir.mkdir()
     try:
@@ -292,6 +313,10 @@ def convert(
                 results.append(result)
         results.sort(key=lambda r: r.index)
         losses = LossCounter()
+        # What the reader did not consume (files, keys, shapes without area: yolo, labelme) is a loss too.
+        read_losses = getattr(reader, "losses", None)
+        if isinstance(read_losses, LossCounter):
+            losses.merge(read_losses)
         problems: list[Problem] = list(getattr(reader, "problems", []))
         for r in results:
             losses.merge(r.losses)
@@ -327,10 +352,8 @@ def convert(
             "elapsed_s": round(time.perf_counter() - t0, 3),
         }
         write_json_atomic(staging / REPORT_NAME, report)
-        _promote(staging, req.dst)
     except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        if created:
-            shutil.rmtree(req.dst, ignore_errors=True)
+        outputs.discard(staging)
         raise
+    outputs.install(staging, plan)
     return report

@@ -12,7 +12,6 @@ and print where everything is with the headline metrics, plus an overlay preview
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,12 +20,13 @@ from typing import Any
 
 import numpy as np
 
-from segpipe.errors import InputError
 from segpipe.execution.cluster import ClusterSpec
 from segpipe.pipeline.convert import ConvertRequest, convert
 from segpipe.pipeline.validate import validate_path
 
-MARKER = ".segpipe-demo"
+#: What the demo writes into its folder (the marker's entries: anything else blocks a replacement).
+DEMO_ENTRIES = ("data", "checkpoints", "prelabels.zarr", "export", "report", "convert", "preview.png", "demo.json",
+                ".segpipe-demo")
 
 
 @dataclass
@@ -48,20 +48,30 @@ def run_demo(
     cluster: ClusterSpec | None = None,
     log: Callable[[str], None] = print,
 ) -> DemoResult:
-    """Runs the demo into ``out`` (replaced if it holds an earlier demo)."""
+    """Runs the demo into ``out``: a new or empty folder, or an earlier demo (replaced when the new one
+    is complete; until then it is set aside beside ``out`` and put back if the demo fails).
+
+    Raises:
+        OutputError: ``out`` is a non-empty folder that ``segpipe demo`` did not make.
+    """
+    from segpipe.storage import outputs
+
+    plan = outputs.check_output(out, option="--out", command="demo")
+    # Built in place, not in a staging folder: the store records the absolute paths of the demo's images.
+    with outputs.set_aside(plan, entries=DEMO_ENTRIES):
+        return _run_demo(out, n_train=n_train, n_new=n_new, seed=seed, train_seconds=train_seconds,
+                         cluster=cluster, log=log)
+
+
+def _run_demo(out: Path, *, n_train: int, n_new: int, seed: int, train_seconds: float,
+              cluster: ClusterSpec | None, log: Callable[[str], None]) -> DemoResult:
+    """The demo's steps, into the folder :func:`run_demo` prepared."""
     from segpipe.models.train import train
     from segpipe.pipeline.evaluate import EvaluateRequest, evaluate
     from segpipe.pipeline.prelabel import PrelabelRequest, prelabel
     from segpipe.synth import synth
 
     cluster = cluster or ClusterSpec(workers=2)
-    if out.exists():
-        if not (out / MARKER).exists():
-            raise InputError("folder exists and was not made by `segpipe demo`", path=out,
-                             hint="choose another --out or remove it")
-        shutil.rmtree(out)
-    out.mkdir(parents=True)
-    (out / MARKER).write_text("made by segpipe demo\n")
     res = DemoResult(out)
     t0 = time.perf_counter()
     size = (128, 256)

@@ -61,6 +61,7 @@ from segpipe.execution.cluster import ClusterSpec, use_client
 from segpipe.execution.runner import run_tasks
 from segpipe.formats import detect_format, get_format
 from segpipe.formats.base import FormatSpec
+from segpipe.storage.outputs import OutputPlan, check_not_input, check_output
 
 TASKS = ("semantic", "instance", "panoptic", "keypoints")
 IOU_TYPES = ("segm", "bbox", "keypoints")
@@ -241,6 +242,8 @@ def _resolve_format(path: Path, fmt: str, what: str, task: str = "") -> FormatSp
     if fmt == "auto":
         try:
             name = detect_format(path, prefer=PREFER.get(task, ()))
+        except FormatError:
+            raise  # a file of the input is malformed (a store's zarr.json): its own line names it
         except InputError as e:
             if not Path(path).exists():
                 raise
@@ -997,6 +1000,7 @@ def evaluate(
     """
     from segpipe.evaluation.report import json_safe, report_dict, write_report
     from segpipe.storage.atomic import write_json_atomic
+    from segpipe.storage.outputs import begin_staging, discard, install
 
     t0 = time.perf_counter()
     if req.task not in TASKS:
@@ -1005,6 +1009,7 @@ def evaluate(
         raise ConfigError(f"on_error must be skip or fail, got {req.on_error!r}")
     if req.num_classes is not None and req.num_classes < 1:
         raise ConfigError(f"--num-classes must be >= 1, got {req.num_classes}")
+    json_plan, report_plan = _plan_outputs(req)
     cluster = cluster or ClusterSpec()
     gt_spec = _resolve_format(req.gt, req.gt_format, "gt", req.task)
     pred_spec = _resolve_format(req.pred, req.pred_format, "pred", req.task)
@@ -1033,17 +1038,25 @@ def evaluate(
         "problems": [p.to_dict() for p in run.problems],
         "elapsed_s": round(time.perf_counter() - t0, 3),
     }
-    if req.report_dir is not None:
-        report = write_report(
-            req.report_dir,
-            semantic=run.semantic,
-            instance=run.instance,
-            panoptic=run.panoptic,
-            semantic_loader=run.semantic_loader,
-            panoptic_loader=run.panoptic_loader,
-            ignore_index=run.void,
-            header=header,
-        )
+    staging = None
+    if report_plan is not None:
+        # Built beside the folder and swapped in whole once report.json is written (an earlier report
+        # stays until then, and none of its overlays survive next to the new ones).
+        staging = begin_staging(report_plan)
+        try:
+            report = write_report(
+                staging,
+                semantic=run.semantic,
+                instance=run.instance,
+                panoptic=run.panoptic,
+                semantic_loader=run.semantic_loader,
+                panoptic_loader=run.panoptic_loader,
+                ignore_index=run.void,
+                header=header,
+            )
+        except BaseException:
+            discard(staging)
+            raise
     else:
         report = {**json_safe(header), **report_dict(semantic=run.semantic, instance=run.instance,
                                                       panoptic=run.panoptic)}
@@ -1058,11 +1071,39 @@ def evaluate(
     # report["all"]["pq"]), as the issue names them; the sections stay for reports of several kinds.
     section = report.get("semantic") or report.get("instance") or report.get("panoptic") or {}
     report.update({k: v for k, v in section.items() if k not in report})
-    if req.report_dir is not None:
-        write_json_atomic(req.report_dir / "report.json", report)
-    if req.json_path is not None:
-        write_json_atomic(req.json_path, report)
+    if report_plan is not None and staging is not None:  # (both or neither)
+        try:
+            write_json_atomic(staging / "report.json", report)
+        except BaseException:
+            discard(staging)
+            raise
+        install(staging, report_plan)
+    if json_plan is not None:
+        write_json_atomic(json_plan.given, report)
     return report
+
+
+def _plan_outputs(req: EvaluateRequest) -> tuple[OutputPlan | None, OutputPlan | None]:
+    """Checks ``--json`` and ``--report-dir`` before anything is read: neither may overlap an input,
+    and the report folder may only replace an earlier ``evaluate`` report.
+
+    Returns:
+        ``(json plan | None, report folder plan | None)``.
+
+    Raises:
+        OutputError: naming the option.
+    """
+    inputs: list[Path | None] = [req.gt, req.pred, req.image_root, req.gt_png_dir, req.pred_png_dir]
+    if req.task == "panoptic":  # the PNG folders default to the JSON paths without ".json"
+        inputs += [p.with_suffix("") for p in (req.gt, req.pred) if p.suffix == ".json"]
+    json_plan = (check_output(req.json_path, inputs, option="--json", command="evaluate", kind="file")
+                 if req.json_path is not None else None)
+    report_plan = (check_output(req.report_dir, inputs, option="--report-dir", command="evaluate")
+                   if req.report_dir is not None else None)
+    if req.json_path is not None and req.report_dir is not None:
+        # The report folder is replaced whole: a file of its own inside it would block the next run.
+        check_not_input(req.json_path, [req.report_dir], option="--json", what="the --report-dir")
+    return json_plan, report_plan
 
 
 def failed(report: dict[str, Any]) -> bool:

@@ -11,11 +11,11 @@ outputs are idempotent (same key → same bytes) whether Dask ran a task once or
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import json
 import os
-import shutil
 import socket
 import time
 import uuid
@@ -129,7 +129,8 @@ class PrelabelRequest:
         probs: Store per-class probabilities (semantic).
         heatmaps: Store landmark heatmaps.
         min_score: Instances below this score are not stored.
-        threads: torch threads per worker (default: cores / workers).
+        threads: Images each worker runs at once (default: cores / workers; capped at 4 per core). Each
+            forward pass runs on one torch thread, so the outputs do not depend on it.
     """
 
     source: str
@@ -172,7 +173,42 @@ def _config(req: PrelabelRequest, model_fp: str, meta: Any) -> dict[str, Any]:
         # Only when asked for: stores made before these options existed keep their config hash.
         **({"stretch": req.stretch} if req.stretch != "auto" else {}),
         **({"percentiles": list(req.percentiles)} if req.percentiles else {}),
+        # How a forward pass runs on the CPU (segpipe.execution.plugins.INFERENCE_THREADS and
+        # CPU_TILES_PER_PASS): outputs do not depend on --workers, --threads or --batch. Stores of
+        # segpipe before it used the worker's thread count and the batch, and are not resumed.
+        "cpu_inference": "1 thread, 1 tile per pass",
     }
+
+
+def check_tiling(tile: int | None, overlap: float | None, meta: Any) -> None:
+    """Checks that the tile overlap leaves a stride of at least one pixel on every tile side.
+
+    ``--overlap`` is a fraction in [0, 1) (checked when parsed), but rounded to pixels it can still
+    reach a small tile's side (0.99 of 16 pixels is 16), which leaves the sliding window no stride.
+
+    Args:
+        tile: ``--tile``, or None for the checkpoint's tile size.
+        overlap: ``--overlap``, or None for the checkpoint's ``tile_overlap``.
+        meta: The model's :class:`~segpipe.models.checkpoint.CheckpointMeta`.
+
+    Raises:
+        ConfigError: naming ``--overlap`` (or the checkpoint's ``tile_overlap``) and the largest overlap
+            that fits.
+    """
+    from segpipe.core.tiles import overlap_pixels
+
+    sides = [tile] if tile else [int(t) for t in meta.tile_size]
+    value = overlap if overlap is not None else float(meta.tile_overlap)
+    name = "--overlap" if overlap is not None else "the checkpoint's tile_overlap"
+    for side in sides:
+        try:
+            overlap_pixels(side, value)
+        except ValueError:
+            if side < 2:
+                raise ConfigError(f"tile side {side} leaves no room for a sliding window",
+                                  where="tile_size" if tile is None else "--tile") from None
+            raise ConfigError(f"{name} {value} leaves no stride on a {side}-pixel tile",
+                              hint=f"use at most {(side - 1.5) / side:.3f}, or a larger --tile") from None
 
 
 def config_hash(config: dict[str, Any]) -> str:
@@ -315,7 +351,7 @@ def prelabel_batch(
         store_path: The store.
         model_ref: The model (the worker's plugin holds it loaded).
         options: Predictor options.
-        threads: torch threads per worker.
+        threads: Images each worker runs at once.
         flags: Output flags (probs, heatmaps, min_score, window).
         stop_on_failure: Return at the first failed image (``--on-error fail``): the rest of the
             batch is not run.
@@ -912,36 +948,40 @@ def _store_attrs(meta: Any, model_ref: ModelRef, config: dict[str, Any], cfg_has
     }
 
 
+def _inputs(req: PrelabelRequest) -> list[str]:
+    """What a run reads: the source (a glob counts as its folder) and the checkpoint file."""
+    ref = ModelRef(req.model, req.arch)
+    return [req.source, *([req.model] if ref.is_checkpoint() else [])]
+
+
 def prepare_store(req: PrelabelRequest, attrs: dict[str, Any], cfg_hash: str, *, dry_run: bool = False) -> ZarrStore:
     """Creates the store, or checks that an existing one may be resumed.
 
-    With ``dry_run`` only the checks run (before any cluster starts: a refusal costs nothing).
+    With ``dry_run`` only the checks run (before any cluster starts: a refusal costs nothing). With
+    ``overwrite`` an earlier store is not touched here: the new one is created in a staging folder
+    beside it (its path is the returned store's) and swapped in by :func:`prelabel` once complete.
+
+    Raises:
+        OutputError: ``--out`` overlaps an input, or is something other than a segpipe store.
+        InputError: an existing store that may not be resumed (another config, or no ``--resume``).
     """
+    from segpipe.storage import outputs
+
     out = req.out
-    if out.exists():
-        existing = None
-        try:
-            existing = ZarrStore.open(out).attrs()
-        except SegpipeError:
-            if any(out.iterdir()) and not req.overwrite:
-                raise InputError("exists and is not a segpipe store", path=out,
-                                 hint="choose another --out or pass --overwrite") from None
-        if existing is not None and not req.overwrite:
-            if existing.get("config_hash") != cfg_hash:
-                raise InputError(
-                    "store was made with another model or config; refusing to mix outputs", path=out,
-                    hint="pass --overwrite for a new run in this store, or choose another --out",
-                )
-            if not req.resume:
-                raise InputError("store exists", path=out, hint="pass --resume to continue it or --overwrite")
-            return ZarrStore(out)
-        if dry_run:
-            return ZarrStore(out)
-        if req.overwrite:
-            shutil.rmtree(out)
-    if dry_run:
-        return ZarrStore(out)
-    return ZarrStore.create(out, attrs)
+    plan = outputs.check_output(out, _inputs(req), option="--out", command="prelabel", kind="store")
+    if not plan.replaces:
+        return ZarrStore(out) if dry_run else ZarrStore.create(out, attrs)
+    if req.overwrite:
+        return ZarrStore(out) if dry_run else ZarrStore.create(outputs.begin_staging(plan), attrs)
+    existing = ZarrStore.open(out).attrs()
+    if existing.get("config_hash") != cfg_hash:
+        raise InputError(
+            "store was made with another model or config; refusing to mix outputs", path=out,
+            hint="pass --overwrite for a new run in this store, or choose another --out",
+        )
+    if not req.resume:
+        raise InputError("store exists", path=out, hint="pass --resume to continue it or --overwrite")
+    return ZarrStore(out)
 
 
 def prelabel(
@@ -966,6 +1006,11 @@ def prelabel(
         from segpipe.storage.volume import parse_window
 
         parse_window(req.window)  # a malformed window is one line before anything runs
+    from segpipe.storage.outputs import check_output
+
+    # Where the run will write, first: an --out over an input or over something segpipe did not make is
+    # refused before the model is even read (prepare_store checks the rest once the config is known).
+    check_output(req.out, _inputs(req), option="--out", command="prelabel", kind="store")
     model_ref = ModelRef(req.model, req.arch)
     meta = model_ref.meta()
     from segpipe.storage.zarrfast import forget_metadata
@@ -973,6 +1018,7 @@ def prelabel(
     forget_metadata()  # in-process runs write from this process: nothing cached by an earlier run counts
     if req.task and req.task != meta.task:
         raise ConfigError(f"--task {req.task} but the model {meta.arch} is a {meta.task} model")
+    check_tiling(req.tile, req.overlap, meta)  # before any cluster starts: a tiling with no stride is one line
     fp = model_ref.fingerprint()
     from segpipe.models.registry import arch_dims
 
@@ -980,7 +1026,11 @@ def prelabel(
     config = _config(req, fp, meta)
     cfg_hash = config_hash(config)
     n_workers = cluster.n_workers() if not cluster.scheduler else 0
-    threads = req.threads or max(1, (os.cpu_count() or 1) // max(1, n_workers or 1))
+    # Threads per worker run images at once, each forward pass on one torch thread (not one image on
+    # ``threads`` torch threads): the stored bytes then do not depend on workers or threads.
+    threads = cluster.worker_threads(req.threads)
+    if not cluster.scheduler:
+        cluster = dataclasses.replace(cluster, threads_per_worker=threads)
     options: dict[str, Any] = {"device": req.device, "batch_size": req.batch, "tile": req.tile,
                                "overlap": req.overlap}
     if meta.task == "instance":
@@ -991,19 +1041,23 @@ def prelabel(
     prepare_store(req, attrs, cfg_hash, dry_run=True)  # refuse a conflicting store before starting a cluster
     # The model is loaded on the workers before the store is touched: a checkpoint the workers cannot
     # load fails the run with its one line and leaves an existing store as it was (even with --overwrite).
-    with use_client(cluster, client) as client, _predictor_on_workers(client, model_ref, options, threads):
+    staging: list[Path] = []  # the new store's staging folder when it replaces an earlier one (--overwrite)
+    with _discard_on_error(staging), use_client(cluster, client) as client, \
+            _predictor_on_workers(client, model_ref, options, threads):
         dashboard = getattr(client, "dashboard_link", None)
         if log and dashboard:
             log(f"dask dashboard: {dashboard}")
         entries = ingest(req.source, client, limit=req.limit)
         store = prepare_store(req, attrs, cfg_hash)
+        if store.path != req.out:
+            staging.append(store.path)
         write_manifest(store.private / "manifest.jsonl", entries)
         ledger = Ledger(store.private)
         ledger.ensure()
-        done_keys = ledger.keys()
+        done_keys = ledger.finished()  # a receipt that does not decode is not done: its image is redone
         planned = plan_tasks(entries, cfg_hash, slab=SLAB if dims == 3 else 0)
         _drop_stale_receipts(ledger, done_keys, planned)
-        done_keys = ledger.keys()
+        done_keys &= ledger.keys()
         todo = [t for t in planned if t[0] not in done_keys]
         skipped = len(planned) - len(todo)
         scenes = {e.id: e for _, e, part in todo if "window" in part}
@@ -1050,7 +1104,9 @@ def prelabel(
         if cluster.scheduler:
             # An external cluster may still be scaling up: plan for at least a few workers.
             n_work = max(n_work, 4)
-        batches = batch_tasks(todo, n_work)
+        # each worker of ours runs `threads` tasks at once (an external cluster's own threads are unknown)
+        slots = n_work * (threads if not cluster.scheduler else 1)
+        batches = batch_tasks(todo, slots)
         tasks = ((batch_key([k for k, _, _ in b]),
                   ([(e, k, part) for k, e, part in b], str(store.path), model_ref, options, threads, flags,
                    req.on_error == "fail"))
@@ -1058,7 +1114,7 @@ def prelabel(
         stopped = False
         finished = 0
         for _, rs in run_tasks(client, prelabel_batch, tasks, total=len(batches),
-                               max_in_flight=max(2, 2 * max(1, n_work))):
+                               max_in_flight=max(2, 2 * max(1, slots))):
             for r in rs:
                 finished += 1
                 if r["status"] == "done":
@@ -1076,7 +1132,7 @@ def prelabel(
     report = {
         "run_id": run_id,
         "segpipe_version": __version__,
-        "store": str(store.path),
+        "store": str(req.out),
         "source": req.source,
         "model": {"spec": req.model, "arch": meta.arch, "task": meta.task},
         "images": {"total": len(planned), "done": len(receipts), "skipped_already_done": skipped,
@@ -1095,7 +1151,45 @@ def prelabel(
     }
     (store.private / "runs").mkdir(exist_ok=True)
     write_json_atomic(store.private / "runs" / f"{run_id}.json", report)
+    if staging:  # under --on-error fail any failure makes the new run incomplete
+        _finish_replacement(staging[0], req, stopped or (req.on_error == "fail" and bool(failed)), report)
     return report
+
+
+@contextmanager
+def _discard_on_error(staging: list[Path]) -> Iterator[None]:
+    """Removes the staging store a failed or interrupted run leaves; the earlier store stays as it was."""
+    from segpipe.storage.outputs import discard
+
+    try:
+        yield
+    except BaseException:
+        for p in staging:
+            discard(p)
+        raise
+
+
+def _finish_replacement(staging: Path, req: PrelabelRequest, stopped: bool, report: dict[str, Any]) -> None:
+    """Swaps the new store in for the earlier one, or keeps the earlier one if the run stopped on an error.
+
+    Raises:
+        OutputError: ``--out`` changed into something else while the run went on (nothing replaced).
+
+    A run stopped by ``--on-error fail`` is incomplete: replacing a whole store with it would lose the
+    earlier run's outputs for nothing, so the earlier store stays and the new one is dropped.
+    """
+    from segpipe.storage import outputs
+
+    if stopped:
+        outputs.discard(staging)
+        report["earlier_store_kept"] = True
+        return
+    try:  # checked again: the path may hold something else after a long run
+        plan = outputs.check_output(req.out, _inputs(req), option="--out", command="prelabel", kind="store")
+    except BaseException:
+        outputs.discard(staging)
+        raise
+    outputs.install(staging, plan)
 
 
 @contextmanager
@@ -1128,17 +1222,24 @@ def _predictor_on_workers(client: Any, model_ref: ModelRef, options: dict[str, A
 def fsck(path: Path, repair: bool = False) -> dict[str, Any]:
     """Checks a store: every receipt decodes and its outputs match their checksums; orphans listed.
 
+    Beyond the checksums, the stacks must agree with the receipts (:func:`~segpipe.storage.verify.plan_checks`):
+    a receipt whose slot holds another image or is not written (``done`` 0) is bad; a slot id found
+    twice, or a finished slot that no receipt vouches for, is a problem.
+
     Args:
         path: The store.
-        repair: Remove orphan ``*.partial`` files and receipts whose outputs do not match (so that
-            ``--resume`` redoes those images).
+        repair: Remove orphan ``*.partial`` files and bad receipts (so that ``--resume`` redoes those
+            images). Problems are not repaired.
 
     Returns:
-        ``{"receipts", "ok", "bad": [...], "orphans": [...], "repaired": n}``.
+        ``{"receipts", "ok", "bad": [...], "problems": [...], "orphans": [...], "repaired": n}``; each bad
+        receipt and problem is ``{"file", "problem"}``.
     """
     from segpipe.storage.ledger import orphan_partials
+    from segpipe.storage.verify import check_metadata, plan_checks, shard_file
     from segpipe.storage.zarrstore import digest_matches
 
+    check_metadata(Path(path))  # a corrupt zarr.json of the root or a stack: one line naming it
     store = ZarrStore.open(path)
     ledger = Ledger(store.private)
     bad: list[dict[str, str]] = []
@@ -1146,6 +1247,7 @@ def fsck(path: Path, repair: bool = False) -> dict[str, Any]:
     n = 0
     for key, p in ledger.items():
         n += 1
+        where: Path | None = None  # the output file being checked, named in the problem
         try:
             rec = json.loads(p.read_text(encoding="utf-8"))
             for sid, outs in rec.get("slices", {}).items():  # a slab of a volume: its own slices
@@ -1162,6 +1264,8 @@ def fsck(path: Path, repair: bool = False) -> dict[str, Any]:
             for name, digest in rec.get("outputs", {}).items():
                 if not digest:
                     continue
+                where = (shard_file(store.path, *hint, name) if hint is not None
+                         else store.path / "images" / str(int(rec["image_id"])) / name)
                 if win:  # a block of a scene: its digest covers its core region only
                     y0, y1, x0, x1 = win
                     arr = np.asarray(g[name][..., y0:y1, x0:x1])
@@ -1171,7 +1275,26 @@ def fsck(path: Path, repair: bool = False) -> dict[str, Any]:
                     raise ValueError(f"{name}: checksum mismatch")
             ok += 1
         except Exception as e:  # any failure to decode or verify makes the receipt bad
-            bad.append({"key": key, "file": str(p), "problem": f"{type(e).__name__}: {e}"})
+            at = f"{where}: " if where is not None else ""
+            bad.append({"key": key, "file": str(p), "problem": f"{at}{type(e).__name__}: {e}"})
+    problems: list[dict[str, str]] = []
+    try:
+        checks = plan_checks(store.path, ledger.dir)
+    except SegpipeError as e:  # a stack's ids or done array cannot be read: named
+        problems.append({"file": e.path or str(store.path), "problem": e.message})
+    else:
+        flagged = {b["file"] for b in bad}
+        for image_id, c in checks.images.items():
+            vouch = checks.receipt_of.get(image_id)
+            receipt = str(vouch) if vouch is not None else None
+            if c.kind == "damaged" and receipt is not None:
+                if receipt not in flagged:  # counted ok above: its checksums hold, its place does not
+                    flagged.add(receipt)
+                    ok -= 1
+                    bad.append({"key": Path(receipt).name[:-5], "file": receipt,
+                                "problem": f"image {image_id}: {c.path}: {c.problem}"})
+            elif c.kind in ("duplicate", "unvouched", "damaged"):
+                problems.append({"file": str(c.path), "problem": f"image {image_id}: {c.problem}"})
     orphans = [str(o) for o in orphan_partials(store.path)]
     repaired = 0
     if repair:
@@ -1181,7 +1304,8 @@ def fsck(path: Path, repair: bool = False) -> dict[str, Any]:
         for b in bad:
             Path(b["file"]).unlink(missing_ok=True)
             repaired += 1
-    return {"store": str(path), "receipts": n, "ok": ok, "bad": bad, "orphans": orphans, "repaired": repaired}
+    return {"store": str(path), "receipts": n, "ok": ok, "bad": bad, "problems": problems, "orphans": orphans,
+            "repaired": repaired}
 
 
 def read_runs(path: Path) -> Iterator[dict[str, Any]]:

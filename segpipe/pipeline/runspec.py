@@ -75,7 +75,7 @@ class PrelabelStage(_Stage):
     arch: str | None = None
     task: Literal["semantic", "instance", "panoptic", "landmarks"] | None = None
     tile: int | None = Field(None, ge=16)
-    overlap: float | None = Field(None, ge=0)
+    overlap: float | None = Field(None, ge=0, lt=1, description="tile overlap as a fraction of the tile")
     batch: int = Field(4, ge=1)
     device: str = "auto"
     resume: bool = True
@@ -208,10 +208,17 @@ def validate_pipeline_file(path: Path) -> Iterator[Problem]:
         text = path.read_text(encoding="utf-8")
     except OSError as e:
         raise InputError(f"cannot read: {e.strerror}", path=path) from None
+    except UnicodeDecodeError as e:
+        yield Problem("error", str(path), "", f"not UTF-8 text (byte {e.object[e.start:e.start + 1]!r} at offset "
+                      f"{e.start}); save the file as UTF-8", "pipeline.encoding")
+        return
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as e:
         yield Problem("error", str(path), "", f"not valid YAML: {str(e).splitlines()[0]}", "pipeline.yaml")
+        return
+    except RecursionError:  # PyYAML composes recursively: a few thousand nested brackets exhaust the stack
+        yield Problem("error", str(path), "", "not valid YAML: nested too deeply to read (refused)", "pipeline.yaml")
         return
     if not isinstance(data, dict):
         yield Problem("error", str(path), "", "a pipeline must be a mapping with `stages`", "pipeline.shape")
@@ -222,6 +229,29 @@ def validate_pipeline_file(path: Path) -> Iterator[Problem]:
         for err in e.errors():
             loc = tuple(x for x in err["loc"] if not (isinstance(x, str) and x.endswith("Stage")))
             yield Problem("error", str(path), _loc(loc), err["msg"], f"pipeline.{err['type']}")
+    workdir = data.get("workdir")
+    if isinstance(workdir, str):
+        why = workdir_problem(path, workdir)
+        if why:
+            yield Problem("error", str(path), "workdir", why, "pipeline.workdir")
+
+
+def workdir_problem(path: Path, workdir: str) -> str | None:
+    """Why a pipeline file's ``workdir:`` is refused, or None.
+
+    A pipeline writes everything under its work folder, so a file that names a folder elsewhere (an
+    absolute path, ``..``, a symlink out) could make whoever runs it write anywhere; only folders
+    inside the file's own folder are accepted (``--workdir`` on the command line chooses freely).
+    """
+    if not workdir.strip():
+        return "workdir is empty"
+    if Path(workdir).is_absolute() or workdir.startswith("~"):
+        return f"{workdir!r} is absolute: a pipeline's workdir must be a folder inside the file's own folder"
+    from segpipe.storage.paths import is_within
+
+    if ".." in Path(workdir).parts or not is_within(path.parent, path.parent / workdir):
+        return f"{workdir!r} leaves the file's folder: a pipeline's workdir must be a folder inside it"
+    return None
 
 
 def run_pipeline(
@@ -234,7 +264,7 @@ def run_pipeline(
     """Runs a pipeline file; returns one summary per stage."""
     from segpipe.execution.cluster import ClusterSpec
 
-    spec = load_pipeline(path)
+    spec = load_pipeline(path)  # refuses a workdir: outside the file's folder (workdir_problem)
     base = workdir or (path.parent / spec.workdir if spec.workdir else path.parent)
     base = base.resolve()
     base.mkdir(parents=True, exist_ok=True)
@@ -302,10 +332,12 @@ def _run_stage(name: str, step: Any, base: Path, cluster: Any, log: Callable[[st
         from segpipe.execution.cluster import open_client
         from segpipe.pipeline.prelabel import ingest
         from segpipe.storage.manifest import write_manifest
+        from segpipe.storage.outputs import check_not_input
 
+        out = _out(base, step.out, "ingest.out")
+        check_not_input(out, [_p(base, step.source)], option="ingest.out")
         with open_client(cluster) as client:
             entries = ingest(str(_p(base, step.source)), client)
-        out = _out(base, step.out, "ingest.out")
         out.parent.mkdir(parents=True, exist_ok=True)
         return {"out": str(out), "images": write_manifest(out, entries)}
     if name == "prelabel":
@@ -320,7 +352,8 @@ def _run_stage(name: str, step: Any, base: Path, cluster: Any, log: Callable[[st
                               threads=step.threads, bands=step.bands, window=step.window, stretch=step.stretch,
                               percentiles=(step.percentiles[0], step.percentiles[1]) if step.percentiles else None)
         rep = prelabel(req, cluster, log=log)
-        return {"out": rep["store"], "images": rep["images"], "img_s": rep["throughput_img_s"]}
+        return {"out": rep["store"], "images": rep["images"], "img_s": rep["throughput_img_s"],
+                "failed": rep["images"]["failed"]}
     if name in ("export", "convert"):
         from segpipe.pipeline.convert import ConvertRequest, convert
 
@@ -335,7 +368,8 @@ def _run_stage(name: str, step: Any, base: Path, cluster: Any, log: Callable[[st
                                   category_map=_p(base, step.categories) if step.categories else None,
                                   strict=step.strict, overwrite=step.overwrite)
         rep2 = convert(req2, cluster)
-        return {"out": str(_p(base, step.out)), "losses": rep2["losses"]["totals"]}
+        return {"out": str(_p(base, step.out)), "losses": rep2["losses"]["totals"],
+                "failed": rep2["images"]["failed"]}
     if name == "evaluate":
         from segpipe.pipeline.evaluate import EvaluateRequest, evaluate
 
@@ -347,7 +381,8 @@ def _run_stage(name: str, step: Any, base: Path, cluster: Any, log: Callable[[st
                                iou_types=tuple(step.iou_types) if step.iou_types else None)
         rep3 = evaluate(req3, cluster)
         return {"report": str(_p(base, step.report_dir)) if step.report_dir else None,
-                "headline": _headline(rep3)}
+                "headline": _headline(rep3),
+                "failed": sum(1 for p in rep3.get("problems", []) if p.get("severity") == "error")}
     if name == "evaluate-checkpoints":
         from segpipe.pipeline.checkpoints import EvaluateCheckpointsRequest, evaluate_checkpoints
 
@@ -363,7 +398,8 @@ def _run_stage(name: str, step: Any, base: Path, cluster: Any, log: Callable[[st
                                                                                "evaluate-checkpoints.report_dir"),
                                                                task=step.task),
                                     cluster, log=log)
-        return {"report": str(_p(base, step.report_dir)), "best": rep4.get("best")}
+        return {"report": str(_p(base, step.report_dir)), "best": rep4.get("best"),
+                "failed": len(rep4.get("problems", []))}
     raise ConfigError(f"unknown step {name!r}")
 
 

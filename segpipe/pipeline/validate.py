@@ -6,7 +6,7 @@ import inspect
 from pathlib import Path
 
 from segpipe.core.problems import Problem
-from segpipe.errors import SegpipeError, UnsupportedError
+from segpipe.errors import PixelLimitError, SegpipeError, UnsupportedError
 from segpipe.formats import detect_format, get_format
 from segpipe.formats.base import FormatSpec
 
@@ -82,8 +82,19 @@ def _image_problems(spec: FormatSpec, path: Path, image_root: Path | None, *, de
         samples = list(reader.samples())
     except SegpipeError:
         return []  # the format's own validator reports why the dataset cannot be read
+    from segpipe.formats.checks import check_recorded_size
+
     out = []
     for s in samples:
+        try:
+            # The recorded size against the ceiling and the file's header: a mismatch would become
+            # a mask of the wrong size in convert.
+            check_recorded_size(s, source=path)
+        except SegpipeError as e:
+            code = "image.too_large" if isinstance(e, PixelLimitError) else "image.size_mismatch"
+            message = e.message + (f" ({e.hint})" if e.hint else "")
+            out.append(Problem("error", e.path or str(path), e.where or f"image {s.image.id}", message, code))
+            continue
         if s.image_path is None:
             continue
         why = check_image_file(s.image_path, deep=deep)

@@ -37,7 +37,10 @@ def atomic_open(path: str | Path, mode: str = "wb", *, durable: bool = False) ->
         if durable:
             fsync_dir(final.parent)
     except BaseException:
-        f.close()
+        try:
+            f.close()  # flushes what is buffered: on a full disk that fails again, and the partial must still go
+        except OSError:
+            pass
         try:
             tmp.unlink()
         except FileNotFoundError:

@@ -2,8 +2,12 @@
 
 Policies (documented in the README, applied the same way everywhere):
 
-* **Decompression bombs**: an image with more than :data:`MAX_PIXELS` pixels is an error, never a
-  warning (override with ``SEGPIPE_MAX_PIXELS`` or the ``max_pixels`` argument).
+* **Decompression bombs**: an image with more than :func:`max_pixels` pixels (default
+  :data:`MAX_PIXELS`) is an error, never a warning (override with ``SEGPIPE_MAX_PIXELS`` or the
+  ``max_pixels`` argument). The same ceiling bounds the sizes datasets *record* (a JSON width and
+  height), which are checked before any mask of that size is allocated (:func:`check_pixel_count`).
+  Scenes read window by window have their own, larger ceiling (:func:`max_scene_pixels`,
+  ``SEGPIPE_MAX_SCENE_PIXELS``), checked from the header before any block is planned.
 * **Truncated files** are errors; ``ImageFile.LOAD_TRUNCATED_IMAGES`` is never turned on.
 * **Masks** are read as stored: palette PNGs give their indices (never converted to RGB or L),
   16-bit PNGs stay 16-bit. RGB is accepted only where a format stores colour-coded ids (COCO panoptic).
@@ -15,17 +19,44 @@ Policies (documented in the README, applied the same way everywhere):
 
 from __future__ import annotations
 
-import os
-import warnings
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageFile, ImageOps
 
-from segpipe.errors import ImageDecodeError, InputError
+from segpipe.errors import ImageDecodeError, InputError, PixelLimitError
+from segpipe.storage.limits import MAX_PIXELS, MAX_SCENE_PIXELS, check_limits, max_pixels, max_scene_pixels
 
-#: Largest accepted image, in pixels (about 23k × 23k). Larger scenes go through tiled GeoTIFF readers.
-MAX_PIXELS: int = int(os.environ.get("SEGPIPE_MAX_PIXELS", str(2**29)))
+__all__ = ["MAX_PIXELS", "MAX_SCENE_PIXELS", "check_limits", "check_pixel_count", "max_pixels",
+           "max_scene_pixels"]
+
+def check_pixel_count(
+    width: int, height: int, *, path: str | Path | None, where: str | None = None, what: str = "image",
+    limit: int | None = None, scene: bool = False,
+) -> None:
+    """Refuses a claimed size above the ceiling before anything of that size is planned or allocated.
+
+    Args:
+        width: Claimed width (from a header or a dataset record).
+        height: Claimed height.
+        path: The file that claims it (named in the message).
+        where: The field that claims it (``images[3]``, ``ImageWidth`` ...).
+        what: ``image`` or ``scene`` (for the message).
+        limit: The ceiling; default :func:`max_scene_pixels` for ``scene`` else :func:`max_pixels`.
+        scene: Use the scene ceiling and its variable.
+
+    Raises:
+        PixelLimitError: ``width * height`` exceeds the ceiling.
+    """
+    var = "SEGPIPE_MAX_SCENE_PIXELS" if scene else "SEGPIPE_MAX_PIXELS"
+    if limit is None:
+        limit = max_scene_pixels() if scene else max_pixels()
+    n = int(width) * int(height)
+    if n > limit:
+        raise PixelLimitError(
+            f"{what} claims {int(width)}x{int(height)} = {n} pixels, larger than the limit of {limit}",
+            path=path, where=where, hint=f"raise {var} if the {what} is genuine",
+        )
 
 ImageFile.LOAD_TRUNCATED_IMAGES = False
 
@@ -33,34 +64,32 @@ ImageFile.LOAD_TRUNCATED_IMAGES = False
 _ORIENTATION = 0x0112
 
 
-def _open(path: str | Path, max_pixels: int | None) -> Image.Image:
-    limit = MAX_PIXELS if max_pixels is None else max_pixels
+def _open(path: str | Path, limit_arg: int | None) -> Image.Image:
+    limit = max_pixels() if limit_arg is None else limit_arg
     p = Path(path)
     old = Image.MAX_IMAGE_PIXELS
-    # Pillow raises DecompressionBombError at 2× its limit and only warns in between: we make the
-    # warning an error so our limit is exact.
-    Image.MAX_IMAGE_PIXELS = limit
+    # Pillow's own bomb check warns between its limit and twice that and names no size: it is off while
+    # the header is parsed (nothing is decoded yet), and the header's size is checked here, exactly.
+    Image.MAX_IMAGE_PIXELS = None
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            im = Image.open(p)
-            return im
+        im = Image.open(p)
     except FileNotFoundError:
         raise InputError("file not found", path=p) from None
     except IsADirectoryError:
         raise InputError("expected an image file, got a folder", path=p) from None
-    except (Image.DecompressionBombWarning, Image.DecompressionBombError):
-        raise ImageDecodeError(
-            f"image is larger than the limit of {limit} pixels (decompression bomb?)",
-            path=p,
-            hint="raise SEGPIPE_MAX_PIXELS if the image is genuine",
-        ) from None
     except Image.UnidentifiedImageError:
         raise ImageDecodeError("not a recognised image file", path=p) from None
     except OSError as e:
         raise ImageDecodeError(f"cannot open image: {e}", path=p) from None
     finally:
         Image.MAX_IMAGE_PIXELS = old
+    try:
+        check_pixel_count(im.size[0], im.size[1], path=p, limit=limit, what="image")
+    except PixelLimitError as e:
+        im.close()
+        raise PixelLimitError(e.message + " (decompression bomb?)", path=p,
+                              hint="raise SEGPIPE_MAX_PIXELS if the image is genuine") from None
+    return im
 
 
 def _load(im: Image.Image, path: str | Path) -> None:
@@ -79,6 +108,12 @@ def exif_orientation(im: Image.Image) -> int:
     except Exception:  # malformed EXIF must not fail the decode; it means "no orientation"
         return 1
     return int(value) if isinstance(value, int) and 1 <= value <= 8 else 1
+
+
+def image_mode(path: str | Path, *, max_pixels: int | None = None) -> str:
+    """The PIL mode of an image from its header (``P``, ``L``, ``RGB``, ``I;16`` ...), under the ceiling."""
+    with _open(path, max_pixels) as im:
+        return str(im.mode)
 
 
 def image_size(path: str | Path, *, exif: bool = True, max_pixels: int | None = None) -> tuple[int, int]:

@@ -138,7 +138,7 @@ def describe(root: Path, rel: str, image_id: int | None = None) -> ManifestEntry
     An item that cannot be opened safely (a symlink leaving the root, a missing file) is returned with
     ``kind="invalid"`` and ``error`` set: it fails alone instead of stopping the run.
     """
-    from segpipe.errors import SegpipeError
+    from segpipe.errors import PixelLimitError, SegpipeError
 
     iid = stable_id(rel) if image_id is None else int(image_id)
     try:
@@ -179,6 +179,10 @@ def describe(root: Path, rel: str, image_id: int | None = None) -> ManifestEntry
                 src = open_raster(p, stretch="none")
             h, w = src.shape
             kind = "scene"
+        except PixelLimitError as e:
+            # A header claiming too many pixels fails alone, with its claim in the reason; Pillow would
+            # only say "larger than the limit" of the image ceiling.
+            return ManifestEntry(iid, rel, str(p), kind="invalid", error=str(e))
         except SegpipeError:
             kind = "image"
     if kind == "image":

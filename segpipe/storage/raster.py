@@ -122,6 +122,8 @@ class RasterSource:
     Raises:
         InputError: the file does not exist or the band selection is invalid.
         ImageDecodeError: not a readable TIFF.
+        PixelLimitError: the header claims more pixels than ``SEGPIPE_MAX_SCENE_PIXELS`` (checked
+            before anything is planned from it).
     """
 
     def __init__(
@@ -155,6 +157,11 @@ class RasterSource:
             self._init_rasterio()
         else:
             self._init_tifffile()
+        from segpipe.storage.images import check_pixel_count
+
+        # The header's claim, checked before anything is planned from it: a 152-byte (or sparse) TIFF
+        # can claim 10^12 pixels, which would plan hundreds of thousands of block tasks.
+        check_pixel_count(self.shape[1], self.shape[0], path=self.path, where="size", what="scene", scene=True)
         if self.crs is None or self.transform is None:
             missing = "CRS" if self.crs is None else "transform"
             warnings.warn(

@@ -250,6 +250,7 @@ def nifti_zhw(shape: tuple[int, ...], path: Path, what: str = "volume") -> tuple
 
     Raises:
         FormatError: not 3-D once trailing singleton dimensions are dropped (field ``dim``).
+        PixelLimitError: a slice claims more pixels than ``SEGPIPE_MAX_PIXELS`` (field ``dim``).
     """
     shp = tuple(int(s) for s in shape)
     while len(shp) > 3 and shp[-1] == 1:
@@ -258,6 +259,10 @@ def nifti_zhw(shape: tuple[int, ...], path: Path, what: str = "volume") -> tuple
         shp = (*shp, 1)
     if len(shp) != 3 or min(shp) < 1:
         raise FormatError(f"expected a 3-D {what}, got shape {tuple(shape)}", path=path, where="dim")
+    from segpipe.storage.images import check_pixel_count
+
+    # Each slice is decoded whole: the header's claim is checked before any slice is planned or read.
+    check_pixel_count(shp[0], shp[1], path=path, where="dim", what=f"{what} slice")
     return shp[2], shp[1], shp[0]
 
 
@@ -321,6 +326,9 @@ def _open_dicom(folder: Path, window: tuple[float, float] | None) -> Volume:
         raise FormatError(f"the folder holds {len(series)} series; give one series per folder",
                           path=folder, where="SeriesInstanceUID")
     rows, cols = int(d0.Rows), int(d0.Columns)
+    from segpipe.storage.images import check_pixel_count
+
+    check_pixel_count(cols, rows, path=f0, where="Rows, Columns", what="DICOM slice")
     iop = np.asarray(_floats(d0, "ImageOrientationPatient", 6, f0))
     ps = _floats(d0, "PixelSpacing", 2, f0)
     rc, cc = iop[:3], iop[3:]

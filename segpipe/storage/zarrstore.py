@@ -137,7 +137,14 @@ class ZarrStore:
         store = cls(path)
         if not (store.path / "zarr.json").exists():
             raise InputError("not a Zarr store (no zarr.json)", path=path)
-        attrs = store.attrs()
+        from segpipe.storage.verify import metadata_problem
+
+        metadata_problem(store.path / "zarr.json", raise_it=True)  # corrupt: one line naming the file
+        try:
+            attrs = store.attrs()
+        except Exception as e:  # valid JSON that zarr still refuses (a bad field)
+            raise InputError(f"not readable as a Zarr group ({type(e).__name__}: {e})",
+                             path=store.path / "zarr.json") from None
         if attrs.get("layout") not in READABLE_LAYOUTS:
             raise InputError(f"unsupported segpipe store layout {attrs.get('layout')!r}", path=path)
         return store

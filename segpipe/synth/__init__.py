@@ -8,6 +8,7 @@
                                     keypoints), one annotation per connected thing object with an RLE
                                     segmentation, bbox, area, iscrowd (+ keypoints for landmarks)
     OUT/labelmap.txt                VOC-style ``name:r,g,b::`` lines, background first
+    OUT/.segpipe-output             the marker that lets a later ``synth`` replace this folder
 
 Category ids equal label-map indices (background, index 0, is not a COCO category). COCO
 ``file_name`` is relative to ``OUT/images``. Image ``i`` depends only on ``(seed, i)``, so a larger ``n``
@@ -16,7 +17,9 @@ extends a smaller one.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -74,7 +77,8 @@ def synth(
 
     Args:
         kind: ``streetview``, ``satellite``, ``medical`` or ``landmarks``.
-        out: Output folder (created; existing files of the same names are replaced).
+        out: Output folder: new, empty, or an earlier ``synth`` output (replaced whole, atomically);
+            anything else is refused.
         n: Number of images.
         seed: Random seed; the same seed gives byte-identical files.
         size: ``(H, W)``; the kind's default when None.
@@ -82,13 +86,12 @@ def synth(
 
     Returns:
         A :class:`SynthResult`.
+
+    Raises:
+        ConfigError: an unknown kind or format, or bad numbers.
+        OutputError: ``out`` is a non-empty folder that ``segpipe synth`` did not make.
     """
-    from pycocotools import mask as mask_utils
-
-    from segpipe.storage.atomic import atomic_open, write_json_atomic
-    from segpipe.storage.images import write_label_png
-
-    spec: SynthKind = KINDS.get(kind)
+    KINDS.get(kind)
     if n < 0:
         raise ConfigError(f"n must be >= 0, got {n}")
     if image_format in ("geotiff", "nifti", "dicom"):
@@ -97,6 +100,39 @@ def synth(
         return synth_native(kind, out, n=n, seed=seed, size=size, fmt=image_format)
     if image_format not in ("png", "jpg"):
         raise ConfigError(f"image format must be png, jpg, geotiff, nifti or dicom, got {image_format!r}")
+    with synth_output(out) as tmp:
+        res = write_synth(kind, tmp, n=n, seed=seed, size=size, image_format=image_format)
+    return replace(res, out=Path(out))
+
+
+@contextmanager
+def synth_output(out: str | Path) -> Iterator[Path]:
+    """The folder a synth run writes into: a staging folder swapped in for ``out`` when complete.
+
+    Raises:
+        OutputError: ``out`` is a non-empty folder that ``segpipe synth`` did not make.
+    """
+    from segpipe.storage.outputs import check_output, staged
+
+    with staged(check_output(out, option="OUT", command="synth")) as tmp:
+        yield tmp
+
+
+def write_synth(
+    kind: str,
+    out: Path,
+    n: int = 16,
+    seed: int = 0,
+    size: tuple[int, int] | None = None,
+    image_format: str = "png",
+) -> SynthResult:
+    """Writes the files of a ``png``/``jpg`` synthetic dataset into ``out`` (no output checks: see :func:`synth`)."""
+    from pycocotools import mask as mask_utils
+
+    from segpipe.storage.atomic import atomic_open, write_json_atomic
+    from segpipe.storage.images import write_label_png
+
+    spec: SynthKind = KINDS.get(kind)
     h, w = size or spec.default_size
     out = Path(out)
     (out / "images").mkdir(parents=True, exist_ok=True)

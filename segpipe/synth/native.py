@@ -24,14 +24,17 @@ Everything is deterministic for a seed (DICOM UIDs are derived from it; no dates
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from segpipe.errors import ConfigError, InputError
-from segpipe.synth import SynthResult, synth
+from segpipe.synth import SynthResult, synth, synth_output, write_synth
 from segpipe.synth.base import KINDS, render
 
 NATIVE_FORMATS = ("geotiff", "nifti", "dicom")
@@ -83,21 +86,29 @@ def synth_native(
     """
     if fmt in ("png", "jpg") and not exif:
         return synth(kind, out, n=n, seed=seed, size=size, image_format=fmt)
+    KINDS.get(kind)
+    if n < 0:
+        raise ConfigError(f"n must be >= 0, got {n}")
+    write: Callable[[Path], SynthResult]
     if exif:
         if fmt not in ("png", "jpg"):
             raise ConfigError(f"--exif writes JPEG photos; it does not combine with --format {fmt}")
-        return _exif(kind, Path(out), n, seed, size)
-    if fmt == "geotiff":
+        write = functools.partial(_exif, kind, n=n, seed=seed, size=size)
+    elif fmt == "geotiff":
         if kind != "satellite":
             raise ConfigError(f"--format geotiff is for the satellite kind, not {kind!r}")
-        return _geotiff(Path(out), n, seed, size)
-    if fmt in ("nifti", "dicom"):
+        write = functools.partial(_geotiff, n=n, seed=seed, size=size)
+    elif fmt in ("nifti", "dicom"):
         if kind != "medical":
             raise ConfigError(f"--format {fmt} is for the medical kind, not {kind!r}")
         if not 1 <= depth <= 4096:
             raise ConfigError(f"depth must be in 1..4096, got {depth}")
-        return _medical(Path(out), n, seed, size, depth, fmt)
-    raise ConfigError(f"unknown format {fmt!r}; expected png, jpg, {', '.join(NATIVE_FORMATS)}")
+        write = functools.partial(_medical, size=size, n=n, seed=seed, depth=depth, fmt=fmt)
+    else:
+        raise ConfigError(f"unknown format {fmt!r}; expected png, jpg, {', '.join(NATIVE_FORMATS)}")
+    with synth_output(out) as tmp:  # built beside OUT and swapped in whole (see segpipe.storage.outputs)
+        res = write(tmp)
+    return dataclasses.replace(res, out=Path(out))
 
 
 def _rewrite_file_names(out: Path, renames: dict[str, str]) -> None:
@@ -136,7 +147,7 @@ def _exif(kind: str, out: Path, n: int, seed: int, size: tuple[int, int] | None)
     from segpipe.storage.atomic import atomic_open, write_json_atomic
     from segpipe.storage.images import read_image
 
-    res = synth(kind, out, n=n, seed=seed, size=size, image_format="png")
+    res = write_synth(kind, out, n=n, seed=seed, size=size, image_format="png")
     renames: dict[str, str] = {}
     orient: dict[str, int] = {}
     for i in range(n):
@@ -169,7 +180,7 @@ def _geotiff(out: Path, n: int, seed: int, size: tuple[int, int] | None) -> Synt
         raise InputError("--format geotiff needs rasterio", hint="pip install segpipe[geo]") from None
     from segpipe.storage.images import read_image
 
-    res = synth("satellite", out, n=n, seed=seed, size=size, image_format="png")
+    res = write_synth("satellite", out, n=n, seed=seed, size=size, image_format="png")
     h, w = res.size
     renames: dict[str, str] = {}
     for i in range(n):

@@ -375,7 +375,11 @@ def test_keypoints_from_a_landmark_store_match_pycocotools(tmp_path):
         rows = [np.concatenate([r[:, :2] + rng.normal(0, 0.7, (len(r), 2)), rng.random((len(r), 1))], 1)
                 for r in rows] + [rng.random((len(kcat["keypoints"]), 3)) * 64]
         grp = zarr.open_group(str(store / "images" / str(image_id)), mode="r+")
-        ZarrStore.write_array(grp, "keypoints", np.stack(rows).astype(np.float32))
+        digest = ZarrStore.write_array(grp, "keypoints", np.stack(rows).astype(np.float32))
+        for p in (store / ".segpipe" / "ledger").glob("*.json"):  # reads verify receipts: vouch for the new rows
+            rec = json.loads(p.read_text())
+            if rec["image_id"] == image_id:
+                p.write_text(json.dumps({**rec, "outputs": {**rec["outputs"], "keypoints": digest}}))
     sigmas = (0.1, 0.1, 0.1, 0.1)
     rep = evaluate(EvaluateRequest(gt=ann, pred=store, task="keypoints", kpt_sigmas=sigmas),
                    ClusterSpec(workers=0))

@@ -116,7 +116,8 @@ def test_poison_and_corrupt_images_fail_alone(tmp_path, collection, checkpoint, 
     r = run_cli("prelabel", str(src), "-m", str(checkpoint), "-o", str(tmp_path / "f.zarr"), "-w", "0",
                 "--on-error", "fail", "--threads", "1")
     assert r.returncode == 1
-    assert "failed:" in r.stdout and ("poison_000.png" in r.stdout or "truncated.png" in r.stdout)
+    # failure lines are errors on stderr (issue 13: never on stdout)
+    assert "error: " in r.stderr and ("poison_000.png" in r.stderr or "truncated.png" in r.stderr)
 
 
 def test_worker_killed_halfway(tmp_path, collection, checkpoint, reference):

@@ -125,7 +125,7 @@ def test_band_count_mismatch_is_one_line(tmp_path, tiny_ckpt):
     r = run_cli("prelabel", str(mixed), "-m", str(tiny_ckpt), "-o", str(tmp_path / "f.zarr"), "-w", "0",
                 "--on-error", "fail", "--threads", "1")
     assert r.returncode == 1, r.stderr
-    assert re.search(r"failed: x_five\.tif: .*x_five\.tif.*5 band\(s\) but the model expects 3", r.stdout), r.stdout
+    assert re.search(r"error: x_five\.tif: .*x_five\.tif.*5 band\(s\) but the model expects 3", r.stderr), r.stderr
     assert "2 done" in r.stdout
     assert re.search(r"of \d+ tasks \(3 scenes\); [\d.]+ tasks/s", r.stdout), r.stdout  # counts are block tasks
     # an explicit band selection feeds any scene to the model

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from segpipe.cli.common import SCHEDULER_HELP, WORKERS_HELP, cluster_spec, progress_bar
+from segpipe.cli.common import cluster_spec, progress_bar, scheduler_option, workers_option
 
 
 def register(app: typer.Typer) -> None:
@@ -15,7 +15,7 @@ def register(app: typer.Typer) -> None:
     @app.command("convert")
     def convert_cmd(
         src: Path = typer.Argument(..., help="A COCO JSON file or a dataset folder."),
-        dst: Path = typer.Argument(..., help="Output folder (created; must be empty unless --overwrite)."),
+        dst: Path = typer.Argument(..., help="Output folder (created; an earlier segpipe output needs --overwrite)."),
         to: str = typer.Option(..., "--to", help="Target format (see `segpipe formats`)."),
         from_: str = typer.Option("auto", "--from", help="Source format, or auto to detect it."),
         categories: Path | None = typer.Option(None, "--categories", help="Category map (YAML/JSON)."),
@@ -23,15 +23,15 @@ def register(app: typer.Typer) -> None:
         images: str = typer.Option("copy", "--images", help="copy | link | none: what to do with image files."),
         image_root: Path | None = typer.Option(None, "--image-root", help="Folder holding the source images."),
         gt: Path | None = typer.Option(None, "--gt", help="COCO results: the ground truth naming their images."),
-        overwrite: bool = typer.Option(False, "--overwrite", help="Allow a non-empty output folder."),
+        overwrite: bool = typer.Option(False, "--overwrite", help="Replace an earlier segpipe output in DST."),
         on_error: str = typer.Option("fail", "--on-error", help="fail | skip: unreadable samples."),
         shard_size: int | None = typer.Option(None, "--shard-size", min=1, help="Images per task."),
         polygons: bool = typer.Option(False, "--polygons/--rle", help="COCO / Label Studio targets: masks as "
                                       "polygons (holes kept by keyhole cuts; differences counted) or RLE (exact)."),
         polygon_tolerance: float = typer.Option(0.0, "--polygon-tolerance", min=0.0,
                                                 help="Simplify polygons by up to this many pixels (losses counted)."),
-        workers: int | None = typer.Option(None, "--workers", "-w", min=0, help=WORKERS_HELP),
-        scheduler: str | None = typer.Option(None, "--scheduler", help=SCHEDULER_HELP),
+        workers: int | None = workers_option(),
+        scheduler: str | None = scheduler_option(),
     ) -> None:
         """Convert a dataset between formats, reporting everything the target cannot hold."""
         from segpipe.cli import state
@@ -39,6 +39,7 @@ def register(app: typer.Typer) -> None:
         from segpipe.errors import ConfigError
         from segpipe.pipeline.convert import REPORT_NAME, ConvertRequest, convert
 
+        state.OUTPUT = dst
         if images not in ("copy", "link", "none"):
             raise ConfigError(f"--images must be copy, link or none, got {images!r}")
         if on_error not in ("fail", "skip"):
@@ -51,7 +52,7 @@ def register(app: typer.Typer) -> None:
         )
         with progress_bar(f"convert → {to}") as update:
             report = convert(req, cluster_spec(workers, scheduler), progress=update)
-        print_conversion_report(report, state.console)
+        print_conversion_report(report, state.console, state.err_console)
         state.console.print(f"report: {dst / REPORT_NAME}", markup=False)
-        if report["images"]["failed"]:
-            raise typer.Exit(1)
+        if report["images"]["failed"] or any(p.get("severity") == "error" for p in report.get("problems", [])):
+            raise typer.Exit(1)  # partial failure, or an error found on the way (README: exit codes)

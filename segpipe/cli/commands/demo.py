@@ -6,6 +6,8 @@ from pathlib import Path
 
 import typer
 
+from segpipe.cli.common import workers_option
+
 
 def register(app: typer.Typer) -> None:
     """Adds the command."""
@@ -15,7 +17,7 @@ def register(app: typer.Typer) -> None:
         out: Path = typer.Option(Path("demo-out"), "--out", help="Folder for everything the demo makes."),
         n_new: int = typer.Option(8, "--n", min=2, help="New images to pre-label."),
         train_seconds: float = typer.Option(45.0, "--train-seconds", min=5, help="Training time budget."),
-        workers: int = typer.Option(2, "--workers", "-w", min=0, help="Dask worker processes (0 = in-process)."),
+        workers: int = workers_option(2, help="Dask worker processes (0 = in-process)."),
     ) -> None:
         """Synthesise → train → pre-label on Dask into Zarr → export → evaluate, and show where it all is."""
         from rich.table import Table
@@ -24,8 +26,9 @@ def register(app: typer.Typer) -> None:
         from segpipe.execution.cluster import ClusterSpec
         from segpipe.pipeline.demo import run_demo
 
+        state.OUTPUT = out
         res = run_demo(out, n_new=n_new, train_seconds=train_seconds, cluster=ClusterSpec(workers=workers),
-                       log=lambda m: state.console.print(m, markup=False))
+                       log=(lambda m: None) if state.QUIET else (lambda m: state.console.print(m, markup=False)))
         t = Table(title=f"segpipe demo — {res.figures['elapsed_s']} s", show_edge=False)
         t.add_column("step")
         t.add_column("where")

@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from segpipe.cli.common import SCHEDULER_HELP, WORKERS_HELP, cluster_spec, progress_bar
+from segpipe.cli.common import cluster_spec, progress_bar, scheduler_option, workers_option
 
 
 def _fmt(v: Any) -> str:
@@ -87,8 +87,8 @@ def register(app: typer.Typer) -> None:
         ),
         on_error: str = typer.Option("skip", "--on-error", help="skip | fail: images that cannot be evaluated."),
         shards: int | None = typer.Option(None, "--shards", min=1, help="Number of image shards."),
-        workers: int | None = typer.Option(None, "--workers", "-w", min=0, help=WORKERS_HELP),
-        scheduler: str | None = typer.Option(None, "--scheduler", help=SCHEDULER_HELP),
+        workers: int | None = workers_option(),
+        scheduler: str | None = scheduler_option(),
     ) -> None:
         """Evaluate predictions against ground truth (mIoU, COCO AP, PQ, keypoint AP).
 
@@ -99,6 +99,7 @@ def register(app: typer.Typer) -> None:
         from segpipe.errors import ConfigError
         from segpipe.pipeline.evaluate import EvaluateRequest, evaluate, failed
 
+        state.OUTPUT = report_dir or json_path
         types = tuple(t.strip() for t in iou_types.split(",") if t.strip()) if iou_types else None
         try:
             sigmas = tuple(float(v) for v in kpt_sigmas.split(",")) if kpt_sigmas else None

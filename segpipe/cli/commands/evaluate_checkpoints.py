@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from segpipe.cli.common import SCHEDULER_HELP, WORKERS_HELP, cluster_spec
+from segpipe.cli.common import cluster_spec, scheduler_option, workers_option
 
 
 def register(app: typer.Typer) -> None:
@@ -20,8 +20,8 @@ def register(app: typer.Typer) -> None:
         report_dir: Path = typer.Option(Path("checkpoint-report"), "--report-dir", help="Output folder."),
         task: str = typer.Option("semantic", "--task", help="semantic | instance | panoptic | keypoints."),
         arch: str | None = typer.Option(None, "--arch", help="Architecture of plain state-dict checkpoints."),
-        workers: int | None = typer.Option(None, "--workers", "-w", min=0, help=WORKERS_HELP),
-        scheduler: str | None = typer.Option(None, "--scheduler", help=SCHEDULER_HELP),
+        workers: int | None = workers_option(),
+        scheduler: str | None = scheduler_option(),
     ) -> None:
         """Evaluate many checkpoints on one archive: leaderboard (MD, CSV, JSON) and metric plots."""
         from rich.table import Table
@@ -29,10 +29,11 @@ def register(app: typer.Typer) -> None:
         from segpipe.cli import state
         from segpipe.pipeline.checkpoints import METRICS, EvaluateCheckpointsRequest, evaluate_checkpoints
 
+        state.OUTPUT = report_dir
         board = evaluate_checkpoints(
             EvaluateCheckpointsRequest(gt=gt, checkpoints=list(checkpoints), images=images, report_dir=report_dir,
                                        task=task, arch=arch),
-            cluster_spec(workers, scheduler), log=lambda m: state.err_console.print(m, markup=False))
+            cluster_spec(workers, scheduler), log=state.progress_log())
         cols = [c for _, c in METRICS[task]]
         t = Table(title=f"leaderboard ({board['metric']})", show_edge=False)
         t.add_column("checkpoint")
@@ -42,3 +43,10 @@ def register(app: typer.Typer) -> None:
             t.add_row(r["name"], *[("" if r[c] is None else f"{r[c]:.4f}") for c in cols])
         state.console.print(t)
         state.console.print(f"best: {board['best']}; leaderboard: {report_dir / 'leaderboard.md'}", markup=False)
+        for p in board.get("problems", []):  # images that failed count as problems found: exit 1
+            state.err_console.print(
+                f"error: {p['checkpoint']}: {p['prelabel_failed']} image(s) failed to pre-label, "
+                f"{p['evaluate_errors']} could not be evaluated (see {p['store']}/.segpipe/runs and {p['report']})",
+                markup=False)
+        if board.get("problems"):
+            raise typer.Exit(1)

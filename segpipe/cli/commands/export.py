@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from segpipe.cli.common import SCHEDULER_HELP, WORKERS_HELP, cluster_spec, progress_bar
+from segpipe.cli.common import cluster_spec, progress_bar, scheduler_option, workers_option
 
 
 def _targets() -> list[str]:
@@ -29,9 +29,9 @@ def register(app: typer.Typer) -> None:
         polygons: bool = typer.Option(False, "--polygons/--rle", help="Masks as polygons (approximate, losses "
                                       "counted) or RLE (exact, default)."),
         images: str = typer.Option("none", "--images", help="copy | link | none: the source images."),
-        overwrite: bool = typer.Option(False, "--overwrite", help="Allow a non-empty output folder."),
-        workers: int | None = typer.Option(None, "--workers", "-w", min=0, help=WORKERS_HELP),
-        scheduler: str | None = typer.Option(None, "--scheduler", help=SCHEDULER_HELP),
+        overwrite: bool = typer.Option(False, "--overwrite", help="Replace an earlier segpipe output in DST."),
+        workers: int | None = workers_option(),
+        scheduler: str | None = scheduler_option(),
     ) -> None:
         """Export a store's pre-labels as COCO, VOC, Label Studio (and GeoTIFF/GeoJSON/NIfTI) files."""
         from segpipe.cli import state
@@ -39,14 +39,19 @@ def register(app: typer.Typer) -> None:
         from segpipe.errors import ConfigError
         from segpipe.pipeline.convert import REPORT_NAME, ConvertRequest, convert
 
+        state.OUTPUT = dst
         targets = _targets()
         if to not in targets:
             raise ConfigError(f"--to must be one of {', '.join(targets)}, got {to!r}")
         req = ConvertRequest(
             src=store, dst=dst, to=to, from_="segpipe_zarr", copy_images=images, overwrite=overwrite,
+            # An image whose outputs fail their receipt is a per-image problem; the others export.
+            on_error="skip",
             reader_options={"min_score": min_score}, writer_options={"polygons": True} if polygons else {},
         )
         with progress_bar(f"export → {to}") as update:
             report = convert(req, cluster_spec(workers, scheduler), progress=update)
-        print_conversion_report(report, state.console)
+        print_conversion_report(report, state.console, state.err_console)
         state.console.print(f"report: {dst / REPORT_NAME}", markup=False)
+        if report["images"]["failed"] or any(p.get("severity") == "error" for p in report.get("problems", [])):
+            raise typer.Exit(1)  # some image could not be exported: partial failure (README: exit codes)

@@ -6,7 +6,15 @@ from pathlib import Path
 
 import typer
 
-from segpipe.cli.common import SCHEDULER_HELP, WORKERS_HELP, cluster_spec, progress_bar
+from segpipe.cli.common import (
+    SCHEDULER_HELP,
+    cluster_spec,
+    device_option,
+    overlap_option,
+    progress_bar,
+    threads_option,
+    workers_option,
+)
 
 
 def register(app: typer.Typer) -> None:
@@ -20,9 +28,9 @@ def register(app: typer.Typer) -> None:
         arch: str | None = typer.Option(None, "--arch", help="Architecture of a plain state-dict checkpoint."),
         task: str | None = typer.Option(None, "--task", help="semantic | instance | panoptic | landmarks (checked)."),
         tile: int | None = typer.Option(None, "--tile", min=16, help="Tile side in pixels (default: checkpoint's)."),
-        overlap: float | None = typer.Option(None, "--overlap", min=0.0, help="Tile overlap, fraction of the tile."),
+        overlap: float | None = overlap_option(),
         batch: int = typer.Option(4, "--batch", min=1, help="Tiles per forward pass."),
-        device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N."),
+        device: str = device_option(),
         resume: bool = typer.Option(False, "--resume", help="Continue a store made with the same model and config."),
         overwrite: bool = typer.Option(False, "--overwrite", help="Start a new run, replacing the store."),
         on_error: str = typer.Option("skip", "--on-error", help="skip | fail: unreadable images."),
@@ -30,9 +38,9 @@ def register(app: typer.Typer) -> None:
         probs: bool = typer.Option(True, "--probs/--no-probs", help="Store per-class probabilities (uint8)."),
         min_score: float = typer.Option(0.05, "--min-score", help="Instances below this score are not stored."),
         limit: int | None = typer.Option(None, "--limit", min=1, help="Only the first N images."),
-        workers: int | None = typer.Option(None, "--workers", "-w", min=0, help=WORKERS_HELP),
+        workers: int | None = workers_option(),
         scheduler: str | None = typer.Option(None, "--scheduler", help=SCHEDULER_HELP),
-        threads: int | None = typer.Option(None, "--threads", min=1, help="torch threads per worker."),
+        threads: int | None = threads_option(),
         bands: str | None = typer.Option(None, "--bands", help="GeoTIFF bands as R,G,B (1-based), e.g. 4,3,2."),
         window: str | None = typer.Option(None, "--window", help="Intensity window CENTER,WIDTH, e.g. 40,400."),
         stretch: str = typer.Option(
@@ -45,6 +53,7 @@ def register(app: typer.Typer) -> None:
         from segpipe.cli import state
         from segpipe.pipeline.prelabel import PrelabelRequest, prelabel
 
+        state.OUTPUT = out
         req = PrelabelRequest(
             source=source, model=model, out=out, arch=arch, task=task, tile=tile, overlap=overlap, batch=batch,
             device=device, resume=resume, overwrite=overwrite, on_error=on_error, probs=probs, heatmaps=heatmaps,
@@ -54,7 +63,7 @@ def register(app: typer.Typer) -> None:
         )
         with progress_bar("prelabel") as update:
             rep = prelabel(req, cluster_spec(workers, scheduler), progress=update,
-                           log=lambda m: state.err_console.print(m, markup=False))
+                           log=state.progress_log())
         im = rep["images"]
         st = rep["stage_seconds"]
         of, rate = _units(rep.get("items", {}))
@@ -62,10 +71,16 @@ def register(app: typer.Typer) -> None:
             f"{rep['store']}: {im['done']} done, {im['skipped_already_done']} already done, {im['failed']} failed"
             f" of {im['total']} {of}; {rep['throughput_img_s']} {rate}; decode {st['decode']} s, infer {st['infer']} s,"
             f" write {st['write']} s", markup=False)
-        for f in rep["failed"][:20]:
-            state.console.print(f"failed: {f['file']}: {f['reason']}", markup=False)
-        state.console.print(f"run report: {rep['store']}/.segpipe/runs/{rep['run_id']}.json", markup=False)
-        if im["failed"] and on_error == "fail":
+        for f in rep["failed"][:20]:  # per-item failures are diagnostics: stderr, like every error line
+            state.err_console.print(f"error: {f['file']}: {f['reason']}", markup=False)
+        if len(rep["failed"]) > 20:
+            state.err_console.print(f"... {len(rep['failed']) - 20} more failures in the run report", markup=False)
+        if rep.get("earlier_store_kept"):  # --overwrite run stopped by --on-error fail: nothing replaced
+            state.console.print(f"{rep['store']}: the run stopped on an error; the earlier store was kept",
+                                markup=False)
+        else:
+            state.console.print(f"run report: {rep['store']}/.segpipe/runs/{rep['run_id']}.json", markup=False)
+        if im["failed"]:  # partial failure is exit 1 under --on-error skip too (README: exit codes)
             raise typer.Exit(1)
 
     @app.command("fsck")
@@ -78,14 +93,18 @@ def register(app: typer.Typer) -> None:
         from segpipe.pipeline.prelabel import fsck
 
         rep = fsck(store, repair=repair)
+        # What is wrong goes to stderr, one line per file (what --repair removed is no longer wrong).
+        out = state.console if repair else state.err_console
         for b in rep["bad"]:
-            state.console.print(f"bad receipt: {b['file']}: {b['problem']}", markup=False)
+            out.print(f"{'removed' if repair else 'error'}: {b['file']}: bad receipt: {b['problem']}", markup=False)
+        for p in rep["problems"]:
+            state.err_console.print(f"error: {p['file']}: {p['problem']}", markup=False)
         for o in rep["orphans"]:
-            state.console.print(f"orphan: {o}", markup=False)
+            out.print(f"{'removed' if repair else 'error'}: {o}: orphan of a killed writer", markup=False)
         state.console.print(
-            f"{store}: {rep['ok']}/{rep['receipts']} receipts ok, {len(rep['orphans'])} orphans"
-            + (f", {rep['repaired']} repaired" if repair else ""), markup=False)
-        if (rep["bad"] or rep["orphans"]) and not repair:
+            f"{store}: {rep['ok']}/{rep['receipts']} receipts ok, {len(rep['orphans'])} orphans, "
+            f"{len(rep['problems'])} problems" + (f", {rep['repaired']} repaired" if repair else ""), markup=False)
+        if rep["problems"] or ((rep["bad"] or rep["orphans"]) and not repair):
             raise typer.Exit(1)
 
 

@@ -22,7 +22,13 @@ def register(app: typer.Typer) -> None:
         from segpipe.cli import state
         from segpipe.pipeline.runspec import run_pipeline
 
-        summaries = run_pipeline(pipeline, workdir=workdir, only=[s - 1 for s in stage] or None,
-                                 log=lambda m: state.console.print(m, markup=False))
+        log = (lambda m: None) if state.QUIET else (lambda m: state.console.print(m, markup=False))
+        summaries = run_pipeline(pipeline, workdir=workdir, only=[s - 1 for s in stage] or None, log=log)
         for s in summaries:
             state.console.print(json.dumps(s, default=str), markup=False)
+        failed = [s for s in summaries if s.get("failed")]
+        for s in failed:  # a stage with failed items is a partial failure: one line each, exit 1
+            state.err_console.print(f"error: {pipeline}: stage {s['stage']} ({s['step']}): {s['failed']} item(s) "
+                                    f"failed (see {s.get('out') or s.get('report')})", markup=False)
+        if failed:
+            raise typer.Exit(1)

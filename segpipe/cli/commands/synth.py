@@ -14,7 +14,7 @@ def register(app: typer.Typer) -> None:
     def synth_cmd(
         kind: str = typer.Argument(..., help="streetview, satellite, medical or landmarks."),
         out: Path = typer.Argument(..., help="Output folder."),
-        n: int = typer.Option(16, "--n", help="Number of images."),
+        n: int = typer.Option(16, "--n", min=1, help="Number of images."),
         seed: int = typer.Option(0, "--seed", help="Random seed (same seed, same bytes)."),
         size: str | None = typer.Option(None, "--size", help="HxW, e.g. 256x512 (default: per kind)."),
         jpg: bool = typer.Option(False, "--jpg", help="Write photos as JPEG instead of PNG."),
@@ -25,9 +25,11 @@ def register(app: typer.Typer) -> None:
         depth: int = typer.Option(16, "--depth", help="Slices per volume (nifti, dicom)."),
     ) -> None:
         """Write a synthetic dataset: images/, masks/, annotations.json (COCO), labelmap.txt."""
+        from segpipe.cli import state
         from segpipe.cli.state import console
         from segpipe.synth import parse_size, synth
 
+        state.OUTPUT = out
         image_format = fmt or ("jpg" if jpg else "png")
         if image_format in ("png", "jpg") and not exif:
             res = synth(kind, out, n=n, seed=seed, size=parse_size(size) if size else None, image_format=image_format)

@@ -7,6 +7,8 @@ from typing import Any
 
 import typer
 
+from segpipe.cli.common import device_option, positive_float_option
+
 
 def register(app: typer.Typer) -> None:
     """Adds the command."""
@@ -16,14 +18,15 @@ def register(app: typer.Typer) -> None:
         dataset: Path = typer.Argument(..., help="Dataset folder: images/, masks/, annotations.json, labelmap.txt."),
         arch: str = typer.Option(..., "--arch", help="Architecture (see `segpipe models`)."),
         out: Path = typer.Option(..., "--out", help="Folder for epoch_NNN.ckpt, best.ckpt, metrics.jsonl."),
-        epochs: int = typer.Option(10, "--epochs", help="Maximum epochs."),
-        max_minutes: float | None = typer.Option(None, "--max-minutes", help="Stop at this wall-clock budget."),
+        epochs: int = typer.Option(10, "--epochs", min=1, help="Maximum epochs."),
+        max_minutes: float | None = positive_float_option(None, "--max-minutes",
+                                                          help="Stop at this wall-clock budget."),
         val: Path | None = typer.Option(None, "--val", help="Validation dataset (default: hold out 10%)."),
         resume: bool = typer.Option(False, "--resume", help="Continue from the last epoch checkpoint in --out."),
         seed: int = typer.Option(0, "--seed", help="Random seed."),
-        batch: int = typer.Option(4, "--batch", help="Batch size."),
-        lr: float = typer.Option(1e-3, "--lr", help="AdamW learning rate."),
-        device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N."),
+        batch: int = typer.Option(4, "--batch", min=1, help="Batch size."),
+        lr: float = positive_float_option(1e-3, "--lr", help="AdamW learning rate (finite, > 0)."),
+        device: str = device_option(),
         model_arg: list[str] = typer.Option(
             [], "--model-arg", help="Architecture option KEY=VALUE, repeatable (e.g. base=16, num_stacks=2)."
         ),
@@ -33,6 +36,7 @@ def register(app: typer.Typer) -> None:
         from segpipe.cli import state
         from segpipe.models.train import train
 
+        state.OUTPUT = out
         model_kwargs = parse_model_args(arch, model_arg)
         crop_hw = parse_size(crop, "--crop") if crop else None
 

@@ -26,8 +26,13 @@ def register(app: typer.Typer) -> None:
         from segpipe.pipeline.validate import validate_path
         from segpipe.storage.atomic import write_json_atomic
 
+        state.OUTPUT = json_out
         if images not in ("verify", "decode", "none"):
             raise ConfigError(f"--images must be verify, decode or none, got {images!r}")
+        if json_out is not None:  # never over what is being validated (checked before anything is read)
+            from segpipe.storage.outputs import check_output
+
+            check_output(json_out, [path, image_root], option="--json", command="validate", kind="file")
         fmt, problems = validate_path(path, format, image_root=image_root, images=images)
         for p in problems:
             state.console.print(str(p), markup=False)

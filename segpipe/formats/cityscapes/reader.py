@@ -221,8 +221,15 @@ def materialize_cityscapes(sample: Sample, meta: DatasetMeta) -> Materialized:
     if sample.semantic_file is not None:
         labels = read_label_map(sample.semantic_file)  # exact classes (groups included)
     class_map = None
+    unknown: dict[int, int] = {}
     if labels is not None:
         dtype = np.uint8 if void <= 255 and all(c.id < 255 for c in meta.categories) else np.uint16
         class_map = lut[labels.astype(np.int64)].astype(dtype)
+        # The LUT makes a label id outside the label table void: that is a loss to report (the
+        # converter counts it), unlike the table's own labels without a category.
+        declared = {int(r["id"]) for r in meta.extra.get("cityscapes_labels") or ()} | {0, void}
+        values, counts = np.unique(labels, return_counts=True)
+        unknown = {int(v): int(n) for v, n in zip(values, counts, strict=True) if int(v) not in declared}
     s = sample.with_instances(tuple(im.instance for im in instances))
-    return Materialized(sample=s, instances=tuple(instances), class_map=class_map, void_value=void)
+    return Materialized(sample=s, instances=tuple(instances), class_map=class_map, void_value=void,
+                        unknown_values=unknown)

@@ -10,19 +10,24 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from segpipe.core.labelmap import color_lut, rgb_to_labels, voc_colormap
-from segpipe.errors import FormatError, ImageDecodeError
+from segpipe.errors import FormatError, ImageDecodeError, InputError, PixelLimitError
 from segpipe.storage.images import read_label_map, read_rgb_png
 
 
 def mask_mode(path: str | Path) -> str:
     """The PIL mode of an image, from its header only (``P``, ``L``, ``RGB``, ``I;16`` ...)."""
+    from segpipe.storage.images import image_mode
+
+    # One ceiling for every decode (SEGPIPE_MAX_PIXELS, exact), not Pillow's own default.
     try:
-        with Image.open(path) as im:
-            return str(im.mode)
-    except (OSError, ValueError, SyntaxError) as e:
+        return image_mode(path)
+    except PixelLimitError:
+        raise
+    except InputError as e:
+        raise ImageDecodeError(f"cannot open mask: {e.message}", path=path) from None
+    except (OSError, ValueError, SyntaxError) as e:  # Pillow raises these on malformed headers
         raise ImageDecodeError(f"cannot open mask: {e}", path=path) from None
 
 

@@ -84,8 +84,14 @@ def find_voc_root(path: str | Path) -> Path | None:
 
 
 def detect_voc(path: str | Path) -> bool:
-    """True for a folder with ``Annotations/``, ``SegmentationClass/`` or ``SegmentationObject/``."""
-    return find_voc_root(path) is not None
+    """True for a folder with ``Annotations/``, ``SegmentationClass/`` or ``SegmentationObject/``.
+
+    A LabelMe XML folder also has ``Annotations/`` (of ``<imagesize>`` / ``<polygon><pt>`` XML): not VOC.
+    """
+    from segpipe.formats.labelme.layout import is_labelme_xml
+
+    root = find_voc_root(path)
+    return root is not None and not is_labelme_xml(root)
 
 
 def _listdir(d: Path) -> list[str]:

@@ -94,7 +94,9 @@ def parse_xml_bytes(data: bytes, *, source: str | Path | None = None) -> ET.Elem
         FormatError: malformed XML, or entity declarations / external references (XML bombs).
     """
     try:
-        return DET.fromstring(data, forbid_dtd=False, forbid_entities=True, forbid_external=True)  # type: ignore[no-any-return]
+        root: ET.Element = DET.fromstring(data, forbid_dtd=False, forbid_entities=True, forbid_external=True)
+        _check_depth(root, source)
+        return root
     except DefusedXmlException as e:
         raise FormatError(
             f"unsafe XML refused ({type(e).__name__}: entity declarations and external references "
@@ -106,6 +108,26 @@ def parse_xml_bytes(data: bytes, *, source: str | Path | None = None) -> ET.Elem
         raise FormatError(f"malformed XML at line {line} column {col}", path=source) from None
     except RecursionError:
         raise FormatError("XML nested too deeply", path=source) from None
+
+
+#: Deepest element nesting accepted. VOC and CVAT annotations nest 4-6 levels; expat parses any depth
+#: without recursion, but every reader of the tree (:func:`element_to_value`, ElementTree's own
+#: iteration and serialisation) recurses, and 50000 levels exhausted Python's stack.
+MAX_XML_DEPTH = 256
+
+
+def _check_depth(root: ET.Element, source: str | Path | None) -> None:
+    """Refuses a tree nested deeper than :data:`MAX_XML_DEPTH`, without recursing.
+
+    Raises:
+        FormatError: naming the file.
+    """
+    stack: list[tuple[ET.Element, int]] = [(root, 1)]
+    while stack:
+        el, depth = stack.pop()
+        if depth > MAX_XML_DEPTH:
+            raise FormatError(f"XML nested deeper than {MAX_XML_DEPTH} elements (refused)", path=source)
+        stack.extend((ch, depth + 1) for ch in el)
 
 
 def _num(text: str | None, *, source: str | Path | None, where: str) -> float:

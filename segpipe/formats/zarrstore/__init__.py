@@ -8,6 +8,7 @@ from __future__ import annotations
 import functools
 import uuid
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,9 +27,12 @@ from segpipe.core.records import (
     Sample,
     Segmentation,
 )
-from segpipe.errors import SegpipeError
+from segpipe.errors import FormatError, InputError, SegpipeError
 from segpipe.formats.base import FormatSpec, ShardResult, WriteOptions
 from segpipe.formats.registry import register_format
+from segpipe.storage.verify import ImageCheck, StoreChecks, check_metadata, describe_failure, plan_checks, shard_file
+from segpipe.storage.verify import matches as _matches
+from segpipe.storage.verify import verify_array as _verify_array
 from segpipe.storage.volume import parse_window, slice_image_name, slice_ref
 from segpipe.storage.zarrstore import READABLE_LAYOUTS, ZarrStore
 
@@ -39,8 +43,13 @@ def detect(path: Path) -> bool:
         return False
     import json
 
-    attrs = json.loads((path / "zarr.json").read_text()).get("attributes", {})
-    return "segpipe" in attrs
+    try:
+        doc = json.loads((path / "zarr.json").read_bytes())
+    except (OSError, ValueError) as e:
+        # A folder with zarr.json is meant as a store: name the file, not "cannot tell the format".
+        raise FormatError(f"not valid JSON ({e})", path=path / "zarr.json") from None
+    attrs = doc.get("attributes", {}) if isinstance(doc, dict) else {}
+    return isinstance(attrs, dict) and "segpipe" in attrs
 
 
 def categories_from_attrs(cats: list[dict[str, Any]]) -> tuple[Category, ...]:
@@ -56,12 +65,35 @@ def categories_from_attrs(cats: list[dict[str, Any]]) -> tuple[Category, ...]:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class StoreSample(Sample):
+    """A sample of a store with what its receipt promises (:func:`materialize` verifies it).
+
+    Attributes:
+        check: The image's check (None for a store without receipts, e.g. one ``convert`` wrote).
+    """
+
+    check: ImageCheck | None = None
+
+    @property
+    def size_measured(self) -> bool:
+        """A prelabel store records the size of the image its worker decoded (receipts vouch for it)."""
+        return self.check is not None
+
+
 class StoreReader:
-    """Streams the images of a store as samples (no pixel data read on the driver)."""
+    """Streams the images of a store as samples (no pixel data read on the driver).
+
+    A store made by ``segpipe prelabel`` lists every image that has a receipt, a stack slot or a
+    group; each sample carries its :class:`~segpipe.storage.verify.ImageCheck`, so that an image whose
+    outputs are missing, unwritten or damaged fails alone (a per-image problem) instead of reading
+    as background.
+    """
 
     format_name = "segpipe_zarr"
 
     def __init__(self, path: str | Path, *, min_score: float = 0.0) -> None:
+        check_metadata(Path(path))  # a corrupt zarr.json of the root or a stack: one line naming it
         self.store = ZarrStore.open(path)
         attrs = self.store.attrs()
         cats = [dict(c) for c in attrs.get("categories", [])]
@@ -79,7 +111,18 @@ class StoreReader:
                    "store_token": uuid.uuid4().hex},
         )
         self.problems: list[Problem] = []
-        self._ids = self.store.image_ids()
+        # Receipts vouch for a prelabel run's outputs; a store written by `convert` has none.
+        self.checks: StoreChecks | None = None
+        if attrs.get("config_hash"):
+            self.checks = plan_checks(self.store.path, self.store.private / "ledger")
+            self._ids = sorted(self.checks.images)
+            self.problems.extend(Problem("error", f, "receipt", why, "store.receipt")
+                                 for f, why in self.checks.unreadable)
+        else:
+            try:
+                self._ids = self.store.image_ids()
+            except Exception as e:  # a damaged stack: name its file
+                raise _read_error(self.store.path / "stacks", e) from None
         window = (attrs.get("config") or {}).get("window")
         try:
             self._window = parse_window(window) if isinstance(window, str) else None
@@ -92,8 +135,17 @@ class StoreReader:
     def samples(self) -> Iterator[Sample]:
         """Streams one sample per stored image, sorted by id."""
         for image_id in self._ids:
-            g = self.store.group(image_id)
-            a = dict(g.attrs)
+            check = self.checks.images.get(image_id) if self.checks is not None else None
+            if check is not None and check.problem:
+                yield self._failed(image_id, check)
+                continue
+            try:
+                g = self.store.group(image_id, check.hint if check is not None else None)
+                a = dict(g.attrs)
+            except Exception as e:  # damaged attributes fail this image alone, named
+                p, why = _failure(self.store.path, image_id, check, "attrs", e)
+                yield self._failed(image_id, ImageCheck(f"attributes: {why}", str(p)))
+                continue
             name = str(a.get("file", f"{image_id}.png"))
             path = a.get("path")
             image_path = path if path and Path(path).exists() else None
@@ -103,11 +155,110 @@ class StoreReader:
                 name = slice_image_name(str(a["volume"]), int(a["z"]))
                 src = a.get("source") or path
                 image_path = slice_ref(src, int(a["z"]), self._window) if src and Path(src).exists() else None
-            yield Sample(
+            yield StoreSample(
                 image=ImageInfo(image_id, name, int(a.get("width", 0)), int(a.get("height", 0)),
                                 attributes={"sha256": a.get("sha256", ""), "file": a.get("file")}),
                 image_path=image_path,
+                check=check,
             )
+
+    def _failed(self, image_id: int, check: ImageCheck) -> StoreSample:
+        """A sample that :func:`materialize` fails with ``check.problem`` (named from its receipt)."""
+        info = self.checks.info.get(image_id, {}) if self.checks is not None else {}
+        w, h = info.get("width"), info.get("height")
+        return StoreSample(
+            image=ImageInfo(image_id, str(info.get("file") or f"{image_id}.png"),
+                            int(w) if isinstance(w, int) else 0, int(h) if isinstance(h, int) else 0,
+                            attributes={"sha256": info.get("sha256") or "", "file": info.get("file")}),
+            check=check,
+        )
+
+
+def _short(exc: BaseException, limit: int = 80) -> str:
+    """``Type: message`` of an exception, cut to ``limit`` characters (zarr's may quote raw bytes)."""
+    text = f"{type(exc).__name__}: {exc}"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _read_error(path: Path, exc: BaseException) -> InputError:
+    """An :class:`InputError` naming the file behind a failed read below ``path``."""
+    p, why = describe_failure(path, exc)
+    return InputError(why, path=p)
+
+
+def _failure(root: Path, image_id: int, check: ImageCheck | None, name: str,
+             exc: BaseException) -> tuple[Path, str]:
+    """The file behind a failed read of array ``name`` of an image, and why."""
+    if check is not None and check.hint is not None:
+        stack, slot = check.hint
+        if name in ("labels", "probs"):
+            p = shard_file(root, stack, slot, name)
+            return p, ("the shard file is missing" if not p.exists() else f"damaged shard file ({_short(exc)})")
+        return describe_failure(root / "stacks" / stack / name, exc)
+    folder = root / "images" / str(image_id)
+    return describe_failure(folder / name if (folder / name).is_dir() else folder, exc)
+
+
+class _Outputs:
+    """One image's arrays as read by :func:`materialize`, each checked against its receipt's digest.
+
+    Args:
+        store: The store.
+        image_id: The image.
+        check: What its receipt promises (None: nothing to verify).
+    """
+
+    def __init__(self, store: ZarrStore, image_id: int, check: ImageCheck | None) -> None:
+        self.store, self.image_id, self.check = store, image_id, check
+        if check is not None and check.problem:
+            raise InputError(check.problem, path=check.path)
+        try:
+            self.group = store.group(image_id, check.hint if check is not None else None)
+            self.names = set(self.group.array_keys())
+            self.groups = set(self.group.group_keys())
+            self.attrs = dict(self.group.attrs)
+        except Exception as e:
+            p, why = _failure(store.path, image_id, check, "", e)
+            raise InputError(why, path=p) from None
+
+    def read(self, name: str) -> np.ndarray:
+        """Array ``name`` (``labels``, ``instances/rle`` ...) read whole and verified.
+
+        Raises:
+            InputError: It cannot be read, or differs from what its receipt recorded (a missing chunk
+                reads as fill value: background).
+        """
+        try:
+            node = self.group
+            for part in name.split("/"):
+                node = node[part]
+            arr = np.asarray(node[...])
+        except Exception as e:
+            p, why = _failure(self.store.path, self.image_id, self.check, name, e)
+            raise InputError(f"{name}: {why}", path=p) from None
+        if self.check is None:
+            return arr
+        digest = self.check.digests.get(name)
+        if digest and not _matches(arr, digest):  # the file is named (a path built) only on a mismatch
+            _verify_array(arr, digest, self._file(name), name)
+        if name == "labels" and self.check.windows:
+            self._verify_blocks(arr)
+        return arr
+
+    def _file(self, name: str) -> Path:
+        if self.check is not None and self.check.hint is not None:
+            return shard_file(self.store.path, *self.check.hint, name)
+        return self.store.path / "images" / str(self.image_id) / name
+
+    def _verify_blocks(self, labels: np.ndarray) -> None:
+        """Each finished block of a scene against its receipt (a block's digest covers its core)."""
+        from segpipe.storage.zarrstore import digest_matches
+
+        for (y0, y1, x0, x1), digest in self.check.windows if self.check is not None else ():
+            if digest and not digest_matches(labels[y0:y1, x0:x1], digest):
+                folder = self._file("labels")
+                raise InputError(f"labels of block [{y0}:{y1}, {x0}:{x1}] do not match its receipt: a missing or "
+                                 "damaged chunk (not read as background)", path=folder)
 
 
 @functools.lru_cache(maxsize=4)
@@ -119,23 +270,25 @@ def materialize(sample: Sample, meta: DatasetMeta) -> Materialized:
     """Reads one image's predictions (worker side)."""
     token = meta.extra.get("store_token")
     store = _store(meta.extra["store"], token) if token else ZarrStore(meta.extra["store"])
-    g = store.group(sample.image.id)
-    names = set(g.array_keys())
-    groups = set(g.group_keys())
-    class_map = np.asarray(g["labels"][...]) if "labels" in names else None
+    out = _Outputs(store, sample.image.id, getattr(sample, "check", None))
+    names, groups = out.names, out.groups
+    class_map = out.read("labels") if "labels" in names else None
     panoptic = None
     if "panoptic" in names:
         segs = [PanopticSegment(int(s["id"]), int(s["category_id"]), bool(s.get("iscrowd", False)),
                                 s.get("area"), attributes={"score": s.get("score")} if "score" in s else {})
-                for s in g.attrs.get("segments", [])]
-        panoptic = (np.asarray(g["panoptic"][...]).astype(np.int32), segs)
+                for s in out.attrs.get("segments", [])]
+        panoptic = (out.read("panoptic").astype(np.int32), segs)
     instances: list[InstanceMask] = []
     if "instances" in groups:
-        ig = g["instances"]
-        rles = np.asarray(ig["rle"][...]) if "rle" in ig.array_keys() else np.array([], dtype=str)
-        boxes = np.asarray(ig["boxes"][...])
-        scores = np.asarray(ig["scores"][...])
-        labels = np.asarray(ig["labels"][...])
+        try:
+            has_rle = "rle" in out.group["instances"].array_keys()
+        except Exception as e:
+            raise _read_error(store.path / "images" / str(sample.image.id) / "instances", e) from None
+        rles = out.read("instances/rle") if has_rle else np.array([], dtype=str)
+        boxes = out.read("instances/boxes")
+        scores = out.read("instances/scores")
+        labels = out.read("instances/labels")
         min_score = float(meta.extra.get("min_score", 0.0))
         h, w = sample.image.height, sample.image.width
         for k in range(len(scores)):
@@ -151,10 +304,10 @@ def materialize(sample: Sample, meta: DatasetMeta) -> Materialized:
             )
             instances.append(InstanceMask(inst, r))
     if "keypoints" in names:
-        instances.extend(_keypoint_instances(np.asarray(g["keypoints"][...]), sample.image.id, meta))
+        instances.extend(_keypoint_instances(out.read("keypoints"), sample.image.id, meta))
     sample = sample.with_instances(tuple(im.instance for im in instances))
     # A scene records the label value written where it had no data (65535 for uint16 label maps).
-    geo = g.attrs.get("geo")
+    geo = out.attrs.get("geo")
     void = int(geo["nodata"]) if isinstance(geo, dict) and geo.get("nodata") is not None else 255
     return Materialized(sample, tuple(instances), class_map=class_map, panoptic=panoptic, void_value=void)
 

@@ -1,0 +1,440 @@
+"""What a command may write, and how it replaces what segpipe wrote before.
+
+Every command that writes goes through this module, so the rules hold everywhere:
+
+1. **Outputs never overlap inputs.** An output path may not equal, contain or lie inside an input
+   (symlinks resolved): writing there could change what is being read, or destroy it.
+2. **Only segpipe's own outputs are replaced.** An existing, non-empty output is replaced only if it is
+   a segpipe store (``.segpipe/`` and ``zarr.json`` attributes ``segpipe``) or a folder holding
+   :data:`MARKER` written by the same command, and holding nothing the command did not write. Anything
+   else is refused with one line, and no flag overrides that.
+3. **Replacing is atomic.** The new output is built in a staging folder beside the old one (same parent,
+   so the same file system) and swapped in only when complete; a failed or killed run leaves the old
+   output as it was. Leftovers of killed runs are recognised by their names (which carry the host and
+   the process id) and cleaned up by the next run on the same output.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import fnmatch
+import hashlib
+import json
+import os
+import shutil
+import socket
+import sys
+import uuid
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from segpipe.errors import OutputError
+from segpipe.storage.paths import fsync_dir
+
+#: The file that marks a folder as the output of a segpipe command (JSON: made_by, command, entries).
+MARKER = ".segpipe-output"
+#: Markers of earlier segpipe versions, and the command that wrote them.
+LEGACY_MARKERS = {".segpipe-demo": "demo"}
+STAGING_TAG = "segpipe-staging"
+OLD_TAG = "segpipe-old"
+_GLOB_CHARS = frozenset("*?[")
+_HOST = hashlib.sha1(socket.gethostname().encode()).hexdigest()[:8]
+
+
+@dataclass(frozen=True)
+class OutputPlan:
+    """An output that passed :func:`check_output`.
+
+    Attributes:
+        given: The path as the user gave it (for messages and results).
+        final: The same path, absolute with symlinks resolved (where things are written).
+        option: The option or argument that names it (``--out``, ``DST`` ...), for messages.
+        command: The command writing it (recorded in the marker).
+        replaces: An earlier output of the command is there and will be replaced.
+        kind: ``folder``, ``store`` or ``file``.
+        accept: The commands whose earlier outputs may be replaced.
+    """
+
+    given: Path
+    final: Path
+    option: str
+    command: str
+    replaces: bool
+    kind: str = "folder"
+    accept: frozenset[str] = frozenset()
+
+
+# ------------------------------------------------------------------------------------------ checks
+
+
+def resolved(path: str | Path) -> Path:
+    """``path`` absolute, ``~`` expanded and symlinks resolved (as far as it exists)."""
+    return Path(os.path.abspath(os.path.expanduser(os.fspath(path)))).resolve()
+
+
+def input_root(source: str | Path) -> Path:
+    """The path an input occupies: itself, or for a glob (``photos/*.jpg``) the folder it searches."""
+    text = os.fspath(source)
+    if not any(c in text for c in _GLOB_CHARS):
+        return Path(text)
+    parts: list[str] = []
+    for part in Path(text).parts:
+        if any(c in part for c in _GLOB_CHARS):
+            break
+        parts.append(part)
+    return Path(*parts) if parts else Path(".")
+
+
+def check_not_input(out: str | Path, inputs: Iterable[str | Path | None], *, option: str,
+                    what: str = "the input") -> None:
+    """Refuses an output that equals, contains or lies inside one of ``inputs``.
+
+    Args:
+        out: The output path.
+        inputs: The paths it may not overlap (None entries are skipped; a glob counts as its folder).
+        option: The option naming ``out``, for the message.
+        what: What ``inputs`` are, for the message.
+
+    Raises:
+        OutputError: naming the output, the option and the input.
+    """
+    o = resolved(out)
+    for given in inputs:
+        if given is None or os.fspath(given) == "":
+            continue
+        i = resolved(input_root(given))
+        if o == i:
+            why = "is"
+        elif i in o.parents:
+            why = "lies inside"
+        elif o in i.parents:
+            why = "contains"
+        else:
+            continue
+        raise OutputError(f"{option} {why} {what} {given}; outputs never overlap what a command reads", path=out,
+                          hint=f"choose another {option}")
+
+
+def is_store(path: str | Path) -> bool:
+    """Whether ``path`` is a segpipe Zarr store (``.segpipe/`` and ``zarr.json`` attributes ``segpipe``)."""
+    p = Path(path)
+    if not (p / ".segpipe").is_dir():
+        return False
+    try:
+        doc = json.loads((p / "zarr.json").read_bytes())
+    except (OSError, ValueError):
+        return False
+    attrs = doc.get("attributes") if isinstance(doc, dict) else None
+    return isinstance(attrs, dict) and isinstance(attrs.get("segpipe"), dict)
+
+
+def read_marker(folder: str | Path) -> dict[str, Any] | None:
+    """The marker of a segpipe output folder (``{"made_by": "segpipe", "command": ...}``), or None."""
+    p = Path(folder)
+    f = p / MARKER
+    if f.is_file() and not f.is_symlink():
+        try:
+            doc = json.loads(f.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        return doc if isinstance(doc, dict) and doc.get("made_by") == "segpipe" else None
+    for name, command in LEGACY_MARKERS.items():
+        if (p / name).is_file() and not (p / name).is_symlink():
+            return {"made_by": "segpipe", "command": command}
+    return None
+
+
+def write_marker(folder: str | Path, command: str, entries: Sequence[str] | None = None) -> None:
+    """Marks ``folder`` as the output of ``command``.
+
+    Args:
+        folder: The output folder.
+        command: The command that wrote it.
+        entries: Names (or glob patterns) of the top-level entries it may hold; a later replacement is
+            refused if it holds anything else (something a user put there). None: not checked.
+    """
+    from segpipe import __version__
+    from segpipe.storage.atomic import write_json_atomic
+
+    doc: dict[str, Any] = {"made_by": "segpipe", "segpipe_version": __version__, "command": command}
+    if entries is not None:
+        doc["entries"] = sorted(set(entries))
+    write_json_atomic(Path(folder) / MARKER, doc)
+
+
+def _foreign_entries(folder: Path, marker: dict[str, Any]) -> list[str]:
+    """Top-level names in ``folder`` that its marker does not list (segpipe's own temp files aside)."""
+    patterns = marker.get("entries")
+    if not isinstance(patterns, list):
+        return []
+    names = sorted(p.name for p in folder.iterdir())
+    return [n for n in names if n != MARKER and ".partial." not in n and not _is_leftover_name(n)
+            and not any(fnmatch.fnmatchcase(n, str(pat)) for pat in patterns)]
+
+
+def _is_leftover_name(name: str) -> bool:
+    """Whether ``name`` is a staging or set-aside folder of a nested output (``.<name>.<tag>.<host>...``)."""
+    return name.startswith(".") and (f".{STAGING_TAG}." in name or f".{OLD_TAG}." in name)
+
+
+def _check_existing(given: Path, final: Path, *, option: str, command: str, kind: str,
+                    accept: frozenset[str]) -> None:
+    """Refuses an existing non-empty ``final`` that is not an output of ``command`` (or ``accept``)."""
+    if kind == "store":
+        if not is_store(final):
+            raise OutputError("exists and is not a segpipe store; segpipe replaces only what it made", path=given,
+                              hint=f"choose another {option}")
+        return
+    marker = read_marker(final)
+    if marker is None:
+        raise OutputError("exists, is not empty and was not made by segpipe; segpipe replaces only what it made",
+                          path=given, hint=f"choose another {option}")
+    made_by = str(marker.get("command"))
+    if made_by not in accept:
+        raise OutputError(f"holds the output of `segpipe {made_by}`, not of `segpipe {command}`", path=given,
+                          hint=f"choose another {option}")
+    foreign = _foreign_entries(final, marker)
+    if foreign:
+        more = f" (and {len(foreign) - 1} more)" if len(foreign) > 1 else ""
+        raise OutputError(f"holds {foreign[0]!r}{more}, which `segpipe {command}` did not write; it is not replaced",
+                          path=given, hint=f"move it away or choose another {option}")
+
+
+def check_output(
+    path: str | Path,
+    inputs: Iterable[str | Path | None] = (),
+    *,
+    option: str,
+    command: str,
+    kind: str = "folder",
+    replace: bool = True,
+    flag: str | None = None,
+    accept: Iterable[str] = (),
+) -> OutputPlan:
+    """Checks where a command will write, before it writes anything.
+
+    Args:
+        path: The output: a folder, a store or a file.
+        inputs: Everything the command reads (None entries are skipped; globs count as their folder).
+        option: The option or argument naming ``path``, for messages.
+        command: The command writing it.
+        kind: ``folder`` (marked with :data:`MARKER`), ``store`` (a segpipe Zarr store) or ``file``
+            (one file, replaced atomically by its writer).
+        replace: Whether an earlier output of the command may be replaced (folders and stores).
+        flag: The flag that allows replacing (``--overwrite``), named in the refusal when not given.
+        accept: Other commands whose outputs this command may replace (``export`` and ``convert``).
+
+    Returns:
+        An :class:`OutputPlan`.
+
+    Raises:
+        OutputError: the output overlaps an input, is something segpipe did not make, or is an earlier
+            output that may not be replaced; one line naming the path and the option.
+    """
+    given = Path(path)
+    final = resolved(given)
+    accepted = frozenset({command, *accept})
+    check_not_input(given, inputs, option=option)
+    if kind == "file":
+        if final.is_dir():
+            raise OutputError(f"{option} is a folder, not a file", path=given, hint=f"choose another {option}")
+        if not final.parent.is_dir():
+            raise OutputError(f"{option}: the folder {final.parent} does not exist", path=given)
+        return OutputPlan(given, final, option, command, final.exists(), kind, accepted)
+    if not final.exists():
+        if given.is_symlink():  # a dangling link: writing would create its target somewhere else
+            raise OutputError("is a symbolic link to nothing", path=given, hint=f"choose another {option}")
+        return OutputPlan(given, final, option, command, False, kind, accepted)
+    if not final.is_dir():
+        raise OutputError("exists and is not a folder", path=given, hint=f"choose another {option}")
+    if not any(final.iterdir()):
+        return OutputPlan(given, final, option, command, False, kind, accepted)
+    _check_existing(given, final, option=option, command=command, kind=kind, accept=accepted)
+    if not replace:
+        raise OutputError(f"exists (an earlier `segpipe {command}` output)", path=given,
+                          hint=f"pass {flag} to replace it" if flag else f"choose another {option}")
+    return OutputPlan(given, final, option, command, True, kind, accepted)
+
+
+# --------------------------------------------------------------------------------------- replacing
+
+
+def _sibling(final: Path, tag: str) -> Path:
+    """A fresh name beside ``final`` for a staging or set-aside folder of this process."""
+    return final.parent / f".{final.name}.{tag}.{_HOST}.{os.getpid()}.{uuid.uuid4().hex[:8]}"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def clean_leftovers(final: Path) -> list[Path]:
+    """Removes staging and set-aside folders of ``final`` left by killed segpipe runs on this host.
+
+    A set-aside old output whose replacement never arrived (killed between the two renames of a swap)
+    is put back instead. Folders of live processes are left alone (they may be another writer's).
+
+    Returns:
+        The folders removed or put back.
+    """
+    prefix = f".{final.name}."
+    try:
+        siblings = sorted(final.parent.iterdir())
+    except OSError:
+        return []
+    done: list[Path] = []
+    for p in siblings:
+        if not p.name.startswith(prefix) or not p.is_dir() or p.is_symlink():
+            continue
+        rest = p.name[len(prefix):].split(".")
+        if (len(rest) != 4 or rest[0] not in (STAGING_TAG, OLD_TAG) or rest[1] != _HOST or not rest[2].isdigit()
+                or _alive(int(rest[2]))):
+            continue
+        if rest[0] == OLD_TAG and not final.exists() and not final.is_symlink():
+            os.rename(p, final)
+        else:
+            shutil.rmtree(p, ignore_errors=True)
+        done.append(p)
+    return done
+
+
+def begin_staging(plan: OutputPlan) -> Path:
+    """Creates the staging folder where the new output of ``plan`` is built (beside the final path)."""
+    plan.final.parent.mkdir(parents=True, exist_ok=True)
+    clean_leftovers(plan.final)
+    staging = _sibling(plan.final, STAGING_TAG)
+    staging.mkdir()
+    return staging
+
+
+def discard(staging: Path) -> None:
+    """Removes a staging folder (the run failed; the old output was never touched)."""
+    shutil.rmtree(staging, ignore_errors=True)
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Atomically swaps two paths (Linux ``renameat2(RENAME_EXCHANGE)``); False where not supported."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        fn = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):
+        return False
+    fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    fn.restype = ctypes.c_int
+    at_fdcwd, rename_exchange = -100, 2
+    return int(fn(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange)) == 0
+
+
+def install(staging: Path, plan: OutputPlan, *, entries: Sequence[str] | None | bool = True) -> None:
+    """Puts a complete new output in place of ``plan.final``, replacing an earlier one atomically.
+
+    Args:
+        staging: The folder from :func:`begin_staging`, holding the new output.
+        plan: Where it goes.
+        entries: The marker's entries: True lists what ``staging`` holds; a sequence gives names or
+            patterns; None records none. A store gets no marker (its attributes mark it).
+
+    Raises:
+        OutputError: the earlier output changed into something segpipe did not make while the run
+            was going, or the file system refused the rename (the earlier output is kept either way).
+    """
+    final = plan.final
+    if not is_store(staging):
+        names = [p.name for p in staging.iterdir()] if entries is True else entries
+        write_marker(staging, plan.command, None if names is None or names is False else list(names))
+    try:
+        if final.is_dir() and not final.is_symlink() and not any(final.iterdir()):
+            final.rmdir()
+        if not final.exists():
+            os.rename(staging, final)
+        else:
+            # Checked again: the run may have taken hours, and the path may hold something else now.
+            _check_existing(plan.given, final, option=plan.option, command=plan.command, kind=plan.kind,
+                            accept=plan.accept)
+            if _exchange(staging, final):
+                old = staging  # now holds the earlier output
+            else:
+                old = _sibling(final, OLD_TAG)
+                os.rename(final, old)
+                os.rename(staging, final)  # a kill between the two renames: clean_leftovers puts `old` back
+            shutil.rmtree(old, ignore_errors=True)
+        fsync_dir(final.parent)
+    except OSError as e:
+        discard(staging)
+        raise OutputError(f"cannot put the new output in place: {e.strerror or e}; the earlier one was kept",
+                          path=plan.given) from None
+    except BaseException:
+        discard(staging)
+        raise
+
+
+@contextmanager
+def staged(plan: OutputPlan, *, entries: Sequence[str] | None | bool = True) -> Iterator[Path]:
+    """Builds a new output in a staging folder and installs it when the block completes.
+
+    An exception (or interrupt) in the block removes the staging folder; the earlier output stays.
+
+    Yields:
+        The staging folder to write into.
+    """
+    staging = begin_staging(plan)
+    try:
+        yield staging
+    except BaseException:
+        discard(staging)
+        raise
+    install(staging, plan, entries=entries)
+
+
+def start_in_place(plan: OutputPlan, *, entries: Sequence[str] | None = None) -> Path:
+    """Creates a new output at its own path and marks it first (for resumable outputs: a killed run
+    leaves something segpipe recognises and can continue). ``plan`` must not replace anything.
+    """
+    if plan.replaces:
+        raise AssertionError("start_in_place on an existing output")
+    plan.final.mkdir(parents=True, exist_ok=True)
+    clean_leftovers(plan.final)
+    write_marker(plan.final, plan.command, entries)
+    return plan.final
+
+
+@contextmanager
+def set_aside(plan: OutputPlan, *, entries: Sequence[str] | None = None) -> Iterator[Path]:
+    """Builds a new output at its own path, the earlier one set aside until the new one is complete.
+
+    For outputs that record their own absolute paths (the demo's store names the demo's images), which
+    a staging folder would leave pointing at a folder that no longer exists. A failure restores the
+    earlier output; a killed run leaves it beside the path, put back or removed by the next run.
+
+    Yields:
+        The final folder to write into.
+    """
+    clean_leftovers(plan.final)
+    old = None
+    if plan.replaces:
+        old = _sibling(plan.final, OLD_TAG)
+        os.rename(plan.final, old)
+    existed = plan.final.is_dir()
+    plan.final.mkdir(parents=True, exist_ok=True)
+    write_marker(plan.final, plan.command, entries)
+    try:
+        yield plan.final
+    except BaseException:
+        shutil.rmtree(plan.final, ignore_errors=True)
+        if old is not None:
+            os.rename(old, plan.final)
+        elif existed:
+            plan.final.mkdir(exist_ok=True)  # it was an empty folder of the user's: leave it as it was
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)

@@ -1,0 +1,468 @@
+"""Reads verify what writes promised: each image's outputs against its receipt (export, evaluate, fsck).
+
+A receipt (``STORE/.segpipe/ledger/<key>.json``) records where a finished task wrote its image (a stack
+slot, a group, a block of a scene, the slices of a slab) and the digest of every array it wrote. zarr
+reads a missing chunk as its fill value, 0, which is background: a deleted shard file, an unwritten
+slot or a slot whose id was overwritten would otherwise export as empty label maps without a word.
+
+The driver plans one :class:`ImageCheck` per image from the receipts and the stacks' ``ids`` and
+``done`` arrays (metadata only, no pixels); the reader of each image (a worker) then digests the
+arrays it reads anyway (xxh3, 0.02 ms per MiB) and compares. Every failure is an
+:class:`~segpipe.errors.InputError` that names the file concerned, so the commands report it per image.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import defaultdict
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from segpipe.errors import FormatError, InputError
+
+#: Arrays of a stack whose ``zarr.json`` a reader opens (besides the stack group's own).
+_STACK_ARRAYS = ("labels", "probs", "ids", "attrs", "done")
+
+
+@dataclass(frozen=True)
+class ImageCheck:
+    """What the receipts promise about one image, and any problem found without reading pixels.
+
+    Attributes:
+        problem: Why the image cannot be read as written (a missing receipt, an unwritten or
+            foreign slot, a duplicated id ...), or None.
+        path: The file or folder ``problem`` concerns.
+        hint: ``(stack, slot)`` the receipt names: the image is read there, not where the stack's
+            ``ids`` may claim it.
+        digests: Array name (``labels``, ``instances/rle`` ...) → digest of the whole array.
+        windows: Blocks of a scene: ``((y0, y1, x0, x1), labels digest)`` of each finished block.
+        kind: What ``problem`` is: ``damaged`` (the store contradicts its receipts: fsck reports
+            it, and ``fsck --repair`` removes the receipt so that ``--resume`` redoes the image),
+            ``duplicate`` (a slot id twice: fsck reports it, no repair), ``unvouched`` (an output
+            no receipt vouches for: fsck reports it) or ``unfinished`` (planned, never finished: the
+            run reported it; only readers do).
+    """
+
+    problem: str | None = None
+    path: str | None = None
+    hint: tuple[str, int] | None = None
+    digests: Mapping[str, str] = field(default_factory=dict)
+    windows: tuple[tuple[tuple[int, int, int, int], str], ...] = ()
+    kind: str = ""
+
+
+@dataclass
+class StoreChecks:
+    """The checks of every image of a store that a reader lists.
+
+    Attributes:
+        images: Image id → its check, for every image with a receipt, a stack slot or a group.
+        info: Image id → ``file``, ``width``, ``height``, ``sha256`` from its receipt (or its slot's
+            attributes): names the images whose outputs cannot be read.
+        unreadable: ``(receipt file, reason)`` of receipts that do not decode.
+        receipt_of: Image id → the receipt file that vouches for it (for fsck's repair).
+    """
+
+    images: dict[int, ImageCheck] = field(default_factory=dict)
+    info: dict[int, dict[str, Any]] = field(default_factory=dict)
+    unreadable: list[tuple[str, str]] = field(default_factory=list)
+    receipt_of: dict[int, Path] = field(default_factory=dict)
+
+
+# ------------------------------------------------------------------------------------------ metadata
+
+
+def check_metadata(root: Path) -> None:
+    """Parses the ``zarr.json`` documents every reader opens first: the root, ``images/``, the stacks.
+
+    A handful of files (five per stack): a corrupt one is then one line naming it, not a JSON or zarr
+    exception from deep inside a read. Per-image groups are checked where each image is read.
+
+    Raises:
+        FormatError: A document is not JSON, or not a Zarr v3 node.
+    """
+    docs = [root / "zarr.json", root / "images" / "zarr.json", root / "stacks" / "zarr.json"]
+    stacks = root / "stacks"
+    if stacks.is_dir():
+        for entry in sorted(os.scandir(stacks), key=lambda e: e.name):
+            if entry.is_dir():
+                docs.append(Path(entry.path) / "zarr.json")
+                docs.extend(Path(entry.path) / name / "zarr.json" for name in _STACK_ARRAYS)
+    for doc in docs:
+        if doc.exists():  # a missing one is the reader's to report (e.g. "not a Zarr store")
+            metadata_problem(doc, raise_it=True)
+
+
+def metadata_problem(doc: Path, *, raise_it: bool = False) -> str | None:
+    """Why ``doc`` (a ``zarr.json``) is no Zarr v3 document, or None if it is (or does not exist).
+
+    Raises:
+        FormatError: With ``raise_it``, instead of returning the reason.
+    """
+    try:
+        data = json.loads(doc.read_bytes())
+    except FileNotFoundError:
+        reason = None
+    except (OSError, ValueError) as e:
+        reason = f"not valid JSON ({e})"
+    else:
+        ok = isinstance(data, dict) and data.get("zarr_format") == 3 and data.get("node_type") in ("group", "array")
+        reason = None if ok else "not Zarr v3 metadata (no zarr_format 3 and node_type)"
+    if reason is not None and raise_it:
+        raise FormatError(reason, path=doc)
+    return reason
+
+
+def chunk_problem(folder: Path) -> tuple[Path, str]:
+    """The first chunk file of the array at ``folder`` that does not decode, or the array's metadata.
+
+    Called only after a read failed, to name the file in the error. Chunks are decoded as zstd frames
+    (the codec segpipe writes); a sharded array's files are not split up here: its reader names the
+    shard itself.
+
+    Returns:
+        ``(path, reason)``; ``(folder, "cannot be read")`` when no single file is to blame.
+    """
+    meta = folder / "zarr.json"
+    reason = metadata_problem(meta)
+    if reason is not None or not meta.exists():
+        return meta, reason or "missing"
+    doc = json.loads(meta.read_bytes())
+    codecs = [c.get("name") for c in doc.get("codecs", []) if isinstance(c, dict)]
+    if "zstd" not in codecs:
+        return folder, "cannot be read"
+    from numcodecs import Zstd
+
+    codec = Zstd()
+    for dirpath, _, files in sorted(os.walk(folder)):
+        for name in sorted(files):
+            if name == "zarr.json" or ".partial" in name:
+                continue
+            p = Path(dirpath) / name
+            try:
+                codec.decode(p.read_bytes())
+            except Exception as e:  # numcodecs raises RuntimeError on a bad frame
+                return p, f"damaged chunk ({type(e).__name__}: {e})"
+    return folder, "cannot be read"
+
+
+def describe_failure(path: Path, exc: BaseException) -> tuple[Path, str]:
+    """Names the file behind a failed read of the group or array at ``path`` (diagnosed after the fact).
+
+    A corrupt ``zarr.json`` anywhere below ``path`` is named first (zarr reads its members' metadata
+    on opening a group), then a chunk that does not decode.
+
+    Returns:
+        ``(file, reason)``.
+    """
+    if path.is_dir():
+        for dirpath, _, files in sorted(os.walk(path)):
+            if "zarr.json" in files:
+                doc = Path(dirpath) / "zarr.json"
+                why = metadata_problem(doc)
+                if why is not None:
+                    return doc, why
+    p, reason = chunk_problem(path)
+    if p == path:
+        reason = f"cannot be read ({type(exc).__name__}: {exc})"
+    return p, reason
+
+
+# ------------------------------------------------------------------------------------------ receipts
+
+
+def read_receipts(ledger_dir: Path) -> tuple[list[tuple[Path, dict[str, Any]]], list[tuple[str, str]]]:
+    """Every receipt of a ledger, decoded; and the files that do not decode as a receipt.
+
+    Returns:
+        ``([(file, receipt)], [(file, reason)])``; a receipt is a JSON object with an ``image_id``
+        and ``status`` ``done``.
+    """
+    from segpipe.storage.stacks import _read_files
+
+    try:
+        names = sorted(e.name for e in os.scandir(ledger_dir) if e.name.endswith(".json"))
+    except (FileNotFoundError, NotADirectoryError):
+        return [], []
+    paths = [os.path.join(ledger_dir, n) for n in names]
+    good: list[tuple[Path, dict[str, Any]]] = []
+    bad: list[tuple[str, str]] = []
+    for p, data in zip(paths, _read_files(paths), strict=True):
+        if data is None:
+            continue  # removed since the listing (fsck --repair, a redo)
+        rec, reason = parse_receipt(data)
+        if rec is None:
+            bad.append((p, str(reason)))
+        else:
+            good.append((Path(p), rec))
+    return good, bad
+
+
+def parse_receipt(data: bytes) -> tuple[dict[str, Any] | None, str | None]:
+    """A receipt's bytes decoded: ``(receipt, None)``, or ``(None, why it is no usable receipt)``.
+
+    Usable: a JSON object of a finished task (``status`` ``done``) with an integer ``image_id`` and
+    an ``outputs`` object (a truncated or foreign file vouches for nothing).
+    """
+    try:
+        rec = json.loads(data)
+    except ValueError as e:
+        return None, f"does not decode ({e})"
+    if not isinstance(rec, dict) or rec.get("status") != "done":
+        return None, "not a receipt of a finished task"
+    try:
+        int(rec["image_id"])
+        if "slices" in rec:
+            [int(k) for k in rec["slices"]]
+        if not isinstance(rec.get("outputs", {}), dict):
+            raise TypeError("outputs")
+    except (KeyError, TypeError, ValueError):
+        return None, "receipt lacks its image id or outputs"
+    return rec, None
+
+
+def receipt_problem(data: bytes) -> str | None:
+    """Why ``data`` is no usable receipt (see :func:`parse_receipt`), or None."""
+    return parse_receipt(data)[1]
+
+
+# ------------------------------------------------------------------------------------------ stacks
+
+
+@dataclass
+class _Stack:
+    ids: np.ndarray
+    done: np.ndarray
+    folder: Path
+
+
+def _read_stack(folder: Path) -> _Stack:
+    """A stack's ``ids`` and ``done`` arrays (a damaged one raises naming its file)."""
+    import zarr
+
+    from segpipe.storage.stacks import _read_all_done
+
+    try:
+        ids = np.asarray(zarr.open_array(os.fspath(folder / "ids"), mode="r")[...]).astype(np.int64)
+    except Exception as e:
+        p, reason = describe_failure(folder / "ids", e)
+        raise InputError(reason, path=p) from None
+    done = _read_all_done(folder / "done")
+    if done is None:
+        try:
+            done = np.asarray(zarr.open_array(os.fspath(folder / "done"), mode="r")[...]).astype(np.uint8)
+        except Exception as e:
+            p, reason = describe_failure(folder / "done", e)
+            raise InputError(reason, path=p) from None
+    n = min(len(ids), len(done))
+    return _Stack(ids[:n], done[:n], folder)
+
+
+def shard_file(root: Path, stack: str, slot: int, name: str) -> Path:
+    """The shard file of ``slot`` in array ``name`` (``labels`` or ``probs``) of ``stack``."""
+    from segpipe.storage.stacks import SHARD, STACKS
+
+    ndim = 4 if name == "probs" else 3
+    return root / STACKS / stack / name / ".".join(["c", str(slot // SHARD), *(["0"] * (ndim - 1))])
+
+
+# ------------------------------------------------------------------------------------------ planning
+
+
+def plan_checks(root: Path, ledger_dir: Path) -> StoreChecks:
+    """The check of every image of a store, from its receipts and its stacks' ``ids`` and ``done``.
+
+    Found here, without pixels: a receipt that does not decode; a slot whose id is in two slots; a
+    receipt whose slot holds another image or was never written (``done`` 0); a finished slot or a
+    group that no receipt vouches for; a slot planned but never written; a scene with unfinished
+    blocks; an image whose group is missing.
+
+    Args:
+        root: The store's folder.
+        ledger_dir: Its receipts' folder.
+
+    Raises:
+        InputError: A stack's ``ids`` or ``done`` array cannot be read (names the file).
+    """
+    from segpipe.storage.stacks import STACKS
+
+    out = StoreChecks()
+    receipts, out.unreadable = read_receipts(ledger_dir)
+    stacks: dict[str, _Stack] = {}
+    base = root / STACKS
+    if (base / "zarr.json").is_file():
+        for entry in sorted(os.scandir(base), key=lambda e: e.name):
+            if entry.is_dir() and (Path(entry.path) / "zarr.json").is_file():
+                stacks[entry.name] = _read_stack(Path(entry.path))
+    slots_of: dict[int, list[tuple[str, int]]] = defaultdict(list)
+    for name, st in stacks.items():
+        for j in np.flatnonzero(st.ids >= 0).tolist():
+            slots_of[int(st.ids[j])].append((name, int(j)))
+    groups = _group_ids(root)
+
+    plain: dict[int, tuple[Path, dict[str, Any]]] = {}
+    windows: dict[int, list[tuple[Path, dict[str, Any]]]] = defaultdict(list)
+    for p, rec in receipts:
+        if "slices" in rec:  # a slab of a volume: one receipt for several slice groups
+            for sid, digests in rec["slices"].items():
+                _keep_newest(plain, int(sid), p, {**rec, "outputs": digests, "image_id": int(sid)})
+        elif rec.get("window"):
+            windows[int(rec["image_id"])].append((p, rec))
+        else:
+            _keep_newest(plain, int(rec["image_id"]), p, rec)
+
+    ids = set(plain) | set(windows) | set(slots_of) | groups
+    for image_id in sorted(ids):
+        if image_id in windows:
+            c = out.images[image_id] = _scene_check(root, image_id, windows[image_id], groups)
+            p, rec = windows[image_id][0]
+        elif image_id in plain:
+            p, rec = plain[image_id]
+            c = out.images[image_id] = _receipt_check(root, image_id, rec, p, stacks, slots_of, groups)
+        else:
+            out.images[image_id] = _unvouched_check(root, image_id, stacks, slots_of, groups)
+            if image_id in slots_of:
+                name, j = slots_of[image_id][-1]
+                out.info[image_id] = _slot_info(root, name, j)
+            continue
+        out.receipt_of[image_id] = p
+        if c.problem:  # the reader names such an image from its receipt (its attributes may be gone)
+            out.info[image_id] = {k: rec.get(k) for k in ("file", "width", "height", "sha256")}
+    return out
+
+
+def _keep_newest(into: dict[int, tuple[Path, dict[str, Any]]], image_id: int, p: Path, rec: dict[str, Any]) -> None:
+    """Keeps the newer of two receipts of one image (a stale one is left by an interrupted redo)."""
+    old = into.get(image_id)
+    if old is None or float(rec.get("time", 0) or 0) >= float(old[1].get("time", 0) or 0):
+        into[image_id] = (p, rec)
+
+
+def _group_ids(root: Path) -> set[int]:
+    """Ids of the images with a group (``images/<id>/zarr.json``)."""
+    out: set[int] = set()
+    try:
+        entries = list(os.scandir(root / "images"))
+    except (FileNotFoundError, NotADirectoryError):
+        return out
+    for e in entries:
+        if e.is_dir() and e.name.lstrip("-").isdigit() and os.path.isfile(os.path.join(e.path, "zarr.json")):
+            out.add(int(e.name))
+    return out
+
+
+def _dup(image_id: int, slots: list[tuple[str, int]]) -> str:
+    where = ", ".join(f"slot {j} of stacks/{n}" for n, j in slots)
+    return f"image id {image_id} is in several slots ({where}): a duplicated slot id"
+
+
+def _receipt_check(root: Path, image_id: int, rec: dict[str, Any], receipt: Path, stacks: dict[str, _Stack],
+                   slots_of: Mapping[int, list[tuple[str, int]]], groups: set[int]) -> ImageCheck:
+    digests = {k: str(v) for k, v in dict(rec.get("outputs") or {}).items() if v}
+    if "stack" in rec:
+        name, slot = str(rec["stack"]), int(rec["slot"])
+        st = stacks.get(name)
+        if st is not None and 0 <= slot < len(st.ids) and int(st.ids[slot]) == image_id and st.done[slot] \
+                and len(slots_of.get(image_id, ())) == 1:  # the common case, first: no paths built
+            return ImageCheck(hint=(name, slot), digests=digests)
+        where = root / "stacks" / name
+        if st is None:
+            return ImageCheck(f"its receipt names stack {name}, which is missing", str(where), kind="damaged")
+        if not 0 <= slot < len(st.ids):
+            return ImageCheck(f"its receipt names slot {slot}, outside the stack's {len(st.ids)} slots", str(where),
+                              kind="damaged")
+        if int(st.ids[slot]) != image_id:
+            held = int(st.ids[slot])
+            what = "no image" if held < 0 else f"image id {held}"
+            return ImageCheck(f"slot {slot} of its receipt holds {what} (ids overwritten: a damaged stack)",
+                              str(where / "ids"), kind="damaged")
+        if len(slots_of.get(image_id, ())) > 1:
+            return ImageCheck(_dup(image_id, slots_of[image_id]), str(where / "ids"), kind="duplicate")
+        if not st.done[slot]:
+            return ImageCheck(f"slot {slot} is not written (its done flag is 0) though its receipt "
+                              f"{receipt.name} says done", str(where / "done"), kind="damaged")
+        return ImageCheck(hint=(name, slot), digests=digests)
+    if image_id not in groups:
+        return ImageCheck(f"its group is missing though its receipt {receipt.name} says done",
+                          str(root / "images" / str(image_id)), kind="damaged")
+    return ImageCheck(digests=digests)
+
+
+def _scene_check(root: Path, image_id: int, blocks: list[tuple[Path, dict[str, Any]]], groups: set[int]) -> ImageCheck:
+    folder = root / "images" / str(image_id)
+    if image_id not in groups:
+        return ImageCheck(f"its group is missing though {len(blocks)} block receipts say done", str(folder),
+                          kind="damaged")
+    wins: dict[tuple[int, int, int, int], str] = {}
+    for _, rec in sorted(blocks, key=lambda b: float(b[1].get("time", 0) or 0)):
+        y0, y1, x0, x1 = (int(v) for v in rec["window"])
+        wins[(y0, y1, x0, x1)] = str(dict(rec.get("outputs") or {}).get("labels") or "")
+    h, w = (int(blocks[0][1].get(k) or 0) for k in ("height", "width"))
+    covered = sum((y1 - y0) * (x1 - x0) for y0, y1, x0, x1 in wins)
+    if h * w and covered < h * w:
+        return ImageCheck(f"only {covered} of its {h * w} pixels are in finished blocks ({len(wins)} block "
+                          "receipts): the rest is unwritten", str(folder / "labels"), kind="unfinished")
+    return ImageCheck(windows=tuple(sorted(wins.items())))
+
+
+def _unvouched_check(root: Path, image_id: int, stacks: dict[str, _Stack],
+                     slots_of: Mapping[int, list[tuple[str, int]]], groups: set[int]) -> ImageCheck:
+    """An image with a slot or a group but no receipt."""
+    slots = slots_of.get(image_id, [])
+    if len(slots) > 1:
+        return ImageCheck(_dup(image_id, slots), str(root / "stacks" / slots[0][0] / "ids"), kind="duplicate")
+    if image_id in groups:
+        # A task that failed or was killed after creating its group: the run reported it.
+        return ImageCheck("no receipt vouches for its group (its task did not finish, or its receipt is damaged)",
+                          str(root / "images" / str(image_id)), kind="unfinished")
+    name, j = slots[0]
+    if stacks[name].done[j]:
+        return ImageCheck(f"no receipt vouches for slot {j} (its task did not finish, or its receipt is damaged)",
+                          str(root / "stacks" / name / "done"), kind="unvouched")
+    return ImageCheck(f"slot {j} was never written (the run that planned it failed or did not finish this "
+                      "image; `segpipe prelabel --resume` retries it)", str(root / "stacks" / name),
+                      kind="unfinished")
+
+
+def _slot_info(root: Path, name: str, slot: int) -> dict[str, Any]:
+    """``file``, ``width``, ``height`` of a slot from its attributes (empty if they cannot be read)."""
+    try:
+        from segpipe.storage.stacks import StackedImage, open_stack
+
+        return dict(StackedImage(open_stack(root, name), slot).attrs)
+    except Exception:  # the slot is reported anyway; its name is a nicety
+        return {}
+
+
+# ------------------------------------------------------------------------------------------ reading
+
+
+def verify_array(arr: np.ndarray, digest: str, path: Path, what: str) -> None:
+    """Compares an array just read with its receipt's digest.
+
+    Args:
+        arr: The array as read (strings compared as ``str``, as the writer digested them).
+        digest: The receipt's digest (xxh3-128 or a legacy sha256).
+        path: The file that holds it (named in the error).
+        what: The array, e.g. ``labels``.
+
+    Raises:
+        InputError: The digest differs: a chunk file is missing (read as background) or damaged.
+    """
+    if not matches(arr, digest):
+        if not path.exists():
+            raise InputError(f"{what}: the chunk file is missing (zarr would read it as background)", path=path)
+        raise InputError(f"{what}: does not match its receipt (a missing or damaged chunk; not read as background)",
+                         path=path)
+
+
+def matches(arr: np.ndarray, digest: str) -> bool:
+    """Whether an array as read has its receipt's digest (strings compared as ``str``, as written)."""
+    from segpipe.storage.zarrstore import digest_matches
+
+    return digest_matches(arr.astype(str) if arr.dtype.kind in ("U", "T", "O") else arr, digest)

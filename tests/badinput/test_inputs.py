@@ -1,0 +1,298 @@
+"""Bad-input corpus: inputs checked against themselves (issue 13, point 3).
+
+Recorded image sizes against the image files, label values against the categories, checkpoint
+categories and normalisation, and pixel counts against the ceilings — each through the real CLI.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import struct
+import subprocess
+import zlib
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.badinput._corpus import check_bad_input, tree_state
+from tests.conftest import run_cli
+from tests.datagen import make_coco
+
+
+def check_reported(
+    *args: str, root: Path, code: int, names: tuple[str, ...], outputs: tuple[Path, ...] = (), timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
+    """The bad-input promise for commands that report problems as lines of a report.
+
+    ``validate`` prints its problems on stdout and ``prelabel`` its failed items there too (the summary
+    goes to stderr), so :func:`check_bad_input`'s ``error:`` lines on stderr do not apply yet: the
+    problem line must name ``names`` on either stream; the exit code, no traceback, no internal error
+    and the untouched inputs are asserted the same way.
+    """
+    before = tree_state(root, outputs)
+    r = run_cli(*args, cwd=root, timeout=timeout)
+    after = tree_state(root, outputs)
+    where = f"segpipe {' '.join(args)}\nrc={r.returncode}\nstderr:\n{r.stderr[-3000:]}\nstdout:\n{r.stdout[-3000:]}"
+    text = r.stdout + r.stderr
+    assert r.returncode == code, where
+    assert "Traceback" not in text and "internal error" not in text.lower(), where
+    lines = [ln for ln in text.splitlines() if all(n in ln for n in names)]
+    assert len(lines) == 1, where
+    assert before == after, where
+    return r
+
+
+# ---------------------------------------------------------------------------- recorded image sizes
+
+
+def _coco_wrong_size(root: Path, width: int = 100, height: int | None = None) -> Path:
+    """A COCO dataset (polygons only) whose first image record disagrees with its file (64x48)."""
+    ann = make_coco(root / "coco", n_images=2, keypoints=False, objects=3)
+    d = json.loads(ann.read_text())
+    d["images"][0]["width"] = width
+    if height is not None:
+        d["images"][0]["height"] = height
+    d["annotations"] = [a for a in d["annotations"] if isinstance(a["segmentation"], list)]
+    ann.write_text(json.dumps(d))
+    return ann
+
+
+def test_validate_decode_flags_a_recorded_size_that_disagrees_with_the_image(tmp_path: Path) -> None:
+    _coco_wrong_size(tmp_path)
+    check_reported("validate", "coco/annotations.json", "--images", "decode", root=tmp_path, code=1,
+                   names=("coco/annotations.json", "image 10 (img_000.png): width", "64x48"))
+
+
+def test_convert_refuses_a_recorded_size_that_disagrees_with_the_image(tmp_path: Path) -> None:
+    _coco_wrong_size(tmp_path)
+    out = tmp_path / "voc"
+    check_bad_input("convert", "coco/annotations.json", "voc", "--to", "voc", "-w", "0", root=tmp_path, code=2,
+                    names=("image 10 (img_000.png): width", "img_000.png is 64x48"), outputs=[out])
+    assert not out.exists()
+
+
+def test_convert_skip_never_writes_a_wrong_size_mask(tmp_path: Path) -> None:
+    _coco_wrong_size(tmp_path)
+    out = tmp_path / "voc"
+    check_bad_input("convert", "coco/annotations.json", "voc", "--to", "voc", "-w", "0", "--on-error", "skip",
+                    root=tmp_path, code=1, one_line=False, names=("image 10 (img_000.png): width",), outputs=[out])
+    masks = sorted((out / "SegmentationClass").glob("*.png"))
+    assert [m.name for m in masks] == ["img_001.png"]  # the mismatched image has no mask at all
+    with Image.open(masks[0]) as im:
+        assert im.size == (64, 48)
+
+
+def test_recorded_size_over_the_ceiling_is_refused_before_allocating(tmp_path: Path) -> None:
+    """A claimed 100000² image once made convert allocate 37 GiB (a missing image file: no file to compare)."""
+    root = tmp_path / "big"
+    root.mkdir()
+    (root / "annotations.json").write_text(json.dumps({
+        "images": [{"id": 1, "file_name": "a.png", "width": 100000, "height": 100000}],
+        "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "segmentation": [[0, 0, 10, 0, 10, 10]],
+                         "bbox": [0, 0, 10, 10], "area": 50, "iscrowd": 0}],
+        "categories": [{"id": 1, "name": "a"}],
+    }))
+    out = tmp_path / "voc"
+    check_bad_input("convert", "big/annotations.json", "voc", "--to", "voc", "-w", "0", root=tmp_path, code=2,
+                    names=("image 1 (a.png)", "100000x100000", "SEGPIPE_MAX_PIXELS"), outputs=[out])
+    check_reported("validate", "big/annotations.json", root=tmp_path, code=1,
+                   names=("big/annotations.json", "100000x100000", "SEGPIPE_MAX_PIXELS"))
+
+
+def test_exif_sizes_are_upright_and_pass(tmp_path: Path) -> None:
+    """Recorded sizes are upright (EXIF applied): a rotated JPEG with upright records is no mismatch."""
+    r = run_cli("synth", "streetview", "sv", "--n", "4", "--seed", "3", "--exif", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    r = run_cli("validate", "sv/annotations.json", "--images", "decode", cwd=tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+# ----------------------------------------------------------------------- label values vs categories
+
+
+def _maskdir_with_unknown_value(root: Path) -> Path:
+    d = root / "md"
+    (d / "images").mkdir(parents=True)
+    (d / "masks").mkdir()
+    Image.fromarray(np.zeros((16, 20, 3), np.uint8)).save(d / "images" / "a.png")
+    m = np.zeros((16, 20), np.uint8)
+    m[2:6, 2:6] = 1
+    m[8:10, 8:12] = 7  # no category: labelmap.txt has background and car only
+    m[0, 0] = 255  # void is no loss
+    Image.fromarray(m, mode="L").save(d / "masks" / "a.png")
+    (d / "labelmap.txt").write_text("# label:color_rgb:parts:actions\nbackground:0,0,0::\ncar:128,0,0::\n")
+    return d
+
+
+def _cityscapes_with_unknown_value(root: Path) -> Path:
+    d = root / "cs"
+    city = d / "gtFine" / "train" / "aachen"
+    city.mkdir(parents=True)
+    m = np.zeros((16, 20), np.uint8)
+    m[2:6, 2:6] = 7  # road
+    m[8:10, 8:12] = 200  # no label of the Cityscapes table
+    Image.fromarray(m, mode="L").save(city / "aachen_000000_000019_gtFine_labelIds.png")
+    return d
+
+
+@pytest.mark.parametrize("source", ["maskdir", "cityscapes"])
+def test_label_values_that_are_no_category_are_a_reported_loss(tmp_path: Path, source: str) -> None:
+    src = (_maskdir_with_unknown_value if source == "maskdir" else _cityscapes_with_unknown_value)(tmp_path)
+    bad = "7" if source == "maskdir" else "200"
+    r = run_cli("convert", src.name, "out", "--to", "coco", "--images", "none", "-w", "0", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    losses = json.loads((tmp_path / "out" / "conversion_report.json").read_text())["losses"]
+    assert not losses["lossless"]
+    assert losses["by_category"]["unknown_class_pixels_to_void"] == {bad: 8}
+    check_bad_input("convert", src.name, "strict", "--to", "coco", "--images", "none", "--strict", "-w", "0",
+                    root=tmp_path, code=1, names=(src.name, "unknown_class_pixels_to_void=8"),
+                    outputs=[tmp_path / "strict", tmp_path / "out"])
+    assert not (tmp_path / "strict").exists()
+
+
+# --------------------------------------------------------------------- checkpoint categories, std
+
+_KW = {"base": 4, "depth": 2}
+
+
+def _cats(ids: list[Any]) -> list[dict[str, Any]]:
+    return [{"index": i, "id": v, "name": f"c{i}", "color": None, "isthing": False} for i, v in enumerate(ids)]
+
+
+_CHECKPOINTS: dict[str, tuple[dict[str, Any], str, str]] = {
+    "negative_id": ({"categories": _cats([0, 1, -7])}, "meta.categories[2].id", "-7 does not fit"),
+    "id_70000": ({"categories": _cats([0, 1, 70000])}, "meta.categories[2].id", "70000 does not fit"),
+    "id_2_40": ({"categories": _cats([0, 1, 2**40])}, "meta.categories[2].id", f"{2**40} does not fit"),
+    "duplicate_id": ({"categories": _cats([0, 1, 1])}, "meta.categories[2].id", "repeats"),
+    "no_categories": ({"categories": []}, "meta.categories", "no categories"),
+    "float_id": ({"categories": _cats([0, 1, 2.5])}, "meta.categories[2].id", "not an integer"),
+    "string_id": ({"categories": _cats([0, 1, "2"])}, "meta.categories[2].id", "not an integer"),
+    "std_zero": ({"std": [0.0, 0.2, 0.2]}, "meta.std[0]", "> 0"),
+    "std_negative": ({"std": [0.2, -1.0, 0.2]}, "meta.std[1]", "> 0"),
+    "std_nan": ({"std": [0.2, 0.2, math.nan]}, "meta.std[2]", "> 0"),
+    "std_two_values": ({"std": [0.2, 0.2]}, "meta.std", "needs 3 values"),
+}
+
+
+@pytest.fixture(scope="module")
+def bad_checkpoints(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One malformed checkpoint per case (``<case>.ckpt``) and an ``imgs/`` folder with one photo."""
+    torch = pytest.importorskip("torch")
+    from segpipe.models.checkpoint import CheckpointMeta, save_checkpoint
+    from segpipe.models.registry import build_model
+
+    root = tmp_path_factory.mktemp("ckpts")
+    torch.manual_seed(0)
+    model = build_model("unet", 3, **_KW)
+    for case, (fields, _, _) in _CHECKPOINTS.items():
+        kw: dict[str, Any] = {"categories": _cats([0, 1, 2]), "model_kwargs": _KW, "tile_size": [64, 64], **fields}
+        save_checkpoint(root / f"{case}.ckpt", model, CheckpointMeta(arch="unet", task="semantic", num_classes=3, **kw))
+    (root / "imgs").mkdir()
+    Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(root / "imgs" / "a.png")
+    return root
+
+
+@pytest.mark.parametrize("case", sorted(_CHECKPOINTS))
+def test_malformed_checkpoint_meta_is_refused(bad_checkpoints: Path, case: str) -> None:
+    _, field, says = _CHECKPOINTS[case]
+    out = bad_checkpoints / f"{case}.zarr"
+    check_bad_input("prelabel", "imgs", "--model", f"{case}.ckpt", "--out", out.name, "-w", "0",
+                    root=bad_checkpoints, code=2, names=(f"{case}.ckpt: {field}", says), outputs=[out])
+    assert not out.exists()  # refused before the store is made
+
+
+# --------------------------------------------------------------------------------- pixel ceilings
+
+
+def _tiny_tiff(path: Path, width: int, height: int) -> None:
+    """A classic TIFF header of one uncompressed strip claiming ``width × height`` bytes it does not hold."""
+    entries = [(256, 4, width), (257, 4, height), (258, 3, 8), (259, 3, 1), (262, 3, 1), (273, 4, 8),
+               (277, 3, 1), (278, 4, height), (279, 4, min(width * height, 2**32 - 1))]
+    ifd = struct.pack("<H", len(entries)) + b"".join(
+        struct.pack("<HHI", tag, typ, 1) + (struct.pack("<HH", v, 0) if typ == 3 else struct.pack("<I", v))
+        for tag, typ, v in entries
+    ) + struct.pack("<I", 0)
+    path.write_bytes(b"II*\x00" + struct.pack("<I", 8) + ifd)
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    torch = pytest.importorskip("torch")
+    from segpipe.models.checkpoint import CheckpointMeta, save_checkpoint
+    from segpipe.models.registry import build_model
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("model") / "tiny.ckpt"
+    save_checkpoint(path, build_model("unet", 3, **_KW),
+                    CheckpointMeta.for_arch("unet", 3, model_kwargs=_KW, tile_size=[64, 64]))
+    return path
+
+
+def test_tiny_tiff_claiming_200000_squared_fails_alone_without_planning(tmp_path: Path, tiny_model: Path) -> None:
+    (tmp_path / "scenes").mkdir()
+    _tiny_tiff(tmp_path / "scenes" / "big.tif", 200_000, 200_000)
+    assert (tmp_path / "scenes" / "big.tif").stat().st_size < 200
+    out = tmp_path / "s.zarr"
+    r = check_reported("prelabel", "scenes", "--model", str(tiny_model), "--out", out.name, "-w", "0",
+                       "--on-error", "fail", root=tmp_path, code=1, outputs=(out,), timeout=120,
+                       names=("big.tif", "200000x200000", "SEGPIPE_MAX_SCENE_PIXELS"))
+    assert "1 failed of 0 images" in r.stdout  # refused at ingest: no block task was planned (once 9.6k)
+
+
+def test_sparse_geotiff_claiming_1e6_squared_fails_alone(tmp_path: Path, tiny_model: Path) -> None:
+    rasterio = pytest.importorskip("rasterio")
+
+    (tmp_path / "scenes").mkdir()
+    n = 1_000_000
+    with rasterio.open(tmp_path / "scenes" / "sparse.tif", "w", driver="GTiff", width=n, height=n, count=3,
+                       dtype="uint8", tiled=True, blockxsize=16384, blockysize=16384, SPARSE_OK=True,
+                       BIGTIFF="YES", crs="EPSG:32633", transform=rasterio.Affine(10, 0, 500000, 0, -10, 6000000)):
+        pass
+    out = tmp_path / "s.zarr"
+    check_reported("prelabel", "scenes", "--model", str(tiny_model), "--out", out.name, "-w", "0",
+                   "--on-error", "fail", root=tmp_path, code=1, outputs=(out,), timeout=120,
+                   names=("sparse.tif", "1000000x1000000", "SEGPIPE_MAX_SCENE_PIXELS"))
+
+
+def _png_header(path: Path, width: int, height: int) -> None:
+    """A 69-byte grey PNG whose header claims ``width × height`` pixels."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+                     + chunk(b"IEND", b""))
+
+
+def test_class_png_bomb_is_one_line(tmp_path: Path) -> None:
+    d = tmp_path / "md"
+    (d / "images").mkdir(parents=True)
+    (d / "masks").mkdir()
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(d / "images" / "a.png")
+    _png_header(d / "masks" / "a.png", 100_000, 100_000)
+    out = tmp_path / "out"
+    check_bad_input("convert", "md", "out", "--to", "coco", "-w", "0", root=tmp_path, code=2,
+                    names=("masks/a.png", "100000x100000", "SEGPIPE_MAX_PIXELS"), outputs=[out])
+
+
+@pytest.mark.parametrize("var", ["SEGPIPE_MAX_PIXELS", "SEGPIPE_MAX_SCENE_PIXELS"])
+@pytest.mark.parametrize("value", ["abc", "0", "-5"])
+def test_malformed_pixel_ceiling_variable_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                      var: str, value: str) -> None:
+    make_coco(tmp_path / "coco", n_images=1, keypoints=False)
+    monkeypatch.setenv(var, value)  # run_cli passes the environment on
+    check_bad_input("validate", "coco/annotations.json", root=tmp_path, code=2, names=(var, repr(value)))
+
+
+def test_raised_ceiling_lets_a_large_image_through(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    make_coco(tmp_path / "coco", n_images=1, keypoints=False)  # 64x48 = 3072 pixels
+    monkeypatch.setenv("SEGPIPE_MAX_PIXELS", "3000")
+    check_reported("validate", "coco/annotations.json", "--images", "decode", root=tmp_path, code=1,
+                   names=("64x48", "SEGPIPE_MAX_PIXELS"))
+    monkeypatch.setenv("SEGPIPE_MAX_PIXELS", "3072")
+    r = run_cli("validate", "coco/annotations.json", "--images", "decode", cwd=tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
