@@ -13,13 +13,15 @@ validated and saved).
 from __future__ import annotations
 
 import dataclasses
+import functools
+import inspect
 import json
 import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ParamSpec
 
 import numpy as np
 
@@ -43,6 +45,8 @@ class TrainResult:
 
 #: What ``train`` writes into its output folder (the marker's entries: anything else is not replaced).
 TRAIN_ENTRIES = ("epoch_*.ckpt", "best.ckpt", "metrics.jsonl")
+
+P = ParamSpec("P")
 
 
 # -- dataset reading ----------------------------------------------------------------------------------
@@ -275,6 +279,49 @@ def _last_epoch(out: Path) -> Path | None:
     return ckpts[-1] if ckpts else None
 
 
+def _checked_output(run: Callable[P, TrainResult]) -> Callable[P, TrainResult]:
+    """``run`` (a training run that writes into ``out_dir`` as it is) behind the output checks of :func:`train`.
+
+    ``out_dir`` may not overlap the inputs (``dataset_dir``, ``val_dir``); unless ``resume``, it must be a new
+    or empty folder or an earlier ``train`` output, which is replaced whole when the new run completes.
+    """
+    sig = inspect.signature(run)
+    call: Callable[..., TrainResult] = run  # called with the bound arguments, by name
+
+    @functools.wraps(run)
+    def checked(*a: P.args, **kw: P.kwargs) -> TrainResult:
+        from segpipe.storage import outputs
+
+        bound = sig.bind(*a, **kw)
+        bound.apply_defaults()
+        args = dict(bound.arguments)  # every argument as given, forwarded to run
+        out_dir = args["out_dir"]
+        inputs = [args["dataset_dir"], args["val_dir"]]
+        if args["resume"]:  # continues the checkpoints already there: nothing is replaced, so only overlaps are refused
+            outputs.check_not_input(out_dir, inputs, option="--out")
+            return call(**args)
+        plan = outputs.check_output(out_dir, inputs, option="--out", command="train")
+        if plan.replaces:  # a new run over an earlier one: built beside it, swapped in when complete
+            with outputs.staged(plan, entries=TRAIN_ENTRIES) as tmp:
+                res = call(**{**args, "out_dir": tmp})
+            best = plan.given / res.best_path.name if res.best_path is not None else None
+            return dataclasses.replace(res, out_dir=plan.given, best_path=best)
+        # A new folder is trained in place, marked first: a killed run leaves epochs that --resume continues.
+        existed = plan.final.exists()
+        outputs.start_in_place(plan, entries=TRAIN_ENTRIES)
+        try:
+            return call(**args)
+        except BaseException:
+            if [p.name for p in plan.final.iterdir()] == [outputs.MARKER]:  # nothing trained: leave no trace
+                (plan.final / outputs.MARKER).unlink()
+                if not existed:
+                    plan.final.rmdir()
+            raise
+
+    return checked
+
+
+@_checked_output
 def train(
     dataset_dir: str | Path,
     arch: str,
@@ -325,52 +372,6 @@ def train(
     Raises:
         OutputError: ``out_dir`` overlaps the dataset, or is a non-empty folder ``train`` did not make.
     """
-    args = dict(locals())  # every argument as given, forwarded to _train
-    from segpipe.storage import outputs
-
-    inputs = [dataset_dir, val_dir]
-    if resume:  # continues the checkpoints already there: nothing is replaced, so only overlaps are refused
-        outputs.check_not_input(out_dir, inputs, option="--out")
-        return _train(**args)
-    plan = outputs.check_output(out_dir, inputs, option="--out", command="train")
-    if plan.replaces:  # a new run over an earlier one: built beside it, swapped in when complete
-        with outputs.staged(plan, entries=TRAIN_ENTRIES) as tmp:
-            res = _train(**{**args, "out_dir": tmp})
-        best = plan.given / res.best_path.name if res.best_path is not None else None
-        return dataclasses.replace(res, out_dir=plan.given, best_path=best)
-    # A new folder is trained in place, marked first: a killed run leaves epochs that --resume continues.
-    existed = plan.final.exists()
-    outputs.start_in_place(plan, entries=TRAIN_ENTRIES)
-    try:
-        return _train(**args)
-    except BaseException:
-        if [p.name for p in plan.final.iterdir()] == [outputs.MARKER]:  # nothing trained: leave no trace
-            (plan.final / outputs.MARKER).unlink()
-            if not existed:
-                plan.final.rmdir()
-        raise
-
-
-def _train(
-    dataset_dir: str | Path,
-    arch: str,
-    out_dir: str | Path,
-    epochs: int = 10,
-    max_minutes: float | None = None,
-    val_dir: str | Path | None = None,
-    resume: bool = False,
-    seed: int = 0,
-    batch_size: int = 4,
-    lr: float = 1e-3,
-    device: str = "auto",
-    progress: bool = True,
-    crop: tuple[int, int] | None = None,
-    model_kwargs: dict[str, Any] | None = None,
-    log: Callable[[str], None] | None = None,
-    warmup_iters: int | None = None,
-    clip_grad: float | None = None,
-) -> TrainResult:
-    """The training run of :func:`train`, writing into ``out_dir`` as it is (no output checks)."""
     import torch
 
     from segpipe.models.checkpoint import CheckpointMeta, load_checkpoint, provenance, save_checkpoint

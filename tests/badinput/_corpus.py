@@ -101,3 +101,47 @@ def check_bad_input(
         assert any(name in ln for ln in errors), f"{name!r} not named\n{where}"
     assert before == after, f"files changed outside the outputs: {_diff(before, after)}\n{where}"
     return r
+
+
+def synth_with_unet(data: Path, ckpt: Path, *, n: int, seed: int, size: tuple[int, int]) -> None:
+    """``data``: ``n`` synthetic street-view images of ``size`` (``seed``); ``ckpt``: a tiny U-Net for its classes.
+
+    The U-Net (base 8, depth 2, torch seed 0) is semantic, tiled at the images' shorter side, untrained.
+    """
+    import torch
+
+    from segpipe.models.checkpoint import CheckpointMeta, save_checkpoint
+    from segpipe.models.registry import build_model
+    from segpipe.synth import synth
+
+    synth("streetview", data, n=n, seed=seed, size=size)
+    names = [ln.split(":")[0] for ln in (data / "labelmap.txt").read_text().splitlines()
+             if ln.strip() and not ln.startswith("#")]
+    cats = [{"index": i, "id": i, "name": n, "color": None, "isthing": True} for i, n in enumerate(names)]
+    torch.manual_seed(0)
+    kw = {"base": 8, "depth": 2}
+    meta = CheckpointMeta(arch="unet", task="semantic", num_classes=len(cats), categories=cats,
+                          tile_size=[min(size), min(size)], tile_overlap=0.25, model_kwargs=kw)
+    save_checkpoint(ckpt, build_model("unet", len(cats), **kw), meta)
+
+
+def check_convert_refused(root: Path, names: Sequence[str]) -> None:
+    """``segpipe convert ds out --to coco -w 0`` in ``root``: the bad-input promise, exit 2, no ``out``."""
+    check_bad_input("convert", "ds", "out", "--to", "coco", "-w", "0", root=root, code=2, names=names,
+                    outputs=[root / "out"])
+    assert not (root / "out").exists()
+
+
+def check_validate_one_error(root: Path, fmt: str, names: Sequence[str]) -> None:
+    """``segpipe validate ds --format FMT`` in ``root``: exit 1, one ``error:`` line naming ``names``, nothing changed.
+
+    validate lists problems on stdout (one per line) and its summary on stderr, so the corpus's
+    one-error-line-on-stderr promise does not apply; the rest of it does.
+    """
+    before = tree_state(root)
+    r = run_cli("validate", "ds", "--format", fmt, cwd=root)
+    assert r.returncode == 1, r.stderr
+    assert "Traceback" not in r.stdout + r.stderr and "internal error" not in (r.stdout + r.stderr).lower()
+    errors = [ln for ln in r.stdout.splitlines() if ln.startswith("error:")]
+    assert len(errors) == 1 and all(n in errors[0] for n in names), r.stdout
+    assert tree_state(root) == before

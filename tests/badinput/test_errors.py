@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.badinput._corpus import check_bad_input
+from tests.badinput._corpus import check_bad_input, synth_with_unet
 from tests.conftest import run_cli
 
 DEEP = 20000  # nesting levels: far past Python's recursion limit (1000)
@@ -36,24 +36,11 @@ DEEP = 20000  # nesting levels: far past Python's recursion limit (1000)
 @pytest.fixture(scope="module")
 def base(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """``ds/`` (4 street-view images, 64², COCO + masks), ``voc/`` (the same as VOC), ``m.ckpt`` (a tiny U-Net)."""
-    import torch
-
     from segpipe.execution.cluster import ClusterSpec
-    from segpipe.models.checkpoint import CheckpointMeta, save_checkpoint
-    from segpipe.models.registry import build_model
     from segpipe.pipeline.convert import ConvertRequest, convert
-    from segpipe.synth import synth
 
     root = tmp_path_factory.mktemp("errors")
-    synth("streetview", root / "ds", n=4, seed=1, size=(64, 64))
-    names = [ln.split(":")[0] for ln in (root / "ds" / "labelmap.txt").read_text().splitlines()
-             if ln.strip() and not ln.startswith("#")]
-    cats = [{"index": i, "id": i, "name": n, "color": None, "isthing": True} for i, n in enumerate(names)]
-    torch.manual_seed(0)
-    kw = {"base": 8, "depth": 2}
-    meta = CheckpointMeta(arch="unet", task="semantic", num_classes=len(cats), categories=cats,
-                          tile_size=[64, 64], tile_overlap=0.25, model_kwargs=kw)
-    save_checkpoint(root / "m.ckpt", build_model("unet", len(cats), **kw), meta)
+    synth_with_unet(root / "ds", root / "m.ckpt", n=4, seed=1, size=(64, 64))
     convert(ConvertRequest(src=root / "ds", dst=root / "voc", to="voc"), ClusterSpec(workers=0))
     return root
 

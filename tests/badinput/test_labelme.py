@@ -13,8 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.badinput._corpus import check_bad_input, tree_state
-from tests.conftest import run_cli
+from tests.badinput._corpus import check_bad_input, check_convert_refused, check_validate_one_error
 
 
 def _png(a: np.ndarray) -> bytes:
@@ -96,22 +95,13 @@ def _case(root: Path, top: dict, shapes: list | None) -> Path:
 @pytest.mark.parametrize("case,top,shapes,names", CASES, ids=[c[0] for c in CASES])
 def test_convert_refuses_with_one_line(tmp_path, case, top, shapes, names):
     _case(tmp_path, top, shapes)
-    check_bad_input("convert", "ds", "out", "--to", "coco", "-w", "0", root=tmp_path, code=2, names=names,
-                    outputs=[tmp_path / "out"])
-    assert not (tmp_path / "out").exists()
+    check_convert_refused(tmp_path, names)
 
 
 @pytest.mark.parametrize("case,top,shapes,names", CASES[:8], ids=[c[0] for c in CASES[:8]])
 def test_validate_names_the_field(tmp_path, case, top, shapes, names):
-    # validate lists problems on stdout (one per line) and its summary on stderr (see tests/badinput/test_yolo.py).
     _case(tmp_path, top, shapes)
-    before = tree_state(tmp_path)
-    r = run_cli("validate", "ds", "--format", "labelme", cwd=tmp_path)
-    assert r.returncode == 1, r.stderr
-    assert "Traceback" not in r.stdout + r.stderr and "internal error" not in (r.stdout + r.stderr).lower()
-    errors = [ln for ln in r.stdout.splitlines() if ln.startswith("error:")]
-    assert len(errors) == 1 and all(n in errors[0] for n in names[1:]), r.stdout
-    assert tree_state(tmp_path) == before
+    check_validate_one_error(tmp_path, "labelme", names[1:])
 
 
 def test_invalid_json_and_two_files_for_one_image(tmp_path):

@@ -20,31 +20,18 @@ from pathlib import Path
 import pytest
 
 from segpipe.storage import outputs
-from tests.badinput._corpus import check_bad_input, tree_state
+from tests.badinput._corpus import check_bad_input, synth_with_unet, tree_state
 from tests.conftest import run_cli
 
 
 @pytest.fixture(scope="module")
 def base(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """``data/`` (4 synthetic street-view images with ground truth), ``unet.ckpt`` and ``store.zarr``."""
-    import torch
-
     from segpipe.execution.cluster import ClusterSpec
-    from segpipe.models.checkpoint import CheckpointMeta, save_checkpoint
-    from segpipe.models.registry import build_model
     from segpipe.pipeline.prelabel import PrelabelRequest, prelabel
-    from segpipe.synth import synth
 
     root = tmp_path_factory.mktemp("outputs")
-    synth("streetview", root / "data", n=4, seed=5, size=(64, 64))
-    names = [ln.split(":")[0] for ln in (root / "data" / "labelmap.txt").read_text().splitlines()
-             if ln.strip() and not ln.startswith("#")]
-    cats = [{"index": i, "id": i, "name": n, "color": None, "isthing": True} for i, n in enumerate(names)]
-    torch.manual_seed(0)
-    kw = {"base": 8, "depth": 2}
-    meta = CheckpointMeta(arch="unet", task="semantic", num_classes=len(cats), categories=cats,
-                          tile_size=[64, 64], tile_overlap=0.25, model_kwargs=kw)
-    save_checkpoint(root / "unet.ckpt", build_model("unet", len(cats), **kw), meta)
+    synth_with_unet(root / "data", root / "unet.ckpt", n=4, seed=5, size=(64, 64))
     prelabel(PrelabelRequest(source=str(root / "data" / "images"), model=str(root / "unet.ckpt"),
                              out=root / "store.zarr", threads=1), ClusterSpec(workers=0))
     return root

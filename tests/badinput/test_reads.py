@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import zarr
 
-from tests.badinput._corpus import check_bad_input
+from tests.badinput._corpus import check_bad_input, synth_with_unet
 from tests.conftest import run_cli
 
 STACK = "stacks/128x256"
@@ -30,24 +30,11 @@ def base(tmp_path_factory: pytest.TempPathFactory) -> Path:
     ``s.zarr`` (layout 2: one stack of 16 slots, two shard files) and ``g.zarr`` (4 images: layout-1
     groups), both from real in-process prelabel runs.
     """
-    import torch
-
     from segpipe.execution.cluster import ClusterSpec
-    from segpipe.models.checkpoint import CheckpointMeta, save_checkpoint
-    from segpipe.models.registry import build_model
     from segpipe.pipeline.prelabel import PrelabelRequest, prelabel
-    from segpipe.synth import synth
 
     root = tmp_path_factory.mktemp("reads")
-    synth("streetview", root / "data", n=16, seed=3, size=(128, 256))
-    names = [ln.split(":")[0] for ln in (root / "data" / "labelmap.txt").read_text().splitlines()
-             if ln.strip() and not ln.startswith("#")]
-    cats = [{"index": i, "id": i, "name": n, "color": None, "isthing": True} for i, n in enumerate(names)]
-    torch.manual_seed(0)
-    kw = {"base": 8, "depth": 2}
-    meta = CheckpointMeta(arch="unet", task="semantic", num_classes=len(cats), categories=cats,
-                          tile_size=[128, 128], tile_overlap=0.25, model_kwargs=kw)
-    save_checkpoint(root / "unet.ckpt", build_model("unet", len(cats), **kw), meta)
+    synth_with_unet(root / "data", root / "unet.ckpt", n=16, seed=3, size=(128, 256))
     for out, limit in (("s.zarr", None), ("g.zarr", 4)):
         rep = prelabel(PrelabelRequest(source=str(root / "data" / "images"), model=str(root / "unet.ckpt"),
                                        out=root / out, threads=1, limit=limit), ClusterSpec(workers=0))

@@ -7,7 +7,6 @@ import io
 import json
 import os
 import shutil
-import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -16,32 +15,27 @@ from PIL import Image
 
 from segpipe.core import rle as rle_ops
 from segpipe.errors import FormatError, InputError, LossError, UnsafePathError
-from segpipe.execution.cluster import ClusterSpec
 from segpipe.formats import detect_format, get_format
 from segpipe.formats.derive import derive_instances
 from segpipe.formats.labelme import LabelmeReader, detect_labelme, is_labelme_xml, validate_labelme
 from segpipe.formats.labelme import shapes as shapes_mod
 from segpipe.formats.labelme.shapes import circle_mask
 from segpipe.formats.voc.reader import detect_voc
-from segpipe.pipeline.convert import ConvertRequest, convert
-from segpipe.pipeline.validate import validate_path
 from tests.datagen import make_coco
+from tests.formats._perimage import (
+    REPO,
+    convert_lossless,
+    ring_and_island_maskdir,
+    run_peer,
+    same_stem_coco,
+    write_shard_twice,
+)
+from tests.formats._perimage import convert_in_process as _convert
+from tests.formats._perimage import random_image as _img
 from tests.formats.test_contract import _named_class_map, _read
 
-REPO = Path(__file__).resolve().parents[2]
-PEERS_PY = REPO / ".venv-peers" / "bin" / "python"
 ASSETS = REPO.parent / "shared" / "testdata" / "datumaro" / "tests" / "assets"
 LABELME_XML = ASSETS / "labelme_dataset"
-
-
-def _convert(src: Path, dst: Path, to: str, **kw) -> dict:
-    return convert(ConvertRequest(src=src, dst=dst, to=to, **kw), ClusterSpec(workers=0))
-
-
-def _img(path: Path, w: int, h: int, seed: int = 0) -> bytes:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(np.random.default_rng(seed).integers(0, 255, (h, w, 3), dtype=np.uint8)).save(path)
-    return path.read_bytes()
 
 
 def _png_b64(mask: np.ndarray) -> str:
@@ -75,13 +69,7 @@ def _masks(path: Path, fmt: str) -> dict[str, list[str]]:
 def test_coco_round_trip_is_lossless_pixel_identical_and_stable(tmp_path):
     # Holes, several parts, overlaps: all held (holes as mask shapes, parts as grouped polygons).
     src = make_coco(tmp_path / "src", n_images=5, objects=6, overlaps=True, crowd=False, keypoints=False)
-    rep = _convert(src, tmp_path / "lm", "labelme")
-    assert rep["losses"]["lossless"], rep["losses"]["totals"]
-    assert detect_format(tmp_path / "lm") == "labelme"
-    _, problems = validate_path(tmp_path / "lm", "labelme")
-    assert not problems, [str(p) for p in problems]
-    a, b = _read(src, "coco"), _read(tmp_path / "lm", "labelme")
-    assert sorted(a) == sorted(b)
+    a, b = convert_lossless(src, tmp_path / "lm", "labelme")
     kinds = set()
     for stem, (s0, m0, meta0) in a.items():
         s1, m1, meta1 = b[stem]
@@ -138,17 +126,7 @@ def test_box_only_objects_become_counted_rectangles(tmp_path):
 
 
 def test_semantic_source_becomes_one_shape_per_component(tmp_path):
-    root = tmp_path / "md"
-    cm = np.zeros((20, 30), np.uint8)
-    cm[2:12, 2:12] = 1  # a ring of class 1 ...
-    cm[5:8, 5:8] = 2  # ... around an island of class 2
-    cm[14:18, 20:28] = 1  # a second component of class 1
-    cm[0, 29] = 255  # void
-    (root / "masks").mkdir(parents=True)
-    Image.fromarray(cm).save(root / "masks" / "a.png")
-    _img(root / "images" / "a.png", 30, 20)
-    (root / "labelmap.txt").write_text("# label:color_rgb:parts:actions\nbackground:0,0,0::\nroad:1,1,1::\n"
-                                       "car:2,2,2::\n")
+    root = ring_and_island_maskdir(tmp_path / "md")
     rep = _convert(root, tmp_path / "lm", "labelme")
     assert rep["losses"]["totals"] == {"void_pixels_dropped": 1}
     assert "semantic_components_as_objects" in rep["losses"]["notes"]
@@ -353,17 +331,22 @@ def test_two_files_for_one_image_are_refused(tmp_path):
 
 
 def test_two_images_with_one_stem_are_never_merged_silently(tmp_path):
-    root = tmp_path / "src"
-    images = []
-    for i, fn in enumerate(("a.png", "a.jpg")):
-        _img(root / "images" / fn, 20, 12, seed=i)
-        images.append({"id": i + 1, "file_name": fn, "width": 20, "height": 12})
-    (root / "annotations.json").write_text(json.dumps({"images": images, "annotations": [],
-                                                       "categories": [{"id": 1, "name": "x"}]}))
-    rep = _convert(root / "annotations.json", tmp_path / "lm", "labelme")
+    rep = _convert(same_stem_coco(tmp_path / "src"), tmp_path / "lm", "labelme")
     assert rep["losses"]["totals"] == {"image_name_collision": 1}
     assert sorted(p.name for p in (tmp_path / "lm").iterdir() if p.suffix != ".txt") == [
         ".segpipe-output", "a.json", "a.png", "conversion_report.json"]
+
+
+@pytest.mark.parametrize("to", ["labelme", "labelme_embedded"])
+def test_a_shard_run_twice_finds_no_false_collision(tmp_path, to):
+    # Dask re-runs a shard whose worker was killed: the re-run meets its own files, not another image's.
+    src = same_stem_coco(tmp_path / "src")
+    first, again = write_shard_twice(src, tmp_path / "lm", to)
+    assert first.losses.totals() == again.losses.totals() == {"image_name_collision": 1}  # a.jpg, both times
+    assert again.fragments == first.fragments == [{"json": "a.json"}]
+    assert sorted(p.name for p in (tmp_path / "lm").iterdir()) == ["a.json", "a.png", "labels.txt"]
+    _convert(src, tmp_path / "ref", to)  # the JSON is whole again: as one clean run writes it
+    assert (tmp_path / "lm" / "a.json").read_bytes() == (tmp_path / "ref" / "a.json").read_bytes()
 
 
 # ------------------------------------------------------------------------------------------ detection
@@ -417,15 +400,9 @@ def _outline_distance(poly: list[float], xs: np.ndarray, ys: np.ndarray) -> np.n
 
 
 def _peer(dataset: Path) -> dict:
-    if not PEERS_PY.exists():
-        pytest.skip("peers' venv absent: run `make peers-labelme` (installs labelme into .venv-peers)")
-    r = subprocess.run([str(PEERS_PY), str(Path(__file__).with_name("_labelme_peer.py")), str(dataset)],
-                       capture_output=True, text=True, timeout=600, env=dict(os.environ, QT_QPA_PLATFORM="offscreen"))
-    if r.returncode and ("No module named" in r.stderr or "cannot open shared object" in r.stderr):
-        pytest.skip(f"labelme not importable in .venv-peers: {r.stderr.strip().splitlines()[-1]}")
-    lines = [ln for ln in r.stdout.splitlines() if ln.startswith("RESULT ")]
-    assert r.returncode == 0 and lines, r.stderr[-3000:]
-    return json.loads(lines[-1][len("RESULT "):])
+    return run_peer("_labelme_peer.py", str(dataset), cwd=None, env={"QT_QPA_PLATFORM": "offscreen"},
+                    not_importable=("No module named", "cannot open shared object"), missing="labelme not importable",
+                    hint="peers' venv absent: run `make peers-labelme` (installs labelme into .venv-peers)")
 
 
 @pytest.mark.parametrize("to", ["labelme", "labelme_embedded"])

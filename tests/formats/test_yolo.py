@@ -3,36 +3,33 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from segpipe.core import rle as rle_ops
 from segpipe.core.contours import polygonize, rasterize
 from segpipe.errors import FormatError, LossError, UnsafePathError, UnsupportedError
-from segpipe.execution.cluster import ClusterSpec
 from segpipe.formats import detect_format, get_format
 from segpipe.formats.derive import derive_instances
 from segpipe.formats.yolo import YoloReader, validate_yolo
 from segpipe.formats.yolo.layout import detect_yolo
 from segpipe.formats.yolo.writer import join_parts, mask_polygon
-from segpipe.pipeline.convert import ConvertRequest, convert
-from segpipe.pipeline.validate import validate_path
 from tests.datagen import make_coco
+from tests.formats._perimage import (
+    REPO,
+    convert_lossless,
+    ring_and_island_maskdir,
+    run_peer,
+    same_stem_coco,
+    write_shard_twice,
+)
+from tests.formats._perimage import convert_in_process as _convert
+from tests.formats._perimage import random_image as _img
 from tests.formats.test_contract import _named_class_map, _read
 
-REPO = Path(__file__).resolve().parents[2]
-PEERS_PY = REPO / ".venv-peers" / "bin" / "python"
 DATUMARO_YOLO = REPO.parent / "shared" / "testdata" / "datumaro" / "tests" / "assets" / "yolo_dataset"
-
-
-def _img(path: Path, w: int, h: int, seed: int = 0) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(np.random.default_rng(seed).integers(0, 255, (h, w, 3), dtype=np.uint8)).save(path)
 
 
 def _holdable_coco(root: Path) -> Path:
@@ -58,19 +55,9 @@ def _holdable_coco(root: Path) -> Path:
     return path
 
 
-def _convert(src: Path, dst: Path, to: str, **kw) -> dict:
-    return convert(ConvertRequest(src=src, dst=dst, to=to, **kw), ClusterSpec(workers=0))
-
-
 def test_holdable_round_trip_is_lossless_and_pixel_identical(tmp_path):
     src = _holdable_coco(tmp_path / "src")
-    rep = _convert(src, tmp_path / "y", "yolo")
-    assert rep["losses"]["lossless"], rep["losses"]["totals"]
-    assert detect_format(tmp_path / "y") == "yolo"
-    _, problems = validate_path(tmp_path / "y", "yolo")
-    assert not problems, [str(p) for p in problems]
-    a, b = _read(src, "coco"), _read(tmp_path / "y", "yolo")
-    assert sorted(a) == sorted(b)
+    a, b = convert_lossless(src, tmp_path / "y", "yolo")
     for stem, (s0, m0, meta0) in a.items():
         s1, m1, meta1 = b[stem]
         assert s1.image.split == "train" and s1.image.file_name == s0.image.file_name
@@ -135,18 +122,7 @@ def test_joined_parts_rasterise_exactly():
 
 
 def test_semantic_source_becomes_components_largest_first(tmp_path):
-    root = tmp_path / "md"
-    cm = np.zeros((20, 30), np.uint8)
-    cm[2:12, 2:12] = 1  # a ring of class 1 ...
-    cm[5:8, 5:8] = 2  # ... around an island of class 2
-    cm[14:18, 20:28] = 1  # a second component of class 1
-    cm[0, 29] = 255  # void
-    (root / "masks").mkdir(parents=True)
-    Image.fromarray(cm).save(root / "masks" / "a.png")
-    _img(root / "images" / "a.png", 30, 20)
-    (root / "labelmap.txt").write_text(
-        "# label:color_rgb:parts:actions\nbackground:0,0,0::\nroad:1,1,1::\ncar:2,2,2::\n"
-    )
+    root = ring_and_island_maskdir(tmp_path / "md")
     rep = _convert(root, tmp_path / "y", "yolo")
     assert rep["losses"]["totals"] == {"hole_pixels_added": 9, "holes_dropped": 1, "overlap_pixels": 9}
     assert "semantic_components_as_objects" in rep["losses"]["notes"]
@@ -304,16 +280,10 @@ def test_reads_datumaro_yolo_assets(variant, splits):
 # --- conformance with the peers' own loaders (ultralytics, datumaro in .venv-peers: `make peers-yolo`) ---
 
 def _peer(*args: str, cwd: Path) -> dict:
-    if not PEERS_PY.exists():
-        pytest.skip("peers' venv absent: run `make peers-yolo` (installs ultralytics and datumaro into .venv-peers)")
-    env = dict(os.environ, YOLO_CONFIG_DIR=str(cwd / "ultralytics-config"), YOLO_OFFLINE="1")
-    r = subprocess.run([str(PEERS_PY), str(Path(__file__).with_name("_yolo_peer.py")), *args], capture_output=True,
-                       text=True, cwd=cwd, env=env, timeout=600)
-    if "No module named" in r.stderr and r.returncode:
-        pytest.skip(f"peer not installed in .venv-peers: {r.stderr.strip().splitlines()[-1]}")
-    lines = [ln for ln in r.stdout.splitlines() if ln.startswith("RESULT ")]
-    assert r.returncode == 0 and lines, r.stderr[-3000:]
-    return json.loads(lines[-1][len("RESULT "):])
+    return run_peer("_yolo_peer.py", *args, cwd=cwd,
+                    env={"YOLO_CONFIG_DIR": str(cwd / "ultralytics-config"), "YOLO_OFFLINE": "1"},
+                    not_importable=("No module named",), missing="peer not installed", hint="peers' venv absent: "
+                    "run `make peers-yolo` (installs ultralytics and datumaro into .venv-peers)")
 
 
 def test_ultralytics_loads_segment_output_as_written(tmp_path):
@@ -371,16 +341,27 @@ def test_datumaro_yolo_export_reads_back_identical(tmp_path):
 
 
 def test_two_images_with_one_stem_are_never_merged_silently(tmp_path):
-    root = tmp_path / "src"
-    images = []
-    for i, fn in enumerate(("a.png", "a.jpg")):
-        _img(root / "images" / fn, 20, 12, seed=i)
-        images.append({"id": i + 1, "file_name": fn, "width": 20, "height": 12})
     anns = [{"id": 1, "image_id": 2, "category_id": 1, "bbox": [1, 1, 5, 5], "area": 25, "iscrowd": 0,
              "segmentation": [[1, 1, 6, 1, 6, 6, 1, 6]]}]
-    (root / "annotations.json").write_text(json.dumps({"images": images, "annotations": anns,
-                                                       "categories": [{"id": 1, "name": "x"}]}))
-    rep = _convert(root / "annotations.json", tmp_path / "y", "yolo")
+    rep = _convert(same_stem_coco(tmp_path / "src", anns), tmp_path / "y", "yolo")
     assert rep["losses"]["totals"] == {"image_name_collision": 1}
     assert [p.name for p in (tmp_path / "y" / "labels" / "train").iterdir()] == ["a.txt"]
     assert len(list((tmp_path / "y" / "images" / "train").iterdir())) == 1
+
+
+@pytest.mark.parametrize("to", ["yolo", "yolo_detect"])
+def test_a_shard_run_twice_finds_no_false_collision(tmp_path, to):
+    # Dask re-runs a shard whose worker was killed: the re-run meets its own files, not another image's.
+    anns = [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [1, 1, 5, 5], "area": 25, "iscrowd": 0,
+             "segmentation": [[1, 1, 6, 1, 6, 6, 1, 6]]}]
+    src = same_stem_coco(tmp_path / "src", anns)
+    first, again = write_shard_twice(src, tmp_path / "y", to)
+    assert first.losses.totals() == again.losses.totals()
+    assert again.losses.totals()["image_name_collision"] == 1  # a.jpg, both times
+    assert again.fragments == first.fragments == [{"split": "train", "file_name": "a.png", "objects": 1}]
+    assert dict(again.losses.counts_out) == {"x": 1}
+    assert sorted(p.relative_to(tmp_path / "y").as_posix() for p in (tmp_path / "y").rglob("*") if p.is_file()) == [
+        "data.yaml", "images/train/a.png", "labels/train/a.txt"]
+    _convert(src, tmp_path / "ref", to)  # the label file is whole again: as one clean run writes it
+    assert (tmp_path / "y" / "labels" / "train" / "a.txt").read_bytes() == \
+        (tmp_path / "ref" / "labels" / "train" / "a.txt").read_bytes()

@@ -57,6 +57,7 @@ from segpipe.formats.labelme.shapes import (
     shape_polygon,
     shape_raster,
 )
+from segpipe.formats.perimage import polygon_rle
 
 #: Top-level keys LabelMe defines; any other is kept as an image attribute.
 TOP_KEYS = ("version", "flags", "shapes", "imagePath", "imageData", "imageHeight", "imageWidth")
@@ -481,11 +482,7 @@ def materialize_labelme(sample: Sample, meta: DatasetMeta) -> Materialized:
         seg = inst.segmentation
         r = None
         if seg is not None and seg.kind == "polygons":
-            for poly in seg.polygons or ():
-                why = rle_ops.check_polygon(list(poly))
-                if why:
-                    raise FormatError(why, path=img.file_name, where=f"annotation {inst.id}")
-            r = rle_ops.polygons_to_rle(seg.polygons or (), img.height, img.width)
+            r = polygon_rle(inst, seg.polygons or (), img)
         elif seg is not None:
             r = rle_ops.to_rle(seg, img.height, img.width)
         out.append(InstanceMask(inst, r))

@@ -38,6 +38,7 @@ import base64
 import json
 import os
 from collections.abc import Iterable
+from functools import partial
 from pathlib import Path, PurePosixPath
 from typing import Any, ClassVar
 
@@ -47,6 +48,7 @@ from segpipe.core import rle as rle_ops
 from segpipe.core.contours import polygonize, rasterize
 from segpipe.core.losses import LossCounter
 from segpipe.core.records import DatasetMeta, Instance, Materialized
+from segpipe.formats import perimage
 from segpipe.formats.base import ShardResult, WriteOptions
 from segpipe.formats.labelme.layout import LABELS_TXT, NOT_CLASSES
 from segpipe.formats.labelme.reader import EMBEDDED_KEY, MAX_IMAGE_DATA_CHARS, TOP_KEYS
@@ -81,18 +83,6 @@ def _lose(losses: LossCounter, kind: str, n: int = 1, category: str = "") -> Non
 
 def _is_flags(v: Any) -> bool:
     return isinstance(v, dict) and all(isinstance(a, str) and isinstance(b, bool) for a, b in v.items())
-
-
-def _background_id(meta: DatasetMeta) -> int | None:
-    """The category of a label-map source that means "no object" (implicit in LabelMe)."""
-    bg = meta.extra.get("background_id")
-    ids = {c.id for c in meta.categories}
-    if isinstance(bg, int) and bg in ids:
-        return bg
-    for c in meta.categories:
-        if c.id == 0 and c.name.lower() in ("background", "_background_", "bg"):
-            return 0
-    return None
 
 
 def _jsonable(v: Any) -> Any:
@@ -167,7 +157,7 @@ class LabelmeWriter:
         self.meta = meta
         self.options = options or WriteOptions()
         self.embed = self.embed_default or bool(self.options.extra.get("embed_images"))
-        self.background = _background_id(meta)
+        self.background = perimage.background_id(meta)
         self.classes = [c for c in meta.categories if c.id != self.background]
         self.known = {c.id for c in self.classes}
         self.names = {c.id: c.name for c in meta.categories}
@@ -217,27 +207,19 @@ class LabelmeWriter:
             counter[0] += 1
             return counter[0]
 
+        lose = partial(_lose, losses)
         if m.instances:
             cover = np.zeros((m.sample.image.height, m.sample.image.width), dtype=bool) \
                 if m.class_map is not None else None
             used_now: set[tuple[str, int]] = set()
             for im in m.instances:
                 inst = im.instance
-                name = self.names.get(inst.category_id, str(inst.category_id))
-                if inst.category_id not in self.known:
-                    _lose(losses, "unknown_category_dropped", 1, name)
+                if not perimage.keep_instance(inst, self.known, self.names, lose):
                     continue
-                if inst.iscrowd:
-                    _lose(losses, "crowd_dropped", 1, name)
-                    continue
-                if inst.keypoints and any(v > 0 for v in inst.keypoints[2::3]):
-                    _lose(losses, "keypoints_dropped", 1, name)
-                if inst.score is not None:
-                    _lose(losses, "scores_dropped", 1, name)
                 got = self._instance_shapes(inst, im.rle, losses, used_now, next_group)
                 if got:
                     shapes.extend(got)
-                    losses.counts_out[name] += 1
+                    losses.counts_out[self.names.get(inst.category_id, str(inst.category_id))] += 1
                 if cover is not None and im.rle is not None:
                     cover |= rle_ops.decode(im.rle).astype(bool)
             if cover is not None:
@@ -247,16 +229,8 @@ class LabelmeWriter:
                       int(np.count_nonzero((cm != m.void_value) & (cm != bg) & ~cover)))
             return shapes
         if m.panoptic is not None:
-            from segpipe.core.panoptic import panoptic_to_instances
-
-            id_map, segments = m.panoptic
-            for seg, r in panoptic_to_instances(id_map, list(segments)):
-                name = self.names.get(seg.category_id, str(seg.category_id))
-                if seg.category_id not in self.known:
-                    _lose(losses, "unknown_category_dropped", 1, name)
-                elif seg.iscrowd:
-                    _lose(losses, "crowd_dropped", 1, name)
-                elif rle_ops.area(r) > 0:
+            for _, r, name in perimage.kept_segments(m, self.known, self.names, lose):
+                if rle_ops.area(r) > 0:
                     shapes.extend(mask_shapes(name, rle_ops.decode(r).astype(bool), None, {}, next_group))
                     losses.counts_out[name] += 1
             return shapes
@@ -349,38 +323,24 @@ class LabelmeWriter:
             only_embedded = m.sample.image.id in self.embedded_src and m.sample.image_path is None
             if self.embed or only_embedded:
                 doc["imageData"] = self._image_data(m, counted)
-            try:
-                # Exclusive create: a second image with the same stem in this folder must not replace the first.
-                fd = os.open(json_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-            except FileExistsError:
+            # As LabelMe writes its files: UTF-8, not ASCII-escaped, indented by 2.
+            text = json.dumps(doc, ensure_ascii=False, indent=2) + "\n"
+            # A second image with the same stem in this folder must not replace the first (a re-run shard
+            # rewrites its own files: see segpipe.formats.perimage).
+            if not perimage.write_claimed(self.out, json_rel, json_path, text.encode("utf-8"), perimage.owner(m)):
                 _lose(losses, "image_name_collision")
                 continue
-            with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
-                # As LabelMe writes its files: UTF-8, not ASCII-escaped, indented by 2.
-                f.write(json.dumps(doc, ensure_ascii=False, indent=2))
-                f.write("\n")
             losses.merge(counted)
             if not only_embedded:
-                self._copy_image(m.sample.image_path, sub, rel, losses)
+                perimage.copy_image(self.out, self.options.copy_images, m.sample.image_path, sub, rel, losses)
             res.fragments.append({"json": json_rel})
         return res
-
-    def _copy_image(self, src: str | None, sub: str, rel: str, losses: LossCounter) -> None:
-        from segpipe.storage.atomic import copy_or_link, source_exists
-
-        if self.options.copy_images == "none":
-            return
-        if src is None or not source_exists(src):
-            losses.missing_images.append(rel)
-            return
-        dst = ensure_inside(self.out, self.out / sub)
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        copy_or_link(src, dst, self.options.copy_images)
 
     def finalize(self, results: Iterable[ShardResult]) -> list[Path]:
         """Writes ``labels.txt`` (LabelMe's ``--labels`` file: ``__ignore__``, ``_background_``, the classes)."""
         for _ in results:  # the JSON files are per image; nothing to gather
             pass
+        perimage.release_claims(self.out)
         names = [c.name for c in self.classes if c.name not in NOT_CLASSES]
         path = ensure_inside(self.out, self.out / LABELS_TXT)
         write_bytes_atomic(path, ("\n".join([*NOT_CLASSES, *names]) + "\n").encode("utf-8"))

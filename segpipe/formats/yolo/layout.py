@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -253,11 +254,7 @@ def parse_names(data: dict[str, Any], source: Path) -> list[str]:
                           where="names")
     if nc is not None and nc != len(out):
         raise FormatError(f"nc is {nc} but names has {len(out)} classes", path=source, where="nc")
-    seen: set[str] = set()
-    for i, n in enumerate(out):
-        if n in seen:
-            raise FormatError(f"duplicate class name {n!r}", path=source, where=f"names[{i}]")
-        seen.add(n)
+    _check_unique(out, source, lambda i: f"names[{i}]")
     return out
 
 
@@ -274,12 +271,17 @@ def parse_obj_data(text: str) -> dict[str, str]:
 def parse_names_file(path: Path) -> list[str]:
     """One class name per non-blank line (``obj.names``)."""
     names = [ln.strip() for ln in _read_text(path).splitlines() if ln.strip()]
+    _check_unique(names, path, lambda i: f"line {i + 1}")
+    return names
+
+
+def _check_unique(names: list[str], source: Path, where: Callable[[int], str]) -> None:
+    """Raises on the first class name that repeats an earlier one (``where(i)``: the field of name ``i``)."""
     seen: set[str] = set()
     for i, n in enumerate(names):
         if n in seen:
-            raise FormatError(f"duplicate class name {n!r}", path=path, where=f"line {i + 1}")
+            raise FormatError(f"duplicate class name {n!r}", path=source, where=where(i))
         seen.add(n)
-    return names
 
 
 def label_rel_for(image_rel: str) -> str:

@@ -30,6 +30,7 @@ from segpipe.core.records import (
     Segmentation,
 )
 from segpipe.errors import FormatError, SegpipeError
+from segpipe.formats.perimage import polygon_rle
 from segpipe.formats.yolo import layout as lay_mod
 from segpipe.formats.yolo.lines import YoloLine, box_to_pixels, parse_text, to_pixels
 from segpipe.storage.images import image_size
@@ -146,11 +147,7 @@ def materialize_yolo(sample: Sample, meta: DatasetMeta) -> Materialized:
     for inst in sample.instances:
         r = None
         if inst.segmentation is not None and inst.segmentation.polygons:
-            for poly in inst.segmentation.polygons:
-                why = rle_ops.check_polygon(list(poly))
-                if why:
-                    raise FormatError(why, path=img.file_name, where=f"annotation {inst.id}")
-            r = rle_ops.polygons_to_rle(inst.segmentation.polygons, img.height, img.width)
+            r = polygon_rle(inst, inst.segmentation.polygons, img)
         out.append(InstanceMask(inst, r))
     return Materialized(sample=sample, instances=tuple(out))
 

@@ -42,8 +42,8 @@ rendered in order (a note, not a loss: the class map comes back identical apart 
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable
+from functools import partial
 from pathlib import Path, PurePosixPath
 from typing import Any, ClassVar
 
@@ -53,6 +53,7 @@ from segpipe.core import rle as rle_ops
 from segpipe.core.contours import polygonize, rasterize
 from segpipe.core.losses import LossCounter
 from segpipe.core.records import DatasetMeta, Materialized
+from segpipe.formats import perimage
 from segpipe.formats.base import ShardResult, WriteOptions
 from segpipe.formats.yolo.lines import box_line, polygon_line
 from segpipe.storage.atomic import write_bytes_atomic
@@ -161,22 +162,10 @@ class YoloWriter:
         self.out = Path(out)
         self.meta = meta
         self.options = options or WriteOptions()
-        self.background = self._background_id(meta)
+        self.background = perimage.background_id(meta)
         self.classes = [c for c in meta.categories if c.id != self.background]
         self.index_of = {c.id: k for k, c in enumerate(self.classes)}
         self.names = {c.id: c.name for c in meta.categories}
-
-    @staticmethod
-    def _background_id(meta: DatasetMeta) -> int | None:
-        """The category of a label-map source that means "no object" (YOLO's implicit background)."""
-        bg = meta.extra.get("background_id")
-        ids = {c.id for c in meta.categories}
-        if isinstance(bg, int) and bg in ids:
-            return bg
-        for c in meta.categories:
-            if c.id == 0 and c.name.lower() in ("background", "_background_", "bg"):
-                return 0
-        return None
 
     def prepare(self) -> None:
         """Creates ``images/train`` and ``labels/train`` (Ultralytics needs train even when empty)."""
@@ -190,38 +179,21 @@ class YoloWriter:
         ``kind`` is ``instance`` (one polygon per object) or ``region`` (a label-map component).
         """
         out: list[tuple[int, Any, Any, str]] = []
+        lose = partial(_lose, losses)
         if m.instances:
             for im in m.instances:
                 inst = im.instance
-                name = self.names.get(inst.category_id, str(inst.category_id))
-                if inst.category_id not in self.index_of:
-                    _lose(losses, "unknown_category_dropped", 1, name)
+                if not perimage.keep_instance(inst, self.index_of, self.names, lose):
                     continue
-                if inst.iscrowd:
-                    _lose(losses, "crowd_dropped", 1, name)
-                    continue
-                if inst.keypoints and any(v > 0 for v in inst.keypoints[2::3]):
-                    _lose(losses, "keypoints_dropped", 1, name)
-                if inst.score is not None:
-                    _lose(losses, "scores_dropped", 1, name)
                 if inst.attributes:
-                    _lose(losses, "attributes_dropped", 1, name)
+                    _lose(losses, "attributes_dropped", 1, self.names.get(inst.category_id, str(inst.category_id)))
                 out.append((inst.category_id, im.rle, inst.bbox, "instance"))
             if m.class_map is not None:
                 self._uncovered(m, out, losses)
             return out
         if m.panoptic is not None:
-            from segpipe.core.panoptic import panoptic_to_instances
-
-            id_map, segments = m.panoptic
-            for seg, r in panoptic_to_instances(id_map, list(segments)):
-                name = self.names.get(seg.category_id, str(seg.category_id))
-                if seg.category_id not in self.index_of:
-                    _lose(losses, "unknown_category_dropped", 1, name)
-                elif seg.iscrowd:
-                    _lose(losses, "crowd_dropped", 1, name)
-                else:
-                    out.append((seg.category_id, r, None, "instance"))
+            segments = perimage.kept_segments(m, self.index_of, self.names, lose)
+            out.extend((cid, r, None, "instance") for cid, r, _ in segments)
             return out
         if m.class_map is not None:
             from segpipe.core.render import regions_from_class_map
@@ -338,39 +310,28 @@ class YoloWriter:
                 _lose(losses, "split_merged_into_train")
             rel = check_relative_name(img.file_name or f"{img.id}.jpg", where="file_name")
             stem = str(PurePosixPath(rel).with_suffix(""))
-            label = ensure_inside(self.out, self.out / "labels" / split / f"{stem}.txt")
+            label_rel = f"labels/{split}/{stem}.txt"
+            label = ensure_inside(self.out, self.out / label_rel)
             label.parent.mkdir(parents=True, exist_ok=True)
             counted = LossCounter()  # merged once the label file is known to be this image's
             lines = self._lines(m, counted)
-            try:
-                # Exclusive create: a second image with the same stem in this split must not replace the first.
-                fd = os.open(label, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-            except FileExistsError:
+            # A second image with the same stem in this split must not replace the first (a re-run shard
+            # rewrites its own files: see segpipe.formats.perimage).
+            text = "".join(ln + "\n" for ln in lines)
+            if not perimage.write_claimed(self.out, label_rel, label, text.encode("utf-8"), perimage.owner(m)):
                 _lose(losses, "image_name_collision")
                 continue
-            with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
-                f.write("".join(ln + "\n" for ln in lines))
             losses.merge(counted)
-            self._copy_image(m.sample.image_path, split, rel, losses)
+            perimage.copy_image(self.out, self.options.copy_images, m.sample.image_path, f"images/{split}/{rel}", rel,
+                                losses)
             res.fragments.append({"split": split, "file_name": rel, "objects": len(lines)})
         return res
-
-    def _copy_image(self, src: str | None, split: str, rel: str, losses: LossCounter) -> None:
-        from segpipe.storage.atomic import copy_or_link, source_exists
-
-        if self.options.copy_images == "none":
-            return
-        if src is None or not source_exists(src):
-            losses.missing_images.append(rel)
-            return
-        dst = ensure_inside(self.out, self.out / "images" / split / rel)
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        copy_or_link(src, dst, self.options.copy_images)
 
     def finalize(self, results: Iterable[ShardResult]) -> list[Path]:
         """Writes ``data.yaml``."""
         import yaml
 
+        perimage.release_claims(self.out)
         splits: set[str] = set()
         for r in results:
             for f in r.fragments:
