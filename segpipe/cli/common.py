@@ -63,6 +63,29 @@ def _check_fraction(value: float | None) -> float | None:
     return value
 
 
+def _check_unit(value: float | None) -> float | None:
+    if value is None:
+        return None
+    if not (math.isfinite(value) and 0.0 <= value <= 1.0):
+        raise typer.BadParameter(f"{value} is not a score in [0, 1]")
+    return value
+
+
+#: Largest ``--seed``: numpy and torch both take it (torch's seed derivations stay in 64 bits).
+MAX_SEED = 2**32 - 1
+
+
+def _check_seed(value: int) -> int:
+    if not 0 <= value <= MAX_SEED:
+        raise typer.BadParameter(f"{value} is not in 0..{MAX_SEED}")
+    return value
+
+
+def seed_option(help: str = "Random seed.") -> Any:
+    """The ``--seed`` option: 0 up to :data:`MAX_SEED` (numpy refuses a negative seed, torch a huge one)."""
+    return typer.Option(0, "--seed", callback=_check_seed, help=help)
+
+
 def _check_positive(value: float | None) -> float | None:
     if value is None:
         return None
@@ -110,6 +133,11 @@ def threads_option(help: str = "torch threads per worker (at most 4 per core).")
 def overlap_option(help: str = "Tile overlap as a fraction of the tile, in [0, 1) (default: checkpoint's).") -> Any:
     """The ``--overlap`` option: a fraction of the tile in [0, 1)."""
     return typer.Option(None, "--overlap", callback=_check_fraction, help=help)
+
+
+def score_option(default: float, help: str) -> Any:
+    """The ``--min-score`` option: a finite score in [0, 1] (NaN would keep or drop everything silently)."""
+    return typer.Option(default, "--min-score", callback=_check_unit, help=help)
 
 
 def device_option(help: str = "auto | cpu | cuda | cuda:N (checked before anything starts).") -> Any:

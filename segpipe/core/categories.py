@@ -24,6 +24,10 @@ import numpy as np
 from segpipe.core.records import Category, DatasetMeta, InstanceMask, Materialized, PanopticSegment
 from segpipe.errors import ConfigError
 
+#: Largest category id a label map can hold: uint16, whose maximum (65535) is void. A larger id once
+#: wrapped silently (70000 became 4464).
+MAX_ID = 65534
+
 
 @dataclass(frozen=True)
 class CategoryMapper:
@@ -38,12 +42,21 @@ class CategoryMapper:
     categories: tuple[Category, ...]
 
     @staticmethod
-    def build(spec: Mapping[str, Any], categories: Sequence[Category], *, source: str = "") -> CategoryMapper:
+    def build(spec: Mapping[str, Any], categories: Sequence[Category], *, source: str = "",
+              void_value: int = 255) -> CategoryMapper:
         """Resolves ``spec`` (see the module docstring) against ``categories``.
+
+        Args:
+            spec: The category map.
+            categories: The source's categories.
+            source: The map file, named in every error.
+            void_value: The void value of the label maps the ids are written into (the source's,
+                255 by default): a new id equal to it would turn the class into void, silently.
 
         Raises:
             ConfigError: unknown class names, a name both dropped and merged, duplicate resulting
-                names or ids — naming the spec file and field.
+                names or ids, an id outside ``0..MAX_ID`` or equal to ``void_value`` — naming the spec
+                file and field.
         """
         by_name = {c.name: c for c in categories}
 
@@ -96,6 +109,14 @@ class CategoryMapper:
                 raise ConfigError(
                     f"id must be a non-negative integer, got {new_id!r}", path=source, where=f"ids.{name}"
                 )
+            if name in ids_spec:  # ids the map sets: they must fit the label maps and not be void
+                if new_id > MAX_ID:
+                    raise ConfigError(f"{new_id} does not fit the uint8/uint16 label maps (ids 0..{MAX_ID}; "
+                                      "65535 is void)", path=source, where=f"ids.{name}")
+                if new_id == void_value:
+                    raise ConfigError(f"{new_id} is the void value of the label maps: the class's pixels would "
+                                      "be written as void", path=source, where=f"ids.{name}",
+                                      hint="choose another id")
             out[name] = replace(base, id=new_id, name=name)
             id_map[c.id] = new_id
         for name in ids_spec:

@@ -36,13 +36,41 @@ class Tile:
         return self.x1 - self.x0
 
 
-def overlap_pixels(tile: int, overlap: float) -> int:
-    """Converts an overlap given as a fraction of the tile (``0 <= f < 1``) or in pixels to pixels.
+#: The smallest stride as a fraction of the tile: at most 16 × 16 times the tiles of a grid without
+#: overlap. An overlap of 0.99 on a 128-pixel tile (a stride of 1 pixel) once planned ~50k tiles for
+#: a 256 × 512 image and ran effectively forever.
+MIN_STRIDE_FRACTION = 1 / 16
+
+
+def min_stride(tile: int) -> int:
+    """The smallest stride a ``tile``-pixel side may have: ``ceil(tile / 16)``, at least 1."""
+    return max(1, math.ceil(tile * MIN_STRIDE_FRACTION))
+
+
+def max_overlap_fraction(tile: int) -> float:
+    """The largest overlap fraction (3 decimals, rounded down) whose stride is at least :func:`min_stride`."""
+    return math.floor((tile - min_stride(tile)) / tile * 1000) / 1000
+
+
+def overlap_pixels(tile: int, overlap: float | int) -> int:
+    """An overlap in pixels: a ``float`` is a fraction of the tile (``0 <= f < 1``), an ``int`` is pixels.
+
+    Every user-facing value (``--overlap``, a checkpoint's ``tile_overlap``, a pipeline's ``overlap``)
+    arrives as a float fraction, so only internal callers that pass an ``int`` on purpose mean pixels;
+    a float of 1 or more is refused rather than read as pixels.
 
     Raises:
-        ValueError: the overlap leaves no stride (``>= tile``) or is negative.
+        ValueError: a fraction outside [0, 1), or an overlap that leaves no stride (``>= tile``) or is
+            negative.
     """
-    px = int(round(overlap * tile)) if 0 <= overlap < 1 else int(overlap)
+    if isinstance(overlap, bool):
+        raise ValueError(f"overlap {overlap!r} is neither a fraction nor pixels")
+    if isinstance(overlap, int):
+        px = overlap
+    else:
+        if not (math.isfinite(overlap) and 0 <= overlap < 1):
+            raise ValueError(f"overlap {overlap} is not a fraction of the tile in [0, 1)")
+        px = int(round(overlap * tile))
     if px < 0 or px >= tile:
         raise ValueError(f"overlap {overlap} must be in [0, tile) pixels or [0, 1) of the tile {tile}")
     return px

@@ -18,6 +18,7 @@ another trainer) is accepted together with an architecture name.
 from __future__ import annotations
 
 import json
+import math
 import pickle
 import time
 from dataclasses import asdict, dataclass, field
@@ -79,7 +80,9 @@ class CheckpointMeta:
         Raises:
             CheckpointError: a required field is missing or has the wrong type; the categories are
                 none, repeat an id or hold an id that no label map can store; the normalisation is not
-                three finite values with ``std > 0`` (see :func:`_check_categories` and :func:`_check_normalisation`).
+                three finite values with ``std > 0`` (see :func:`_check_categories` and :func:`_check_normalisation`);
+                the task is unknown, names or model indices repeat, an index is outside ``0..num_classes-1``
+                (:func:`_check_task_and_indices`); ``tile_overlap`` is not a fraction in [0, 1).
         """
         if not isinstance(d, dict):
             raise CheckpointError("checkpoint meta is not a dict", path=path, where="meta")
@@ -101,8 +104,14 @@ class CheckpointMeta:
         except (KeyError, TypeError, ValueError) as e:
             raise CheckpointError(f"checkpoint meta is invalid: {type(e).__name__}: {e}", path=path) from None
         _check_normalisation(meta, path)
+        _check_task_and_indices(meta, path)
+        _check_arch(meta.arch, path, "meta.arch")
         if len(meta.tile_size) not in (2, 3):
             raise CheckpointError("needs 2 values (3 for 3-D models)", path=path, where="meta.tile_size")
+        if not (math.isfinite(meta.tile_overlap) and 0.0 <= meta.tile_overlap < 1.0):
+            # A fraction of the tile; 1.5 once meant "1 pixel" silently (recorded as overlap 1.5).
+            raise CheckpointError(f"{meta.tile_overlap} is not a fraction of the tile in [0, 1), e.g. 0.25",
+                                  path=path, where="meta.tile_overlap")
         return meta
 
     @classmethod
@@ -161,6 +170,69 @@ def _check_categories(cats: Any, path: str | Path | None) -> None:
         seen[value] = i
 
 
+def _check_arch(arch: str, path: str | Path | None, where: str) -> None:
+    """Refuses an architecture no builder is registered for, naming where it comes from.
+
+    Args:
+        arch: The name.
+        path: The checkpoint file (None when the name comes from an option).
+        where: ``meta.arch`` of the file, or the option (``--arch``).
+
+    Raises:
+        CheckpointError: An unknown name, with the known ones.
+    """
+    from segpipe.errors import UnknownNameError
+    from segpipe.models.registry import BUILTIN_DIMS, get_model_spec
+
+    if arch in BUILTIN_DIMS:
+        return  # a built-in: known without importing torch (the driver reads meta torch-free)
+    try:
+        get_model_spec(arch)
+    except UnknownNameError as e:
+        raise CheckpointError(e.message, path=path, where=where) from None
+
+
+def _check_task_and_indices(meta: CheckpointMeta, path: str | Path | None) -> None:
+    """Refuses a task no predictor knows, repeated category names, and bad model indices.
+
+    Each category's ``index`` (its model channel / label; its position when absent) must be an integer,
+    unique, and, for semantic, instance and panoptic models, below ``num_classes`` (a landmark model's
+    ``num_classes`` counts keypoints, not categories). An unknown task once failed every image at
+    predict time (exit 1) instead of the load (exit 2).
+
+    Raises:
+        CheckpointError: naming the file and the field, e.g. ``meta.task`` or ``meta.categories[3].index``.
+    """
+    from segpipe.models.registry import TASKS
+
+    if meta.task not in TASKS:
+        raise CheckpointError(f"unknown task {meta.task!r}; known: {', '.join(TASKS)}", path=path, where="meta.task")
+    if meta.num_classes < 1:
+        raise CheckpointError(f"{meta.num_classes} is not a class count >= 1", path=path, where="meta.num_classes")
+    names: dict[str, int] = {}
+    indices: dict[int, int] = {}
+    for i, c in enumerate(meta.categories):
+        where = f"meta.categories[{i}]"
+        if "name" in c:
+            name = c["name"]
+            if not isinstance(name, str) or not name.strip():
+                raise CheckpointError(f"{name!r} is not a category name", path=path, where=f"{where}.name")
+            if name in names:
+                raise CheckpointError(f"{name!r} repeats the name of meta.categories[{names[name]}]",
+                                      path=path, where=f"{where}.name")
+            names[name] = i
+        index = c.get("index", i)
+        if type(index) is not int:
+            raise CheckpointError(f"{index!r} is not an integer index", path=path, where=f"{where}.index")
+        if meta.task != "landmarks" and not 0 <= index < meta.num_classes:
+            raise CheckpointError(f"{index} is outside the model's classes 0..{meta.num_classes - 1} (num_classes "
+                                  f"{meta.num_classes})", path=path, where=f"{where}.index")
+        if index in indices:
+            raise CheckpointError(f"{index} repeats the index of meta.categories[{indices[index]}]",
+                                  path=path, where=f"{where}.index")
+        indices[index] = i
+
+
 def _check_normalisation(meta: CheckpointMeta, path: str | Path | None) -> None:
     """Refuses a normalisation that divides by zero or yields NaN (all-0 / all-1 label maps).
 
@@ -168,8 +240,6 @@ def _check_normalisation(meta: CheckpointMeta, path: str | Path | None) -> None:
         CheckpointError: ``mean`` or ``std`` is not one finite value per input channel, or a ``std``
             is not > 0.
     """
-    import math
-
     for name in ("mean", "std"):
         values = getattr(meta, name)
         if len(values) != INPUT_CHANNELS:
@@ -247,8 +317,32 @@ def save_checkpoint(
         "train_state": train_state,
     }
     with atomic_open(path, "wb") as f:
-        torch.save(obj, f)
+        try:
+            torch.save(obj, f)
+        except RuntimeError as e:
+            raise _write_failure(e, path) from None
     return path
+
+
+def _write_failure(exc: RuntimeError, path: Path) -> BaseException:
+    """The error to raise for a RuntimeError of ``torch.save``: ``OSError(ENOSPC)`` naming ``path`` on a full disk.
+
+    torch's zip writer reports a failed write as RuntimeError (``[enforce fail at inline_container.cc]
+    ... unexpected pos``, ``PytorchStreamWriter failed writing file``), not OSError; on a full disk it is
+    the machine's failure (the CLI's one line then says what was kept). Called while the partial file
+    still fills the disk; any other RuntimeError is returned as is.
+    """
+    import errno
+    import shutil
+
+    text = str(exc)
+    if "inline_container" not in text and "PytorchStreamWriter" not in text:
+        return exc
+    try:
+        full = shutil.disk_usage(path.parent).free < (1 << 20)
+    except OSError:
+        full = False
+    return OSError(errno.ENOSPC, "No space left on device", str(path)) if full else exc
 
 
 def load_checkpoint(path: str | Path, *, arch: str | None = None, num_classes: int | None = None) -> Checkpoint:
@@ -465,6 +559,7 @@ def _plain_state(obj: Any, path: Path, arch: str | None, num_classes: int | None
         raise CheckpointError("not a segpipe checkpoint nor a state dict of tensors", path=path)
     if arch is None:
         raise CheckpointError("a plain state dict does not say its architecture", path=path, hint="pass --arch NAME")
+    _check_arch(arch, None, "--arch")
     state = {k.removeprefix("module."): v for k, v in obj.items()}  # DataParallel prefix
     n = num_classes if num_classes is not None else infer_num_classes(arch, state)
     return Checkpoint(CheckpointMeta.for_arch(arch, n), state)
@@ -524,7 +619,8 @@ def infer_num_classes(arch: str, state: dict[str, Any]) -> int:
     raise CheckpointError(f"cannot infer the number of classes of this {arch} state dict; pass num_classes")
 
 
-def build_from_checkpoint(ckpt: Checkpoint | str | Path, *, strict: bool = True) -> Any:
+def build_from_checkpoint(ckpt: Checkpoint | str | Path, *, strict: bool = True,
+                          path: str | Path | None = None) -> Any:
     """Builds the checkpoint's architecture, loads its weights and returns it in eval mode.
 
     Raises:
@@ -533,6 +629,7 @@ def build_from_checkpoint(ckpt: Checkpoint | str | Path, *, strict: bool = True)
     from segpipe.models.registry import build_model
 
     if not isinstance(ckpt, Checkpoint):
+        path = ckpt if path is None else path
         ckpt = load_checkpoint(ckpt)
     m = ckpt.meta
     model = build_model(m.arch, m.num_classes, **m.model_kwargs)
@@ -540,14 +637,22 @@ def build_from_checkpoint(ckpt: Checkpoint | str | Path, *, strict: bool = True)
     own = model.state_dict()
     if not any(k in own for k in state) and any(f"net.{k}" in own for k in state):
         state = {f"net.{k}": v for k, v in state.items()}  # a torchvision state dict for a wrapped model
+    wrong = [(k, tuple(v.shape), tuple(own[k].shape)) for k, v in state.items()
+             if k in own and hasattr(v, "shape") and tuple(v.shape) != tuple(own[k].shape)]
+    if wrong:
+        k, theirs, ours = wrong[0]
+        more = f" (and {len(wrong) - 1} more)" if len(wrong) > 1 else ""
+        raise CheckpointError(f"weights do not fit {m.arch}: {k} has shape {list(theirs)}, the architecture "
+                              f"{list(ours)}{more}", path=path, where="state_dict")
     try:
         missing, unexpected = model.load_state_dict(state, strict=False)
     except RuntimeError as e:
-        raise CheckpointError(f"weights do not fit {m.arch}: {str(e).splitlines()[1:2]}") from None
+        first = next((ln.strip() for ln in str(e).splitlines()[1:] if ln.strip()), str(e).splitlines()[0])
+        raise CheckpointError(f"weights do not fit {m.arch}: {first}", path=path, where="state_dict") from None
     if strict and (missing or unexpected):
         raise CheckpointError(
-            f"weights do not fit {m.arch}: {len(missing)} missing (e.g. {missing[:2]}), "
-            f"{len(unexpected)} unexpected (e.g. {unexpected[:2]})"
+            f"weights do not fit {m.arch}: {len(missing)} missing (e.g. {', '.join(missing[:2])}), "
+            f"{len(unexpected)} unexpected (e.g. {', '.join(unexpected[:2])})", path=path, where="state_dict"
         )
     return model.eval()
 

@@ -163,7 +163,8 @@ class Predictor:
         device: ``auto``, ``cpu``, ``cuda``, ``cuda:1`` ...
         batch_size: Tiles per forward pass.
         tile: Tile ``(h, w)`` or side; the checkpoint's when None.
-        overlap: Fraction of the tile (< 1) or pixels; the checkpoint's when None.
+        overlap: A float is a fraction of the tile in [0, 1); an ``int`` is pixels (internal callers);
+            the checkpoint's when None.
         blend: ``gaussian`` (default), ``linear`` or ``constant``.
         amp: Autocast on CUDA (bf16 where supported, else fp16). Ignored on CPU.
         threads: CPU threads (default: the cores this process may use).
@@ -182,7 +183,7 @@ class Predictor:
         device: str = "auto",
         batch_size: int = 4,
         tile: int | tuple[int, int] | None = None,
-        overlap: float | None = None,
+        overlap: float | int | None = None,
         blend: str = "gaussian",
         amp: bool = True,
         threads: int | None = None,
@@ -203,7 +204,9 @@ class Predictor:
         #: 3-D models: tile ``(depth, height, width)``; the depth comes from the checkpoint.
         depth = int(meta.tile_size[0]) if len(meta.tile_size) == 3 else self.tile[0]
         self.tile3: tuple[int, int, int] = (depth, *self.tile)
-        self.overlap = float(meta.tile_overlap if overlap is None else overlap)
+        # A float is a fraction of the tile; an int (internal callers only) is pixels: see overlap_pixels.
+        self.overlap: float | int = (overlap if type(overlap) is int
+                                     else float(meta.tile_overlap if overlap is None else overlap))
         self.blend = blend
         self.score_thresh = score_thresh
         self.mask_thresh = mask_thresh
@@ -234,7 +237,7 @@ class Predictor:
         from segpipe.models.checkpoint import build_from_checkpoint, load_checkpoint
 
         ck = load_checkpoint(path, arch=arch)
-        return cls(build_from_checkpoint(ck), ck.meta, **kw)
+        return cls(build_from_checkpoint(ck, path=path), ck.meta, **kw)
 
     # -- plumbing ---------------------------------------------------------------------------------
 

@@ -283,7 +283,8 @@ def _checked_output(run: Callable[P, TrainResult]) -> Callable[P, TrainResult]:
     """``run`` (a training run that writes into ``out_dir`` as it is) behind the output checks of :func:`train`.
 
     ``out_dir`` may not overlap the inputs (``dataset_dir``, ``val_dir``); unless ``resume``, it must be a new
-    or empty folder or an earlier ``train`` output, which is replaced whole when the new run completes.
+    or empty folder or (with ``overwrite``) an earlier ``train`` output, which is replaced whole when the new
+    run completes.
     """
     sig = inspect.signature(run)
     call: Callable[..., TrainResult] = run  # called with the bound arguments, by name
@@ -300,7 +301,8 @@ def _checked_output(run: Callable[P, TrainResult]) -> Callable[P, TrainResult]:
         if args["resume"]:  # continues the checkpoints already there: nothing is replaced, so only overlaps are refused
             outputs.check_not_input(out_dir, inputs, option="--out")
             return call(**args)
-        plan = outputs.check_output(out_dir, inputs, option="--out", command="train")
+        plan = outputs.check_output(out_dir, inputs, option="--out", command="train", replace=args["overwrite"],
+                                    flag="--overwrite")
         if plan.replaces:  # a new run over an earlier one: built beside it, swapped in when complete
             with outputs.staged(plan, entries=TRAIN_ENTRIES) as tmp:
                 res = call(**{**args, "out_dir": tmp})
@@ -340,6 +342,7 @@ def train(
     log: Callable[[str], None] | None = None,
     warmup_iters: int | None = None,
     clip_grad: float | None = None,
+    overwrite: bool = False,
 ) -> TrainResult:
     """Trains ``arch`` on a dataset folder.
 
@@ -365,6 +368,7 @@ def train(
             for instance and landmark models, whose losses spike from random initialisation; 0 for
             semantic).
         clip_grad: Gradient-norm clipping (default: 10 for instance models, none otherwise).
+        overwrite: Replace an earlier ``train`` output at ``out_dir`` (checked by the output checks above).
 
     Returns:
         A :class:`TrainResult`.

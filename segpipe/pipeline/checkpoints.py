@@ -85,8 +85,8 @@ def evaluate_checkpoints(
             raise InputError("checkpoint file not found", path=c)
     from segpipe.storage import outputs
 
-    plan = outputs.check_output(req.report_dir, [req.gt, req.images, *req.checkpoints], option="--report-dir",
-                                command="evaluate-checkpoints")
+    inputs = [*outputs.dataset_inputs(req.gt, req.images), req.images, *req.checkpoints]
+    plan = outputs.check_output(req.report_dir, inputs, option="--report-dir", command="evaluate-checkpoints")
     if not plan.replaces:
         outputs.start_in_place(plan)
     # else: an earlier report of this command is continued in place (its decoded ground truth and its

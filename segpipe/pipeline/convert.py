@@ -236,10 +236,12 @@ def _plan_dst(req: ConvertRequest) -> OutputPlan:
     Raises:
         OutputError: DST overlaps an input, or is something this command may not replace.
     """
-    from segpipe.storage.outputs import check_output
+    from segpipe.storage.outputs import check_output, dataset_inputs
 
     command = "export" if req.from_ == "segpipe_zarr" else "convert"
-    return check_output(req.dst, [req.src, req.image_root, req.gt, req.category_map], option="DST",
+    inputs = [*dataset_inputs(req.src, req.image_root), req.image_root, *dataset_inputs(req.gt, req.image_root),
+              req.category_map]
+    return check_output(req.dst, inputs, option="DST",
                         command=command, kind="store" if req.to == "segpipe_zarr" else "folder",
                         replace=req.overwrite, flag="--overwrite", accept=("convert", "export"))
 
@@ -271,7 +273,9 @@ def convert(
     mapper = None
     if req.category_map is not None:
         spec = load_category_map(req.category_map)
-        mapper = CategoryMapper.build(spec, meta.categories, source=str(req.category_map))
+        # New ids share the label maps with void: the source's void value (255 unless it says otherwise).
+        mapper = CategoryMapper.build(spec, meta.categories, source=str(req.category_map),
+                                      void_value=meta.void_value if meta.void_value is not None else 255)
     out_meta = mapper.map_meta(meta) if mapper else meta
 
     from segpipe.storage import outputs

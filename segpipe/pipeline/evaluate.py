@@ -61,7 +61,7 @@ from segpipe.execution.cluster import ClusterSpec, use_client
 from segpipe.execution.runner import run_tasks
 from segpipe.formats import detect_format, get_format
 from segpipe.formats.base import FormatSpec
-from segpipe.storage.outputs import OutputPlan, check_not_input, check_output
+from segpipe.storage.outputs import OutputPlan, check_not_input, check_output, dataset_inputs
 
 TASKS = ("semantic", "instance", "panoptic", "keypoints")
 IOU_TYPES = ("segm", "bbox", "keypoints")
@@ -140,6 +140,7 @@ class ImageSelection:
     def __init__(self, spec: str | None) -> None:
         self.first: int | None = None
         self.ids: set[int] | None = None
+        self.found: set[int] = set()  # the listed ids the ground truth offered
         self._taken = 0
         if spec is None or not spec.strip():
             return
@@ -164,12 +165,29 @@ class ImageSelection:
     def keep(self, image_id: int) -> bool:
         """Offers the next image id (in increasing order); True when it takes part."""
         if self.ids is not None:
-            return image_id in self.ids
+            if image_id in self.ids:
+                self.found.add(image_id)
+                return True
+            return False
         if self.first is not None:
             if self._taken >= self.first:
                 return False
             self._taken += 1
         return True
+
+    def check_found(self, gt: Path) -> None:
+        """Refuses listed ids that the ground truth did not offer (once every id was offered).
+
+        Raises:
+            ConfigError: naming ``--img-ids`` and the first few missing ids; a typo once gave
+                "0/0 images evaluated" and exit 0.
+        """
+        missing = sorted(self.ids - self.found) if self.ids is not None else []
+        if missing:
+            more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+            shown = ", ".join(str(i) for i in missing[:5]) + more
+            raise ConfigError(f"--img-ids: {len(missing)} id(s) are no image of the ground truth: {shown}", path=gt,
+                              hint="list ground-truth image ids, or use first:N")
 
     def select(self, ids: Iterable[int]) -> list[int]:
         """The selected ids among ``ids``, sorted."""
@@ -1006,7 +1024,7 @@ def evaluate(
     if req.task not in TASKS:
         raise ConfigError(f"unknown task {req.task!r}; expected one of {', '.join(TASKS)}")
     if req.on_error not in ("skip", "fail"):
-        raise ConfigError(f"on_error must be skip or fail, got {req.on_error!r}")
+        raise ConfigError(f"--on-error must be skip or fail, got {req.on_error!r}")
     if req.num_classes is not None and req.num_classes < 1:
         raise ConfigError(f"--num-classes must be >= 1, got {req.num_classes}")
     json_plan, report_plan = _plan_outputs(req)
@@ -1029,6 +1047,7 @@ def evaluate(
             run.run_panoptic(client, gt_spec, pred_spec)
         else:
             run.run_coco(client, gt_spec, pred_spec)
+    run.select.check_found(req.gt)  # before any output is written
     header: dict[str, Any] = {
         "segpipe_version": __version__,
         "task": req.task,
@@ -1093,7 +1112,10 @@ def _plan_outputs(req: EvaluateRequest) -> tuple[OutputPlan | None, OutputPlan |
     Raises:
         OutputError: naming the option.
     """
-    inputs: list[Path | None] = [req.gt, req.pred, req.image_root, req.gt_png_dir, req.pred_png_dir]
+    # Ground truth given as its annotation file occupies the folder its images and masks are read from
+    # (predictions given as a JSON file carry their masks in it, or in the PNG folder added below).
+    inputs: list[Any] = [*dataset_inputs(req.gt, req.image_root), req.pred, req.image_root,
+                         req.gt_png_dir, req.pred_png_dir]
     if req.task == "panoptic":  # the PNG folders default to the JSON paths without ".json"
         inputs += [p.with_suffix("") for p in (req.gt, req.pred) if p.suffix == ".json"]
     json_plan = (check_output(req.json_path, inputs, option="--json", command="evaluate", kind="file")

@@ -15,6 +15,7 @@ import dataclasses
 import functools
 import hashlib
 import json
+import math
 import os
 import socket
 import time
@@ -181,10 +182,13 @@ def _config(req: PrelabelRequest, model_fp: str, meta: Any) -> dict[str, Any]:
 
 
 def check_tiling(tile: int | None, overlap: float | None, meta: Any) -> None:
-    """Checks that the tile overlap leaves a stride of at least one pixel on every tile side.
+    """Checks that the tile overlap leaves a useful stride on every tile side, before any work.
 
-    ``--overlap`` is a fraction in [0, 1) (checked when parsed), but rounded to pixels it can still
-    reach a small tile's side (0.99 of 16 pixels is 16), which leaves the sliding window no stride.
+    ``--overlap`` is a fraction in [0, 1) (checked when parsed), but close to 1 the stride shrinks to a
+    few pixels and the tiles per image explode (0.99 of a 128-pixel tile is a stride of 1 pixel: ~50k
+    tiles for a 256 × 512 image). The stride must be at least 1/16 of the tile
+    (:func:`segpipe.core.tiles.min_stride`), which bounds the tiles at 256 times those of a grid without
+    overlap.
 
     Args:
         tile: ``--tile``, or None for the checkpoint's tile size.
@@ -192,23 +196,28 @@ def check_tiling(tile: int | None, overlap: float | None, meta: Any) -> None:
         meta: The model's :class:`~segpipe.models.checkpoint.CheckpointMeta`.
 
     Raises:
-        ConfigError: naming ``--overlap`` (or the checkpoint's ``tile_overlap``) and the largest overlap
-            that fits.
+        ConfigError: naming ``--overlap`` (or the checkpoint's ``tile_overlap``) and ``--tile`` (or the
+            checkpoint's tile size), and the largest overlap that fits.
     """
-    from segpipe.core.tiles import overlap_pixels
+    from segpipe.core.tiles import max_overlap_fraction, min_stride, overlap_pixels
 
     sides = [tile] if tile else [int(t) for t in meta.tile_size]
-    value = overlap if overlap is not None else float(meta.tile_overlap)
+    value = float(overlap) if overlap is not None else float(meta.tile_overlap)
     name = "--overlap" if overlap is not None else "the checkpoint's tile_overlap"
+    tile_name = "--tile" if tile else "the checkpoint's tile_size"
     for side in sides:
+        if side < 2:
+            raise ConfigError(f"tile side {side} leaves no room for a sliding window",
+                              where="tile_size" if tile is None else "--tile")
         try:
-            overlap_pixels(side, value)
+            stride = side - overlap_pixels(side, value)
         except ValueError:
-            if side < 2:
-                raise ConfigError(f"tile side {side} leaves no room for a sliding window",
-                                  where="tile_size" if tile is None else "--tile") from None
-            raise ConfigError(f"{name} {value} leaves no stride on a {side}-pixel tile",
-                              hint=f"use at most {(side - 1.5) / side:.3f}, or a larger --tile") from None
+            stride = 0
+        if stride < min_stride(side):
+            raise ConfigError(
+                f"{name} {value} on a {side}-pixel tile ({tile_name}) leaves a stride of {max(stride, 0)} px; "
+                f"it must be at least {min_stride(side)} px (1/16 of the tile)",
+                hint=f"use --overlap {max_overlap_fraction(side)} or less, e.g. 0.25, or a larger --tile")
 
 
 def config_hash(config: dict[str, Any]) -> str:
@@ -901,6 +910,25 @@ def _drop_stale_receipts(ledger: Ledger, done: set[str], planned: list[tuple[str
             ledger.path(key).unlink(missing_ok=True)
 
 
+def _trusted_receipts(store: ZarrStore, ledger: Ledger, planned: set[str]) -> set[str]:
+    """The keys ``--resume`` may skip: receipts that decode and whose outputs' places hold (no pixels read).
+
+    A receipt that does not decode is not done. Neither is one that the store contradicts
+    (:func:`~segpipe.storage.verify.plan_checks` with ``files``): its slot unwritten (``done`` 0) or
+    holding another image, its id in two slots, its shard file missing or damaged (then every image of
+    that shard), its group or chunk file missing. Such receipts of this run's ``planned`` keys are
+    removed here, as ``fsck --repair`` would: their images are redone, and a shard is rewritten whole
+    by the task that redoes it (the receipts of images no longer planned stay, for fsck to report).
+    """
+    from segpipe.storage.verify import plan_checks
+
+    checks = plan_checks(store.path, ledger.dir, files=True)
+    redo = {p for p in checks.redo if p.name[:-5] in planned}
+    for p in redo:
+        p.unlink(missing_ok=True)
+    return checks.finished - {p.name[:-5] for p in redo}
+
+
 #: Images up to this many pixels may be stacked (a shard task holds its images' outputs in memory).
 STACK_PIXELS = 1024 * 1024
 
@@ -948,10 +976,14 @@ def _store_attrs(meta: Any, model_ref: ModelRef, config: dict[str, Any], cfg_has
     }
 
 
-def _inputs(req: PrelabelRequest) -> list[str]:
-    """What a run reads: the source (a glob counts as its folder) and the checkpoint file."""
+def _inputs(req: PrelabelRequest) -> list[str | os.PathLike[str]]:
+    """What a run reads: the source and the checkpoint file (a glob counts as its folder; an annotation
+    file as its dataset folder too).
+    """
+    from segpipe.storage.outputs import dataset_inputs
+
     ref = ModelRef(req.model, req.arch)
-    return [req.source, *([req.model] if ref.is_checkpoint() else [])]
+    return [*dataset_inputs(req.source), *([req.model] if ref.is_checkpoint() else [])]
 
 
 def prepare_store(req: PrelabelRequest, attrs: dict[str, Any], cfg_hash: str, *, dry_run: bool = False) -> ZarrStore:
@@ -1000,6 +1032,10 @@ def prelabel(
     cluster = cluster or ClusterSpec()
     if req.on_error not in ("skip", "fail"):
         raise ConfigError(f"--on-error must be skip or fail, got {req.on_error!r}")
+    if req.resume and req.overwrite:  # which one was meant cannot be guessed: continue, or replace
+        raise ConfigError("--resume continues the store and --overwrite replaces it; pass one of them, not both")
+    if not (math.isfinite(req.min_score) and 0.0 <= req.min_score <= 1.0):
+        raise ConfigError(f"--min-score {req.min_score} is not a score in [0, 1]")
     if req.stretch not in ("auto", "percentile", "minmax", "none"):
         raise ConfigError(f"--stretch must be auto, percentile, minmax or none, got {req.stretch!r}")
     if req.window:
@@ -1054,8 +1090,8 @@ def prelabel(
         write_manifest(store.private / "manifest.jsonl", entries)
         ledger = Ledger(store.private)
         ledger.ensure()
-        done_keys = ledger.finished()  # a receipt that does not decode is not done: its image is redone
         planned = plan_tasks(entries, cfg_hash, slab=SLAB if dims == 3 else 0)
+        done_keys = _trusted_receipts(store, ledger, {k for k, _, _ in planned})
         _drop_stale_receipts(ledger, done_keys, planned)
         done_keys &= ledger.keys()
         todo = [t for t in planned if t[0] not in done_keys]
@@ -1064,7 +1100,9 @@ def prelabel(
         # A scene that cannot be opened or does not fit the model fails alone (one line in the report),
         # like an unreadable image: its block tasks are not run, every other item is.
         scene_failed: list[dict[str, Any]] = []
+        unplanned = 0
         if scenes:
+            from segpipe.core.tiles import overlap_pixels
             from segpipe.storage.raster import check_bands, open_raster
 
             ids = [int(c.get("id", i)) for i, c in enumerate(meta.categories)]
@@ -1086,10 +1124,12 @@ def prelabel(
                     continue
                 sources[e.id] = src
                 _create_scene(store, e, src, len(ids), lut_dtype, req.probs, req.resume)
-            todo = [t for t in todo if "window" not in t[2] or t[1].id in sources]
+            kept = [t for t in todo if "window" not in t[2] or t[1].id in sources]
+            unplanned = len(todo) - len(kept)  # the block tasks of failed scenes: each scene counts once
+            todo = kept
             tile = req.tile or int(meta.tile_size[-1])
             ov = req.overlap if req.overlap is not None else meta.tile_overlap
-            margin = int(round(tile * ov)) if ov < 1 else int(ov)
+            margin = overlap_pixels(tile, float(ov))  # a fraction of the tile (checked by check_tiling)
             todo = [(k, e, {**part, "source": sources[e.id], "margin": margin}) if "window" in part else (k, e, part)
                     for k, e, part in todo]
         todo = _place_in_stacks(store, todo, meta, dims, req.probs)
@@ -1135,7 +1175,10 @@ def prelabel(
         "store": str(req.out),
         "source": req.source,
         "model": {"spec": req.model, "arch": meta.arch, "task": meta.task},
-        "images": {"total": len(planned), "done": len(receipts), "skipped_already_done": skipped,
+        # Items that failed before any task was planned for them (refused at ingest, scenes that cannot
+        # be opened) count once each, so done + failed + not run + already done add up to the total.
+        "images": {"total": len(planned) - unplanned + sum(1 for f in failed if not f.get("key")),
+                   "done": len(receipts), "skipped_already_done": skipped,
                    "failed": len(failed),
                    "not_run": len(todo) - len(receipts) - sum(1 for f in failed if f.get("key"))},
         "items": {"images": sum(e.kind == "image" for e in entries), "scenes": sum(e.kind == "scene" for e in entries),
@@ -1229,15 +1272,16 @@ def fsck(path: Path, repair: bool = False) -> dict[str, Any]:
     Args:
         path: The store.
         repair: Remove orphan ``*.partial`` files and bad receipts (so that ``--resume`` redoes those
-            images). Problems are not repaired.
+            images), and the staging folders killed runs left beside the store
+            (:func:`~segpipe.storage.outputs.clean_leftovers`; they are listed as orphans). Problems are
+            not repaired.
 
     Returns:
         ``{"receipts", "ok", "bad": [...], "problems": [...], "orphans": [...], "repaired": n}``; each bad
         receipt and problem is ``{"file", "problem"}``.
     """
     from segpipe.storage.ledger import orphan_partials
-    from segpipe.storage.verify import check_metadata, plan_checks, shard_file
-    from segpipe.storage.zarrstore import digest_matches
+    from segpipe.storage.verify import check_metadata, parse_receipt, plan_checks
 
     check_metadata(Path(path))  # a corrupt zarr.json of the root or a stack: one line naming it
     store = ZarrStore.open(path)
@@ -1247,36 +1291,18 @@ def fsck(path: Path, repair: bool = False) -> dict[str, Any]:
     n = 0
     for key, p in ledger.items():
         n += 1
-        where: Path | None = None  # the output file being checked, named in the problem
         try:
-            rec = json.loads(p.read_text(encoding="utf-8"))
-            for sid, outs in rec.get("slices", {}).items():  # a slab of a volume: its own slices
-                sg = store.group(int(sid))
-                for name, digest in outs.items():
-                    if not digest_matches(np.asarray(sg[name][...]), digest):
-                        raise ValueError(f"slice {sid} {name}: checksum mismatch")
-            if "slices" in rec:
-                ok += 1
-                continue
-            hint = (str(rec["stack"]), int(rec["slot"])) if "stack" in rec else None
-            g = store.group(int(rec["image_id"]), hint)
-            win = rec.get("window")
-            for name, digest in rec.get("outputs", {}).items():
-                if not digest:
-                    continue
-                where = (shard_file(store.path, *hint, name) if hint is not None
-                         else store.path / "images" / str(int(rec["image_id"])) / name)
-                if win:  # a block of a scene: its digest covers its core region only
-                    y0, y1, x0, x1 = win
-                    arr = np.asarray(g[name][..., y0:y1, x0:x1])
-                else:
-                    arr = np.asarray(g[name][...])
-                if not digest_matches(arr.astype(str) if arr.dtype.kind in ("U", "T", "O") else arr, digest):
-                    raise ValueError(f"{name}: checksum mismatch")
+            rec, why = parse_receipt(p.read_bytes())
+        except OSError as e:
+            rec, why = None, f"cannot be read ({e.strerror or e})"
+        if rec is None:
+            bad.append({"key": key, "file": str(p), "problem": f"receipt {why}"})
+            continue
+        try:
+            _fsck_receipt(store, rec)
             ok += 1
-        except Exception as e:  # any failure to decode or verify makes the receipt bad
-            at = f"{where}: " if where is not None else ""
-            bad.append({"key": key, "file": str(p), "problem": f"{at}{type(e).__name__}: {e}"})
+        except _Mismatch as e:
+            bad.append({"key": key, "file": str(p), "problem": f"{e.path}: {e.what}"})
     problems: list[dict[str, str]] = []
     try:
         checks = plan_checks(store.path, ledger.dir)
@@ -1296,6 +1322,9 @@ def fsck(path: Path, repair: bool = False) -> dict[str, Any]:
             elif c.kind in ("duplicate", "unvouched", "damaged"):
                 problems.append({"file": str(c.path), "problem": f"image {image_id}: {c.problem}"})
     orphans = [str(o) for o in orphan_partials(store.path)]
+    from segpipe.storage import outputs
+
+    left = outputs.leftovers(path)  # staging / set-aside folders of killed runs beside the store
     repaired = 0
     if repair:
         for o in orphans:
@@ -1304,8 +1333,80 @@ def fsck(path: Path, repair: bool = False) -> dict[str, Any]:
         for b in bad:
             Path(b["file"]).unlink(missing_ok=True)
             repaired += 1
+        repaired += len(outputs.clean_leftovers(outputs.resolved(path)))
+    orphans += [str(p) for p in left]
     return {"store": str(path), "receipts": n, "ok": ok, "bad": bad, "problems": problems, "orphans": orphans,
             "repaired": repaired}
+
+
+class _Mismatch(Exception):
+    """An output of a receipt that does not hold: the file concerned and what is wrong, in plain words."""
+
+    def __init__(self, path: Path, what: str) -> None:
+        super().__init__(what)
+        self.path, self.what = path, what
+
+
+def _fsck_receipt(store: ZarrStore, rec: dict[str, Any]) -> None:
+    """Reads a receipt's outputs and compares their digests (fsck).
+
+    Raises:
+        _Mismatch: naming the chunk or shard file (or array folder) that is missing, damaged or differs.
+    """
+    from segpipe.storage.verify import describe_failure, shard_file
+    from segpipe.storage.zarrstore import digest_matches
+
+    def check(where: Path, group: Any, name: str, region: Any, digest: str, what: str, shard: bool = False) -> None:
+        try:
+            arr = np.asarray(group[name][region])
+        except Exception as e:  # zarr's and numcodecs' own errors quote raw bytes: named in plain words
+            if shard:
+                raise _Mismatch(where, f"{what}: missing shard file" if not where.exists()
+                                else f"{what}: damaged shard file (cannot be decoded)") from None
+            if not where.is_dir():
+                raise _Mismatch(where, f"{what}: its array is missing") from None
+            bad_file, _ = describe_failure(where, e)
+            raise _Mismatch(bad_file, f"{what}: damaged chunk file (cannot be decoded)") from None
+        if digest_matches(arr.astype(str) if arr.dtype.kind in ("U", "T", "O") else arr, digest):
+            return
+        if shard or not where.is_dir():
+            why = ("missing shard file" if shard and not where.exists()
+                   else "checksum mismatch (the file differs from its receipt)")
+            raise _Mismatch(where, f"{what}: {why}")
+        has_chunk = any(f != "zarr.json" and ".partial" not in f for _, _, fs in os.walk(where) for f in fs)
+        raise _Mismatch(where, f"{what}: " + ("checksum mismatch (a chunk file differs from its receipt, or one "
+                                              "is missing)" if has_chunk else "missing chunk file"))
+
+    def opened(image_id: int, hint: tuple[str, int] | None, where: Path) -> Any:
+        try:
+            return store.group(image_id, hint)
+        except Exception as e:
+            bad_file, why = describe_failure(where, e)
+            why = why.split(" (")[0] if "Error" in why else why  # no exception type or raw bytes in the line
+            raise _Mismatch(bad_file, "its group is missing" if not where.exists() else why) from None
+
+    for sid, outs in rec.get("slices", {}).items():  # a slab of a volume: its own slices
+        folder = store.path / "images" / str(int(sid))
+        sg = opened(int(sid), None, folder)
+        for name, digest in outs.items():
+            check(folder / name, sg, name, ..., digest, f"slice {sid} {name}")
+    if "slices" in rec:
+        return
+    image_id = int(rec["image_id"])
+    hint = (str(rec["stack"]), int(rec["slot"])) if "stack" in rec else None
+    g = opened(image_id, hint, store.path / "stacks" / hint[0] if hint else store.path / "images" / str(image_id))
+    win = rec.get("window")
+    for name, digest in rec.get("outputs", {}).items():
+        if not digest:
+            continue
+        shard = hint is not None and name in ("labels", "probs")
+        where = (shard_file(store.path, *hint, name) if hint is not None and shard
+                 else store.path / "images" / str(image_id) / name)
+        if win:  # a block of a scene: its digest covers its core region only
+            y0, y1, x0, x1 = win
+            check(where, g, name, (..., slice(y0, y1), slice(x0, x1)), digest, name, shard)
+        else:
+            check(where, g, name, ..., digest, name, shard)
 
 
 def read_runs(path: Path) -> Iterator[dict[str, Any]]:

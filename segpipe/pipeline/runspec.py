@@ -223,17 +223,52 @@ def validate_pipeline_file(path: Path) -> Iterator[Problem]:
     if not isinstance(data, dict):
         yield Problem("error", str(path), "", "a pipeline must be a mapping with `stages`", "pipeline.shape")
         return
+    spec: PipelineSpec | None = None
     try:
-        PipelineSpec.model_validate(data)
+        spec = PipelineSpec.model_validate(data)
     except ValidationError as e:
         for err in e.errors():
             loc = tuple(x for x in err["loc"] if not (isinstance(x, str) and x.endswith("Stage")))
             yield Problem("error", str(path), _loc(loc), err["msg"], f"pipeline.{err['type']}")
     workdir = data.get("workdir")
-    if isinstance(workdir, str):
-        why = workdir_problem(path, workdir)
-        if why:
-            yield Problem("error", str(path), "workdir", why, "pipeline.workdir")
+    why = workdir_problem(path, workdir) if isinstance(workdir, str) else None
+    if why:
+        yield Problem("error", str(path), "workdir", why, "pipeline.workdir")
+    elif spec is not None:  # outputs outside the work folder are refused by `run` (see _out): flagged here too
+        from segpipe.storage.paths import is_within
+
+        base = (path.parent / spec.workdir if spec.workdir else path.parent).resolve()
+        for i, stage in enumerate(spec.stages):
+            name, step = stage.step()
+            for field, rel in _stage_outputs(step):
+                target = Path(rel) if Path(rel).is_absolute() else base / rel
+                if not is_within(base, target):
+                    yield Problem("error", str(path), f"stages[{i}].{name}.{field}",
+                                  f"output {rel!r} is outside the work folder {base}; `segpipe run` refuses it",
+                                  "pipeline.output")
+
+
+_OUTPUT_FIELDS = ("out", "report_dir", "json_out")
+_INPUT_FIELDS = ("source", "dataset", "val", "model", "store", "src", "categories", "gt", "pred", "images")
+
+
+def _stage_outputs(step: BaseModel) -> list[tuple[str, str]]:
+    """``(field, path)`` of every output a stage names (``json_out`` is spelt ``json`` in the file)."""
+    return [("json" if f == "json_out" else f, v) for f in _OUTPUT_FIELDS
+            if isinstance(v := getattr(step, f, None), str) and v]
+
+
+def _stage_inputs(spec: PipelineSpec, base: Path) -> list[Path]:
+    """Every path some stage of ``spec`` reads (checkpoint globs count as their folder)."""
+    found: list[Path] = []
+    for stage in spec.stages:
+        _, step = stage.step()
+        for f in _INPUT_FIELDS:
+            v = getattr(step, f, None)
+            if isinstance(v, str) and v:
+                found.append(_p(base, v))
+        found += [_p(base, c) for c in getattr(step, "checkpoints", None) or []]
+    return found
 
 
 def workdir_problem(path: Path, workdir: str) -> str | None:
@@ -277,7 +312,7 @@ def run_pipeline(
         log(f"[{i + 1}/{len(spec.stages)}] {name}")
         t0 = time.perf_counter()
         try:
-            summary = _run_stage(name, step, base, cluster, log)
+            summary = _run_stage(name, step, base, cluster, log, inputs=_stage_inputs(spec, base))
         except ConfigError as e:
             if e.path is not None:
                 raise
@@ -305,7 +340,9 @@ def _out(base: Path, rel: str, field: str) -> Path:
     return target
 
 
-def _run_stage(name: str, step: Any, base: Path, cluster: Any, log: Callable[[str], None]) -> dict[str, Any]:
+def _run_stage(name: str, step: Any, base: Path, cluster: Any, log: Callable[[str], None],
+               inputs: list[Path] | None = None) -> dict[str, Any]:
+    """Runs one stage; ``inputs``: what every stage of the pipeline reads (an ingest manifest may be none)."""
     if name == "synth":
         from segpipe.synth import synth
 
@@ -314,9 +351,9 @@ def _run_stage(name: str, step: Any, base: Path, cluster: Any, log: Callable[[st
             from segpipe.synth.native import synth_native
 
             synth_native(step.kind, _out(base, step.out, "synth.out"), n=step.n, seed=step.seed, size=size,
-                         fmt=step.format or "jpg", exif=True)
+                         fmt=step.format or "jpg", exif=True, overwrite=True)
             return {"out": str(_out(base, step.out, "synth.out"))}
-        kw: dict[str, Any] = {}
+        kw: dict[str, Any] = {"overwrite": True}  # a pipeline re-run regenerates its own outputs
         if step.format:
             kw["image_format"] = step.format
         synth(step.kind, _out(base, step.out, "synth.out"), n=step.n, seed=step.seed, size=size, **kw)
@@ -326,16 +363,20 @@ def _run_stage(name: str, step: Any, base: Path, cluster: Any, log: Callable[[st
 
         res = train(_p(base, step.dataset), step.arch, _out(base, step.out, "train.out"), epochs=step.epochs,
                     max_minutes=step.max_minutes, val_dir=_p(base, step.val) if step.val else None,
-                    resume=step.resume, seed=step.seed, batch_size=step.batch, progress=False, log=log)
+                    resume=step.resume, overwrite=True, seed=step.seed, batch_size=step.batch, progress=False,
+                    log=log)
         return {"out": str(_p(base, step.out)), "best": str(getattr(res, "best_path", ""))}
     if name == "ingest":
         from segpipe.execution.cluster import open_client
         from segpipe.pipeline.prelabel import ingest
         from segpipe.storage.manifest import write_manifest
-        from segpipe.storage.outputs import check_not_input
+        from segpipe.storage.outputs import check_output, resolved
 
         out = _out(base, step.out, "ingest.out")
-        check_not_input(out, [_p(base, step.source)], option="ingest.out")
+        # Never over, in or around what a stage reads (the manifest itself aside: a later stage reads it),
+        # nor over a file segpipe did not write (an earlier manifest is replaced).
+        others = [p for p in inputs or [] if resolved(p) != resolved(out)]
+        check_output(out, [_p(base, step.source), *others], option="ingest.out", command="ingest", kind="file")
         with open_client(cluster) as client:
             entries = ingest(str(_p(base, step.source)), client)
         out.parent.mkdir(parents=True, exist_ok=True)

@@ -29,12 +29,22 @@ def render(model: type[BaseModel]) -> str:
 
 
 def write_schemas(out_dir: Path) -> list[Path]:
-    """Writes every schema into ``out_dir``; returns the files."""
+    """Writes every schema into ``out_dir``; returns the files.
+
+    Each file is written atomically: a symbolic link (or anything else) at its name is replaced, never
+    followed, so a link to another file cannot make this write there.
+    """
+    from segpipe.storage.atomic import write_bytes_atomic
+
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for name, model in sorted(SCHEMAS.items()):
         path = out_dir / name
-        path.write_text(render(model), encoding="utf-8")
+        if path.is_dir() and not path.is_symlink():
+            from segpipe.errors import OutputError
+
+            raise OutputError("is a folder, not a schema file", path=path, hint="move it away")
+        write_bytes_atomic(path, render(model).encode("utf-8"))
         written.append(path)
     return written
 

@@ -5,13 +5,16 @@ Every command that writes goes through this module, so the rules hold everywhere
 1. **Outputs never overlap inputs.** An output path may not equal, contain or lie inside an input
    (symlinks resolved): writing there could change what is being read, or destroy it.
 2. **Only segpipe's own outputs are replaced.** An existing, non-empty output is replaced only if it is
-   a segpipe store (``.segpipe/`` and ``zarr.json`` attributes ``segpipe``) or a folder holding
-   :data:`MARKER` written by the same command, and holding nothing the command did not write. Anything
-   else is refused with one line, and no flag overrides that.
+   a segpipe store (``.segpipe/`` and ``zarr.json`` attributes ``segpipe``, and nothing else at its top)
+   or a folder holding :data:`MARKER` written by the same command, and holding nothing the command did
+   not write (the marker lists every path of an output written whole). A single-file output replaces
+   only a regular file segpipe writes (:func:`is_segpipe_file`). Anything else is refused with one
+   line, and no flag overrides that.
 3. **Replacing is atomic.** The new output is built in a staging folder beside the old one (same parent,
    so the same file system) and swapped in only when complete; a failed or killed run leaves the old
    output as it was. Leftovers of killed runs are recognised by their names (which carry the host and
-   the process id) and cleaned up by the next run on the same output.
+   the process id) and cleaned up by the next check of the same output (and ``fsck --repair``); a
+   complete output set aside by a killed in-place run is put back, never dropped for the half-built one.
 """
 
 from __future__ import annotations
@@ -21,8 +24,10 @@ import fnmatch
 import hashlib
 import json
 import os
+import re
 import shutil
 import socket
+import stat
 import sys
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
@@ -39,7 +44,17 @@ MARKER = ".segpipe-output"
 #: Markers of earlier segpipe versions, and the command that wrote them.
 LEGACY_MARKERS = {".segpipe-demo": "demo"}
 STAGING_TAG = "segpipe-staging"
+#: An earlier output whose replacement is complete: removed (or put back if the final path is gone).
 OLD_TAG = "segpipe-old"
+#: An earlier output set aside while its replacement is built in place (:func:`set_aside`): it is the
+#: complete one, so a killed run's leftover is put back in place of the half-built new output.
+ASIDE_TAG = "segpipe-aside"
+#: What a segpipe store holds at its top level (its temp files and leftovers aside).
+STORE_ENTRIES = frozenset({"zarr.json", ".segpipe", "images", "stacks"})
+#: Suffixes of annotation files whose dataset is the folder around them (see :func:`dataset_inputs`).
+DATASET_FILE_SUFFIXES = frozenset({".json", ".yaml", ".yml", ".xml"})
+#: segpipe's temp files: NAME.partial.<pid> (storage.atomic), .NAME.<pid>.partial (the GeoTIFF writer).
+_TEMP_NAME = re.compile(r".+\.partial\.\d+|\..+\.\d+\.partial")
 _GLOB_CHARS = frozenset("*?[")
 _HOST = hashlib.sha1(socket.gethostname().encode()).hexdigest()[:8]
 
@@ -75,7 +90,7 @@ def resolved(path: str | Path) -> Path:
     return Path(os.path.abspath(os.path.expanduser(os.fspath(path)))).resolve()
 
 
-def input_root(source: str | Path) -> Path:
+def input_root(source: str | os.PathLike[str]) -> Path:
     """The path an input occupies: itself, or for a glob (``photos/*.jpg``) the folder it searches."""
     text = os.fspath(source)
     if not any(c in text for c in _GLOB_CHARS):
@@ -88,7 +103,43 @@ def input_root(source: str | Path) -> Path:
     return Path(*parts) if parts else Path(".")
 
 
-def check_not_input(out: str | Path, inputs: Iterable[str | Path | None], *, option: str,
+class DatasetFolder(os.PathLike[str]):
+    """A folder an input occupies because a dataset file reads its images there (named so in messages)."""
+
+    def __init__(self, folder: Path, of: str | Path) -> None:
+        self.folder = folder
+        self.of = of
+
+    def __fspath__(self) -> str:
+        return os.fspath(self.folder)
+
+    def __str__(self) -> str:
+        return f"{self.folder} (the dataset folder of {self.of})"
+
+
+def dataset_inputs(path: str | Path | None, image_root: str | Path | None = None) -> list[str | os.PathLike[str]]:
+    """What a dataset input occupies: the path itself and, for an annotation file, its dataset folder.
+
+    Readers resolve the images and masks of an annotation file (COCO ``ds/annotations.json``,
+    ``ds/annotations/instances_train.json``, a YOLO ``data.yaml`` ...) from the folders around it:
+    the file's own folder (``images/`` in it, or the folder itself) and ``../images``. So an output may
+    lie in none of them: the file's folder (its parent, when that folder is ``annotations/``) and the
+    sibling ``images/`` folder. With an explicit ``image_root`` (an input of its own) the file is
+    itself. A folder, a glob or another file (an image, a volume) is itself.
+    """
+    if path is None or os.fspath(path) == "":
+        return []
+    p = Path(path)
+    text = os.fspath(p)
+    if (image_root is not None or any(c in text for c in _GLOB_CHARS)
+            or p.suffix.lower() not in DATASET_FILE_SUFFIXES or not p.is_file()):
+        return [p]
+    folder = resolved(p).parent
+    root = folder.parent if folder.name == "annotations" else folder
+    return [p, DatasetFolder(root, path), DatasetFolder(folder.parent / "images", path)]
+
+
+def check_not_input(out: str | Path, inputs: Iterable[str | os.PathLike[str] | None], *, option: str,
                     what: str = "the input") -> None:
     """Refuses an output that equals, contains or lies inside one of ``inputs``.
 
@@ -147,7 +198,8 @@ def read_marker(folder: str | Path) -> dict[str, Any] | None:
     return None
 
 
-def write_marker(folder: str | Path, command: str, entries: Sequence[str] | None = None) -> None:
+def write_marker(folder: str | Path, command: str, entries: Sequence[str] | None = None,
+                 files: Sequence[str] | None = None) -> None:
     """Marks ``folder`` as the output of ``command``.
 
     Args:
@@ -155,6 +207,8 @@ def write_marker(folder: str | Path, command: str, entries: Sequence[str] | None
         command: The command that wrote it.
         entries: Names (or glob patterns) of the top-level entries it may hold; a later replacement is
             refused if it holds anything else (something a user put there). None: not checked.
+        files: Every path (relative, folders too) the command wrote, for outputs written whole; a later
+            replacement is refused if anything else is found at any depth.
     """
     from segpipe import __version__
     from segpipe.storage.atomic import write_json_atomic
@@ -162,22 +216,89 @@ def write_marker(folder: str | Path, command: str, entries: Sequence[str] | None
     doc: dict[str, Any] = {"made_by": "segpipe", "segpipe_version": __version__, "command": command}
     if entries is not None:
         doc["entries"] = sorted(set(entries))
+    if files is not None:
+        doc["files"] = sorted(set(files))
     write_json_atomic(Path(folder) / MARKER, doc)
 
 
+def _ours(name: str) -> bool:
+    """Whether ``name`` is one of segpipe's own transient files (a temp file, a nested leftover)."""
+    return name == MARKER or _TEMP_NAME.fullmatch(name) is not None or _is_leftover_name(name)
+
+
+def list_files(folder: Path) -> list[str]:
+    """Every path below ``folder`` (relative, ``/``-separated; folders too), segpipe's transient names aside."""
+    out: list[str] = []
+    for dirpath, dirnames, filenames in os.walk(folder):
+        rel = Path(dirpath).relative_to(folder)
+        dirnames[:] = [d for d in dirnames if not _ours(d)]
+        out += [(rel / n).as_posix() for n in (*dirnames, *filenames) if not _ours(n)]
+    return out
+
+
 def _foreign_entries(folder: Path, marker: dict[str, Any]) -> list[str]:
-    """Top-level names in ``folder`` that its marker does not list (segpipe's own temp files aside)."""
+    """Paths in ``folder`` that its marker does not list (segpipe's own temp files aside).
+
+    A marker with ``files`` (every path the command wrote) is checked at every depth; one with only
+    ``entries`` (top-level names or patterns: outputs written in place, such as ``train``) at the top.
+    """
+    files = marker.get("files")
+    if isinstance(files, list):
+        known = set(map(str, files))
+        return sorted(n for n in list_files(folder) if n not in known)
     patterns = marker.get("entries")
     if not isinstance(patterns, list):
         return []
     names = sorted(p.name for p in folder.iterdir())
-    return [n for n in names if n != MARKER and ".partial." not in n and not _is_leftover_name(n)
-            and not any(fnmatch.fnmatchcase(n, str(pat)) for pat in patterns)]
+    return [n for n in names if not _ours(n) and not any(fnmatch.fnmatchcase(n, str(pat)) for pat in patterns)]
 
 
 def _is_leftover_name(name: str) -> bool:
     """Whether ``name`` is a staging or set-aside folder of a nested output (``.<name>.<tag>.<host>...``)."""
-    return name.startswith(".") and (f".{STAGING_TAG}." in name or f".{OLD_TAG}." in name)
+    return name.startswith(".") and any(f".{tag}." in name for tag in (STAGING_TAG, OLD_TAG, ASIDE_TAG))
+
+
+#: Keys that mark a JSON file as written by segpipe (reports carry ``segpipe_version``; the ``--json``
+#: of ``validate`` before it did: ``path``, ``format``, ``problems``; an ingest manifest line: ``id``,
+#: ``file``, ``path``, ``sha256``).
+_REPORT_KEY = "segpipe_version"
+_VALIDATE_KEYS = frozenset({"path", "format", "problems"})
+_MANIFEST_KEYS = frozenset({"id", "file", "path", "sha256"})
+_MAX_RECOGNISED = 256 << 20
+
+
+def _json_dict(data: bytes) -> dict[str, Any] | None:
+    try:
+        doc = json.loads(data)
+    except (ValueError, RecursionError):
+        return None
+    return doc if isinstance(doc, dict) else None
+
+
+def is_segpipe_file(path: str | Path) -> bool:
+    """Whether an existing file is one segpipe writes as a single-file output (so it may be replaced).
+
+    Empty files, JSON reports (a top-level ``segpipe_version``; or the keys of ``validate --json``) and
+    ingest manifests (JSONL whose first line has ``id``, ``file``, ``path``, ``sha256``) are; anything
+    else (an image, a mask, a document) is not. Only the first line is read, unless the file is a
+    pretty-printed report (then the whole, up to 256 MiB).
+    """
+    p = Path(path)
+    try:
+        size = p.stat().st_size
+        if size == 0:
+            return True
+        with p.open("rb") as f:
+            first = f.readline(1 << 20)
+            line = _json_dict(first)
+            if line is not None:
+                return _MANIFEST_KEYS <= set(line) or _REPORT_KEY in line or set(line) == _VALIDATE_KEYS
+            if size > _MAX_RECOGNISED or first.strip() != b"{":
+                return False
+            doc = _json_dict(first + f.read())
+    except OSError:
+        return False
+    return doc is not None and (_REPORT_KEY in doc or set(doc) == _VALIDATE_KEYS)
 
 
 def _check_existing(given: Path, final: Path, *, option: str, command: str, kind: str,
@@ -187,6 +308,11 @@ def _check_existing(given: Path, final: Path, *, option: str, command: str, kind
         if not is_store(final):
             raise OutputError("exists and is not a segpipe store; segpipe replaces only what it made", path=given,
                               hint=f"choose another {option}")
+        foreign = sorted(p.name for p in final.iterdir() if p.name not in STORE_ENTRIES and not _ours(p.name))
+        if foreign:
+            more = f" (and {len(foreign) - 1} more)" if len(foreign) > 1 else ""
+            raise OutputError(f"holds {foreign[0]!r}{more}, which segpipe did not write; the store is not replaced",
+                              path=given, hint=f"move it away or choose another {option}")
         return
     marker = read_marker(final)
     if marker is None:
@@ -205,7 +331,7 @@ def _check_existing(given: Path, final: Path, *, option: str, command: str, kind
 
 def check_output(
     path: str | Path,
-    inputs: Iterable[str | Path | None] = (),
+    inputs: Iterable[str | os.PathLike[str] | None] = (),
     *,
     option: str,
     command: str,
@@ -243,7 +369,17 @@ def check_output(
             raise OutputError(f"{option} is a folder, not a file", path=given, hint=f"choose another {option}")
         if not final.parent.is_dir():
             raise OutputError(f"{option}: the folder {final.parent} does not exist", path=given)
+        if given.is_symlink() and not final.exists():
+            raise OutputError("is a symbolic link to nothing", path=given, hint=f"choose another {option}")
+        if final.exists():
+            if not stat.S_ISREG(final.stat().st_mode):
+                raise OutputError(f"{option} exists and is not a regular file (a device, pipe or socket); "
+                                  "segpipe replaces only what it made", path=given, hint=f"choose another {option}")
+            if not is_segpipe_file(final):
+                raise OutputError(f"{option} exists and is not a file segpipe wrote; segpipe replaces only what "
+                                  "it made", path=given, hint=f"choose another {option}")
         return OutputPlan(given, final, option, command, final.exists(), kind, accepted)
+    clean_leftovers(final)  # staging and set-aside folders of killed runs on this output
     if not final.exists():
         if given.is_symlink():  # a dangling link: writing would create its target somewhere else
             raise OutputError("is a symbolic link to nothing", path=given, hint=f"choose another {option}")
@@ -277,29 +413,58 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def clean_leftovers(final: Path) -> list[Path]:
-    """Removes staging and set-aside folders of ``final`` left by killed segpipe runs on this host.
-
-    A set-aside old output whose replacement never arrived (killed between the two renames of a swap)
-    is put back instead. Folders of live processes are left alone (they may be another writer's).
-
-    Returns:
-        The folders removed or put back.
-    """
+def _dead_leftovers(final: Path) -> list[tuple[Path, str]]:
+    """Staging and set-aside folders of ``final`` left by dead segpipe processes of this host, with their tags."""
     prefix = f".{final.name}."
     try:
         siblings = sorted(final.parent.iterdir())
     except OSError:
         return []
-    done: list[Path] = []
+    found: list[tuple[Path, str]] = []
     for p in siblings:
         if not p.name.startswith(prefix) or not p.is_dir() or p.is_symlink():
             continue
         rest = p.name[len(prefix):].split(".")
-        if (len(rest) != 4 or rest[0] not in (STAGING_TAG, OLD_TAG) or rest[1] != _HOST or not rest[2].isdigit()
-                or _alive(int(rest[2]))):
+        if (len(rest) != 4 or rest[0] not in (STAGING_TAG, OLD_TAG, ASIDE_TAG) or rest[1] != _HOST
+                or not rest[2].isdigit() or _alive(int(rest[2]))):
             continue
-        if rest[0] == OLD_TAG and not final.exists() and not final.is_symlink():
+        found.append((p, rest[0]))
+    return found
+
+
+def leftovers(final: str | Path) -> list[Path]:
+    """The folders :func:`clean_leftovers` would remove or put back (nothing is touched)."""
+    return [p for p, _ in _dead_leftovers(resolved(final))]
+
+
+def clean_leftovers(final: Path) -> list[Path]:
+    """Removes staging and set-aside folders of ``final`` left by killed segpipe runs on this host.
+
+    A set-aside old output whose replacement never arrived (killed between the two renames of a swap)
+    is put back. An output set aside by :func:`set_aside` is the complete one (the run that replaced it
+    was killed while building in place): it is put back, and the half-built output at ``final`` (marked
+    by the same command) is removed; if ``final`` holds anything else, both are left alone. Folders of
+    live processes are left alone (they may be another writer's).
+
+    Returns:
+        The folders removed or put back.
+    """
+    done: list[Path] = []
+    for p, tag in _dead_leftovers(final):
+        present = final.exists() or final.is_symlink()
+        if tag == ASIDE_TAG:
+            if present:
+                old, new = read_marker(p), read_marker(final)
+                if (old is None or new is None or old.get("command") != new.get("command")
+                        or final.is_symlink() or not final.is_dir()):
+                    continue  # not the half-built output of the run that set this one aside: keep both
+                half = _sibling(final, OLD_TAG)  # renamed first: a kill during its removal leaves a clear leftover
+                os.rename(final, half)
+                os.rename(p, final)
+                shutil.rmtree(half, ignore_errors=True)
+            else:
+                os.rename(p, final)
+        elif tag == OLD_TAG and not present:
             os.rename(p, final)
         else:
             shutil.rmtree(p, ignore_errors=True)
@@ -350,8 +515,10 @@ def install(staging: Path, plan: OutputPlan, *, entries: Sequence[str] | None | 
     """
     final = plan.final
     if not is_store(staging):
-        names = [p.name for p in staging.iterdir()] if entries is True else entries
-        write_marker(staging, plan.command, None if names is None or names is False else list(names))
+        if entries is True:  # written whole: every path is recorded, so a file added later anywhere is seen
+            write_marker(staging, plan.command, [p.name for p in staging.iterdir()], files=list_files(staging))
+        else:
+            write_marker(staging, plan.command, None if entries is None or entries is False else list(entries))
     try:
         if final.is_dir() and not final.is_symlink() and not any(final.iterdir()):
             final.rmdir()
@@ -422,7 +589,7 @@ def set_aside(plan: OutputPlan, *, entries: Sequence[str] | None = None) -> Iter
     clean_leftovers(plan.final)
     old = None
     if plan.replaces:
-        old = _sibling(plan.final, OLD_TAG)
+        old = _sibling(plan.final, ASIDE_TAG)  # the complete one: a killed run's next run puts it back
         os.rename(plan.final, old)
     existed = plan.final.is_dir()
     plan.final.mkdir(parents=True, exist_ok=True)
@@ -437,4 +604,6 @@ def set_aside(plan: OutputPlan, *, entries: Sequence[str] | None = None) -> Iter
             plan.final.mkdir(exist_ok=True)  # it was an empty folder of the user's: leave it as it was
         raise
     if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+        done = _sibling(plan.final, OLD_TAG)  # the new output is complete: the earlier one may go now
+        os.rename(old, done)
+        shutil.rmtree(done, ignore_errors=True)

@@ -79,10 +79,14 @@ def plan_stacks(root_path: Path, items: Iterable[tuple[int, int, int, Mapping[st
     root = zarr.open_group(str(root_path), mode="a")
     sg: Any = root.require_group(STACKS)
     existing: dict[int, tuple[str, int]] = {}
+    extra: list[tuple[int, str, int]] = []  # further slots of an id found twice (a damaged stack)
     for name in sorted(sg.group_keys()):
         ids = np.asarray(sg[name]["ids"][...])
         for j in np.flatnonzero(ids >= 0).tolist():
-            existing[int(ids[j])] = (name, int(j))
+            if int(ids[j]) in existing:
+                extra.append((int(ids[j]), name, int(j)))
+            else:
+                existing[int(ids[j])] = (name, int(j))
     by_size: dict[str, list[tuple[int, Mapping[str, Any]]]] = defaultdict(list)
     shapes: dict[str, tuple[int, int]] = {}
     for image_id, h, w, attrs in items:
@@ -130,7 +134,7 @@ def plan_stacks(root_path: Path, items: Iterable[tuple[int, int, int, Mapping[st
             for (image_id, _), slot in zip(new, fresh, strict=True):
                 placed[image_id] = (name, slot)
     planned = {i for members in by_size.values() for i, _ in members}
-    for image_id, (name, slot) in existing.items():
+    for image_id, (name, slot) in [*existing.items(), *((i, (n, j)) for i, n, j in extra)]:
         if image_id in planned and placed.get(image_id) != (name, slot):
             clear[name].append(slot)
     for name, cleared in clear.items():
@@ -230,8 +234,11 @@ class ShardWriter:
                 block: list[np.ndarray | None] = [None] * (hi - lo)
                 if keep:
                     arr = _open_array(folder / name)
-                    for j in keep:
-                        block[j] = np.asarray(arr[lo + j])
+                    for j in list(keep):
+                        try:
+                            block[j] = np.asarray(arr[lo + j])
+                        except Exception:  # a damaged shard: the slot is rewritten unwritten (done 0),
+                            keep.remove(j)  # so its receipt no longer holds and --resume redoes it
                 for slot, p in finished.items():
                     if name in p.arrays:
                         block[slot - lo] = p.arrays[name]

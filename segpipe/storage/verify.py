@@ -66,12 +66,17 @@ class StoreChecks:
             attributes): names the images whose outputs cannot be read.
         unreadable: ``(receipt file, reason)`` of receipts that do not decode.
         receipt_of: Image id → the receipt file that vouches for it (for fsck's repair).
+        finished: Keys of the receipts that decode as a finished task's, under their own key.
+        redo: Receipts that vouch for outputs the store contradicts (a ``damaged`` image, or a
+            ``duplicate`` slot id): ``--resume`` removes them and redoes their images.
     """
 
     images: dict[int, ImageCheck] = field(default_factory=dict)
     info: dict[int, dict[str, Any]] = field(default_factory=dict)
     unreadable: list[tuple[str, str]] = field(default_factory=list)
     receipt_of: dict[int, Path] = field(default_factory=dict)
+    finished: set[str] = field(default_factory=set)
+    redo: set[Path] = field(default_factory=set)
 
 
 # ------------------------------------------------------------------------------------------ metadata
@@ -274,7 +279,7 @@ def shard_file(root: Path, stack: str, slot: int, name: str) -> Path:
 # ------------------------------------------------------------------------------------------ planning
 
 
-def plan_checks(root: Path, ledger_dir: Path) -> StoreChecks:
+def plan_checks(root: Path, ledger_dir: Path, *, files: bool = False) -> StoreChecks:
     """The check of every image of a store, from its receipts and its stacks' ``ids`` and ``done``.
 
     Found here, without pixels: a receipt that does not decode; a slot whose id is in two slots; a
@@ -285,6 +290,10 @@ def plan_checks(root: Path, ledger_dir: Path) -> StoreChecks:
     Args:
         root: The store's folder.
         ledger_dir: Its receipts' folder.
+        files: Also check that the files a receipt's outputs live in are there and whole, still
+            without reading pixels (what ``--resume`` trusts): a stack's shard file exists (or the
+            receipt's array is all fill value), its index passes its checksum and lies within the
+            file; a group's arrays have a chunk file (or are all fill value).
 
     Raises:
         InputError: A stack's ``ids`` or ``done`` array cannot be read (names the file).
@@ -316,14 +325,20 @@ def plan_checks(root: Path, ledger_dir: Path) -> StoreChecks:
         else:
             _keep_newest(plain, int(rec["image_id"]), p, rec)
 
+    out.finished = {p.name[:-5] for p, rec in receipts if rec.get("key", p.name[:-5]) == p.name[:-5]}
+    ff = _Files(root) if files else None
     ids = set(plain) | set(windows) | set(slots_of) | groups
     for image_id in sorted(ids):
         if image_id in windows:
             c = out.images[image_id] = _scene_check(root, image_id, windows[image_id], groups)
             p, rec = windows[image_id][0]
+            if c.kind == "damaged":
+                out.redo.update(q for q, _ in windows[image_id])
         elif image_id in plain:
             p, rec = plain[image_id]
-            c = out.images[image_id] = _receipt_check(root, image_id, rec, p, stacks, slots_of, groups)
+            c = out.images[image_id] = _receipt_check(root, image_id, rec, p, stacks, slots_of, groups, ff)
+            if c.kind in ("damaged", "duplicate"):
+                out.redo.add(p)
         else:
             out.images[image_id] = _unvouched_check(root, image_id, stacks, slots_of, groups)
             if image_id in slots_of:
@@ -362,13 +377,17 @@ def _dup(image_id: int, slots: list[tuple[str, int]]) -> str:
 
 
 def _receipt_check(root: Path, image_id: int, rec: dict[str, Any], receipt: Path, stacks: dict[str, _Stack],
-                   slots_of: Mapping[int, list[tuple[str, int]]], groups: set[int]) -> ImageCheck:
+                   slots_of: Mapping[int, list[tuple[str, int]]], groups: set[int],
+                   files: _Files | None = None) -> ImageCheck:
     digests = {k: str(v) for k, v in dict(rec.get("outputs") or {}).items() if v}
     if "stack" in rec:
         name, slot = str(rec["stack"]), int(rec["slot"])
         st = stacks.get(name)
         if st is not None and 0 <= slot < len(st.ids) and int(st.ids[slot]) == image_id and st.done[slot] \
                 and len(slots_of.get(image_id, ())) == 1:  # the common case, first: no paths built
+            why = files.slot_problem(name, slot, digests) if files is not None else None
+            if why is not None:
+                return ImageCheck(why[1], str(why[0]), kind="damaged")
             return ImageCheck(hint=(name, slot), digests=digests)
         where = root / "stacks" / name
         if st is None:
@@ -390,6 +409,9 @@ def _receipt_check(root: Path, image_id: int, rec: dict[str, Any], receipt: Path
     if image_id not in groups:
         return ImageCheck(f"its group is missing though its receipt {receipt.name} says done",
                           str(root / "images" / str(image_id)), kind="damaged")
+    why = files.group_problem(image_id, digests) if files is not None else None
+    if why is not None:
+        return ImageCheck(why[1], str(why[0]), kind="damaged")
     return ImageCheck(digests=digests)
 
 
@@ -437,6 +459,134 @@ def _slot_info(root: Path, name: str, slot: int) -> dict[str, Any]:
         return dict(StackedImage(open_stack(root, name), slot).attrs)
     except Exception:  # the slot is reported anyway; its name is a nicety
         return {}
+
+
+class _Files:
+    """Cheap checks of the files that hold a receipt's outputs (no pixel is read or digested).
+
+    A stack's shard file is checked once for all its slots: its index (at the end of the file,
+    ``bytes`` + ``crc32c`` codecs) must pass its checksum and point inside the file. A slot whose
+    index entry is empty (or whose shard file is missing) holds fill values only, which its receipt's
+    digest must then be (the digest of zeros is computed once per stack). A group's array must have a
+    chunk file, unless its receipt's digest is that of zeros.
+    """
+
+    _EMPTY = (1 << 64) - 1
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._shards: dict[tuple[str, str, int], list[bool] | str | None] = {}
+        self._per: dict[tuple[str, str], int | None] = {}
+        self._zero_digests: dict[tuple[str, str, str], bool] = {}
+        self._docs: dict[tuple[str, str], dict[str, Any] | None] = {}
+        self._zeros: dict[tuple[str, str], np.ndarray | None] = {}
+
+    def _doc(self, stack: str, name: str) -> dict[str, Any] | None:
+        from segpipe.storage import zarrfast
+
+        if (stack, name) not in self._docs:
+            doc = zarrfast.read_array_document(self.root / "stacks" / stack / name)
+            self._docs[(stack, name)] = doc if isinstance(doc, dict) else None
+        return self._docs[(stack, name)]
+
+    def _index(self, stack: str, name: str, shard: int, per_shard: int) -> list[bool] | str | None:
+        """Which slots of a shard its file holds; None if the file is missing; the problem if it is damaged."""
+        key = (stack, name, shard)
+        if key not in self._shards:
+            from numcodecs import CRC32C
+
+            path = os.fspath(shard_file(self.root, stack, shard * per_shard, name))
+            n = per_shard * 16 + 4
+            got: list[bool] | str | None
+            try:
+                fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
+            except FileNotFoundError:
+                got = None
+            else:
+                try:
+                    size = os.fstat(fd).st_size
+                    tail = os.pread(fd, n, max(0, size - n)) if size >= n else b""
+                finally:
+                    os.close(fd)
+                got = "damaged shard file (shorter than its index)"
+                if len(tail) == n:
+                    body, crc = tail[:-4], tail[-4:]
+                    got = "damaged shard file (its index fails its checksum)"
+                    if bytes(CRC32C().encode(body))[-4:] == crc:
+                        index = np.frombuffer(body, dtype="<u8").reshape(per_shard, 2)
+                        used = index[:, 0] != np.uint64(self._EMPTY)
+                        ends = index[used, 0].astype(object) + index[used, 1].astype(object)
+                        got = used.tolist() if all(e <= size - n for e in ends) else \
+                            "damaged shard file (its index points past the end: truncated)"
+            self._shards[key] = got
+        return self._shards[key]
+
+    def _is_zeros(self, stack: str, name: str, digest: str) -> bool:
+        """Whether ``digest`` is that of an all-fill-value image of the stack (memoised: receipts repeat it)."""
+        from segpipe.storage.zarrstore import digest_matches
+
+        memo = self._zero_digests.get((stack, name, digest))
+        if memo is not None:
+            return memo
+        if (stack, name) not in self._zeros:
+            doc = self._doc(stack, name)
+            try:
+                self._zeros[(stack, name)] = np.zeros([int(d) for d in doc["shape"][1:]],  # type: ignore[index]
+                                                      dtype=np.dtype(doc["data_type"]))  # type: ignore[index]
+            except (KeyError, TypeError, ValueError):
+                self._zeros[(stack, name)] = None
+        z = self._zeros[(stack, name)]
+        memo = self._zero_digests[(stack, name, digest)] = z is not None and digest_matches(z, digest)
+        return memo
+
+    def _per_shard(self, stack: str, name: str) -> int | None:
+        """Slots per shard file of a stacked array (None: no such array, or not sharded)."""
+        key = (stack, name)
+        if key not in self._per:
+            doc = self._doc(stack, name)
+            try:
+                self._per[key] = int(doc["chunk_grid"]["configuration"]["chunk_shape"][0])  # type: ignore[index]
+            except (KeyError, TypeError, ValueError, IndexError):
+                self._per[key] = None
+        return self._per[key]
+
+    def slot_problem(self, stack: str, slot: int, digests: Mapping[str, str]) -> tuple[Path, str] | None:
+        """``(file, problem)`` of the first stacked array of a slot whose file contradicts its receipt."""
+        for name in ("labels", "probs"):
+            digest = digests.get(name)
+            per_shard = self._per_shard(stack, name) if digest else None
+            if not digest or not per_shard:
+                continue
+            index = self._index(stack, name, slot // per_shard, per_shard)
+            if isinstance(index, list) and index[slot % per_shard]:
+                continue  # the common case: the slot is in its whole shard file
+            path = shard_file(self.root, stack, slot, name)
+            if isinstance(index, str):
+                return path, f"{name}: {index}"
+            if not self._is_zeros(stack, name, digest):
+                what = "the shard file is missing" if index is None else f"slot {slot} is not in its shard file"
+                return path, f"{name}: {what} though its receipt says done"
+        return None
+
+    def group_problem(self, image_id: int, digests: Mapping[str, str]) -> tuple[Path, str] | None:
+        """``(folder, problem)`` of the first array of a group with no chunk file that its receipt says holds data."""
+        from segpipe.storage import zarrfast
+        from segpipe.storage.zarrstore import digest_matches
+
+        for name, digest in digests.items():
+            folder = self.root / "images" / str(image_id) / name
+            doc = zarrfast.read_array_document(folder)
+            if not isinstance(doc, dict) or not str(doc.get("data_type", "")).startswith(("int", "uint", "float")):
+                continue  # strings (instances/rle), groups: their readers check them
+            if any(f != "zarr.json" and ".partial" not in f for _, _, fs in os.walk(folder) for f in fs):
+                continue
+            try:
+                zeros = np.zeros([int(d) for d in doc["shape"]], dtype=np.dtype(doc["data_type"]))
+            except (KeyError, TypeError, ValueError):
+                continue
+            if not digest_matches(zeros, digest):
+                return folder, f"{name}: missing chunk file though its receipt says done"
+        return None
 
 
 # ------------------------------------------------------------------------------------------ reading

@@ -72,24 +72,28 @@ def synth(
     seed: int = 0,
     size: tuple[int, int] | None = None,
     image_format: str = "png",
+    *,
+    overwrite: bool = False,
 ) -> SynthResult:
     """Writes a synthetic dataset.
 
     Args:
         kind: ``streetview``, ``satellite``, ``medical`` or ``landmarks``.
-        out: Output folder: new, empty, or an earlier ``synth`` output (replaced whole, atomically);
-            anything else is refused.
+        out: Output folder: new, empty, or (with ``overwrite``) an earlier ``synth`` output (replaced
+            whole, atomically); anything else is refused.
         n: Number of images.
         seed: Random seed; the same seed gives byte-identical files.
         size: ``(H, W)``; the kind's default when None.
         image_format: ``png`` or ``jpg``.
+        overwrite: Replace an earlier ``synth`` output at ``out`` (``--overwrite``).
 
     Returns:
         A :class:`SynthResult`.
 
     Raises:
         ConfigError: an unknown kind or format, or bad numbers.
-        OutputError: ``out`` is a non-empty folder that ``segpipe synth`` did not make.
+        OutputError: ``out`` is a non-empty folder that ``segpipe synth`` did not make, or an earlier
+            ``synth`` output and not ``overwrite``.
     """
     KINDS.get(kind)
     if n < 0:
@@ -97,24 +101,25 @@ def synth(
     if image_format in ("geotiff", "nifti", "dicom"):
         from segpipe.synth.native import synth_native
 
-        return synth_native(kind, out, n=n, seed=seed, size=size, fmt=image_format)
+        return synth_native(kind, out, n=n, seed=seed, size=size, fmt=image_format, overwrite=overwrite)
     if image_format not in ("png", "jpg"):
         raise ConfigError(f"image format must be png, jpg, geotiff, nifti or dicom, got {image_format!r}")
-    with synth_output(out) as tmp:
+    with synth_output(out, overwrite=overwrite) as tmp:
         res = write_synth(kind, tmp, n=n, seed=seed, size=size, image_format=image_format)
     return replace(res, out=Path(out))
 
 
 @contextmanager
-def synth_output(out: str | Path) -> Iterator[Path]:
+def synth_output(out: str | Path, *, overwrite: bool = False) -> Iterator[Path]:
     """The folder a synth run writes into: a staging folder swapped in for ``out`` when complete.
 
     Raises:
-        OutputError: ``out`` is a non-empty folder that ``segpipe synth`` did not make.
+        OutputError: ``out`` is a non-empty folder that ``segpipe synth`` did not make, or an earlier
+            ``synth`` output and not ``overwrite``.
     """
     from segpipe.storage.outputs import check_output, staged
 
-    with staged(check_output(out, option="OUT", command="synth")) as tmp:
+    with staged(check_output(out, option="OUT", command="synth", replace=overwrite, flag="--overwrite")) as tmp:
         yield tmp
 
 

@@ -64,6 +64,7 @@ def synth_native(
     *,
     exif: bool = False,
     depth: int = 16,
+    overwrite: bool = False,
 ) -> SynthResult:
     """Writes a synthetic dataset in a native format (see the module docstring).
 
@@ -76,6 +77,7 @@ def synth_native(
         fmt: ``png``, ``jpg``, ``geotiff``, ``nifti`` or ``dicom``.
         exif: Store JPEG photos with an EXIF orientation (implies jpg).
         depth: Slices per volume (nifti/dicom).
+        overwrite: Replace an earlier ``synth`` output at ``out`` (``--overwrite``).
 
     Returns:
         A :class:`~segpipe.synth.SynthResult` (``images`` counts slices for volumes).
@@ -85,7 +87,7 @@ def synth_native(
         InputError: the optional package the format needs is missing.
     """
     if fmt in ("png", "jpg") and not exif:
-        return synth(kind, out, n=n, seed=seed, size=size, image_format=fmt)
+        return synth(kind, out, n=n, seed=seed, size=size, image_format=fmt, overwrite=overwrite)
     KINDS.get(kind)
     if n < 0:
         raise ConfigError(f"n must be >= 0, got {n}")
@@ -106,7 +108,8 @@ def synth_native(
         write = functools.partial(_medical, size=size, n=n, seed=seed, depth=depth, fmt=fmt)
     else:
         raise ConfigError(f"unknown format {fmt!r}; expected png, jpg, {', '.join(NATIVE_FORMATS)}")
-    with synth_output(out) as tmp:  # built beside OUT and swapped in whole (see segpipe.storage.outputs)
+    # Built beside OUT and swapped in whole (see segpipe.storage.outputs).
+    with synth_output(out, overwrite=overwrite) as tmp:
         res = write(tmp)
     return dataclasses.replace(res, out=Path(out))
 

@@ -152,7 +152,8 @@ def test_out_of_memory_on_a_claimed_100000_squared_image(case: Path, monkeypatch
     for a in data["annotations"]:
         if a["image_id"] == first["id"]:
             a["segmentation"] = [[1, 1, 50, 1, 50, 50, 1, 50]]
-    (case / "big.json").write_text(json.dumps(data))
+    (case / "claim").mkdir()  # a folder of its own (DST may not lie in the dataset's folder), without images
+    (case / "claim" / "big.json").write_text(json.dumps(data))
     monkeypatch.setenv("SEGPIPE_MAX_PIXELS", str(10**11))
     soft, hard = resource.getrlimit(resource.RLIMIT_AS)
     limit = 3 << 30  # the command inherits it; pytest itself only waits meanwhile
@@ -160,7 +161,7 @@ def test_out_of_memory_on_a_claimed_100000_squared_image(case: Path, monkeypatch
         pytest.skip("address-space limit already below 3 GiB")
     resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
     try:
-        check_bad_input("-q", "convert", "big.json", "out", "--to", "voc", "--images", "none", "-w", "0",
+        check_bad_input("-q", "convert", "claim/big.json", "out", "--to", "voc", "--images", "none", "-w", "0",
                         root=case, code=2, names=["00000.png", "image 1", "out of memory"], outputs=[case / "out"])
     finally:
         resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
@@ -247,6 +248,11 @@ def test_disk_full_and_read_only_name_the_output_and_what_was_kept(
     (("-q", "export", "ds", "out", "--to", "coco", "-w", "10000"), "--workers"),
     (("-q", "evaluate", "ds", "ds", "-w", "10000"), "--workers"),
     (("-q", "synth", "streetview", "sy", "--n", "0"), "--n"),
+    (("-q", "synth", "streetview", "sy", "--seed", "-1"), "--seed"),
+    (TRAIN + ("--seed", "-1"), "--seed"),
+    (TRAIN + ("--model-arg", "base=-3"), "--model-arg"),
+    (("-q", "train", "ds", "--arch", "nope", "--out", "t"), "--arch"),
+    (("-q", "evaluate", "ds", "ds", "-w", "0", "--on-error", "nope"), "--on-error"),
     (("nosuch",), "nosuch"),
     (("synth", "-q"), "-q"),
     (("synth", "streetview", "sy", "--nope"), "--nope"),
@@ -307,3 +313,41 @@ def test_quiet_leaves_stderr_empty(case: Path) -> None:
         r = run_cli(*args, cwd=case)
         assert r.returncode == 0, r.stderr
         assert r.stderr.strip() == "", (args, r.stderr)
+
+
+# ------------------------------------------------------------------- checkpoints that do not fit
+
+
+def test_checkpoint_of_an_unknown_arch_names_the_file_and_meta_arch(case: Path) -> None:
+    import torch
+
+    obj = torch.load(case / "m.ckpt", weights_only=True)
+    obj["meta"]["arch"] = "nope"
+    torch.save(obj, case / "nope.ckpt")
+    r = check_bad_input("-q", "prelabel", "ds", "--model", "nope.ckpt", "--out", "o.zarr", "-w", "0", root=case,
+                        code=2, names=["nope.ckpt", "meta.arch", "unknown model 'nope'"], outputs=[case / "o.zarr"])
+    assert "--arch" not in r.stderr
+
+
+def test_weights_that_do_not_fit_name_the_file_and_the_first_key(case: Path) -> None:
+    """One line: the checkpoint file, the first mismatching key with both shapes, and how many more."""
+    import dataclasses
+
+    from segpipe.models.checkpoint import load_checkpoint, save_checkpoint
+
+    ck = load_checkpoint(case / "m.ckpt")
+    save_checkpoint(case / "mis.ckpt", ck.state_dict,
+                    dataclasses.replace(ck.meta, model_kwargs={**ck.meta.model_kwargs, "base": 16}))
+    r = check_bad_input("-q", "prelabel", "ds", "--model", "mis.ckpt", "--out", "o.zarr", "-w", "0", root=case,
+                        code=2, names=["mis.ckpt", "weights do not fit unet", "[8, 3, 3, 3]", "[16, 3, 3, 3]", "more"],
+                        outputs=[case / "o.zarr"])
+    assert "[" + "'" not in r.stderr and "\\t" not in r.stderr  # no Python list of torch's lines
+
+
+def test_train_disk_full_while_saving_the_checkpoint(case: Path) -> None:
+    """torch.save reports a full disk as RuntimeError (inline_container.cc): the disk-full line all the same."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    with _mounted(case / "mnt", "16k", False) as mnt:  # the metrics fit, the checkpoint does not
+        check_bad_input(*TRAIN[:6], "mnt/t", *TRAIN[7:], "--epochs", "1", root=case, code=2,
+                        names=["mnt/t", "ENOSPC", "kept"], outputs=[mnt])

@@ -175,6 +175,17 @@ _CHECKPOINTS: dict[str, tuple[dict[str, Any], str, str]] = {
     "std_negative": ({"std": [0.2, -1.0, 0.2]}, "meta.std[1]", "> 0"),
     "std_nan": ({"std": [0.2, 0.2, math.nan]}, "meta.std[2]", "> 0"),
     "std_two_values": ({"std": [0.2, 0.2]}, "meta.std", "needs 3 values"),
+    # A tile_overlap of 1 or more once meant pixels silently (1.5: a 1-pixel overlap, recorded as 1.5).
+    "overlap_1_5": ({"tile_overlap": 1.5}, "meta.tile_overlap", "not a fraction of the tile in [0, 1)"),
+    "overlap_negative": ({"tile_overlap": -0.25}, "meta.tile_overlap", "not a fraction"),
+    # Names and model indices: each once passed with exit 0; an unknown task failed every image (exit 1).
+    "duplicate_name": ({"categories": [{**c, "name": "c0"} for c in _cats([0, 1, 2])]},
+                       "meta.categories[1].name", "repeats the name"),
+    "index_50_of_3": ({"categories": [*_cats([0, 1]), {**_cats([0, 1, 2])[2], "index": 50}]},
+                      "meta.categories[2].index", "outside the model's classes 0..2"),
+    "duplicate_index": ({"categories": [*_cats([0, 1]), {**_cats([0, 1, 2])[2], "index": 1}]},
+                        "meta.categories[2].index", "repeats the index"),
+    "bogus_task": ({"task": "bogus"}, "meta.task", "unknown task 'bogus'"),
 }
 
 
@@ -189,8 +200,9 @@ def bad_checkpoints(tmp_path_factory: pytest.TempPathFactory) -> Path:
     torch.manual_seed(0)
     model = build_model("unet", 3, **_KW)
     for case, (fields, _, _) in _CHECKPOINTS.items():
-        kw: dict[str, Any] = {"categories": _cats([0, 1, 2]), "model_kwargs": _KW, "tile_size": [64, 64], **fields}
-        save_checkpoint(root / f"{case}.ckpt", model, CheckpointMeta(arch="unet", task="semantic", num_classes=3, **kw))
+        kw: dict[str, Any] = {"task": "semantic", "categories": _cats([0, 1, 2]), "model_kwargs": _KW,
+                              "tile_size": [64, 64], **fields}
+        save_checkpoint(root / f"{case}.ckpt", model, CheckpointMeta(arch="unet", num_classes=3, **kw))
     (root / "imgs").mkdir()
     Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(root / "imgs" / "a.png")
     return root
@@ -240,7 +252,9 @@ def test_tiny_tiff_claiming_200000_squared_fails_alone_without_planning(tmp_path
     r = check_reported("prelabel", "scenes", "--model", str(tiny_model), "--out", out.name, "-w", "0",
                        "--on-error", "fail", root=tmp_path, code=1, outputs=(out,), timeout=120,
                        names=("big.tif", "200000x200000", "SEGPIPE_MAX_SCENE_PIXELS"))
-    assert "1 failed of 0 images" in r.stdout  # refused at ingest: no block task was planned (once 9.6k)
+    # Refused at ingest: no block task was planned (once 9.6k). The scene is still an item of the run:
+    # the summary once said "1 failed of 0 images".
+    assert "0 done, 0 already done, 1 failed of 1 images" in r.stdout
 
 
 def test_sparse_geotiff_claiming_1e6_squared_fails_alone(tmp_path: Path, tiny_model: Path) -> None:
@@ -296,3 +310,87 @@ def test_raised_ceiling_lets_a_large_image_through(tmp_path: Path, monkeypatch: 
     monkeypatch.setenv("SEGPIPE_MAX_PIXELS", "3072")
     r = run_cli("validate", "coco/annotations.json", "--images", "decode", cwd=tmp_path)
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+# ----------------------------------------------------------------------------- category-map ids
+
+
+@pytest.mark.parametrize(("new_id", "says"), [
+    (255, "255 is the void value"),  # once "lossless", exit 0, and every car pixel written as void
+    (70000, "70000 does not fit the uint8/uint16 label maps"),  # once wrapped to 4464, reported under "4464"
+], ids=["void_255", "id_70000"])
+def test_category_map_id_that_is_void_or_does_not_fit_is_refused(tmp_path: Path, new_id: int, says: str) -> None:
+    _maskdir_with_unknown_value(tmp_path)
+    (tmp_path / "cm.yaml").write_text(f"ids: {{car: {new_id}}}\n")
+    out = tmp_path / "out"
+    check_bad_input("convert", "md", "out", "--to", "voc", "--categories", "cm.yaml", "-w", "0", root=tmp_path,
+                    code=2, names=(f"cm.yaml: ids.car: {says}",), outputs=[out])
+    assert not out.exists()
+
+
+# ------------------------------------------------------------------------------- tiling, options
+
+
+def test_overlap_that_leaves_a_stride_of_one_pixel_is_refused_before_any_work(tmp_path: Path,
+                                                                              tiny_model: Path) -> None:
+    """0.99 of a 128-pixel tile is a 1-pixel stride: ~50k tiles for a 256x512 image, effectively a hang."""
+    (tmp_path / "imgs").mkdir()
+    Image.fromarray(np.zeros((256, 512, 3), np.uint8)).save(tmp_path / "imgs" / "a.png")
+    out = tmp_path / "s.zarr"
+    r = check_bad_input("prelabel", "imgs", "--model", str(tiny_model), "--out", out.name, "-w", "0",
+                        "--tile", "128", "--overlap", "0.99", root=tmp_path, code=2, outputs=[out], timeout=60,
+                        names=("--overlap 0.99", "128-pixel tile (--tile)", "stride of 1 px", "at least 8 px"))
+    assert "--overlap 0.937 or less" in r.stderr  # the hint once suggested 0.988
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(("args", "names"), [
+    (("--min-score", "nan"), ("--min-score", "nan is not a score in [0, 1]")),
+    (("--min-score", "1.5"), ("--min-score", "1.5 is not a score in [0, 1]")),
+    (("--resume", "--overwrite"), ("--resume", "--overwrite", "not both")),
+], ids=["min_score_nan", "min_score_1_5", "resume_and_overwrite"])
+def test_prelabel_option_conflicts_and_ranges(tmp_path: Path, tiny_model: Path, args: tuple[str, ...],
+                                              names: tuple[str, ...]) -> None:
+    (tmp_path / "imgs").mkdir()
+    Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(tmp_path / "imgs" / "a.png")
+    out = tmp_path / "s.zarr"
+    check_bad_input("prelabel", "imgs", "--model", str(tiny_model), "--out", out.name, "-w", "0", *args,
+                    root=tmp_path, code=2, names=names, outputs=[out], timeout=60)
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("task", ["instance", "semantic"])
+def test_evaluate_img_ids_not_in_the_ground_truth_is_an_error(tmp_path: Path, task: str) -> None:
+    """``--img-ids 99999`` once gave "0/0 images evaluated", metrics n/a and exit 0."""
+    if task == "instance":
+        make_coco(tmp_path / "coco", n_images=2, keypoints=False)
+        gt = pred = "coco/annotations.json"
+    else:
+        _maskdir_with_unknown_value(tmp_path)
+        gt = pred = "md"
+    out = tmp_path / "e.json"
+    check_bad_input("evaluate", gt, pred, "--task", task, "--img-ids", "99999", "--json", out.name, "-w", "0",
+                    root=tmp_path, code=2, names=("--img-ids", "99999", "no image of the ground truth"),
+                    outputs=[out])
+    assert not out.exists()
+
+
+# ------------------------------------------------------------------------- VOC recorded size
+
+
+def test_validate_voc_blames_the_xml_size_not_the_mask(tmp_path: Path) -> None:
+    """A wrong ``<width>`` once made validate blame the (correct) mask: "mask is 4x3 but the image is 6x3"."""
+    from segpipe.core.labelmap import voc_colormap
+    from segpipe.storage.images import write_label_png
+
+    voc = tmp_path / "voc"
+    for d in ("Annotations", "SegmentationClass", "JPEGImages"):
+        (voc / d).mkdir(parents=True)
+    (voc / "Annotations" / "a.xml").write_text(
+        "<annotation><filename>a.png</filename><size><width>6</width><height>3</height><depth>3</depth></size>"
+        "</annotation>")
+    Image.new("RGB", (4, 3)).save(voc / "JPEGImages" / "a.png")
+    write_label_png(voc / "SegmentationClass" / "a.png", np.zeros((3, 4), np.uint8), voc_colormap(256))
+    r = check_reported("validate", "voc", "--images", "decode", root=tmp_path, code=1,
+                       names=("Annotations/a.xml", "size.width", "recorded size 6x3", "JPEGImages/a.png is 4x3"))
+    assert "mask is" not in r.stdout + r.stderr

@@ -188,7 +188,7 @@ def test_synth_refuses_its_own_output_with_a_users_file_in_it(case: Path) -> Non
 
 
 def test_synth_replaces_its_own_output_whole(case: Path) -> None:
-    r = run_cli("synth", "streetview", "data", "--n", "2", "--size", "32x32", cwd=case)
+    r = run_cli("synth", "streetview", "data", "--n", "2", "--size", "32x32", "--overwrite", cwd=case)
     assert r.returncode == 0, r.stderr
     assert sorted(p.name for p in (case / "data" / "images").iterdir()) == ["00000.png", "00001.png"]
     assert _siblings(case / "data") == []
@@ -320,3 +320,141 @@ def test_set_aside_restores_the_old_output_on_failure(tmp_path: Path) -> None:
         (out / "demo.json").write_text("new")
     assert (final / "demo.json").read_text() == "new" and not (final / ".segpipe-demo").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["demo-out"]
+
+
+# ------------------------------------------- hunt 2: gaps in "nothing is deleted that segpipe did not make"
+
+
+def test_a_dataset_given_as_its_file_occupies_its_folder(case: Path) -> None:
+    """``data/annotations.json`` reads images and masks from ``data/``: no output may go there either."""
+    gt = "data/annotations.json"
+    check_bad_input("validate", gt, "--json", "data/images/00002.png", root=case, code=2, names=["--json"])
+    check_bad_input("-q", "evaluate", gt, "store.zarr", "--json", "data/masks/00003.png", "-w", "0", root=case,
+                    code=2, names=["--json"])
+    check_bad_input("evaluate", gt, "store.zarr", "--report-dir", "data/rep", "-w", "0", root=case, code=2,
+                    names=["--report-dir"])
+    check_bad_input("prelabel", gt, "-m", "unet.ckpt", "-o", "data/images/p.zarr", "-w", "0", root=case, code=2,
+                    names=["--out"])
+    check_bad_input("convert", gt, "data/conv", "--to", "voc", "-w", "0", root=case, code=2, names=["DST"])
+    r = run_cli("validate", gt, "--json", "v.json", cwd=case)  # beside the dataset: fine
+    assert r.returncode in (0, 1) and json.loads((case / "v.json").read_text())["problems"] is not None, r.stderr
+
+
+def test_pipeline_ingest_out_never_replaces_a_users_file_or_an_input(case: Path) -> None:
+    pipe = case / "p.yaml"
+    pipe.write_text("version: 1\nstages:\n  - ingest: {source: data/images, out: unet.ckpt}\n")
+    check_bad_input("run", "p.yaml", root=case, code=2, names=["unet.ckpt"])
+    pipe.write_text("version: 1\nstages:\n  - ingest: {source: data/images, out: data/m.jsonl}\n"
+                    "  - evaluate: {gt: data, pred: store.zarr, task: semantic}\n")
+    check_bad_input("run", "p.yaml", root=case, code=2, names=["ingest.out", "data"])
+    pipe.write_text("version: 1\nstages:\n  - ingest: {source: data/images, out: m.jsonl}\n")
+    for _ in range(2):  # its own earlier manifest is replaced
+        r = run_cli("run", "p.yaml", cwd=case)
+        assert r.returncode == 0, r.stderr
+    assert len((case / "m.jsonl").read_text().splitlines()) == 4
+
+
+def test_validate_flags_a_stage_output_outside_the_workdir(case: Path) -> None:
+    (case / "p.yaml").write_text("version: 1\nstages:\n  - synth: {kind: streetview, out: ../escaped, n: 1}\n")
+    before = tree_state(case.parent)
+    r = run_cli("validate", "p.yaml", cwd=case)
+    assert r.returncode == 1 and "stages[0].synth.out" in r.stdout and "outside the work folder" in r.stdout, r.stdout
+    assert tree_state(case.parent) == before
+
+
+def test_json_never_replaces_a_device_or_a_users_file(case: Path, tmp_path: Path) -> None:
+    (case / "mynull").symlink_to("/dev/null")
+    check_bad_input("validate", "data", "--json", "mynull", root=case, code=2, names=["--json", "regular file"])
+    fifo = tmp_path / "fifo"  # outside the case: hashing the case would block on it
+    os.mkfifo(fifo)
+    check_bad_input("validate", "data", "--json", str(fifo), root=case, code=2, names=["--json"])
+    assert fifo.is_fifo()
+    (case / "essay.txt").write_text("my essay\n")
+    check_bad_input("validate", "data", "--json", "essay.txt", root=case, code=2, names=["essay.txt", "--json"])
+    check_bad_input("evaluate", "data", "store.zarr", "--json", "essay.txt", "-w", "0", root=case, code=2,
+                    names=["essay.txt", "--json"])
+    (case / "old.json").write_text('{"path": "data", "format": "coco", "problems": []}\n')  # before segpipe_version
+    for target in ("v.json", "v.json", "old.json"):  # re-running onto its own earlier JSON works
+        r = run_cli("validate", "data", "--json", target, cwd=case)
+        assert r.returncode in (0, 1) and "segpipe_version" in json.loads((case / target).read_text()), r.stderr
+
+
+def test_store_overwrite_refuses_a_users_files_at_its_top(case: Path) -> None:
+    (case / "store.zarr" / "notes.txt").write_text("x\n")
+    (case / "store.zarr" / "mywork").mkdir()
+    r = check_bad_input("prelabel", "data/images", "-m", "unet.ckpt", "-o", "store.zarr", "--overwrite", "-w", "0",
+                        root=case, code=2, names=["store.zarr", "mywork"])
+    assert "--overwrite" not in r.stderr
+
+
+@pytest.mark.parametrize("extra", ["deep", "partial"])
+def test_export_overwrite_refuses_a_users_file_anywhere(case: Path, extra: str) -> None:
+    r = run_cli("export", "store.zarr", "ex9", "--to", "coco", "-w", "0", cwd=case)
+    assert r.returncode == 0, r.stderr
+    if extra == "deep":
+        sub = next(p for p in sorted((case / "ex9").iterdir()) if p.is_dir() and not p.name.startswith("."))
+        mine = sub / "mynotes.txt"
+    else:  # a name that merely contains ".partial." is no segpipe temp file
+        mine = case / "ex9" / "thesis.partial.docx"
+    mine.write_text("x\n")
+    check_bad_input("export", "store.zarr", "ex9", "--to", "coco", "--overwrite", "-w", "0", root=case, code=2,
+                    names=["ex9", mine.name])
+    mine.unlink()
+    r = run_cli("export", "store.zarr", "ex9", "--to", "coco", "--overwrite", "-w", "0", cwd=case)
+    assert r.returncode == 0, r.stderr
+
+
+def _dead_pid() -> int:
+    dead = 2**22 + 12345  # above the default pid_max: no process has it
+    while outputs._alive(dead):
+        dead += 1
+    return dead
+
+
+def test_fsck_repair_cleans_a_killed_runs_staging_folder(case: Path) -> None:
+    staging = case / f".store.zarr.{outputs.STAGING_TAG}.{outputs._HOST}.{_dead_pid()}.abcd1234"
+    (staging / ".segpipe").mkdir(parents=True)
+    (staging / "zarr.json").write_text("{}")
+    r = run_cli("fsck", "store.zarr", cwd=case)
+    assert r.returncode == 1 and staging.name in r.stderr, r.stderr
+    assert staging.exists()
+    r = run_cli("fsck", "store.zarr", "--repair", cwd=case)
+    assert r.returncode == 0, r.stderr
+    assert not staging.exists() and _siblings(case / "store.zarr") == []
+
+
+def test_a_killed_in_place_replacement_gives_back_the_complete_old_output(case: Path) -> None:
+    """Killed while building in place (the demo's way): the next check of that output puts the old one back."""
+    aside = case / f".data.{outputs.ASIDE_TAG}.{outputs._HOST}.{_dead_pid()}.abcd1234"
+    os.rename(case / "data", aside)
+    half = case / "data"
+    half.mkdir()
+    outputs.write_marker(half, "synth")
+    (half / "images").mkdir()  # the new run had just begun
+    old = tree_state(aside)
+    check_bad_input("synth", "streetview", "data", "--n", "1", "--size", "32x32", root=case, code=2,
+                    names=["data", "--overwrite"], outputs=[half, aside])
+    assert tree_state(case / "data") == old and not aside.exists()
+
+
+def test_synth_and_train_replace_their_output_only_with_overwrite(case: Path) -> None:
+    r = check_bad_input("synth", "streetview", "data", "--n", "3", "--size", "32x32", root=case, code=2,
+                        names=["data", "--overwrite"])
+    assert "earlier `segpipe synth`" in r.stderr
+    ck = case / "ck"
+    ck.mkdir()
+    (ck / "best.ckpt").write_bytes((case / "unet.ckpt").read_bytes())
+    outputs.write_marker(ck, "train", ["*.ckpt", "metrics.jsonl"])
+    check_bad_input("train", "data", "--arch", "unet", "--out", "ck", "--epochs", "1", root=case, code=2,
+                    names=["ck", "--overwrite"])
+
+
+def test_schemas_replace_a_symlink_never_write_through_it(case: Path) -> None:
+    (case / "mine.txt").write_text("mine\n")
+    sch = case / "sch"
+    sch.mkdir()
+    (sch / "coco.schema.json").symlink_to("../mine.txt")
+    r = run_cli("schemas", "sch", cwd=case)
+    assert r.returncode == 0, r.stderr
+    assert (case / "mine.txt").read_text() == "mine\n"
+    assert not (sch / "coco.schema.json").is_symlink() and json.loads((sch / "coco.schema.json").read_text())

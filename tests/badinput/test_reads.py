@@ -171,3 +171,59 @@ def test_corrupt_receipt_is_redone_by_resume(base: Path, tmp_path: Path) -> None
     assert json.loads(foreign.read_text())["status"] == "done"
     assert run_cli("fsck", "s.zarr", cwd=root).returncode == 0
     assert run_cli("export", "s.zarr", "out2", "--to", "maskdir", "-w", "0", cwd=root).returncode == 0
+
+
+# ------------------------------------------------------------- resume trusts only what the store holds
+
+
+def _damage(store: Path, how: str) -> list[int]:
+    """Damages the stack of ``store`` one way; returns the slots whose images must be redone."""
+    if how == "unwritten slot":
+        zarr.open_array(str(store / STACK / "done"), mode="r+")[2] = 0
+        return [2]
+    if how == "garbage shard":
+        (store / STACK / "labels" / "c.1.0.0").write_bytes(
+            np.random.default_rng(0).integers(0, 256, 3000, dtype=np.uint8).tobytes())
+        return list(range(8, 16))
+    if how == "missing shard":
+        (store / STACK / "probs" / "c.0.0.0.0").unlink()
+        return list(range(8))
+    ids = zarr.open_array(str(store / STACK / "ids"), mode="r+")
+    ids[3] = ids[5]  # duplicated id: slot 3's own image is nowhere
+    return [3, 5]
+
+
+@pytest.mark.parametrize("how", ["unwritten slot", "garbage shard", "missing shard", "duplicated id"])
+def test_resume_redoes_what_the_store_contradicts_and_fsck_is_clean(base: Path, tmp_path: Path, how: str) -> None:
+    """--resume runs what is missing: a receipt whose slot, id or shard file the store contradicts is not done."""
+    root = _case(base, tmp_path)
+    before = {json.loads(p.read_text())["image_id"]: json.loads(p.read_text())["outputs"]
+              for p in (root / "s.zarr" / ".segpipe" / "ledger").glob("*.json")}
+    redo = _damage(root / "s.zarr", how)
+    assert run_cli("fsck", "s.zarr", cwd=root).returncode == 1
+    r = run_cli("-q", "prelabel", "data/images", "-m", str(base / "unet.ckpt"), "-o", "s.zarr", "-w", "0",
+                "--threads", "1", "--resume", cwd=root)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert f"{len(redo)} done, {16 - len(redo)} already done" in r.stdout, r.stdout
+    f = run_cli("fsck", "s.zarr", cwd=root)
+    clean = "16/16 receipts ok, 0 bad receipts, 0 orphans, 0 problems"
+    assert f.returncode == 0 and clean in f.stdout, f.stdout + f.stderr
+    after = {json.loads(p.read_text())["image_id"]: json.loads(p.read_text())["outputs"]
+             for p in (root / "s.zarr" / ".segpipe" / "ledger").glob("*.json")}
+    assert after == before  # the same key gives the same bytes
+    r = run_cli("export", "s.zarr", "out", "--to", "maskdir", "-w", "0", cwd=root)
+    assert r.returncode == 0 and "16/16 images" in r.stdout, r.stdout + r.stderr
+
+
+def test_fsck_names_the_missing_file_in_plain_words_and_counts_what_it_reports(base: Path, tmp_path: Path) -> None:
+    root = _case(base, tmp_path)
+    shard = "s.zarr/stacks/128x256/labels/c.1.0.0"
+    (root / shard).unlink()
+    garbage = "s.zarr/stacks/128x256/probs/c.0.0.0.0"
+    (root / garbage).write_bytes(np.random.default_rng(1).integers(0, 256, 3000, dtype=np.uint8).tobytes())
+    r = check_bad_input("fsck", "s.zarr", root=root, code=1, names=[shard, garbage], one_line=False)
+    errors = [ln for ln in r.stderr.splitlines() if ln.startswith("error:")]
+    assert sum(f"{shard}: labels: missing shard file" in ln for ln in errors) == 8, r.stderr
+    assert sum(f"{garbage}: probs: damaged shard file" in ln for ln in errors) == 8, r.stderr
+    assert not any("Error:" in ln or "b'" in ln or "checksum mismatch" in ln for ln in errors), r.stderr
+    assert "0/16 receipts ok, 16 bad receipts, 0 orphans, 0 problems" in r.stdout, r.stdout

@@ -34,7 +34,8 @@ def test_missing_input_is_one_line_exit_2(cli, tmp_path):
 
 
 def test_not_json_names_line_and_column(cli, tmp_path):
-    bad = tmp_path / "bad.json"
+    bad = tmp_path / "ds" / "bad.json"  # in a folder of its own: DST may not lie in the dataset's folder
+    bad.parent.mkdir()
     bad.write_text('{"images": [1, 2,,]}')
     r = cli("convert", str(bad), str(tmp_path / "out"), "--to", "voc", "--from", "coco", "-w", "0")
     assert r.returncode == 2

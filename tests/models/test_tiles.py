@@ -58,6 +58,22 @@ def test_overlap_pixels() -> None:
         overlap_pixels(64, 64)
 
 
+@pytest.mark.parametrize("fraction", [1.0, 1.5, 64.0, -0.25, float("nan"), float("inf")])
+def test_overlap_pixels_never_reads_a_float_as_pixels(fraction: float) -> None:
+    """User input arrives as a float fraction: 1.5 once meant a 1-pixel overlap, silently."""
+    with pytest.raises(ValueError, match=r"\[0, 1\)"):
+        overlap_pixels(128, fraction)
+    assert overlap_pixels(128, 1) == 1  # an int is pixels, for internal callers that mean them
+
+
+def test_min_stride_bounds_the_overlap() -> None:
+    from segpipe.core.tiles import max_overlap_fraction, min_stride
+
+    assert min_stride(128) == 8 and min_stride(16) == 1 and min_stride(17) == 2
+    for tile in (16, 17, 64, 100, 128, 512, 1000):
+        assert tile - overlap_pixels(tile, max_overlap_fraction(tile)) >= min_stride(tile)
+
+
 def test_weights_positive_and_peaked() -> None:
     g = gaussian_weights(64, 48)
     assert g.dtype == np.float32 and g.shape == (64, 48)

@@ -92,7 +92,7 @@ def test_resume_and_config_guard(tmp_path, collection, checkpoint):
                             tile=64, resume=True)
     with pytest.raises(InputError, match="another model or config"):
         prelabel(other, ClusterSpec(workers=0))
-    other.overwrite = True
+    other.resume, other.overwrite = False, True  # one or the other: both together is refused
     assert prelabel(other, ClusterSpec(workers=0))["images"]["done"] == 24
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from segpipe.cli.common import cluster_spec, progress_bar, scheduler_option, workers_option
+from segpipe.cli.common import cluster_spec, progress_bar, scheduler_option, score_option, workers_option
 
 
 def _targets() -> list[str]:
@@ -25,7 +25,7 @@ def register(app: typer.Typer) -> None:
         dst: Path = typer.Argument(..., help="Output folder."),
         to: str = typer.Option(..., "--to", help="A writable format: coco, coco_results, coco_panoptic, voc, "
                                "labelstudio, maskdir, cityscapes, geotiff, geojson, nifti (see `segpipe formats`)."),
-        min_score: float = typer.Option(0.0, "--min-score", help="Drop instances scored below this."),
+        min_score: float = score_option(0.0, help="Drop instances scored below this (0..1)."),
         polygons: bool = typer.Option(False, "--polygons/--rle", help="Masks as polygons (approximate, losses "
                                       "counted) or RLE (exact, default)."),
         images: str = typer.Option("none", "--images", help="copy | link | none: the source images."),

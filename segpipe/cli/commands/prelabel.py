@@ -12,6 +12,7 @@ from segpipe.cli.common import (
     device_option,
     overlap_option,
     progress_bar,
+    score_option,
     threads_option,
     workers_option,
 )
@@ -36,7 +37,7 @@ def register(app: typer.Typer) -> None:
         on_error: str = typer.Option("skip", "--on-error", help="skip | fail: unreadable images."),
         heatmaps: bool = typer.Option(True, "--heatmaps/--no-heatmaps", help="Store landmark heatmaps."),
         probs: bool = typer.Option(True, "--probs/--no-probs", help="Store per-class probabilities (uint8)."),
-        min_score: float = typer.Option(0.05, "--min-score", help="Instances below this score are not stored."),
+        min_score: float = score_option(0.05, help="Instances below this score are not stored (0..1)."),
         limit: int | None = typer.Option(None, "--limit", min=1, help="Only the first N images."),
         workers: int | None = workers_option(),
         scheduler: str | None = typer.Option(None, "--scheduler", help=SCHEDULER_HELP),
@@ -102,7 +103,8 @@ def register(app: typer.Typer) -> None:
         for o in rep["orphans"]:
             out.print(f"{'removed' if repair else 'error'}: {o}: orphan of a killed writer", markup=False)
         state.console.print(
-            f"{store}: {rep['ok']}/{rep['receipts']} receipts ok, {len(rep['orphans'])} orphans, "
+            f"{store}: {rep['ok']}/{rep['receipts']} receipts ok, {len(rep['bad'])} bad receipts, "
+            f"{len(rep['orphans'])} orphans, "
             f"{len(rep['problems'])} problems" + (f", {rep['repaired']} repaired" if repair else ""), markup=False)
         if rep["problems"] or ((rep["bad"] or rep["orphans"]) and not repair):
             raise typer.Exit(1)

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import typer
 
+from segpipe.cli.common import seed_option
+
 
 def register(app: typer.Typer) -> None:
     """Adds the command."""
@@ -15,7 +17,7 @@ def register(app: typer.Typer) -> None:
         kind: str = typer.Argument(..., help="streetview, satellite, medical or landmarks."),
         out: Path = typer.Argument(..., help="Output folder."),
         n: int = typer.Option(16, "--n", min=1, help="Number of images."),
-        seed: int = typer.Option(0, "--seed", help="Random seed (same seed, same bytes)."),
+        seed: int = seed_option("Random seed (same seed, same bytes)."),
         size: str | None = typer.Option(None, "--size", help="HxW, e.g. 256x512 (default: per kind)."),
         jpg: bool = typer.Option(False, "--jpg", help="Write photos as JPEG instead of PNG."),
         fmt: str | None = typer.Option(
@@ -23,6 +25,7 @@ def register(app: typer.Typer) -> None:
         ),
         exif: bool = typer.Option(False, "--exif", help="JPEG photos stored rotated with an EXIF orientation."),
         depth: int = typer.Option(16, "--depth", help="Slices per volume (nifti, dicom)."),
+        overwrite: bool = typer.Option(False, "--overwrite", help="Replace an earlier `segpipe synth` output."),
     ) -> None:
         """Write a synthetic dataset: images/, masks/, annotations.json (COCO), labelmap.txt."""
         from segpipe.cli import state
@@ -32,12 +35,13 @@ def register(app: typer.Typer) -> None:
         state.OUTPUT = out
         image_format = fmt or ("jpg" if jpg else "png")
         if image_format in ("png", "jpg") and not exif:
-            res = synth(kind, out, n=n, seed=seed, size=parse_size(size) if size else None, image_format=image_format)
+            res = synth(kind, out, n=n, seed=seed, size=parse_size(size) if size else None, image_format=image_format,
+                        overwrite=overwrite)
         else:
             from segpipe.synth.native import synth_native
 
             res = synth_native(kind, out, n=n, seed=seed, size=parse_size(size) if size else None,
-                               fmt=image_format, exif=exif, depth=depth)
+                               fmt=image_format, exif=exif, depth=depth, overwrite=overwrite)
         console.print(
             f"wrote {res.images} images ({res.size[0]}x{res.size[1]}) and {res.annotations} annotations to {res.out}",
             markup=False,

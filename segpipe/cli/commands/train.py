@@ -7,7 +7,7 @@ from typing import Any
 
 import typer
 
-from segpipe.cli.common import device_option, positive_float_option
+from segpipe.cli.common import device_option, positive_float_option, seed_option
 
 
 def register(app: typer.Typer) -> None:
@@ -23,7 +23,8 @@ def register(app: typer.Typer) -> None:
                                                           help="Stop at this wall-clock budget."),
         val: Path | None = typer.Option(None, "--val", help="Validation dataset (default: hold out 10%)."),
         resume: bool = typer.Option(False, "--resume", help="Continue from the last epoch checkpoint in --out."),
-        seed: int = typer.Option(0, "--seed", help="Random seed."),
+        overwrite: bool = typer.Option(False, "--overwrite", help="Replace an earlier `segpipe train` output."),
+        seed: int = seed_option(),
         batch: int = typer.Option(4, "--batch", min=1, help="Batch size."),
         lr: float = positive_float_option(1e-3, "--lr", help="AdamW learning rate (finite, > 0)."),
         device: str = device_option(),
@@ -37,6 +38,7 @@ def register(app: typer.Typer) -> None:
         from segpipe.models.train import train
 
         state.OUTPUT = out
+        check_arch(arch)
         model_kwargs = parse_model_args(arch, model_arg)
         crop_hw = parse_size(crop, "--crop") if crop else None
 
@@ -48,6 +50,7 @@ def register(app: typer.Typer) -> None:
             max_minutes=max_minutes,
             val_dir=val,
             resume=resume,
+            overwrite=overwrite,
             seed=seed,
             batch_size=batch,
             lr=lr,
@@ -96,7 +99,22 @@ def parse_model_args(arch: str, items: list[str]) -> dict[str, Any]:
                 build_model(arch, 2, **out)
         except (TypeError, ValueError) as e:
             raise ConfigError(f"--model-arg: {arch} does not accept {out}: {e}") from None
+        except RuntimeError as e:  # torch's own check of a layer's size (e.g. base=-3: a negative dimension)
+            given = " ".join(f"{k}={json.dumps(v)}" for k, v in out.items())
+            raise ConfigError(f"--model-arg {given}: {arch} cannot be built with it "
+                              f"({str(e).splitlines()[0][:120]})") from None
     return out
+
+
+def check_arch(arch: str) -> None:
+    """Refuses an ``--arch`` no builder is registered for (one line naming the option and the known names)."""
+    from segpipe.errors import ConfigError, UnknownNameError
+    from segpipe.models.registry import get_model_spec
+
+    try:
+        get_model_spec(arch)
+    except UnknownNameError as e:
+        raise ConfigError(f"--arch: {e.message}") from None
 
 
 def parse_size(text: str, flag: str) -> tuple[int, int]:

@@ -30,9 +30,12 @@ def register(app: typer.Typer) -> None:
         if images not in ("verify", "decode", "none"):
             raise ConfigError(f"--images must be verify, decode or none, got {images!r}")
         if json_out is not None:  # never over what is being validated (checked before anything is read)
-            from segpipe.storage.outputs import check_output
+            from segpipe.storage.outputs import check_output, dataset_inputs
 
-            check_output(json_out, [path, image_root], option="--json", command="validate", kind="file")
+            # A dataset given as its annotation file occupies the folder its images are read from.
+            pipeline = path.suffix in (".yaml", ".yml") and format in ("auto", "pipeline")
+            inputs = [path] if pipeline else dataset_inputs(path, image_root)
+            check_output(json_out, [*inputs, image_root], option="--json", command="validate", kind="file")
         fmt, problems = validate_path(path, format, image_root=image_root, images=images)
         for p in problems:
             state.console.print(str(p), markup=False)
@@ -40,6 +43,9 @@ def register(app: typer.Typer) -> None:
         warnings = len(problems) - errors
         state.err_console.print(f"{path} ({fmt}): {errors} errors, {warnings} warnings", markup=False)
         if json_out is not None:
-            write_json_atomic(json_out, {"path": str(path), "format": fmt, "problems": [p.to_dict() for p in problems]})
+            from segpipe import __version__
+
+            write_json_atomic(json_out, {"segpipe_version": __version__, "path": str(path), "format": fmt,
+                                         "problems": [p.to_dict() for p in problems]})
         if errors or (fail_on_warnings and warnings):
             raise typer.Exit(1)

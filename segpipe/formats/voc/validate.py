@@ -5,7 +5,7 @@ Problem codes (stable, for tests and reports):
 ``voc.not_voc``, ``voc.labelmap``, ``voc.unsafe_path``, ``voc.xml_unsafe``, ``voc.xml_malformed``,
 ``voc.xml_root``, ``voc.missing_field``, ``voc.box_not_numeric``, ``voc.box_inverted``,
 ``voc.box_outside``, ``voc.unknown_class``, ``voc.mask_unreadable``, ``voc.mask_rgb``,
-``voc.mask_size``, ``voc.unknown_value``, ``voc.object_without_xml``, ``voc.class_mismatch``,
+``voc.mask_size``, ``voc.size_mismatch``, ``voc.unknown_value``, ``voc.object_without_xml``, ``voc.class_mismatch``,
 ``voc.imageset_missing``.
 """
 
@@ -103,6 +103,21 @@ def validate_voc(path: str | Path) -> Iterator[Problem]:
                 sizes[stem] = image_size(root / "JPEGImages" / n)
             except SegpipeError as e:
                 yield Problem("error", f"JPEGImages/{n}", "", e.message, "voc.image_unreadable")
+            continue
+        # The XML's <size> against the image file (upright, as segpipe records sizes): when they
+        # disagree, the record is what is wrong, and the masks are compared with the image itself
+        # (a mask matching its image was once blamed for the XML's wrong width).
+        try:
+            fw, fh = image_size(root / "JPEGImages" / n)
+        except SegpipeError:
+            continue  # unreadable: the image checks name it; its size cannot be compared
+        rw, rh = sizes[stem]
+        if (fw, fh) != (rw, rh):
+            fields = ", ".join(f"size.{k}" for k, bad in (("width", rw != fw), ("height", rh != fh)) if bad)
+            yield Problem("error", f"Annotations/{files['Annotations'][stem]}", fields,
+                          f"recorded size {rw}x{rh} (width x height), but JPEGImages/{n} is {fw}x{fh}",
+                          "voc.size_mismatch")
+            sizes[stem] = (fw, fh)
 
     for stem, n in files["SegmentationClass"].items():
         rel = f"SegmentationClass/{n}"
