@@ -149,7 +149,8 @@ def test_polygons_boxes_and_scores(coco_src, tmp_path):
          "iscrowd": 0, "score": 1.0}
     )
     data["images"] = [img]
-    src = tmp_path / "one.json"
+    (tmp_path / "src").mkdir()  # a dataset file occupies its folder: the output goes beside it
+    src = tmp_path / "src" / "one.json"
     src.write_text(json.dumps(data))
     out = tmp_path / "ls"
     rep = convert(
