@@ -4,7 +4,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.segpipe-installed
 PYTEST_ARGS ?=
 
-.PHONY: install demo test test-all lint schemas bench peers-yolo peers-labelme clean
+.PHONY: install demo test test-all lint schemas bench peers-yolo peers-labelme peers-labelstudio clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(PY) || python3 -m venv $(VENV)
@@ -51,6 +51,12 @@ peers-yolo:
 peers-labelme:
 	@test -x .venv-peers/bin/python || python3 -m venv .venv-peers
 	.venv-peers/bin/pip install -q labelme
+
+# Peer of the Label Studio round trip (tests/labelstudio/ starts a real server from it; they skip when absent):
+# label-studio in its own .venv-labelstudio (it pins Django and many others that would clash with ours).
+peers-labelstudio:
+	@test -x .venv-labelstudio/bin/label-studio || (python3 -m venv .venv-labelstudio && \
+		.venv-labelstudio/bin/pip install -q 'label-studio==1.23.0')
 
 clean:
 	rm -rf demo-out .pytest_cache .mypy_cache .ruff_cache

@@ -30,6 +30,7 @@ from segpipe.execution.cluster import (
     max_threads,
     max_workers,
 )
+from segpipe.formats.splits import LAYOUT_TARGETS, layout_option  # noqa: F401 - re-exported for the commands
 
 WORKERS_HELP = "Worker processes of the embedded Dask cluster (default: one per core; 0 = in this process)."
 SCHEDULER_HELP = "Address of an existing Dask scheduler (tcp://HOST:PORT) to run on instead."

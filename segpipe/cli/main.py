@@ -159,6 +159,8 @@ _KEPT = {
     "synth": "nothing earlier in the output folder was replaced",
     "run": "finished stages' outputs are kept",
     "demo": "finished steps' outputs are kept",
+    "push": "batches the server accepted are recorded in the store (a rerun sends only the rest)",
+    "pull": "nothing earlier in OUT was replaced",
 }
 
 #: Options of the ``segpipe`` group itself, which click takes only before the command's name.

@@ -263,6 +263,9 @@ class Materialized:
         unknown_values: ``{source value: pixels}`` of label values that are no category and that the
             reader already wrote as void in ``class_map`` (a Cityscapes label id outside its label
             table); the converter reports them as a loss with the values it finds itself.
+        class_scores: ``{label value: confidence}`` of ``class_map``'s classes when the source stores
+            probabilities (a store written with ``--probs``): the mean, over the class's pixels, of the
+            highest class probability there (``probs.max(axis=0)``, dequantised).
     """
 
     sample: Sample
@@ -271,3 +274,4 @@ class Materialized:
     panoptic: Any = field(default=None, compare=False, hash=False)
     void_value: int = 255
     unknown_values: Mapping[int, int] = field(default_factory=dict, compare=False, hash=False)
+    class_scores: Mapping[int, float] = field(default_factory=dict, compare=False, hash=False)

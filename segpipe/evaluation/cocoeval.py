@@ -195,6 +195,8 @@ def _check_gt(gt: Mapping[str, Any], iou_type: str, source: str | Path | None) -
                 path=source,
                 where=f"annotations[{i}]",
             )
+        if iou_type == "segm":
+            _check_gt_segmentation(ann["segmentation"], source, f"annotations[{i}].segmentation")
         if ann["id"] in seen:
             # pycocotools indexes annotations by id: a repeated id silently evaluates the wrong one.
             raise FormatError(f"annotation id {ann['id']} is repeated", path=source, where=f"annotations[{i}]")
@@ -202,6 +204,32 @@ def _check_gt(gt: Mapping[str, Any], iou_type: str, source: str | Path | None) -
     for i, img in enumerate(gt["images"]):
         if not isinstance(img, Mapping) or "id" not in img:
             raise FormatError("image has no id", path=source, where=f"images[{i}]")
+
+
+def _check_gt_segmentation(segm: Any, source: str | Path | None, where: str) -> None:
+    """A ground-truth mask pycocotools can rasterise: polygons of >= 3 points, or an RLE with size and counts.
+
+    Detection datasets often carry ``"segmentation": []``; pycocotools then fails with an IndexError
+    deep in ``frPyObjects`` (and a 4-number polygon is read as a box). Such an object has no mask to
+    compare in segm AP, which is said here in one line instead.
+    """
+    if isinstance(segm, list):
+        if not segm:
+            raise FormatError("segmentation is empty: the object has no mask to evaluate as segm "
+                              "(evaluate boxes with --iou-types bbox)", path=source, where=where)
+        for k, poly in enumerate(segm):
+            if not isinstance(poly, list) or len(poly) < 6 or len(poly) % 2:
+                n = len(poly) if isinstance(poly, list) else type(poly).__name__
+                raise FormatError(f"polygon needs an even number (>= 6) of coordinates, got {n}", path=source,
+                                  where=f"{where}[{k}]")
+            if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in poly):
+                raise FormatError("polygon coordinates must be finite numbers", path=source, where=f"{where}[{k}]")
+    elif isinstance(segm, Mapping):
+        if "counts" not in segm or "size" not in segm:
+            raise FormatError("RLE segmentation needs 'size' and 'counts'", path=source, where=where)
+    else:
+        raise FormatError(f"segmentation must be polygons or an RLE, got {type(segm).__name__}", path=source,
+                          where=where)
 
 
 def _load_res_kind(dts: Sequence[Mapping[str, Any]], source: str | Path | None) -> str:

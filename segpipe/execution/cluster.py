@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import re
@@ -80,6 +81,9 @@ class ClusterSpec:
             tasks run at once in this process.
         dashboard: Start the dashboard on an embedded cluster (a free port).
         memory_limit: Per-worker memory limit for an embedded cluster (``"4GiB"``, ``"auto"`` or 0).
+        gpus: GPUs (``CUDA_VISIBLE_DEVICES`` names) for an embedded cluster of model work: one worker
+            per GPU, pinned to it (:mod:`segpipe.execution.gpus`); empty = CPU workers. Set by
+            :meth:`for_model`, never for work without a model.
 
     Raises:
         ConfigError: ``workers`` or ``threads_per_worker`` out of range.
@@ -90,6 +94,7 @@ class ClusterSpec:
     threads_per_worker: int = 1
     dashboard: bool = False
     memory_limit: str | int = 0
+    gpus: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.workers is not None:
@@ -99,9 +104,35 @@ class ClusterSpec:
 
     def n_workers(self) -> int:
         """Workers an embedded cluster would start."""
+        if self.gpus and self.scheduler is None and self.workers != 0:
+            return len(self.gpus)
         if self.workers is not None:
             return self.workers
         return max(1, min(cores(), 8))
+
+    def for_model(self, device: str, gpus: str | None = None, *,
+                  environ: dict[str, str] | None = None) -> ClusterSpec:
+        """This spec for model work on ``device``: GPU workers where the machine has GPUs.
+
+        An embedded cluster gets one worker per GPU (``gpus``, e.g. ``"0,2"``, picks some) unless the
+        device is ``cpu``, the user asked for a number of workers, or the job runs in this process
+        (``--workers 0``: it uses the process's own device). A user's scheduler keeps its workers.
+
+        Raises:
+            ConfigError: ``gpus`` names a GPU this machine does not show, or is given with ``--device cpu``.
+        """
+        from segpipe.execution.gpus import parse_gpus, visible_gpus
+
+        if gpus is not None and device == "cpu":
+            raise ConfigError("--gpus with --device cpu: pick one (the GPUs, or the CPU)")
+        if self.scheduler is not None or self.workers == 0 or device == "cpu":
+            return self
+        visible = visible_gpus(environ)
+        chosen = parse_gpus(gpus, visible) if gpus is not None else visible
+        if not chosen or (self.workers is not None and gpus is None):
+            return self
+        # --gpus given: exactly those workers (like --workers); found: right-sized like the CPU workers
+        return dataclasses.replace(self, gpus=tuple(chosen), workers=len(chosen) if gpus is not None else None)
 
     def worker_threads(self, requested: int | None = None) -> int:
         """Threads per worker for a job: ``requested`` (capped), else the cores left to each worker.
@@ -113,6 +144,45 @@ class ClusterSpec:
             return cap_threads(requested)
         n = self.n_workers() if not self.scheduler and self.workers != 0 else 1
         return cap_threads(max(1, cores() // max(1, n)))
+
+
+    def sized(self, estimate_s: float, *, threads: int | None = None) -> ClusterSpec:
+        """This spec, or in-process when the user chose no workers and the job would not gain from them.
+
+        An embedded cluster takes 3-7 s to start on 2 cores (its workers import torch and numpy), and
+        more under load; a job that runs in less in this process would only wait for it (``segpipe
+        evaluate`` of 1,500 COCO segm images: 14.3 s with a cluster, 7.1 s without). ``--workers N`` or
+        ``--scheduler`` always get what they ask for.
+
+        Args:
+            estimate_s: The job's estimated time in this process, one thread (a rough, per-workflow
+                figure: see :data:`IN_PROCESS_SECONDS`).
+            threads: Tasks to run at once in this process (default: one per core); 1 for work whose
+                tasks are not safe to run on threads of one process.
+
+        Returns:
+            ``workers=0`` with ``threads`` (a thread per core) when ``workers`` is unset, there is no
+            scheduler and what a cluster of n workers would save, ``estimate_s`` x (n - 1) / n, is at
+            most :data:`IN_PROCESS_SECONDS`; else this spec unchanged.
+        """
+        if self.workers is not None or self.scheduler is not None:
+            return self
+        # What a cluster of n workers saves is the parallel part's (n - 1)/n; it costs its start.
+        n = max(1, self.n_workers())
+        if estimate_s * (n - 1) / n > IN_PROCESS_SECONDS:
+            return self
+        # in this process a model runs on the process's own device (the first GPU, where there is one)
+        return dataclasses.replace(self, workers=0, gpus=(),
+                                   threads_per_worker=threads or max(self.threads_per_worker, cores()))
+
+    def in_process(self) -> bool:
+        """Whether jobs of this spec run in this process (no Dask)."""
+        return self.scheduler is None and self.workers == 0
+
+
+#: A job estimated to take at most this long in one process runs there when the user chose no worker
+#: count (:meth:`ClusterSpec.sized`): about what starting the embedded cluster costs on 2 cores.
+IN_PROCESS_SECONDS = 4.0
 
 
 def check_workers(workers: int, *, embedded: bool = True) -> int:
@@ -276,7 +346,7 @@ def open_client(spec: ClusterSpec) -> Iterator[Any]:
     if os.environ.get("DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED") is None:
         dask.config.set({"distributed.worker.profile.enabled": False})
     try:
-        cluster = LocalCluster(
+        cluster = _gpu_cluster(spec) if spec.gpus else LocalCluster(
             n_workers=spec.n_workers(),
             threads_per_worker=spec.threads_per_worker,
             processes=True,
@@ -295,6 +365,30 @@ def open_client(spec: ClusterSpec) -> Iterator[Any]:
     finally:
         client.close()
         cluster.close()
+
+
+def _gpu_cluster(spec: ClusterSpec) -> Any:
+    """An embedded cluster of one worker per GPU of ``spec.gpus``, each pinned to its GPU.
+
+    dask-cuda's ``LocalCUDACluster`` where installed (it also sets each worker's CPU affinity to its
+    GPU's NUMA node); else the same rotation as ``distributed.SpecCluster`` worker specs.
+    """
+    from segpipe.execution.gpus import GPU_RESOURCE, plan_workers, worker_specs
+
+    plan = plan_workers(0, spec.threads_per_worker, gpus=list(spec.gpus), cores=cores())
+    try:
+        from dask_cuda import LocalCUDACluster
+    except ImportError:
+        from distributed import Scheduler, SpecCluster
+
+        return SpecCluster(
+            workers=worker_specs(plan, memory_limit=spec.memory_limit, silence_logs=WORKER_LOG_LEVEL),
+            scheduler={"cls": Scheduler, "options": {"dashboard_address": ":0"}},
+            silence_logs=WORKER_LOG_LEVEL,
+        )
+    return LocalCUDACluster(CUDA_VISIBLE_DEVICES=",".join(spec.gpus), threads_per_worker=plan[0].nthreads,
+                            dashboard_address=":0", memory_limit=spec.memory_limit,
+                            resources={GPU_RESOURCE: 1}, silence_logs=WORKER_LOG_LEVEL)
 
 
 #: The local clusters :func:`open_client` started: their worker processes are segpipe's own.

@@ -8,55 +8,24 @@ a worker that the nanny restarted after a crash.
 from __future__ import annotations
 
 import os
+import sys
 from typing import Any
-
-from distributed import WorkerPlugin
 
 PLUGIN_NAME = "segpipe-predictor"
 
+
+def __getattr__(name: str) -> Any:
+    """``PredictorPlugin`` lives in :mod:`segpipe.execution.worker_plugin`: importing it imports
+    distributed (0.7 s), which an in-process run never needs.
+    """
+    if name == "PredictorPlugin":
+        from segpipe.execution.worker_plugin import PredictorPlugin
+
+        return PredictorPlugin
+    raise AttributeError(name)
+
 #: Predictor state for in-process runs (``--workers 0``), keyed like the plugin.
 _LOCAL: dict[str, Any] = {}
-
-
-class PredictorPlugin(WorkerPlugin):
-    """Builds a predictor and an isolated decoder on each worker.
-
-    Args:
-        model_ref: A :class:`~segpipe.pipeline.prelabel.ModelRef` (small, picklable).
-        options: Predictor keyword options (tile, overlap, batch, device ...).
-        threads: Tasks each worker runs at once (a forward pass runs on one torch thread: see
-            :data:`INFERENCE_THREADS`).
-        zarr_concurrency: zarr's async concurrency inside the worker (total I/O ≈ threads × this).
-    """
-
-    name = PLUGIN_NAME
-    # Not idempotent: registering another model under the same name must replace the loaded one (a
-    # shared cluster runs several checkpoints one after another).
-    idempotent = False
-
-    def __init__(self, model_ref: Any, options: dict[str, Any], threads: int, zarr_concurrency: int = 4,
-                 fast_exit: bool = False) -> None:
-        self.model_ref = model_ref
-        self.options = dict(options)
-        self.threads = threads
-        self.zarr_concurrency = zarr_concurrency
-        self.fast_exit = fast_exit
-        self.state: dict[str, Any] = {}
-
-    def setup(self, worker: Any = None) -> None:
-        """Loads the model (runs on the worker), and forgets array metadata cached by an earlier run."""
-        from segpipe.storage.zarrfast import forget_metadata
-
-        forget_metadata()
-        self.state = build_state(self.model_ref, self.options, self.threads, self.zarr_concurrency)
-        if self.fast_exit:
-            install_fast_exit()
-
-    def teardown(self, worker: Any = None) -> None:
-        """Stops the decoder process."""
-        dec = self.state.get("decoder")
-        if dec is not None:
-            dec.close()
 
 
 _FAST_EXIT = False
@@ -130,10 +99,10 @@ def build_state(model_ref: Any, options: dict[str, Any], threads: int, zarr_conc
 
 def worker_state(model_ref: Any = None, options: dict[str, Any] | None = None, threads: int = 1) -> dict[str, Any]:
     """The state of the worker this task runs on (or of this process for in-process runs)."""
+    # Not on a worker unless distributed is loaded: an in-process run never imports it (0.7 s).
+    dist = sys.modules.get("distributed")
     try:
-        from distributed import get_worker
-
-        w = get_worker()
+        w = dist.get_worker() if dist is not None else None
     except ValueError:
         w = None
     if w is not None:

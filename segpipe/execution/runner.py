@@ -17,6 +17,7 @@ def run_tasks(
     total: int,
     max_in_flight: int = 8,
     progress: Progress | None = None,
+    resources: dict[str, float] | None = None,
 ) -> Iterator[tuple[str, Any]]:
     """Submits ``fn(*args)`` for each ``(key, args)``, keeping at most ``max_in_flight`` running.
 
@@ -30,6 +31,8 @@ def run_tasks(
         total: Number of tasks (for progress).
         max_in_flight: Submission window.
         progress: Called after each completion.
+        resources: Dask resources each task needs (``{"GPU": 1}``): it runs only on workers that
+            advertise them. Ignored in-process.
 
     Yields:
         ``(key, result)``. The first task error is raised (remaining tasks are cancelled).
@@ -57,7 +60,7 @@ def run_tasks(
             key, args = next(it)
         except StopIteration:
             return False
-        fut = client.submit(fn, *args, key=key, pure=False)
+        fut = client.submit(fn, *args, key=key, pure=False, **({"resources": resources} if resources else {}))
         pending[fut] = key
         return True
 

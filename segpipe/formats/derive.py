@@ -77,6 +77,32 @@ def _instance_from_rle(
     return InstanceMask(inst, r)
 
 
+#: Note of ``stuff_segments_merged``.
+STUFF_MERGED_NOTE = (
+    "segments of a stuff category (isthing 0) in one image merge into one label-map region, as panopticapi's "
+    "converters do (only isthing 1 categories become instances); counted per segment of such images. If they "
+    "are objects, set isthing 1 for their category"
+)
+
+
+def _count_merged_stuff(segments: list[PanopticSegment], meta: DatasetMeta, losses: LossCounter) -> None:
+    """Counts the stuff segments of one image that share their category with another segment.
+
+    A label map keeps one region per class: two ``car`` segments of a category marked ``isthing: 0``
+    become one region and their identity is gone (things are kept as instances by the writers that
+    hold instances, so only stuff is counted here).
+    """
+    things = _is_thing(meta)
+    names = {c.id: c.name for c in meta.categories}
+    per_cat: dict[int, int] = {}
+    for seg in segments:
+        if not things.get(seg.category_id, True):
+            per_cat[seg.category_id] = per_cat.get(seg.category_id, 0) + 1
+    for cid, n in sorted(per_cat.items()):
+        if n > 1:
+            losses.lose("stuff_segments_merged", n, names.get(cid, str(cid)), STUFF_MERGED_NOTE)
+
+
 def derive_class_map(m: Materialized, meta: DatasetMeta) -> tuple[np.ndarray | None, LossCounter]:
     """A ``(H, W)`` label map of category ids (``m.void_value`` = void) from whatever ``m`` holds.
 
@@ -92,6 +118,7 @@ def derive_class_map(m: Materialized, meta: DatasetMeta) -> tuple[np.ndarray | N
         from segpipe.core.panoptic import panoptic_to_class_map
 
         id_map, segments = m.panoptic
+        _count_merged_stuff(segments, meta, losses)
         return panoptic_to_class_map(id_map, segments, void_value=m.void_value), losses
     with_masks = [im for im in m.instances if im.rle is not None]
     if not with_masks:

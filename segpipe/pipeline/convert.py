@@ -246,6 +246,11 @@ def _plan_dst(req: ConvertRequest) -> OutputPlan:
                         replace=req.overwrite, flag="--overwrite", accept=("convert", "export"))
 
 
+#: A conversion's rough in-process seconds per image (decode, draw, encode a ~1 MP image), for
+#: ClusterSpec.sized: only picks in-process or the embedded cluster.
+CONVERT_IMAGE_S = 0.02
+
+
 def convert(
     req: ConvertRequest,
     cluster: ClusterSpec | None = None,
@@ -290,6 +295,8 @@ def convert(
         writer = dst_spec.writer(staging, out_meta, options)
         writer.prepare()
         n = len(reader)
+        if client is None:  # a small conversion runs here rather than wait for a cluster to start
+            cluster = cluster.sized(n * CONVERT_IMAGE_S, threads=1)
         workers = cluster.n_workers() if cluster.scheduler is None else 4
         size = req.shard_size or max(1, min(500, math.ceil(n / max(1, workers * 8))))
         n_shards = math.ceil(n / size) if n else 0

@@ -160,6 +160,33 @@ class ImageCounts(_Strict):
     unmatched_pred: int = Field(description="predicted images without ground truth (ignored)")
 
 
+class RenamedClass(_Strict):
+    """A class id the two sides name differently (``--match-classes id``)."""
+
+    id: int
+    gt: str = Field(description="the ground truth's name")
+    pred: str = Field(description="the prediction's name")
+
+
+class OneSideClass(_Strict):
+    """A class only one side has, or a prediction class mapped to another id."""
+
+    id: int | None = Field(None, description="its class id in the evaluation (absent: not evaluated as a class)")
+    pred_id: int | None = Field(None, description="its id in the prediction")
+    name: str
+
+
+class ClassesSection(_Strict):
+    """How the classes of the two sides matched (semantic)."""
+
+    match: Literal["id", "name"] = Field(description="--match-classes")
+    warnings: list[str] = Field(description="one line per kind of disagreement, as printed on stderr")
+    renamed: list[RenamedClass] = Field(description="id mode: ids the two sides name differently")
+    gt_only: list[OneSideClass] = Field(description="ground-truth classes the prediction does not have")
+    pred_only: list[OneSideClass] = Field(description="prediction classes the ground truth does not have")
+    remapped: list[OneSideClass] = Field(description="name mode: prediction ids mapped to another ground-truth id")
+
+
 class WorstImage(_Strict):
     """One of the lowest-scoring images."""
 
@@ -184,6 +211,7 @@ class EvaluationReport(BaseModel):
     images: ImageCounts
     problems: list[ProblemModel]
     elapsed_s: float
+    classes: ClassesSection | None = Field(None, description="semantic: how the two sides' classes matched")
     semantic: SemanticSection | None = None
     instance: InstanceSection | None = None
     panoptic: PanopticSection | None = None

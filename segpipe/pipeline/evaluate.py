@@ -38,6 +38,12 @@ Ground-truth pixels equal to the ground truth's void value (``DatasetMeta.void_v
 default) or to ``ignore_index`` are ignored. Every other ground-truth value must be a class, and the
 prediction must give a class on every pixel that is not ignored: an image where either is not the
 case is reported as a problem (naming the values) and left out, never silently remapped.
+The two sides' class names are compared too (:mod:`segpipe.pipeline.class_match`): by default values
+are compared as ids and every naming disagreement is a warning in the report's ``classes`` section;
+``match_classes="name"`` maps prediction ids to ground-truth ids by name instead.
+
+Two flat folders of label PNGs (``gt/*.png``, ``pred/*.png``) are read as ``labelpngs``
+(:mod:`segpipe.formats.labelpngs`) when no other format matches; their images pair by file stem.
 """
 
 from __future__ import annotations
@@ -99,6 +105,11 @@ class EvaluateRequest:
         kpt_sigmas: Keypoints: per-keypoint OKS sigmas (default COCO's 17; required for other
             skeletons).
         on_error: ``skip`` reports an image that cannot be evaluated and goes on; ``fail`` stops.
+        match_classes: Semantic: ``id`` compares label values as they are (warning about classes the
+            two sides name differently); ``name`` maps prediction ids to ground-truth ids by class
+            name (:mod:`segpipe.pipeline.class_match`).
+        categories: Class names of label-PNG folders (``labelpngs``): a YAML/JSON ``{id: name}`` or
+            a ``labelmap.txt``; without it their classes are their values, named ``class_<v>``.
     """
 
     gt: Path
@@ -119,6 +130,8 @@ class EvaluateRequest:
     pred_png_dir: Path | None = None
     kpt_sigmas: tuple[float, ...] | None = None
     on_error: str = "skip"
+    match_classes: str = "id"
+    categories: Path | None = None
 
 
 # ------------------------------------------------------------------------------------ small helpers
@@ -265,6 +278,12 @@ def _resolve_format(path: Path, fmt: str, what: str, task: str = "") -> FormatSp
         except InputError as e:
             if not Path(path).exists():
                 raise
+            from segpipe.formats.labelpngs import looks_like_labelpngs
+
+            # A flat folder of label PNGs (a prediction dump) is never auto-detected elsewhere, where a
+            # folder of greyscale photos would look the same; here both inputs are annotations.
+            if task in ("semantic", "") and looks_like_labelpngs(path):
+                return get_format("labelpngs")
             raise InputError(e.message, path=path, hint=f"pass --{what}-format (see `segpipe formats`)") from None
     else:
         name = fmt
@@ -307,6 +326,8 @@ class PairContext:
         pred_format: Registry name of the predictions' format.
         pred_meta: Its metadata.
         on_error: ``skip`` or ``fail``.
+        n_gt: Semantic: the first ``n_gt`` class ids are the ground truth's (0: all of them).
+        pred_map: Semantic: prediction category id → class id (``--match-classes name``), or None.
     """
 
     gt_format: str
@@ -314,6 +335,8 @@ class PairContext:
     pred_format: str
     pred_meta: DatasetMeta
     on_error: str = "skip"
+    n_gt: int = 0
+    pred_map: tuple[tuple[int, int], ...] | None = None
 
 
 @dataclass
@@ -342,6 +365,9 @@ def label_indices(
     pred: np.ndarray,
     class_ids: Sequence[int],
     ignore_index: int | None,
+    *,
+    n_gt: int | None = None,
+    pred_map: Sequence[tuple[int, int]] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Maps category-id label maps to contiguous class indices.
 
@@ -351,6 +377,11 @@ def label_indices(
         pred: ``(H, W)`` integer predicted category ids.
         class_ids: ``C`` category ids; class ``k`` is ``class_ids[k]``.
         ignore_index: Another ground-truth value to ignore, or None.
+        n_gt: Only the first ``n_gt`` classes are ground-truth values (the others are classes only
+            the prediction has); None: all.
+        pred_map: ``(prediction id, class id)`` pairs: the prediction's values are mapped through
+            them (``--match-classes name``), a value not listed is no class; None: the prediction's
+            values are class ids.
 
     Returns:
         ``(gt, pred)`` as ``(H, W)`` uint8 (int32 when ``C >= 255``) class indices; ignored
@@ -370,9 +401,18 @@ def label_indices(
             raise InputError(f"{name} label map is {arr.dtype}, not integers")
         if arr.size and int(arr.min()) < 0:
             raise InputError(f"{name} label map has negative values")
-    top = max([*class_ids, int(gt.max()) if gt.size else 0, int(pred.max()) if pred.size else 0]) + 1
+    k = c if n_gt is None else int(n_gt)
+    top = max([*class_ids, int(gt.max()) if gt.size else 0, int(pred.max()) if pred.size else 0,
+               *(p for p, _ in pred_map or ())]) + 1
     lut = np.full(top, -1, dtype=np.int32)
-    lut[np.asarray(class_ids, dtype=np.int64)] = np.arange(c, dtype=np.int32)
+    lut[np.asarray(class_ids[:k], dtype=np.int64)] = np.arange(k, dtype=np.int32)
+    plut = lut
+    if pred_map is not None or k != c:
+        index = {int(cid): j for j, cid in enumerate(class_ids)}
+        plut = np.full(top, -1, dtype=np.int32)
+        pairs = list(pred_map) if pred_map is not None else [(int(cid), int(cid)) for cid in class_ids]
+        for p, cid in pairs:
+            plut[int(p)] = index[int(cid)]
     valid = np.ones(gt.shape, dtype=bool)
     for v in (gt_void, ignore_index):
         if v is not None:
@@ -385,13 +425,19 @@ def label_indices(
             f"ground-truth values {vals} are not classes ({int(bad.sum())} pixels)",
             hint="pass --num-classes, or check the ground truth's categories and void value",
         )
-    pi = lut[pred]
+    pi = plut[pred]
     bad = valid & (pi < 0)
     if bad.any():
         vals = np.unique(pred[bad])[:10].tolist()
+        if pred_map is not None:
+            raise InputError(
+                f"prediction values {vals} are no category of the prediction ({int(bad.sum())} evaluated pixels)",
+                hint="with --match-classes name every predicted value must be a category the prediction names",
+            )
         raise InputError(
             f"prediction values {vals} are not classes of the ground truth on {int(bad.sum())} evaluated pixels",
-            hint="a prediction must give a ground-truth class (category id) on every pixel that is not void",
+            hint="a prediction must give a ground-truth class (category id) on every pixel that is not void"
+                 + ("" if k == c else "; pass --match-classes name to map classes by name"),
         )
     dtype = np.uint8 if c < 255 else np.int32
     return np.where(valid, gi, c).astype(dtype), np.where(valid, pi, 0).astype(dtype)
@@ -440,7 +486,8 @@ def semantic_shard(
     for g, p in pairs:
         try:
             gmap, void, pmap = _class_maps(g, p, ctx)
-            gi, pi = label_indices(gmap, void, pmap, class_ids, ignore_index)
+            gi, pi = label_indices(gmap, void, pmap, class_ids, ignore_index, n_gt=ctx.n_gt or None,
+                                   pred_map=ctx.pred_map)
             ev.update(gi, pi, key=(g.image.id, g.image.file_name))
         except SegpipeError as e:
             if ctx.on_error == "fail":
@@ -637,6 +684,8 @@ class _Run:
         self.semantic_loader: Any = None
         self.panoptic_loader: Any = None
         self.void = 255
+        #: The report's ``classes`` section (semantic: how the two sides' classes matched).
+        self.classes: dict[str, Any] | None = None
         # Deterministic task keys (house rule 5) that differ between evaluations sharing a scheduler.
         token = f"{req.gt.resolve()}|{req.pred.resolve()}|{req.task}|{req.img_ids}"
         self.key = f"evaluate-{hashlib.sha1(token.encode()).hexdigest()[:16]}"
@@ -676,10 +725,12 @@ class _Run:
 
     def _readers(self, gt_spec: FormatSpec, pred_spec: FormatSpec) -> tuple[Any, Any]:
         req = self.req
-        gt_reader = _open_reader(gt_spec, req.gt, image_root=req.image_root, png_root=req.gt_png_dir)
+        gt_reader = _open_reader(gt_spec, req.gt, image_root=req.image_root, png_root=req.gt_png_dir,
+                                 categories=req.categories)
         # COCO results name images by id only: the ground truth gives their files and sizes.
         gt_for_results = req.gt if pred_spec.name == "coco_results" and gt_spec.name == "coco" else None
-        pred_reader = _open_reader(pred_spec, req.pred, gt=gt_for_results, png_root=req.pred_png_dir)
+        pred_reader = _open_reader(pred_spec, req.pred, gt=gt_for_results, png_root=req.pred_png_dir,
+                                   categories=req.categories)
         self.problems.extend(p for p in getattr(gt_reader, "problems", []) if p.severity == "error")
         self.problems.extend(p for p in getattr(pred_reader, "problems", []) if p.severity == "error")
         return gt_reader, pred_reader
@@ -714,16 +765,33 @@ class _Run:
 
         req = self.req
         gt_reader, pred_reader = self._readers(gt_spec, pred_spec)
-        ids, names = semantic_classes(gt_reader.meta, req.num_classes)
+        gt_ids, gt_names = semantic_classes(gt_reader.meta, req.num_classes)
+        match = self._match_classes(gt_ids, gt_names, gt_reader, pred_reader)
+        ids, names = list(match.class_ids), list(match.names)
         self.void = gt_reader.meta.void_value if gt_reader.meta.void_value is not None else 255
         pairing = Pairing(pred_reader.samples())
         self.counts["pred"] = len(pairing.by_id)
-        ctx = PairContext(gt_spec.name, gt_reader.meta, pred_spec.name, pred_reader.meta, req.on_error)
+        ctx = PairContext(gt_spec.name, gt_reader.meta, pred_spec.name, pred_reader.meta, req.on_error,
+                          n_gt=match.n_gt, pred_map=match.pred_map)
         total = SemanticEvaluator(len(ids), ignore_index=len(ids), worst_n=req.worst)
         self._sharded_pairs(client, semantic_shard, gt_reader, pairing,
                             (ctx, tuple(ids), req.ignore_index, req.worst), total)
         self.semantic = total.result(names, ids)
         self.semantic_loader = _PairLoader(gt_reader, pairing, ctx, [k for k, _ in self.semantic.worst], "semantic")
+
+    def _match_classes(self, gt_ids: list[int], gt_names: list[str], gt_reader: Any, pred_reader: Any) -> Any:
+        """Compares the two sides' class names (:mod:`segpipe.pipeline.class_match`); keeps the report section."""
+        from segpipe.formats.labelpngs import names_generated
+        from segpipe.pipeline.class_match import match_classes
+
+        pred_meta = pred_reader.meta
+        match = match_classes(
+            gt_ids, gt_names, {c.id: c.name for c in pred_meta.categories}, mode=self.req.match_classes,
+            gt_named=not names_generated(gt_reader.meta, gt_reader) and self.req.num_classes is None,
+            pred_named=not names_generated(pred_meta, pred_reader) and bool(pred_meta.categories),
+        )
+        self.classes = match.report
+        return match
 
     # ---- panoptic
 
@@ -963,6 +1031,12 @@ class _PairLoader:
         g, p = self.gt[int(key[0])], self.pred[int(key[0])]
         if self.kind == "semantic":
             gmap, _, pmap = _class_maps(g, p, self.ctx)
+            if self.ctx.pred_map:  # drawn in the ground truth's ids (values no category keep theirs)
+                top = max(int(pmap.max(initial=0)), *(a for a, _ in self.ctx.pred_map)) + 1
+                lut = np.arange(top, dtype=np.int64)
+                for a, b in self.ctx.pred_map:
+                    lut[a] = b
+                pmap = lut[pmap]
         else:
             gmap = derive_panoptic(get_format(self.ctx.gt_format).materialize(g, self.ctx.gt_meta), self.ctx.gt_meta)[0]
             pmap = derive_panoptic(
@@ -1004,6 +1078,48 @@ class _PanopticPngLoader:
 # ------------------------------------------------------------------------------------------ entry
 
 
+#: Rough in-process costs of evaluation, for :func:`estimate_evaluate_s` (2-core VM, session 7): COCO
+#: JSON (ground truth and results) parses and evaluates at ~11 MB/s (1,500 segm images, 79 MB: 7.1 s);
+#: a label-map file costs ~4 ms to decode and count; other bytes (store shards, images) ~30 MB/s.
+EVAL_JSON_BYTES_S = 11e6
+EVAL_FILE_S = 0.004
+EVAL_BYTES_S = 30e6
+_IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp", ".npy"})
+
+
+def estimate_evaluate_s(paths: Sequence[str | Path], *, enough: float = 60.0) -> float:
+    """Rough in-process seconds of evaluating ``paths`` (files or folders), from their files' sizes.
+
+    Stops listing once the estimate passes ``enough`` (a large collection is large; its exact size
+    does not matter here). Only picks in-process or the embedded cluster (ClusterSpec.sized).
+    """
+    import os
+
+    total = 0.0
+
+    def cost(path: str, size: int) -> float:
+        suffix = os.path.splitext(path)[1].lower()
+        if suffix == ".json":
+            return size / EVAL_JSON_BYTES_S
+        return EVAL_FILE_S + size / EVAL_BYTES_S if suffix in _IMAGE_SUFFIXES else size / EVAL_BYTES_S
+
+    for given in paths:
+        p = os.fspath(given)
+        if os.path.isfile(p):
+            total += cost(p, os.path.getsize(p))
+            continue
+        for folder, _, files in os.walk(p):
+            for name in files:
+                f = os.path.join(folder, name)
+                try:
+                    total += cost(f, os.stat(f).st_size)
+                except OSError:
+                    continue
+                if total > enough:
+                    return total
+    return total
+
+
 def evaluate(
     req: EvaluateRequest,
     cluster: ClusterSpec | None = None,
@@ -1027,10 +1143,19 @@ def evaluate(
         raise ConfigError(f"--on-error must be skip or fail, got {req.on_error!r}")
     if req.num_classes is not None and req.num_classes < 1:
         raise ConfigError(f"--num-classes must be >= 1, got {req.num_classes}")
+    if req.match_classes not in ("id", "name"):
+        raise ConfigError(f"--match-classes must be id or name, got {req.match_classes!r}")
+    if req.match_classes == "name" and req.task != "semantic":
+        raise ConfigError(f"--match-classes name applies to --task semantic, not {req.task}")
+    if req.match_classes == "name" and req.num_classes is not None:
+        raise ConfigError("--match-classes name needs class names; --num-classes takes label values as classes")
     json_plan, report_plan = _plan_outputs(req)
     cluster = cluster or ClusterSpec()
     gt_spec = _resolve_format(req.gt, req.gt_format, "gt", req.task)
     pred_spec = _resolve_format(req.pred, req.pred_format, "pred", req.task)
+    if req.categories is not None and "labelpngs" not in (gt_spec.name, pred_spec.name):
+        raise ConfigError("--categories names the classes of label-PNG folders; neither GT nor PRED is one",
+                          path=req.categories, hint="the other formats carry their own categories")
     if pred_spec.name == "segpipe_zarr" and req.task != "semantic":
         from segpipe.storage.zarrstore import ZarrStore
 
@@ -1039,6 +1164,8 @@ def evaluate(
             # Per-class blobs of a label map are no instances: AP on them would be a number without meaning.
             raise ConfigError(f"the store holds semantic pre-labels, not {req.task} predictions", path=req.pred,
                               hint="evaluate it with --task semantic")
+    if client is None:  # a job that gains less from a cluster than its start costs runs here
+        cluster = cluster.sized(estimate_evaluate_s([req.gt, req.pred]))
     run = _Run(req, cluster, progress)
     with use_client(cluster, client) as client:
         if req.task == "semantic":
@@ -1057,6 +1184,8 @@ def evaluate(
         "problems": [p.to_dict() for p in run.problems],
         "elapsed_s": round(time.perf_counter() - t0, 3),
     }
+    if run.classes is not None:
+        header["classes"] = run.classes
     staging = None
     if report_plan is not None:
         # Built beside the folder and swapped in whole once report.json is written (an earlier report
@@ -1115,7 +1244,7 @@ def _plan_outputs(req: EvaluateRequest) -> tuple[OutputPlan | None, OutputPlan |
     # Ground truth given as its annotation file occupies the folder its images and masks are read from
     # (predictions given as a JSON file carry their masks in it, or in the PNG folder added below).
     inputs: list[Any] = [*dataset_inputs(req.gt, req.image_root), req.pred, req.image_root,
-                         req.gt_png_dir, req.pred_png_dir]
+                         req.gt_png_dir, req.pred_png_dir, req.categories]
     if req.task == "panoptic":  # the PNG folders default to the JSON paths without ".json"
         inputs += [p.with_suffix("") for p in (req.gt, req.pred) if p.suffix == ".json"]
     json_plan = (check_output(req.json_path, inputs, option="--json", command="evaluate", kind="file")

@@ -11,6 +11,7 @@ outputs are idempotent (same key → same bytes) whether Dask ran a task once or
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import hashlib
@@ -31,12 +32,13 @@ import numpy as np
 from segpipe import __version__
 from segpipe.errors import ConfigError, InputError, SegpipeError
 from segpipe.execution.cluster import ClusterSpec, use_client
+from segpipe.execution.gpus import GPU_RESOURCE, advertises_gpu
 from segpipe.execution.runner import run_tasks
 from segpipe.storage import zarrfast
 from segpipe.storage.atomic import write_json_atomic
 from segpipe.storage.ledger import Ledger
 from segpipe.storage.manifest import ManifestEntry, describe, list_images, read_manifest, write_manifest
-from segpipe.storage.zarrstore import ZarrStore, local_folder, quantise_probs
+from segpipe.storage.zarrstore import ZarrStore, dimension_names, local_folder, quantise_probs
 
 #: Images above this many pixels stream their outputs into the store band by band.
 STREAM_PIXELS = 4096 * 4096
@@ -132,6 +134,8 @@ class PrelabelRequest:
         min_score: Instances below this score are not stored.
         threads: Images each worker runs at once (default: cores / workers; capped at 4 per core). Each
             forward pass runs on one torch thread, so the outputs do not depend on it.
+        gpus: GPUs of this machine for the embedded cluster (``"0,2"``; default: every visible one),
+            one worker each (:meth:`~segpipe.execution.cluster.ClusterSpec.for_model`).
     """
 
     source: str
@@ -156,6 +160,7 @@ class PrelabelRequest:
     stretch: str = "auto"
     percentiles: tuple[float, float] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    gpus: str | None = None
 
 
 def _config(req: PrelabelRequest, model_fp: str, meta: Any) -> dict[str, Any]:
@@ -448,17 +453,56 @@ def _dataset_volumes(source: Path) -> list[tuple[Path, str, int | None]]:
     return out
 
 
-def ingest(source: str, client: Any, *, limit: int | None = None,
-           progress: Callable[[int, int, int], None] | None = None) -> list[ManifestEntry]:
-    """Lists the source's images and measures and hashes them on the workers.
+@dataclass
+class SourceListing:
+    """What a source holds, listed on the driver before any cluster starts (no pixel read).
 
-    Returns:
-        Manifest entries sorted by file name.
+    Attributes:
+        manifest: The entries of a manifest (``.jsonl``) source, already measured; else None.
+        groups: Image folder → ``(relative name, image id or None)`` of its images.
+    """
+
+    manifest: list[ManifestEntry] | None = None
+    groups: dict[str, list[tuple[str, int | None]]] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.manifest) if self.manifest is not None else sum(len(v) for v in self.groups.values())
+
+    def total_bytes(self) -> int:
+        """The listed files' total size (a manifest's entries: 0, they are not opened here)."""
+        n = 0
+        for base, items in self.groups.items():
+            for name, _ in items:
+                with contextlib.suppress(OSError):
+                    n += os.stat(os.path.join(base, name)).st_size
+        return n
+
+
+#: A prelabel job's estimated seconds per image in one process (a small model on a 512^2 image on one
+#: CPU thread), and the file size above which an input counts as a scene (tiled: much more per file).
+#: Rough by design: it only picks in-process or the embedded cluster (ClusterSpec.sized).
+PRELABEL_IMAGE_S = 0.25
+SCENE_BYTES = 16 << 20
+
+
+def estimate_prelabel_s(listing: SourceListing) -> float:
+    """Rough in-process seconds of pre-labeling ``listing`` (see :data:`PRELABEL_IMAGE_S`)."""
+    if listing.manifest is not None:
+        return len(listing) * PRELABEL_IMAGE_S
+    big = listing.total_bytes() > SCENE_BYTES * max(1, len(listing) // 64)
+    return float("inf") if big else len(listing) * PRELABEL_IMAGE_S
+
+
+def list_source(source: str, *, limit: int | None = None) -> SourceListing:
+    """Lists a source's images on the driver: cheap, and an empty or unreadable source fails here.
+
+    Raises:
+        InputError: no images, an unreadable folder or dataset file (names it).
     """
     src = Path(source)
     if src.suffix == ".jsonl" and src.is_file():
         listed = list(read_manifest(src))
-        return listed[:limit] if limit else listed
+        return SourceListing(manifest=listed[:limit] if limit else listed)
     groups: dict[str, list[tuple[str, int | None]]] = {}
     if (src.is_dir() and not any(c in source for c in "*?[") and not _looks_like_images_folder(src)) or src.is_file():
         for root, name, iid in _dataset_images(src):
@@ -468,6 +512,21 @@ def ingest(source: str, client: Any, *, limit: int | None = None,
         groups[str(folder)] = [(n, None) for n in names]
     if limit:
         groups = {k: v[:limit] for k, v in list(groups.items())[:1]}
+    return SourceListing(groups=groups)
+
+
+def ingest(source: str, client: Any, *, limit: int | None = None,
+           progress: Callable[[int, int, int], None] | None = None,
+           listing: SourceListing | None = None) -> list[ManifestEntry]:
+    """Lists the source's images (unless ``listing`` is given) and measures and hashes them on the workers.
+
+    Returns:
+        Manifest entries sorted by file name.
+    """
+    listing = listing if listing is not None else list_source(source, limit=limit)
+    if listing.manifest is not None:
+        return listing.manifest
+    groups = listing.groups
     tasks = []
     for base, items in groups.items():
         for i in range(0, len(items), 64):
@@ -748,7 +807,8 @@ def _predict_slab(predictor: Any, entry: ManifestEntry, part: dict[str, Any], st
         info = {"id": image_id, "file": f"{entry.file}#z{z:05d}", "path": entry.path, "width": w, "height": h,
                 "sha256": entry.sha256, **vol.slice_attrs(name, z)}
         group = store.image_group(image_id, info)
-        digests = {"labels": store.write_array(group, "labels", lut[pred.labels[z - za]])}
+        digests = {"labels": store.write_array(group, "labels", lut[pred.labels[z - za]],
+                                               attributes=store.label_attributes())}
         if pred.probs is not None:
             digests["probs"] = store.write_array(group, "probs",
                                                  quantise_probs(pred.probs[:, z - za].astype(np.float32)))
@@ -783,11 +843,16 @@ def _create_scene(store: ZarrStore, entry: ManifestEntry, src: Any, n_classes: i
     info = {"id": entry.id, "file": entry.file, "path": entry.path, "width": entry.width, "height": entry.height,
             "sha256": entry.sha256, "geo": {**src.geo_attrs(), "nodata": label_void(lut_dtype)}}
     g = store.image_group(entry.id, info)
+    # Fill value = void: a block no task wrote reads as void (nodata) in any tool, never as background.
+    void = label_void(lut_dtype)
     g.create_array("labels", shape=(entry.height, entry.width), dtype=lut_dtype,
-                   chunks=(SCENE_LABEL_CHUNK, SCENE_LABEL_CHUNK), fill_value=0)
+                   chunks=(SCENE_LABEL_CHUNK, SCENE_LABEL_CHUNK), fill_value=void,
+                   dimension_names=dimension_names("labels", 2),
+                   attributes={**store.label_attributes(), "void_value": void})
     if probs:
         g.create_array("probs", shape=(n_classes, entry.height, entry.width), dtype="uint8",
-                       chunks=(n_classes, SCENE_PROB_CHUNK, SCENE_PROB_CHUNK), fill_value=0)
+                       chunks=(n_classes, SCENE_PROB_CHUNK, SCENE_PROB_CHUNK), fill_value=0,
+                       dimension_names=dimension_names("probs", 3))
 
 
 def _predict_and_write(predictor: Any, image: np.ndarray, group: Any, store: ZarrStore,
@@ -799,11 +864,15 @@ def _predict_and_write(predictor: Any, image: np.ndarray, group: Any, store: Zar
     t = time.perf_counter()
     if task == "semantic":
         if h * w > STREAM_PIXELS:  # stream bands into chunked arrays: memory independent of image size
-            labels = group.create_array("labels", shape=(h, w), dtype=lut.dtype, chunks=(1024, 1024), fill_value=0)
+            void = label_void(lut.dtype)
+            labels = group.create_array("labels", shape=(h, w), dtype=lut.dtype, chunks=(1024, 1024), fill_value=void,
+                                        dimension_names=dimension_names("labels", 2),
+                                        attributes={**store.label_attributes(), "void_value": void})
             probs = None
             if flags["probs"]:
                 probs = group.create_array("probs", shape=(len(lut), h, w), dtype="uint8",
-                                           chunks=(len(lut), 512, 512), fill_value=0)
+                                           chunks=(len(lut), 512, 512), fill_value=0,
+                                           dimension_names=dimension_names("probs", 3))
             predictor.predict_semantic(image, label_sink=_LabelSink(labels, lut),
                                        prob_sink=_QuantSink(probs) if probs is not None else None,
                                        keep_probs=flags["probs"])
@@ -817,7 +886,7 @@ def _predict_and_write(predictor: Any, image: np.ndarray, group: Any, store: Zar
             labels = pred.labels
             q = quantise_probs(pred.probs.astype(np.float32)) if flags["probs"] and pred.probs is not None else None
         infer = time.perf_counter() - t
-        outputs["labels"] = store.write_array(group, "labels", lut[labels])
+        outputs["labels"] = store.write_array(group, "labels", lut[labels], attributes=store.label_attributes())
         if q is not None:
             outputs["probs"] = store.write_array(group, "probs", q)
         return outputs, infer
@@ -1029,7 +1098,8 @@ def prelabel(
         SegpipeError: unreadable source, bad model, store conflicts (nothing is written then).
     """
     t_start = time.perf_counter()
-    cluster = cluster or ClusterSpec()
+    # On a machine with GPUs, one worker per GPU, pinned to it (a CPU device keeps the CPU workers).
+    cluster = (cluster or ClusterSpec()).for_model(req.device, req.gpus)
     if req.on_error not in ("skip", "fail"):
         raise ConfigError(f"--on-error must be skip or fail, got {req.on_error!r}")
     if req.resume and req.overwrite:  # which one was meant cannot be guessed: continue, or replace
@@ -1078,12 +1148,24 @@ def prelabel(
     # The model is loaded on the workers before the store is touched: a checkpoint the workers cannot
     # load fails the run with its one line and leaves an existing store as it was (even with --overwrite).
     staging: list[Path] = []  # the new store's staging folder when it replaces an earlier one (--overwrite)
+    # The source is listed before any cluster starts: an empty folder is one line at once, and a small
+    # job runs in this process instead of waiting for workers (ClusterSpec.sized).
+    listing = list_source(req.source, limit=req.limit)
+    if client is None:
+        sized = cluster.sized(estimate_prelabel_s(listing))
+        if sized.in_process() and not cluster.in_process():
+            cluster = sized
+            threads = sized.threads_per_worker
+            n_workers = 0
+            if log:
+                log(f"{len(listing)} images: running in this process (a cluster would take longer to start; "
+                    "pass --workers N for one)")
     with _discard_on_error(staging), use_client(cluster, client) as client, \
             _predictor_on_workers(client, model_ref, options, threads):
         dashboard = getattr(client, "dashboard_link", None)
         if log and dashboard:
             log(f"dask dashboard: {dashboard}")
-        entries = ingest(req.source, client, limit=req.limit)
+        entries = ingest(req.source, client, limit=req.limit, listing=listing)
         store = prepare_store(req, attrs, cfg_hash)
         if store.path != req.out:
             staging.append(store.path)
@@ -1153,8 +1235,11 @@ def prelabel(
                  for b in batches)
         stopped = False
         finished = 0
+        # On a cluster with GPU workers (ours, or a user's `dask worker --resources GPU=1`), model tasks
+        # run only there; on the CPU they run anywhere.
+        gpu_only = {GPU_RESOURCE: 1.0} if req.device != "cpu" and advertises_gpu(client) else None
         for _, rs in run_tasks(client, prelabel_batch, tasks, total=len(batches),
-                               max_in_flight=max(2, 2 * max(1, slots))):
+                               max_in_flight=max(2, 2 * max(1, slots)), resources=gpu_only):
             for r in rs:
                 finished += 1
                 if r["status"] == "done":
@@ -1249,7 +1334,8 @@ def _predictor_on_workers(client: Any, model_ref: ModelRef, options: dict[str, A
         yield
         return
     from segpipe.execution.cluster import owns_workers
-    from segpipe.execution.plugins import PLUGIN_NAME, PredictorPlugin
+    from segpipe.execution.plugins import PLUGIN_NAME
+    from segpipe.execution.worker_plugin import PredictorPlugin
 
     # the embedded cluster's workers (not a user's) skip finalisation at exit: see install_fast_exit
     client.register_plugin(PredictorPlugin(model_ref, options, threads, fast_exit=owns_workers(client)))

@@ -77,7 +77,9 @@ class PrelabelStage(_Stage):
     tile: int | None = Field(None, ge=16)
     overlap: float | None = Field(None, ge=0, lt=1, description="tile overlap as a fraction of the tile")
     batch: int = Field(4, ge=1)
-    device: str = "auto"
+    device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$",
+                        description="auto | cpu | cuda | cuda:N (a CUDA device must exist where it runs)")
+    gpus: str | None = Field(None, pattern=r"^\d+(,\d+)*$", description="GPUs of the local cluster, e.g. 0,2")
     resume: bool = True
     on_error: Literal["skip", "fail"] = "skip"
     probs: bool = True
@@ -96,9 +98,11 @@ class ExportStage(_Stage):
     store: str
     out: str
     to: Literal["coco", "coco_results", "coco_panoptic", "voc", "labelstudio", "maskdir", "cityscapes", "geotiff",
-                "geojson", "nifti"]
+                "geojson", "nifti", "yolo", "yolo_detect", "labelme", "labelme_embedded", "cvat"]
     min_score: float = 0.0
     polygons: bool = False
+    layout: Literal["split", "single", "devkit", "flat"] | None = Field(
+        None, description="coco: split (default) or single; voc: devkit (default) or flat")
     overwrite: bool = True
 
 
@@ -110,6 +114,8 @@ class ConvertStage(_Stage):
     to: str
     categories: str | None = None
     strict: bool = False
+    layout: Literal["split", "single", "devkit", "flat"] | None = Field(
+        None, description="coco: split (default) or single; voc: devkit (default) or flat")
     overwrite: bool = True
 
 
@@ -387,7 +393,7 @@ def _run_stage(name: str, step: Any, base: Path, cluster: Any, log: Callable[[st
         req = PrelabelRequest(source=str(_p(base, step.source)), model=str(_p(base, step.model))
                               if not (":" in step.model and not _p(base, step.model).exists()) else step.model,
                               out=_out(base, step.out, "prelabel.out"), arch=step.arch, task=step.task, tile=step.tile,
-                              overlap=step.overlap, batch=step.batch, device=step.device,
+                              overlap=step.overlap, batch=step.batch, device=step.device, gpus=step.gpus,
                               resume=step.resume and _p(base, step.out).exists(), on_error=step.on_error,
                               probs=step.probs, heatmaps=step.heatmaps, min_score=step.min_score,
                               threads=step.threads, bands=step.bands, window=step.window, stretch=step.stretch,
@@ -396,6 +402,7 @@ def _run_stage(name: str, step: Any, base: Path, cluster: Any, log: Callable[[st
         return {"out": rep["store"], "images": rep["images"], "img_s": rep["throughput_img_s"],
                 "failed": rep["images"]["failed"]}
     if name in ("export", "convert"):
+        from segpipe.formats.splits import layout_option
         from segpipe.pipeline.convert import ConvertRequest, convert
 
         if name == "export":
@@ -403,11 +410,13 @@ def _run_stage(name: str, step: Any, base: Path, cluster: Any, log: Callable[[st
                                   from_="segpipe_zarr",
                                   copy_images="none", overwrite=step.overwrite,
                                   reader_options={"min_score": step.min_score},
-                                  writer_options={"polygons": True} if step.polygons else {})
+                                  writer_options={**({"polygons": True} if step.polygons else {}),
+                                                  **layout_option(step.layout, step.to)})
         else:
             req2 = ConvertRequest(src=_p(base, step.src), dst=_out(base, step.out, "convert.out"), to=step.to,
                                   category_map=_p(base, step.categories) if step.categories else None,
-                                  strict=step.strict, overwrite=step.overwrite)
+                                  strict=step.strict, overwrite=step.overwrite,
+                                  writer_options=layout_option(step.layout, step.to))
         rep2 = convert(req2, cluster)
         return {"out": str(_p(base, step.out)), "losses": rep2["losses"]["totals"],
                 "failed": rep2["images"]["failed"]}

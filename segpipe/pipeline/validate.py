@@ -68,23 +68,31 @@ def validate_path(
     if image_root is not None and "image_root" in inspect.signature(spec.validate).parameters:
         kwargs["image_root"] = image_root
     problems = list(spec.validate(path, **kwargs))
-    if images != "none" and spec.reader is not None and not any(p.severity == "error" for p in problems):
-        problems.extend(_image_problems(spec, path, image_root, deep=images == "decode"))
+    if spec.reader is not None and not any(p.severity == "error" for p in problems):
+        problems.extend(_image_problems(spec, path, image_root, deep=images == "decode", files=images != "none"))
     return name, problems
 
 
-def _image_problems(spec: FormatSpec, path: Path, image_root: Path | None, *, deep: bool) -> list[Problem]:
+def _image_problems(
+    spec: FormatSpec, path: Path, image_root: Path | None, *, deep: bool, files: bool = True
+) -> list[Problem]:
+    """Reads the dataset with convert's reader; then checks each recorded size and (``files``) image file."""
     reader_cls = spec.reader
     params = inspect.signature(reader_cls).parameters
     try:
         reader = reader_cls(path, image_root=image_root) if image_root is not None and "image_root" in params \
             else reader_cls(path)
         samples = list(reader.samples())
-    except SegpipeError:
-        return []  # the format's own validator reports why the dataset cannot be read
+    except SegpipeError as e:
+        # Only reached when the format's validator found no error: the reader convert uses refuses the
+        # dataset all the same, so its error is validate's too (a file never validates and then fails
+        # to convert).
+        return [Problem("error", e.path or str(path), e.where or "", e.message, "read.refused")]
     from segpipe.formats.checks import check_recorded_size
 
-    out = []
+    out: list[Problem] = []
+    if not files:
+        return out
     for s in samples:
         try:
             # The recorded size against the ceiling and the file's header: a mismatch would become

@@ -104,11 +104,25 @@ def input_root(source: str | os.PathLike[str]) -> Path:
 
 
 class DatasetFolder(os.PathLike[str]):
-    """A folder an input occupies because a dataset file reads its images there (named so in messages)."""
+    """A folder an input occupies because a dataset file reads its images there (named so in messages).
+
+    The folder occupies itself, everything above it, and what already exists in it: an output may not
+    be it, contain it, or lie in one of its existing folders (``images/``, ``masks/`` ...; earlier
+    segpipe outputs aside), but a new folder or file beside the dataset file is fine (existing files
+    are protected by the ownership rules of :func:`check_output`).
+    """
 
     def __init__(self, folder: Path, of: str | Path) -> None:
         self.folder = folder
         self.of = of
+
+    def holds(self, out: Path) -> bool:
+        """Whether ``out`` (resolved, inside the folder) lies in one of the folder's existing folders."""
+        folder = resolved(self.folder)
+        first = folder / out.relative_to(folder).parts[0]
+        if not first.is_dir() or not any(first.iterdir()):  # new, or empty: nothing there to read
+            return False
+        return not (is_store(first) or read_marker(first) is not None)
 
     def __fspath__(self) -> str:
         return os.fspath(self.folder)
@@ -123,9 +137,11 @@ def dataset_inputs(path: str | Path | None, image_root: str | Path | None = None
     Readers resolve the images and masks of an annotation file (COCO ``ds/annotations.json``,
     ``ds/annotations/instances_train.json``, a YOLO ``data.yaml`` ...) from the folders around it:
     the file's own folder (``images/`` in it, or the folder itself) and ``../images``. So an output may
-    lie in none of them: the file's folder (its parent, when that folder is ``annotations/``) and the
-    sibling ``images/`` folder. With an explicit ``image_root`` (an input of its own) the file is
-    itself. A folder, a glob or another file (an image, a volume) is itself.
+    not be, contain, or lie in an existing folder of the dataset: the file's folder (its parent, when
+    that folder is ``annotations/``) and the sibling ``images/`` folder (see :class:`DatasetFolder`).
+    A new output beside the file (``segpipe convert instances.json voc/`` run where the file is) is
+    fine. With an explicit ``image_root`` (an input of its own) the file is itself. A folder, a glob or
+    another file (an image, a volume) is itself.
     """
     if path is None or os.fspath(path) == "":
         return []
@@ -160,6 +176,8 @@ def check_not_input(out: str | Path, inputs: Iterable[str | os.PathLike[str] | N
         if o == i:
             why = "is"
         elif i in o.parents:
+            if isinstance(given, DatasetFolder) and not given.holds(o):
+                continue
             why = "lies inside"
         elif o in i.parents:
             why = "contains"

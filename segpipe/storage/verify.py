@@ -2,7 +2,8 @@
 
 A receipt (``STORE/.segpipe/ledger/<key>.json``) records where a finished task wrote its image (a stack
 slot, a group, a block of a scene, the slices of a slab) and the digest of every array it wrote. zarr
-reads a missing chunk as its fill value, 0, which is background: a deleted shard file, an unwritten
+reads a missing chunk as its fill value (a label map's void value; 0, background, in stores written
+before label maps took void as fill value): a deleted shard file, an unwritten
 slot or a slot whose id was overwritten would otherwise export as empty label maps without a word.
 
 The driver plans one :class:`ImageCheck` per image from the receipts and the stacks' ``ids`` and
@@ -523,6 +524,7 @@ class _Files:
 
     def _is_zeros(self, stack: str, name: str, digest: str) -> bool:
         """Whether ``digest`` is that of an all-fill-value image of the stack (memoised: receipts repeat it)."""
+        from segpipe.storage import zarrfast
         from segpipe.storage.zarrstore import digest_matches
 
         memo = self._zero_digests.get((stack, name, digest))
@@ -531,8 +533,10 @@ class _Files:
         if (stack, name) not in self._zeros:
             doc = self._doc(stack, name)
             try:
-                self._zeros[(stack, name)] = np.zeros([int(d) for d in doc["shape"][1:]],  # type: ignore[index]
-                                                      dtype=np.dtype(doc["data_type"]))  # type: ignore[index]
+                # all fill value: 0 in stacks made before label maps took their void value as fill value
+                self._zeros[(stack, name)] = np.full([int(d) for d in doc["shape"][1:]],  # type: ignore[index]
+                                                     zarrfast.fill_of(doc),  # type: ignore[arg-type]
+                                                     dtype=np.dtype(doc["data_type"]))  # type: ignore[index]
             except (KeyError, TypeError, ValueError):
                 self._zeros[(stack, name)] = None
         z = self._zeros[(stack, name)]
@@ -569,7 +573,12 @@ class _Files:
         return None
 
     def group_problem(self, image_id: int, digests: Mapping[str, str]) -> tuple[Path, str] | None:
-        """``(folder, problem)`` of the first array of a group with no chunk file that its receipt says holds data."""
+        """``(folder, problem)`` of the first array of a group missing a chunk file its receipt says holds data.
+
+        An array with all its chunk files passes without a read. One with fewer files than chunks may
+        still be whole, as zarr does not write chunks that hold only the fill value; so it is read and
+        compared with its receipt (rare: only images with empty regions pay for it).
+        """
         from segpipe.storage import zarrfast
         from segpipe.storage.zarrstore import digest_matches
 
@@ -578,15 +587,31 @@ class _Files:
             doc = zarrfast.read_array_document(folder)
             if not isinstance(doc, dict) or not str(doc.get("data_type", "")).startswith(("int", "uint", "float")):
                 continue  # strings (instances/rle), groups: their readers check them
-            if any(f != "zarr.json" and ".partial" not in f for _, _, fs in os.walk(folder) for f in fs):
-                continue
+            n_files = sum(f != "zarr.json" and ".partial" not in f for _, _, fs in os.walk(folder) for f in fs)
             try:
-                zeros = np.zeros([int(d) for d in doc["shape"]], dtype=np.dtype(doc["data_type"]))
+                shape = [int(d) for d in doc["shape"]]
+                grid = [int(c) for c in doc["chunk_grid"]["configuration"]["chunk_shape"]]
+                n_chunks = int(np.prod([-(-s // max(c, 1)) for s, c in zip(shape, grid, strict=True)]))
+                zeros = None if n_files else np.full(shape, zarrfast.fill_of(doc), dtype=np.dtype(doc["data_type"]))
             except (KeyError, TypeError, ValueError):
+                continue  # a document zarr cannot open either: its reader names it
+            if n_files >= n_chunks:
                 continue
-            if not digest_matches(zeros, digest):
+            whole = digest_matches(zeros, digest) if zeros is not None else self._array_matches(folder, digest)
+            if not whole:
                 return folder, f"{name}: missing chunk file though its receipt says done"
         return None
+
+    @staticmethod
+    def _array_matches(folder: Path, digest: str) -> bool:
+        """Whether the array at ``folder``, read whole, has ``digest`` (False if it cannot be read)."""
+        import zarr
+
+        try:
+            arr = zarr.open_array(store=os.fspath(folder), mode="r")[...]
+        except Exception:  # noqa: BLE001 - any failure to read means the array is not whole
+            return False
+        return matches(np.asarray(arr), digest)
 
 
 # ------------------------------------------------------------------------------------------ reading

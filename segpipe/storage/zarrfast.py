@@ -51,8 +51,11 @@ def group_document(attributes: Mapping[str, Any] | None) -> dict[str, Any]:
 
 
 def array_document(shape: Sequence[int], dtype: np.dtype[Any], chunks: Sequence[int],
-                   separator: str = "/") -> dict[str, Any]:
-    """The ``zarr.json`` zarr-python writes for ``create_array(shape, dtype, chunks, fill_value=0)``.
+                   separator: str = "/", *, fill_value: float = 0,
+                   dimension_names: Sequence[str] | None = None,
+                   attributes: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The ``zarr.json`` zarr-python writes for ``create_array(shape, dtype, chunks, fill_value=...,
+    dimension_names=..., attributes=...)``.
 
     Args:
         shape: Array shape.
@@ -60,29 +63,52 @@ def array_document(shape: Sequence[int], dtype: np.dtype[Any], chunks: Sequence[
         chunks: Chunk shape (same rank as ``shape``).
         separator: Of the default chunk key encoding ("/" is zarr's default; "." as given
             ``chunk_key_encoding={"name": "default", "separator": "."}``).
+        fill_value: What a chunk never written reads as (0 by default; label maps use their void
+            value, so that nothing unwritten reads as a class).
+        dimension_names: One name per axis (xarray's dimensions), or None (no ``dimension_names``
+            key, as arrays written before they were added).
+        attributes: The array's attributes.
     """
     dt = np.dtype(dtype)
     bytes_codec: dict[str, Any] = {"name": "bytes"}
     if dt.itemsize > 1:
         bytes_codec["configuration"] = {"endian": "little"}
-    return {
+    doc: dict[str, Any] = {
         "shape": [int(s) for s in shape],
         "data_type": dt.name,
         "chunk_grid": {"name": "regular", "configuration": {"chunk_shape": [int(c) for c in chunks]}},
         "chunk_key_encoding": {"name": "default", "configuration": {"separator": separator}},
-        "fill_value": 0.0 if dt.kind == "f" else 0,
+        "fill_value": float(fill_value) if dt.kind == "f" else int(fill_value),
         "codecs": [bytes_codec, {"name": "zstd", "configuration": {"level": ZSTD_LEVEL, "checksum": False}}],
-        "attributes": {},
-        "zarr_format": 3,
-        "node_type": "array",
-        "storage_transformers": [],
+        "attributes": jsonable(dict(attributes or {})),
     }
+    if dimension_names is not None:  # zarr-python's place for it: after the attributes
+        doc["dimension_names"] = [str(d) for d in dimension_names]
+    doc.update({"zarr_format": 3, "node_type": "array", "storage_transformers": []})
+    return doc
+
+
+def doc_extras(doc: Mapping[str, Any]) -> dict[str, Any]:
+    """The keyword arguments of :func:`array_document` that an existing document has (fill value,
+    dimension names, attributes): what :func:`write_region` and :func:`write_shards` compare with.
+    """
+    return {"fill_value": doc.get("fill_value", 0), "dimension_names": doc.get("dimension_names"),
+            "attributes": doc.get("attributes") or {}}
+
+
+def fill_of(doc: Mapping[str, Any]) -> float:
+    """The fill value of an array document (0 when absent or not a number)."""
+    v = doc.get("fill_value", 0)
+    return v if isinstance(v, (int, float)) and not isinstance(v, bool) else 0
 
 
 @functools.lru_cache(maxsize=256)
-def _array_document_bytes(shape: tuple[int, ...], dtype: str, chunks: tuple[int, ...], separator: str) -> bytes:
+def _array_document_bytes(shape: tuple[int, ...], dtype: str, chunks: tuple[int, ...], separator: str,
+                          fill_value: float = 0, dimension_names: tuple[str, ...] | None = None,
+                          attributes_json: str = "{}") -> bytes:
     # A collection has few distinct image sizes: each document is encoded once per worker.
-    return _dump(array_document(shape, np.dtype(dtype), chunks, separator))
+    return _dump(array_document(shape, np.dtype(dtype), chunks, separator, fill_value=fill_value,
+                                dimension_names=dimension_names, attributes=json.loads(attributes_json)))
 
 
 @functools.lru_cache(maxsize=1)
@@ -115,13 +141,17 @@ def write_group(path: str | Path, attributes: Mapping[str, Any] | None) -> None:
     write_bytes_atomic(p / "zarr.json", _dump(group_document(attributes)))
 
 
-def write_array(path: str | Path, data: np.ndarray, chunks: Sequence[int]) -> None:
+def write_array(path: str | Path, data: np.ndarray, chunks: Sequence[int], *, fill_value: float = 0,
+                dimension_names: Sequence[str] | None = None, attributes: Mapping[str, Any] | None = None) -> None:
     """Writes ``data`` as a whole v3 array at folder ``path`` (replacing any array there).
 
     Args:
         path: The array's folder (``GROUP/name``).
         data: ``(d0, d1, ...)`` array of a :data:`FAST_DTYPES` dtype.
-        chunks: Chunk shape; edge chunks are padded with the fill value 0, as the v3 regular grid says.
+        chunks: Chunk shape; edge chunks are padded with the fill value, as the v3 regular grid says.
+        fill_value: The array's fill value (chunks equal to it are left out).
+        dimension_names: One name per axis, or None.
+        attributes: The array's attributes (JSON-able).
     """
     if not supported(data):
         raise ValueError(f"direct writes take numeric arrays, got {data.dtype}")
@@ -129,9 +159,12 @@ def write_array(path: str | Path, data: np.ndarray, chunks: Sequence[int]) -> No
     _fresh_folder(p)
     chunks = tuple(int(c) for c in chunks)
     sep = WHOLE_ARRAY_SEPARATOR
-    write_bytes_atomic(p / "zarr.json", _array_document_bytes(tuple(int(s) for s in data.shape), data.dtype.name,
-                                                              chunks, sep))
-    _write_chunks(p, data, [0] * data.ndim, chunks, _codec(), data.dtype.newbyteorder("<"), sep, unlink_empty=False)
+    dims = tuple(str(d) for d in dimension_names) if dimension_names is not None else None
+    doc = _array_document_bytes(tuple(int(s) for s in data.shape), data.dtype.name, chunks, sep, fill_value, dims,
+                                json.dumps(jsonable(dict(attributes or {})), sort_keys=True))
+    write_bytes_atomic(p / "zarr.json", doc)
+    _write_chunks(p, data, [0] * data.ndim, chunks, _codec(), data.dtype.newbyteorder("<"), sep, unlink_empty=False,
+                  fill=fill_value)
 
 
 def tiny_frame(nbytes: int) -> int:
@@ -143,13 +176,21 @@ def tiny_frame(nbytes: int) -> int:
     return 64 + nbytes // 512
 
 
+def _is_fill(part: np.ndarray, fill: float) -> bool:
+    """Whether every element of ``part`` is bit for bit the fill value (zarr's test for leaving a chunk out)."""
+    if fill == 0 and not (isinstance(fill, float) and np.signbit(fill)):
+        return not part.view(f"u{part.itemsize}").any()
+    ref = np.array(fill, dtype=part.dtype).reshape(1).view(f"u{part.itemsize}")[0]
+    return bool((part.view(f"u{part.itemsize}") == ref).all())
+
+
 def _write_chunks(p: Path, data: np.ndarray, origin: Sequence[int], chunks: Sequence[int], codec: Any,
-                  le: np.dtype[Any], separator: str, *, unlink_empty: bool) -> None:
+                  le: np.dtype[Any], separator: str, *, unlink_empty: bool, fill: float = 0) -> None:
     """Encodes and writes every chunk of ``data`` (placed at ``origin``, chunk-aligned) as ``p/c<sep>i<sep>j…``.
 
     Chunks bit for bit equal to the fill value are left out, as zarr's ``write_empty_chunks=False``
     does; with ``unlink_empty`` an existing file for such a chunk is removed, as zarr does when it
-    overwrites a chunk with fill values.
+    overwrites a chunk with fill values. Edge chunks are padded with the fill value.
     """
     grid = [range(0, s, c) for s, c in zip(data.shape, chunks, strict=True)]
     made: set[str] = set()
@@ -168,14 +209,14 @@ def _write_chunks(p: Path, data: np.ndarray, origin: Sequence[int], chunks: Sequ
             if scratch is None:
                 scratch = np.empty(tuple(chunks), dtype=le)
             if block.shape != tuple(chunks):
-                scratch.fill(0)
+                scratch.fill(fill)
             scratch[tuple(slice(0, n) for n in block.shape)] = block
             block = scratch
         frame = codec.encode(block)
         # A chunk bit for bit equal to the fill value (zarr stores -0.0, not 0.0) is left out, as
         # zarr does. Only a chunk that compressed to almost nothing can be one: the full scan runs
         # for those alone.
-        if len(frame) <= tiny_frame(block.nbytes) and not part.view(f"u{part.itemsize}").any():
+        if len(frame) <= tiny_frame(block.nbytes) and _is_fill(part, fill):
             if unlink_empty:
                 try:
                     os.unlink(key)
@@ -264,7 +305,7 @@ def write_region(path: str | Path, data: np.ndarray, origin: Sequence[int]) -> b
 
     For the block tasks of a large image: each owns whole chunks of an array the driver created.
     The array must be one this module would write (its ``zarr.json`` equal to
-    :func:`array_document` for its shape, dtype and chunks: zarr-python's defaults with fill value 0)
+    :func:`array_document` for its shape, dtype, chunks, fill value, dimension names and attributes)
     and the region must be chunk-aligned (ending on a chunk boundary or at the array's edge);
     otherwise nothing is written and False is returned, and the caller writes through zarr-python.
 
@@ -283,12 +324,13 @@ def write_region(path: str | Path, data: np.ndarray, origin: Sequence[int]) -> b
     shape, chunks, dtype, sep = meta.shape, meta.chunks, meta.dtype, meta.sep
     if not supported(data) or data.dtype != dtype or data.ndim != len(shape) or len(origin) != len(shape):
         return False
-    if not meta.is_ours("region", lambda: array_document(shape, dtype, chunks, sep)):
-        return False  # another codec, fill value or key encoding: zarr-python knows how
+    if not meta.is_ours("region", lambda: array_document(shape, dtype, chunks, sep, **doc_extras(meta.doc))):
+        return False  # another codec or key encoding: zarr-python knows how
     for o, n, s, c in zip(origin, data.shape, shape, chunks, strict=True):
         if o < 0 or o % c or o + n > s or ((o + n) % c and o + n != s):
             return False
-    _write_chunks(p, data, origin, chunks, _codec(), dtype.newbyteorder("<"), sep, unlink_empty=True)
+    _write_chunks(p, data, origin, chunks, _codec(), dtype.newbyteorder("<"), sep, unlink_empty=True,
+                  fill=fill_of(meta.doc))
     return True
 
 
@@ -300,12 +342,13 @@ EMPTY = np.uint64(2**64 - 1)  # an absent inner chunk's (offset, nbytes) in a sh
 
 
 def sharded_array_document(shape: Sequence[int], dtype: np.dtype[Any], chunks: Sequence[int],
-                           shards: Sequence[int], separator: str = "/") -> dict[str, Any]:
-    """The ``zarr.json`` zarr-python writes for ``create_array(shape, dtype, chunks, shards, fill_value=0)``.
+                           shards: Sequence[int], separator: str = "/", **extras: Any) -> dict[str, Any]:
+    """The ``zarr.json`` zarr-python writes for ``create_array(shape, dtype, chunks, shards, ...)``.
 
-    ``separator`` is that of the default chunk key encoding, as :func:`array_document` takes it.
+    ``separator`` is that of the default chunk key encoding, and ``extras`` (fill value, dimension
+    names, attributes) are as :func:`array_document` takes them.
     """
-    doc = array_document(shape, dtype, shards, separator)
+    doc = array_document(shape, dtype, shards, separator, **extras)
     inner = doc.pop("codecs")
     doc["codecs"] = [{
         "name": "sharding_indexed",
@@ -318,7 +361,8 @@ def sharded_array_document(shape: Sequence[int], dtype: np.dtype[Any], chunks: S
     }]
     # keep zarr-python's key order: codecs before attributes
     return {k: doc[k] for k in ("shape", "data_type", "chunk_grid", "chunk_key_encoding", "fill_value", "codecs",
-                                "attributes", "zarr_format", "node_type", "storage_transformers")}
+                                "attributes", "dimension_names", "zarr_format", "node_type", "storage_transformers")
+            if k in doc}
 
 
 def write_shards(path: str | Path, data: np.ndarray | Sequence[np.ndarray | None], start: int) -> bool:
@@ -358,8 +402,10 @@ def write_shards(path: str | Path, data: np.ndarray | Sequence[np.ndarray | None
             return False
     if len(shape) < 2 or inner[0] != 1 or inner[1:] != shape[1:] or shard[1:] != shape[1:]:
         return False  # only stacks of whole images: inner chunks in C order are then in file order
-    if not meta.is_ours("shards", lambda: sharded_array_document(shape, dtype, inner, shard, sep)):
+    if not meta.is_ours("shards", lambda: sharded_array_document(shape, dtype, inner, shard, sep,
+                                                                 **doc_extras(meta.doc))):
         return False
+    fill = fill_of(meta.doc)
     s, n = shard[0], len(images)
     if start < 0 or start % s or start + n > shape[0] or ((start + n) % s and start + n != shape[0]):
         return False
@@ -375,7 +421,7 @@ def write_shards(path: str | Path, data: np.ndarray | Sequence[np.ndarray | None
             frame = codec.encode(np.ascontiguousarray(img, dtype=le))
             # Only an image that compresses to almost nothing can be all fill value (see tiny_frame):
             # the full scan runs for those alone (zarr leaves fill-value chunks out of the shard).
-            if len(frame) <= tiny_frame(img.nbytes) and not img.view(f"u{img.itemsize}").any():
+            if len(frame) <= tiny_frame(img.nbytes) and _is_fill(np.ascontiguousarray(img), fill):
                 continue
             index[j] = (offset, len(frame))
             offset += len(frame)

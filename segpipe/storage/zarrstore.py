@@ -15,6 +15,13 @@ Layout (documented in ``schemas/zarr_layout.schema.json``; readable with plain `
                                     (labels, probs, ids, attrs, done: see segpipe.storage.stacks)
       .segpipe/                     not zarr: ledger/ receipts, manifest.jsonl, runs/ reports
 
+Every array has ``dimension_names`` (the names xarray gives its axes: :func:`dimension_names`), so
+``xarray.open_zarr(STORE, group="images/<id>")`` (or ``group="stacks/<H>x<W>"``) opens any group. A
+label map's fill value is its void value (255, or 65535 for uint16; never a class), so that nothing a
+writer left unwritten reads as background, and its attributes name the classes the CF way
+(``flag_values`` / ``flag_meanings``) and the OME-Zarr way (``image-label``): :func:`label_attributes`.
+Stores written before (no ``dimension_names``, fill value 0) are read as they are.
+
 Every image's arrays belong to exactly one task (or, for an image tiled across tasks, each task owns
 whole chunk rows), so no two writers ever touch the same chunk: zarr 3 has no locks. Metadata of the
 root group is written once, by the driver.
@@ -23,6 +30,8 @@ root group is written once, by the driver.
 from __future__ import annotations
 
 import hashlib
+import json
+import os
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -38,6 +47,78 @@ READABLE_LAYOUTS = (1, 2)
 LABEL_CHUNK = 1024
 PROB_CHUNK = 512
 PRIVATE = ".segpipe"
+
+
+#: Label-map attributes per store root ``zarr.json`` (path and stat signature): see ZarrStore.label_attributes.
+_LABEL_ATTRS: dict[tuple[Any, ...], dict[str, Any]] = {}
+
+#: Axis names of each array (by name and rank); a stacked array adds ``slot`` in front.
+DIMENSIONS: dict[tuple[str, int], tuple[str, ...]] = {
+    ("labels", 2): ("y", "x"),
+    ("probs", 3): ("class", "y", "x"),
+    ("panoptic", 2): ("y", "x"),
+    ("heatmaps", 3): ("landmark", "y", "x"),
+    ("keypoints", 3): ("object", "landmark", "xyc"),
+    # instances/ subgroup
+    ("rle", 1): ("instance",),
+    ("boxes", 2): ("instance", "xywh"),
+    ("scores", 1): ("instance",),
+    ("labels", 1): ("instance",),
+}
+
+
+def dimension_names(name: str, ndim: int, *, stacked: bool = False) -> tuple[str, ...]:
+    """The ``dimension_names`` of array ``name`` with ``ndim`` axes (``dim_0`` ... for one not listed).
+
+    Args:
+        name: The array's name in its group (``labels``, ``probs``, ``boxes`` ...).
+        ndim: Its rank (a stacked array's, with the slot axis).
+        stacked: The array stacks images along axis 0 (:mod:`segpipe.storage.stacks`).
+    """
+    lead = ("slot",) if stacked else ()
+    rest = DIMENSIONS.get((name, ndim - len(lead)))
+    if rest is None:
+        return (*lead, *(f"{name}_{i}" for i in range(ndim - len(lead))))
+    return (*lead, *rest)
+
+
+def label_fill(dtype: Any) -> int:
+    """The fill value of a label map of ``dtype``: its void value (the dtype's largest value, never a class)."""
+    dt = np.dtype(dtype)
+    return int(np.iinfo(dt).max) if dt.kind in "iu" else 0
+
+
+def is_label_map(name: str, ndim: int) -> bool:
+    """Whether array ``name`` of rank ``ndim`` (unstacked) is a label map (category id per pixel)."""
+    return name == "labels" and ndim == 2
+
+
+def label_attributes(categories: Any, void: int | None = None) -> dict[str, Any]:
+    """Attributes of a label map naming its classes where xarray and napari users look.
+
+    ``flag_values`` / ``flag_meanings`` are CF's way of naming the values of a categorical variable
+    (xarray shows them with the array; blanks in names become ``_``, as CF wants one word each);
+    ``image-label`` is OME-Zarr 0.4's (colours and class of each label value), which napari's
+    OME-Zarr reader follows. segpipe's full records stay in the root's (and a stack group's)
+    ``categories`` attribute, not repeated in every image's array.
+
+    Args:
+        categories: ``[{"id", "name", "color"?}]`` (the store's ``segpipe.categories``).
+        void: The void value (unwritten and unlabelled pixels).
+    """
+    cats = [c for c in (categories or []) if isinstance(c, Mapping) and "id" in c]
+    out: dict[str, Any] = {
+        "long_name": "category id per pixel",
+        "flag_values": [int(c["id"]) for c in cats],
+        "flag_meanings": " ".join("_".join(str(c.get("name", c["id"])).split()) or str(c["id"]) for c in cats),
+    }
+    colors = [{"label-value": int(c["id"]), "rgba": [*(int(v) for v in c["color"][:3]), 255]}
+              for c in cats if isinstance(c.get("color"), (list, tuple)) and len(c["color"]) >= 3]
+    out["image-label"] = {"version": "0.4", "colors": colors,
+                          "properties": [{"label-value": int(c["id"]), "class": str(c.get("name", ""))} for c in cats]}
+    if void is not None:
+        out["void_value"] = int(void)
+    return out
 
 
 def image_key(image_id: int) -> str:
@@ -115,6 +196,7 @@ class ZarrStore:
         self._index: dict[int, tuple[str, int]] | None = None
         # One group object per stack, so its views share the decoded attrs chunks (StackCache).
         self._stacks: dict[str, Any] = {}
+        self._label_attrs: dict[str, Any] | None = None
 
     # -------------------------------------------------------------- driver side
 
@@ -126,6 +208,8 @@ class ZarrStore:
         store = cls(path)
         root = zarr.open_group(str(store.path), mode="a")
         root.attrs["segpipe"] = {"layout": LAYOUT_VERSION, **dict(attrs)}
+        if attrs.get("categories") is not None:  # also at the top, where xarray's Dataset.attrs shows it
+            root.attrs["categories"] = list(attrs["categories"])
         if "images" not in root:
             root.create_group("images")
         store.private.mkdir(parents=True, exist_ok=True)
@@ -166,6 +250,8 @@ class ZarrStore:
         cur = dict(value)
         cur.update(values)
         root.attrs["segpipe"] = cur
+        if "categories" in values:
+            root.attrs["categories"] = values["categories"]
 
     # -------------------------------------------------------------- worker side
 
@@ -193,13 +279,52 @@ class ZarrStore:
             g.update_attributes(dict(info))
         return g
 
+    def label_attributes(self) -> dict[str, Any]:
+        """:func:`label_attributes` of this store's categories.
+
+        Workers make a handle per task: the root's ``zarr.json`` is parsed once per process while it
+        is unchanged (a ``stat``, microseconds, instead of zarr-python's millisecond group open).
+        """
+        if self._label_attrs is None:
+            f = self.path / "zarr.json"
+            try:
+                st = os.stat(f)
+            except OSError:  # no root (a bare group handle): no class names to give
+                return label_attributes([])
+            key = (os.fspath(f), st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+            cached = _LABEL_ATTRS.get(key)
+            if cached is None:
+                try:
+                    doc = json.loads(f.read_bytes())
+                    cats = doc["attributes"]["segpipe"].get("categories") or []
+                except (OSError, ValueError, KeyError, TypeError, AttributeError):
+                    cats = []
+                cached = label_attributes(cats)
+                if len(_LABEL_ATTRS) > 64:
+                    _LABEL_ATTRS.clear()
+                _LABEL_ATTRS[key] = cached
+            self._label_attrs = cached
+        return dict(self._label_attrs)
+
     @staticmethod
-    def write_array(group: Any, name: str, data: np.ndarray, chunks: tuple[int, ...] | None = None) -> str:
-        """Writes ``data`` as array ``name`` of ``group``; returns its digest for the receipt."""
+    def write_array(group: Any, name: str, data: np.ndarray, chunks: tuple[int, ...] | None = None, *,
+                    attributes: Mapping[str, Any] | None = None) -> str:
+        """Writes ``data`` as array ``name`` of ``group``; returns its digest for the receipt.
+
+        The array gets its :func:`dimension_names`; a label map gets its void value as fill value
+        (:func:`label_fill`) and its ``void_value`` in the ``attributes`` given (e.g.
+        :meth:`label_attributes`).
+        """
         from segpipe.storage.stacks import PendingSlot
 
         if isinstance(group, PendingSlot):  # a stacked image: written with its shard
             return group.put(name, data)
+        dims = dimension_names(name, data.ndim)
+        fill = 0
+        attrs = dict(attributes or {})
+        if is_label_map(name, data.ndim) and data.dtype.kind in "iu":
+            fill = label_fill(data.dtype)
+            attrs.setdefault("void_value", fill)
         if chunks is None:
             if data.ndim == 2:
                 chunks = (min(LABEL_CHUNK, data.shape[0]) or 1, min(LABEL_CHUNK, data.shape[1]) or 1)
@@ -209,17 +334,18 @@ class ZarrStore:
                 chunks = tuple(max(1, s) for s in data.shape)
         folder = local_folder(group)
         if folder is not None and zarrfast.supported(data):
-            zarrfast.write_array(folder / name, data, chunks)
+            zarrfast.write_array(folder / name, data, chunks, fill_value=fill, dimension_names=dims, attributes=attrs)
             return array_digest(data)
         if isinstance(group, LocalGroup):
             group = group.zarr
         if data.dtype.kind in ("U", "T", "O"):
-            arr = group.create_array(name, shape=data.shape, dtype=str, chunks=chunks, overwrite=True)
+            arr = group.create_array(name, shape=data.shape, dtype=str, chunks=chunks, overwrite=True,
+                                     dimension_names=dims, attributes=attrs)
             if data.size:
                 arr[...] = data.astype(str)
         else:
-            arr = group.create_array(name, shape=data.shape, dtype=data.dtype, chunks=chunks, fill_value=0,
-                                     overwrite=True)
+            arr = group.create_array(name, shape=data.shape, dtype=data.dtype, chunks=chunks, fill_value=fill,
+                                     overwrite=True, dimension_names=dims, attributes=attrs)
             if data.size:
                 arr[...] = data
         return array_digest(data.astype(str) if data.dtype.kind in ("U", "T", "O") else data)

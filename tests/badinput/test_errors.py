@@ -41,7 +41,8 @@ def base(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     root = tmp_path_factory.mktemp("errors")
     synth_with_unet(root / "ds", root / "m.ckpt", n=4, seed=1, size=(64, 64))
-    convert(ConvertRequest(src=root / "ds", dst=root / "voc", to="voc"), ClusterSpec(workers=0))
+    convert(ConvertRequest(src=root / "ds", dst=root / "voc", to="voc", writer_options={"layout": "flat"}),
+            ClusterSpec(workers=0))
     return root
 
 

@@ -80,7 +80,7 @@ def test_convert_skip_never_writes_a_wrong_size_mask(tmp_path: Path) -> None:
     out = tmp_path / "voc"
     check_bad_input("convert", "coco/annotations.json", "voc", "--to", "voc", "-w", "0", "--on-error", "skip",
                     root=tmp_path, code=1, one_line=False, names=("image 10 (img_000.png): width",), outputs=[out])
-    masks = sorted((out / "SegmentationClass").glob("*.png"))
+    masks = sorted((out / "VOCdevkit/VOC2012/SegmentationClass").glob("*.png"))  # the default layout
     assert [m.name for m in masks] == ["img_001.png"]  # the mismatched image has no mask at all
     with Image.open(masks[0]) as im:
         assert im.size == (64, 48)

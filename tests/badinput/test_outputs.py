@@ -331,13 +331,30 @@ def test_a_dataset_given_as_its_file_occupies_its_folder(case: Path) -> None:
     check_bad_input("validate", gt, "--json", "data/images/00002.png", root=case, code=2, names=["--json"])
     check_bad_input("-q", "evaluate", gt, "store.zarr", "--json", "data/masks/00003.png", "-w", "0", root=case,
                     code=2, names=["--json"])
-    check_bad_input("evaluate", gt, "store.zarr", "--report-dir", "data/rep", "-w", "0", root=case, code=2,
+    check_bad_input("evaluate", gt, "store.zarr", "--report-dir", "data/masks/rep", "-w", "0", root=case, code=2,
                     names=["--report-dir"])
     check_bad_input("prelabel", gt, "-m", "unet.ckpt", "-o", "data/images/p.zarr", "-w", "0", root=case, code=2,
                     names=["--out"])
-    check_bad_input("convert", gt, "data/conv", "--to", "voc", "-w", "0", root=case, code=2, names=["DST"])
+    check_bad_input("convert", gt, "data/images/conv", "--to", "voc", "-w", "0", root=case, code=2, names=["DST"])
+    check_bad_input("convert", gt, ".", "--to", "voc", "-w", "0", root=case, code=2, names=["DST"])
+    check_bad_input("convert", gt, "data/annotations.json", "--to", "coco", "-w", "0", root=case, code=2,
+                    names=["DST"])
     r = run_cli("validate", gt, "--json", "v.json", cwd=case)  # beside the dataset: fine
     assert r.returncode in (0, 1) and json.loads((case / "v.json").read_text())["problems"] is not None, r.stderr
+
+
+def test_a_new_output_beside_a_dataset_file_is_fine(case: Path) -> None:
+    """The README's ``segpipe convert instances.json out/voc`` run in the folder that holds the file."""
+    data = case / "data"
+    before = {p: p.read_bytes() for p in data.rglob("*") if p.is_file()}
+    r = run_cli("convert", "annotations.json", "conv", "--to", "voc", "-w", "0", cwd=data)
+    assert r.returncode == 0, r.stderr
+    assert sorted(p.name for p in (data / "conv/VOCdevkit/VOC2012/SegmentationClass").iterdir()), "no masks written"
+    r = run_cli("-q", "evaluate", "annotations.json", "../store.zarr", "--report-dir", "rep", "-w", "0", cwd=data)
+    assert r.returncode == 0 and (data / "rep").is_dir(), r.stderr
+    r = run_cli("convert", "annotations.json", "conv", "--to", "voc", "-w", "0", "--overwrite", cwd=data)
+    assert r.returncode == 0, r.stderr  # its own earlier output is replaced
+    assert {p: p.read_bytes() for p in before} == before, "an input changed"
 
 
 def test_pipeline_ingest_out_never_replaces_a_users_file_or_an_input(case: Path) -> None:

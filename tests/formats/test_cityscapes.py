@@ -162,7 +162,7 @@ def test_crowd_merge_overflow_and_out_of_range(tmp_path: Path) -> None:
     losses = _write([s], _meta(cats), tmp_path / "a", copy_images="none")
     t = losses.totals()
     assert t["instance_index_overflow"] == 1 and t["crowd_to_group"] == 1 and t["instance_id_out_of_range"] == 1
-    ids = read_label_map(tmp_path / "a/gtFine/default/x/y_gtFine_instanceIds.png")
+    ids = read_label_map(tmp_path / "a/gtFine/train/x/y_gtFine_instanceIds.png")  # no split: train
     assert ids[0, 0] == 3000 and ids[divmod(999, w)] == 3999 and ids[divmod(1000, w)] == 3
     assert ids[39, 0] == 3 and ids[38, 35] == 70
     s2 = Materialized(Sample(ImageInfo(2, "z.png", w, h)), (), class_map=cm)
@@ -185,7 +185,7 @@ def test_images_copied_or_reencoded_upright(tmp_path: Path) -> None:
     samples = [Materialized(Sample(ImageInfo(i + 1, n, 32, 16), image_path=str(src / n)), (),
                             class_map=np.ones((16, 32), np.uint8)) for i, n in enumerate(["p.png", "j.jpg"])]
     losses = _write(samples, _meta(cats), tmp_path / "o")
-    base = tmp_path / "o/leftImg8bit/default/default"
+    base = tmp_path / "o/leftImg8bit/train/default"  # no split: train (torchvision's default split)
     assert (base / "p_leftImg8bit.png").read_bytes() == (src / "p.png").read_bytes()
     got = read_image(base / "j_leftImg8bit.png", exif=False)
     assert got.shape == (16, 32, 3) and np.abs(got.astype(int) - up).max() < 40

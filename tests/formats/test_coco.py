@@ -273,7 +273,10 @@ def _convert(reader, materialize, writer_cls, out, shards=2, options=None):
 def test_coco_files_round_trip(tmp_path):
     src = make_coco(tmp_path / "src", n_images=5)
     r = CocoReader(src)
-    w, results, files = _convert(r, materialize_coco, CocoWriter, tmp_path / "out", shards=1)
+    # The single-file form (``layout: single``); the default split layout is tested below and in
+    # tests/formats/test_layout_conformance.py.
+    w, results, files = _convert(r, materialize_coco, CocoWriter, tmp_path / "out", shards=1,
+                                 options=WriteOptions(extra={"layout": "single"}))
     assert files == [tmp_path / "out" / "annotations.json"]
     a, b = json.loads(src.read_text()), json.loads(files[0].read_text())
     key = lambda x: x["id"]  # noqa: E731
@@ -380,7 +383,10 @@ def test_datumaro_layout_is_read_and_split_kept(tmp_path):
     assert [(s.image.id, s.image.split) for s in ss] == [(1, "train"), (2, "val")]
     assert all(s.image_path for s in ss) and r.problems == []
     _, _, f = _convert(r, materialize_coco, CocoWriter, tmp_path / "out", shards=1)
-    assert [i["split"] for i in json.loads(f[0].read_text())["images"]] == ["train", "val"]
+    # The default layout is this one: one JSON per split, images under images/<split>/
+    assert f == [tmp_path / "out/annotations" / f"instances_{s}.json" for s in ("train", "val")]
+    assert [json.loads(p.read_text())["images"][0]["split"] for p in f] == ["train", "val"]
+    assert all((tmp_path / "out/images" / s / f"{s}.jpg").is_file() for s in ("train", "val"))
     again = CocoReader(tmp_path / "out")
     assert [s.image.split for s in again.samples()] == ["train", "val"] and again.problems == []
 
@@ -396,7 +402,10 @@ def test_panoptic_to_coco_with_semantic_keeps_every_pixel_class(tmp_path):
     r = CocoPanopticReader(PAN)
     _, results, f = _convert(r, materialize_panoptic, CocoWriter, tmp_path / "coco")
     d = json.loads(f[0].read_text())
-    assert d["segpipe_semantic"] == {"folder": "semantic", "void_value": 255}
+    # No split: train; the label maps sit beside the JSON in semantic_train/ (the key names the folder)
+    assert d["segpipe_semantic"] == {"folder": "semantic_train", "void_value": 255}
+    assert f == [tmp_path / "coco/annotations/instances_train.json"]
+    assert any((tmp_path / "coco/annotations/semantic_train").iterdir())
     back = CocoReader(tmp_path / "coco")
     orig = {s.image.id: materialize_panoptic(s, r.meta) for s in r.samples()}
     things = {c.id for c in r.meta.categories if c.isthing}

@@ -25,7 +25,7 @@ def _convert(src: Path, dst: Path, **opts) -> tuple[dict, COCO]:
         ConvertRequest(src, dst, to="coco", copy_images="none", writer_options={"polygons": True, **opts}),
         ClusterSpec(workers=0),
     )
-    return rep, COCO(str(dst / "annotations.json"))
+    return rep, COCO(str(dst / "annotations" / "instances_train.json"))  # default layout; no split: train
 
 
 def test_keyhole_polygons_are_exact(coco_src, tmp_path):
@@ -87,7 +87,7 @@ def test_strict_refuses_lossy_polygons_and_bad_options(coco_src, tmp_path):
 
 def test_default_stays_rle(coco_src, tmp_path):
     convert(ConvertRequest(coco_src, tmp_path / "rle", to="coco", copy_images="none"), ClusterSpec(workers=0))
-    data = json.loads((tmp_path / "rle" / "annotations.json").read_text())
+    data = json.loads((tmp_path / "rle" / "annotations" / "instances_train.json").read_text())
     src = {a["id"]: a for a in json.loads(coco_src.read_text())["annotations"]}
     for a in data["annotations"]:
         assert type(a["segmentation"]) is type(src[a["id"]]["segmentation"])

@@ -27,6 +27,9 @@ from segpipe.formats.voc import VocReader, VocWriter, materialize_voc
 from segpipe.formats.voc.xml import coco_box_to_voc, voc_box_to_coco
 from segpipe.storage.images import read_label_map, read_palette, write_label_png
 
+#: Where the default (``devkit``) layout puts the VOC root below the output folder.
+DEVKIT = "VOCdevkit/VOC2012"
+
 
 def _convert(samples: list[Materialized], meta: DatasetMeta, out: Path, shard: int = 2, **opts):
     w = VocWriter(out, meta, WriteOptions(**opts))
@@ -144,19 +147,21 @@ def test_coco_to_voc_to_records_restores_ids_and_counts_losses(tmp_path: Path) -
     # counts_in is the orchestration's job; the writer counts what it wrote
     assert losses.counts_out == {"dog": 3, "person": 3, "toothbrush": 6}
 
-    labelmap = (out / "labelmap.txt").read_text().splitlines()
+    root = out / DEVKIT  # the default layout: torchvision's VOCSegmentation(root=out) finds it there
+    labelmap = (root / "labelmap.txt").read_text().splitlines()
     assert labelmap[1:] == [
         "background:0,0,0::",
         "person:128,0,0::",
         "dog:0,128,0::",
         "toothbrush:10,20,30::",
     ]
-    assert (out / "JPEGImages" / "train__im0.jpg").read_bytes() == (
+    assert (root / "JPEGImages" / "train__im0.jpg").read_bytes() == (
         tmp_path / "src/train/im0.jpg"
     ).read_bytes()
-    assert (out / "ImageSets/Main/train.txt").read_text() == "train__im0\ntrain__im1\n"  # shard order
-    assert (out / "ImageSets/Main/default.txt").read_text() == "train__im2\n"
-    assert "train__im0  1" in (out / "ImageSets/Main/dog_train.txt").read_text()
+    # shard order; im2 has no split: train (never "default", which torchvision refuses)
+    assert (root / "ImageSets/Main/train.txt").read_text() == "train__im0\ntrain__im1\ntrain__im2\n"
+    assert not (root / "ImageSets/Main/default.txt").exists()
+    assert "train__im0  1" in (root / "ImageSets/Main/dog_train.txt").read_text()
 
     reader, got = _read_all(out)
     assert [c for c in reader.meta.categories] == list(meta.categories)
@@ -250,9 +255,10 @@ def test_voc_records_voc_pixel_identical(tmp_path_factory: pytest.TempPathFactor
     reader, got = _read_all(src)
     _convert(got, reader.meta, tmp / "out")
     for stem, (cm, om, _) in images.items():
-        np.testing.assert_array_equal(read_label_map(tmp / "out/SegmentationClass" / f"{stem}.png"), cm)
-        np.testing.assert_array_equal(read_label_map(tmp / "out/SegmentationObject" / f"{stem}.png"), om)
-        assert read_palette(tmp / "out/SegmentationClass" / f"{stem}.png") is not None
+        out = tmp / "out" / DEVKIT
+        np.testing.assert_array_equal(read_label_map(out / "SegmentationClass" / f"{stem}.png"), cm)
+        np.testing.assert_array_equal(read_label_map(out / "SegmentationObject" / f"{stem}.png"), om)
+        assert read_palette(out / "SegmentationClass" / f"{stem}.png") is not None
     # and a second read gives the same records
     reader2, got2 = _read_all(tmp / "out")
     assert [m.instances for m in got2] == [m.instances for m in got]
@@ -271,11 +277,12 @@ def test_custom_labelmap_survives(tmp_path: Path) -> None:
     assert [c.name for c in reader.meta.categories] == ["background", "road", "car"]
     assert [(i.instance.category_id, rle_ops.area(_nn(i.rle))) for i in got[0].instances] == [(1, 2), (2, 2)]
     _convert(got, reader.meta, tmp_path / "out")
-    assert "road:128,64,128::" in (tmp_path / "out/labelmap.txt").read_text()
-    pal = read_palette(tmp_path / "out/SegmentationClass/a.png")
+    out = tmp_path / "out" / DEVKIT
+    assert "road:128,64,128::" in (out / "labelmap.txt").read_text()
+    pal = read_palette(out / "SegmentationClass/a.png")
     assert pal is not None
     assert tuple(pal[1]) == (128, 64, 128) and tuple(pal[255]) == (224, 224, 192)
-    np.testing.assert_array_equal(read_label_map(tmp_path / "out/SegmentationClass/a.png"), cm)
+    np.testing.assert_array_equal(read_label_map(out / "SegmentationClass/a.png"), cm)
 
 
 def test_unknown_xml_class_is_added_not_dropped(tmp_path: Path) -> None:
@@ -356,5 +363,5 @@ def test_duplicate_stems_refused(tmp_path: Path) -> None:
 def test_hard_link_option(tmp_path: Path) -> None:
     meta, samples = _coco_like(tmp_path)
     _convert(samples[:1], meta, tmp_path / "out", copy_images="link")
-    dst = tmp_path / "out/JPEGImages/train__im0.jpg"
+    dst = tmp_path / "out" / DEVKIT / "JPEGImages/train__im0.jpg"
     assert dst.stat().st_ino == (tmp_path / "src/train/im0.jpg").stat().st_ino

@@ -55,17 +55,17 @@ def test_extensionless_series_is_found_and_prelabeled(tmp_path, tiny_ckpt):
     rep = convert(ConvertRequest(src=out, dst=tmp_path / "coco", to="coco", from_="segpipe_zarr", copy_images="copy"),
                   ClusterSpec(workers=0))
     assert rep["images"]["converted"] == 8 and rep["images"]["missing_files"] == 0
-    coco = json.loads((tmp_path / "coco" / "annotations.json").read_text())
+    coco = json.loads((tmp_path / "coco" / "annotations" / "instances_train.json").read_text())  # no split: train
     names = sorted(im["file_name"] for im in coco["images"])
     assert names[:2] == ["00000_z00000.png", "00000_z00001.png"]
     from PIL import Image
 
     vol0 = open_volume(root / "00000")
-    with Image.open(tmp_path / "coco" / "images" / "00000_z00001.png") as im:
+    with Image.open(tmp_path / "coco" / "images" / "train" / "00000_z00001.png") as im:
         assert im.mode == "L" and im.size == (44, 36)
         np.testing.assert_array_equal(np.asarray(im), vol0.slice(1)[..., 0])
-    # VOC and Cityscapes copy the same rendered slices.
-    for fmt, pattern in (("voc", "JPEGImages/*.png"), ("cityscapes", "leftImg8bit/*/*/*.png")):
+    # VOC (as JPEG, what its loaders open) and Cityscapes write the same rendered slices.
+    for fmt, pattern in (("voc", "VOCdevkit/VOC2012/JPEGImages/*.jpg"), ("cityscapes", "leftImg8bit/*/*/*.png")):
         r = convert(ConvertRequest(src=out, dst=tmp_path / fmt, to=fmt, from_="segpipe_zarr", copy_images="copy"),
                     ClusterSpec(workers=0))
         assert r["images"]["missing_files"] == 0 and len(list((tmp_path / fmt).glob(pattern))) == 8

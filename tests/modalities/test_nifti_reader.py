@@ -228,9 +228,9 @@ def test_ground_truth_to_coco_renders_slice_images(med, tmp_path):
 
     rep = convert(ConvertRequest(src=med, dst=tmp_path / "coco", to="coco", copy_images="copy"), ClusterSpec(workers=0))
     assert rep["images"]["converted"] == N * DEPTH and rep["images"]["missing_files"] == 0
-    coco = json.loads((tmp_path / "coco" / "annotations.json").read_text())
+    coco = json.loads((tmp_path / "coco" / "annotations" / "instances_train.json").read_text())  # no split: train
     assert len(coco["images"]) == N * DEPTH
     window = tuple(json.loads((med / "volumes.json").read_text())["window"])
     vol = open_volume(med / "volumes" / "00001.nii.gz", window=window)
-    with Image.open(tmp_path / "coco" / "images" / "00001_z00003.png") as im:
+    with Image.open(tmp_path / "coco" / "images" / "train" / "00001_z00003.png") as im:
         np.testing.assert_array_equal(np.asarray(im), vol.slice(3)[..., 0])

@@ -44,14 +44,14 @@ def coco_src(tmp_path_factory) -> Path:
 def test_coco_voc_coco_roundtrip_on_dask(coco_src, tmp_path):
     voc = tmp_path / "voc"
     rep1 = convert(ConvertRequest(src=coco_src, dst=voc, to="voc", shard_size=2), ClusterSpec(workers=2))
-    assert (voc / "SegmentationClass").is_dir() and (voc / "Annotations").is_dir()
+    root = voc / "VOCdevkit" / "VOC2012"  # the default layout, where torchvision's VOCSegmentation looks
+    assert (root / "SegmentationClass").is_dir() and (root / "Annotations").is_dir()
     assert rep1["images"]["converted"] == 7
     assert rep1["shards"] == 4
     back = tmp_path / "coco"
     convert(ConvertRequest(src=voc, dst=back, to="coco"), ClusterSpec(workers=2))
     gt = COCO(str(coco_src))
-    out_json = next(back.glob("**/*.json"), None)
-    got = COCO(str(back / "annotations.json")) if (back / "annotations.json").exists() else COCO(str(out_json))
+    got = COCO(str(back / "annotations" / "instances_train.json"))  # the default layout; no split: train
     # ids are restored from the sidecar; every unoccluded non-crowd mask is pixel-identical
     gt_masks, got_masks = _masks_by_id(gt), _masks_by_id(got)
     ids = _unoccluded_ids(gt)
@@ -101,7 +101,7 @@ def test_category_map_applied(coco_src, tmp_path):
     cmap.write_text("merge:\n  thing: [car, tree]\ndrop: [person]\nids: {thing: 5}\n")
     dst = tmp_path / "out"
     convert(ConvertRequest(src=coco_src, dst=dst, to="coco", category_map=cmap), ClusterSpec(workers=0))
-    data = json.loads((dst / "annotations.json").read_text())
+    data = json.loads((dst / "annotations" / "instances_train.json").read_text())  # no split: train
     assert [(c["id"], c["name"]) for c in data["categories"]] == [(5, "thing")]
     assert {a["category_id"] for a in data["annotations"]} == {5}
     src = json.loads(coco_src.read_text())
@@ -113,12 +113,12 @@ def test_coco_to_coco_is_lossless(coco_src, tmp_path):
     rep = convert(ConvertRequest(src=coco_src, dst=dst, to="coco", strict=True), ClusterSpec(workers=0))
     assert rep["losses"]["lossless"]
     src = json.loads(coco_src.read_text())
-    out = json.loads((dst / "annotations.json").read_text())
+    out = json.loads((dst / "annotations" / "instances_train.json").read_text())  # no split: train
     assert [a["id"] for a in out["annotations"]] == [a["id"] for a in src["annotations"]]
     for a, b in zip(src["annotations"], out["annotations"]):
         assert a["segmentation"] == b["segmentation"]
         assert a["bbox"] == pytest.approx(b["bbox"]) and a["iscrowd"] == b["iscrowd"]
-    assert (dst / "images" / src["images"][0]["file_name"]).exists()
+    assert (dst / "images" / "train" / src["images"][0]["file_name"]).exists()
 
 
 def test_missing_images_listed_and_strict_fails(tmp_path):
@@ -155,7 +155,7 @@ def test_polygon_masks_match_pycocotools(coco_src, tmp_path):
     """COCO → VOC: the class PNG equals pycocotools' own rasterisation painted in annotation order."""
     convert(ConvertRequest(src=coco_src, dst=tmp_path / "voc", to="voc"), ClusterSpec(workers=0))
     gt = COCO(str(coco_src))
-    names = [ln.split(":")[0] for ln in (tmp_path / "voc" / "labelmap.txt").read_text().splitlines()
+    names = [ln.split(":")[0] for ln in (tmp_path / "voc/VOCdevkit/VOC2012/labelmap.txt").read_text().splitlines()
              if ln and not ln.startswith("#")]
     label_of = {c["id"]: names.index(c["name"]) for c in gt.dataset["categories"]}
     for img in gt.dataset["images"]:
@@ -169,5 +169,6 @@ def test_polygon_masks_match_pycocotools(coco_src, tmp_path):
         # crowd regions are void whatever is painted after them
         for a in gt.loadAnns(gt.getAnnIds(imgIds=[img["id"]], iscrowd=True)):
             expect[gt.annToMask(a).astype(bool)] = 255
-        got = read_label_map(tmp_path / "voc" / "SegmentationClass" / (Path(img["file_name"]).stem + ".png"))
+        seg = tmp_path / "voc/VOCdevkit/VOC2012/SegmentationClass"
+        got = read_label_map(seg / f"{Path(img['file_name']).stem}.png")
         np.testing.assert_array_equal(got, expect, err_msg=img["file_name"])

@@ -55,8 +55,8 @@ def test_pipeline_runs(path, tmp_path):
     work = tmp_path / "work"
     if path.stem == "streetview":
         assert (work / "prelabels.zarr" / "zarr.json").exists()
-        assert (work / "export" / "coco" / "annotations.json").exists()
-        assert (work / "export" / "voc" / "SegmentationClass").is_dir()
+        assert (work / "export" / "coco" / "annotations" / "instances_train.json").exists()  # no split: train
+        assert (work / "export" / "voc" / "VOCdevkit" / "VOC2012" / "SegmentationClass").is_dir()
         assert (work / "export" / "labelstudio" / "tasks.json").exists()
         # The new photos are EXIF-rotated JPEGs: every export is upright (the ground truth's sizes).
         orient = json.loads((work / "data" / "new" / "exif_orientation.json").read_text())

@@ -16,6 +16,9 @@ from segpipe.pipeline.convert import ConvertRequest, convert
 from segpipe.storage.images import read_label_map
 from tests.conftest import run_cli
 
+#: Where the default VOC layout puts the VOC root (torchvision's VOCSegmentation(root=out) looks there).
+VOC_ROOT = "VOCdevkit/VOC2012"
+
 
 @pytest.fixture(scope="module")
 def synth_dir(tmp_path_factory) -> Path:
@@ -31,8 +34,8 @@ def test_synth_folder_to_voc_keeps_every_class(synth_dir, tmp_path):
     rep = convert(ConvertRequest(src=synth_dir, dst=tmp_path / "voc", to="voc"), ClusterSpec(workers=0))
     for mask in sorted((synth_dir / "masks").glob("*.png")):
         want = read_label_map(mask)
-        got = read_label_map(tmp_path / "voc" / "SegmentationClass" / mask.name)
-        names = [ln.split(":")[0] for ln in (tmp_path / "voc" / "labelmap.txt").read_text().splitlines()
+        got = read_label_map(tmp_path / "voc" / VOC_ROOT / "SegmentationClass" / mask.name)
+        names = [ln.split(":")[0] for ln in (tmp_path / "voc" / VOC_ROOT / "labelmap.txt").read_text().splitlines()
                  if ln and not ln.startswith("#")]
         src_names = [ln.split(":")[0] for ln in (synth_dir / "labelmap.txt").read_text().splitlines()
                      if ln and not ln.startswith("#")]
@@ -55,10 +58,10 @@ def test_panoptic_to_voc_keeps_stuff(testdata, tmp_path):
     cin, cout = rep["losses"]["counts_in"], rep["losses"]["counts_out"]
     for stuff in ("grass-merged", "sky-other-merged", "tree-merged"):
         assert cout.get(stuff) == cin.get(stuff), stuff
-    names = [ln.split(":")[0] for ln in (tmp_path / "voc" / "labelmap.txt").read_text().splitlines()
+    names = [ln.split(":")[0] for ln in (tmp_path / "voc" / VOC_ROOT / "labelmap.txt").read_text().splitlines()
              if ln and not ln.startswith("#")]
     values = set()
-    for p in (tmp_path / "voc" / "SegmentationClass").glob("*.png"):
+    for p in (tmp_path / "voc" / VOC_ROOT / "SegmentationClass").glob("*.png"):
         values |= set(np.unique(read_label_map(p)).tolist())
     assert names.index("sky-other-merged") in values
     assert rep["images"]["missing_files"] == 2  # counted once each
@@ -72,7 +75,7 @@ def test_overwrite_replaces_instead_of_merging(synth_dir, tmp_path):
     dst = tmp_path / "voc"
     convert(ConvertRequest(src=synth_dir, dst=dst, to="voc"), ClusterSpec(workers=0))
     convert(ConvertRequest(src=small, dst=dst, to="voc", overwrite=True), ClusterSpec(workers=0))
-    assert len(list((dst / "SegmentationClass").glob("*.png"))) == 2
+    assert len(list((dst / VOC_ROOT / "SegmentationClass").glob("*.png"))) == 2
 
 
 def test_non_dask_service_as_scheduler_is_one_line(tmp_path, synth_dir):
@@ -147,4 +150,4 @@ def test_truncated_image_is_caught_by_validate_and_convert(synth_dir, tmp_path, 
     assert not (tmp_path / "o").exists()
     r = cli("convert", str(bad), str(tmp_path / "o2"), "--to", "voc", "-w", "0", "--on-error", "skip")
     assert r.returncode == 1
-    assert not (tmp_path / "o2" / "JPEGImages" / victim.name).exists()
+    assert not (tmp_path / "o2" / VOC_ROOT / "JPEGImages" / f"{victim.stem}.jpg").exists()

@@ -38,7 +38,7 @@ def test_exif_streetview_chain(tmp_path: Path) -> None:
     for m in maps:
         assert Image.open(m).size == (size[1], size[0])
     convert(ConvertRequest(src=store, dst=tmp_path / "coco", to="coco", from_="segpipe_zarr"), ClusterSpec(workers=0))
-    coco = json.loads(next((tmp_path / "coco").rglob("*.json")).read_text())
+    coco = json.loads((tmp_path / "coco" / "annotations" / "instances_train.json").read_text())
     assert {(im["height"], im["width"]) for im in coco["images"]} == {size}
     # Evaluation pairs every photo with its upright ground truth.
     ev = evaluate(EvaluateRequest(gt=tmp_path / "new", pred=store, task="semantic"), ClusterSpec(workers=0))

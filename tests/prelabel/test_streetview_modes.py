@@ -176,7 +176,7 @@ def test_every_export_is_upright(prelabelled) -> None:
 
     # COCO: one region per class and image, in upright coordinates, with upright width / height
     _export(store, tmp / "coco", "coco")
-    coco = json.loads((tmp / "coco" / "annotations.json").read_text())
+    coco = json.loads((tmp / "coco" / "annotations" / "instances_train.json").read_text())  # no split: train
     road_id = next(c["id"] for c in coco["categories"] if c["name"] == "road")
     imgs = {im["id"]: im for im in coco["images"]}
     assert len(imgs) == len(sizes)
@@ -189,10 +189,10 @@ def test_every_export_is_upright(prelabelled) -> None:
 
     # VOC: SegmentationClass label = position in labelmap.txt
     _export(store, tmp / "voc", "voc")
-    names = [ln.split(":")[0] for ln in (tmp / "voc" / "labelmap.txt").read_text().splitlines()
+    names = [ln.split(":")[0] for ln in (tmp / "voc/VOCdevkit/VOC2012/labelmap.txt").read_text().splitlines()
              if ln and not ln.startswith("#")]
     road = names.index("road")
-    pngs = sorted((tmp / "voc" / "SegmentationClass").glob("*.png"))
+    pngs = sorted((tmp / "voc/VOCdevkit/VOC2012/SegmentationClass").glob("*.png"))
     assert len(pngs) == len(sizes)
     for f in pngs:
         _check(f.stem, read_label_map(f) == road, by_stem)

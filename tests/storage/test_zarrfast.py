@@ -130,8 +130,9 @@ def test_region_writes_refuse_what_they_cannot_write_exactly(tmp_path: Path) -> 
     assert not zarrfast.write_region(tmp_path / "a", np.ones((20, 16), np.uint8), (0, 0))  # ends mid-chunk
     assert not zarrfast.write_region(tmp_path / "a", block.astype(np.uint16), (0, 0))  # another dtype
     assert not zarrfast.write_region(tmp_path / "missing", block, (0, 0))
-    zarr.create_array(str(tmp_path / "b"), shape=(40, 40), dtype="uint8", chunks=(16, 16), fill_value=7)
-    assert not zarrfast.write_region(tmp_path / "b", block, (0, 0))  # another fill value
+    zarr.create_array(str(tmp_path / "b"), shape=(40, 40), dtype="uint8", chunks=(16, 16), fill_value=0,
+                      compressors=None)
+    assert not zarrfast.write_region(tmp_path / "b", block, (0, 0))  # another codec
     assert not _files(tmp_path / "a").keys() - {"zarr.json"}  # nothing was written
     assert zarrfast.write_region(tmp_path / "a", np.ones((8, 16), np.uint8), (32, 16))  # ends at the edge
     assert arr[32:40, 16:32].sum() == 8 * 16
@@ -195,14 +196,14 @@ def test_cached_metadata_follows_the_file(tmp_path: Path, monkeypatch: pytest.Mo
     arr.resize((24, 4, 4))  # the driver grows a stack between runs
     assert zarrfast.write_shards(tmp_path / "a", one * 2, 16)
     assert np.array_equal(zarr.open_array(str(tmp_path / "a"), mode="r")[16:24], one * 2)
-    # the same folder holding an array of another fill value now: refused, written by zarr-python instead
+    # the same folder holding an array of another codec now: refused, written by zarr-python instead
     zarr.create_array(str(tmp_path / "a"), shape=(24, 4, 4), dtype="uint8", chunks=(1, 4, 4), shards=(8, 4, 4),
-                      fill_value=3, overwrite=True)
+                      fill_value=0, compressors=None, overwrite=True)
     assert not zarrfast.write_shards(tmp_path / "a", one, 0)
     zarr.create_array(str(tmp_path / "r"), shape=(16, 16), dtype="uint8", chunks=(8, 8), fill_value=0)
     assert zarrfast.write_region(tmp_path / "r", np.ones((8, 8), np.uint8), (0, 0))
-    zarr.create_array(str(tmp_path / "r"), shape=(16, 16), dtype="uint8", chunks=(8, 8), fill_value=5,
-                      overwrite=True)
+    zarr.create_array(str(tmp_path / "r"), shape=(16, 16), dtype="uint8", chunks=(8, 8), fill_value=0,
+                      compressors=None, overwrite=True)
     assert not zarrfast.write_region(tmp_path / "r", np.ones((8, 8), np.uint8), (0, 0))
     if remember_fresh:  # a new run forgets what an earlier one cached (its driver may have changed arrays)
         assert zarrfast._META_CACHE
@@ -247,3 +248,35 @@ def test_array_digest_streams_and_reads_through_views() -> None:
     legacy = hashlib.sha256(f"{a.dtype.str}{a.shape}".encode() + a.tobytes()).hexdigest()
     assert array_digest(a, legacy=True) == legacy
     assert digest_matches(a, legacy) and not digest_matches(b, legacy)
+
+
+@pytest.mark.parametrize("fill", [255, 7])
+def test_fill_value_dimension_names_and_attributes_as_zarr_writes_them(tmp_path: Path, fill: int) -> None:
+    """Label maps have their void value as fill value, dimension names and attributes: same files as zarr's."""
+    data = np.full((37, 53), fill, np.uint8)
+    data[20:, 30:] = 0  # background: stored, not left out (it is no longer the fill value)
+    data[0, 0] = 3
+    dims, attrs = ("y", "x"), {"flag_values": [0, 3], "flag_meanings": "background car"}
+    zarrfast.write_array(tmp_path / "fast", data, (16, 20), fill_value=fill, dimension_names=dims, attributes=attrs)
+    arr = zarr.create_array(str(tmp_path / "ref"), shape=data.shape, dtype=data.dtype, chunks=(16, 20),
+                            fill_value=fill, dimension_names=dims, attributes=attrs,
+                            chunk_key_encoding={"name": "default", "separator": zarrfast.WHOLE_ARRAY_SEPARATOR})
+    arr[...] = data
+    fast, ref = _files(tmp_path / "fast"), _files(tmp_path / "ref")
+    assert json.loads(fast.pop("zarr.json")) == json.loads(ref.pop("zarr.json"))
+    assert fast == ref and "c.0.1" not in fast  # the chunk all fill value is left out by both
+    # regions and shards of such arrays are written directly too, padding and leaving out by the fill value
+    zarr.create_array(str(tmp_path / "reg"), shape=(40, 40), dtype="uint8", chunks=(16, 16), fill_value=fill,
+                      dimension_names=dims)
+    block = np.full((16, 16), fill, np.uint8)
+    assert zarrfast.write_region(tmp_path / "reg", block, (0, 0))
+    assert not (tmp_path / "reg" / "c" / "0" / "0").exists()
+    assert zarrfast.write_region(tmp_path / "reg", np.zeros((8, 16), np.uint8), (32, 16))
+    back = zarr.open_array(str(tmp_path / "reg"), mode="r")[...]
+    assert (back[32:, 16:32] == 0).all() and (back[:32] == fill).all()
+    sh = zarr.create_array(str(tmp_path / "sh"), shape=(16, 4, 4), dtype="uint8", chunks=(1, 4, 4),
+                           shards=(8, 4, 4), fill_value=fill, dimension_names=("slot", "y", "x"))
+    imgs: list[np.ndarray | None] = [np.zeros((4, 4), np.uint8), None, np.full((4, 4), fill, np.uint8)] + [None] * 5
+    assert zarrfast.write_shards(tmp_path / "sh", imgs, 0)
+    got = sh[0:8]
+    assert (got[0] == 0).all() and (got[1:] == fill).all()  # None and all-fill slots read as the fill value

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from segpipe.cli.common import cluster_spec, progress_bar, scheduler_option, workers_option
+from segpipe.cli.common import cluster_spec, layout_option, progress_bar, scheduler_option, workers_option
 
 
 def register(app: typer.Typer) -> None:
@@ -30,6 +30,13 @@ def register(app: typer.Typer) -> None:
                                       "polygons (holes kept by keyhole cuts; differences counted) or RLE (exact)."),
         polygon_tolerance: float = typer.Option(0.0, "--polygon-tolerance", min=0.0,
                                                 help="Simplify polygons by up to this many pixels (losses counted)."),
+        image_url_prefix: str | None = typer.Option(None, "--image-url-prefix", help="Label Studio target: the "
+                                                    "task images' URL prefix (default /data/local-files/?d=images/)."),
+        model_version: str | None = typer.Option(None, "--model-version", help="Label Studio target: the "
+                                                 "predictions' model_version (default: the source's model)."),
+        layout: str | None = typer.Option(None, "--layout", help="coco: split (default: annotations/"
+                                          "instances_<split>.json + images/<split>/) or single (annotations.json); "
+                                          "voc: devkit (default: VOCdevkit/VOC2012/, JPEG images) or flat."),
         workers: int | None = workers_option(),
         scheduler: str | None = scheduler_option(),
     ) -> None:
@@ -44,11 +51,17 @@ def register(app: typer.Typer) -> None:
             raise ConfigError(f"--images must be copy, link or none, got {images!r}")
         if on_error not in ("fail", "skip"):
             raise ConfigError(f"--on-error must be fail or skip, got {on_error!r}")
+        for option, v in (("--image-url-prefix", image_url_prefix), ("--model-version", model_version)):
+            if v is not None and to != "labelstudio":
+                raise ConfigError(f"{option} applies to --to labelstudio, not {to!r}")
         req = ConvertRequest(
             src=src, dst=dst, to=to, from_=from_, category_map=categories, strict=strict, copy_images=images,
             overwrite=overwrite, on_error=on_error, shard_size=shard_size, image_root=image_root,
             gt=gt,
-            writer_options={"polygons": True, "polygon_tolerance": polygon_tolerance} if polygons else {},
+            writer_options={**({"polygons": True, "polygon_tolerance": polygon_tolerance} if polygons else {}),
+                            **({"image_url_prefix": image_url_prefix} if image_url_prefix is not None else {}),
+                            **({"model_version": model_version} if model_version is not None else {}),
+                            **layout_option(layout, to)},
         )
         with progress_bar(f"convert → {to}") as update:
             report = convert(req, cluster_spec(workers, scheduler), progress=update)

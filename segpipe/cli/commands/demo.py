@@ -16,7 +16,10 @@ def register(app: typer.Typer) -> None:
     def demo_cmd(
         out: Path = typer.Option(Path("demo-out"), "--out", help="Folder for everything the demo makes."),
         n_new: int = typer.Option(8, "--n", min=2, help="New images to pre-label."),
-        train_seconds: float = typer.Option(45.0, "--train-seconds", min=5, help="Training time budget."),
+        epochs: int = typer.Option(20, "--epochs", min=1, max=1000, help="Training epochs (fixed, so the result "
+                                   "does not depend on how busy the machine is)."),
+        train_seconds: float = typer.Option(300.0, "--train-seconds", min=5, help="Training time cap: stops "
+                                            "earlier epochs on a very slow machine."),
         workers: int = workers_option(2, help="Dask worker processes (0 = in-process)."),
     ) -> None:
         """Synthesise → train → pre-label on Dask into Zarr → export → evaluate, and show where it all is."""
@@ -27,7 +30,8 @@ def register(app: typer.Typer) -> None:
         from segpipe.pipeline.demo import run_demo
 
         state.OUTPUT = out
-        res = run_demo(out, n_new=n_new, train_seconds=train_seconds, cluster=ClusterSpec(workers=workers),
+        res = run_demo(out, n_new=n_new, train_epochs=epochs, train_seconds=train_seconds,
+                       cluster=ClusterSpec(workers=workers),
                        log=(lambda m: None) if state.QUIET else (lambda m: state.console.print(m, markup=False)))
         t = Table(title=f"segpipe demo — {res.figures['elapsed_s']} s", show_edge=False)
         t.add_column("step")

@@ -86,14 +86,25 @@ def register(app: typer.Typer) -> None:
             None, "--kpt-sigmas", help="Keypoints: comma-separated OKS sigmas, one per keypoint (default COCO's 17)."
         ),
         on_error: str = typer.Option("skip", "--on-error", help="skip | fail: images that cannot be evaluated."),
+        match_classes: str = typer.Option(
+            "id", "--match-classes",
+            help="Semantic: id compares label values (warning when the sides name a class differently); "
+                 "name maps PRED's ids to GT's by class name.",
+        ),
+        categories: Path | None = typer.Option(
+            None, "--categories",
+            help="Class names of label-PNG folders: YAML/JSON {id: name} or a labelmap.txt "
+                 "(default: each value v is class_<v>).",
+        ),
         shards: int | None = typer.Option(None, "--shards", min=1, help="Number of image shards."),
         workers: int | None = workers_option(),
         scheduler: str | None = scheduler_option(),
     ) -> None:
         """Evaluate predictions against ground truth (mIoU, COCO AP, PQ, keypoint AP).
 
-        Images are paired by image id, falling back to the file stem. Exit 1 when some image could not
-        be evaluated (listed in the report's problems).
+        Images are paired by image id, falling back to the file stem. Two flat folders of label PNGs
+        (gt/*.png, pred/*.png) pair by file stem. Exit 1 when some image could not be evaluated
+        (listed in the report's problems).
         """
         from segpipe.cli import state
         from segpipe.errors import ConfigError
@@ -109,10 +120,13 @@ def register(app: typer.Typer) -> None:
             gt=gt, pred=pred, task=task, gt_format=gt_format, pred_format=pred_format, iou_types=types,
             num_classes=num_classes, ignore_index=ignore_index, worst=worst, shards=shards, img_ids=img_ids,
             json_path=json_path, report_dir=report_dir, image_root=image_root, gt_png_dir=gt_png_dir,
-            pred_png_dir=pred_png_dir, kpt_sigmas=sigmas, on_error=on_error,
+            pred_png_dir=pred_png_dir, kpt_sigmas=sigmas, on_error=on_error, match_classes=match_classes,
+            categories=categories,
         )
         with progress_bar(f"evaluate {task}") as update:
             report = evaluate(req, cluster_spec(workers, scheduler), progress=update)
+        for line in (report.get("classes") or {}).get("warnings", []):
+            state.err_console.print(f"warning: {line}", markup=False)
         print_headline(report, state.console)
         for p in report["problems"][:20]:
             state.err_console.print(f"{p['severity']}: {p['file']}: {p['where']}: {p['message']}", markup=False)

@@ -6,7 +6,14 @@ from pathlib import Path
 
 import typer
 
-from segpipe.cli.common import cluster_spec, progress_bar, scheduler_option, score_option, workers_option
+from segpipe.cli.common import (
+    cluster_spec,
+    layout_option,
+    progress_bar,
+    scheduler_option,
+    score_option,
+    workers_option,
+)
 
 
 def _targets() -> list[str]:
@@ -30,6 +37,9 @@ def register(app: typer.Typer) -> None:
                                       "counted) or RLE (exact, default)."),
         images: str = typer.Option("none", "--images", help="copy | link | none: the source images."),
         overwrite: bool = typer.Option(False, "--overwrite", help="Replace an earlier segpipe output in DST."),
+        layout: str | None = typer.Option(None, "--layout", help="coco: split (default: annotations/"
+                                          "instances_<split>.json + images/<split>/) or single (annotations.json); "
+                                          "voc: devkit (default: VOCdevkit/VOC2012/, JPEG images) or flat."),
         workers: int | None = workers_option(),
         scheduler: str | None = scheduler_option(),
     ) -> None:
@@ -47,7 +57,8 @@ def register(app: typer.Typer) -> None:
             src=store, dst=dst, to=to, from_="segpipe_zarr", copy_images=images, overwrite=overwrite,
             # An image whose outputs fail their receipt is a per-image problem; the others export.
             on_error="skip",
-            reader_options={"min_score": min_score}, writer_options={"polygons": True} if polygons else {},
+            reader_options={"min_score": min_score},
+            writer_options={**({"polygons": True} if polygons else {}), **layout_option(layout, to)},
         )
         with progress_bar(f"export → {to}") as update:
             report = convert(req, cluster_spec(workers, scheduler), progress=update)

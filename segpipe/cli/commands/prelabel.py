@@ -32,6 +32,8 @@ def register(app: typer.Typer) -> None:
         overlap: float | None = overlap_option(),
         batch: int = typer.Option(4, "--batch", min=1, help="Tiles per forward pass."),
         device: str = device_option(),
+        gpus: str | None = typer.Option(None, "--gpus", help="GPUs for the local cluster, e.g. 0,2: one worker "
+                                        "each, pinned to it (default: every GPU this machine shows)."),
         resume: bool = typer.Option(False, "--resume", help="Continue a store made with the same model and config."),
         overwrite: bool = typer.Option(False, "--overwrite", help="Start a new run, replacing the store."),
         on_error: str = typer.Option("skip", "--on-error", help="skip | fail: unreadable images."),
@@ -57,8 +59,8 @@ def register(app: typer.Typer) -> None:
         state.OUTPUT = out
         req = PrelabelRequest(
             source=source, model=model, out=out, arch=arch, task=task, tile=tile, overlap=overlap, batch=batch,
-            device=device, resume=resume, overwrite=overwrite, on_error=on_error, probs=probs, heatmaps=heatmaps,
-            min_score=min_score, threads=threads, limit=limit,
+            device=device, gpus=gpus, resume=resume, overwrite=overwrite, on_error=on_error, probs=probs,
+            heatmaps=heatmaps, min_score=min_score, threads=threads, limit=limit,
             bands=_ints(bands, "--bands") if bands else None, window=window, stretch=stretch,
             percentiles=_pair(percentiles, "--percentiles") if percentiles else None,
         )

@@ -207,3 +207,64 @@ def rows_from_json(rows: Any) -> tuple[dict[str, Any], ...]:
                     "hasInstances": bool(r.get("hasInstances", False)), "color": r.get("color"),
                     "category_id": int(cid) if isinstance(cid, int) else None})
     return tuple(out)
+
+
+#: Datumaro's custom label table beside ``gtFine/`` (``r g b name`` per line; label id = line position).
+LABEL_COLORS = "label_colors.txt"
+_BY_COMPACT = {lab.name.replace(" ", ""): lab for lab in LABELS}
+
+
+def _official_compact(name: str) -> CityscapesLabel | None:
+    """The official label of a name written with or without spaces (Datumaro writes ``trafficlight``)."""
+    return official_label(name) or _BY_COMPACT.get(normalise_name(name).replace(" ", ""))
+
+
+def rows_from_label_colors(text: str) -> tuple[dict[str, Any], ...]:
+    """The label table of a Datumaro ``label_colors.txt``, with Datumaro's ids.
+
+    Each non-empty line not starting with ``#`` is ``r g b name`` (or a bare ``name``); a name may hold
+    spaces. Label ids follow Datumaro's ``make_cityscapes_categories``: the labels in file order, with
+    ``background`` (black) put first when no label is black. "Has instances" and the train id are the
+    official ones of a label whose name is a Cityscapes label, else False and 255: the file does not
+    say, and values ≥ 1000 in ``instanceIds`` are objects either way.
+
+    Raises:
+        FormatError: a malformed line or a name given twice (``where`` is ``line N``; the caller adds
+            the file).
+    """
+    entries: dict[str, tuple[int, int, int] | None] = {}
+    for n, raw in enumerate(text.splitlines(), start=1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        parts = line.split()
+        color: tuple[int, int, int] | None = None
+        if len(parts) >= 4 and all(v.isdigit() for v in parts[:3]):
+            r, g, b = (int(v) for v in parts[:3])
+            if max(r, g, b) > 255:
+                raise FormatError(f"colour {r} {g} {b} is outside 0..255", where=f"line {n}")
+            color, name = (r, g, b), " ".join(parts[3:])
+        elif parts[0].isdigit():
+            raise FormatError(f"expected 'r g b name' or 'name', got {line!r}", where=f"line {n}")
+        else:
+            name = line
+        if name in entries:
+            raise FormatError(f"label {name!r} is defined twice", where=f"line {n}")
+        entries[name] = color
+    if not entries:
+        raise FormatError("no labels", where="line 1")
+    names = list(entries)
+    if not any(c == (0, 0, 0) for c in entries.values()):
+        has_colors = any(c is not None for c in entries.values())
+        bg = "background"
+        if bg not in entries:
+            entries[bg] = (0, 0, 0) if has_colors else None
+        names = [bg] + [x for x in names if x != bg]
+    rows: list[dict[str, Any]] = []
+    for i, name in enumerate(names):
+        lab = _official_compact(name)
+        color = entries[name]
+        rows.append({"id": i, "name": name, "trainId": lab.train_id if lab is not None else IGNORE_TRAIN_ID,
+                     "hasInstances": bool(lab.has_instances) if lab is not None else False,
+                     "color": list(color) if color is not None else None, "category_id": i})
+    return tuple(rows)

@@ -6,13 +6,14 @@ Read::
     root/leftImg8bit/<split>/<city...>/<stem>_leftImg8bit.<ext>   optional
     root/segpipe_cityscapes.json                                   optional (written by segpipe)
 
-Categories: the official 34 labels (category id = label id, ``isthing`` = has instances), or the label
-table and original categories of the sidecar. Pixels: ``labelIds`` gives the class map when present,
-else ``instanceIds // 1000`` (values ≥ 1000) and the value itself (below). Instances: every
-``instanceIds`` value ≥ 1000 is one object (annotation id ``image id × 100000 + value``); a value
-below 1000 of a class with instances is a group region, read as a crowd instance; values of other
-classes are stuff (class map only). Datumaro marks every value below 1000 as a crowd mask; segpipe
-keeps stuff out of the instances.
+Categories: the official 34 labels (category id = label id, ``isthing`` = has instances), or the label table
+and original categories of the sidecar, or Datumaro's ``label_colors.txt`` (custom classes, ids in Datumaro's
+order: see :func:`~segpipe.formats.cityscapes.labels.rows_from_label_colors`). Pixels: ``labelIds`` gives the
+class map when present, else ``instanceIds // 1000`` (values ≥ 1000) and the value itself (below). Instances:
+every ``instanceIds`` value ≥ 1000 is one object (annotation id ``image id × 100000 + value``); a value below
+1000 of a class with instances is a group region, read as a crowd instance; values of other classes are stuff
+(class map only). Datumaro marks every value below 1000 as a crowd mask; segpipe keeps stuff out of the
+instances.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from segpipe.core.records import (
 )
 from segpipe.errors import FormatError, InputError, SegpipeError
 from segpipe.formats.cityscapes.convert import decode_instance_ids
-from segpipe.formats.cityscapes.labels import official_rows, rows_from_json
+from segpipe.formats.cityscapes.labels import LABEL_COLORS, official_rows, rows_from_json, rows_from_label_colors
 from segpipe.formats.cityscapes.writer import (
     SIDECAR,
     SUFFIX_IMAGE,
@@ -52,6 +53,20 @@ from segpipe.storage.paths import safe_join
 IMAGE_EXTS = (".png", ".jpg", ".jpeg")
 #: Annotation id stride: ``image id × ANN_STRIDE + instanceIds value`` is unique in the dataset.
 ANN_STRIDE = 100_000
+
+
+def read_text_file(path: Path) -> str:
+    """A small UTF-8 text file (a label table).
+
+    Raises:
+        FormatError: unreadable or not UTF-8 (naming the file).
+    """
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise FormatError(f"not UTF-8 text at byte {e.start}", path=path) from None
+    except OSError as e:
+        raise FormatError(f"cannot read: {e.strerror}", path=path) from None
 
 
 def detect_cityscapes(path: str | Path) -> bool:
@@ -109,10 +124,20 @@ class CityscapesReader:
             if not isinstance(data, dict):
                 raise FormatError("the sidecar must be a JSON object", path=root / SIDECAR)
             side = data
+        # The label table: the sidecar's (segpipe wrote it), else Datumaro's label_colors.txt (custom
+        # classes: read as official ids, sky would become "ego vehicle"), else the official table.
+        colors_file = root / LABEL_COLORS
+        custom = "labels" not in side and colors_file.is_file()
         try:
-            rows = rows_from_json(side["labels"]) if "labels" in side else official_rows()
+            if "labels" in side:
+                rows = rows_from_json(side["labels"])
+            elif custom:
+                rows = rows_from_label_colors(read_text_file(colors_file))
+            else:
+                rows = official_rows()
         except FormatError as e:
-            raise FormatError(e.message, path=root / SIDECAR, where=e.where) from None
+            raise FormatError(e.message, path=e.path or (colors_file if custom else root / SIDECAR),
+                              where=e.where) from None
         if "categories" in side:
             categories = tuple(
                 Category(id=int(c["id"]), name=str(c["name"]), supercategory=str(c.get("supercategory") or ""),
@@ -138,8 +163,12 @@ class CityscapesReader:
                 "cityscapes_labels": [dict(r) for r in rows],
                 "cityscapes_category_of": {str(k): v for k, v in category_of.items()},
                 "cityscapes_things": sorted(int(r["id"]) for r in rows if r["hasInstances"]),
-                # Label 0 (unlabeled) is the background of other formats (VOC label 0).
-                "background_id": category_of.get(0, by_name.get("unlabeled")),
+                # Label 0 (unlabeled) is the background of other formats (VOC label 0); in Datumaro's
+                # label_colors.txt the black label is.
+                "background_id": next((int(r["id"]) for r in rows if r.get("color") == [0, 0, 0]), None)
+                if custom else category_of.get(0, by_name.get("unlabeled")),
+                # label_colors.txt does not say which classes have instances (validate does not guess).
+                "cityscapes_instances_known": not custom,
             },
         )
         side_images: dict[str, Any] = side.get("images") or {}

@@ -20,7 +20,9 @@ def validate_cityscapes(path: str | Path) -> Iterator[Problem]:
     Codes: ``cityscapes.not_cityscapes``, ``cityscapes.sidecar``, ``cityscapes.no_labels`` (warning),
     ``cityscapes.unreadable``, ``cityscapes.size_mismatch``, ``cityscapes.unknown_label`` (a labelIds or
     instanceIds value of no label in the table), ``cityscapes.instance_of_stuff`` (an object id ≥ 1000 of
-    a class without instances), ``cityscapes.inconsistent`` (labelIds disagrees with instanceIds).
+    a class without instances; not with a ``label_colors.txt`` table, which does not say),
+    ``cityscapes.inconsistent`` (labelIds disagrees with instanceIds). A malformed ``label_colors.txt``
+    is a ``cityscapes.sidecar`` error naming its line.
     """
     from segpipe.formats.cityscapes.reader import CityscapesReader
 
@@ -37,6 +39,9 @@ def validate_cityscapes(path: str | Path) -> Iterator[Problem]:
     rows = reader.meta.extra["cityscapes_labels"]
     known = {int(r["id"]) for r in rows}
     things = {int(r["id"]) for r in rows if r["hasInstances"]}
+    # A table that does not say which classes have instances (label_colors.txt) cannot make object ids
+    # of a class wrong: the reader takes every value ≥ 1000 as an object.
+    things_known = bool(reader.meta.extra.get("cityscapes_instances_known", True))
     for s in reader.samples():
         maps: dict[str, np.ndarray] = {}
         for f in (s.object_file, s.semantic_file):  # instanceIds first: labelIds is checked against it
@@ -70,7 +75,7 @@ def validate_cityscapes(path: str | Path) -> Iterator[Problem]:
                 labs = {v // MAX_OBJECTS_PER_CLASS if v >= MAX_OBJECTS_PER_CLASS else v for v in vals}
                 stuff_objects = sorted({v for v in vals if v >= MAX_OBJECTS_PER_CLASS
                                         and v // MAX_OBJECTS_PER_CLASS in known - things})
-                if stuff_objects:
+                if stuff_objects and things_known:
                     yield Problem("error", rel, "pixel values", f"object ids {stuff_objects[:10]} belong to classes "
                                   "without instances", "cityscapes.instance_of_stuff")
                 a = arr.astype(np.int64)

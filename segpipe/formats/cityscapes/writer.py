@@ -10,9 +10,12 @@ Layout written::
       segpipe_cityscapes.json                                 the label table, the original categories
                                                               and per image its id, file name and split
 
-Names: ``<split>`` is the image's split (``default`` when it has none); ``<city>`` the folders of its
-file name (``aachen/aachen_000000_000019.png`` → ``aachen``), else the prefix of a Cityscapes-like stem
-(``aachen_000000_000019`` → ``aachen``), else ``default``; ``<stem>`` the file name without extension.
+Names: ``<split>`` is the image's split as torchvision's ``Cityscapes`` and Datumaro take it
+(:func:`~segpipe.formats.splits.loader_split`: ``train`` when it has none or Datumaro's ``default``,
+``valid``/``validation`` → ``val``; the sidecar keeps the original); ``<city>`` the folders of its file name
+joined with ``__`` (``aachen/aachen_000000_000019.png`` → ``aachen``: one folder level, as those loaders list
+cities), else the prefix of a Cityscapes-like stem (``aachen_000000_000019`` → ``aachen``), else ``default``;
+``<stem>`` the file name without extension.
 
 Label ids follow :func:`~segpipe.formats.cityscapes.labels.plan_labels` (official ids when every class
 is a Cityscapes class, else the category ids). Void pixels of the source become ``unlabeled`` (0) in
@@ -48,13 +51,13 @@ from segpipe.errors import FormatError
 from segpipe.formats.base import ShardResult, WriteOptions
 from segpipe.formats.cityscapes.convert import encode_maps
 from segpipe.formats.cityscapes.labels import IGNORE_TRAIN_ID, plan_labels
+from segpipe.formats.splits import loader_split
 from segpipe.storage.atomic import write_json_atomic
 from segpipe.storage.images import write_label_png, write_rgb_png
 from segpipe.storage.jsonio import jsonable
 from segpipe.storage.paths import check_relative_name, ensure_inside
 
 SIDECAR = "segpipe_cityscapes.json"
-DEFAULT_SPLIT = "default"
 DEFAULT_CITY = "default"
 SUFFIX_LABEL = "_gtFine_labelIds.png"
 SUFFIX_INSTANCE = "_gtFine_instanceIds.png"
@@ -84,14 +87,12 @@ def cityscapes_place(file_name: str, split: str | None) -> tuple[str, str, str]:
     if stem.endswith(SUFFIX_IMAGE):
         stem = stem[: -len(SUFFIX_IMAGE)]
     if rel.parent.parts:
-        city = "/".join(rel.parent.parts)
+        # One folder level: torchvision's Cityscapes lists <split>/<city>/ and opens every entry as a file.
+        city = "__".join(rel.parent.parts)
     else:
         m = _CITY_STEM.match(stem)
         city = m.group(1) if m else DEFAULT_CITY
-    sp = check_relative_name(split or DEFAULT_SPLIT, where="split")
-    if "/" in sp:
-        raise FormatError(f"split {sp!r} cannot be a folder name", where="split")
-    return sp, city, stem
+    return loader_split(split), city, stem
 
 
 _jsonable = jsonable  # one implementation: segpipe.storage.jsonio

@@ -9,6 +9,8 @@ Pure converters live in :mod:`segpipe.formats.coco.convert`, file reading in ``r
 
 from __future__ import annotations
 
+from functools import partial
+
 from segpipe.formats.base import FormatSpec
 from segpipe.formats.coco.convert import (
     coco_dict_to_records,
@@ -54,7 +56,7 @@ COCO = FormatSpec(
     reader=CocoReader,
     materialize=materialize_coco,
     writer=CocoWriter,
-    validate=validate_coco,
+    validate=partial(validate_coco, kind="dataset"),
     holds=frozenset({"instances", "boxes", "keypoints", "scores", "crowd", "overlaps", "semantic"}),
 )
 COCO_RESULTS = FormatSpec(
@@ -64,7 +66,7 @@ COCO_RESULTS = FormatSpec(
     reader=CocoResultsReader,
     materialize=materialize_coco,
     writer=CocoResultsWriter,
-    validate=validate_coco,
+    validate=partial(validate_coco, kind="results"),
     holds=frozenset({"instances", "boxes", "keypoints", "scores", "crowd", "overlaps"}),
 )
 COCO_PANOPTIC = FormatSpec(
@@ -74,7 +76,7 @@ COCO_PANOPTIC = FormatSpec(
     reader=CocoPanopticReader,
     materialize=materialize_panoptic,
     writer=CocoPanopticWriter,
-    validate=validate_coco,
+    validate=partial(validate_coco, kind="panoptic"),
     holds=frozenset({"instances", "semantic", "panoptic", "crowd"}),
 )
 

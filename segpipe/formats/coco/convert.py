@@ -108,6 +108,18 @@ def _repair(
 # --------------------------------------------------------------------------------------------- read
 
 
+def hex_color(text: str) -> tuple[int, int, int] | None:
+    """``#rrggbb`` or ``#rgb`` (case-insensitive) as ``(r, g, b)``; None for anything else."""
+    h = text.strip()
+    if not h.startswith("#") or len(h) not in (4, 7):
+        return None
+    digits = h[1:] if len(h) == 7 else "".join(ch * 2 for ch in h[1:])
+    if not all(ch in "0123456789abcdefABCDEF" for ch in digits):  # int() would take "+", "_" and spaces
+        return None
+    v = int(digits, 16)
+    return (v >> 16) & 255, (v >> 8) & 255, v & 255
+
+
 def parse_category(
     d: Any,
     *,
@@ -139,16 +151,23 @@ def parse_category(
     if not isinstance(name, str):
         raise _fail(f"category name must be a string, got {name!r}", source, f"{where}.name")
     sup = d.get("supercategory", "")
+    if sup is None:  # Label Studio and others write null for "no supercategory"
+        sup = ""
     if not isinstance(sup, str):
         raise _fail(f"supercategory must be a string, got {sup!r}", source, f"{where}.supercategory")
     isthing = d.get("isthing", 1)
     if isthing not in (0, 1) or isinstance(isthing, float):
         raise _fail(f"isthing must be 0 or 1, got {isthing!r}", source, f"{where}.isthing")
     color = d.get("color")
+    if isinstance(color, str):  # Label Studio's COCO export writes "#4685a0"
+        rgb = hex_color(color)
+        if rgb is None:
+            raise _fail(f"color must be [r, g, b] in 0..255 or '#rrggbb', got {color!r}", source, f"{where}.color")
+        color = list(rgb)
     if color is not None and (
         not isinstance(color, list) or len(color) != 3 or not all(_is_int(c) and 0 <= c <= 255 for c in color)
     ):
-        raise _fail(f"color must be [r, g, b] in 0..255, got {color!r}", source, f"{where}.color")
+        raise _fail(f"color must be [r, g, b] in 0..255 or '#rrggbb', got {color!r}", source, f"{where}.color")
     kps = d.get("keypoints", [])
     if not isinstance(kps, list) or not all(isinstance(k, str) for k in kps):
         raise _fail("keypoints must be a list of names", source, f"{where}.keypoints")

@@ -7,6 +7,8 @@ Layouts accepted (``path`` may be the JSON file or a folder):
 * ``coco``: a JSON file; a folder holding ``annotations.json`` (images in ``images/``); or Datumaro's
   layout ``annotations/instances_<split>.json`` + ``images/<split>/`` (``person_keypoints_<split>`` and
   ``stuff_<split>`` when there is no ``instances_*``), every split read, image ids unique across splits.
+  Every other JSON file of ``annotations/`` (captions, another task) is named in a warning and counted
+  (``reader.losses``: ``task_files_not_read``), so ``--strict`` fails on it.
 * ``coco_panoptic``: a JSON file whose PNG folder defaults to the JSON path without ``.json`` (as
   panopticapi does); a folder with ``panoptic.json`` + ``panoptic/``; or ``annotations/panoptic_<split>.json``
   + ``annotations/panoptic_<split>/``.
@@ -32,6 +34,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from segpipe.core import rle as rle_ops
+from segpipe.core.losses import LossCounter
 from segpipe.core.panoptic import rgb2id
 from segpipe.core.problems import Problem
 from segpipe.core.records import (
@@ -47,6 +50,7 @@ from segpipe.core.records import (
 from segpipe.errors import FormatError, InputError
 from segpipe.formats.coco.convert import (
     PANOPTIC_EXTRA,
+    SEMANTIC_KEY,
     index_annotations,
     parse_annotation,
     parse_image,
@@ -59,6 +63,11 @@ from segpipe.storage.paths import check_relative_name, safe_join
 
 DATASET_PREFIXES = ("instances", "person_keypoints", "stuff")
 PANOPTIC_PREFIXES = ("panoptic",)
+#: Loss notes of what the readers do not consume.
+LOSS_NOTES = {
+    "task_files_not_read": "JSON files of other COCO tasks (captions, keypoints, panoptic ...) beside the task read: "
+    "one task is read at a time (each file is named in a warning; convert it with its own --from)",
+}
 #: How many leading bytes the detectors look at to tell a results list from a dataset.
 _PEEK = 1 << 16
 
@@ -78,7 +87,11 @@ def peek_shape(path: Path) -> str | None:
         head = bytes(mm[:_PEEK]).lstrip()
         if head.startswith(b"["):
             rest = head[1:].lstrip()
-            return "results" if rest.startswith(b"]") or b'"image_id"' in head else None
+            if rest.startswith(b"]"):
+                return "results"
+            # A result names its image and its category. A Label Studio export is a list too, and names
+            # image_id where segpipe wrote it (data.image_id), but never category_id.
+            return "results" if b'"image_id"' in head and mm.find(b'"category_id"') >= 0 else None
         if not head.startswith(b"{"):
             return None
         if mm.find(b'"segments_info"') >= 0:
@@ -130,6 +143,21 @@ def find_files(path: str | Path, kind: str) -> list[tuple[Path, str | None]]:
     )
 
 
+def unread_task_files(path: str | Path, files: Sequence[tuple[Path, str | None]]) -> list[Path]:
+    """The JSON files of ``path/annotations/`` that ``files`` (the ones read) leaves out, sorted.
+
+    A COCO folder in Datumaro's layout often holds several tasks (``instances_*``,
+    ``person_keypoints_*``, ``captions_*``, ``panoptic_*`` ...); one task is read, and every other
+    file is named so that nothing is skipped without a word.
+    """
+    p = Path(path)
+    ann = p / "annotations"
+    if not p.is_dir() or not ann.is_dir():
+        return []
+    read = {f.resolve() for f, _ in files}
+    return sorted(f for f in ann.glob("*.json") if f.is_file() and f.resolve() not in read)
+
+
 def _detect(path: str | Path, kind: str) -> bool:
     p = Path(path)
     if p.is_file():
@@ -154,6 +182,49 @@ def detect_coco_panoptic(path: str | Path) -> bool:
 def detect_coco_results(path: str | Path) -> bool:
     """True for a JSON list of COCO predictions."""
     return _detect(path, "results")
+
+
+def stuff_objects(data: Mapping[str, Any]) -> list[tuple[int, str, int, int]]:
+    """Stuff categories (``isthing: 0``) that some image holds several segments of.
+
+    panopticapi turns only ``isthing: 1`` categories into instances; several segments of a stuff class
+    in one image usually mean objects marked as stuff by mistake (they merge in a label map).
+
+    Returns:
+        ``(category id, name, images with several segments, first such image id)`` per category, sorted.
+    """
+    cats = data.get("categories")
+    anns = data.get("annotations")
+    if not isinstance(cats, list) or not isinstance(anns, list):
+        return []
+    stuff = {c.get("id"): str(c.get("name")) for c in cats if isinstance(c, dict) and c.get("isthing", 1) == 0}
+    if not stuff:
+        return []
+    found: dict[int, list[int]] = {}
+    for a in anns:
+        segs = a.get("segments_info") if isinstance(a, dict) else None
+        if not isinstance(segs, list):
+            continue
+        per: dict[int, int] = {}
+        for sg in segs:
+            cid = sg.get("category_id") if isinstance(sg, dict) else None
+            if isinstance(cid, int) and cid in stuff:
+                per[cid] = per.get(cid, 0) + 1
+        for cid, n in per.items():
+            if n > 1:
+                found.setdefault(cid, []).append(a.get("image_id"))
+    return [(cid, stuff[cid], len(ims), ims[0]) for cid, ims in sorted(found.items())]
+
+
+def stuff_object_problems(data: Mapping[str, Any], file: Path) -> list[Problem]:
+    """One warning per category of :func:`stuff_objects` (shared by the reader and ``validate``)."""
+    return [
+        Problem("warning", str(file), "categories", f"category {name!r} (id {cid}) has isthing 0 but {n} images "
+                f"hold several segments of it (image {first} first): read as stuff, as panopticapi does (one "
+                "label-map region per image, no instances); set isthing 1 if they are objects",
+                "panoptic.stuff_objects")
+        for cid, name, n, first in stuff_objects(data)
+    ]
 
 
 # ------------------------------------------------------------------------------------------ paths
@@ -216,6 +287,8 @@ class _BaseReader:
         self.image_root = Path(image_root) if image_root is not None else None
         self.problems = []
         self.repairs = []
+        #: What was not read (other tasks' files), for the conversion report.
+        self.losses = LossCounter()
         self._parts: list[_Part] = []
         self._order: list[tuple[int, int]] = []  # (image_id, part index), sorted by image id
 
@@ -277,10 +350,25 @@ class _BaseReader:
                 )
         # Label maps of every class beside the JSON: ``semantic/`` (what segpipe writes) or ``masks/`` (what
         # `segpipe synth` and most mask datasets use). Without them a COCO JSON of objects would silently
-        # lose every stuff class on the way to a label-map format.
-        part.semantic_dir = next(
-            (d for d in (part.json_path.parent / "semantic", part.json_path.parent / "masks") if d.is_dir()), None
-        )
+        # lose every stuff class on the way to a label-map format. segpipe's split layout names its folder
+        # (``segpipe_semantic.folder``: ``semantic_<split>``), looked at first.
+        sem = part.data.get(SEMANTIC_KEY) if isinstance(part.data, dict) else None
+        named = sem.get("folder") if isinstance(sem, dict) else None
+        folders = [part.json_path.parent / "semantic", part.json_path.parent / "masks"]
+        if isinstance(named, str) and named:
+            folders.insert(0, safe_join(part.json_path.parent, named, source=part.json_path,
+                                        where=f"{SEMANTIC_KEY}.folder"))
+        part.semantic_dir = next((d for d in folders if d.is_dir()), None)
+
+    def _find(self) -> list[tuple[Path, str | None]]:
+        """The JSON files of this reader's kind; every other task file beside them is counted."""
+        files = find_files(self.path, self._kind)
+        unread = unread_task_files(self.path, files)
+        for f in unread:
+            self.problems.append(Problem("warning", str(f), "", f"COCO task file not read (reading "
+                                         f"{', '.join(x.name for x, _ in files)})", "coco.task_file_not_read"))
+        self.losses.lose("task_files_not_read", len(unread), note=LOSS_NOTES["task_files_not_read"])
+        return files
 
     def _merge_meta(self, metas: list[DatasetMeta]) -> DatasetMeta:
         first = metas[0]
@@ -341,7 +429,7 @@ class CocoReader(_BaseReader):
     def __init__(self, path: str | Path, *, image_root: str | Path | None = None) -> None:
         super().__init__(path, image_root=image_root)
         metas = []
-        for json_path, split in find_files(self.path, self._kind):
+        for json_path, split in self._find():
             part = self._load_dict(json_path, split)
             self._parts.append(part)
             metas.append(
@@ -426,7 +514,7 @@ class CocoPanopticReader(_BaseReader):
         super().__init__(path, image_root=image_root)
         self.png_root = Path(png_root) if png_root is not None else None
         metas = []
-        for json_path, split in find_files(self.path, self._kind):
+        for json_path, split in self._find():
             part = self._load_dict(json_path, split)
             self._parts.append(part)
             metas.append(
@@ -434,6 +522,7 @@ class CocoPanopticReader(_BaseReader):
             )
             self._index_images(part)
             self._index_panoptic(part)
+            self.problems.extend(stuff_object_problems(part.data, json_path))
         self.meta = self._merge_meta(metas)
         self._build_order()
 

@@ -23,8 +23,15 @@ import numpy as np
 from segpipe.core import rle as rle_ops
 from segpipe.core.panoptic import rgb2id
 from segpipe.core.problems import Problem
-from segpipe.errors import SegpipeError, UnsafePathError
-from segpipe.formats.coco.reader import _pick_root, find_files, image_root_candidates
+from segpipe.errors import FormatError, SegpipeError, UnsafePathError
+from segpipe.formats.coco.convert import parse_category
+from segpipe.formats.coco.reader import (
+    _pick_root,
+    find_files,
+    image_root_candidates,
+    stuff_object_problems,
+    unread_task_files,
+)
 from segpipe.storage.images import read_rgb_png
 from segpipe.storage.jsonio import read_json
 from segpipe.storage.paths import check_relative_name, safe_join
@@ -89,13 +96,13 @@ class _Checker:
                 )
                 continue
             first[cid] = i
-            if not isinstance(c.get("name"), str):
-                self.err(
-                    f"{w}.name", f"category name must be a string, got {c.get('name')!r}", "category.name"
-                )
-            kps = c.get("keypoints")
-            if kps is not None and (not isinstance(kps, list) or not all(isinstance(k, str) for k in kps)):
-                self.err(f"{w}.keypoints", "keypoints must be a list of names", "category.keypoints")
+            # The reader's own parser: a category validates exactly when convert accepts it, with the
+            # same message (hex colours and a null supercategory are accepted by both).
+            try:
+                parse_category(c, source=self.file, where=w)
+            except FormatError as e:
+                field = (e.where or w)[len(w) + 1:]
+                self.err(e.where or w, e.message, f"category.{field or 'invalid'}")
             self.cats[cid] = c
 
     def images_(self, data: dict[str, Any]) -> None:
@@ -505,20 +512,26 @@ def _validate_file(file: Path, split: str | None, image_root: str | Path | None)
     c.images_(data)
     if is_panoptic:
         c.panoptic(data)
+        c.problems.extend(stuff_object_problems(data, file))
     else:
         c.annotations(data)
     return iter(c.problems)
 
 
-def validate_coco(path: str | Path, *, image_root: str | Path | None = None) -> Iterator[Problem]:
+def validate_coco(
+    path: str | Path, *, image_root: str | Path | None = None, kind: str | None = None
+) -> Iterator[Problem]:
     """Checks a COCO dataset, panoptic dataset or results list (file or folder).
 
     Args:
         path: A JSON file, or a folder laid out as the readers accept.
         image_root: Folder holding the images, when not next to the JSON.
+        kind: ``dataset``, ``panoptic`` or ``results``: the files the reader of that format reads (in a
+            folder holding several COCO tasks); None tries panoptic, then dataset, then results.
 
     Yields:
-        One problem per issue, naming the file and JSON path.
+        One problem per issue, naming the file and JSON path; a warning per task file the reader
+        would not read (``coco.task_file_not_read``).
 
     Raises:
         InputError: the path does not exist or holds no COCO JSON.
@@ -527,15 +540,20 @@ def validate_coco(path: str | Path, *, image_root: str | Path | None = None) -> 
     p = Path(path)
     if p.is_file():
         files: list[tuple[Path, str | None]] = [(p, None)]
+    elif kind is not None:
+        files = find_files(p, kind)
     else:
         files = []
-        for kind in ("panoptic", "dataset", "results"):
+        for k in ("panoptic", "dataset", "results"):
             try:
-                files = find_files(p, kind)
+                files = find_files(p, k)
                 break
             except SegpipeError:
                 continue
         if not files:
             files = find_files(p, "dataset")  # raises the InputError with the layout hint
+    for f in unread_task_files(p, files):
+        yield Problem("warning", str(f), "", f"COCO task file not read (reading {', '.join(x.name for x, _ in files)})",
+                      "coco.task_file_not_read")
     for file, split in files:
         yield from _validate_file(file, split, image_root)

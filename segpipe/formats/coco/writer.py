@@ -4,11 +4,20 @@ Every writer is constructed as ``Writer(out, meta, options)`` with ``out`` the d
 nothing is ever written outside it (every target goes through :func:`safe_join` and
 :func:`ensure_inside`).
 
-* ``coco`` → ``out/annotations.json``, ``out/images/<file_name>`` (copied or hard-linked unless
-  ``copy_images == "none"``) and, when samples carry a label map (VOC ``SegmentationClass``, mask
-  directories, the semantics of a panoptic source), ``out/semantic/<stem>.png`` with the top-level key
-  ``segpipe_semantic: {"folder": "semantic", "void_value": V}`` — so COCO panoptic → COCO instances +
-  semantic keeps every pixel's class.
+* ``coco`` (``options.extra["layout"]``):
+
+  - ``split`` (the default), the layout Datumaro, detectron2 (``register_coco_instances``) and most
+    training code register: ``out/annotations/instances_<split>.json`` + ``out/images/<split>/<file_name>``,
+    one JSON per split (:func:`~segpipe.formats.splits.loader_split`: images without a split, or with
+    Datumaro's ``default``, go to ``train``; an image's own split stays in its ``split`` key). Label maps
+    go to ``out/annotations/semantic_<split>/<stem>.png`` (beside the JSON, like COCO panoptic's PNG
+    folders). Annotation ids are unique over all splits.
+  - ``single``: ``out/annotations.json`` + ``out/images/<file_name>`` and ``out/semantic/<stem>.png``.
+
+  Images are copied or hard-linked unless ``copy_images == "none"``. Label maps are written when samples
+  carry one (VOC ``SegmentationClass``, mask directories, the semantics of a panoptic source), with the
+  top-level key ``segpipe_semantic: {"folder": F, "void_value": V}`` (``F`` relative to the JSON's
+  folder) — so COCO panoptic → COCO instances + semantic keeps every pixel's class.
 * ``coco_panoptic`` → ``out/panoptic.json`` + ``out/panoptic/<stem>.png`` (the source PNG name when the
   source was panoptic).
 * ``coco_results`` → ``out/results.json``.
@@ -61,10 +70,13 @@ from segpipe.formats.coco.convert import (
     instance_to_coco,
     segment_to_coco,
 )
+from segpipe.formats.splits import loader_split
 from segpipe.storage.atomic import atomic_open, copy_or_link
 from segpipe.storage.images import write_label_png, write_rgb_png
 from segpipe.storage.paths import check_relative_name, ensure_inside, safe_join
 
+#: ``coco`` layouts (module docstring); the first is the default.
+LAYOUTS = ("split", "single")
 NOTES = {
     "scores_dropped": "prediction scores were not written (scores=drop)",
     "scores_assumed": "annotations without a score were written as results with score 1.0",
@@ -246,11 +258,11 @@ class _Base:
         """Creates the output folder."""
         self.out.mkdir(parents=True, exist_ok=True)
 
-    def _copy_image(self, m: Materialized) -> None:
+    def _copy_image(self, m: Materialized, folder: str = "images") -> None:
         s = m.sample
         if self.options.copy_images == "none" or not s.image_path or not s.image.file_name:
             return
-        dest = place_file(self.out, "images", s.image.file_name)
+        dest = place_file(self.out, folder, s.image.file_name)
         copy_image(s.image_path, dest, self.options.copy_images)
 
     def _instances(self, m: Materialized, losses: LossCounter) -> list[InstanceMask]:
@@ -310,14 +322,39 @@ def annotation_dict(im: InstanceMask, *, results: bool = False) -> tuple[dict[st
 
 
 class CocoWriter(_Base):
-    """Writes a COCO instances / keypoints dataset (see the module docstring)."""
+    """Writes a COCO instances / keypoints dataset (see the module docstring).
+
+    Raises:
+        ConfigError: an unknown ``layout``.
+    """
 
     format_name: ClassVar[str] = "coco"
+
+    def __init__(self, out: str | Path, meta: DatasetMeta, options: WriteOptions | None = None) -> None:
+        super().__init__(out, meta, options)
+        self.layout = str(self.options.extra.get("layout") or LAYOUTS[0])
+        if self.layout not in LAYOUTS:
+            raise ConfigError(f"COCO layout must be one of {', '.join(LAYOUTS)}, got {self.layout!r}")
 
     def prepare(self) -> None:
         """Checks the polygon options on the driver (a bad value fails before any task runs)."""
         PolygonOptions.from_extra(self.options.extra)
         super().prepare()
+
+    def _split(self, img: ImageInfo) -> str | None:
+        """The split an image is written under (None in the ``single`` layout)."""
+        return loader_split(img.split) if self.layout == "split" else None
+
+    def json_path(self, split: str | None) -> Path:
+        """Where the JSON of ``split`` goes (``annotations.json`` in the ``single`` layout)."""
+        if split is None:
+            return self.out / "annotations.json"
+        return self.out / "annotations" / f"instances_{split}.json"
+
+    @staticmethod
+    def semantic_folder(split: str | None) -> str:
+        """The label-map folder, relative to the JSON's folder (the ``segpipe_semantic`` key's ``folder``)."""
+        return "semantic" if split is None else f"semantic_{split}"
 
     def write_shard(self, index: int, samples: Iterable[Materialized]) -> ShardResult:
         """Copies images, writes label maps, and returns image + annotation dicts as fragments."""
@@ -330,7 +367,8 @@ class CocoWriter(_Base):
         for m in samples:
             res.n_samples += 1
             img = m.sample.image
-            self._copy_image(m)
+            split = self._split(img)
+            self._copy_image(m, "images" if split is None else f"images/{split}")
             anns = []
             # A sample with an object / panoptic map states every object's pixels: an instance of it
             # without a mask (e.g. a VOC object fully covered by later ones) has an empty mask, which we
@@ -365,18 +403,19 @@ class CocoWriter(_Base):
                 self._count_stuff(m, res.losses)
             if class_map is not None:
                 if semantic:
-                    dest = place_file(self.out, "semantic", _stem_png(img.file_name, img.id))
+                    folder = self.json_path(split).parent.relative_to(self.out) / self.semantic_folder(split)
+                    dest = place_file(self.out, folder.as_posix(), _stem_png(img.file_name, img.id))
                     write_label_png(dest, np.asarray(class_map))
                     wrote_sem = True
                 else:
                     n = int(np.count_nonzero(np.asarray(class_map) != m.void_value))
                     _lose(res.losses, "semantic_void_dropped", n)
-            res.fragments.append((image_to_coco(img), anns, wrote_sem, m.void_value))
+            res.fragments.append((image_to_coco(img), anns, wrote_sem, m.void_value, split))
         for field_name, n in sorted(computed.items()):
             res.problems.append(
                 Problem(
                     "warning",
-                    str(self.out / "annotations.json"),
+                    str(self.json_path(None) if self.layout == "single" else self.out / "annotations"),
                     "annotations",
                     f"{n} annotations had no {field_name}: computed from the mask",
                     f"repair.{field_name}_computed",
@@ -397,37 +436,46 @@ class CocoWriter(_Base):
                     _lose(losses, "stuff_segment_flags_dropped", 1, cat)
 
     def finalize(self, results: Iterable[ShardResult]) -> list[Path]:
-        """Streams ``annotations.json`` from the fragments in shard order."""
+        """Streams one JSON per split (``annotations.json`` in the ``single`` layout), in shard order."""
         ordered = sorted(results, key=lambda r: r.index)
-        images: list[dict[str, Any]] = []
-        anns: list[dict[str, Any]] = []
-        void_values: set[int] = set()
+        # split -> (images, annotations, void values of its label maps), splits in order of first image
+        parts: dict[str | None, tuple[list[dict[str, Any]], list[dict[str, Any]], set[int]]] = {}
         for r in ordered:
-            for image_d, image_anns, wrote_sem, void in r.fragments:
+            for image_d, image_anns, wrote_sem, void, split in r.fragments:
+                images, anns, voids = parts.setdefault(split, ([], [], set()))
                 images.append(image_d)
                 anns.extend(image_anns)
                 if wrote_sem:
-                    void_values.add(int(void))
-        target = ensure_inside(self.out, self.out / "annotations.json")
-        _renumber(anns, self.repairs, target)
-        self._check_collisions(images, target)
-        head, tail = header_to_coco(self.meta)
-        if void_values:
-            tail = {**tail, SEMANTIC_KEY: {"folder": "semantic", "void_value": min(void_values)}}
-            if len(void_values) > 1:
-                self.repairs.append(
-                    Problem(
-                        "warning",
-                        str(target),
-                        SEMANTIC_KEY,
-                        f"label maps use several void values {sorted(void_values)}",
-                        "semantic.void_values",
+                    voids.add(int(void))
+        if not parts:  # an empty dataset still loads: one empty JSON where a loader looks first
+            parts[loader_split(None) if self.layout == "split" else None] = ([], [], set())
+        # Ids are unique over the whole output, so that the splits can be merged back (segpipe does).
+        _renumber([a for _, anns, _ in parts.values() for a in anns], self.repairs,
+                  self.json_path(None) if self.layout == "single" else self.out / "annotations")
+        head, tail0 = header_to_coco(self.meta)
+        written: list[Path] = []
+        for split, (images, anns, void_values) in parts.items():
+            target = ensure_inside(self.out, self.json_path(split))
+            self._check_collisions(images, target)
+            tail = tail0
+            if void_values:
+                folder = self.semantic_folder(split)
+                tail = {**tail, SEMANTIC_KEY: {"folder": folder, "void_value": min(void_values)}}
+                if len(void_values) > 1:
+                    self.repairs.append(
+                        Problem(
+                            "warning",
+                            str(target),
+                            SEMANTIC_KEY,
+                            f"label maps use several void values {sorted(void_values)}",
+                            "semantic.void_values",
+                        )
                     )
-                )
-        self.out.mkdir(parents=True, exist_ok=True)
-        with atomic_open(target, "w") as f:
-            _dump_stream(f, head, [("images", images), ("annotations", anns)], tail)
-        return [target]
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with atomic_open(target, "w") as f:
+                _dump_stream(f, head, [("images", images), ("annotations", anns)], tail)
+            written.append(target)
+        return written
 
 
 class CocoPanopticWriter(_Base):

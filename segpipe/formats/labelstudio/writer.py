@@ -8,8 +8,12 @@ Output layout (inside the conversion's destination ``out``)::
     out/segpipe_meta.json    what Label Studio tasks cannot hold: category ids, supercategories,
                              image ids and attributes, dataset info
 
-A task is ``{"data": {"image": URL, "image_id": id, "file_name": name}, "predictions": [{"model_version":
-..., "score": mean instance score, "result": [...]}]}``. The image URL is ``image_url_prefix`` + the
+A task is ``{"data": {"image": URL, "image_id": id, "file_name": name, "segpipe_id": key}, "predictions":
+[{"model_version": ..., "score": mean region score, "result": [...]}]}``. ``segpipe_id`` (the image's file
+name, else its id) is the task's stable key: Label Studio's import does not take a task ``id`` from the
+file (it numbers tasks itself, so a second import of the same file adds tasks), so none is written, and a
+client that must update instead of duplicate (``segpipe push``) matches tasks by ``data.segpipe_id``.
+The image URL is ``image_url_prefix`` + the
 URL-quoted file name; the default prefix ``/data/local-files/?d=images/`` is Label Studio's local-file
 serving: start Label Studio with ``LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED=true`` and
 ``LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT=<out>`` (and add a local storage for ``<out>/images``), or pass
@@ -27,12 +31,25 @@ Results (``from_name`` / ``to_name`` match ``label_config.xml``):
 * a box-only instance → ``rectanglelabels`` (percent);
 * a semantic class map (VOC ``SegmentationClass``, mask folders, the stuff of a panoptic map) → one
   ``brushlabels`` region per class (id ``class_<value>``; background 0 is skipped unless a category has
-  id 0); void pixels have no Label Studio label (``void_pixels_dropped``).
+  id 0); void pixels have no Label Studio label (``void_pixels_dropped``). Class regions are brushes in
+  every mode (``polygons`` too: a label map is exact only as pixels). When the source stores probabilities
+  (a segpipe store pre-labeled with ``--probs``), each class region has a ``score``: the mean, over its
+  pixels, of the highest class probability there.
+
+Scores: a region's ``score`` is its instance's score or its class's confidence; a prediction's ``score``
+(what Label Studio sorts tasks by) is the mean of its regions' scores, absent when no region has one.
+
+``label_config.xml`` lists exactly the control tags the results use (``brush``, ``polygon``, ``box``), each
+with every category, so Label Studio finds every ``from_name`` and no label set is unused; with no region
+at all it holds the mask tag of the mode (``brush``, or ``polygon`` with ``polygons``) for annotators.
+Each ``<Label>`` carries ``category="<id>"`` (Label Studio ignores it): the reader gives a pulled or exported
+project the same class ids back, so its label maps and evaluations line up with the source's.
 
 Region ids are the source annotation ids (``"<id>"``, ``"<id>_<part>"`` for polygon parts) so results
 can be traced back. Label Studio has no crowd flag, keypoints (in this writer) or extra annotation
 keys: each is counted. ``options.extra`` keys: ``polygons``, ``polygon_tolerance``, ``polygon_holes`` (as
-for COCO), ``image_url_prefix``, ``model_version`` (default: the source's model, else ``segpipe``).
+for COCO), ``image_url_prefix`` (``--image-url-prefix``), ``model_version`` (``--model-version``; default: the
+source's model, else ``segpipe``).
 """
 
 from __future__ import annotations
@@ -98,12 +115,16 @@ def category_colors(categories: Iterable[Category]) -> dict[int, str]:
     return out
 
 
-def label_config_xml(categories: Iterable[Category], *, polygons: bool = False) -> str:
-    """The labeling config: an image, brush (or polygon) labels and rectangle labels for every class.
+def label_config_xml(categories: Iterable[Category], *, polygons: bool = False,
+                     used: Iterable[str] | None = None) -> str:
+    """The labeling config: an image and one control tag per kind of region, each listing every class.
 
     Args:
         categories: The classes, in order.
-        polygons: Use ``PolygonLabels`` instead of ``BrushLabels`` for masks.
+        polygons: The mask tag when no region is written (``PolygonLabels`` instead of ``BrushLabels``).
+        used: The ``from_name``s the results use (``brush``, ``polygon``, ``box``): exactly their tags are
+            written, so every result finds its tag and no label set is unused. None: the mask tag of the
+            mode and ``box`` (the config before any result is known).
 
     Returns:
         The XML text.
@@ -111,17 +132,17 @@ def label_config_xml(categories: Iterable[Category], *, polygons: bool = False) 
     cats = list(categories)
     colors = category_colors(cats)
     labels = "".join(
-        f"    <Label value={quoteattr(c.name)} background={quoteattr(colors[c.id])}/>\n" for c in cats
+        f"    <Label value={quoteattr(c.name)} background={quoteattr(colors[c.id])} category=\"{c.id}\"/>\n"
+        for c in cats
     )
-    mask_tag = "PolygonLabels" if polygons else "BrushLabels"
-    mask_name = FROM_POLYGON if polygons else FROM_BRUSH
-    return (
-        "<View>\n"
-        f'  <Image name="{TO_IMAGE}" value="$image" zoom="true"/>\n'
-        f'  <{mask_tag} name="{mask_name}" toName="{TO_IMAGE}">\n{labels}  </{mask_tag}>\n'
-        f'  <RectangleLabels name="{FROM_BOX}" toName="{TO_IMAGE}">\n{labels}  </RectangleLabels>\n'
-        "</View>\n"
-    )
+    mask = FROM_POLYGON if polygons else FROM_BRUSH
+    names = set(used) if used is not None else {mask, FROM_BOX}
+    if not names & {FROM_BRUSH, FROM_POLYGON, FROM_BOX}:
+        names = {mask}  # nothing written: annotators still need a tag to label with
+    tags = ((FROM_BRUSH, "BrushLabels"), (FROM_POLYGON, "PolygonLabels"), (FROM_BOX, "RectangleLabels"))
+    body = "".join(f'  <{tag} name="{name}" toName="{TO_IMAGE}">\n{labels}  </{tag}>\n'
+                   for name, tag in tags if name in names)
+    return f'<View>\n  <Image name="{TO_IMAGE}" value="$image" zoom="true"/>\n{body}</View>\n'
 
 
 def _region(rid: str, kind: str, from_name: str, w: int, h: int, value: dict[str, Any]) -> dict[str, Any]:
@@ -180,8 +201,18 @@ class LabelStudioWriter:
         return PolygonOptions.from_extra(self.options.extra)
 
     def prepare(self) -> None:
-        """Checks the options and creates the output folder (driver)."""
+        """Checks the options and creates the output folder (driver).
+
+        Raises:
+            ConfigError: ``image_url_prefix`` or ``model_version`` is not a non-empty string.
+        """
+        from segpipe.errors import ConfigError
+
         self._poly()
+        for key, option in (("image_url_prefix", "--image-url-prefix"), ("model_version", "--model-version")):
+            v = self.options.extra.get(key)
+            if v is not None and (not isinstance(v, str) or not v.strip()):
+                raise ConfigError(f"{option} must be a non-empty string, got {v!r}")
         self.out.mkdir(parents=True, exist_ok=True)
 
     def _image_url(self, file_name: str, image_id: int) -> str:
@@ -255,12 +286,17 @@ class LabelStudioWriter:
                     if v == m.void_value or (v == 0 and 0 not in names):
                         continue
                     cat = names.get(int(v), str(v))
-                    results.append(brush_result(f"class_{v}", cm == v, cat))
+                    region = brush_result(f"class_{v}", cm == v, cat)
+                    if int(v) in m.class_scores:  # the class's mean confidence, from stored probabilities
+                        region["score"] = float(m.class_scores[int(v)])
+                        scores.append(region["score"])
+                    results.append(region)
                     res.losses.counts_out[cat] += 1
             prediction: dict[str, Any] = {"model_version": model, "result": results}
             if scores:
                 prediction["score"] = float(np.mean(scores))
-            data = {"image": self._image_url(img.file_name, img.id), "image_id": img.id, "file_name": img.file_name}
+            data = {"image": self._image_url(img.file_name, img.id), "image_id": img.id, "file_name": img.file_name,
+                    "segpipe_id": img.file_name or str(img.id)}
             task = {"data": data, "predictions": [prediction]}
             res.fragments.append((task, image_to_coco(img)))
         return res
@@ -295,11 +331,13 @@ class LabelStudioWriter:
         self.out.mkdir(parents=True, exist_ok=True)
         target = ensure_inside(self.out, self.out / "tasks.json")
         images: list[dict[str, Any]] = []
+        used: set[str] = set()
         with atomic_open(target, "w") as f:
             f.write("[")
             n = 0
             for r in ordered:
                 for task, image_d in r.fragments:
+                    used.update(reg["from_name"] for p in task["predictions"] for reg in p["result"])
                     f.write(",\n" if n else "\n")
                     f.write(json.dumps(task, ensure_ascii=False))
                     images.append(image_d)
@@ -307,7 +345,7 @@ class LabelStudioWriter:
             f.write("\n]\n" if n else "]\n")
         config = ensure_inside(self.out, self.out / "label_config.xml")
         with atomic_open(config, "w") as f:
-            f.write(label_config_xml(self.meta.categories, polygons=self._poly().enabled))
+            f.write(label_config_xml(self.meta.categories, polygons=self._poly().enabled, used=used))
         sidecar = ensure_inside(self.out, self.out / "segpipe_meta.json")
         write_json_atomic(
             sidecar,

@@ -49,8 +49,18 @@ NOTES = {
 }
 
 
-def _rel_files(d: Path, exts: tuple[str, ...]) -> dict[str, str]:
-    """``{relative stem: relative file name}`` of the files below ``d`` with one of ``exts``."""
+def _rel_files(d: Path, exts: tuple[str, ...], *, label: str | None = None) -> dict[str, str]:
+    """``{relative stem: relative file name}`` of the files below ``d`` with one of ``exts``.
+
+    Args:
+        d: The folder.
+        exts: Lower-case extensions (with the dot).
+        label: The folder as named in messages (``images``); None names ``d``.
+
+    Raises:
+        FormatError: two files share a relative stem (``a.png`` and ``a.jpg``): masks pair with images
+            by stem, so one of them would be dropped without a word.
+    """
     out: dict[str, str] = {}
     if not d.is_dir():
         return out
@@ -62,17 +72,48 @@ def _rel_files(d: Path, exts: tuple[str, ...]) -> dict[str, str]:
                 continue
             rel = os.path.relpath(os.path.join(dirpath, f), d).replace(os.sep, "/")
             key = str(PurePosixPath(rel).with_suffix(""))
-            out.setdefault(key, rel)
+            if key in out:
+                where = label or str(d)
+                raise FormatError(
+                    f"{where}/{out[key]} and {where}/{rel} share the stem {key!r}: masks pair with images by stem",
+                    path=d / rel,
+                    hint="rename one of them (or move it out of the folder)",
+                )
+            out[key] = rel
     return out
 
 
+def _pairs_by_stem(root: Path, limit: int = 64) -> bool:
+    """Whether one of the first ``limit`` masks has an image of the same relative stem under ``images/``."""
+    masks, images = root / "masks", root / "images"
+    for n, m in enumerate(sorted(masks.rglob("*.png"))):
+        if n >= limit:
+            break
+        key = m.relative_to(masks).with_suffix("")
+        if any((images / f"{key}{ext}").is_file() for ext in IMAGE_EXTS):
+            return True
+    return False
+
+
 def detect_maskdir(path: str | Path) -> bool:
-    """True for a folder with ``masks/*.png`` that is not a VOC folder."""
+    """True for a folder with ``masks/*.png`` in this format's own layout (and no VOC folder).
+
+    The layout is a label map (``labelmap.txt`` / ``dataset_meta.json``), no ``images/`` at all, or
+    masks that pair with ``images/`` by stem. Other layouts have a ``masks/`` folder too (Open Images:
+    ``masks/<subset>/<image>_<class>_<box>.png`` binary object masks beside ``annotations/*.csv``);
+    claiming them would read object masks as label maps of classes ``class_1`` ... without a word.
+    """
     p = Path(path)
     if not p.is_dir() or any((p / d).is_dir() for d in MARKER_DIRS):
         return False
     m = p / "masks"
-    return m.is_dir() and any(f.suffix.lower() == ".png" for f in m.rglob("*.png"))
+    if not (m.is_dir() and any(f.suffix.lower() == ".png" for f in m.rglob("*.png"))):
+        return False
+    if (p / LABELMAP).is_file() or (p / DATASET_META).is_file():
+        return True
+    if any(p.glob("annotations/*.csv")):  # Open Images (Datumaro's open_images layout)
+        return False
+    return not (p / "images").is_dir() or _pairs_by_stem(p)
 
 
 def read_label_entries(root: Path) -> tuple[list[LabelEntry] | None, int]:
@@ -122,8 +163,9 @@ class MaskDirReader:
         self.root = root
         self.image_root = Path(image_root) if image_root is not None else root / "images"
         self.problems: list[Problem] = []
-        masks = _rel_files(root / "masks", (".png",))
-        images = _rel_files(self.image_root, IMAGE_EXTS)
+        masks = _rel_files(root / "masks", (".png",), label="masks")
+        images = _rel_files(self.image_root, IMAGE_EXTS,
+                            label="images" if image_root is None else str(self.image_root))
         entries, bg = read_label_entries(root)
         if entries is None:
             values: set[int] = set()
@@ -248,6 +290,11 @@ class MaskDirWriter:
 
                     cmap, dl = derive_class_map(m, self.meta)
                     losses.merge(dl)
+                    things = {c.id: c.isthing for c in self.meta.categories}
+                    for seg in m.panoptic[1]:  # objects of a panoptic map: one label-map region per class
+                        if things.get(seg.category_id, True) and not seg.iscrowd:
+                            losses.lose("instance_identity_dropped", 1, self.names.get(seg.category_id, ""),
+                                        NOTES["instance_identity_dropped"])
                 if cmap is not None:
                     labels = self._labels_of_class_map(
                         Materialized(m.sample, (), cmap, None, m.void_value), losses
@@ -304,8 +351,23 @@ class MaskDirWriter:
         copy_or_link(src, dst, self.options.copy_images)
 
     def finalize(self, results: Iterable[ShardResult]) -> list[Path]:
-        """Writes ``labelmap.txt``."""
-        list(results)
+        """Writes ``labelmap.txt``.
+
+        Raises:
+            FormatError: two images share a stem (``a.png`` and ``a.jpg``): both would write
+                ``masks/a.png``, so one mask would silently replace the other.
+        """
+        seen: dict[str, str] = {}
+        for r in sorted(results, key=lambda r: r.index):
+            for f in r.fragments:
+                key = str(PurePosixPath(f["file_name"]).with_suffix(""))
+                if key in seen:
+                    raise FormatError(
+                        f"images {seen[key]!r} and {f['file_name']!r} would both write masks/{key}.png; "
+                        "nothing was written",  # the output is a staging folder, not worth naming
+                        hint="rename one of the images",
+                    )
+                seen[key] = f["file_name"]
         lm = ensure_inside(self.out, self.out / LABELMAP)
         write_bytes_atomic(lm, format_labelmap_txt(self.entries).encode("utf-8"))
         return [lm]
@@ -327,8 +389,12 @@ def validate_maskdir(path: str | Path) -> Iterator[Problem]:
     except SegpipeError as e:
         yield Problem("error", e.path or str(root), e.where or "", e.message, "maskdir.labelmap")
         return
-    masks = _rel_files(root / "masks", (".png",))
-    images = _rel_files(root / "images", IMAGE_EXTS)
+    try:
+        masks = _rel_files(root / "masks", (".png",), label="masks")
+        images = _rel_files(root / "images", IMAGE_EXTS, label="images")
+    except SegpipeError as e:  # the reader refuses the same way
+        yield Problem("error", e.path or str(root), "", e.message, "maskdir.same_stem")
+        return
     n_labels = len(entries) if entries is not None else None
     void = 255 if n_labels is None or n_labels <= 255 else 65535
     colors = None

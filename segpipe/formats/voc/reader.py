@@ -40,8 +40,10 @@ from segpipe.core.labelmap import (
     voc_colormap,
     voc_labelmap,
 )
+from segpipe.core.losses import LossCounter
 from segpipe.core.problems import Problem
 from segpipe.core.records import (
+    RLE,
     Category,
     DatasetMeta,
     ImageInfo,
@@ -66,6 +68,12 @@ IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 #: ``trainval`` is the union of ``train`` and ``val``: an image's own split is the more specific one.
 _UNION_SPLITS = ("trainval",)
 _KNOWN_SPLITS = ("train", "val", "trainval", "test", "default")
+#: Loss notes of what the reader does not consume.
+LOSS_NOTES = {
+    "xml_content_not_read": "Annotations XML content the VOC reader does not keep: XML attributes (id=\"3\"), "
+    "children of <size>/<bndbox> beyond width/height/depth and xmin..ymax, text beside child elements "
+    "(each file is named in a warning)",
+}
 
 
 def find_voc_root(path: str | Path) -> Path | None:
@@ -200,6 +208,8 @@ class VocReader:
         self.root = root
         self.image_root = Path(image_root) if image_root is not None else root / "JPEGImages"
         self.problems: list[Problem] = []
+        #: What the XML held that is not read (for the conversion report; ``--strict`` fails on it).
+        self.losses = LossCounter()
         self.meta: DatasetMeta
         sidecar = self._read_sidecar()
         lm_file = root / LABELMAP
@@ -223,6 +233,12 @@ class VocReader:
             if stem in xml_stems:
                 f = safe_join(root, f"Annotations/{stem}.xml")
                 anns[stem] = parse_voc_xml(f.read_bytes(), source=f)
+                unread = anns[stem].unread
+                if unread:
+                    more = f" and {len(unread) - 5} more" if len(unread) > 5 else ""
+                    self.problems.append(Problem("warning", str(f), unread[0], f"not read: {', '.join(unread[:5])}"
+                                                 f"{more}", "voc.xml_not_read"))
+                    self.losses.lose("xml_content_not_read", len(unread), note=LOSS_NOTES["xml_content_not_read"])
                 for i, obj in enumerate(anns[stem].objects):
                     if obj.name not in names:
                         names.append(obj.name)
@@ -314,6 +330,8 @@ class VocReader:
                 labels.append(by_name.get(entries[i].name, i))
             extra["voc_labels"] = labels
             extra["background_id"] = sidecar.get("background_id")
+            # segpipe's writer numbers class regions after the XML objects (Datumaro reads masks from them).
+            extra["voc_region_objects"] = bool(sidecar.get("region_objects", False))
             self.meta = DatasetMeta(
                 format="voc",
                 categories=cats,
@@ -405,10 +423,16 @@ class VocReader:
             label = label_index[o.name]
             cat = labels_to_cat[label] if label < len(labels_to_cat) else label
             bbox = voc_box_to_coco(o.box) if o.box is not None else None
+            # <polygon> outlines (CVAT / Roboflow / LabelMe-style VOC) are the object's mask; a box-less
+            # object gets the polygons' box.
+            seg = Segmentation.from_polygons(o.polygons) if o.polygons else None
+            if bbox is None and o.polygons:
+                bbox = rle_ops.polygons_bbox(o.polygons)
             inst = Instance(
                 id=image_id * stride + k + 1,
                 image_id=image_id,
                 category_id=int(cat) if cat is not None else label,
+                segmentation=seg,
                 bbox=bbox,
                 attributes=dict(o.attributes),
             )
@@ -456,6 +480,24 @@ def _label_lut(meta: DatasetMeta, top: int) -> np.ndarray | None:
     return lut
 
 
+def _polygon_rle(inst: Instance, height: int, width: int) -> RLE | None:
+    """The mask of an object's XML polygons at the image size, or None without polygons.
+
+    Raises:
+        FormatError: polygons but no image size, or a malformed polygon.
+    """
+    seg = inst.segmentation
+    if seg is None or seg.kind != "polygons" or not seg.polygons:
+        return None
+    if height <= 0 or width <= 0:
+        raise FormatError("a polygon needs the image size to be rasterised", where=f"annotation {inst.id}")
+    for j, poly in enumerate(seg.polygons):
+        why = rle_ops.check_polygon(list(poly))
+        if why:
+            raise FormatError(why, where=f"annotation {inst.id} polygon {j}")
+    return rle_ops.polygons_to_rle(seg.polygons, height, width)
+
+
 def materialize_voc(sample: Sample, meta: DatasetMeta) -> Materialized:
     """Decodes one sample's PNGs (worker side).
 
@@ -463,7 +505,8 @@ def materialize_voc(sample: Sample, meta: DatasetMeta) -> Materialized:
     background stays 0, void 255). Object ``i`` of ``SegmentationObject`` is matched with the ``i``-th
     XML object and gives it its mask (all pixels of that object index); the instance keeps the XML's
     class, box and attributes. Object indices beyond the XML's objects become new instances whose class
-    is the majority class of their pixels. XML objects without pixels stay box-only.
+    is the majority class of their pixels, except in segpipe's own output (sidecar ``region_objects``),
+    where they are class regions the class map holds. XML objects without pixels stay box-only.
     """
     colors = meta.extra.get("voc_colors")
     cols = np.asarray(colors, dtype=np.uint8) if colors else None
@@ -480,7 +523,10 @@ def materialize_voc(sample: Sample, meta: DatasetMeta) -> Materialized:
             mapped[labels == VOC_VOID] = VOC_VOID
             top = int(mapped.max()) if mapped.size else 0
             class_map = mapped.astype(np.uint8 if top <= 255 else np.uint16)
-    instances: list[InstanceMask] = [InstanceMask(inst, None) for inst in sample.instances]
+    # XML polygons give a mask (rasterised as pycocotools does COCO polygons); a SegmentationObject
+    # region of the same object replaces it below (the PNG is the pixel truth).
+    instances: list[InstanceMask] = [InstanceMask(inst, _polygon_rle(inst, img.height, img.width))
+                                     for inst in sample.instances]
     if objects is not None:
         base = labels if labels is not None else np.zeros_like(objects)
         if base.shape != objects.shape:
@@ -507,6 +553,8 @@ def materialize_voc(sample: Sample, meta: DatasetMeta) -> Materialized:
                 ),
                 r.rle,
             )
+        if meta.extra.get("voc_region_objects"):
+            regions.clear()  # class regions that segpipe's writer added: the class map already holds them
         for idx in sorted(regions):
             r = regions[idx]
             cat = labels_to_cat[r.category] if r.category < len(labels_to_cat) else r.category

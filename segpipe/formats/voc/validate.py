@@ -23,7 +23,7 @@ from segpipe.core.problems import Problem
 from segpipe.core.render import instances_from_maps_detailed
 from segpipe.errors import FormatError, SegpipeError, UnsafePathError
 from segpipe.formats.voc.masks import mask_mode, read_indexed_mask
-from segpipe.formats.voc.reader import IMAGE_EXTS, LABELMAP, _listdir, find_voc_root, read_labelmap_file
+from segpipe.formats.voc.reader import IMAGE_EXTS, LABELMAP, SIDECAR, _listdir, find_voc_root, read_labelmap_file
 from segpipe.formats.voc.xml import parse_xml_bytes
 from segpipe.storage.images import image_size
 from segpipe.storage.paths import check_relative_name, safe_join
@@ -63,6 +63,7 @@ def validate_voc(path: str | Path) -> Iterator[Problem]:
         yield Problem("error", LABELMAP, e.where or "", e.message, "voc.labelmap")
         return
     names = {e.name: i for i, e in enumerate(entries)}
+    region_objects = _writes_region_objects(root)
     cmap = voc_colormap(256)
     colors = np.asarray(
         [e.color if e.color is not None else cmap[i % 256] for i, e in enumerate(entries)][:256],
@@ -125,7 +126,8 @@ def validate_voc(path: str | Path) -> Iterator[Problem]:
     for stem, n in files["SegmentationObject"].items():
         rel = f"SegmentationObject/{n}"
         yield from _check_mask(root / rel, rel, cmap, None, sizes.get(stem), is_object=True)
-        yield from _check_objects(root, stem, rel, files, colors, entries, xml_objects, stem in sizes)
+        yield from _check_objects(root, stem, rel, files, colors, entries, xml_objects, stem in sizes,
+                                  region_objects=region_objects)
 
     sets = root / "ImageSets"
     for task in _listdir(sets):
@@ -304,6 +306,17 @@ def _check_mask(
             )
 
 
+def _writes_region_objects(root: Path) -> bool:
+    """Whether segpipe's sidecar says object indices after the XML objects are class regions."""
+    import json
+
+    try:
+        side = json.loads((root / SIDECAR).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False  # no sidecar, or one the reader reports: plain VOC rules
+    return isinstance(side, dict) and side.get("region_objects") is True
+
+
 def _check_objects(
     root: Path,
     stem: str,
@@ -313,8 +326,14 @@ def _check_objects(
     entries: list,  # type: ignore[type-arg]
     xml_objects: dict[str, list[str] | None],
     sized: bool,
+    *,
+    region_objects: bool = False,
 ) -> Iterator[Problem]:
-    """Object indices without an XML object, and objects whose pixels' class differs from the XML's."""
+    """Object indices without an XML object, and objects whose pixels' class differs from the XML's.
+
+    With ``region_objects`` (segpipe's sidecar says so) indices after the XML objects are class regions
+    written on purpose (Datumaro reads masks from SegmentationObject), not a problem.
+    """
     try:
         obj = read_indexed_mask(root / rel, voc_colormap(256))
         cls = None
@@ -340,6 +359,8 @@ def _check_objects(
     known = {e.name for e in entries}
     for r in regions:
         if names is None or r.object_index > len(names):
+            if region_objects and names is not None:
+                continue
             yield Problem(
                 "warning",
                 rel,

@@ -1,15 +1,22 @@
 """Writing Pascal VOC folders.
 
-Layout written::
+Layout written (``WriteOptions.extra["layout"]``): ``devkit`` (the default) puts the VOC root at
+``out/VOCdevkit/VOC2012/``, where torchvision's ``VOCSegmentation(root=out)`` looks for it, and writes every
+image as ``JPEGImages/<stem>.jpg`` (torchvision opens ``<stem>.jpg`` and nothing else); an output folder that
+is itself ``.../VOCdevkit/VOC2012`` is the root. ``flat`` puts the root at ``out/`` and copies the images
+with their own extension (the layout segpipe wrote before ``devkit``). Datumaro's ``voc`` importer reads either::
 
-    out/
+    <root>/
       Annotations/<stem>.xml            every image (size, objects with boxes and attributes)
       SegmentationClass/<stem>.png      palette PNG of label indices (255 = void), if the image has pixels
       SegmentationObject/<stem>.png     palette PNG of object indices (i = i-th XML object), if it has masks
       ImageSets/Segmentation/<split>.txt   images with a SegmentationClass PNG
       ImageSets/Main/<split>.txt           every image
       ImageSets/Main/<class>_<split>.txt   image-level labels (1 present, 0 only difficult, -1 absent)
-      JPEGImages/<stem><ext>            copied or hard-linked (``WriteOptions.copy_images``)
+      JPEGImages/<stem>.jpg             copied or hard-linked (``WriteOptions.copy_images``) when the source
+                                        is an upright JPEG, else decoded upright and written as JPEG
+                                        (quality 95, no chroma subsampling; note ``images_reencoded_jpeg``);
+                                        ``flat``: ``<stem><ext>``, copied as is
       labelmap.txt                      always: the class set (label index = line position; colours)
       segpipe_meta.json                 sidecar: what VOC cannot hold (see below)
 
@@ -18,8 +25,16 @@ else a synthesised one); the other categories follow in meta order, so the label
 position in the written ``labelmap.txt``. More than 255 labels cannot be written (255 is void):
 :class:`~segpipe.errors.FormatError`.
 
-Splits: an image without split goes to ``default`` (Datumaro's name for it); the sidecar remembers
-that it had none.
+Splits: :func:`~segpipe.formats.splits.loader_split` (an image without split, or with Datumaro's
+``default``, goes to ``train``; ``valid``/``validation`` → ``val``); the sidecar remembers the original.
+
+Objects: object ``i`` of ``SegmentationObject`` is the ``i``-th XML object. Class pixels that no object
+covers (stuff classes such as road or sky, and thing pixels outside any instance) get one more object
+index per class after the XML objects, with no XML object: Datumaro's VOC importer builds every mask from
+``SegmentationObject`` when it exists, and would otherwise drop those pixels (object index 0 is
+background). The sidecar says so (``region_objects``), and segpipe's reader leaves these regions to the
+class map instead of making instances of them. When the 254 object indices run out, the remaining classes
+stay at index 0 (note ``region_objects_overflow``: only readers that ignore ``SegmentationClass`` miss them).
 
 Stems: the image's ``file_name`` without extension, folders joined with ``__`` (VOC stems are flat).
 
@@ -49,8 +64,9 @@ from segpipe.core.losses import LossCounter
 from segpipe.core.records import DatasetMeta, InstanceMask, Materialized
 from segpipe.core.render import render_maps
 from segpipe.core.rle import to_bbox
-from segpipe.errors import FormatError
+from segpipe.errors import ConfigError, FormatError
 from segpipe.formats.base import ShardResult, WriteOptions
+from segpipe.formats.splits import loader_split
 from segpipe.formats.voc.reader import LABELMAP, SIDECAR
 from segpipe.formats.voc.xml import VocAnnotation, VocObject, coco_box_to_voc, format_voc_xml
 from segpipe.storage.atomic import write_bytes_atomic, write_json_atomic
@@ -58,7 +74,11 @@ from segpipe.storage.images import write_label_png
 from segpipe.storage.jsonio import jsonable
 from segpipe.storage.paths import check_relative_name, ensure_inside
 
-DEFAULT_SPLIT = "default"
+LAYOUTS = ("devkit", "flat")
+#: Where ``devkit`` puts the VOC root, below the output folder (torchvision's ``base_dir`` for 2012).
+DEVKIT = ("VOCdevkit", "VOC2012")
+#: JPEG settings of re-encoded images: near-lossless, full-resolution chroma (the labels are per pixel).
+JPEG_QUALITY = 95
 NOTES = {
     "keypoints_dropped": "VOC has no keypoints; instances with keypoints lose them (counted per instance)",
     "scores_dropped": "VOC has no confidence scores; instances with a score lose it",
@@ -67,6 +87,10 @@ NOTES = {
     "as void (255)",
     "category_ids_reindexed": "VOC labels are positions in labelmap.txt; the original category ids are kept "
     "in segpipe_meta.json and restored on reading",
+    "images_reencoded_jpeg": "images that are not upright JPEGs were decoded (EXIF orientation applied) and "
+    "written as JPEG (quality 95), the only image type VOC loaders such as torchvision's open",
+    "region_objects_overflow": "SegmentationObject has no object index left for some classes' uncovered pixels; "
+    "they are in SegmentationClass only (readers that build masks from SegmentationObject miss them)",
 }
 
 
@@ -118,15 +142,98 @@ def class_map_to_labels(
     return lut[cm]
 
 
+def add_region_objects(object_map: np.ndarray, class_map: np.ndarray, n_objects: int, losses: LossCounter) -> int:
+    """Gives the class pixels that no object covers one object index per class, after the XML objects.
+
+    Datumaro's VOC importer makes its masks from ``SegmentationObject`` alone when the file exists, so a
+    class pixel at object index 0 (stuff such as road, or thing pixels outside any instance) would be lost
+    to it. Classes are numbered in label order; background (0) and void stay as they are.
+
+    Args:
+        object_map: ``(H, W)`` object indices (0 none, ``VOC_VOID`` void), updated in place.
+        class_map: ``(H, W) uint8`` label indices of the same image.
+        n_objects: Object indices already taken (the XML objects are ``1..n_objects``).
+        losses: Where ``region_objects_overflow`` is noted when indices run out.
+
+    Returns:
+        The number of region objects added.
+    """
+    free = (object_map == 0) & (class_map != 0) & (class_map != VOC_VOID)
+    if not free.any():
+        return 0
+    labels = np.flatnonzero(np.bincount(class_map[free].ravel(), minlength=1))
+    top = max(int(object_map[object_map != VOC_VOID].max(initial=0)), n_objects)
+    added = 0
+    for label in labels:
+        if top + 1 >= VOC_VOID:
+            losses.notes.setdefault("region_objects_overflow", NOTES["region_objects_overflow"])
+            break
+        top += 1
+        object_map[free & (class_map == label)] = top
+        added += 1
+    return added
+
+
+def _copy_as_jpeg(src: str) -> bool:
+    """Whether ``src`` is copied as ``<stem>.jpg`` rather than re-encoded.
+
+    True for a JPEG file without EXIF rotation, and for a file Pillow cannot identify: there are no pixels
+    to re-encode, and copying it keeps what the writer did before (a writer never judges image files).
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    from segpipe.storage.images import exif_orientation
+
+    if not os.path.isfile(src):
+        return False  # a volume slice: rendered, never a JPEG
+    try:
+        with Image.open(src) as im:  # header only
+            return im.format == "JPEG" and exif_orientation(im) == 1
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
+        return True
+
+
+def _write_jpeg(src: str, dst: Path) -> None:
+    """Decodes ``src`` upright to 8-bit RGB and writes it to ``dst`` as a JPEG, atomically.
+
+    Labels are in upright pixel coordinates (segpipe's EXIF policy) and VOC loaders apply no orientation,
+    so the pixels are written upright.
+    """
+    import io
+
+    from PIL import Image
+
+    from segpipe.storage.images import read_image
+
+    if os.path.isfile(src):
+        rgb = read_image(src, exif=True)
+    else:  # a slice of a volume (``<volume>#z<z>``): rendered as it is everywhere else
+        from segpipe.storage.volume import write_slice_png
+
+        tmp = dst.with_name(f"{dst.name}.slice.{os.getpid()}.png")
+        try:
+            write_slice_png(src, tmp)
+            rgb = read_image(tmp, exif=False)
+        finally:
+            tmp.unlink(missing_ok=True)
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(rgb, dtype=np.uint8), mode="RGB").save(
+        buf, format="JPEG", quality=JPEG_QUALITY, subsampling=0
+    )
+    write_bytes_atomic(dst, buf.getvalue())
+
+
 class VocWriter:
     """Writes a VOC folder (picklable; ``write_shard`` runs on workers).
 
     Args:
         out: Output folder.
         meta: The source dataset's meta.
-        options: Shared write options (``copy_images``: ``copy``, ``link`` or ``none``).
+        options: Shared write options (``copy_images``: ``copy``, ``link`` or ``none``; ``extra["layout"]``:
+            ``devkit``, the default, or ``flat``).
 
     Raises:
+        ConfigError: an unknown layout.
         FormatError: more than 255 labels (background included).
     """
 
@@ -136,6 +243,13 @@ class VocWriter:
         self.out = Path(out)
         self.meta = meta
         self.options = options or WriteOptions()
+        self.layout = str(self.options.extra.get("layout") or "devkit")
+        if self.layout not in LAYOUTS:
+            raise ConfigError(f"VOC layout must be one of {', '.join(LAYOUTS)}, got {self.layout!r}")
+        #: The VOC root (Annotations/, JPEGImages/ ...): ``out`` itself, or ``out/VOCdevkit/VOC2012``.
+        self.root = self.out
+        if self.layout == "devkit" and (self.out.parent.name, self.out.name) != DEVKIT:
+            self.root = self.out.joinpath(*DEVKIT)
         self.entries, self.label_of, self.labels = self._labels(meta)
         if len(self.entries) > 255:
             raise FormatError(
@@ -187,7 +301,7 @@ class VocWriter:
             "ImageSets/Main",
             "JPEGImages",
         ):
-            (self.out / d).mkdir(parents=True, exist_ok=True)
+            (self.root / d).mkdir(parents=True, exist_ok=True)
 
     # -- worker ------------------------------------------------------------------------------------
 
@@ -261,18 +375,24 @@ class VocWriter:
     def _copy_image(self, src: str | None, stem: str, file_name: str, losses: LossCounter) -> str:
         from segpipe.storage.atomic import source_exists, source_suffix
 
-        ext = source_suffix(src, os.path.splitext(file_name)[1]) or ".jpg"
-        name = f"{stem}{ext}"
+        if self.layout == "devkit":
+            name = f"{stem}.jpg"
+        else:
+            name = f"{stem}{source_suffix(src, os.path.splitext(file_name)[1]) or '.jpg'}"
         mode = self.options.copy_images
         if mode == "none":
             return name
         if src is None or not source_exists(src):
             losses.missing_images.append(file_name)
             return name
-        dst = ensure_inside(self.out, self.out / "JPEGImages" / name)
+        dst = ensure_inside(self.out, self.root / "JPEGImages" / name)
         from segpipe.storage.atomic import copy_or_link
 
-        copy_or_link(src, dst, mode)
+        if self.layout == "flat" or _copy_as_jpeg(src):
+            copy_or_link(src, dst, mode)
+        else:
+            _write_jpeg(src, dst)
+            losses.notes.setdefault("images_reencoded_jpeg", NOTES["images_reencoded_jpeg"])
         return name
 
     def write_shard(self, index: int, samples: Iterable[Materialized]) -> ShardResult:
@@ -289,7 +409,7 @@ class VocWriter:
             h, w = class_map.shape if class_map is not None else (img.height, img.width)
             if class_map is not None:
                 write_label_png(
-                    ensure_inside(self.out, self.out / "SegmentationClass" / f"{stem}.png"),
+                    ensure_inside(self.out, self.root / "SegmentationClass" / f"{stem}.png"),
                     class_map,
                     self.palette,
                 )
@@ -299,8 +419,9 @@ class VocWriter:
                 if class_map is not None and object_map.shape == class_map.shape:
                     # VOC convention: void (boundaries, crowds) is void in both maps.
                     object_map[(class_map == VOC_VOID) & (object_map == 0)] = VOC_VOID
+                    add_region_objects(object_map, class_map, len(kept), losses)
                 write_label_png(
-                    ensure_inside(self.out, self.out / "SegmentationObject" / f"{stem}.png"),
+                    ensure_inside(self.out, self.root / "SegmentationObject" / f"{stem}.png"),
                     object_map.astype(np.uint8),
                     voc_colormap(256),
                 )
@@ -339,9 +460,9 @@ class VocWriter:
                 image_name, int(w), int(h), int(depth) if isinstance(depth, int) else 3, attrs, objects
             )
             write_bytes_atomic(
-                ensure_inside(self.out, self.out / "Annotations" / f"{stem}.xml"), format_voc_xml(ann)
+                ensure_inside(self.out, self.root / "Annotations" / f"{stem}.xml"), format_voc_xml(ann)
             )
-            splits = list(img.attributes.get("voc_splits") or [img.split or DEFAULT_SPLIT])
+            splits = list(dict.fromkeys(loader_split(s) for s in img.attributes.get("voc_splits") or [img.split]))
             labels = img.attributes.get("voc_image_labels")
             if not isinstance(labels, Mapping):
                 present: dict[str, int] = {}
@@ -398,7 +519,7 @@ class VocWriter:
                     seg.setdefault(s, []).append(f["stem"])
 
         def put(rel: str, lines: list[str]) -> None:
-            p = ensure_inside(self.out, self.out / rel)
+            p = ensure_inside(self.out, self.root / rel)
             p.parent.mkdir(parents=True, exist_ok=True)
             write_bytes_atomic(p, ("".join(line + "\n" for line in lines)).encode("utf-8"))
             written.append(p)
@@ -418,7 +539,7 @@ class VocWriter:
                             lines.append(f"{f['stem']} {int(flag):2d}")
                 if lines or cname in class_names:
                     put(f"ImageSets/Main/{check_relative_name(cname)}_{s}.txt", lines)
-        lm = ensure_inside(self.out, self.out / LABELMAP)
+        lm = ensure_inside(self.out, self.root / LABELMAP)
         write_bytes_atomic(lm, format_labelmap_txt(self.entries).encode("utf-8"))
         written.append(lm)
         side = {
@@ -438,12 +559,14 @@ class VocWriter:
             ],
             "labels": self.labels,
             "background_id": self.labels[0],
+            # Object indices after the XML objects are class regions, not instances (module docstring).
+            "region_objects": True,
             "info": _jsonable(self.meta.info),
             "licenses": _jsonable(self.meta.licenses),
             "extra": _jsonable({k: v for k, v in self.meta.extra.items() if not k.startswith("voc_")}),
             "images": {f["stem"]: f["side"] for f in frags},
         }
-        sp = ensure_inside(self.out, self.out / SIDECAR)
+        sp = ensure_inside(self.out, self.root / SIDECAR)
         write_json_atomic(sp, side, indent=None)
         written.append(sp)
         return written

@@ -46,6 +46,9 @@ class VocObject:
     Attributes:
         name: Class name.
         box: ``(xmin, ymin, xmax, ymax)`` as written (VOC 1-based inclusive), or None without ``<bndbox>``.
+        polygons: The object's ``<polygon>`` outlines (CVAT/Roboflow ``<x1><y1>...`` or LabelMe-style
+            ``<pt><x><y>``) as flat coordinate lists, kept as written (continuous pixel coordinates,
+            like COCO polygons).
         attributes: ``pose`` (str), ``truncated``/``difficult``/``occluded`` (int when numeric), and
             every other child element as parsed by :func:`element_to_value` (``part``, ``actions`` ...).
     """
@@ -53,6 +56,8 @@ class VocObject:
     name: str
     box: tuple[float, float, float, float] | None = None
     attributes: dict[str, Any] = field(default_factory=dict)
+    #: Outlines from ``<polygon>`` elements (``[x1, y1, x2, y2, ...]`` each, as written).
+    polygons: list[list[float]] = field(default_factory=list)
 
 
 @dataclass
@@ -74,6 +79,20 @@ class VocAnnotation:
     depth: int | None
     attributes: dict[str, Any]
     objects: list[VocObject]
+    #: What the parse did not keep, one path each (``object[0]@id``: an XML attribute;
+    #: ``size.resolution``: a child of ``<size>``/``<bndbox>`` beyond the known ones; ``source#text``:
+    #: text beside child elements).
+    unread: list[str] = field(default_factory=list)
+
+
+def _unread_in(el: ET.Element, path: str, out: list[str]) -> None:
+    """Adds to ``out`` what :func:`element_to_value` drops below ``el``: XML attributes, mixed text."""
+    out.extend(f"{path}@{k}" for k in el.attrib)
+    children = [ch for ch in el if isinstance(ch.tag, str)]
+    if children and (el.text or "").strip():
+        out.append(f"{path}#text")
+    for ch in children:
+        _unread_in(ch, f"{path}.{ch.tag}", out)
 
 
 def element_to_value(el: ET.Element) -> Any:
@@ -175,37 +194,87 @@ def parse_voc_xml(data: bytes, *, source: str | Path | None = None) -> VocAnnota
     width = height = depth = None
     attrs: dict[str, Any] = {}
     objects: list[VocObject] = []
+    unread: list[str] = [f"annotation@{k}" for k in root.attrib]
     for child in root:
         tag = child.tag
         if not isinstance(tag, str):  # comments / processing instructions
             continue
         if tag == "filename":
             filename = (child.text or "").strip() or None
+            _unread_in(child, tag, unread)
         elif tag == "size":
             width = _int_or_none(child.findtext("width"))
             height = _int_or_none(child.findtext("height"))
             depth = _int_or_none(child.findtext("depth"))
+            unread.extend(f"size@{k}" for k in child.attrib)
+            for ch in child:
+                if isinstance(ch.tag, str):
+                    if ch.tag in ("width", "height", "depth"):
+                        _unread_in(ch, f"size.{ch.tag}", unread)
+                    else:
+                        unread.append(f"size.{ch.tag}")
         elif tag == "object":
-            objects.append(_parse_object(child, len(objects), source))
+            objects.append(_parse_object(child, len(objects), source, unread))
         else:
+            _unread_in(child, tag, unread)
             v = element_to_value(child)
             if tag in attrs:
                 prev = attrs[tag]
                 attrs[tag] = [*prev, v] if isinstance(prev, list) else [prev, v]
             else:
                 attrs[tag] = v
-    return VocAnnotation(filename, width, height, depth, attrs, objects)
+    return VocAnnotation(filename, width, height, depth, attrs, objects, unread)
 
 
-def _parse_object(el: ET.Element, i: int, source: str | Path | None) -> VocObject:
+def _parse_polygon(el: ET.Element, where: str, source: str | Path | None) -> list[float]:
+    """One ``<polygon>``: ``<x1><y1><x2><y2>...`` (CVAT, Roboflow) or ``<pt><x><y></pt>...`` (LabelMe).
+
+    Raises:
+        FormatError: a coordinate that is not a finite number, an unpaired coordinate, other children,
+            or fewer than 3 points (naming ``object[i].polygon``).
+    """
+    children = [ch for ch in el if isinstance(ch.tag, str)]
+    coords: list[float] = []
+    if children and all(ch.tag == "pt" for ch in children):
+        for k, pt in enumerate(children):
+            coords.append(_num(pt.findtext("x"), source=source, where=f"{where}.pt[{k}].x"))
+            coords.append(_num(pt.findtext("y"), source=source, where=f"{where}.pt[{k}].y"))
+    else:
+        xs: dict[int, float] = {}
+        ys: dict[int, float] = {}
+        for ch in children:
+            m = re.fullmatch(r"([xy])(\d+)", ch.tag)
+            if m is None:
+                raise FormatError(f"unknown polygon element <{ch.tag}> (expected <x1><y1>... or <pt>)",
+                                  path=source, where=where)
+            (xs if m.group(1) == "x" else ys)[int(m.group(2))] = _num(ch.text, source=source,
+                                                                       where=f"{where}.{ch.tag}")
+        if set(xs) != set(ys):
+            raise FormatError("polygon coordinates are not paired (every <xN> needs its <yN>)",
+                              path=source, where=where)
+        for k in sorted(xs):
+            coords += [xs[k], ys[k]]
+    if len(coords) < 6:
+        raise FormatError(f"a polygon needs at least 3 points, got {len(coords) // 2}", path=source, where=where)
+    return coords
+
+
+def _parse_object(el: ET.Element, i: int, source: str | Path | None, unread: list[str] | None = None) -> VocObject:
     name = (el.findtext("name") or "").strip()
     if not name:
         raise FormatError("object has no <name>", path=source, where=f"object[{i}].name")
+    lost: list[str] = unread if unread is not None else []
     box = None
     attrs: dict[str, Any] = {}
+    polygons: list[list[float]] = []
+    lost.extend(f"object[{i}]@{k}" for k in el.attrib)
     for child in el:
         tag = child.tag
-        if not isinstance(tag, str) or tag == "name":
+        if not isinstance(tag, str):
+            continue
+        path = f"object[{i}].{tag}"
+        if tag == "name":
+            _unread_in(child, path, lost)
             continue
         if tag == "bndbox":
             vals = tuple(
@@ -213,16 +282,23 @@ def _parse_object(el: ET.Element, i: int, source: str | Path | None) -> VocObjec
                 for k in ("xmin", "ymin", "xmax", "ymax")
             )
             box = (vals[0], vals[1], vals[2], vals[3])
+            lost.extend(f"{path}@{k}" for k in child.attrib)
+            lost.extend(f"{path}.{ch.tag}" for ch in child
+                        if isinstance(ch.tag, str) and ch.tag not in ("xmin", "ymin", "xmax", "ymax"))
+        elif tag == "polygon":
+            polygons.append(_parse_polygon(child, f"object[{i}].polygon", source))
         elif tag in _FLAG_FIELDS:
             attrs[tag] = _flag((child.text or "").strip())
+            _unread_in(child, path, lost)
         else:
+            _unread_in(child, path, lost)
             v = element_to_value(child)
             if tag in attrs:
                 prev = attrs[tag]
                 attrs[tag] = [*prev, v] if isinstance(prev, list) else [prev, v]
             else:
                 attrs[tag] = v
-    return VocObject(name, box, attrs)
+    return VocObject(name, box, attrs, polygons)
 
 
 def voc_box_to_coco(box: Sequence[float]) -> BBox:

@@ -309,7 +309,29 @@ def materialize(sample: Sample, meta: DatasetMeta) -> Materialized:
     # A scene records the label value written where it had no data (65535 for uint16 label maps).
     geo = out.attrs.get("geo")
     void = int(geo["nodata"]) if isinstance(geo, dict) and geo.get("nodata") is not None else 255
-    return Materialized(sample, tuple(instances), class_map=class_map, panoptic=panoptic, void_value=void)
+    confidence = _class_scores(out, class_map) if class_map is not None and "probs" in names else {}
+    return Materialized(sample, tuple(instances), class_map=class_map, panoptic=panoptic, void_value=void,
+                        class_scores=confidence)
+
+
+#: Largest ``probs`` array (C x H x W bytes) read for class scores: a scene's would not fit in memory.
+MAX_SCORE_PROBS = 1 << 28
+
+
+def _class_scores(out: _Outputs, class_map: np.ndarray) -> dict[int, float]:
+    """``{label value: mean over its pixels of the highest class probability}`` (empty for too large an image).
+
+    The label map is the argmax of the probabilities, so this is the mean confidence of each class's pixels:
+    a semantic pre-label's per-region score, which annotators sort tasks by.
+    """
+    node = out.group["probs"]
+    if int(np.prod(node.shape)) > MAX_SCORE_PROBS:
+        return {}
+    maxp = out.read("probs").max(axis=0).astype(np.float64) / 255.0  # quantised: p ~= value / 255
+    labels = np.asarray(class_map).ravel().astype(np.int64)
+    counts = np.bincount(labels)
+    sums = np.bincount(labels, weights=maxp.ravel(), minlength=counts.size)
+    return {int(v): float(sums[v] / counts[v]) for v in np.flatnonzero(counts)}
 
 
 def _keypoint_instances(kps: np.ndarray, image_id: int, meta: DatasetMeta) -> list[InstanceMask]:
