@@ -24,9 +24,12 @@ test: $(STAMP)
 test-all: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+# ruff, mypy, and the import contracts in .importlinter (layers, one Dask layer, a pure core, no cycles:
+# see docs/architecture.md).
 lint: $(STAMP)
 	$(VENV)/bin/ruff check segpipe tests bench
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports --no-cache
 
 schemas: $(STAMP)
 	$(VENV)/bin/segpipe schemas schemas

@@ -1,4 +1,12 @@
-"""Options and helpers shared by several commands."""
+"""Options, choices and helpers shared by the commands: one definition per option.
+
+Every option that more than one command takes (``--workers``, ``--scheduler``, ``--on-error``,
+``--task``, ``--images``, ``--overwrite`` ...) is defined here once, and each command uses that
+definition, so the name, short flag, choices, parse-time check and help cannot drift apart.
+Closed sets of values are ``str`` enums: ``--help`` lists them and click refuses anything else
+before the command starts (exit 2, one line). A command passes ``member.value`` to the library,
+whose requests take plain strings.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +14,8 @@ import math
 import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from enum import Enum
+from pathlib import Path
 from typing import Any
 
 import typer
@@ -30,7 +40,8 @@ from segpipe.execution.cluster import (
     max_threads,
     max_workers,
 )
-from segpipe.formats.splits import LAYOUT_TARGETS, layout_option  # noqa: F401 - re-exported for the commands
+from segpipe.formats.splits import LAYOUT_TARGETS  # noqa: F401 - re-exported for the commands
+from segpipe.formats.splits import layout_option as layout_writer_options  # noqa: F401 - re-exported
 
 WORKERS_HELP = "Worker processes of the embedded Dask cluster (default: one per core; 0 = in this process)."
 SCHEDULER_HELP = "Address of an existing Dask scheduler (tcp://HOST:PORT) to run on instead."
@@ -154,6 +165,233 @@ def positive_float_option(default: float | None, *decls: str, help: str) -> Any:
 def scheduler_option() -> Any:
     """The ``--scheduler`` option."""
     return typer.Option(None, "--scheduler", help=SCHEDULER_HELP)
+
+
+# ------------------------------------------------------------------------------------------ choices
+
+
+class Task(str, Enum):
+    """``--task``: what a model predicts, under one name in every command.
+
+    ``landmarks`` is the name checkpoints, stores and ``segpipe models`` record. ``keypoints``, the
+    name ``evaluate`` and ``evaluate-checkpoints`` took before, is accepted for it on every command
+    (see :data:`TASK_ALIASES`); ``--help`` shows only the one name.
+    """
+
+    SEMANTIC = "semantic"
+    INSTANCE = "instance"
+    PANOPTIC = "panoptic"
+    LANDMARKS = "landmarks"
+
+    def evaluation_name(self) -> str:
+        """The name the evaluation library and its reports use: landmarks are scored as COCO keypoints."""
+        return "keypoints" if self is Task.LANDMARKS else self.value
+
+
+#: Other names accepted for a task: the one ``evaluate`` used (COCO's ``iouType``).
+TASK_ALIASES: dict[str, Task] = {"keypoints": Task.LANDMARKS}
+
+
+def parse_task(value: str | Task) -> Task:
+    """Reads a ``--task`` value: a :class:`Task` name or an alias from :data:`TASK_ALIASES`.
+
+    Raises:
+        typer.BadParameter: any other value (click names the option and exits 2).
+    """
+    if isinstance(value, Task):
+        return value
+    if value in TASK_ALIASES:
+        return TASK_ALIASES[value]
+    try:
+        return Task(value)
+    except ValueError:
+        raise typer.BadParameter(f"{value!r} is not one of {', '.join(t.value for t in Task)}") from None
+
+
+class OnError(str, Enum):
+    """``--on-error``: what a command does with an item (image, sample) it cannot read."""
+
+    SKIP = "skip"
+    FAIL = "fail"
+
+
+class ImagesMode(str, Enum):
+    """``--images`` of convert and export: what happens to the source image files."""
+
+    COPY = "copy"
+    LINK = "link"
+    NONE = "none"
+
+
+class ImageCheck(str, Enum):
+    """``--images`` of validate: how far each image file is checked."""
+
+    VERIFY = "verify"
+    DECODE = "decode"
+    NONE = "none"
+
+
+class Layout(str, Enum):
+    """``--layout``: the folder layout of a COCO (split, single) or VOC (devkit, flat) target."""
+
+    SPLIT = "split"
+    SINGLE = "single"
+    DEVKIT = "devkit"
+    FLAT = "flat"
+
+
+class Stretch(str, Enum):
+    """``--stretch``: how a GeoTIFF scene's values become 8-bit model input."""
+
+    AUTO = "auto"
+    PERCENTILE = "percentile"
+    MINMAX = "minmax"
+    NONE = "none"
+
+
+class MatchClasses(str, Enum):
+    """``--match-classes``: how evaluate pairs the prediction's classes with the ground truth's."""
+
+    ID = "id"
+    NAME = "name"
+
+
+class SynthFormat(str, Enum):
+    """``--format`` of synth: the files a synthetic collection is written as."""
+
+    PNG = "png"
+    JPG = "jpg"
+    GEOTIFF = "geotiff"
+    NIFTI = "nifti"
+    DICOM = "dicom"
+
+
+def value_of(choice: Enum | None) -> Any:
+    """``choice.value``, or ``None``: what the library requests take."""
+    return None if choice is None else choice.value
+
+
+# --------------------------------------------------------------------------- options of several commands
+
+
+TASK_HELP = "What the model predicts."
+FORMAT_HELP = "Format name (see `segpipe formats`), or auto to detect it."
+
+
+def task_option(default: Task | None = Task.SEMANTIC, help: str = TASK_HELP) -> Any:
+    """The ``--task`` / ``-t`` option: a :class:`Task`, aliases accepted (:func:`parse_task`)."""
+    return typer.Option(default, "--task", "-t", parser=parse_task, help=help)
+
+
+def on_error_option(default: OnError, help: str) -> Any:
+    """The ``--on-error`` option: ``skip`` (report the item, go on, exit 1) or ``fail`` (stop at the first).
+
+    The default differs by design and is shown in each command's ``--help``: ``convert`` writes a
+    dataset that others train on, so by default it is complete or not written (``fail``, exit 2,
+    nothing in DST); ``prelabel`` and ``evaluate`` record each failed image in their report and go
+    on (``skip``, exit 1), and a pre-label run resumes.
+    """
+    return typer.Option(default, "--on-error", help=help)
+
+
+def images_option(default: ImagesMode, help: str) -> Any:
+    """The ``--images`` option of convert and export: :class:`ImagesMode`."""
+    return typer.Option(default, "--images", help=help)
+
+
+def format_option(*decls: str, help: str = FORMAT_HELP) -> Any:
+    """A dataset-format option (``--from``, ``--gt-format``, ``--format``), ``auto`` by default.
+
+    The names come from the format registry, which plugins extend, so they are checked by the
+    library (one line listing the known names), not by a closed choice here.
+    """
+    return typer.Option("auto", *decls, help=help)
+
+
+def to_option(help: str) -> Any:
+    """The required ``--to`` option: the target format (checked against the registry by the library)."""
+    return typer.Option(..., "--to", help=help)
+
+
+def layout_option() -> Any:
+    """The ``--layout`` option: :class:`Layout`; which target takes which is checked by the library."""
+    return typer.Option(None, "--layout", help="coco: split (default: annotations/instances_<split>.json + "
+                        "images/<split>/) or single (annotations.json); voc: devkit (default: VOCdevkit/VOC2012/, "
+                        "JPEG images) or flat.")
+
+
+def polygons_option(help: str) -> Any:
+    """The ``--polygons/--rle`` switch: masks written as polygons or as exact RLE (the default)."""
+    return typer.Option(False, "--polygons/--rle", help=help)
+
+
+def overwrite_option(help: str) -> Any:
+    """The ``--overwrite`` flag: replace an earlier segpipe output (never anything else)."""
+    return typer.Option(False, "--overwrite", help=help)
+
+
+def resume_option(help: str) -> Any:
+    """The ``--resume`` flag."""
+    return typer.Option(False, "--resume", help=help)
+
+
+def image_root_option(help: str = "Folder holding the source images.") -> Any:
+    """The ``--image-root`` option."""
+    return typer.Option(None, "--image-root", help=help)
+
+
+def categories_option(help: str) -> Any:
+    """The ``--categories`` option: a category map or class-name file."""
+    return typer.Option(None, "--categories", help=help)
+
+
+def arch_option(help: str = "Architecture of a plain state-dict checkpoint (see `segpipe models`).") -> Any:
+    """The optional ``--arch`` option (``train`` makes it required with :func:`required_arch_option`)."""
+    return typer.Option(None, "--arch", help=help)
+
+
+def required_arch_option(help: str) -> Any:
+    """The required ``--arch`` option of ``train``."""
+    return typer.Option(..., "--arch", help=help)
+
+
+def json_option(help: str) -> Any:
+    """The ``--json FILE`` option: also write the result as JSON."""
+    return typer.Option(None, "--json", help=help)
+
+
+def report_dir_option(default: Path | None, help: str) -> Any:
+    """The ``--report-dir`` option."""
+    return typer.Option(default, "--report-dir", help=help)
+
+
+# Label Studio server options (push, pull) and pre-annotation options (convert, push).
+TOKEN_HELP = "API token: a personal access token or a legacy token (default: $LABEL_STUDIO_API_KEY); never printed."
+
+
+def url_option() -> Any:
+    """The required ``--url`` of a Label Studio server."""
+    return typer.Option(..., "--url", help="The Label Studio server, e.g. http://localhost:8080.")
+
+
+def project_option(help: str) -> Any:
+    """The required ``--project`` option: a Label Studio project id or title."""
+    return typer.Option(..., "--project", help=help)
+
+
+def token_option() -> Any:
+    """The ``--token`` option, never shown (its default comes from the environment)."""
+    return typer.Option(None, "--token", help=TOKEN_HELP, show_default=False)
+
+
+def image_url_prefix_option(help: str) -> Any:
+    """The ``--image-url-prefix`` option of Label Studio pre-annotations."""
+    return typer.Option(None, "--image-url-prefix", help=help)
+
+
+def model_version_option(help: str) -> Any:
+    """The ``--model-version`` option of Label Studio pre-annotations."""
+    return typer.Option(None, "--model-version", help=help)
 
 
 def cluster_spec(workers: int | None, scheduler: str | None) -> ClusterSpec:

@@ -109,7 +109,7 @@ def run() -> None:
         if isinstance(e, NoArgsIsHelpError):  # `segpipe` alone: the help, as click shows it
             e.show()
             sys.exit(2)
-        state.err(usage_line(e))
+        state.err(_usage_line(e))
         sys.exit(2)
     except Exception as e:  # failures no boundary mapped: one line, never a traceback
         if verbose:
@@ -130,21 +130,16 @@ def _command() -> str:
     return ""
 
 
-def usage_line(e: TyperException) -> str:
-    """One line for a usage error: what is wrong, the option or command it concerns, and where to look.
+def _usage_line(e: TyperException) -> str:
+    """One line for a click usage error (see :mod:`segpipe.cli.usage`); any other click error as its message."""
+    from typer._click.exceptions import UsageError
+    from typer.main import get_command
 
-    Click prints usage errors as a usage block, a hint and the message; segpipe's promise is one line
-    naming the option. A global option given after the command (``segpipe synth -q``) gets a hint to
-    put it first.
-    """
-    message = " ".join(e.format_message().split())
-    ctx = getattr(e, "ctx", None)
-    command = ctx.command_path if ctx is not None else "segpipe"
-    hint = f"see `{command} --help`"
-    opt = getattr(e, "option_name", None)
-    if opt and opt in _GLOBAL_OPTIONS and command != "segpipe":
-        hint = f"global options go before the command: `segpipe {opt} {command.split(' ', 1)[-1]} ...`"
-    return f"{command}: {message} ({hint})"
+    from segpipe.cli.usage import usage_line
+
+    if isinstance(e, UsageError):
+        return usage_line(e, get_command(app), sys.argv[1:])
+    return " ".join(e.format_message().split()) if hasattr(e, "format_message") else str(e)
 
 
 #: What a command leaves behind when writing fails (disk full, read-only): said in the error line.
@@ -162,6 +157,3 @@ _KEPT = {
     "push": "batches the server accepted are recorded in the store (a rerun sends only the rest)",
     "pull": "nothing earlier in OUT was replaced",
 }
-
-#: Options of the ``segpipe`` group itself, which click takes only before the command's name.
-_GLOBAL_OPTIONS = frozenset({"-q", "--quiet", "-v", "--verbose", "--version"})

@@ -137,9 +137,13 @@ def detect_format(path: str | Path, prefer: tuple[str, ...] = ()) -> str:
             if next(iter(p.glob(pattern)), None) is not None:
                 raise InputError(f"looks like {what}, which segpipe does not read", path=p,
                                  hint=f"segpipe reads: {', '.join(readable)}")
-    looked = "; ".join(f"{n}: {FORMATS.get(n).description}" for n in readable)
-    raise InputError(
-        f"cannot tell the dataset format (looked for {looked})",
-        path=p,
-        hint=f"pass --from with one of: {', '.join(readable)}",
-    )
+    hint = f"pass --from with one of: {', '.join(readable)}; `segpipe formats` says what each looks like"
+    if p.is_dir():
+        # A folder of several annotation files (exports side by side) is no dataset: name them.
+        files = sorted(f.name for f in p.iterdir() if f.suffix.lower() in (".json", ".xml", ".yaml", ".yml"))
+        if len(files) > 1:
+            shown = ", ".join(files[:6]) + (f" and {len(files) - 6} more" if len(files) > 6 else "")
+            raise InputError(f"cannot tell the dataset format: the folder holds several annotation files ({shown})",
+                             path=p, hint="pass one of the files, with --from if needed")
+    raise InputError("cannot tell the dataset format: it matches none of the formats segpipe reads", path=p,
+                     hint=hint)

@@ -1,6 +1,7 @@
 """What the per-image-file formats (``yolo``, ``labelme``) share: one label file per image, named by its stem.
 
 * :func:`polygon_rle` — reading: an object's polygons rasterised at the image size, each checked first.
+* :func:`check_unique_names` — name-keyed targets (CVAT, Label Studio, LabelMe) refuse two classes of one name.
 * :func:`background_id` — the category of a label-map source that means "no object" (implicit in both).
 * :func:`keep_instance` / :func:`kept_segments` — the objects a writer keeps, counting the ones it drops
   (unknown category, crowd) and what it drops of the ones it keeps (visible keypoints, scores).
@@ -17,15 +18,15 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Callable, Container, Iterator, Mapping, Sequence
+from collections.abc import Callable, Container, Iterable, Iterator, Mapping, Sequence
 from hashlib import sha1
 from pathlib import Path
 from typing import Any
 
 from segpipe.core import rle as rle_ops
 from segpipe.core.losses import LossCounter
-from segpipe.core.records import DatasetMeta, ImageInfo, Instance, Materialized
-from segpipe.errors import FormatError
+from segpipe.core.records import Category, DatasetMeta, ImageInfo, Instance, Materialized
+from segpipe.errors import FormatError, UnsupportedError
 from segpipe.storage.atomic import PARTIAL_SUFFIX
 from segpipe.storage.paths import ensure_inside
 
@@ -47,6 +48,28 @@ def polygon_rle(inst: Instance, polygons: Sequence[Sequence[float]], img: ImageI
         if why:
             raise FormatError(why, path=img.file_name, where=f"annotation {inst.id}")
     return rle_ops.polygons_to_rle(polygons, img.height, img.width)
+
+
+def check_unique_names(categories: Iterable[Category], target: str) -> None:
+    """Refuses classes that share a name, for a target that tells classes apart by name only.
+
+    CVAT labels, Label Studio labels and LabelMe shape labels are names: two classes of one name would merge
+    into one class in the output with no count of it (COCO allows the same name under two ids).
+
+    Args:
+        categories: The classes the target writes.
+        target: The format, for the message.
+
+    Raises:
+        UnsupportedError: naming both ids and the name (before anything is written).
+    """
+    first: dict[str, int] = {}
+    for c in categories:
+        if c.name in first:
+            raise UnsupportedError(f"categories {first[c.name]} and {c.id} are both named {c.name!r}: {target} tells "
+                                   "classes apart by name, so their objects would become one class",
+                                   hint="rename one with --categories MAP.yaml")
+        first[c.name] = c.id
 
 
 def background_id(meta: DatasetMeta) -> int | None:

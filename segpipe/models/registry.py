@@ -23,10 +23,12 @@ Conventions shared by every task:
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from segpipe.errors import SegpipeError
 from segpipe.registry import Registry
 
 Task = Literal["semantic", "instance", "panoptic", "landmarks"]
@@ -110,7 +112,7 @@ def count_parameters(name: str, num_classes: int = 21) -> int:
     """Number of parameters of ``name`` built on the meta device (no memory, no init cost)."""
     key = (name, num_classes)
     if key not in _PARAM_CACHE:
-        import torch
+        import torch  # lazy: torch costs seconds to import; the registry answers names without it
 
         with torch.device("meta"):
             model = build_model(name, num_classes)
@@ -137,21 +139,22 @@ def arch_dims(name: str) -> int:
     """
     if name in BUILTIN_DIMS:
         return BUILTIN_DIMS[name]
-    from segpipe.errors import SegpipeError
-
     try:
         return get_model_spec(name).dims
     except SegpipeError:  # a stub or a model built outside the registry
         return 2
 
 
+#: The package whose modules register the built-in architectures. It is imported by name on the first
+#: lookup, as entry-point plugins are: the registry depends on no architecture (the architectures
+#: import it), and ``import segpipe.models.registry`` stays free of torch for callers that need names.
+BUILTIN_ARCHITECTURES = "segpipe.models.architectures"
+
 _LOADED = False
 
 
 def _load_architectures() -> None:
-    # Architectures register themselves on import; importing lazily keeps ``import segpipe.models``
-    # free of torch for callers that only need names.
     global _LOADED
     if not _LOADED:
         _LOADED = True
-        import segpipe.models.architectures  # noqa: F401
+        importlib.import_module(BUILTIN_ARCHITECTURES)

@@ -13,11 +13,12 @@ from pathlib import Path
 from typing import Any
 
 from segpipe.errors import CheckpointError, UnknownNameError, WeightsUnavailableError
+from segpipe.models.registry import MODELS, get_model_spec, model_names
 
 
 def cache_dir() -> Path:
     """The folder torchvision downloads into: ``torch.hub.get_dir()/checkpoints``."""
-    import torch
+    import torch  # lazy: torch costs seconds to import
 
     return Path(torch.hub.get_dir()) / "checkpoints"
 
@@ -31,7 +32,7 @@ def resolve(spec: str) -> Any:
     Raises:
         UnknownNameError: unknown architecture or weights name.
     """
-    import torchvision
+    import torchvision  # lazy: torchvision costs seconds to import
 
     arch, sep, name = spec.partition(":")
     if not sep or not arch or not name:
@@ -62,7 +63,7 @@ def load_cached_state_dict(spec: str) -> dict[str, Any]:
         WeightsUnavailableError: the file is not in the cache (one line: file name and folder).
         CheckpointError: the file exists but is not a plain tensor state dict.
     """
-    import torch
+    import torch  # lazy: torch costs seconds to import
 
     path = weights_path(spec)
     if not path.is_file():
@@ -110,9 +111,7 @@ def build_with_weights(spec: str, **kw: Any) -> Any:
     Returns:
         The torchvision ``nn.Module`` (semantic models are wrapped to return a tensor if registered).
     """
-    import torchvision
-
-    from segpipe.models.registry import MODELS, get_model_spec
+    import torchvision  # lazy: torchvision costs seconds to import
 
     arch = spec.partition(":")[0]
     w = resolve(spec)
@@ -133,6 +132,4 @@ def build_with_weights(spec: str, **kw: Any) -> Any:
 
 
 def _registered(arch: str) -> bool:
-    from segpipe.models.registry import model_names
-
     return arch in model_names()

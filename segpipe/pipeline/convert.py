@@ -363,8 +363,13 @@ def convert(
             "elapsed_s": round(time.perf_counter() - t0, 3),
         }
         write_json_atomic(staging / REPORT_NAME, report)
-    except BaseException:
+    except BaseException as e:
         outputs.discard(staging)
+        # A writer's error names its folder, the staging one, which is gone now: name DST instead.
+        if isinstance(e, SegpipeError) and e.path is not None:
+            where = Path(e.path)
+            if where == staging or staging in where.parents:
+                e.path = str(Path(plan.given) / where.relative_to(staging))
         raise
     outputs.install(staging, plan)
     return report

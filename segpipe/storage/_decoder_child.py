@@ -12,12 +12,12 @@ import os
 import signal
 import sys
 
+from segpipe.errors import SegpipeError
+from segpipe.storage.images import read_image
+
 
 def main() -> None:
     """Serves decode requests until stdin closes."""
-    from segpipe.errors import SegpipeError
-    from segpipe.storage.images import read_image
-
     inp = sys.stdin.buffer
     out = sys.stdout.buffer
     for line in inp:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -89,15 +90,12 @@ def copy_or_link(src: str | Path, dest: str | Path, mode: str = "copy") -> None:
 
     A re-executed task writes the same bytes; a reader never sees half a file.
     """
-    import os
-    import shutil
-
     final = Path(dest)
     tmp = final.with_name(f"{final.name}{PARTIAL_SUFFIX}.{os.getpid()}")
     if tmp.exists():
         tmp.unlink()
     if not Path(src).exists() and is_slice_ref(src):
-        from segpipe.storage.volume import write_slice_png
+        from segpipe.storage.volume import write_slice_png  # lazy: volume imports numpy; atomic writes do not
 
         write_slice_png(str(src), tmp)  # a slice of a volume: rendered, there is no file to copy
     elif mode == "link":
@@ -112,7 +110,7 @@ def copy_or_link(src: str | Path, dest: str | Path, mode: str = "copy") -> None:
 
 def is_slice_ref(src: str | Path) -> bool:
     """Whether ``src`` names one slice of an existing volume (``<volume>#z<z>``) rather than a file."""
-    from segpipe.storage.volume import parse_slice_ref
+    from segpipe.storage.volume import parse_slice_ref  # lazy: volume imports numpy; atomic writes do not
 
     return parse_slice_ref(str(src)) is not None
 

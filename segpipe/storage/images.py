@@ -25,38 +25,18 @@ import numpy as np
 from PIL import Image, ImageFile, ImageOps
 
 from segpipe.errors import ImageDecodeError, InputError, PixelLimitError
-from segpipe.storage.limits import MAX_PIXELS, MAX_SCENE_PIXELS, check_limits, max_pixels, max_scene_pixels
+from segpipe.storage.atomic import atomic_open
+from segpipe.storage.limits import (
+    MAX_PIXELS,
+    MAX_SCENE_PIXELS,
+    check_limits,
+    check_pixel_count,
+    max_pixels,
+    max_scene_pixels,
+)
 
 __all__ = ["MAX_PIXELS", "MAX_SCENE_PIXELS", "check_limits", "check_pixel_count", "max_pixels",
            "max_scene_pixels"]
-
-def check_pixel_count(
-    width: int, height: int, *, path: str | Path | None, where: str | None = None, what: str = "image",
-    limit: int | None = None, scene: bool = False,
-) -> None:
-    """Refuses a claimed size above the ceiling before anything of that size is planned or allocated.
-
-    Args:
-        width: Claimed width (from a header or a dataset record).
-        height: Claimed height.
-        path: The file that claims it (named in the message).
-        where: The field that claims it (``images[3]``, ``ImageWidth`` ...).
-        what: ``image`` or ``scene`` (for the message).
-        limit: The ceiling; default :func:`max_scene_pixels` for ``scene`` else :func:`max_pixels`.
-        scene: Use the scene ceiling and its variable.
-
-    Raises:
-        PixelLimitError: ``width * height`` exceeds the ceiling.
-    """
-    var = "SEGPIPE_MAX_SCENE_PIXELS" if scene else "SEGPIPE_MAX_PIXELS"
-    if limit is None:
-        limit = max_scene_pixels() if scene else max_pixels()
-    n = int(width) * int(height)
-    if n > limit:
-        raise PixelLimitError(
-            f"{what} claims {int(width)}x{int(height)} = {n} pixels, larger than the limit of {limit}",
-            path=path, where=where, hint=f"raise {var} if the {what} is genuine",
-        )
 
 ImageFile.LOAD_TRUNCATED_IMAGES = False
 
@@ -212,8 +192,6 @@ def write_label_png(path: str | Path, labels: np.ndarray, palette: np.ndarray | 
         palette: ``(N <= 256, 3) uint8`` colours: writes a palette (P) PNG, as VOC does. Without a
             palette, uint8 data is written as L and wider data as 16-bit.
     """
-    from segpipe.storage.atomic import atomic_open
-
     if labels.ndim != 2:
         raise ValueError(f"labels must be 2-D, got shape {labels.shape}")
     if palette is not None:
@@ -235,8 +213,6 @@ def write_label_png(path: str | Path, labels: np.ndarray, palette: np.ndarray | 
 
 def write_rgb_png(path: str | Path, rgb: np.ndarray) -> None:
     """Writes ``(H, W, 3) uint8`` as an RGB PNG atomically."""
-    from segpipe.storage.atomic import atomic_open
-
     im = Image.fromarray(np.ascontiguousarray(rgb, dtype=np.uint8), mode="RGB")
     with atomic_open(path, "wb") as f:
         im.save(f, format="PNG", compress_level=1)

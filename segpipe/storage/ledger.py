@@ -49,7 +49,7 @@ class Ledger:
             ValueError: It does not decode as a finished task's receipt (truncated, not JSON, no
                 image id or outputs).
         """
-        from segpipe.storage.verify import parse_receipt
+        from segpipe.storage.verify import parse_receipt  # lazy: verify imports numpy; writing receipts does not
 
         rec, why = parse_receipt(self.path(key).read_bytes())
         if rec is None:
@@ -69,6 +69,7 @@ class Ledger:
         is redone (which rewrites the receipt) rather than trusted or crashed on. Reads every receipt
         (a few tens of µs each, in threads for large ledgers).
         """
+        # lazy: stacks and verify import numpy; writing receipts does not
         from segpipe.storage.stacks import _read_files
         from segpipe.storage.verify import parse_receipt
 

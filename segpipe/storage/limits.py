@@ -8,8 +8,9 @@ the variable, never an import-time crash.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
-from segpipe.errors import ConfigError
+from segpipe.errors import ConfigError, PixelLimitError
 
 #: Default largest image, in pixels (about 23k × 23k); ``SEGPIPE_MAX_PIXELS`` overrides it. Larger
 #: scenes go through tiled GeoTIFF readers.
@@ -58,3 +59,32 @@ def check_limits() -> None:
     """
     max_pixels()
     max_scene_pixels()
+
+
+def check_pixel_count(
+    width: int, height: int, *, path: str | Path | None, where: str | None = None, what: str = "image",
+    limit: int | None = None, scene: bool = False,
+) -> None:
+    """Refuses a claimed size above the ceiling before anything of that size is planned or allocated.
+
+    Args:
+        width: Claimed width (from a header or a dataset record).
+        height: Claimed height.
+        path: The file that claims it (named in the message).
+        where: The field that claims it (``images[3]``, ``ImageWidth`` ...).
+        what: ``image`` or ``scene`` (for the message).
+        limit: The ceiling; default :func:`max_scene_pixels` for ``scene`` else :func:`max_pixels`.
+        scene: Use the scene ceiling and its variable.
+
+    Raises:
+        PixelLimitError: ``width * height`` exceeds the ceiling.
+    """
+    var = "SEGPIPE_MAX_SCENE_PIXELS" if scene else "SEGPIPE_MAX_PIXELS"
+    if limit is None:
+        limit = max_scene_pixels() if scene else max_pixels()
+    n = int(width) * int(height)
+    if n > limit:
+        raise PixelLimitError(
+            f"{what} claims {int(width)}x{int(height)} = {n} pixels, larger than the limit of {limit}",
+            path=path, where=where, hint=f"raise {var} if the {what} is genuine",
+        )

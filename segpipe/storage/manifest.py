@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import glob as globmod
 import hashlib
+import importlib.util
 import json
+import warnings
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from segpipe.errors import InputError
+from segpipe.errors import InputError, PixelLimitError, SegpipeError
+from segpipe.storage.atomic import atomic_open
 from segpipe.storage.paths import safe_join
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp", ".gif", ".nii", ".gz", ".dcm"}
@@ -138,8 +141,6 @@ def describe(root: Path, rel: str, image_id: int | None = None) -> ManifestEntry
     An item that cannot be opened safely (a symlink leaving the root, a missing file) is returned with
     ``kind="invalid"`` and ``error`` set: it fails alone instead of stopping the run.
     """
-    from segpipe.errors import PixelLimitError, SegpipeError
-
     iid = stable_id(rel) if image_id is None else int(image_id)
     try:
         p = safe_join(root, rel)
@@ -152,7 +153,7 @@ def describe(root: Path, rel: str, image_id: int | None = None) -> ManifestEntry
     if _is_volume(p) or (p.is_dir()):
         kind = "volume"
         try:
-            from segpipe.storage.volume import open_volume
+            from segpipe.storage.volume import open_volume  # lazy: imports numpy; reading a manifest does not
 
             vol = open_volume(p)
             depth, h, w = vol.shape
@@ -168,9 +169,7 @@ def describe(root: Path, rel: str, image_id: int | None = None) -> ManifestEntry
         return ManifestEntry(iid, rel, str(p), w, h, hh.hexdigest(), size, kind, depth)
     if p.suffix.lower() in SCENE_SUFFIXES and _raster_reader():
         try:
-            import warnings
-
-            from segpipe.storage.raster import GeoreferenceWarning, open_raster
+            from segpipe.storage.raster import GeoreferenceWarning, open_raster  # lazy: imports numpy
 
             with warnings.catch_warnings():
                 # Measuring runs on a worker, whose warnings print raw; the driver warns once when it
@@ -186,7 +185,7 @@ def describe(root: Path, rel: str, image_id: int | None = None) -> ManifestEntry
         except SegpipeError:
             kind = "image"
     if kind == "image":
-        from segpipe.storage.images import image_size
+        from segpipe.storage.images import image_size  # lazy: imports numpy and Pillow
 
         try:
             w, h = image_size(p)
@@ -196,15 +195,11 @@ def describe(root: Path, rel: str, image_id: int | None = None) -> ManifestEntry
 
 
 def _raster_reader() -> bool:
-    import importlib.util
-
     return any(importlib.util.find_spec(m) is not None for m in ("rasterio", "tifffile"))
 
 
 def write_manifest(path: str | Path, entries: Iterable[ManifestEntry]) -> int:
     """Writes JSONL atomically; returns the number of lines."""
-    from segpipe.storage.atomic import atomic_open
-
     n = 0
     with atomic_open(path, "w") as f:
         for e in entries:

@@ -36,7 +36,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from segpipe import __version__
 from segpipe.errors import OutputError
+from segpipe.storage.atomic import write_json_atomic
 from segpipe.storage.paths import fsync_dir
 
 #: The file that marks a folder as the output of a segpipe command (JSON: made_by, command, entries).
@@ -228,9 +230,6 @@ def write_marker(folder: str | Path, command: str, entries: Sequence[str] | None
         files: Every path (relative, folders too) the command wrote, for outputs written whole; a later
             replacement is refused if anything else is found at any depth.
     """
-    from segpipe import __version__
-    from segpipe.storage.atomic import write_json_atomic
-
     doc: dict[str, Any] = {"made_by": "segpipe", "segpipe_version": __version__, "command": command}
     if entries is not None:
         doc["entries"] = sorted(set(entries))

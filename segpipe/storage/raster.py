@@ -47,6 +47,7 @@ from typing import Any
 import numpy as np
 
 from segpipe.errors import FormatError, ImageDecodeError, InputError
+from segpipe.storage.limits import check_pixel_count
 
 #: Long side (pixels) of the overview used for the percentile statistics.
 SAMPLE_SIDE = 1024
@@ -67,14 +68,14 @@ class GeoreferenceWarning(UserWarning):
 def have_rasterio() -> bool:
     """True when rasterio (GDAL) can be imported."""
     try:
-        import rasterio  # noqa: F401
+        import rasterio  # noqa: F401  # lazy: optional (geo extra): is it installed?
     except ImportError:
         return False
     return True
 
 
 def _gdal_env() -> Any:
-    import rasterio
+    import rasterio  # lazy: optional (geo extra), ~0.5 s to import
 
     opts: dict[str, Any] = {"GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR"}
     if "GDAL_CACHEMAX" not in os.environ:
@@ -157,8 +158,6 @@ class RasterSource:
             self._init_rasterio()
         else:
             self._init_tifffile()
-        from segpipe.storage.images import check_pixel_count
-
         # The header's claim, checked before anything is planned from it: a 152-byte (or sparse) TIFF
         # can claim 10^12 pixels, which would plan hundreds of thousands of block tasks.
         check_pixel_count(self.shape[1], self.shape[0], path=self.path, where="size", what="scene", scene=True)
@@ -198,8 +197,8 @@ class RasterSource:
     # ------------------------------------------------------------------ opening
 
     def _init_rasterio(self) -> None:
-        import rasterio
-        from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
+        import rasterio  # lazy: optional (geo extra), ~0.5 s to import
+        from rasterio.errors import NotGeoreferencedWarning, RasterioIOError  # lazy: optional (geo extra)
 
         with _gdal_env(), warnings.catch_warnings():
             warnings.simplefilter("ignore", NotGeoreferencedWarning)  # we warn once, in our words
@@ -222,7 +221,7 @@ class RasterSource:
 
     def _init_tifffile(self) -> None:
         try:
-            import tifffile
+            import tifffile  # lazy: optional (geo extra), the fallback backend
         except ImportError:
             raise InputError(
                 "reading GeoTIFFs needs rasterio or tifffile", path=self.path, hint="pip install segpipe[geo]"
@@ -269,15 +268,15 @@ class RasterSource:
         if self._handle is not None and self._pid == os.getpid():
             return self._handle
         if self.backend == "rasterio":
-            import rasterio
-            from rasterio.errors import NotGeoreferencedWarning
+            import rasterio  # lazy: optional (geo extra), ~0.5 s to import
+            from rasterio.errors import NotGeoreferencedWarning  # lazy: optional (geo extra)
 
             with _gdal_env(), warnings.catch_warnings():
                 warnings.simplefilter("ignore", NotGeoreferencedWarning)
                 self._handle = rasterio.open(self.path)
         else:
-            import tifffile
-            import zarr
+            import tifffile  # lazy: optional (geo extra), the fallback backend
+            import zarr  # lazy: zarr costs ~0.5 s to import
 
             self._tiff_store = tifffile.imread(self.path, aszarr=True, level=0)
             self._handle = zarr.open(self._tiff_store, mode="r")
@@ -331,7 +330,7 @@ class RasterSource:
         idx = list(bands or self.band_indexes)
         ds = self._open()
         if self.backend == "rasterio":
-            from rasterio.windows import Window
+            from rasterio.windows import Window  # lazy: optional (geo extra)
 
             with _gdal_env():
                 try:
@@ -364,7 +363,7 @@ class RasterSource:
         """
         y0, y1, x0, x1 = self._window(key)
         if self.backend == "rasterio":
-            from rasterio.windows import Window
+            from rasterio.windows import Window  # lazy: optional (geo extra)
 
             ds = self._open()
             with _gdal_env():
@@ -432,7 +431,7 @@ class RasterSource:
         """
         h, w = self.shape
         if self.backend == "rasterio" and self._has_overviews:
-            from rasterio.enums import Resampling
+            from rasterio.enums import Resampling  # lazy: optional (geo extra)
 
             ds = self._open()
             # The coarsest overview whose long side still has SAMPLE_SIDE pixels: GDAL picks it.

@@ -37,12 +37,14 @@ import threading
 import time
 from collections import OrderedDict, defaultdict
 from collections.abc import Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from segpipe.storage import zarrfast
+from segpipe.storage.arrays import array_digest, dimension_names, label_attributes, label_fill
 
 STACKS = "stacks"
 #: Images per shard file (and per shard task).
@@ -80,9 +82,7 @@ def plan_stacks(root_path: Path, items: Iterable[tuple[int, int, int, Mapping[st
         A slot an image had in an earlier run is kept; an image placed elsewhere now (its size
         changed) has its old slot cleared, and a stale group of a now-stacked image is removed.
     """
-    import zarr
-
-    from segpipe.storage.zarrstore import dimension_names, label_attributes, label_fill
+    import zarr  # lazy: zarr costs ~0.5 s to import
 
     root = zarr.open_group(str(root_path), mode="a")
     sg: Any = root.require_group(STACKS)
@@ -186,8 +186,6 @@ class PendingSlot:
 
     def put(self, name: str, data: np.ndarray) -> str:
         """Keeps array ``name`` (``labels`` (H, W) or ``probs`` (C, H, W)); returns its digest."""
-        from segpipe.storage.zarrstore import array_digest
-
         if name not in ("labels", "probs"):
             raise ValueError(f"a stacked image holds labels and probs, not {name}")
         self.arrays[name] = data
@@ -289,7 +287,7 @@ class ShardWriter:
 
 
 def _open_array(path: Path, mode: str = "r") -> Any:
-    import zarr
+    import zarr  # lazy: zarr costs ~0.5 s to import
 
     return zarr.open_array(str(path), mode=mode)
 
@@ -307,7 +305,7 @@ def _read_done(path: Path, doc: Mapping[str, Any], shard: int, n: int) -> np.nda
         frame = _read_small(os.fspath(path / layout[1].join(["c", str(shard)])))
     except FileNotFoundError:
         return np.zeros(n, dtype=np.uint8)  # never written: all fill value
-    from numcodecs import Zstd
+    from numcodecs import Zstd  # lazy: numcodecs costs ~0.3 s to import
 
     return np.frombuffer(Zstd().decode(frame), dtype=np.uint8)[:n].copy()
 
@@ -507,7 +505,7 @@ def read_index(root_path: Path) -> dict[int, tuple[str, int]]:
     Slots are finished where ``ids`` holds an image (>= 0) and ``done`` is 1; an id found in two
     slots maps to the later one (stacks in name order, slots in order).
     """
-    import zarr
+    import zarr  # lazy: zarr costs ~0.5 s to import
 
     base = Path(root_path) / STACKS
     if not (base / "zarr.json").is_file():
@@ -569,7 +567,7 @@ def _read_all_done(path: Path) -> np.ndarray | None:
         entries = [e.name for e in os.scandir(folder)]
     except (FileNotFoundError, NotADirectoryError):
         entries = []  # no chunk written yet: all fill value
-    from numcodecs import Zstd
+    from numcodecs import Zstd  # lazy: numcodecs costs ~0.3 s to import
 
     codec = Zstd()
     flags = np.zeros(n_chunks * SHARD, dtype=np.uint8)
@@ -627,8 +625,6 @@ def _read_files(paths: list[str]) -> list[bytes | None]:
 
     if len(paths) < _PARALLEL_READS:
         return read(paths)
-    from concurrent.futures import ThreadPoolExecutor
-
     batches = [paths[i : i + _READ_BATCH] for i in range(0, len(paths), _READ_BATCH)]
     with ThreadPoolExecutor(max_workers=_READ_THREADS) as pool:
         return [frame for part in pool.map(read, batches) for frame in part]
@@ -648,6 +644,6 @@ def _read_small(path: str) -> bytes:
 
 def open_stack(root_path: Path, name: str) -> Any:
     """The read-only zarr group of one stack."""
-    import zarr
+    import zarr  # lazy: zarr costs ~0.5 s to import
 
     return zarr.open_group(os.fspath(Path(root_path) / STACKS / name), mode="r")

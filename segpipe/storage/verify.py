@@ -25,6 +25,9 @@ from typing import Any
 import numpy as np
 
 from segpipe.errors import FormatError, InputError
+from segpipe.storage import zarrfast
+from segpipe.storage.arrays import digest_matches
+from segpipe.storage.stacks import SHARD, STACKS, StackedImage, _read_all_done, _read_files, open_stack
 
 #: Arrays of a stack whose ``zarr.json`` a reader opens (besides the stack group's own).
 _STACK_ARRAYS = ("labels", "probs", "ids", "attrs", "done")
@@ -142,7 +145,7 @@ def chunk_problem(folder: Path) -> tuple[Path, str]:
     codecs = [c.get("name") for c in doc.get("codecs", []) if isinstance(c, dict)]
     if "zstd" not in codecs:
         return folder, "cannot be read"
-    from numcodecs import Zstd
+    from numcodecs import Zstd  # lazy: numcodecs costs ~0.3 s to import
 
     codec = Zstd()
     for dirpath, _, files in sorted(os.walk(folder)):
@@ -189,8 +192,6 @@ def read_receipts(ledger_dir: Path) -> tuple[list[tuple[Path, dict[str, Any]]], 
         ``([(file, receipt)], [(file, reason)])``; a receipt is a JSON object with an ``image_id``
         and ``status`` ``done``.
     """
-    from segpipe.storage.stacks import _read_files
-
     try:
         names = sorted(e.name for e in os.scandir(ledger_dir) if e.name.endswith(".json"))
     except (FileNotFoundError, NotADirectoryError):
@@ -249,9 +250,7 @@ class _Stack:
 
 def _read_stack(folder: Path) -> _Stack:
     """A stack's ``ids`` and ``done`` arrays (a damaged one raises naming its file)."""
-    import zarr
-
-    from segpipe.storage.stacks import _read_all_done
+    import zarr  # lazy: zarr costs ~0.5 s to import
 
     try:
         ids = np.asarray(zarr.open_array(os.fspath(folder / "ids"), mode="r")[...]).astype(np.int64)
@@ -271,8 +270,6 @@ def _read_stack(folder: Path) -> _Stack:
 
 def shard_file(root: Path, stack: str, slot: int, name: str) -> Path:
     """The shard file of ``slot`` in array ``name`` (``labels`` or ``probs``) of ``stack``."""
-    from segpipe.storage.stacks import SHARD, STACKS
-
     ndim = 4 if name == "probs" else 3
     return root / STACKS / stack / name / ".".join(["c", str(slot // SHARD), *(["0"] * (ndim - 1))])
 
@@ -299,8 +296,6 @@ def plan_checks(root: Path, ledger_dir: Path, *, files: bool = False) -> StoreCh
     Raises:
         InputError: A stack's ``ids`` or ``done`` array cannot be read (names the file).
     """
-    from segpipe.storage.stacks import STACKS
-
     out = StoreChecks()
     receipts, out.unreadable = read_receipts(ledger_dir)
     stacks: dict[str, _Stack] = {}
@@ -455,8 +450,6 @@ def _unvouched_check(root: Path, image_id: int, stacks: dict[str, _Stack],
 def _slot_info(root: Path, name: str, slot: int) -> dict[str, Any]:
     """``file``, ``width``, ``height`` of a slot from its attributes (empty if they cannot be read)."""
     try:
-        from segpipe.storage.stacks import StackedImage, open_stack
-
         return dict(StackedImage(open_stack(root, name), slot).attrs)
     except Exception:  # the slot is reported anyway; its name is a nicety
         return {}
@@ -483,8 +476,6 @@ class _Files:
         self._zeros: dict[tuple[str, str], np.ndarray | None] = {}
 
     def _doc(self, stack: str, name: str) -> dict[str, Any] | None:
-        from segpipe.storage import zarrfast
-
         if (stack, name) not in self._docs:
             doc = zarrfast.read_array_document(self.root / "stacks" / stack / name)
             self._docs[(stack, name)] = doc if isinstance(doc, dict) else None
@@ -494,7 +485,7 @@ class _Files:
         """Which slots of a shard its file holds; None if the file is missing; the problem if it is damaged."""
         key = (stack, name, shard)
         if key not in self._shards:
-            from numcodecs import CRC32C
+            from numcodecs import CRC32C  # lazy: numcodecs costs ~0.3 s to import
 
             path = os.fspath(shard_file(self.root, stack, shard * per_shard, name))
             n = per_shard * 16 + 4
@@ -524,9 +515,6 @@ class _Files:
 
     def _is_zeros(self, stack: str, name: str, digest: str) -> bool:
         """Whether ``digest`` is that of an all-fill-value image of the stack (memoised: receipts repeat it)."""
-        from segpipe.storage import zarrfast
-        from segpipe.storage.zarrstore import digest_matches
-
         memo = self._zero_digests.get((stack, name, digest))
         if memo is not None:
             return memo
@@ -579,9 +567,6 @@ class _Files:
         still be whole, as zarr does not write chunks that hold only the fill value; so it is read and
         compared with its receipt (rare: only images with empty regions pay for it).
         """
-        from segpipe.storage import zarrfast
-        from segpipe.storage.zarrstore import digest_matches
-
         for name, digest in digests.items():
             folder = self.root / "images" / str(image_id) / name
             doc = zarrfast.read_array_document(folder)
@@ -605,7 +590,7 @@ class _Files:
     @staticmethod
     def _array_matches(folder: Path, digest: str) -> bool:
         """Whether the array at ``folder``, read whole, has ``digest`` (False if it cannot be read)."""
-        import zarr
+        import zarr  # lazy: zarr costs ~0.5 s to import
 
         try:
             arr = zarr.open_array(store=os.fspath(folder), mode="r")[...]
@@ -638,6 +623,4 @@ def verify_array(arr: np.ndarray, digest: str, path: Path, what: str) -> None:
 
 def matches(arr: np.ndarray, digest: str) -> bool:
     """Whether an array as read has its receipt's digest (strings compared as ``str``, as written)."""
-    from segpipe.storage.zarrstore import digest_matches
-
     return digest_matches(arr.astype(str) if arr.dtype.kind in ("U", "T", "O") else arr, digest)

@@ -40,6 +40,7 @@ from typing import Any
 import numpy as np
 
 from segpipe.errors import FormatError, ImageDecodeError, InputError
+from segpipe.storage.limits import check_pixel_count
 
 #: Slices read to compute a percentile window.
 SAMPLE_SLICES = 8
@@ -88,7 +89,7 @@ def apply_window(values: np.ndarray, center: float, width: float) -> np.ndarray:
 
 def _axcodes(affine: np.ndarray) -> tuple[str, ...]:
     try:
-        import nibabel as nib
+        import nibabel as nib  # lazy: optional (medical extra), ~0.7 s to import
 
         return tuple(str(c) for c in nib.aff2axcodes(affine))
     except Exception:  # an exotic affine without a dominant axis: no codes, not an error
@@ -146,7 +147,7 @@ class Volume:
 
     def _nifti(self) -> Any:
         if self._img is None or self._pid != os.getpid():
-            import nibabel as nib
+            import nibabel as nib  # lazy: optional (medical extra), ~0.7 s to import
 
             self._img = nib.load(str(self.path))
             self._pid = os.getpid()
@@ -169,7 +170,7 @@ class Volume:
             except Exception as e:  # truncated/corrupt data: nibabel raises OSError, EOFError, ValueError ...
                 raise ImageDecodeError(f"cannot read slice {z}: {e}", path=self.path) from None
             return np.ascontiguousarray(plane.T, dtype=np.float32)  # (i, j) → (H=j, W=i)
-        import pydicom
+        import pydicom  # lazy: optional (medical extra), ~0.4 s to import
 
         f = self.files[z]
         try:
@@ -227,7 +228,7 @@ class Volume:
 
 def _open_nifti(path: Path, window: tuple[float, float] | None) -> Volume:
     try:
-        import nibabel as nib
+        import nibabel as nib  # lazy: optional (medical extra), ~0.7 s to import
     except ImportError:
         raise InputError("reading NIfTI needs nibabel", path=path, hint="pip install segpipe[medical]") from None
     try:
@@ -259,8 +260,6 @@ def nifti_zhw(shape: tuple[int, ...], path: Path, what: str = "volume") -> tuple
         shp = (*shp, 1)
     if len(shp) != 3 or min(shp) < 1:
         raise FormatError(f"expected a 3-D {what}, got shape {tuple(shape)}", path=path, where="dim")
-    from segpipe.storage.images import check_pixel_count
-
     # Each slice is decoded whole: the header's claim is checked before any slice is planned or read.
     check_pixel_count(shp[0], shp[1], path=path, where="dim", what=f"{what} slice")
     return shp[2], shp[1], shp[0]
@@ -283,7 +282,7 @@ def _floats(ds: Any, name: str, n: int, f: Path) -> list[float]:
 
 def _first(v: Any) -> float | None:
     try:
-        from pydicom.multival import MultiValue
+        from pydicom.multival import MultiValue  # lazy: optional (medical extra), ~0.4 s to import
 
         return float(v[0]) if isinstance(v, (MultiValue, list, tuple)) else float(v)
     except (TypeError, ValueError, IndexError):
@@ -296,8 +295,8 @@ def read_dicom_header(f: Path) -> Any:
     Raises:
         FormatError: no ``DICM`` preamble, an unparsable header, or a missing required field.
     """
-    import pydicom
-    from pydicom.errors import InvalidDicomError
+    import pydicom  # lazy: optional (medical extra), ~0.4 s to import
+    from pydicom.errors import InvalidDicomError  # lazy: optional (medical extra), ~0.4 s to import
 
     try:
         ds = pydicom.dcmread(f, stop_before_pixels=True)  # force=False: the preamble is required
@@ -313,7 +312,7 @@ def read_dicom_header(f: Path) -> Any:
 
 def _open_dicom(folder: Path, window: tuple[float, float] | None) -> Volume:
     try:
-        import pydicom  # noqa: F401
+        import pydicom  # noqa: F401  # lazy: optional (medical extra): is it installed?
     except ImportError:
         raise InputError("reading DICOM needs pydicom", path=folder, hint="pip install segpipe[medical]") from None
     files = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".") and p.name != "DICOMDIR")
@@ -326,8 +325,6 @@ def _open_dicom(folder: Path, window: tuple[float, float] | None) -> Volume:
         raise FormatError(f"the folder holds {len(series)} series; give one series per folder",
                           path=folder, where="SeriesInstanceUID")
     rows, cols = int(d0.Rows), int(d0.Columns)
-    from segpipe.storage.images import check_pixel_count
-
     check_pixel_count(cols, rows, path=f0, where="Rows, Columns", what="DICOM slice")
     iop = np.asarray(_floats(d0, "ImageOrientationPatient", 6, f0))
     ps = _floats(d0, "PixelSpacing", 2, f0)
@@ -476,7 +473,7 @@ def write_slice_png(ref: str, dest: str | Path) -> None:
     Raises:
         InputError: ``ref`` is not a reference to an existing volume.
     """
-    from PIL import Image
+    from PIL import Image  # lazy: only slices rendered as PNG need Pillow
 
     parsed = parse_slice_ref(ref)
     if parsed is None:

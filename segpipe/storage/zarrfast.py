@@ -113,7 +113,7 @@ def _array_document_bytes(shape: tuple[int, ...], dtype: str, chunks: tuple[int,
 
 @functools.lru_cache(maxsize=1)
 def _codec() -> Any:
-    from numcodecs import Zstd
+    from numcodecs import Zstd  # lazy: numcodecs costs ~0.3 s to import
 
     return Zstd(level=ZSTD_LEVEL, checksum=False)
 
@@ -383,7 +383,7 @@ def write_shards(path: str | Path, data: np.ndarray | Sequence[np.ndarray | None
     Returns:
         Whether the shards were written.
     """
-    from numcodecs import CRC32C
+    from numcodecs import CRC32C  # lazy: numcodecs costs ~0.3 s to import
 
     p = Path(path)
     meta = _array_meta(p)

@@ -29,7 +29,6 @@ root group is written once, by the driver.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from collections.abc import Iterator, Mapping
@@ -40,6 +39,20 @@ import numpy as np
 
 from segpipe.errors import InputError
 from segpipe.storage import zarrfast
+
+# Array conventions live in segpipe.storage.arrays (stacks and verify need them too, below this
+# module); they are re-exported here, where callers have always found them.
+from segpipe.storage.arrays import DIGEST_SCHEME as DIGEST_SCHEME
+from segpipe.storage.arrays import DIMENSIONS as DIMENSIONS
+from segpipe.storage.arrays import ArrayDigest as ArrayDigest
+from segpipe.storage.arrays import array_digest as array_digest
+from segpipe.storage.arrays import digest_matches as digest_matches
+from segpipe.storage.arrays import dimension_names as dimension_names
+from segpipe.storage.arrays import is_label_map as is_label_map
+from segpipe.storage.arrays import label_attributes as label_attributes
+from segpipe.storage.arrays import label_fill as label_fill
+from segpipe.storage.stacks import PendingSlot, StackedImage, open_stack, read_index
+from segpipe.storage.verify import metadata_problem
 
 LAYOUT_VERSION = 2
 #: Layouts this version reads (2 adds ``stacks/`` to layout 1's groups: :mod:`segpipe.storage.stacks`).
@@ -52,125 +65,10 @@ PRIVATE = ".segpipe"
 #: Label-map attributes per store root ``zarr.json`` (path and stat signature): see ZarrStore.label_attributes.
 _LABEL_ATTRS: dict[tuple[Any, ...], dict[str, Any]] = {}
 
-#: Axis names of each array (by name and rank); a stacked array adds ``slot`` in front.
-DIMENSIONS: dict[tuple[str, int], tuple[str, ...]] = {
-    ("labels", 2): ("y", "x"),
-    ("probs", 3): ("class", "y", "x"),
-    ("panoptic", 2): ("y", "x"),
-    ("heatmaps", 3): ("landmark", "y", "x"),
-    ("keypoints", 3): ("object", "landmark", "xyc"),
-    # instances/ subgroup
-    ("rle", 1): ("instance",),
-    ("boxes", 2): ("instance", "xywh"),
-    ("scores", 1): ("instance",),
-    ("labels", 1): ("instance",),
-}
-
-
-def dimension_names(name: str, ndim: int, *, stacked: bool = False) -> tuple[str, ...]:
-    """The ``dimension_names`` of array ``name`` with ``ndim`` axes (``dim_0`` ... for one not listed).
-
-    Args:
-        name: The array's name in its group (``labels``, ``probs``, ``boxes`` ...).
-        ndim: Its rank (a stacked array's, with the slot axis).
-        stacked: The array stacks images along axis 0 (:mod:`segpipe.storage.stacks`).
-    """
-    lead = ("slot",) if stacked else ()
-    rest = DIMENSIONS.get((name, ndim - len(lead)))
-    if rest is None:
-        return (*lead, *(f"{name}_{i}" for i in range(ndim - len(lead))))
-    return (*lead, *rest)
-
-
-def label_fill(dtype: Any) -> int:
-    """The fill value of a label map of ``dtype``: its void value (the dtype's largest value, never a class)."""
-    dt = np.dtype(dtype)
-    return int(np.iinfo(dt).max) if dt.kind in "iu" else 0
-
-
-def is_label_map(name: str, ndim: int) -> bool:
-    """Whether array ``name`` of rank ``ndim`` (unstacked) is a label map (category id per pixel)."""
-    return name == "labels" and ndim == 2
-
-
-def label_attributes(categories: Any, void: int | None = None) -> dict[str, Any]:
-    """Attributes of a label map naming its classes where xarray and napari users look.
-
-    ``flag_values`` / ``flag_meanings`` are CF's way of naming the values of a categorical variable
-    (xarray shows them with the array; blanks in names become ``_``, as CF wants one word each);
-    ``image-label`` is OME-Zarr 0.4's (colours and class of each label value), which napari's
-    OME-Zarr reader follows. segpipe's full records stay in the root's (and a stack group's)
-    ``categories`` attribute, not repeated in every image's array.
-
-    Args:
-        categories: ``[{"id", "name", "color"?}]`` (the store's ``segpipe.categories``).
-        void: The void value (unwritten and unlabelled pixels).
-    """
-    cats = [c for c in (categories or []) if isinstance(c, Mapping) and "id" in c]
-    out: dict[str, Any] = {
-        "long_name": "category id per pixel",
-        "flag_values": [int(c["id"]) for c in cats],
-        "flag_meanings": " ".join("_".join(str(c.get("name", c["id"])).split()) or str(c["id"]) for c in cats),
-    }
-    colors = [{"label-value": int(c["id"]), "rgba": [*(int(v) for v in c["color"][:3]), 255]}
-              for c in cats if isinstance(c.get("color"), (list, tuple)) and len(c["color"]) >= 3]
-    out["image-label"] = {"version": "0.4", "colors": colors,
-                          "properties": [{"label-value": int(c["id"]), "class": str(c.get("name", ""))} for c in cats]}
-    if void is not None:
-        out["void_value"] = int(void)
-    return out
-
 
 def image_key(image_id: int) -> str:
     """The group name of an image."""
     return str(int(image_id))
-
-
-#: Prefix of output digests. Receipts from before it carry a bare sha256 hex, still verified.
-DIGEST_SCHEME = "xxh3-128:"
-
-
-class ArrayDigest:
-    """Streaming digest of an array's dtype, shape and C-order bytes (receipts record, fsck checks).
-
-    xxh3-128, not sha256: it guards outputs against corruption and truncation, not against an
-    adversary (task keys, which must not collide by construction, stay sha256). sha256 cost 0.58 ms
-    per MiB here, half the zstd cost of the label map it vouches for; xxh3 costs 0.02 ms.
-
-    Args:
-        dtype: The array's dtype.
-        shape: The array's shape.
-        legacy: Compute the bare sha256 hex of receipts written before :data:`DIGEST_SCHEME`.
-    """
-
-    def __init__(self, dtype: Any, shape: tuple[int, ...], *, legacy: bool = False) -> None:
-        import xxhash
-
-        self._h: Any = hashlib.sha256() if legacy else xxhash.xxh3_128()
-        self._legacy = legacy
-        self._h.update(f"{np.dtype(dtype).str}{tuple(int(s) for s in shape)}".encode())
-
-    def update(self, part: np.ndarray) -> None:
-        """Adds the next rows (leading-axis slices, in order) of the array."""
-        part = np.ascontiguousarray(part)
-        if part.size:
-            self._h.update(part.reshape(-1).view(np.uint8).data)  # no copy of the bytes
-
-    def hexdigest(self) -> str:
-        """The digest string (scheme prefix + hex)."""
-        return self._h.hexdigest() if self._legacy else DIGEST_SCHEME + self._h.hexdigest()
-
-
-def array_digest(arr: np.ndarray, *, legacy: bool = False) -> str:
-    """Digest of an array's dtype, shape and C-order bytes (see :class:`ArrayDigest`)."""
-    d = ArrayDigest(arr.dtype, arr.shape, legacy=legacy)
-    d.update(arr)
-    return d.hexdigest()
-
-
-def digest_matches(arr: np.ndarray, digest: str) -> bool:
-    """Whether ``arr`` has ``digest``, in whichever scheme the receipt was written."""
-    return array_digest(arr, legacy=not digest.startswith(DIGEST_SCHEME)) == digest
 
 
 def quantise_probs(p: np.ndarray) -> np.ndarray:
@@ -203,7 +101,7 @@ class ZarrStore:
     @classmethod
     def create(cls, path: str | Path, attrs: Mapping[str, Any]) -> ZarrStore:
         """Creates the root group with ``attrs`` under the ``segpipe`` key (driver, once)."""
-        import zarr
+        import zarr  # lazy: zarr costs ~0.5 s to import
 
         store = cls(path)
         root = zarr.open_group(str(store.path), mode="a")
@@ -221,8 +119,6 @@ class ZarrStore:
         store = cls(path)
         if not (store.path / "zarr.json").exists():
             raise InputError("not a Zarr store (no zarr.json)", path=path)
-        from segpipe.storage.verify import metadata_problem
-
         metadata_problem(store.path / "zarr.json", raise_it=True)  # corrupt: one line naming the file
         try:
             attrs = store.attrs()
@@ -235,7 +131,7 @@ class ZarrStore:
 
     def attrs(self) -> dict[str, Any]:
         """The store's ``segpipe`` attributes (layout, task, categories, model, run)."""
-        import zarr
+        import zarr  # lazy: zarr costs ~0.5 s to import
 
         root = zarr.open_group(str(self.path), mode="r")
         value: Any = root.attrs.get("segpipe", {})
@@ -243,7 +139,7 @@ class ZarrStore:
 
     def update_attrs(self, **values: Any) -> None:
         """Sets keys of the ``segpipe`` attributes (driver only: attributes are not concurrency-safe)."""
-        import zarr
+        import zarr  # lazy: zarr costs ~0.5 s to import
 
         root = zarr.open_group(str(self.path), mode="a")
         value: Any = root.attrs.get("segpipe", {})
@@ -262,7 +158,7 @@ class ZarrStore:
             A group handle: a :class:`LocalGroup` on a local file system (written directly, see
             :mod:`segpipe.storage.zarrfast`; it behaves as a zarr group), a zarr group otherwise.
         """
-        import zarr
+        import zarr  # lazy: zarr costs ~0.5 s to import
 
         key = f"images/{image_key(image_id)}"
         if overwrite:
@@ -315,8 +211,6 @@ class ZarrStore:
         (:func:`label_fill`) and its ``void_value`` in the ``attributes`` given (e.g.
         :meth:`label_attributes`).
         """
-        from segpipe.storage.stacks import PendingSlot
-
         if isinstance(group, PendingSlot):  # a stacked image: written with its shard
             return group.put(name, data)
         dims = dimension_names(name, data.ndim)
@@ -354,7 +248,7 @@ class ZarrStore:
 
     def image_ids(self) -> list[int]:
         """Ids of the images that have a group or a finished slot in a stack, sorted."""
-        import zarr
+        import zarr  # lazy: zarr costs ~0.5 s to import
 
         root = zarr.open_group(str(self.path), mode="r")
         ids = set(self._stacked())
@@ -366,8 +260,6 @@ class ZarrStore:
     def _stacked(self) -> dict[int, tuple[str, int]]:
         # Read once per handle: stacks change only while a run writes them.
         if self._index is None:
-            from segpipe.storage.stacks import read_index
-
             self._index = read_index(self.path)
         return self._index
 
@@ -378,15 +270,13 @@ class ZarrStore:
             image_id: The image.
             hint: ``(stack, slot)`` when the caller knows it (spares reading the stacks' index).
         """
-        import zarr
+        import zarr  # lazy: zarr costs ~0.5 s to import
 
         folder = self.path / "images" / image_key(image_id)
         grouped = (folder / "zarr.json").is_file()
         if hint is None and not grouped:
             hint = self._stacked().get(int(image_id))
         if hint is not None and not grouped:
-            from segpipe.storage.stacks import StackedImage, open_stack
-
             stack = self._stacks.get(hint[0])
             if stack is None:  # opening a group costs 2 ms: once per stack, not per image
                 stack = self._stacks[hint[0]] = open_stack(self.path, hint[0])
@@ -421,7 +311,7 @@ class LocalGroup:
     def zarr(self) -> Any:
         """The ``zarr.Group`` (opened once, read-write)."""
         if self._zarr is None:
-            import zarr
+            import zarr  # lazy: zarr costs ~0.5 s to import
 
             self._zarr = zarr.open_group(str(self.folder), mode="r+")
         return self._zarr

@@ -26,16 +26,20 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import gzip
 import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import Image
 
 from segpipe.errors import ConfigError, InputError
-from segpipe.synth import SynthResult, synth, synth_output, write_synth
+from segpipe.storage.atomic import atomic_open, write_json_atomic
+from segpipe.storage.images import read_image
 from segpipe.synth.base import KINDS, render
+from segpipe.synth.writer import SynthResult, synth_output, synth_photos, write_synth
 
 NATIVE_FORMATS = ("geotiff", "nifti", "dicom")
 #: Ground resolution of synthetic satellite scenes (m per pixel).
@@ -87,7 +91,7 @@ def synth_native(
         InputError: the optional package the format needs is missing.
     """
     if fmt in ("png", "jpg") and not exif:
-        return synth(kind, out, n=n, seed=seed, size=size, image_format=fmt, overwrite=overwrite)
+        return synth_photos(kind, out, n=n, seed=seed, size=size, image_format=fmt, overwrite=overwrite)
     KINDS.get(kind)
     if n < 0:
         raise ConfigError(f"n must be >= 0, got {n}")
@@ -115,8 +119,6 @@ def synth_native(
 
 
 def _rewrite_file_names(out: Path, renames: dict[str, str]) -> None:
-    from segpipe.storage.atomic import write_json_atomic
-
     coco = json.loads((out / "annotations.json").read_text(encoding="utf-8"))
     for im in coco["images"]:
         im["file_name"] = renames.get(im["file_name"], im["file_name"])
@@ -136,8 +138,6 @@ def exif_stored(upright: np.ndarray, orientation: int) -> np.ndarray:
     Returns:
         ``(H', W', 3) uint8`` (sides swapped for orientations 5..8).
     """
-    from PIL import Image
-
     if orientation == 1:
         return upright
     im = Image.fromarray(upright).transpose(Image.Transpose(_INVERSE[_EXIF_METHOD[orientation]]))
@@ -145,11 +145,6 @@ def exif_stored(upright: np.ndarray, orientation: int) -> np.ndarray:
 
 
 def _exif(kind: str, out: Path, n: int, seed: int, size: tuple[int, int] | None) -> SynthResult:
-    from PIL import Image
-
-    from segpipe.storage.atomic import atomic_open, write_json_atomic
-    from segpipe.storage.images import read_image
-
     res = write_synth(kind, out, n=n, seed=seed, size=size, image_format="png")
     renames: dict[str, str] = {}
     orient: dict[str, int] = {}
@@ -177,12 +172,10 @@ def _exif(kind: str, out: Path, n: int, seed: int, size: tuple[int, int] | None)
 
 def _geotiff(out: Path, n: int, seed: int, size: tuple[int, int] | None) -> SynthResult:
     try:
-        import rasterio
-        from affine import Affine
+        import rasterio  # lazy: optional (geo extra), ~0.5 s to import
+        from affine import Affine  # lazy: optional (geo extra, with rasterio)
     except ImportError:
         raise InputError("--format geotiff needs rasterio", hint="pip install segpipe[geo]") from None
-    from segpipe.storage.images import read_image
-
     res = write_synth("satellite", out, n=n, seed=seed, size=size, image_format="png")
     h, w = res.size
     renames: dict[str, str] = {}
@@ -225,11 +218,9 @@ def synthetic_affine(index: int, h: int, w: int) -> np.ndarray:
 
 def _medical(out: Path, n: int, seed: int, size: tuple[int, int] | None, depth: int, fmt: str) -> SynthResult:
     try:
-        import nibabel as nib
+        import nibabel as nib  # lazy: optional (medical extra), ~0.7 s to import
     except ImportError:
         raise InputError(f"--format {fmt} needs nibabel", hint="pip install segpipe[medical]") from None
-    from segpipe.storage.atomic import atomic_open, write_json_atomic
-
     spec = KINDS.get("medical")
     h, w = size or spec.default_size
     if n < 0:
@@ -277,8 +268,6 @@ def _save_nifti(img: Any, path: Path, atomic_open: Any) -> None:
     img.set_qform(img.affine, code=1)
     img.header.set_xyzt_units("mm")
     # nibabel picks the format from the extension: write to the final name, then move via atomic_open.
-    import gzip
-
     raw = img.to_bytes()
     with atomic_open(path, "wb") as f, gzip.GzipFile(fileobj=f, mode="wb", mtime=0, filename="") as gz:
         gz.write(raw)
@@ -300,10 +289,8 @@ def write_dicom_series(folder: Path, hu: np.ndarray, affine: np.ndarray, *, seed
     Returns:
         The files written, in slice order.
     """
-    from pydicom.dataset import FileDataset, FileMetaDataset
-    from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
-
-    from segpipe.storage.atomic import atomic_open
+    from pydicom.dataset import FileDataset, FileMetaDataset  # lazy: optional (medical extra)
+    from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid  # lazy: optional (medical extra)
 
     folder.mkdir(parents=True, exist_ok=True)
     lps = np.diag([-1.0, -1.0, 1.0, 1.0]) @ affine

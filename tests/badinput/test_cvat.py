@@ -114,3 +114,11 @@ def test_video_export_is_refused_with_one_line(tmp_path):
     _case(tmp_path, _doc('<track id="0" label="a"><box frame="0" xtl="1" ytl="1" xbr="2" ybr="2" outside="0" '
                          'occluded="0" keyframe="1"/></track>'))
     check_convert_refused(tmp_path, ["annotations.xml", "CVAT for video"])
+
+
+@pytest.mark.parametrize("subset,why", [("../../x", "escapes"), ("/etc", "absolute"), ("a/b", "one name")])
+def test_subset_that_is_no_folder_name(tmp_path, subset, why):
+    # A split becomes images/<subset>/ in every writer: it was refused there, by a line naming no file.
+    meta = f"<meta><project>{LABELS}</project></meta>"
+    _case(tmp_path, _doc(IMG.format(GOOD_POLY).replace("<image ", f'<image subset="{subset}" '), meta=meta))
+    check_convert_refused(tmp_path, ["annotations.xml", "image 0 (x.png) > subset", why])

@@ -296,7 +296,16 @@ def test_a_bad_colour_fails_validate_with_converts_error(tmp_path: Path) -> None
 def test_nothing_matches_lists_what_was_looked_for(tmp_path: Path) -> None:
     (tmp_path / "ds").mkdir()
     (tmp_path / "ds" / "notes.txt").write_text("x")
-    check_convert_refused(tmp_path, ["cannot tell the dataset format", "looked for", "coco:", "voc:", "--from"])
+    check_convert_refused(tmp_path, ["cannot tell the dataset format", "matches none", "coco,", "voc,", "--from",
+                                     "segpipe formats"])
+
+
+def test_a_folder_of_several_exports_names_them(tmp_path: Path) -> None:
+    (tmp_path / "ds").mkdir()
+    for name in ("data.json", "data_polygons.json", "label_config.xml"):
+        (tmp_path / "ds" / name).write_text("[]" if name.endswith(".json") else "<View/>")
+    check_convert_refused(tmp_path, ["cannot tell the dataset format", "several annotation files", "data.json",
+                                     "data_polygons.json", "pass one of the files"])
 
 
 def test_synthetic_coco_with_masks_is_coco_and_semantic_prefers_maskdir(tmp_path: Path) -> None:
@@ -308,3 +317,23 @@ def test_synthetic_coco_with_masks_is_coco_and_semantic_prefers_maskdir(tmp_path
     Image.fromarray(np.zeros((4, 6), np.uint8)).save(ds / "masks" / "a.png")
     assert detect_format(ds) == "coco"  # a deliberate preference: the COCO reader reads masks/ too
     assert detect_format(ds, prefer=("maskdir",)) == "maskdir"
+
+
+@pytest.mark.parametrize(("to", "names"), [("voc", ["a/x.png", "a__x.png"]),
+                                           ("cityscapes", ["a/b/x.png", "a__b/x.png"])])
+def test_two_images_mapping_to_one_output_name_name_the_output_not_a_staging_folder(tmp_path: Path, to: str,
+                                                                                   names: list[str]) -> None:
+    """Two files that flatten to one name in VOC (``a/x`` → ``a__x``) or one city folder in Cityscapes:
+    the error names DST, never the staging folder (which is gone by the time the user reads the line)."""
+    for name in names:
+        (tmp_path / "images" / name).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "images" / name)
+    poly = [[1.0, 1.0, 6.0, 1.0, 6.0, 6.0, 1.0, 6.0]]
+    doc = {"images": [{"id": i + 1, "file_name": name, "width": 8, "height": 8} for i, name in enumerate(names)],
+           "annotations": [{"id": i + 1, "image_id": i + 1, "category_id": 1, "iscrowd": 0, "area": 25.0,
+                            "bbox": [1, 1, 5, 5], "segmentation": poly} for i in range(2)],
+           "categories": [{"id": 1, "name": "thing"}]}
+    (tmp_path / "annotations.json").write_text(json.dumps(doc))
+    r = check_bad_input("-q", "convert", "annotations.json", "out", "--to", to, "-w", "0", root=tmp_path, code=2,
+                        names=["out", *names], outputs=[tmp_path / "out"])
+    assert "staging" not in r.stderr, r.stderr

@@ -146,3 +146,78 @@ def test_unreadable_path_in_a_folder_of_two_exports(tmp_path):
     check_bad_input("convert", "ds", "out", "--from", "labelstudio", "--to", "coco", "-w", "0", root=tmp_path, code=2,
                     names=["several", "a.json", "b.json"], outputs=[tmp_path / "out"])
     assert Path(ds / "a.json").exists()
+
+
+def _with_file_name(name: str) -> list[dict[str, Any]]:
+    task = _task()
+    task["data"]["file_name"] = name  # segpipe's own key: the image's name in every target
+    return [task]
+
+
+@pytest.mark.parametrize("case,name,why", [("escapes", "../../evil.png", "escapes"),
+                                           ("absolute", "/etc/passwd", "absolute"),
+                                           ("nul", "a\x00b.png", "NUL")])
+def test_unsafe_data_file_name_is_refused(tmp_path, case, name, why):
+    # It used to be written as it was into the target's annotation file ("file_name": "../../evil.png").
+    ds = tmp_path / "ds"
+    ds.mkdir()
+    (ds / "export.json").write_text(json.dumps(_with_file_name(name)))
+    (ds / "label_config.xml").write_text(CONFIG)
+    check_bad_input("convert", "ds/export.json", "out", "--from", "labelstudio", "--to", "coco", "-w", "0",
+                    root=tmp_path, code=2, names=["export.json", "[0].data.file_name", why],
+                    outputs=[tmp_path / "out"])
+    assert not (tmp_path / "out").exists()
+
+
+def test_config_category_in_other_digits_is_ignored(tmp_path):
+    # category="²" passed str.isdigit() and int() raised: "internal error: ValueError".
+    from tests.conftest import run_cli
+
+    ds = tmp_path / "ds"
+    ds.mkdir()
+    (ds / "export.json").write_text(json.dumps([_task()]))
+    (ds / "label_config.xml").write_text(CONFIG.replace('<Label value="car"/></Brush', '<Label value="car" '
+                                                        'category="²"/></Brush'))
+    r = run_cli("convert", "ds", "out", "--to", "coco", "--images", "none", "-w", "0", cwd=tmp_path)
+    assert r.returncode == 0 and "internal error" not in r.stderr, r.stderr
+
+
+def test_json_min_id_that_is_no_task_id(tmp_path):
+    ds = tmp_path / "ds"
+    ds.mkdir()
+    rec = {"image": "a.png", "id": [1], "brush": [{"format": "rle", "rle": mask_to_rle(MASK), "brushlabels": ["car"],
+                                                   "original_width": 8, "original_height": 6}],
+           "annotator": 1, "annotation_id": 2}
+    (ds / "result.json").write_text(json.dumps([rec, rec]))  # it was "internal error: unhashable type: 'list'"
+    check_bad_input("convert", "ds", "out", "--to", "coco", "-w", "0", root=tmp_path, code=2,
+                    names=["result.json", "[0].id", "task's integer id"], outputs=[tmp_path / "out"])
+
+
+@pytest.mark.parametrize("url,names", [("http://[::1", ["--url", "IPv6"]),
+                                       ("http://127.0.0.1:99999", ["--url", "Port"]),
+                                       ("http://127.0.0.1:1/?token=SECRET9", ["--url", "?query"]),
+                                       ("http://exa mple.com", ["--url", "blanks"])])
+def test_pull_url_that_is_no_server_address(tmp_path, url, names):
+    # "http://[::1" was an internal error; a ?query was glued before every API path and its token printed.
+    r = check_bad_input("pull", "labelstudio", "--url", url, "--project", "x", "--token", "TOKEN7x", "out",
+                        root=tmp_path, code=2, names=names, outputs=[tmp_path / "out"])
+    assert "TOKEN7x" not in r.stderr and "SECRET9" not in r.stderr
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("to", ["labelstudio", "cvat", "labelme"])
+def test_two_classes_of_one_name_are_refused_by_name_keyed_targets(tmp_path, to):
+    # COCO allows two ids of one name; these targets name classes, and merged them without a count.
+    from PIL import Image
+
+    ds = tmp_path / "ds"
+    (ds / "images").mkdir(parents=True)
+    Image.fromarray(np.zeros((12, 16, 3), np.uint8)).save(ds / "images" / "a.png")
+    ann = {"image_id": 1, "segmentation": [[1, 1, 8, 1, 8, 8]], "bbox": [1, 1, 7, 7], "area": 24, "iscrowd": 0}
+    (ds / "annotations.json").write_text(json.dumps({
+        "images": [{"id": 1, "file_name": "a.png", "width": 16, "height": 12}],
+        "annotations": [dict(ann, id=1, category_id=1), dict(ann, id=2, category_id=2)],
+        "categories": [{"id": 1, "name": "car"}, {"id": 2, "name": "car"}]}))
+    check_bad_input("convert", "ds", "out", "--to", to, "-w", "0", root=tmp_path, code=2,
+                    names=["categories 1 and 2", "'car'", "--categories"], outputs=[tmp_path / "out"])
+    assert not (tmp_path / "out").exists()

@@ -330,3 +330,24 @@ def test_datumaro_cvat_export_reads_back_identical(tmp_path):
         # Datumaro writes the crowd region as a plain mask and reorders shapes; pixels and boxes agree per class.
         assert {k: [np.asarray(x).tolist() for x in v] for k, v in by_name(m1, rn).items()} == \
             {k: [np.asarray(x).tolist() for x in v] for k, v in by_name(m0, cn).items()}
+
+
+def test_images_without_a_split_beside_split_ones_are_all_written(tmp_path):
+    # A project XML (there are splits) used to hold only the split images: "2/2 images, lossless", 1 written.
+    from PIL import Image
+
+    src = tmp_path / "src"
+    (src / "images").mkdir(parents=True)
+    images, anns = [], []
+    for k, (name, split) in enumerate([("a.png", "train"), ("b.png", None), ("c.png", "val")], start=1):
+        Image.fromarray(np.zeros((12, 16, 3), np.uint8)).save(src / "images" / name)
+        images.append({"id": k, "file_name": name, "width": 16, "height": 12, **({"split": split} if split else {})})
+        anns.append({"id": k, "image_id": k, "category_id": 1, "segmentation": [[1, 1, 8, 1, 8, 8]],
+                     "bbox": [1, 1, 7, 7], "area": 24.5, "iscrowd": 0})
+    (src / "annotations.json").write_text(json.dumps({"images": images, "annotations": anns,
+                                                      "categories": [{"id": 1, "name": "car"}]}))
+    rep = _convert(src, tmp_path / "out", "cvat")
+    assert rep["losses"]["lossless"], rep["losses"]["totals"]
+    reader = CvatReader(tmp_path / "out")
+    got = {s.image.file_name: (s.image.split, len(s.instances)) for s in reader.samples()}
+    assert got == {"a.png": ("train", 1), "b.png": (None, 1), "c.png": ("val", 1)}

@@ -424,3 +424,29 @@ def test_image_url_prefix_model_version_and_class_scores(tmp_path):
         assert pred["score"] == pytest.approx(np.mean(region_scores))
     r = run_cli("convert", "store.zarr", "c", "--to", "coco", "--model-version", "x", "-w", "0", cwd=tmp_path)
     assert r.returncode == 2 and "--model-version" in r.stderr
+
+
+def test_keypoint_tag_named_like_a_class_keeps_its_points(tmp_path):
+    # The tag's category merged into the class of that name, which had no keypoint names: the points were
+    # dropped while the report said lossless.
+    from segpipe.formats.labelstudio import mask_to_rle
+
+    mask = np.zeros((6, 8), bool)
+    mask[1:4, 2:5] = True
+    (tmp_path / "label_config.xml").write_text(
+        '<View><Image name="image" value="$image"/><BrushLabels name="brush" toName="image"><Label value="car"/>'
+        '</BrushLabels><KeyPointLabels name="car" toName="image"><Label value="nose"/><Label value="tail"/>'
+        "</KeyPointLabels></View>")
+    size = {"original_width": 8, "original_height": 6, "to_name": "image"}
+    task = {"id": 1, "data": {"image": "a.png"}, "annotations": [{"id": 2, "result": [
+        {"type": "brushlabels", "from_name": "brush", **size,
+         "value": {"format": "rle", "rle": mask_to_rle(mask), "brushlabels": ["car"]}},
+        {"type": "keypointlabels", "from_name": "car", **size, "value": {"x": 50, "y": 50, "keypointlabels": ["nose"]}},
+    ]}]}
+    (tmp_path / "export.json").write_text(json.dumps([task]))
+    reader = LabelStudioReader(tmp_path)
+    (cat,) = reader.meta.categories
+    assert cat.name == "car" and cat.keypoints == ("nose", "tail")
+    (sample,) = reader.samples()
+    kps = [i.keypoints for i in sample.instances if i.keypoints]
+    assert kps == [(4.0, 3.0, 2.0, 0.0, 0.0, 0.0)]

@@ -5,10 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -17,6 +13,7 @@ from segpipe.errors import ConfigError
 from segpipe.execution.cluster import ClusterSpec, open_client
 from segpipe.execution.gpus import GPU_RESOURCE, advertises_gpu, parse_gpus, plan_workers, visible_gpus
 from segpipe.pipeline.prelabel import PrelabelRequest, prelabel
+from tests._dask_cluster import external_cluster
 from tests.conftest import run_cli
 
 FOUR = {"CUDA_VISIBLE_DEVICES": "0,1,2,3"}
@@ -83,45 +80,22 @@ def test_embedded_gpu_workers_are_pinned_processes_advertising_the_resource() ->
 def test_model_tasks_land_only_on_workers_that_advertise_a_gpu(tmp_path: Path, collection: Path,
                                                                checkpoint: Path) -> None:
     """A user's cluster: `dask worker --resources GPU=1` and a CPU-only worker; pre-labels run on the first."""
-    dask = Path(sys.executable).parent / "dask"
-    sched_file = tmp_path / "scheduler.json"
-    env = dict(os.environ, CI="1")
-    procs = [subprocess.Popen([str(dask), "scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard",
-                               "--scheduler-file", str(sched_file)], env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
-    try:
-        deadline = time.time() + 60
-        while not sched_file.exists() and time.time() < deadline:
-            time.sleep(0.1)
-        address = json.loads(sched_file.read_text())["address"]
-        for name, extra in (("gpu-worker", ["--resources", "GPU=1"]), ("cpu-worker", [])):
-            procs.append(subprocess.Popen([str(dask), "worker", address, "--nthreads", "1", "--no-dashboard",
-                                           "--name", name, *extra], env=env,
-                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-        from distributed import Client
+    from distributed import Client
 
-        with Client(address, timeout="30s") as c:
-            c.wait_for_workers(2, timeout=120)
-            gpu_address = next(a for a, w in c.scheduler_info()["workers"].items() if w["name"] == "gpu-worker")
-            gpu_pid = c.run(os.getpid, workers=[gpu_address])[gpu_address]
-            out = tmp_path / "s.zarr"
-            rep = prelabel(PrelabelRequest(source=str(collection / "images"), model=str(checkpoint), out=out,
-                                           threads=1, limit=8), ClusterSpec(scheduler=address), client=c)
-            assert rep["images"]["done"] == 8
-            workers = {json.loads(p.read_text())["worker"] for p in (out / ".segpipe" / "ledger").glob("*.json")}
-            assert {w.rsplit(":", 1)[1] for w in workers} == {str(gpu_pid)}  # never the CPU-only worker
-            cpu_out = tmp_path / "cpu.zarr"  # --device cpu asks for no GPU: both workers may run it
-            rep = prelabel(PrelabelRequest(source=str(collection / "images"), model=str(checkpoint), out=cpu_out,
-                                           threads=1, limit=8, device="cpu"), ClusterSpec(scheduler=address), client=c)
-            assert rep["images"]["done"] == 8
-    finally:
-        for p in reversed(procs):
-            p.send_signal(signal.SIGTERM)
-        for p in procs:
-            try:
-                p.wait(20)
-            except subprocess.TimeoutExpired:
-                p.kill()
+    with external_cluster(tmp_path, [["--name", "gpu-worker", "--resources", "GPU=1"], ["--name", "cpu-worker"]]) \
+            as address, Client(address, timeout="30s") as c:
+        gpu_address = next(a for a, w in c.scheduler_info()["workers"].items() if w["name"] == "gpu-worker")
+        gpu_pid = c.run(os.getpid, workers=[gpu_address])[gpu_address]
+        out = tmp_path / "s.zarr"
+        rep = prelabel(PrelabelRequest(source=str(collection / "images"), model=str(checkpoint), out=out,
+                                       threads=1, limit=8), ClusterSpec(scheduler=address), client=c)
+        assert rep["images"]["done"] == 8
+        workers = {json.loads(p.read_text())["worker"] for p in (out / ".segpipe" / "ledger").glob("*.json")}
+        assert {w.rsplit(":", 1)[1] for w in workers} == {str(gpu_pid)}  # never the CPU-only worker
+        cpu_out = tmp_path / "cpu.zarr"  # --device cpu asks for no GPU: both workers may run it
+        rep = prelabel(PrelabelRequest(source=str(collection / "images"), model=str(checkpoint), out=cpu_out,
+                                       threads=1, limit=8, device="cpu"), ClusterSpec(scheduler=address), client=c)
+        assert rep["images"]["done"] == 8
 
 
 def test_gpus_option_is_checked_before_anything_starts(tmp_path: Path, collection: Path, checkpoint: Path,

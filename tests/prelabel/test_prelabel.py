@@ -20,6 +20,7 @@ from segpipe.execution.cluster import ClusterSpec
 from segpipe.pipeline.prelabel import PrelabelRequest, fsck, prelabel
 from segpipe.storage.ledger import Ledger
 from segpipe.storage.zarrstore import ZarrStore
+from tests._dask_cluster import external_cluster
 from tests.conftest import run_cli
 
 
@@ -188,26 +189,7 @@ def test_cli_killed_then_resumed(tmp_path, collection, checkpoint, reference):
 
 
 def test_external_scheduler_and_workers(tmp_path, collection, checkpoint, reference):
-    dask = Path(sys.executable).parent / "dask"
-    sched_file = tmp_path / "scheduler.json"
-    env = dict(os.environ, CI="1")
-    procs = [subprocess.Popen([str(dask), "scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard",
-                               "--scheduler-file", str(sched_file)], env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
-    try:
-        deadline = time.time() + 60
-        while not sched_file.exists() and time.time() < deadline:
-            time.sleep(0.1)
-        address = json.loads(sched_file.read_text())["address"]
-        assert address.startswith("tcp://127.0.0.1:")
-        for _ in range(2):
-            procs.append(subprocess.Popen([str(dask), "worker", address, "--nthreads", "1", "--no-dashboard",
-                                           "--nworkers", "1"], env=env,
-                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-        from distributed import Client
-
-        with Client(address, timeout="30s") as c:
-            c.wait_for_workers(2, timeout=120)
+    with external_cluster(tmp_path, [["--nworkers", "1"]] * 2) as address:
         out = tmp_path / "s.zarr"
         r = run_cli("prelabel", str(collection / "images"), "-m", str(checkpoint), "-o", str(out),
                     "--scheduler", address, "--threads", "1")
@@ -215,14 +197,6 @@ def test_external_scheduler_and_workers(tmp_path, collection, checkpoint, refere
         assert _digests(out) == reference
         workers = {json.loads(p.read_text())["worker"] for p in (out / ".segpipe" / "ledger").glob("*.json")}
         assert len(workers) == 2  # both external workers did work
-    finally:
-        for p in reversed(procs):
-            p.send_signal(signal.SIGTERM)
-        for p in procs:
-            try:
-                p.wait(20)
-            except subprocess.TimeoutExpired:
-                p.kill()
 
 
 def test_unreachable_scheduler_is_one_line(tmp_path, collection, checkpoint):

@@ -1,4 +1,4 @@
-"""``segpipe evaluate GT PRED --task semantic|instance|panoptic|keypoints``."""
+"""``segpipe evaluate GT PRED --task semantic|instance|panoptic|landmarks``."""
 
 from __future__ import annotations
 
@@ -10,7 +10,22 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from segpipe.cli.common import cluster_spec, progress_bar, scheduler_option, workers_option
+from segpipe.cli.common import (
+    MatchClasses,
+    OnError,
+    Task,
+    categories_option,
+    cluster_spec,
+    format_option,
+    image_root_option,
+    json_option,
+    on_error_option,
+    progress_bar,
+    report_dir_option,
+    scheduler_option,
+    task_option,
+    workers_option,
+)
 
 
 def _fmt(v: Any) -> str:
@@ -59,9 +74,10 @@ def register(app: typer.Typer) -> None:
     def evaluate_cmd(
         gt: Path = typer.Argument(..., help="Ground truth: any format segpipe reads."),
         pred: Path = typer.Argument(..., help="Predictions: any format segpipe reads, or a segpipe Zarr store."),
-        task: str = typer.Option("semantic", "--task", "-t", help="semantic | instance | panoptic | keypoints."),
-        gt_format: str = typer.Option("auto", "--gt-format", help="Format of GT, or auto to detect it."),
-        pred_format: str = typer.Option("auto", "--pred-format", help="Format of PRED, or auto to detect it."),
+        task: Task = task_option(Task.SEMANTIC, help="What to score: label maps (semantic), COCO AP (instance), "
+                                 "PQ (panoptic) or keypoint AP by OKS (landmarks)."),
+        gt_format: str = format_option("--gt-format", help="Format of GT, or auto to detect it."),
+        pred_format: str = format_option("--pred-format", help="Format of PRED, or auto to detect it."),
         iou_types: str | None = typer.Option(
             None, "--iou-types", help="segm,bbox,keypoints (default: every type the predictions support)."
         ),
@@ -74,27 +90,27 @@ def register(app: typer.Typer) -> None:
         img_ids: str | None = typer.Option(
             None, "--img-ids", help="Only these ground-truth images: first:N (smallest ids) or ID,ID,..."
         ),
-        json_path: Path | None = typer.Option(None, "--json", help="Write the report JSON here."),
-        report_dir: Path | None = typer.Option(
-            None, "--report-dir", help="Write report.json, summary.md, per_class.csv and plots here."
+        json_path: Path | None = json_option("Write the report JSON here."),
+        report_dir: Path | None = report_dir_option(
+            None, help="Write report.json, summary.md, per_class.csv and plots here."
         ),
         worst: int = typer.Option(8, "--worst", min=0, help="How many worst images to list and draw."),
-        image_root: Path | None = typer.Option(None, "--image-root", help="Folder of the ground-truth photos."),
+        image_root: Path | None = image_root_option("Folder of the ground-truth photos."),
         gt_png_dir: Path | None = typer.Option(None, "--gt-png-dir", help="Panoptic: ground-truth PNG folder."),
         pred_png_dir: Path | None = typer.Option(None, "--pred-png-dir", help="Panoptic: predicted PNG folder."),
         kpt_sigmas: str | None = typer.Option(
             None, "--kpt-sigmas", help="Keypoints: comma-separated OKS sigmas, one per keypoint (default COCO's 17)."
         ),
-        on_error: str = typer.Option("skip", "--on-error", help="skip | fail: images that cannot be evaluated."),
-        match_classes: str = typer.Option(
-            "id", "--match-classes",
+        on_error: OnError = on_error_option(OnError.SKIP, help="Images that cannot be evaluated: skip reports "
+                                            "each and exits 1; fail stops at the first."),
+        match_classes: MatchClasses = typer.Option(
+            MatchClasses.ID, "--match-classes",
             help="Semantic: id compares label values (warning when the sides name a class differently); "
                  "name maps PRED's ids to GT's by class name.",
         ),
-        categories: Path | None = typer.Option(
-            None, "--categories",
-            help="Class names of label-PNG folders: YAML/JSON {id: name} or a labelmap.txt "
-                 "(default: each value v is class_<v>).",
+        categories: Path | None = categories_option(
+            "Class names of label-PNG folders: YAML/JSON {id: name} or a labelmap.txt "
+            "(default: each value v is class_<v>)."
         ),
         shards: int | None = typer.Option(None, "--shards", min=1, help="Number of image shards."),
         workers: int | None = workers_option(),
@@ -117,13 +133,14 @@ def register(app: typer.Typer) -> None:
         except ValueError:
             raise ConfigError(f"--kpt-sigmas must be comma-separated numbers, got {kpt_sigmas!r}") from None
         req = EvaluateRequest(
-            gt=gt, pred=pred, task=task, gt_format=gt_format, pred_format=pred_format, iou_types=types,
-            num_classes=num_classes, ignore_index=ignore_index, worst=worst, shards=shards, img_ids=img_ids,
+            gt=gt, pred=pred, task=task.evaluation_name(), gt_format=gt_format, pred_format=pred_format,
+            iou_types=types, num_classes=num_classes, ignore_index=ignore_index, worst=worst, shards=shards,
+            img_ids=img_ids,
             json_path=json_path, report_dir=report_dir, image_root=image_root, gt_png_dir=gt_png_dir,
-            pred_png_dir=pred_png_dir, kpt_sigmas=sigmas, on_error=on_error, match_classes=match_classes,
+            pred_png_dir=pred_png_dir, kpt_sigmas=sigmas, on_error=on_error.value, match_classes=match_classes.value,
             categories=categories,
         )
-        with progress_bar(f"evaluate {task}") as update:
+        with progress_bar(f"evaluate {task.value}") as update:
             report = evaluate(req, cluster_spec(workers, scheduler), progress=update)
         for line in (report.get("classes") or {}).get("warnings", []):
             state.err_console.print(f"warning: {line}", markup=False)

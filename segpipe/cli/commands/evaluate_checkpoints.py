@@ -6,7 +6,15 @@ from pathlib import Path
 
 import typer
 
-from segpipe.cli.common import cluster_spec, scheduler_option, workers_option
+from segpipe.cli.common import (
+    Task,
+    arch_option,
+    cluster_spec,
+    report_dir_option,
+    scheduler_option,
+    task_option,
+    workers_option,
+)
 
 
 def register(app: typer.Typer) -> None:
@@ -17,9 +25,9 @@ def register(app: typer.Typer) -> None:
         gt: Path = typer.Argument(..., help="The labeled archive (any format segpipe reads)."),
         checkpoints: list[Path] = typer.Argument(..., help="Checkpoint files, in order (e.g. epoch_*.ckpt)."),
         images: Path = typer.Option(..., "--images", help="The archive's images."),
-        report_dir: Path = typer.Option(Path("checkpoint-report"), "--report-dir", help="Output folder."),
-        task: str = typer.Option("semantic", "--task", help="semantic | instance | panoptic | keypoints."),
-        arch: str | None = typer.Option(None, "--arch", help="Architecture of plain state-dict checkpoints."),
+        report_dir: Path = report_dir_option(Path("checkpoint-report"), help="Output folder."),
+        task: Task = task_option(Task.SEMANTIC),
+        arch: str | None = arch_option("Architecture of plain state-dict checkpoints (see `segpipe models`)."),
         workers: int | None = workers_option(),
         scheduler: str | None = scheduler_option(),
     ) -> None:
@@ -30,11 +38,12 @@ def register(app: typer.Typer) -> None:
         from segpipe.pipeline.checkpoints import METRICS, EvaluateCheckpointsRequest, evaluate_checkpoints
 
         state.OUTPUT = report_dir
+        scored = task.evaluation_name()  # the metrics' name: landmarks are scored as COCO keypoints
         board = evaluate_checkpoints(
             EvaluateCheckpointsRequest(gt=gt, checkpoints=list(checkpoints), images=images, report_dir=report_dir,
-                                       task=task, arch=arch),
+                                       task=scored, arch=arch),
             cluster_spec(workers, scheduler), log=state.progress_log())
-        cols = [c for _, c in METRICS[task]]
+        cols = [c for _, c in METRICS[scored]]
         t = Table(title=f"leaderboard ({board['metric']})", show_edge=False)
         t.add_column("checkpoint")
         for c in cols:

@@ -7,11 +7,19 @@ from pathlib import Path
 import typer
 
 from segpipe.cli.common import (
+    ImagesMode,
+    Layout,
     cluster_spec,
+    images_option,
     layout_option,
+    layout_writer_options,
+    overwrite_option,
+    polygons_option,
     progress_bar,
     scheduler_option,
     score_option,
+    to_option,
+    value_of,
     workers_option,
 )
 
@@ -30,16 +38,13 @@ def register(app: typer.Typer) -> None:
     def export_cmd(
         store: Path = typer.Argument(..., help="A segpipe Zarr store made by `segpipe prelabel`."),
         dst: Path = typer.Argument(..., help="Output folder."),
-        to: str = typer.Option(..., "--to", help="A writable format: coco, coco_results, coco_panoptic, voc, "
-                               "labelstudio, maskdir, cityscapes, geotiff, geojson, nifti (see `segpipe formats`)."),
+        to: str = to_option("A writable format: coco, coco_results, coco_panoptic, voc, labelstudio, maskdir, "
+                            "cityscapes, geotiff, geojson, nifti (see `segpipe formats`)."),
         min_score: float = score_option(0.0, help="Drop instances scored below this (0..1)."),
-        polygons: bool = typer.Option(False, "--polygons/--rle", help="Masks as polygons (approximate, losses "
-                                      "counted) or RLE (exact, default)."),
-        images: str = typer.Option("none", "--images", help="copy | link | none: the source images."),
-        overwrite: bool = typer.Option(False, "--overwrite", help="Replace an earlier segpipe output in DST."),
-        layout: str | None = typer.Option(None, "--layout", help="coco: split (default: annotations/"
-                                          "instances_<split>.json + images/<split>/) or single (annotations.json); "
-                                          "voc: devkit (default: VOCdevkit/VOC2012/, JPEG images) or flat."),
+        polygons: bool = polygons_option("Masks as polygons (approximate, losses counted) or RLE (exact, default)."),
+        images: ImagesMode = images_option(ImagesMode.NONE, help="What to do with the source images."),
+        overwrite: bool = overwrite_option("Replace an earlier segpipe output in DST."),
+        layout: Layout | None = layout_option(),
         workers: int | None = workers_option(),
         scheduler: str | None = scheduler_option(),
     ) -> None:
@@ -54,11 +59,12 @@ def register(app: typer.Typer) -> None:
         if to not in targets:
             raise ConfigError(f"--to must be one of {', '.join(targets)}, got {to!r}")
         req = ConvertRequest(
-            src=store, dst=dst, to=to, from_="segpipe_zarr", copy_images=images, overwrite=overwrite,
+            src=store, dst=dst, to=to, from_="segpipe_zarr", copy_images=images.value, overwrite=overwrite,
             # An image whose outputs fail their receipt is a per-image problem; the others export.
             on_error="skip",
             reader_options={"min_score": min_score},
-            writer_options={**({"polygons": True} if polygons else {}), **layout_option(layout, to)},
+            writer_options={**({"polygons": True} if polygons else {}),
+                            **layout_writer_options(value_of(layout), to)},
         )
         with progress_bar(f"export → {to}") as update:
             report = convert(req, cluster_spec(workers, scheduler), progress=update)

@@ -7,13 +7,22 @@ from pathlib import Path
 import typer
 
 from segpipe.cli.common import (
-    SCHEDULER_HELP,
+    OnError,
+    Stretch,
+    Task,
+    arch_option,
     cluster_spec,
     device_option,
+    on_error_option,
     overlap_option,
+    overwrite_option,
     progress_bar,
+    resume_option,
+    scheduler_option,
     score_option,
+    task_option,
     threads_option,
+    value_of,
     workers_option,
 )
 
@@ -26,29 +35,29 @@ def register(app: typer.Typer) -> None:
         source: str = typer.Argument(..., help="A folder or glob of images, a COCO/VOC dataset, or a manifest."),
         model: str = typer.Option(..., "--model", "-m", help="Checkpoint file, or ARCH:WEIGHTS from TORCH_HOME."),
         out: Path = typer.Option(..., "--out", "-o", help="The Zarr store to write (STORE.zarr)."),
-        arch: str | None = typer.Option(None, "--arch", help="Architecture of a plain state-dict checkpoint."),
-        task: str | None = typer.Option(None, "--task", help="semantic | instance | panoptic | landmarks (checked)."),
+        arch: str | None = arch_option(),
+        task: Task | None = task_option(None, help="The model's task, checked against the checkpoint."),
         tile: int | None = typer.Option(None, "--tile", min=16, help="Tile side in pixels (default: checkpoint's)."),
         overlap: float | None = overlap_option(),
         batch: int = typer.Option(4, "--batch", min=1, help="Tiles per forward pass."),
         device: str = device_option(),
         gpus: str | None = typer.Option(None, "--gpus", help="GPUs for the local cluster, e.g. 0,2: one worker "
                                         "each, pinned to it (default: every GPU this machine shows)."),
-        resume: bool = typer.Option(False, "--resume", help="Continue a store made with the same model and config."),
-        overwrite: bool = typer.Option(False, "--overwrite", help="Start a new run, replacing the store."),
-        on_error: str = typer.Option("skip", "--on-error", help="skip | fail: unreadable images."),
+        resume: bool = resume_option("Continue a store made with the same model and config."),
+        overwrite: bool = overwrite_option("Start a new run, replacing the store."),
+        on_error: OnError = on_error_option(OnError.SKIP, help="Unreadable images: skip reports each, stores the "
+                                            "rest and exits 1; fail stops at the first."),
         heatmaps: bool = typer.Option(True, "--heatmaps/--no-heatmaps", help="Store landmark heatmaps."),
         probs: bool = typer.Option(True, "--probs/--no-probs", help="Store per-class probabilities (uint8)."),
         min_score: float = score_option(0.05, help="Instances below this score are not stored (0..1)."),
         limit: int | None = typer.Option(None, "--limit", min=1, help="Only the first N images."),
         workers: int | None = workers_option(),
-        scheduler: str | None = typer.Option(None, "--scheduler", help=SCHEDULER_HELP),
+        scheduler: str | None = scheduler_option(),
         threads: int | None = threads_option(),
         bands: str | None = typer.Option(None, "--bands", help="GeoTIFF bands as R,G,B (1-based), e.g. 4,3,2."),
         window: str | None = typer.Option(None, "--window", help="Intensity window CENTER,WIDTH, e.g. 40,400."),
-        stretch: str = typer.Option(
-            "auto", "--stretch",
-            help="GeoTIFF to 8-bit: auto (percentile unless 8-bit) | percentile | minmax | none.",
+        stretch: Stretch = typer.Option(
+            Stretch.AUTO, "--stretch", help="GeoTIFF to 8-bit: auto is percentile unless the scene is 8-bit.",
         ),
         percentiles: str | None = typer.Option(None, "--percentiles", help="LOW,HIGH of the stretch, e.g. 2,98."),
     ) -> None:
@@ -58,10 +67,10 @@ def register(app: typer.Typer) -> None:
 
         state.OUTPUT = out
         req = PrelabelRequest(
-            source=source, model=model, out=out, arch=arch, task=task, tile=tile, overlap=overlap, batch=batch,
-            device=device, gpus=gpus, resume=resume, overwrite=overwrite, on_error=on_error, probs=probs,
-            heatmaps=heatmaps, min_score=min_score, threads=threads, limit=limit,
-            bands=_ints(bands, "--bands") if bands else None, window=window, stretch=stretch,
+            source=source, model=model, out=out, arch=arch, task=value_of(task), tile=tile, overlap=overlap,
+            batch=batch, device=device, gpus=gpus, resume=resume, overwrite=overwrite, on_error=on_error.value,
+            probs=probs, heatmaps=heatmaps, min_score=min_score, threads=threads, limit=limit,
+            bands=_ints(bands, "--bands") if bands else None, window=window, stretch=stretch.value,
             percentiles=_pair(percentiles, "--percentiles") if percentiles else None,
         )
         with progress_bar("prelabel") as update:

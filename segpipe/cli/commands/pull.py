@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from segpipe.cli.commands.push import TOKEN_HELP
+from segpipe.cli.common import overwrite_option, project_option, token_option, url_option
 
 
 def register(app: typer.Typer) -> None:
@@ -17,10 +17,10 @@ def register(app: typer.Typer) -> None:
     @pull_app.command("labelstudio")
     def pull_labelstudio(
         out: Path = typer.Argument(..., help="Output folder: export.json, label_config.xml, segpipe_pull.json."),
-        url: str = typer.Option(..., "--url", help="The Label Studio server, e.g. http://localhost:8080."),
-        project: str = typer.Option(..., "--project", help="Project id or title."),
-        token: str | None = typer.Option(None, "--token", help=TOKEN_HELP, show_default=False),
-        overwrite: bool = typer.Option(False, "--overwrite", help="Replace an earlier `segpipe pull` output in OUT."),
+        url: str = url_option(),
+        project: str = project_option("Project id or title."),
+        token: str | None = token_option(),
+        overwrite: bool = overwrite_option("Replace an earlier `segpipe pull` output in OUT."),
     ) -> None:
         """Export a Label Studio project's annotated tasks (JSON export) into OUT."""
         from segpipe.cli import state

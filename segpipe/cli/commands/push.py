@@ -6,7 +6,14 @@ from pathlib import Path
 
 import typer
 
-TOKEN_HELP = "API token: a personal access token or a legacy token (default: $LABEL_STUDIO_API_KEY); never printed."
+from segpipe.cli.common import (
+    image_url_prefix_option,
+    model_version_option,
+    progress_bar,
+    project_option,
+    token_option,
+    url_option,
+)
 
 
 def register(app: typer.Typer) -> None:
@@ -17,20 +24,19 @@ def register(app: typer.Typer) -> None:
     @push_app.command("labelstudio")
     def push_labelstudio(
         store: Path = typer.Argument(..., help="A segpipe Zarr store made by `segpipe prelabel`."),
-        url: str = typer.Option(..., "--url", help="The Label Studio server, e.g. http://localhost:8080."),
-        project: str = typer.Option(..., "--project", help="Project id, or title (created when no project has it)."),
-        token: str | None = typer.Option(None, "--token", help=TOKEN_HELP, show_default=False),
+        url: str = url_option(),
+        project: str = project_option("Project id, or title (created when no project has it)."),
+        token: str | None = token_option(),
         batch: int = typer.Option(100, "--batch", min=1, max=10000, help="Tasks per import request."),
-        image_url_prefix: str | None = typer.Option(
-            None, "--image-url-prefix", help="Prefix of the tasks' image URLs (default: Label Studio's local-file "
-            "serving, /data/local-files/?d=images/)."),
-        model_version: str | None = typer.Option(None, "--model-version", help="The predictions' model_version "
-                                                 "(default: the store's model)."),
+        image_url_prefix: str | None = image_url_prefix_option(
+            "Prefix of the tasks' image URLs (default: Label Studio's local-file serving, "
+            "/data/local-files/?d=images/)."),
+        model_version: str | None = model_version_option("The predictions' model_version "
+                                                         "(default: the store's model)."),
         resend: bool = typer.Option(False, "--resend", help="Ignore the record of earlier pushes; send every image."),
     ) -> None:
         """Import a store's pre-labels into a Label Studio project, in batches; a rerun sends only the rest."""
         from segpipe.cli import state
-        from segpipe.cli.common import progress_bar
         from segpipe.integrations.labelstudio import connect
         from segpipe.integrations.labelstudio.sync import push
 

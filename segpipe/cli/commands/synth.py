@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from segpipe.cli.common import seed_option
+from segpipe.cli.common import SynthFormat, overwrite_option, seed_option
 
 
 def register(app: typer.Typer) -> None:
@@ -20,12 +20,13 @@ def register(app: typer.Typer) -> None:
         seed: int = seed_option("Random seed (same seed, same bytes)."),
         size: str | None = typer.Option(None, "--size", help="HxW, e.g. 256x512 (default: per kind)."),
         jpg: bool = typer.Option(False, "--jpg", help="Write photos as JPEG instead of PNG."),
-        fmt: str | None = typer.Option(
-            None, "--format", help="png, jpg, geotiff (satellite), nifti or dicom (medical volumes)."
+        fmt: SynthFormat | None = typer.Option(
+            None, "--format", help="Photos as png or jpg; scenes as geotiff (satellite); volumes as nifti or dicom "
+            "(medical). Default: png, or jpg with --jpg."
         ),
         exif: bool = typer.Option(False, "--exif", help="JPEG photos stored rotated with an EXIF orientation."),
         depth: int = typer.Option(16, "--depth", help="Slices per volume (nifti, dicom)."),
-        overwrite: bool = typer.Option(False, "--overwrite", help="Replace an earlier `segpipe synth` output."),
+        overwrite: bool = overwrite_option("Replace an earlier `segpipe synth` output."),
     ) -> None:
         """Write a synthetic dataset: images/, masks/, annotations.json (COCO), labelmap.txt."""
         from segpipe.cli import state
@@ -33,7 +34,7 @@ def register(app: typer.Typer) -> None:
         from segpipe.synth import parse_size, synth
 
         state.OUTPUT = out
-        image_format = fmt or ("jpg" if jpg else "png")
+        image_format = fmt.value if fmt is not None else ("jpg" if jpg else "png")
         if image_format in ("png", "jpg") and not exif:
             res = synth(kind, out, n=n, seed=seed, size=parse_size(size) if size else None, image_format=image_format,
                         overwrite=overwrite)

@@ -7,7 +7,14 @@ from typing import Any
 
 import typer
 
-from segpipe.cli.common import device_option, positive_float_option, seed_option
+from segpipe.cli.common import (
+    device_option,
+    overwrite_option,
+    positive_float_option,
+    required_arch_option,
+    resume_option,
+    seed_option,
+)
 
 
 def register(app: typer.Typer) -> None:
@@ -16,14 +23,14 @@ def register(app: typer.Typer) -> None:
     @app.command("train")
     def train_cmd(
         dataset: Path = typer.Argument(..., help="Dataset folder: images/, masks/, annotations.json, labelmap.txt."),
-        arch: str = typer.Option(..., "--arch", help="Architecture (see `segpipe models`)."),
+        arch: str = required_arch_option("Architecture (see `segpipe models`)."),
         out: Path = typer.Option(..., "--out", help="Folder for epoch_NNN.ckpt, best.ckpt, metrics.jsonl."),
         epochs: int = typer.Option(10, "--epochs", min=1, help="Maximum epochs."),
         max_minutes: float | None = positive_float_option(None, "--max-minutes",
                                                           help="Stop at this wall-clock budget."),
         val: Path | None = typer.Option(None, "--val", help="Validation dataset (default: hold out 10%)."),
-        resume: bool = typer.Option(False, "--resume", help="Continue from the last epoch checkpoint in --out."),
-        overwrite: bool = typer.Option(False, "--overwrite", help="Replace an earlier `segpipe train` output."),
+        resume: bool = resume_option("Continue from the last epoch checkpoint in --out."),
+        overwrite: bool = overwrite_option("Replace an earlier `segpipe train` output."),
         seed: int = seed_option(),
         batch: int = typer.Option(4, "--batch", min=1, help="Batch size."),
         lr: float = positive_float_option(1e-3, "--lr", help="AdamW learning rate (finite, > 0)."),

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import typer
 
+from segpipe.cli.common import ImageCheck, format_option, image_root_option, json_option
+
 
 def register(app: typer.Typer) -> None:
     """Adds the command."""
@@ -13,22 +15,19 @@ def register(app: typer.Typer) -> None:
     @app.command("validate")
     def validate_cmd(
         path: Path = typer.Argument(..., help="A COCO JSON file, a dataset folder or a pipeline YAML."),
-        format: str = typer.Option("auto", "--format", "-f", help="Format name, or auto to detect it."),
-        image_root: Path | None = typer.Option(None, "--image-root", help="Folder holding the images."),
+        format: str = format_option("--format", "-f"),
+        image_root: Path | None = image_root_option("Folder holding the images."),
         fail_on_warnings: bool = typer.Option(False, "--fail-on-warnings", help="Exit 1 on warnings too."),
-        json_out: Path | None = typer.Option(None, "--json", help="Also write the problems as JSON."),
-        images: str = typer.Option("verify", "--images", help="verify (read each image file, check its "
-                                   "integrity) | decode (decode every pixel) | none."),
+        json_out: Path | None = json_option("Also write the problems as JSON."),
+        images: ImageCheck = typer.Option(ImageCheck.VERIFY, "--images", help="verify reads each image file and "
+                                          "checks its integrity; decode decodes every pixel; none skips them."),
     ) -> None:
         """Check a dataset: one line per problem naming the file and the field (exit 0 clean, 1 problems)."""
         from segpipe.cli import state
-        from segpipe.errors import ConfigError
         from segpipe.pipeline.validate import validate_path
         from segpipe.storage.atomic import write_json_atomic
 
         state.OUTPUT = json_out
-        if images not in ("verify", "decode", "none"):
-            raise ConfigError(f"--images must be verify, decode or none, got {images!r}")
         if json_out is not None:  # never over what is being validated (checked before anything is read)
             from segpipe.storage.outputs import check_output, dataset_inputs
 
@@ -36,7 +35,7 @@ def register(app: typer.Typer) -> None:
             pipeline = path.suffix in (".yaml", ".yml") and format in ("auto", "pipeline")
             inputs = [path] if pipeline else dataset_inputs(path, image_root)
             check_output(json_out, [*inputs, image_root], option="--json", command="validate", kind="file")
-        fmt, problems = validate_path(path, format, image_root=image_root, images=images)
+        fmt, problems = validate_path(path, format, image_root=image_root, images=images.value)
         for p in problems:
             state.console.print(str(p), markup=False)
         errors = sum(1 for p in problems if p.severity == "error")

@@ -314,6 +314,12 @@ def _image(el: ET.Element, rel: str, source: Path, position: int, task_subsets: 
         subset = None if stem in NO_SPLIT else stem
     if subset is not None and subset.strip() in NO_SPLIT:
         subset = None
+    if subset is not None:
+        # A split becomes a folder name in every writer (images/<subset>/): one safe path component, checked here
+        # so that the error names this file rather than a writer's output.
+        subset = check_relative_name(subset, source=source, where=f"{where} > subset")
+        if "/" in subset or subset == ".":
+            raise _fail(source, f"{where} > subset", f"a subset is one name, not a path: {subset[:40]!r}")
     img = Image(rel, frame, name, width, height, subset, where)
     counts: Counter[str] = Counter()
     for ch in el:

@@ -4,7 +4,8 @@ Layout written::
 
     out/
       annotations.xml      <meta><task> without splits (CVAT's export_task); <meta><project> with one <task>
-                           per split and each image's ``subset`` with splits (CVAT's export_project)
+                           per split and each image's ``subset`` with splits (CVAT's export_project); images
+                           without a split beside split ones form a task of subset ``default`` (read as no split)
       images/[<split>/]<file_name>    the images (copied or linked; ``--images none`` leaves them out)
 
 Objects, in segpipe's z-order (each image's shapes get ``z_order`` = the objects' own ``z_order`` attributes when
@@ -115,6 +116,8 @@ class CvatWriter:
         self.polygons = bool(self.options.extra.get("polygons"))
         self.background = perimage.background_id(meta)
         self.classes = [c for c in meta.categories if c.id != self.background]
+        # CVAT, like segpipe's reader, also refuses a meta that lists a label twice.
+        perimage.check_unique_names(self.classes, "CVAT")
         self.known = {c.id for c in self.classes}
         self.names = {c.id: c.name for c in meta.categories}
         self.keypoints = {c.id: c.keypoints for c in self.classes}
@@ -349,6 +352,11 @@ class CvatWriter:
                 splits.append(f["split"])
         project = bool(splits)
         owner = "project" if project else "task"
+        # Images without a split beside split ones: a task of their own, under Datumaro's "default" (read back as
+        # no split); without it they would be left out of a project's XML.
+        order: list[str | None] = list(splits) + ([None] if any(f["split"] is None for f in frags) else []) \
+            if project else [None]
+        subset_names = [s if s is not None else NO_SPLIT[1] for s in order]
         specs = self.meta.extra.get(LABELS_KEY)
         specs = specs if isinstance(specs, dict) else {}
         lines = ['<?xml version="1.0" encoding="utf-8"?>', "<annotations>", "  <version>1.1</version>", "  <meta>",
@@ -356,14 +364,14 @@ class CvatWriter:
                  "      <mode>annotation</mode>", "      <overlap>0</overlap>"]
         if project:
             lines.append("      <tasks>")
-            for k, s in enumerate(splits):
+            for k, (s, sname) in enumerate(zip(order, subset_names, strict=True)):
                 n = sum(1 for f in frags if f["split"] == s)
-                lines += ["        <task>", f"          <id>{k}</id>", f"          <name>{escape(s)}</name>",
+                lines += ["        <task>", f"          <id>{k}</id>", f"          <name>{escape(sname)}</name>",
                           f"          <size>{n}</size>", "          <mode>annotation</mode>",
-                          f"          <subset>{escape(s)}</subset>", "          <start_frame>0</start_frame>",
+                          f"          <subset>{escape(sname)}</subset>", "          <start_frame>0</start_frame>",
                           f"          <stop_frame>{max(0, n - 1)}</stop_frame>", "        </task>"]
             lines.append("      </tasks>")
-            lines.append(f"      <subsets>{escape(chr(10).join(splits))}</subsets>")
+            lines.append(f"      <subsets>{escape(chr(10).join(subset_names))}</subsets>")
         else:
             lines += ["      <start_frame>0</start_frame>", f"      <stop_frame>{max(0, len(frags) - 1)}</stop_frame>",
                       "      <z_order>True</z_order>"]
@@ -371,15 +379,14 @@ class CvatWriter:
         for k, c in enumerate(self.classes):
             lines += ["  " + ln for ln in self._label_xml(c, k, declared, specs)]
         lines += ["      </labels>", f"    </{owner}>", "  </meta>"]
-        order: list[str | None] = [None] if not project else list(splits)
-        for task_id, subset in enumerate(order):
+        for task_id, (subset, sname) in enumerate(zip(order, subset_names, strict=True)):
             frame = 0
             for f in frags:
                 if f["split"] != subset and project:
                     continue
                 fields = [("id", str(frame)), ("name", f["name"])]
                 if project:
-                    fields += [("subset", str(subset)), ("task_id", str(task_id))]
+                    fields += [("subset", sname), ("task_id", str(task_id))]
                 fields += [("width", str(f["width"])), ("height", str(f["height"]))]
                 head = "  <image" + "".join(f" {k}={quoteattr(v)}" for k, v in fields)
                 lines.append(head + (">\n" + "\n".join(f["body"]) + "\n  </image>" if f["body"] else "></image>"))

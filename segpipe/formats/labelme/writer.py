@@ -159,6 +159,7 @@ class LabelmeWriter:
         self.embed = self.embed_default or bool(self.options.extra.get("embed_images"))
         self.background = perimage.background_id(meta)
         self.classes = [c for c in meta.categories if c.id != self.background]
+        perimage.check_unique_names(self.classes, "LabelMe")
         self.known = {c.id for c in self.classes}
         self.names = {c.id: c.name for c in meta.categories}
         raw = meta.extra.get(EMBEDDED_KEY)

@@ -13,6 +13,7 @@ external references, bounded depth).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -105,8 +106,9 @@ def parse_color(text: str | None) -> tuple[int, int, int] | None:
 
 
 def _int(text: str | None) -> int | None:
+    # ASCII digits only: str.isdigit() also takes "²" and other digits that int() refuses.
     t = (text or "").strip()
-    return int(t) if t.lstrip("-").isdigit() and t.count("-") <= 1 else None
+    return int(t) if re.fullmatch(r"-?[0-9]{1,18}", t) else None
 
 
 def parse_label_config(data: bytes | str, *, source: str | Path | None = None) -> LabelConfig:

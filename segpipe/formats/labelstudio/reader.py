@@ -60,6 +60,7 @@ Kept as image attributes: the task's other ``data`` keys and ``ls_task_id``, ``l
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import mmap
 import posixpath
@@ -93,6 +94,9 @@ SOURCES = ("auto", "annotations", "predictions")
 #: Files segpipe writes beside an export, or its own bookkeeping: never dataset content.
 OWN_FILES = ("conversion_report.json", ".segpipe-output", "segpipe_meta.json", "segpipe_pull.json", CONFIG_NAME)
 SIDECAR = "segpipe_meta.json"
+#: Largest config ``category`` id used: segpipe's label maps are uint8/uint16 with 65535 as void, and every id
+#: segpipe writes into a config is a store's class id.
+MAX_CONFIG_ID = 65534
 MAX_LISTED = 20
 _PEEK = 1 << 16
 #: JSON_MIN bookkeeping keys (label-studio-sdk ``convert_to_json_min``).
@@ -560,6 +564,10 @@ def index_min(path: str | Path, *, raise_errors: bool = True) -> Index:
             col.error(file, where, f"a record must be an object, got {type(rec).__name__}", "labelstudio.task")
             continue
         tid = rec.get("id")
+        if tid is not None and not isinstance(tid, (int, str)):  # the task id; a list or object cannot be one
+            col.error(file, f"{where}.id", f"id must be the task's integer id, got {type(tid).__name__}",
+                      "labelstudio.task")
+            continue
         if tid is not None and tid in seen:
             _lose(idx.losses, "annotations_not_read")  # the sdk writes a task's newest annotation first
             continue
@@ -733,7 +741,8 @@ def file_name_from_url(url: str) -> str:
 
     ``/data/local-files/?d=images/a.png`` → ``images/a.png``; ``/data/upload/3/ab12-a.png`` → ``ab12-a.png``;
     ``s3://bucket/dir/a.png`` and ``https://host/dir/a.png`` → ``dir/a.png``; a relative path stays as it is.
-    Anything unsafe (``..``, absolute) falls back to its last component.
+    Anything unsafe (``..``, absolute) falls back to its last component; a name with NUL or control characters
+    gives ``""`` (the image is then named after its task).
     """
     u = urlsplit(url)
     if u.scheme == "data":
@@ -749,6 +758,8 @@ def file_name_from_url(url: str) -> str:
     name = posixpath.normpath(name.replace("\\", "/")) if name else ""
     if name in ("", ".") or name.startswith(("/", "../")) or name == ".." or re.match(r"^[a-zA-Z]:", name):
         name = posixpath.basename(name) if name not in ("..", ".") else ""
+    if any(ord(c) < 32 or ord(c) == 127 for c in name):  # NUL and control characters name no file
+        return ""
     return name
 
 
@@ -823,8 +834,13 @@ def _categories(idx: Index, col: _Collector) -> tuple[list[Category], dict[tuple
         else:
             cat = Category(next_id, name, color=color, keypoints=kps)
             next_id += 1
-        if any(c.name == name for c in cats):
-            continue  # a keypoint tag named like a class: one category
+        same = next((j for j, c in enumerate(cats) if c.name == name), None)
+        if same is not None:
+            # A keypoint tag named like a class: one category, which takes the tag's keypoint names (without
+            # them the task's points would have no slot and be dropped without a word).
+            if kps and not cats[same].keypoints:
+                cats[same] = dataclasses.replace(cats[same], keypoints=kps)
+            continue
         cats.append(cat)
         ids[("k" if kps else "c", name)] = cat.id
     for name, _c, kps in ordered:
@@ -850,8 +866,9 @@ def _config_ids(idx: Index, col: _Collector) -> dict[str, int]:
     out: dict[str, int] = {}
     why = ""
     for lab in labels:
-        if lab.category is None or lab.category < 0:
-            why = f"label {lab.value!r} has none" if lab.category is None else f"label {lab.value!r} has a negative one"
+        if lab.category is None or not 0 <= lab.category <= MAX_CONFIG_ID:
+            why = f"label {lab.value!r} has none" if lab.category is None else \
+                f"label {lab.value!r} has {lab.category}, outside 0..{MAX_CONFIG_ID}"
         elif out.setdefault(lab.value, lab.category) != lab.category:
             why = f"label {lab.value!r} has two ({out[lab.value]} and {lab.category})"
         if why:
@@ -941,7 +958,18 @@ def build_samples(idx: Index, fmt: str, image_root: Path | None, col: _Collector
     for t, image_id in zip(idx.tasks, image_ids, strict=True):
         own = t.data.get("file_name")
         url = _image_value(t, idx.config)
-        name = own if isinstance(own, str) and own else (file_name_from_url(url) if isinstance(url, str) else "")
+        if isinstance(own, str) and own:
+            # segpipe's own key: a name that leaves the dataset (``../``, absolute, NUL) would be written as it is
+            # into every target's annotation file, so it is refused, as every reader refuses one.
+            from segpipe.storage.paths import check_relative_name
+
+            try:
+                name = check_relative_name(own, source=idx.source, where=f"{t.where}.data.file_name")
+            except SegpipeError as e:
+                col.failed(e, "labelstudio.file_name")
+                continue
+        else:
+            name = file_name_from_url(url) if isinstance(url, str) else ""
         if not name:
             name = f"task-{t.task_id if t.task_id is not None else image_id}"
         if name in names:  # two tasks of one name (uploads of one file): the task id tells them apart

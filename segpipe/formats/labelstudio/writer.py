@@ -205,9 +205,12 @@ class LabelStudioWriter:
 
         Raises:
             ConfigError: ``image_url_prefix`` or ``model_version`` is not a non-empty string.
+            UnsupportedError: two classes share a name (Label Studio labels are names).
         """
         from segpipe.errors import ConfigError
+        from segpipe.formats.perimage import check_unique_names
 
+        check_unique_names(self.meta.categories, "Label Studio")
         self._poly()
         for key, option in (("image_url_prefix", "--image-url-prefix"), ("model_version", "--model-version")):
             v = self.options.extra.get(key)

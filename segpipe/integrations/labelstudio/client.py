@@ -63,14 +63,25 @@ def normalize_url(url: str) -> str:
     """``http[s]://host[:port][/prefix]`` without a trailing slash.
 
     Raises:
-        LabelStudioError: not an http(s) URL (named ``--url``).
+        LabelStudioError: not an http(s) URL, a port that is no number in 0..65535, credentials, a query or a
+            fragment (API paths are appended to the URL, and a ``?token=`` would be sent and printed), blanks or
+            control characters (named ``--url``; a URL that may hold a secret is not echoed).
     """
     u = url.strip().rstrip("/")
-    parsed = urllib.parse.urlsplit(u)
-    if parsed.scheme not in ("http", "https") or not parsed.netloc:
-        raise LabelStudioError(f"--url {url!r} is not an http:// or https:// address of a Label Studio server")
+    try:
+        parsed = urllib.parse.urlsplit(u)
+        parsed.port  # noqa: B018 -- raises ValueError for a port that is no number or out of range
+    except ValueError as e:  # "Invalid IPv6 URL", "Port out of range 0-65535" ...
+        raise LabelStudioError(f"--url is not a valid http:// or https:// address ({e})") from None
     if parsed.username or parsed.password:
         raise LabelStudioError("--url must not hold credentials; pass the token with --token or LABEL_STUDIO_API_KEY")
+    if parsed.query or parsed.fragment or "?" in u or "#" in u:
+        raise LabelStudioError("--url must be the server's address without a ?query or #fragment; pass the token "
+                               "with --token or LABEL_STUDIO_API_KEY")
+    if parsed.scheme not in ("http", "https") or not parsed.hostname:
+        raise LabelStudioError(f"--url {url!r} is not an http:// or https:// address of a Label Studio server")
+    if any(c.isspace() or ord(c) < 32 or ord(c) == 127 for c in u):
+        raise LabelStudioError(f"--url {url!r} holds blanks or control characters")
     return u
 
 

@@ -8,6 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from segpipe.models.weights import load_cached_state_dict
+
 
 class SemanticWrapper(nn.Module):
     """Gives every semantic model one output: logits ``(N, C, H, W)`` at input resolution.
@@ -74,6 +76,7 @@ def resnet_backbone(
         pretrained_backbone: Load ``NAME:DEFAULT`` from the local cache (never downloads).
         dilation: torchvision's ``replace_stride_with_dilation`` (bottleneck ResNets only).
     """
+    # lazy: torchvision costs seconds to import; only models built on it need it
     import torchvision
 
     kw: dict[str, Any] = {"weights": None}
@@ -81,8 +84,6 @@ def resnet_backbone(
         kw["replace_stride_with_dilation"] = list(dilation)
     net = getattr(torchvision.models, name)(**kw)
     if pretrained_backbone:
-        from segpipe.models.weights import load_cached_state_dict
-
         net.load_state_dict(load_cached_state_dict(f"{name}:DEFAULT"))
     return net
 

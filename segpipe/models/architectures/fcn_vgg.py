@@ -15,6 +15,7 @@ from torch import nn
 
 from segpipe.models.architectures._common import SemanticWrapper, bilinear_kernel
 from segpipe.models.registry import ModelSpec, register_model
+from segpipe.models.weights import load_cached_state_dict
 
 
 class FCNVGG(nn.Module):
@@ -31,12 +32,11 @@ class FCNVGG(nn.Module):
         self, num_classes: int, skips: int, pretrained_backbone: bool = False, fc_channels: int = 4096
     ) -> None:
         super().__init__()
+        # lazy: torchvision costs seconds to import; only models built on it need it
         import torchvision
 
         vgg = torchvision.models.vgg16(weights=None)
         if pretrained_backbone:
-            from segpipe.models.weights import load_cached_state_dict
-
             vgg.load_state_dict(load_cached_state_dict("vgg16:DEFAULT"))
         feats = vgg.features
         # torchvision vgg16.features indices: pool3 ends at 16, pool4 at 23, pool5 at 30.

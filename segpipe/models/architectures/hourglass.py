@@ -8,7 +8,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from segpipe.models.architectures.instance import _detection_kw
 from segpipe.models.registry import ModelSpec, register_model
+from segpipe.models.weights import load_backbone_into
 
 
 class Residual(nn.Module):
@@ -112,9 +114,8 @@ def build_hourglass(num_classes: int, pretrained_backbone: bool = False, **kw: A
 
 def build_keypointrcnn(num_classes: int, pretrained_backbone: bool = False, **kw: Any) -> nn.Module:
     """Torchvision Keypoint R-CNN with ``num_classes`` = K keypoints on one object class (+ background)."""
+    # lazy: torchvision costs seconds to import; only models built on it need it
     from torchvision.models.detection import keypointrcnn_resnet50_fpn
-
-    from segpipe.models.architectures.instance import _detection_kw
 
     det_classes = int(kw.pop("detection_classes", 2))
     net = keypointrcnn_resnet50_fpn(
@@ -125,8 +126,6 @@ def build_keypointrcnn(num_classes: int, pretrained_backbone: bool = False, **kw
         **_detection_kw(kw, 512),
     )
     if pretrained_backbone:
-        from segpipe.models.weights import load_backbone_into
-
         load_backbone_into(net.backbone.body, "resnet50:DEFAULT")
     return net
 

@@ -12,6 +12,7 @@ from typing import Any
 from torch import nn
 
 from segpipe.models.registry import ModelSpec, register_model
+from segpipe.models.weights import load_backbone_into
 
 _IDENTITY: dict[str, Any] = {"image_mean": [0.0, 0.0, 0.0], "image_std": [1.0, 1.0, 1.0]}
 
@@ -25,12 +26,11 @@ def _detection_kw(kw: dict[str, Any], size: int) -> dict[str, Any]:
 
 def build_maskrcnn_resnet50_fpn(num_classes: int, pretrained_backbone: bool = False, **kw: Any) -> nn.Module:
     """Torchvision ``maskrcnn_resnet50_fpn`` (``num_classes`` includes background)."""
+    # lazy: torchvision costs seconds to import; only models built on it need it
     from torchvision.models.detection import maskrcnn_resnet50_fpn
 
     net = maskrcnn_resnet50_fpn(weights=None, weights_backbone=None, num_classes=num_classes, **_detection_kw(kw, 512))
     if pretrained_backbone:
-        from segpipe.models.weights import load_backbone_into
-
         load_backbone_into(net.backbone.body, "resnet50:DEFAULT")
     return net
 
@@ -56,6 +56,7 @@ def build_maskrcnn_mobilenet_v3(
         **kw: ``MaskRCNN`` options (``min_size``/``max_size`` default to 512/1024: inputs are resized
             to them, so set both to the tile side to run small tiles at their own resolution).
     """
+    # lazy: torchvision costs seconds to import; only models built on it need it
     from torchvision.models.detection import MaskRCNN
     from torchvision.models.detection.anchor_utils import AnchorGenerator
     from torchvision.models.detection.backbone_utils import mobilenet_backbone
@@ -68,8 +69,6 @@ def build_maskrcnn_mobilenet_v3(
         backbone_name="mobilenet_v3_large", weights=None, fpn=True, trainable_layers=6, norm_layer=norm
     )
     if pretrained_backbone:
-        from segpipe.models.weights import load_backbone_into
-
         load_backbone_into(backbone.body, "mobilenet_v3_large:DEFAULT")
     # Two FPN levels + pool, as in fasterrcnn_mobilenet_v3_large_fpn.
     sizes = (tuple(int(a) for a in (anchor_sizes or (32, 64, 128, 256, 512))),) * 3
@@ -77,6 +76,7 @@ def build_maskrcnn_mobilenet_v3(
     det_kw = _detection_kw(kw, 512)
     n_cls: int | None = num_classes
     if head_channels:
+        # lazy: torchvision costs seconds to import; only models built on it need it
         from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
         from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
 

@@ -8,6 +8,7 @@ from torch import nn
 
 from segpipe.models.architectures._common import SemanticWrapper
 from segpipe.models.registry import ModelSpec, register_model
+from segpipe.models.weights import load_backbone_into
 
 _BACKBONES = {
     "fcn_resnet50": "resnet50",
@@ -20,14 +21,13 @@ _BACKBONES = {
 
 def _builder(name: str) -> Any:
     def build(num_classes: int, pretrained_backbone: bool = False, **kw: Any) -> nn.Module:
+        # lazy: torchvision costs seconds to import; only models built on it need it
         import torchvision.models.segmentation as seg
 
         if name != "lraspp_mobilenet_v3_large":  # LR-ASPP has no auxiliary head
             kw.setdefault("aux_loss", False)
         net = getattr(seg, name)(weights=None, weights_backbone=None, num_classes=num_classes, **kw)
         if pretrained_backbone:
-            from segpipe.models.weights import load_backbone_into
-
             load_backbone_into(net.backbone, f"{_BACKBONES[name]}:DEFAULT")
         return SemanticWrapper(net, stride=16 if "mobilenet" in name else 8)
 

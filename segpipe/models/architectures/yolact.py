@@ -48,6 +48,7 @@ class Yolact(nn.Module):
         detections_per_img: int = 100,
     ) -> None:
         super().__init__()
+        # lazy: torchvision costs seconds to import; only models built on it need it
         from torchvision.models.detection._utils import BoxCoder, Matcher
         from torchvision.ops import FeaturePyramidNetwork
 
@@ -161,6 +162,7 @@ class Yolact(nn.Module):
         targets: list[dict[str, torch.Tensor]],
         padded: torch.Size,
     ) -> dict[str, torch.Tensor]:
+        # lazy: torchvision costs seconds to import; only models built on it need it
         from torchvision.ops import box_iou
 
         l_cls, l_box, l_mask = [], [], []
@@ -222,6 +224,7 @@ class Yolact(nn.Module):
         anchors: torch.Tensor,
         size: tuple[int, int],
     ) -> dict[str, torch.Tensor]:
+        # lazy: torchvision costs seconds to import; only models built on it need it
         from torchvision.ops import batched_nms, clip_boxes_to_image
 
         scores = cls.float().softmax(-1)[:, 1:]  # (A, C-1)

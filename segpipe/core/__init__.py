@@ -1,0 +1,1 @@
+"""The pure core: numpy (and pycocotools.mask) only. RLE, polygons, boxes, label maps, tiles, metric accumulators."""
