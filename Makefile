@@ -57,9 +57,13 @@ peers-labelme:
 
 # Peer of the Label Studio round trip (tests/labelstudio/ starts a real server from it; they skip when absent):
 # label-studio in its own .venv-labelstudio (it pins Django and many others that would clash with ours).
-peers-labelstudio:
-	@test -x .venv-labelstudio/bin/label-studio || (python3 -m venv .venv-labelstudio && \
-		.venv-labelstudio/bin/pip install -q 'label-studio==1.23.0')
+# Its pins are in constraints-labelstudio.txt; the stamp reinstalls when they change.
+peers-labelstudio: .venv-labelstudio/.segpipe-installed
+
+.venv-labelstudio/.segpipe-installed: constraints-labelstudio.txt
+	@test -x .venv-labelstudio/bin/python || python3 -m venv .venv-labelstudio
+	.venv-labelstudio/bin/pip install -q -c constraints-labelstudio.txt 'label-studio==1.23.0'
+	@touch $@
 
 clean:
 	rm -rf demo-out .pytest_cache .mypy_cache .ruff_cache

@@ -88,7 +88,8 @@ NOTES = {
     "category_ids_reindexed": "VOC labels are positions in labelmap.txt; the original category ids are kept "
     "in segpipe_meta.json and restored on reading",
     "images_reencoded_jpeg": "images that are not upright JPEGs were decoded (EXIF orientation applied) and "
-    "written as JPEG (quality 95), the only image type VOC loaders such as torchvision's open",
+    "written as JPEG (quality 95): VOC loaders such as torchvision's open JPEGImages/<id>.jpg only "
+    "(--layout flat keeps the images as they are)",
     "region_objects_overflow": "SegmentationObject has no object index left for some classes' uncovered pixels; "
     "they are in SegmentationClass only (readers that build masks from SegmentationObject miss them)",
 }
