@@ -57,12 +57,13 @@ peers-labelme:
 
 # Peer of the Label Studio round trip (tests/labelstudio/ starts a real server from it; they skip when absent):
 # label-studio in its own .venv-labelstudio (it pins Django and many others that would clash with ours).
-# Its pins are in constraints-labelstudio.txt; the stamp reinstalls when they change.
+# Installed as pinned in constraints-labelstudio.txt (every package, so a venv made before is corrected
+# too); the stamp reinstalls when the pins change.
 peers-labelstudio: .venv-labelstudio/.segpipe-installed
 
 .venv-labelstudio/.segpipe-installed: constraints-labelstudio.txt
 	@test -x .venv-labelstudio/bin/python || python3 -m venv .venv-labelstudio
-	.venv-labelstudio/bin/pip install -q -c constraints-labelstudio.txt 'label-studio==1.23.0'
+	.venv-labelstudio/bin/pip install -q -r constraints-labelstudio.txt
 	@touch $@
 
 clean:
