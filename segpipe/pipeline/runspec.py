@@ -73,7 +73,8 @@ class PrelabelStage(_Stage):
     model: str
     out: str
     arch: str | None = None
-    task: Literal["semantic", "instance", "panoptic", "landmarks"] | None = None
+    task: Literal["semantic", "instance", "panoptic", "landmarks", "keypoints"] | None = Field(
+        None, description="landmarks (keypoints is accepted as its other name, as on the command line)")
     tile: int | None = Field(None, ge=16)
     overlap: float | None = Field(None, ge=0, lt=1, description="tile overlap as a fraction of the tile")
     batch: int = Field(4, ge=1)
@@ -124,7 +125,8 @@ class EvaluateStage(_Stage):
 
     gt: str
     pred: str
-    task: Literal["semantic", "instance", "panoptic", "keypoints"]
+    task: Literal["semantic", "instance", "panoptic", "landmarks", "keypoints"] = Field(
+        description="landmarks and keypoints name the same task, as on the command line")
     report_dir: str | None = None
     json_out: str | None = Field(None, alias="json")
     num_classes: int | None = None
@@ -138,7 +140,8 @@ class EvaluateCheckpointsStage(_Stage):
     checkpoints: list[str] = Field(min_length=1, description="files or globs, e.g. ckpt/epoch_*.ckpt")
     images: str
     report_dir: str
-    task: Literal["semantic", "instance", "panoptic", "keypoints"] = "semantic"
+    task: Literal["semantic", "instance", "panoptic", "landmarks", "keypoints"] = Field(
+        "semantic", description="landmarks and keypoints name the same task, as on the command line")
 
 
 class Stage(BaseModel):
@@ -392,7 +395,8 @@ def _run_stage(name: str, step: Any, base: Path, cluster: Any, log: Callable[[st
 
         req = PrelabelRequest(source=str(_p(base, step.source)), model=str(_p(base, step.model))
                               if not (":" in step.model and not _p(base, step.model).exists()) else step.model,
-                              out=_out(base, step.out, "prelabel.out"), arch=step.arch, task=step.task, tile=step.tile,
+                              out=_out(base, step.out, "prelabel.out"), arch=step.arch,
+                              task="landmarks" if step.task == "keypoints" else step.task, tile=step.tile,
                               overlap=step.overlap, batch=step.batch, device=step.device, gpus=step.gpus,
                               resume=step.resume and _p(base, step.out).exists(), on_error=step.on_error,
                               probs=step.probs, heatmaps=step.heatmaps, min_score=step.min_score,
@@ -423,7 +427,7 @@ def _run_stage(name: str, step: Any, base: Path, cluster: Any, log: Callable[[st
     if name == "evaluate":
         from segpipe.pipeline.evaluate import EvaluateRequest, evaluate
 
-        req3 = EvaluateRequest(gt=_p(base, step.gt), pred=_p(base, step.pred), task=step.task,
+        req3 = EvaluateRequest(gt=_p(base, step.gt), pred=_p(base, step.pred), task=_eval_task(step.task),
                                report_dir=_out(base, step.report_dir, "evaluate.report_dir")
                                if step.report_dir else None,
                                json_path=_out(base, step.json_out, "evaluate.json") if step.json_out else None,
@@ -446,7 +450,7 @@ def _run_stage(name: str, step: Any, base: Path, cluster: Any, log: Callable[[st
                                                                images=_p(base, step.images),
                                                                report_dir=_out(base, step.report_dir,
                                                                                "evaluate-checkpoints.report_dir"),
-                                                               task=step.task),
+                                                               task=_eval_task(step.task)),
                                     cluster, log=log)
         return {"report": str(_p(base, step.report_dir)), "best": rep4.get("best"),
                 "failed": len(rep4.get("problems", []))}
@@ -462,3 +466,8 @@ def _headline(rep: dict[str, Any]) -> dict[str, Any]:
         return {"pq": (pan.get("all") or {}).get("pq")}
     inst = rep.get("instance") or {}
     return {f"{k}_AP": inst[k].get("AP") for k in ("segm", "bbox", "keypoints") if inst.get(k)}
+
+
+def _eval_task(task: str) -> str:
+    """The evaluation library's name of a task: ``landmarks`` is evaluated as COCO ``keypoints``."""
+    return "keypoints" if task == "landmarks" else task
