@@ -25,7 +25,7 @@ from typing import Any
 
 from segpipe.core import rle as rle_ops
 from segpipe.core.losses import LossCounter
-from segpipe.core.records import Category, DatasetMeta, ImageInfo, Instance, Materialized
+from segpipe.core.records import Category, DatasetMeta, ImageInfo, Instance, InstanceMask, Materialized, Sample
 from segpipe.errors import FormatError, UnsupportedError
 from segpipe.storage.atomic import PARTIAL_SUFFIX
 from segpipe.storage.paths import ensure_inside
@@ -48,6 +48,24 @@ def polygon_rle(inst: Instance, polygons: Sequence[Sequence[float]], img: ImageI
         if why:
             raise FormatError(why, path=img.file_name, where=f"annotation {inst.id}")
     return rle_ops.polygons_to_rle(polygons, img.height, img.width)
+
+
+def materialize_shapes(sample: Sample, meta: DatasetMeta) -> Materialized:
+    """Worker side of the shape-based readers (CVAT, LabelMe, Label Studio): polygon objects rasterised
+    with pycocotools as COCO polygons (:func:`polygon_rle`); masks and brushes are already RLE at the
+    image size; boxes and keypoints have no mask.
+    """
+    img = sample.image
+    out = []
+    for inst in sample.instances:
+        seg = inst.segmentation
+        r = None
+        if seg is not None and seg.kind == "polygons":
+            r = polygon_rle(inst, seg.polygons or (), img)
+        elif seg is not None:
+            r = rle_ops.to_rle(seg, img.height, img.width)
+        out.append(InstanceMask(inst, r))
+    return Materialized(sample=sample, instances=tuple(out))
 
 
 def check_unique_names(categories: Iterable[Category], target: str) -> None:

@@ -44,15 +44,13 @@ from segpipe.core.records import (
     DatasetMeta,
     ImageInfo,
     Instance,
-    InstanceMask,
-    Materialized,
     Sample,
     Segmentation,
 )
 from segpipe.errors import FormatError, InputError, SegpipeError
 from segpipe.formats.cvat import layout as lay
 from segpipe.formats.cvat.shapes import ShapeError, decode_mask, skeleton_edges
-from segpipe.formats.perimage import polygon_rle
+from segpipe.formats.perimage import materialize_shapes
 
 #: ``meta.extra`` key: ``{label: {"type", "attributes": [specs]}}`` of the source's labels (written back).
 LABELS_KEY = "cvat_labels"
@@ -345,19 +343,8 @@ class CvatReader:
         yield from self._samples
 
 
-def materialize_cvat(sample: Sample, meta: DatasetMeta) -> Materialized:
-    """Rasterises polygon objects (pycocotools, as COCO polygons); masks are already RLE at the image size."""
-    img = sample.image
-    out = []
-    for inst in sample.instances:
-        seg = inst.segmentation
-        r = None
-        if seg is not None and seg.kind == "polygons":
-            r = polygon_rle(inst, seg.polygons or (), img)
-        elif seg is not None:
-            r = rle_ops.to_rle(seg, img.height, img.width)
-        out.append(InstanceMask(inst, r))
-    return Materialized(sample=sample, instances=tuple(out))
+#: Polygons rasterised as COCO polygons, masks already RLE (shared with the other shape-based readers).
+materialize_cvat = materialize_shapes
 
 
 def validate_cvat(path: str | Path) -> Iterator[Problem]:

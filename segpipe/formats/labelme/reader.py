@@ -40,8 +40,6 @@ from segpipe.core.records import (
     DatasetMeta,
     ImageInfo,
     Instance,
-    InstanceMask,
-    Materialized,
     Sample,
     Segmentation,
 )
@@ -57,7 +55,7 @@ from segpipe.formats.labelme.shapes import (
     shape_polygon,
     shape_raster,
 )
-from segpipe.formats.perimage import polygon_rle
+from segpipe.formats.perimage import materialize_shapes
 
 #: Top-level keys LabelMe defines; any other is kept as an image attribute.
 TOP_KEYS = ("version", "flags", "shapes", "imagePath", "imageData", "imageHeight", "imageWidth")
@@ -474,19 +472,8 @@ class LabelmeReader:
         yield from self._samples
 
 
-def materialize_labelme(sample: Sample, meta: DatasetMeta) -> Materialized:
-    """Rasterises polygon objects (pycocotools, as COCO polygons); mask objects are already RLE at the image size."""
-    img = sample.image
-    out = []
-    for inst in sample.instances:
-        seg = inst.segmentation
-        r = None
-        if seg is not None and seg.kind == "polygons":
-            r = polygon_rle(inst, seg.polygons or (), img)
-        elif seg is not None:
-            r = rle_ops.to_rle(seg, img.height, img.width)
-        out.append(InstanceMask(inst, r))
-    return Materialized(sample=sample, instances=tuple(out))
+#: Polygons rasterised as COCO polygons, masks already RLE (shared with the other shape-based readers).
+materialize_labelme = materialize_shapes
 
 
 def validate_labelme(path: str | Path) -> Iterator[Problem]:

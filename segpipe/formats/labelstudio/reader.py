@@ -81,14 +81,13 @@ from segpipe.core.records import (
     DatasetMeta,
     ImageInfo,
     Instance,
-    InstanceMask,
-    Materialized,
     Sample,
     Segmentation,
 )
 from segpipe.errors import FormatError, InputError, SegpipeError
 from segpipe.formats.labelstudio.config import CONFIG_NAME, LabelConfig, read_label_config
 from segpipe.formats.labelstudio.regions import Region, RegionError, parse_region
+from segpipe.formats.perimage import materialize_shapes
 
 SOURCES = ("auto", "annotations", "predictions")
 #: Files segpipe writes beside an export, or its own bookkeeping: never dataset content.
@@ -1074,23 +1073,8 @@ class LabelStudioBrushNumpyReader(LabelStudioBrushPngReader):
     _ext: ClassVar[str] = "npy"
 
 
-def materialize_labelstudio(sample: Sample, meta: DatasetMeta) -> Materialized:
-    """Rasterises polygon objects (pycocotools, as COCO polygons); brushes are already RLE; boxes and keypoints
-    have no mask.
-    """
-    from segpipe.formats.perimage import polygon_rle
-
-    img = sample.image
-    out = []
-    for inst in sample.instances:
-        seg = inst.segmentation
-        r = None
-        if seg is not None and seg.kind == "polygons":
-            r = polygon_rle(inst, seg.polygons or (), img)
-        elif seg is not None:
-            r = rle_ops.to_rle(seg, img.height, img.width)
-        out.append(InstanceMask(inst, r))
-    return Materialized(sample=sample, instances=tuple(out))
+#: Polygons rasterised as COCO polygons, masks already RLE (shared with the other shape-based readers).
+materialize_labelstudio = materialize_shapes
 
 
 def _validate(index_fn: Any, path: str | Path) -> Iterator[Problem]:
