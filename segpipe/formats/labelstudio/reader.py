@@ -470,6 +470,22 @@ def _completed_by(v: Any) -> Any:
     return v.get("email", v.get("id")) if isinstance(v, dict) else v
 
 
+def _open_export(path: str | Path, kind: str, raise_errors: bool) -> tuple[Path, Index, _Collector, list[Any] | None]:
+    """The export file of ``path``, its index with the label config read, the problem collector, and the
+    export's list (None when it cannot be read: the collector has the problem).
+    """
+    file = find_export(path, kind)
+    idx = Index(file.parent.resolve(), file, None)
+    col = _Collector(raise_errors, idx.problems)
+    idx.config = _read_config(idx.root, col)
+    try:
+        return file, idx, col, _load_list(file)
+    except SegpipeError as e:
+        col.failed(e, "labelstudio.json")
+        return file, idx, col, None
+
+
+
 def index_json(path: str | Path, *, source: str = "auto", raise_errors: bool = True) -> Index:
     """Parses a Label Studio JSON export (see the module docstring).
 
@@ -480,14 +496,8 @@ def index_json(path: str | Path, *, source: str = "auto", raise_errors: bool = T
         from segpipe.errors import ConfigError
 
         raise ConfigError(f"source must be one of {', '.join(SOURCES)}, got {source!r}")
-    file = find_export(path, "json")
-    idx = Index(file.parent.resolve(), file, None)
-    col = _Collector(raise_errors, idx.problems)
-    idx.config = _read_config(idx.root, col)
-    try:
-        tasks = _load_list(file)
-    except SegpipeError as e:
-        col.failed(e, "labelstudio.json")
+    file, idx, col, tasks = _open_export(path, "json", raise_errors)
+    if tasks is None:
         return idx
     for i, task in enumerate(tasks):
         where = f"[{i}]"
@@ -547,14 +557,8 @@ def index_min(path: str | Path, *, raise_errors: bool = True) -> Index:
     Raises:
         InputError, FormatError: (with ``raise_errors``) naming the file and the JSON path.
     """
-    file = find_export(path, "min")
-    idx = Index(file.parent.resolve(), file, None)
-    col = _Collector(raise_errors, idx.problems)
-    idx.config = _read_config(idx.root, col)
-    try:
-        records = _load_list(file)
-    except SegpipeError as e:
-        col.failed(e, "labelstudio.json")
+    file, idx, col, records = _open_export(path, "min", raise_errors)
+    if records is None:
         return idx
     seen: set[Any] = set()
     for i, rec in enumerate(records):
