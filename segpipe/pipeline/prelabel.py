@@ -34,6 +34,7 @@ from segpipe.errors import ConfigError, InputError, SegpipeError
 from segpipe.execution.cluster import ClusterSpec, use_client
 from segpipe.execution.gpus import GPU_RESOURCE, advertises_gpu
 from segpipe.execution.runner import run_tasks
+from segpipe.models.ref import ModelRef
 from segpipe.storage import zarrfast
 from segpipe.storage.atomic import write_json_atomic
 from segpipe.storage.ledger import Ledger
@@ -42,71 +43,6 @@ from segpipe.storage.zarrstore import ZarrStore, dimension_names, local_folder, 
 
 #: Images above this many pixels stream their outputs into the store band by band.
 STREAM_PIXELS = 4096 * 4096
-
-
-# ------------------------------------------------------------------------------------------- model
-
-
-@dataclass(frozen=True)
-class ModelRef:
-    """What model to run: a checkpoint file, or ``ARCH:WEIGHTS`` from the local torchvision cache.
-
-    Small and picklable: workers build the model from it (never from a pickled model).
-
-    Attributes:
-        spec: A checkpoint path or ``ARCH:WEIGHTS``.
-        arch: Architecture of a plain state-dict checkpoint.
-    """
-
-    spec: str
-    arch: str | None = None
-
-    def is_checkpoint(self) -> bool:
-        """True when ``spec`` names a file."""
-        return Path(self.spec).is_file()
-
-    def fingerprint(self) -> str:
-        """sha256 of the checkpoint file (or of the cached weights file), plus ``arch``."""
-        from segpipe.storage.manifest import file_sha256
-
-        if self.is_checkpoint():
-            return hashlib.sha256(f"{file_sha256(self.spec)}|{self.arch}".encode()).hexdigest()
-        from segpipe.models.weights import weights_path
-
-        path = weights_path(self.spec)
-        if not path.exists():
-            from segpipe.models.weights import load_cached_state_dict
-
-            load_cached_state_dict(self.spec)  # raises the one-line offline message
-        return hashlib.sha256(f"{self.spec}|{file_sha256(path)}".encode()).hexdigest()
-
-    def meta(self) -> Any:
-        """The :class:`~segpipe.models.checkpoint.CheckpointMeta` of the model."""
-        from segpipe.models.checkpoint import CheckpointMeta, read_meta
-
-        if self.is_checkpoint():
-            return read_meta(self.spec, arch=self.arch)
-        if ":" not in self.spec:
-            raise InputError(
-                "no such checkpoint file, and not ARCH:WEIGHTS", path=self.spec,
-                hint="pass a checkpoint made by `segpipe train` or e.g. deeplabv3_resnet50:DEFAULT",
-            )
-        from segpipe.models.weights import resolve
-
-        w = resolve(self.spec)
-        names = list(w.meta.get("categories") or [])
-        cats = [{"index": i, "id": i, "name": n, "color": None, "isthing": True} for i, n in enumerate(names)]
-        return CheckpointMeta.for_arch(self.spec.partition(":")[0], len(names), categories=cats)
-
-    def predictor(self, **kw: Any) -> Any:
-        """Builds the predictor (on a worker)."""
-        from segpipe.models.predict import Predictor
-
-        if self.is_checkpoint():
-            return Predictor.from_checkpoint(self.spec, arch=self.arch, **kw)
-        from segpipe.models.weights import build_with_weights
-
-        return Predictor(build_with_weights(self.spec), self.meta(), **kw)
 
 
 # ------------------------------------------------------------------------------------------- request
