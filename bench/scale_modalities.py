@@ -143,14 +143,17 @@ def write_scene(path: Path, side: int, block: int = 1024) -> None:
 def scene_tiles(scene: Path) -> int:
     """Tiles the run's predictor processes: every planned block (with its margin) cut into the tile grid."""
     from segpipe.core.tiles import overlap_pixels, tile_grid
+    from segpipe.kernels.prelabel.tasks import SceneBlock
     from segpipe.pipeline.prelabel import plan_tasks
     from segpipe.storage.manifest import describe
 
     entry = describe(scene.parent, scene.name)
     n = 0
-    for _, e, part in plan_tasks([entry], "bench"):
-        y0, y1, x0, x1 = part["window"]
-        m = int(part.get("margin", 0))
+    for t in plan_tasks([entry], "bench"):
+        e, part = t.entry, t.part
+        assert isinstance(part, SceneBlock)
+        y0, y1, x0, x1 = part.window
+        m = part.margin
         h = min(e.height, y1 + m) - max(0, y0 - m)
         w = min(e.width, x1 + m) - max(0, x0 - m)
         n += len(tile_grid(h, w, TILE, overlap_pixels(TILE, 0.25)))

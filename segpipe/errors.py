@@ -7,6 +7,8 @@ The CLI maps :class:`SegpipeError` to one line on stderr and to ``exit_code``:
 
 from __future__ import annotations
 
+import errno
+import os
 from pathlib import Path
 
 
@@ -141,8 +143,6 @@ def describe_failure(exc: BaseException, *, path: str | Path | None = None, outp
         permission errors; memory exhaustion; nesting too deep to read; text that is not UTF-8;
         an image over Pillow's decompression-bomb limit.
     """
-    import errno
-
     if isinstance(exc, SegpipeError):
         return exc
     if isinstance(exc, OSError) and exc.errno is not None:
@@ -175,8 +175,6 @@ def describe_failure(exc: BaseException, *, path: str | Path | None = None, outp
 
 def _beside_or_inside(file: str | bytes | Path, output: str | Path) -> bool:
     """Whether ``file`` is ``output``, inside it, or one of its staging / ``*.partial`` siblings."""
-    import os
-
     f = os.path.abspath(os.fsdecode(file))
     o = os.path.abspath(os.fspath(output))
     parent, name = os.path.split(o)

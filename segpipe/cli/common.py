@@ -4,19 +4,23 @@ Every option that more than one command takes (``--workers``, ``--scheduler``, `
 ``--task``, ``--images``, ``--overwrite`` ...) is defined here once, and each command uses that
 definition, so the name, short flag, choices, parse-time check and help cannot drift apart.
 Closed sets of values are ``str`` enums: ``--help`` lists them and click refuses anything else
-before the command starts (exit 2, one line). A command passes ``member.value`` to the library,
-whose requests take plain strings.
+before the command starts (exit 2, one line).
+
+A command's parameters are named as its request's fields (:mod:`segpipe.pipeline.requests`), and
+:func:`build_request` turns them into the request; ``tests/cli/test_requests.py`` checks that every
+option and its default agree with the request (and so with pipeline files and the Python API).
 """
 
 from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Iterator
+import time
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import typer
 from rich.progress import (
@@ -28,6 +32,7 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+from typer._click.globals import get_current_context
 
 from segpipe.cli import state
 
@@ -40,8 +45,11 @@ from segpipe.execution.cluster import (
     max_threads,
     max_workers,
 )
-from segpipe.formats.splits import LAYOUT_TARGETS  # noqa: F401 - re-exported for the commands
-from segpipe.formats.splits import layout_option as layout_writer_options  # noqa: F401 - re-exported
+
+if TYPE_CHECKING:
+    from segpipe.pipeline.requests import Request
+
+R = TypeVar("R", bound="Request")
 
 WORKERS_HELP = "Worker processes of the embedded Dask cluster (default: one per core; 0 = in this process)."
 SCHEDULER_HELP = "Address of an existing Dask scheduler (tcp://HOST:PORT) to run on instead."
@@ -83,7 +91,8 @@ def _check_unit(value: float | None) -> float | None:
     return value
 
 
-#: Largest ``--seed``: numpy and torch both take it (torch's seed derivations stay in 64 bits).
+#: Largest ``--seed``: numpy and torch both take it (torch's seed derivations stay in 64 bits); the same
+#: as :data:`segpipe.pipeline.requests.MAX_SEED` (checked by the tests: that module loads pydantic).
 MAX_SEED = 2**32 - 1
 
 
@@ -122,9 +131,10 @@ def check_device(value: str) -> str:
     if m is None or (m.group(2) and m.group(1) != "cuda"):
         raise typer.BadParameter(f"{value!r} is not auto, cpu, cuda or cuda:N")
     if m.group(1) == "cuda":
-        import torch
+        # lazy: torch (~2 s) only to count the CUDA devices of a cuda:N
+        from segpipe.models.devices import cuda_device_count
 
-        n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        n = cuda_device_count()
         index = int(m.group(2)[1:]) if m.group(2) else 0
         if index >= n:
             have = "no CUDA device" if n == 0 else f"CUDA devices 0..{n - 1}"
@@ -394,6 +404,38 @@ def model_version_option(help: str) -> Any:
     return typer.Option(None, "--model-version", help=help)
 
 
+def build_request(model: type[R], params: Mapping[str, Any]) -> R:
+    """The running command's request from its parameters (``locals()`` at the top of the command).
+
+    Parameters that are no field of ``model`` (``workers``, ``scheduler``) are left out; enum choices
+    become their values. A value the request refuses is a usage error naming the option, as click's
+    own are (``invalid value for --size: 'axb' is not HxW ... (see `segpipe synth --help`)``), raised
+    before anything runs.
+
+    Raises:
+        typer.BadParameter: the first value the request refuses.
+    """
+    # lazy: pydantic and the request models load when a command runs, not for `segpipe --help`
+    from segpipe.pipeline.requests import RequestError
+
+    data = {k: value_of(v) if isinstance(v, Enum) else v for k, v in params.items() if k in model.model_fields}
+    try:
+        return model.parse(data)
+    except RequestError as e:
+        raise typer.BadParameter(e.message, param_hint=_option_name(e.field)) from e
+
+
+def _option_name(param: str) -> str:
+    """How ``--help`` names the running command's parameter ``param``: its long option, or an argument's metavar."""
+    ctx = get_current_context(silent=True)
+    for p in getattr(ctx.command, "params", []) if ctx is not None else []:
+        if p.name == param:
+            if getattr(p, "param_type_name", "") == "argument":
+                return str(p.metavar or p.name).upper()
+            return next((o for o in p.opts if o.startswith("--")), p.opts[0])
+    return f"--{param.replace('_', '-')}"
+
+
 def cluster_spec(workers: int | None, scheduler: str | None) -> ClusterSpec:
     """Builds the cluster spec from the common options."""
     return ClusterSpec(workers=workers, scheduler=scheduler)
@@ -416,8 +458,6 @@ def progress_bar(description: str, unit: str = "images") -> Iterator[Callable[[i
         TimeElapsedColumn(),
         TimeRemainingColumn(),
     )
-    import time
-
     t0 = time.perf_counter()
     with Progress(*columns, console=state.err_console, transient=False) as prog:
         task = prog.add_task(description, total=None, rate="", failed=0)

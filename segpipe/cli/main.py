@@ -7,16 +7,23 @@ line on stderr; any other exception too, unless ``--verbose`` asks for the trace
 from __future__ import annotations
 
 import importlib
+import logging
 import pkgutil
 import sys
+import warnings
 from typing import Any
 
 import typer
+from typer._click.exceptions import NoArgsIsHelpError, UsageError
 from typer.exceptions import TyperException
+from typer.main import get_command
 
+import segpipe.cli.commands as commands
 from segpipe import __version__
 from segpipe.cli import state
 from segpipe.errors import SegpipeError, describe_failure
+from segpipe.execution import cluster
+from segpipe.storage.limits import check_limits
 
 app = typer.Typer(
     name="segpipe",
@@ -45,18 +52,10 @@ def main(
     """Batch annotation and dataset processing for image segmentation."""
     state.VERBOSE = verbose
     state.QUIET = quiet
-    from segpipe.storage.limits import check_limits
-
     check_limits()  # a malformed SEGPIPE_MAX_PIXELS is one line here, not a failure per image or worker
     if verbose:
-        import logging
-
-        from segpipe.execution import cluster
-
         cluster.WORKER_LOG_LEVEL = logging.ERROR  # the workers' own error logs, tracebacks included
     if not verbose:
-        import warnings
-
         warnings.showwarning = _one_line_warning
 
 
@@ -68,12 +67,10 @@ def _one_line_warning(message: Warning | str, category: type[Warning], filename:
 
 
 def _load_commands() -> None:
-    import segpipe.cli.commands as pkg
-
-    for info in sorted(pkgutil.iter_modules(pkg.__path__), key=lambda m: m.name):
+    for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
         if info.name.startswith("_"):
             continue
-        mod = importlib.import_module(f"{pkg.__name__}.{info.name}")
+        mod = importlib.import_module(f"{commands.__name__}.{info.name}")
         mod.register(app)
 
 
@@ -104,8 +101,6 @@ def run() -> None:
     except SystemExit:
         raise
     except TyperException as e:  # typer's own click: unknown commands and options, bad option values
-        from typer._click.exceptions import NoArgsIsHelpError
-
         if isinstance(e, NoArgsIsHelpError):  # `segpipe` alone: the help, as click shows it
             e.show()
             sys.exit(2)
@@ -132,10 +127,7 @@ def _command() -> str:
 
 def _usage_line(e: TyperException) -> str:
     """One line for a click usage error (see :mod:`segpipe.cli.usage`); any other click error as its message."""
-    from typer._click.exceptions import UsageError
-    from typer.main import get_command
-
-    from segpipe.cli.usage import usage_line
+    from segpipe.cli.usage import usage_line  # lazy: only a usage error needs it (it loads pydantic)
 
     if isinstance(e, UsageError):
         return usage_line(e, get_command(app), sys.argv[1:])
@@ -154,6 +146,7 @@ _KEPT = {
     "synth": "nothing earlier in the output folder was replaced",
     "run": "finished stages' outputs are kept",
     "demo": "finished steps' outputs are kept",
+    "view": "nothing earlier in --out was replaced",
     "push": "batches the server accepted are recorded in the store (a rerun sends only the rest)",
     "pull": "nothing earlier in OUT was replaced",
 }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -41,6 +42,4 @@ def show_progress() -> bool:
 
 
 def _ci() -> bool:
-    import os
-
     return bool(os.environ.get("CI"))

@@ -26,6 +26,8 @@ from typer._click.exceptions import (
     UsageError,
 )
 
+from segpipe.pipeline.requests import short_reason
+
 #: Options of the ``segpipe`` group itself, which click takes only before the command's name.
 GLOBAL_OPTIONS = frozenset({"-q", "--quiet", "-v", "--verbose", "--version"})
 
@@ -88,8 +90,8 @@ def _param_name(e: BadParameter) -> str:
     if param is None:
         hint = e.param_hint
         return hint if isinstance(hint, str) else " / ".join(hint or ("value",))
-    if getattr(param, "param_type_name", "") == "argument":
-        return str(param.name or "argument").upper()
+    if getattr(param, "param_type_name", "") == "argument":  # as --help shows it: its metavar (DST) or name
+        return str(param.metavar or param.name or "argument").upper()
     opts = [o for o in param.opts if o.startswith("--")] or list(param.opts)
     return opts[0] if opts else str(param.name)
 
@@ -109,7 +111,7 @@ def _reason(e: BadParameter) -> str:
         except (IndexError, TypeError):  # pragma: no cover - pydantic always has one
             first = None
         if first is not None:
-            text = _pydantic_reason(first)
+            text = short_reason(first)
             if text:
                 return text
     message = _sentence(str(e.message).removeprefix("Value error, "))
@@ -125,24 +127,6 @@ def _sentence(message: str) -> str:
     if len(message) > 1 and message[1].islower():
         return message[0].lower() + message[1:]
     return message
-
-
-def _pydantic_reason(err: dict[str, Any]) -> str | None:
-    """``'1.5' is not an integer``, ``0 is not >= 1`` ... from one pydantic error (``None``: keep its text)."""
-    kind, value, limits = err.get("type", ""), err.get("input"), err.get("ctx") or {}
-    shown = repr(value) if isinstance(value, str) else str(value)
-    if kind.startswith(("greater_than", "less_than")):  # a number out of range: shown as typed
-        shown = str(value)
-    if kind in ("int_parsing", "int_from_float", "int_type"):
-        return f"{shown} is not an integer"
-    if kind in ("float_parsing", "float_type"):
-        return f"{shown} is not a number"
-    if kind == "bool_parsing":
-        return f"{shown} is not a boolean (true or false)"
-    for key, sign in (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<")):
-        if kind.startswith(("greater_than", "less_than")) and key in limits:
-            return f"{shown} is not {sign} {limits[key]}"
-    return None
 
 
 def _generic(e: UsageError, root: Any, path: str) -> str:

@@ -15,7 +15,7 @@ changes them.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -27,6 +27,71 @@ from segpipe.errors import ConfigError
 #: Largest category id a label map can hold: uint16, whose maximum (65535) is void. A larger id once
 #: wrapped silently (70000 became 4464).
 MAX_ID = 65534
+
+
+def _known(by_name: Mapping[str, Category], name: Any, field: str, source: str) -> Category:
+    """The source category named ``name``; a ConfigError naming ``field`` when there is none."""
+    if not isinstance(name, str) or name not in by_name:
+        raise ConfigError(f"unknown class {name!r}; known: {', '.join(sorted(by_name))}", path=source, where=field)
+    return by_name[name]
+
+
+def _new_names(
+    spec: Mapping[str, Any], by_name: Mapping[str, Category], drop: set[int], source: str
+) -> tuple[dict[int, str], dict[str, Category]]:
+    """The ``merge`` and ``rename`` steps: ``({old id: new name}, {merged name: its first member})``.
+
+    Raises:
+        ConfigError: an empty merge, an unknown name, a class both dropped and merged or both merged
+            and renamed.
+    """
+    new_name: dict[int, str] = {}
+    merged_first: dict[str, Category] = {}
+    for target, members in (spec.get("merge") or {}).items():
+        if not isinstance(members, list) or not members:
+            raise ConfigError("must be a non-empty list of class names", path=source, where=f"merge.{target}")
+        for i, n in enumerate(members):
+            c = _known(by_name, n, f"merge.{target}[{i}]", source)
+            if c.id in drop:
+                raise ConfigError(f"class {n!r} is both dropped and merged", path=source, where=f"merge.{target}")
+            new_name[c.id] = str(target)
+            merged_first.setdefault(str(target), c)
+    for old, new in (spec.get("rename") or {}).items():
+        c = _known(by_name, old, f"rename.{old}", source)
+        if c.id in new_name:
+            raise ConfigError(f"class {old!r} is both merged and renamed", path=source, where=f"rename.{old}")
+        new_name[c.id] = str(new)
+    return new_name, merged_first
+
+
+def _new_id(name: str, new_id: Any, from_map: bool, source: str, void_value: int) -> int:
+    """Checks the id class ``name`` gets: a non-negative integer; when the map sets it, one that fits
+    the label maps and is not their void value.
+
+    Raises:
+        ConfigError: naming ``ids.<name>``.
+    """
+    if not isinstance(new_id, int) or isinstance(new_id, bool) or new_id < 0:
+        raise ConfigError(f"id must be a non-negative integer, got {new_id!r}", path=source, where=f"ids.{name}")
+    if from_map:
+        if new_id > MAX_ID:
+            raise ConfigError(f"{new_id} does not fit the uint8/uint16 label maps (ids 0..{MAX_ID}; "
+                              "65535 is void)", path=source, where=f"ids.{name}")
+        if new_id == void_value:
+            raise ConfigError(f"{new_id} is the void value of the label maps: the class's pixels would "
+                              "be written as void", path=source, where=f"ids.{name}", hint="choose another id")
+    return new_id
+
+
+def _check_unique_ids(categories: Iterable[Category], source: str) -> None:
+    """Refuses two resulting classes with one id (a ConfigError naming ``ids``)."""
+    seen: dict[int, str] = {}
+    for cat in categories:
+        if cat.id in seen:
+            raise ConfigError(
+                f"classes {seen[cat.id]!r} and {cat.name!r} would share id {cat.id}", path=source, where="ids"
+            )
+        seen[cat.id] = cat.name
 
 
 @dataclass(frozen=True)
@@ -59,38 +124,15 @@ class CategoryMapper:
                 file and field.
         """
         by_name = {c.name: c for c in categories}
-
-        def known(name: Any, field: str) -> Category:
-            if not isinstance(name, str) or name not in by_name:
-                raise ConfigError(
-                    f"unknown class {name!r}; known: {', '.join(sorted(by_name))}", path=source, where=field
-                )
-            return by_name[name]
-
         allowed = {"rename", "merge", "drop", "ids", "unlisted"}
         extra = set(spec) - allowed
         if extra:
             raise ConfigError(f"unknown key(s) {sorted(extra)}; allowed: {sorted(allowed)}", path=source)
-        drop = {known(n, f"drop[{i}]").id for i, n in enumerate(spec.get("drop") or [])}
+        drop = {_known(by_name, n, f"drop[{i}]", source).id for i, n in enumerate(spec.get("drop") or [])}
         unlisted = spec.get("unlisted", "keep")
         if unlisted not in ("keep", "drop"):
             raise ConfigError("must be 'keep' or 'drop'", path=source, where="unlisted")
-        new_name: dict[int, str] = {}
-        merged_first: dict[str, Category] = {}
-        for target, members in (spec.get("merge") or {}).items():
-            if not isinstance(members, list) or not members:
-                raise ConfigError("must be a non-empty list of class names", path=source, where=f"merge.{target}")
-            for i, n in enumerate(members):
-                c = known(n, f"merge.{target}[{i}]")
-                if c.id in drop:
-                    raise ConfigError(f"class {n!r} is both dropped and merged", path=source, where=f"merge.{target}")
-                new_name[c.id] = str(target)
-                merged_first.setdefault(str(target), c)
-        for old, new in (spec.get("rename") or {}).items():
-            c = known(old, f"rename.{old}")
-            if c.id in new_name:
-                raise ConfigError(f"class {old!r} is both merged and renamed", path=source, where=f"rename.{old}")
-            new_name[c.id] = str(new)
+        new_name, merged_first = _new_names(spec, by_name, drop, source)
         named = set(new_name) | drop
         id_map: dict[int, int | None] = {}
         out: dict[str, Category] = {}
@@ -104,31 +146,13 @@ class CategoryMapper:
                 id_map[c.id] = out[name].id
                 continue
             base = merged_first.get(name, c)
-            new_id = ids_spec.get(name, base.id)
-            if not isinstance(new_id, int) or isinstance(new_id, bool) or new_id < 0:
-                raise ConfigError(
-                    f"id must be a non-negative integer, got {new_id!r}", path=source, where=f"ids.{name}"
-                )
-            if name in ids_spec:  # ids the map sets: they must fit the label maps and not be void
-                if new_id > MAX_ID:
-                    raise ConfigError(f"{new_id} does not fit the uint8/uint16 label maps (ids 0..{MAX_ID}; "
-                                      "65535 is void)", path=source, where=f"ids.{name}")
-                if new_id == void_value:
-                    raise ConfigError(f"{new_id} is the void value of the label maps: the class's pixels would "
-                                      "be written as void", path=source, where=f"ids.{name}",
-                                      hint="choose another id")
+            new_id = _new_id(name, ids_spec.get(name, base.id), name in ids_spec, source, void_value)
             out[name] = replace(base, id=new_id, name=name)
             id_map[c.id] = new_id
         for name in ids_spec:
             if name not in out:
                 raise ConfigError(f"no resulting class named {name!r}", path=source, where=f"ids.{name}")
-        seen: dict[int, str] = {}
-        for cat in out.values():
-            if cat.id in seen:
-                raise ConfigError(
-                    f"classes {seen[cat.id]!r} and {cat.name!r} would share id {cat.id}", path=source, where="ids"
-                )
-            seen[cat.id] = cat.name
+        _check_unique_ids(out.values(), source)
         return CategoryMapper(id_map, tuple(out.values()))
 
     def map_meta(self, meta: DatasetMeta) -> DatasetMeta:

@@ -312,6 +312,131 @@ def _category_info(value: Any) -> tuple[bool, str | None]:
     return bool(value), None
 
 
+def _segment_columns(
+    gt_segments: Sequence[Mapping[str, Any]], pred_segments: Sequence[Mapping[str, Any]]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The segment lists as columns: ``(g_ids, p_ids, g_cat, p_cat, g_crowd)``, ``(S,)`` each.
+
+    Raises:
+        ValueError: ids repeat or use 0 (VOID).
+    """
+    g_ids = np.array([int(s["id"]) for s in gt_segments], dtype=np.int64)
+    p_ids = np.array([int(s["id"]) for s in pred_segments], dtype=np.int64)
+    for name, arr in (("ground-truth", g_ids), ("predicted", p_ids)):
+        if np.unique(arr).size != arr.size:
+            raise ValueError(f"{name} segment ids are not unique")
+        if (arr == VOID).any():
+            raise ValueError(f"{name} segment id 0 is reserved for VOID")
+    g_cat = np.array([int(s["category_id"]) for s in gt_segments], dtype=np.int64)
+    p_cat = np.array([int(s["category_id"]) for s in pred_segments], dtype=np.int64)
+    g_crowd = np.array([bool(s.get("iscrowd", 0)) for s in gt_segments], dtype=bool)
+    return g_ids, p_ids, g_cat, p_cat, g_crowd
+
+
+def _intersections(
+    gt: np.ndarray, pred: np.ndarray, g_ids: np.ndarray, p_ids: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Pixel counts of every (ground-truth, predicted) segment pair, in one bincount.
+
+    Args:
+        gt: ``(H, W)`` ground-truth segment ids.
+        pred: ``(H, W)`` predicted segment ids.
+        g_ids: ``(SG,)`` listed ground-truth ids.
+        p_ids: ``(SP,)`` listed predicted ids.
+
+    Returns:
+        ``(inter, p_area)``: ``inter`` is ``(SG + 2, SP + 2) int64``, row/column 0 VOID, ``k + 1`` the
+        ``k``-th listed segment, the last row the ground-truth ids missing from the list (the last column
+        is all zero); ``p_area`` is ``(SP,)``, the predicted segments' pixel counts.
+
+    Raises:
+        ValueError: a predicted id is in the map but not the list, or in the list but not the map.
+    """
+    sg, sp = g_ids.size, p_ids.size
+    gi = _segment_index(gt, g_ids, unknown=sg + 1)  # 0 VOID, 1..sg segments, sg+1 unlisted
+    pi = _segment_index(pred, p_ids, unknown=sp + 1)  # sp+1 marks ids missing from the list
+    ncol = sp + 2
+    idx_dtype = np.uint64 if (sg + 2) * ncol >= 1 << 32 else np.uint32
+    idx = np.multiply(gi, ncol, dtype=idx_dtype)
+    np.add(idx, pi, out=idx, casting="unsafe")
+    inter = np.bincount(idx, minlength=(sg + 2) * ncol).reshape(sg + 2, ncol)
+    if inter[:, sp + 1].any():
+        bad = np.setdiff1d(np.unique(pred), np.concatenate([p_ids, [VOID]]))
+        raise ValueError(f"segment ids {bad[:10].tolist()} are in the predicted map but not in its segment list")
+    p_area = inter[:, 1 : sp + 1].sum(axis=0)
+    if sp and (p_area == 0).any():
+        missing = p_ids[p_area == 0]
+        raise ValueError(
+            f"predicted segment ids {missing[:10].tolist()} are in the segment list but not in the map"
+        )
+    return inter, p_area
+
+
+def _stat(stats: dict[int, _CatStat], cid: int) -> _CatStat:
+    """``stats[cid]``, added when missing (``setdefault`` would build a throw-away one per call)."""
+    st = stats.get(cid)
+    if st is None:
+        st = stats[cid] = _CatStat()
+    return st
+
+
+def _image_stats(
+    inter: np.ndarray,
+    p_area: np.ndarray,
+    g_cat: np.ndarray,
+    p_cat: np.ndarray,
+    g_crowd: np.ndarray,
+    g_area: np.ndarray,
+) -> dict[int, _CatStat]:
+    """One image's statistics per category, in the order categories are first met.
+
+    Matches are the same-category, non-crowd pairs with IoU > 0.5 (the union leaves out the
+    prediction's VOID pixels); unmatched non-crowd ground truths are false negatives; an unmatched
+    prediction is a false positive unless more than half of it lies on VOID plus its category's crowd.
+
+    Args:
+        inter: ``(SG + 2, SP + 2)`` pair counts from :func:`_intersections`.
+        p_area: ``(SP,)`` predicted pixel counts.
+        g_cat: ``(SG,)`` ground-truth category ids.
+        p_cat: ``(SP,)`` predicted category ids.
+        g_crowd: ``(SG,)`` crowd flags.
+        g_area: ``(SG,)`` ground-truth areas.
+    """
+    sg, sp = g_cat.size, p_cat.size
+    void_p = inter[0, 1 : sp + 1].astype(np.float64)  # |p ∩ VOID|
+    it = inter[1 : sg + 1, 1 : sp + 1]  # (sg, sp) intersections
+    image_stats: dict[int, _CatStat] = {}
+    gt_matched = np.zeros(sg, dtype=bool)
+    pred_matched = np.zeros(sp, dtype=bool)
+    if sg and sp:
+        cand = (it > 0) & (g_cat[:, None] == p_cat[None, :]) & ~g_crowd[:, None]
+        gk, pk = np.nonzero(cand)  # row-major: gt order, then pred order
+        if gk.size:
+            inter_v = it[gk, pk].astype(np.float64)
+            iou = inter_v / (p_area[pk] + g_area[gk] - inter_v - void_p[pk])
+            ok = iou > 0.5
+            for g, p, v in zip(gk[ok].tolist(), pk[ok].tolist(), iou[ok].tolist(), strict=True):
+                st = _stat(image_stats, int(g_cat[g]))
+                st.tp += 1
+                st.iou += v
+                gt_matched[g] = True
+                pred_matched[p] = True
+    crowd_by_cat: dict[int, int] = {}
+    for k in np.flatnonzero(~gt_matched).tolist():
+        if g_crowd[k]:
+            crowd_by_cat[int(g_cat[k])] = k  # the last one wins, as in panopticapi's dict
+        else:
+            _stat(image_stats, int(g_cat[k])).fn += 1
+    for k in np.flatnonzero(~pred_matched).tolist():
+        cid = int(p_cat[k])
+        ignored = float(inter[0, k + 1])
+        if cid in crowd_by_cat:
+            ignored += float(inter[crowd_by_cat[cid] + 1, k + 1])
+        if ignored / float(p_area[k]) <= 0.5:
+            _stat(image_stats, cid).fp += 1
+    return image_stats
+
+
 class PanopticAccumulator:
     """Mergeable panoptic-quality statistics (PQ, SQ, RQ) under panopticapi's rules.
 
@@ -395,41 +520,11 @@ class PanopticAccumulator:
             raise ValueError(f"ground truth shape {gt.shape} and prediction shape {pred.shape} differ")
         if not (_is_int_array(gt) and _is_int_array(pred)):
             raise ValueError("segment id maps must be integer arrays")
-
-        g_ids = np.array([int(s["id"]) for s in gt_segments], dtype=np.int64)
-        p_ids = np.array([int(s["id"]) for s in pred_segments], dtype=np.int64)
-        for name, arr in (("ground-truth", g_ids), ("predicted", p_ids)):
-            if np.unique(arr).size != arr.size:
-                raise ValueError(f"{name} segment ids are not unique")
-            if (arr == VOID).any():
-                raise ValueError(f"{name} segment id 0 is reserved for VOID")
-        g_cat = np.array([int(s["category_id"]) for s in gt_segments], dtype=np.int64)
-        p_cat = np.array([int(s["category_id"]) for s in pred_segments], dtype=np.int64)
-        g_crowd = np.array([bool(s.get("iscrowd", 0)) for s in gt_segments], dtype=bool)
+        g_ids, p_ids, g_cat, p_cat, g_crowd = _segment_columns(gt_segments, pred_segments)
         for cid in (*g_cat.tolist(), *p_cat.tolist()):
             if cid not in self._isthing:
                 raise ValueError(f"segment has unknown category_id {cid}")
-
-        sg, sp = g_ids.size, p_ids.size
-        gi = _segment_index(gt, g_ids, unknown=sg + 1)  # 0 VOID, 1..sg segments, sg+1 unlisted
-        pi = _segment_index(pred, p_ids, unknown=sp + 1)  # sp+1 marks ids missing from the list
-        ncol = sp + 2
-        idx_dtype = np.uint64 if (sg + 2) * ncol >= 1 << 32 else np.uint32
-        idx = np.multiply(gi, ncol, dtype=idx_dtype)
-        np.add(idx, pi, out=idx, casting="unsafe")
-        inter = np.bincount(idx, minlength=(sg + 2) * ncol).reshape(sg + 2, ncol)
-
-        if inter[:, sp + 1].any():
-            bad = np.setdiff1d(np.unique(pred), np.concatenate([p_ids, [VOID]]))
-            raise ValueError(
-                f"segment ids {bad[:10].tolist()} are in the predicted map but not in its segment list"
-            )
-        p_area = inter[:, 1 : sp + 1].sum(axis=0)  # (sp,) predicted pixel counts
-        if sp and (p_area == 0).any():
-            missing = p_ids[p_area == 0]
-            raise ValueError(
-                f"predicted segment ids {missing[:10].tolist()} are in the segment list but not in the map"
-            )
+        inter, p_area = _intersections(gt, pred, g_ids, p_ids)
         g_area = np.array(
             [
                 float(s["area"]) if s.get("area") is not None else float(inter[k + 1].sum())
@@ -437,61 +532,15 @@ class PanopticAccumulator:
             ],
             dtype=np.float64,
         )
-
-        void_p = inter[0, 1 : sp + 1].astype(np.float64)  # |p ∩ VOID|
-        it = inter[1 : sg + 1, 1 : sp + 1]  # (sg, sp) intersections
-        image_stats: dict[int, _CatStat] = {}
-
-        def stat(cid: int) -> _CatStat:
-            s = image_stats.get(cid)
-            if s is None:
-                s = image_stats[cid] = _CatStat()
-            return s
-
-        gt_matched = np.zeros(sg, dtype=bool)
-        pred_matched = np.zeros(sp, dtype=bool)
-        if sg and sp:
-            cand = (it > 0) & (g_cat[:, None] == p_cat[None, :]) & ~g_crowd[:, None]
-            gk, pk = np.nonzero(cand)  # row-major: gt order, then pred order
-            if gk.size:
-                inter_v = it[gk, pk].astype(np.float64)
-                union = p_area[pk] + g_area[gk] - inter_v - void_p[pk]
-                iou = inter_v / union
-                ok = iou > 0.5
-                for g, p, v in zip(gk[ok].tolist(), pk[ok].tolist(), iou[ok].tolist(), strict=True):
-                    s = stat(int(g_cat[g]))
-                    s.tp += 1
-                    s.iou += v
-                    gt_matched[g] = True
-                    pred_matched[p] = True
-
-        crowd_by_cat: dict[int, int] = {}
-        for k in range(sg):
-            if gt_matched[k]:
-                continue
-            if g_crowd[k]:
-                crowd_by_cat[int(g_cat[k])] = k  # the last one wins, as in panopticapi's dict
-                continue
-            stat(int(g_cat[k])).fn += 1
-        for k in range(sp):
-            if pred_matched[k]:
-                continue
-            cid = int(p_cat[k])
-            ignored = float(inter[0, k + 1])
-            if cid in crowd_by_cat:
-                ignored += float(inter[crowd_by_cat[cid] + 1, k + 1])
-            if ignored / float(p_area[k]) > 0.5:
-                continue
-            stat(cid).fp += 1
-
+        image_stats = _image_stats(inter, p_area, g_cat, p_cat, g_crowd, g_area)
         pqs = []
-        for cid, s in image_stats.items():
+        for cid, st in image_stats.items():
             total = self._stats[cid]
-            total.iou += s.iou
-            total.tp += s.tp
-            total.fp += s.fp
-            total.fn += s.fn
-            pqs.append(s.iou / (s.tp + 0.5 * s.fp + 0.5 * s.fn))
+            total.iou += st.iou
+            total.tp += st.tp
+            total.fp += st.fp
+            total.fn += st.fn
+            pqs.append(st.iou / (st.tp + 0.5 * st.fp + 0.5 * st.fn))
         return float(np.mean(pqs)) if pqs else math.nan
 
     def merge(self, other: PanopticAccumulator) -> PanopticAccumulator:

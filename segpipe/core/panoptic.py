@@ -165,65 +165,14 @@ def instances_to_panoptic(
         ``(id_map (H, W) int32, segments, losses)``.
     """
     losses = LossCounter()
-    by_id = {c.id: c for c in categories}
     names = {c.id: c.name for c in categories}
     id_map = np.zeros((height, width), dtype=np.int32)
     seg_cat: list[int] = [0]  # seg_cat[segment id] = category id
     seg_src: list[InstanceMask | None] = [None]
-    for im in instances:
-        if im.rle is None:
-            continue
-        mask = rle_ops.decode(im.rle).astype(bool)
-        if mask.shape != (height, width):
-            raise ValueError(f"instance {im.instance.id} mask is {mask.shape}, expected {(height, width)}")
-        covered = id_map[mask]
-        taken = covered[covered != 0]
-        if taken.size:
-            for sid, n in zip(*np.unique(taken, return_counts=True), strict=True):
-                cat = seg_cat[int(sid)]
-                losses.lose(
-                    "overlap_flattened_pixels",
-                    int(n),
-                    names.get(cat, str(cat)),
-                    _NOTES["overlap_flattened_pixels"],
-                )
-        sid_new = len(seg_cat)
-        id_map[mask] = sid_new
-        seg_cat.append(int(im.instance.category_id))
-        seg_src.append(im)
+    _paint_things(instances, id_map, seg_cat, seg_src, names, losses)
     n_things = len(seg_cat) - 1
     if class_map is not None:
-        if class_map.shape != (height, width):
-            raise ValueError(f"class map is {class_map.shape}, expected {(height, width)}")
-        values, counts = np.unique(class_map, return_counts=True)
-        thing_cover = id_map != 0
-        for v, total in zip(values.tolist(), counts.tolist(), strict=True):
-            if v == void_value:
-                continue
-            cat_obj = by_id.get(int(v))
-            region = class_map == v
-            if cat_obj is None:
-                losses.lose("unknown_category_pixels", int(total), str(v), _NOTES["unknown_category_pixels"])
-                continue
-            free = region & ~thing_cover
-            if cat_obj.isthing:
-                losses.lose(
-                    "thing_pixels_without_instance",
-                    int(free.sum()),
-                    cat_obj.name,
-                    _NOTES["thing_pixels_without_instance"],
-                )
-                continue
-            losses.lose(
-                "stuff_under_thing_pixels",
-                int(total - free.sum()),
-                cat_obj.name,
-                _NOTES["stuff_under_thing_pixels"],
-            )
-            if free.any():
-                id_map[free] = len(seg_cat)
-                seg_cat.append(int(v))
-                seg_src.append(None)
+        _paint_stuff(class_map, id_map, seg_cat, seg_src, {c.id: c for c in categories}, void_value, losses)
     if len(seg_cat) - 1 > MAX_SEGMENT_ID:
         raise ValueError("too many segments for a panoptic PNG")
     areas = np.bincount(id_map.ravel(), minlength=len(seg_cat))
@@ -252,3 +201,102 @@ def instances_to_panoptic(
             )
         )
     return renumber[id_map], segments, losses
+
+
+def _paint_things(
+    instances: Sequence[InstanceMask],
+    id_map: np.ndarray,
+    seg_cat: list[int],
+    seg_src: list[InstanceMask | None],
+    names: dict[int, str],
+    losses: LossCounter,
+) -> None:
+    """Paints each instance with a new segment id, in order; counts the pixels a later one takes.
+
+    Args:
+        instances: Thing instances; box-only ones (``rle`` None) are skipped.
+        id_map: ``(H, W) int32`` segment ids, painted in place.
+        seg_cat: Category id per segment id; one entry appended per painted instance.
+        seg_src: The instance per segment id; appended alongside ``seg_cat``.
+        names: Category id → name, for the loss counts.
+        losses: Where ``overlap_flattened_pixels`` are counted.
+
+    Raises:
+        ValueError: an instance mask is not ``id_map``'s size.
+    """
+    for im in instances:
+        if im.rle is None:
+            continue
+        mask = rle_ops.decode(im.rle).astype(bool)
+        if mask.shape != id_map.shape:
+            raise ValueError(f"instance {im.instance.id} mask is {mask.shape}, expected {id_map.shape}")
+        covered = id_map[mask]
+        taken = covered[covered != 0]
+        if taken.size:
+            for sid, n in zip(*np.unique(taken, return_counts=True), strict=True):
+                cat = seg_cat[int(sid)]
+                losses.lose(
+                    "overlap_flattened_pixels",
+                    int(n),
+                    names.get(cat, str(cat)),
+                    _NOTES["overlap_flattened_pixels"],
+                )
+        id_map[mask] = len(seg_cat)
+        seg_cat.append(int(im.instance.category_id))
+        seg_src.append(im)
+
+
+def _paint_stuff(
+    class_map: np.ndarray,
+    id_map: np.ndarray,
+    seg_cat: list[int],
+    seg_src: list[InstanceMask | None],
+    by_id: dict[int, Category],
+    void_value: int,
+    losses: LossCounter,
+) -> None:
+    """Paints one segment per stuff category of ``class_map`` where no thing was painted.
+
+    Args:
+        class_map: ``(H, W)`` category ids (``void_value`` = void).
+        id_map: ``(H, W) int32`` segment ids with the things painted; stuff is painted in place.
+        seg_cat: Category id per segment id; one entry appended per stuff segment.
+        seg_src: Appended with None per stuff segment (no instance behind it).
+        by_id: Category id → category (``isthing`` tells things from stuff).
+        void_value: The void value of ``class_map``.
+        losses: Where unknown values, thing pixels without instance and stuff under things are counted.
+
+    Raises:
+        ValueError: ``class_map`` is not ``id_map``'s size.
+    """
+    if class_map.shape != id_map.shape:
+        raise ValueError(f"class map is {class_map.shape}, expected {id_map.shape}")
+    values, counts = np.unique(class_map, return_counts=True)
+    thing_cover = id_map != 0
+    for v, total in zip(values.tolist(), counts.tolist(), strict=True):
+        if v == void_value:
+            continue
+        cat_obj = by_id.get(int(v))
+        region = class_map == v
+        if cat_obj is None:
+            losses.lose("unknown_category_pixels", int(total), str(v), _NOTES["unknown_category_pixels"])
+            continue
+        free = region & ~thing_cover
+        if cat_obj.isthing:
+            losses.lose(
+                "thing_pixels_without_instance",
+                int(free.sum()),
+                cat_obj.name,
+                _NOTES["thing_pixels_without_instance"],
+            )
+            continue
+        losses.lose(
+            "stuff_under_thing_pixels",
+            int(total - free.sum()),
+            cat_obj.name,
+            _NOTES["stuff_under_thing_pixels"],
+        )
+        if free.any():
+            id_map[free] = len(seg_cat)
+            seg_cat.append(int(v))
+            seg_src.append(None)

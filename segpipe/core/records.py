@@ -11,9 +11,11 @@ Coordinates follow COCO: pixels are addressed by their top-left corner, boxes ar
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
+
+T = TypeVar("T")
 
 #: A COCO run-length encoding: ``{"size": [h, w], "counts": str | bytes | list[int]}``.
 RLE = dict[str, Any]
@@ -221,9 +223,9 @@ class DatasetMeta:
         return {c.name: c for c in self.categories}
 
 
-def chunked(items: Iterator[Sample], size: int) -> Iterator[list[Sample]]:
-    """Groups a stream of samples into lists of at most ``size`` (the last may be shorter)."""
-    batch: list[Sample] = []
+def chunked(items: Iterable[T], size: int) -> Iterator[list[T]]:
+    """Groups a stream (of samples, pairs …) into lists of at most ``size`` (the last may be shorter)."""
+    batch: list[T] = []
     for item in items:
         batch.append(item)
         if len(batch) >= size:

@@ -41,6 +41,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from pycocotools import mask as mask_utils
 
 from segpipe.errors import InputError
 
@@ -104,8 +105,6 @@ class FastTables:
 
 def _ann_to_rle(segm: Any, h: int, w: int) -> Any:
     """``COCO.annToRLE`` for one segmentation (polygons, uncompressed or compressed RLE)."""
-    from pycocotools import mask as mask_utils
-
     if type(segm) is list:
         return mask_utils.merge(mask_utils.frPyObjects(segm, h, w))
     if type(segm["counts"]) is list:
@@ -139,6 +138,131 @@ def _kpt_extent(kp: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return (x1 - x0) * (y1 - y0), np.stack([x0, y0, x1 - x0, y1 - y0], axis=1)
 
 
+def _gt_columns(
+    annotations: Sequence[Mapping[str, Any]], img_pos: Mapping[Any, int], cat_pos: Mapping[Any, int], iou_type: str
+) -> tuple[list[Mapping[str, Any]], np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The ground truths ``_prepare`` loads (image in ``imgIds``, category in ``catIds``), as columns.
+
+    Returns:
+        ``(annotations, image index, category index, ignore, crowd, id != 0, area)``, the arrays
+        ``(G,)`` each: ``_prepare``'s ignore is ``iscrowd`` (truthiness), for keypoints also "no
+        keypoints"; crowd is ``int(iscrowd) != 0`` as ``evaluateImg`` tests it.
+    """
+    g_sel: list[Mapping[str, Any]] = []
+    g_img: list[int] = []
+    g_cat: list[int] = []
+    for ann in annotations:
+        ii = img_pos.get(ann["image_id"])
+        if ii is None:
+            continue
+        ci = cat_pos.get(ann["category_id"])
+        if ci is None:
+            continue
+        g_sel.append(ann)
+        g_img.append(ii)
+        g_cat.append(ci)
+    n = len(g_sel)
+    g_ignore = np.fromiter((bool(a["iscrowd"]) for a in g_sel), dtype=bool, count=n)
+    if iou_type == "keypoints":
+        g_ignore |= np.fromiter((a["num_keypoints"] == 0 for a in g_sel), dtype=bool, count=n)
+    return (
+        g_sel,
+        np.asarray(g_img, dtype=np.int64),
+        np.asarray(g_cat, dtype=np.int64),
+        g_ignore,
+        np.fromiter((int(a["iscrowd"]) != 0 for a in g_sel), dtype=bool, count=n),
+        np.fromiter((a["id"] != 0 for a in g_sel), dtype=bool, count=n),
+        np.fromiter((a["area"] for a in g_sel), dtype=np.float64, count=n),
+    )
+
+
+def _dt_columns(
+    dt_list: Sequence[Mapping[str, Any]], kind: str, img_pos: Mapping[Any, int], cat_pos: Mapping[Any, int]
+) -> tuple[list[Mapping[str, Any]], np.ndarray, np.ndarray, np.ndarray]:
+    """The results ``_prepare`` loads, as columns: ``(results, image index, category index, score)``."""
+    if kind == "empty":
+        d_idx = np.zeros(0, dtype=np.int64)
+        d_img = np.zeros(0, dtype=np.int64)
+        d_cat = np.zeros(0, dtype=np.int64)
+    else:
+        n = len(dt_list)
+        d_img_all = np.fromiter((img_pos.get(d["image_id"], -1) for d in dt_list), dtype=np.int64, count=n)
+        d_cat_all = np.fromiter((cat_pos.get(d["category_id"], -1) for d in dt_list), dtype=np.int64, count=n)
+        d_idx = np.flatnonzero((d_img_all >= 0) & (d_cat_all >= 0))
+        d_img, d_cat = d_img_all[d_idx], d_cat_all[d_idx]
+        del d_img_all, d_cat_all
+    d_sel = [dt_list[j] for j in d_idx.tolist()]
+    d_score = np.asarray([d["score"] for d in d_sel], dtype=np.float64).reshape(-1)
+    return d_sel, d_img, d_cat, d_score
+
+
+def _top_ranked(order: np.ndarray, key: np.ndarray, max_det: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Keeps the first ``max_det`` results of each group: ``(order, key, rank)`` of the kept ones.
+
+    Args:
+        order: ``(D,)`` result positions in sorted order.
+        key: ``(D,)`` group key of each result in that order (non-decreasing).
+        max_det: ``maxDets[-1]``.
+    """
+    starts = np.flatnonzero(np.r_[True, key[1:] != key[:-1]]) if key.size else np.zeros(0, np.int64)
+    counts = np.diff(np.r_[starts, key.size])
+    rank = np.arange(key.size) - np.repeat(starts, counts)
+    keep = rank < max_det
+    return order[keep], key[keep], rank[keep]
+
+
+def _result_extent(d_pick: Sequence[Mapping[str, Any]], kind: str) -> tuple[np.ndarray, np.ndarray | None]:
+    """``(area (D,), box (D, 4) or None)`` of each result, as ``loadRes`` derives them for ``kind``."""
+    if kind == "bbox" or kind == "empty":
+        d_box = _float_rows([d["bbox"] for d in d_pick], 4, "result bbox values")
+        return d_box[:, 2] * d_box[:, 3], d_box
+    if kind == "segmentation":
+        segms = [d["segmentation"] for d in d_pick]
+        # maskUtils.area builds np.array((n,), dtype=uint8) internally: more than 255 at once
+        # overflows under numpy 2, so call it in chunks
+        areas = [np.asarray(mask_utils.area(segms[i : i + 255]), dtype=np.float64).reshape(-1)
+                 for i in range(0, len(segms), 255)]
+        return np.concatenate([np.zeros(0), *areas]), None
+    return _kpt_extent(_float_rows([d["keypoints"] for d in d_pick], None, "result keypoints"))
+
+
+def _result_boxes(d_pick: Sequence[Mapping[str, Any]]) -> np.ndarray:
+    """``(D, 4)`` boxes of segmentation results: their ``bbox``, else the box of their mask (``loadRes``)."""
+    missing = [k for k, d in enumerate(d_pick) if "bbox" not in d]
+    rows = [d.get("bbox") for d in d_pick]
+    if missing:
+        boxes = mask_utils.toBbox([d_pick[k]["segmentation"] for k in missing])
+        for k, b in zip(missing, boxes, strict=True):
+            rows[k] = b
+    return _float_rows(rows, 4, "result bbox values")
+
+
+def _segm_geometries(
+    g_pick: Sequence[Mapping[str, Any]],
+    d_pick: Sequence[Mapping[str, Any]],
+    kind: str,
+    images: Sequence[Mapping[str, Any]],
+) -> tuple[list[Any], list[Any]]:
+    """RLEs of ground truths and results for segm; a result with only a box becomes that box's polygon.
+
+    Raises:
+        InputError: keypoint results (they have no segmentation).
+    """
+    sizes = {img["id"]: (img["height"], img["width"]) for img in images}
+    g_geom = [_ann_to_rle(a["segmentation"], *sizes[a["image_id"]]) for a in g_pick]
+    if kind == "keypoints":
+        raise InputError("keypoint results have no segmentation to evaluate as segm")
+    d_geom = []
+    for d in d_pick:
+        segm = d.get("segmentation")
+        if segm is None:  # loadRes' bbox branch: the box as a polygon
+            bb = d["bbox"]
+            x1, x2, y1, y2 = bb[0], bb[0] + bb[2], bb[1], bb[1] + bb[3]
+            segm = [[x1, y1, x1, y2, x2, y2, x2, y1]]
+        d_geom.append(_ann_to_rle(segm, *sizes[d["image_id"]]))
+    return g_geom, d_geom
+
+
 def build_tables(
     gt_dict: Mapping[str, Any],
     dt_list: Sequence[Mapping[str, Any]],
@@ -161,8 +285,6 @@ def build_tables(
     Raises:
         InputError: results lack what the iou type needs.
     """
-    from pycocotools import mask as mask_utils
-
     iou_type = p.iouType
     use_cats = bool(p.useCats)
     img_pos = {img_id: i for i, img_id in enumerate(p.imgIds)}
@@ -172,51 +294,9 @@ def build_tables(
     num_cats = len(p.catIds) if use_cats else 1
     area_rng = np.asarray(p.areaRng, dtype=np.float64).reshape(-1, 2)
     lo, hi = area_rng[:, 0:1], area_rng[:, 1:2]
-    max_det = int(p.maxDets[-1])
-    sizes = {}
-    if iou_type == "segm":
-        sizes = {img["id"]: (img["height"], img["width"]) for img in gt_dict["images"]}
 
-    # ground truth: the annotations _prepare loads (image in imgIds, category in catIds)
-    g_sel: list[Mapping[str, Any]] = []
-    g_img: list[int] = []
-    g_cat: list[int] = []
-    for ann in gt_dict["annotations"]:
-        ii = img_pos.get(ann["image_id"])
-        if ii is None:
-            continue
-        ci = cat_pos.get(ann["category_id"])
-        if ci is None:
-            continue
-        g_sel.append(ann)
-        g_img.append(ii)
-        g_cat.append(ci)
-    gi = np.asarray(g_img, dtype=np.int64)
-    gc = np.asarray(g_cat, dtype=np.int64)
-    # _prepare: ignore = iscrowd (truthiness); keypoints also ignore gts without keypoints
-    g_ignore = np.fromiter((bool(a["iscrowd"]) for a in g_sel), dtype=bool, count=len(g_sel))
-    if iou_type == "keypoints":
-        g_ignore |= np.fromiter((a["num_keypoints"] == 0 for a in g_sel), dtype=bool, count=len(g_sel))
-    # evaluateImg: crowd = int(iscrowd); the C IoU and the "already matched" test use that
-    g_crowd = np.fromiter((int(a["iscrowd"]) != 0 for a in g_sel), dtype=bool, count=len(g_sel))
-    g_nz = np.fromiter((a["id"] != 0 for a in g_sel), dtype=bool, count=len(g_sel))
-    g_area = np.fromiter((a["area"] for a in g_sel), dtype=np.float64, count=len(g_sel))
-
-    # results: the ones _prepare loads
-    if kind == "empty":
-        d_idx = np.zeros(0, dtype=np.int64)
-        d_img = np.zeros(0, dtype=np.int64)
-        d_cat = np.zeros(0, dtype=np.int64)
-    else:
-        n = len(dt_list)
-        d_img_all = np.fromiter((img_pos.get(d["image_id"], -1) for d in dt_list), dtype=np.int64, count=n)
-        d_cat_all = np.fromiter((cat_pos.get(d["category_id"], -1) for d in dt_list), dtype=np.int64, count=n)
-        d_idx = np.flatnonzero((d_img_all >= 0) & (d_cat_all >= 0))
-        d_img, d_cat = d_img_all[d_idx], d_cat_all[d_idx]
-        del d_img_all, d_cat_all
-    idx_list = d_idx.tolist()
-    d_sel = [dt_list[j] for j in idx_list]
-    d_score = np.asarray([d["score"] for d in d_sel], dtype=np.float64).reshape(-1)
+    g_sel, gi, gc, g_ignore, g_crowd, g_nz, g_area = _gt_columns(gt_dict["annotations"], img_pos, cat_pos, iou_type)
+    d_sel, d_img, d_cat, d_score = _dt_columns(dt_list, kind, img_pos, cat_pos)
 
     # group ids, image-major; the sort keys reproduce pycocotools' orders
     if use_cats:
@@ -228,12 +308,7 @@ def build_tables(
         g_key, d_key = gi, d_img
         g_order = np.lexsort((gc, g_key))
         d_order = np.lexsort((d_cat, -d_score, d_key))
-    d_key = d_key[d_order]
-    starts = np.flatnonzero(np.r_[True, d_key[1:] != d_key[:-1]]) if d_key.size else np.zeros(0, np.int64)
-    counts = np.diff(np.r_[starts, d_key.size])
-    rank = np.arange(d_key.size) - np.repeat(starts, counts)
-    keep = rank < max_det
-    d_order, d_key, rank = d_order[keep], d_key[keep], rank[keep]
+    d_order, d_key, rank = _top_ranked(d_order, d_key[d_order], int(p.maxDets[-1]))
     g_key = g_key[g_order]
 
     keys, inv = np.unique(np.concatenate([d_key, g_key]), return_inverse=True)
@@ -248,54 +323,18 @@ def build_tables(
     d_img, d_score = d_img[d_order], d_score[d_order]
     d_cat_acc = d_cat[d_order] if use_cats else np.zeros(d_order.size, dtype=np.int64)
 
-    # result areas and geometry, as loadRes derives them
-    nd = len(d_pick)
-    d_box: np.ndarray | None = None
-    if kind == "bbox" or kind == "empty":
-        d_box = _float_rows([d["bbox"] for d in d_pick], 4, "result bbox values")
-        d_area = d_box[:, 2] * d_box[:, 3]
-    elif kind == "segmentation":
-        segms = [d["segmentation"] for d in d_pick]
-        # maskUtils.area builds np.array((n,), dtype=uint8) internally: more than 255 at once
-        # overflows under numpy 2, so call it in chunks
-        d_area = np.concatenate(
-            [np.zeros(0)]
-            + [np.asarray(mask_utils.area(segms[i : i + 255]), dtype=np.float64).reshape(-1) for i in range(0, nd, 255)]
-        )
-    else:  # keypoints
-        d_area, d_box = _kpt_extent(_float_rows([d["keypoints"] for d in d_pick], None, "result keypoints"))
-
+    d_area, d_box = _result_extent(d_pick, kind)
     gt_box: np.ndarray | None = None
     if iou_type == "bbox":
         g_geom: Any = _float_rows([a["bbox"] for a in g_pick], 4, "ground-truth bbox values")
-        if kind == "segmentation":
-            missing = [k for k, d in enumerate(d_pick) if "bbox" not in d]
-            rows = [d.get("bbox") for d in d_pick]
-            if missing:
-                boxes = mask_utils.toBbox([d_pick[k]["segmentation"] for k in missing])
-                for k, b in zip(missing, boxes, strict=True):
-                    rows[k] = b
-            d_geom: Any = _float_rows(rows, 4, "result bbox values")
-        else:
-            assert d_box is not None
-            d_geom = d_box
+        d_geom: Any = _result_boxes(d_pick) if kind == "segmentation" else d_box
     elif iou_type == "segm":
-        g_geom = [_ann_to_rle(a["segmentation"], *sizes[a["image_id"]]) for a in g_pick]
-        if kind == "keypoints":
-            raise InputError("keypoint results have no segmentation to evaluate as segm")
-        d_geom = []
-        for d in d_pick:
-            segm = d.get("segmentation")
-            if segm is None:  # loadRes' bbox branch: the box as a polygon
-                bb = d["bbox"]
-                x1, x2, y1, y2 = bb[0], bb[0] + bb[2], bb[1], bb[1] + bb[3]
-                segm = [[x1, y1, x1, y2, x2, y2, x2, y1]]
-            d_geom.append(_ann_to_rle(segm, *sizes[d["image_id"]]))
+        g_geom, d_geom = _segm_geometries(g_pick, d_pick, kind, gt_dict["images"])
     else:
         nk = 3 * len(p.kpt_oks_sigmas)
         g_geom = _float_rows([a["keypoints"] for a in g_pick], nk, "ground-truth keypoints")
         gt_box = _float_rows([a["bbox"] for a in g_pick], 4, "ground-truth bbox values")
-        if nd and any("keypoints" not in d for d in d_pick):
+        if d_pick and any("keypoints" not in d for d in d_pick):
             raise InputError("results lack keypoints needed for keypoints evaluation")
         d_geom = _float_rows([d["keypoints"] for d in d_pick], nk, "result keypoints")
 
@@ -494,8 +533,6 @@ def match_shard(payload: Mapping[str, Any]) -> dict[str, Any]:
         ``{"n": D, "tp", "fp"}``: ``(A·T, ceil(D/8)) uint8`` packed bits (``np.packbits`` along
         results), row ``a·T + t``: true / false positive, both false where the result is ignored.
     """
-    from pycocotools import mask as mask_utils
-
     iou_type = payload["iou_type"]
     thr = np.minimum(np.asarray(payload["thr"], dtype=np.float64), 1 - 1e-10)
     d_grp, g_grp = payload["dt_grp"], payload["gt_grp"]

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,11 @@ import numpy as np
 from segpipe.core.metrics import PanopticAccumulator
 from segpipe.core.panoptic import id2rgb, rgb2id
 from segpipe.errors import FormatError, InputError
+from segpipe.evaluation.shards import Executor, ShardMap, shard_map
 from segpipe.evaluation.worst import WorstImages
+from segpipe.storage.images import read_rgb_png
+from segpipe.storage.jsonio import read_json
+from segpipe.storage.paths import safe_join
 
 __all__ = [
     "PanopticResult",
@@ -98,9 +103,6 @@ class PanopticEvaluator:
 
 
 def _read_ids(folder: Path, name: str, source: Path | None, where: str) -> np.ndarray:
-    from segpipe.storage.images import read_rgb_png
-    from segpipe.storage.paths import safe_join
-
     path = safe_join(folder, name, source=source, where=where)
     return rgb2id(read_rgb_png(path))
 
@@ -190,9 +192,10 @@ def evaluate_panoptic(
     match_by: str = "image_id",
     worst_n: int = 0,
     shards: int = 1,
-    client: Any | None = None,
+    client: Executor | None = None,
     gt_source: str | Path | None = None,
     pred_source: str | Path | None = None,
+    run: ShardMap | None = None,
 ) -> PanopticResult:
     """Evaluates panoptic predictions against ground truth (panopticapi's ``pq_compute``).
 
@@ -207,6 +210,7 @@ def evaluate_panoptic(
         client: Optional executor with ``submit`` (dask ``Client`` or ``concurrent.futures``).
         gt_source: Ground-truth JSON path, for messages.
         pred_source: Prediction JSON path, for messages.
+        run: Runs the shards instead of ``client`` (:class:`~segpipe.evaluation.shards.ShardMap`).
 
     Returns:
         A :class:`PanopticResult`.
@@ -237,12 +241,9 @@ def evaluate_panoptic(
     n = max(1, min(int(shards), len(pairs)))
     bounds = np.linspace(0, len(pairs), n + 1).round().astype(int)
     chunks = [pairs[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
-    args = (str(gt_folder), str(pred_folder), categories, worst_n, gt_source, pred_source)
-    if client is None:
-        parts = [evaluate_panoptic_shard(c, *args) for c in chunks]
-    else:
-        futures = [client.submit(evaluate_panoptic_shard, c, *args) for c in chunks]
-        parts = list(client.gather(futures)) if hasattr(client, "gather") else [f.result() for f in futures]
+    shard = partial(evaluate_panoptic_shard, gt_folder=str(gt_folder), pred_folder=str(pred_folder),
+                    categories=categories, worst_n=worst_n, gt_source=gt_source, pred_source=pred_source)
+    parts = shard_map(client, run)(shard, chunks)
     total = PanopticEvaluator(categories, worst_n)
     for part in parts:
         total.merge(part)
@@ -263,8 +264,6 @@ def evaluate_panoptic_files(
     Raises:
         InputError: a file or folder is missing.
     """
-    from segpipe.storage.jsonio import read_json
-
     gt_folder = Path(gt_folder) if gt_folder is not None else default_png_folder(gt_json_path)
     pred_folder = Path(pred_folder) if pred_folder is not None else default_png_folder(pred_json_path)
     for folder, what in ((gt_folder, "ground-truth"), (pred_folder, "prediction")):

@@ -18,9 +18,14 @@ Files written into the output folder (each atomically):
   pycocotools' ``-1`` ("no ground truth") is kept as is in ``stats`` and the named figures.
 - ``summary.md`` — headline figures and per-class tables.
 - ``per_class.csv`` — one row per (section, class).
-- ``confusion.png`` — the row-normalised semantic confusion matrix.
-- ``per_class.png`` — per-class IoU / AP / PQ bars.
-- ``worst/*.png`` — side-by-side ``image | ground-truth overlay | prediction overlay``.
+- ``confusion.png`` — the row-normalised semantic confusion matrix, each cell's value written in it;
+  classes absent from both sides are left out (no blank rows).
+- ``per_class.png`` — per-class IoU / AP / PQ bars with their values, in the classes' colours.
+- ``worst/*.png`` — titled panels side by side: ``photo | ground truth | prediction | error`` (semantic,
+  red where they differ) or ``photo | ground truth | prediction`` (panoptic segments), with a legend
+  of the classes drawn, in the label map's colours.
+- ``index.html`` — all of it on one self-contained page (opens from disk): headline figures, per-class
+  tables with bars, the confusion matrix with its values, the plots and the worst images.
 
 Plots use matplotlib's object API with the Agg canvas, so no global backend is switched.
 """
@@ -36,16 +41,25 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import Image, ImageDraw
 
 from segpipe.core.labelmap import voc_colormap
 from segpipe.evaluation.cocoeval import CocoResult
-from segpipe.evaluation.panoptic import PanopticResult
+from segpipe.evaluation.panoptic import PanopticResult, rgb2id
 from segpipe.evaluation.semantic import SemanticResult
+from segpipe.storage.atomic import atomic_open, write_bytes_atomic, write_json_atomic
+from segpipe.storage.images import read_image, read_rgb_png, write_rgb_png
+from segpipe.storage.paths import safe_join
+from segpipe.view import render
+from segpipe.view.colors import class_colors
+from segpipe.view.reports import evaluation_page, leaderboard_page
 
 __all__ = [
     "colorize_labels",
     "json_safe",
     "overlay_triptych",
+    "worst_panel",
+    "write_leaderboard_html",
     "panoptic_overlay_loader",
     "report_dict",
     "write_report",
@@ -184,58 +198,186 @@ def _safe_name(key: Any) -> str:
     return s[:60] or "image"
 
 
+def _key_text(key: Any) -> str:
+    """An image key as people read it: ``(id, file)`` keys by their file."""
+    if isinstance(key, (tuple, list)) and len(key) == 2:
+        return str(key[1])
+    return str(key)
+
+
+def _labels_rgba(labels: np.ndarray, colors: Mapping[int, tuple[int, int, int]] | None,
+                 names: Mapping[int, str] | None) -> np.ndarray:
+    """``(H, W, 4)`` class colours (label-map colours when given, else :func:`colorize_labels`)."""
+    lab = np.asarray(labels)
+    if colors:
+        top = max(int(lab.max(initial=0)) + 1, max(colors) + 1, 256)
+        return render.colorize(lab, render.class_lut(colors, names, top=top, alpha=200))
+    rgb = colorize_labels(lab, None)
+    return np.concatenate([rgb, np.full((*lab.shape, 1), 200, np.uint8)], axis=-1)
+
+
+def _over(base: np.ndarray, rgba: np.ndarray) -> np.ndarray:
+    a = rgba[..., 3:4].astype(np.float32) / 255.0
+    return np.clip(base.astype(np.float32) * (1 - a) + rgba[..., :3].astype(np.float32) * a + 0.5, 0,
+                   255).astype(np.uint8)
+
+
+def worst_panel(
+    image: np.ndarray | None,
+    gt: np.ndarray,
+    pred: np.ndarray,
+    *,
+    title: str,
+    colors: Mapping[int, tuple[int, int, int]] | None = None,
+    names: Mapping[int, str] | None = None,
+    ignore_index: int | None = 255,
+    error: bool = True,
+) -> np.ndarray:
+    """One worst image as titled panels side by side, with a legend of the classes drawn.
+
+    ``photo | ground truth | prediction | error`` (the error panel darkens the photo and marks in red
+    the pixels where the two differ, ``ignore_index`` left out). Without a photo the panels are drawn
+    on grey, and the photo panel says so.
+
+    Args:
+        image: ``(H, W, 3) uint8`` photo, or None.
+        gt: ``(H, W)`` class ids (or panoptic segment ids, with ``colors`` None and ``error`` False).
+        pred: ``(H, W)`` of the same kind.
+        title: The line above the panels (rank, image, score).
+        colors: ``{class id: (r, g, b)}``: the label map's colours; None colours ids by hashing.
+        names: ``{class id: name}`` for the legend.
+        ignore_index: Ground-truth value not scored.
+        error: Draw the error panel.
+
+    Returns:
+        ``(h, w, 3) uint8``.
+    """
+    gt, pred = np.asarray(gt), np.asarray(pred)
+    h, w = gt.shape
+    scale = max(1, 240 // max(1, w)) if w < 240 else 1  # small images are enlarged (labels by nearest)
+    size = (h * scale, w * scale)
+    note = ""
+    photo: np.ndarray | None = None
+    if image is not None:
+        photo = np.asarray(image)
+        photo = np.repeat(photo[..., None], 3, axis=2) if photo.ndim == 2 else photo[..., :3].astype(np.uint8)
+        if photo.shape[:2] != (h, w):
+            photo, note = None, "the photo's size differs from the labels'"
+    else:
+        photo, note = None, "no photo (pass --image-root)"
+    base = render.resize_image(photo, size) if photo is not None else np.full((*size, 3), 110, np.uint8)
+    g_small, p_small = render.resize_labels(gt, size), render.resize_labels(pred, size)
+    panels = [("photo" if photo is not None else note, base),
+              ("ground truth", _over(base, _labels_rgba(g_small, colors, names))),
+              ("prediction", _over(base, _labels_rgba(p_small, colors, names)))]
+    if error:
+        err, frac = render.error_layer(g_small, p_small, () if ignore_index is None else (ignore_index,))
+        dark = base  # the error layer darkens the pixels that are right itself
+        label = "error: red = differs" + (f" ({100 * frac:.1f}% of pixels)" if frac is not None else "")
+        panels.append((label, _over(dark, err)))
+    pw, gap, head, cap = size[1], 6, 26, 22
+    present = [int(v) for v in np.union1d(np.unique(gt), np.unique(pred))
+               if colors and int(v) in colors and int(v) != ignore_index
+               and str((names or {}).get(int(v), "")).lower() not in render.UNDRAWN]
+    legend_rows = max(1, math.ceil(len(present) * 130 / max(1, len(panels) * (pw + gap)))) if present else 0
+    width = len(panels) * (pw + gap) - gap
+    canvas = Image.new("RGB", (width, head + cap + size[0] + 22 * legend_rows + 6), (255, 255, 255))
+    draw = ImageDraw.Draw(canvas)
+    font, small = render.font(15), render.font(12)
+    draw.text((2, 4), title, font=font, fill=(20, 20, 20))
+    for k, (label, arr) in enumerate(panels):
+        x = k * (pw + gap)
+        draw.text((x + 2, head + 3), label, font=small, fill=(60, 60, 60))
+        canvas.paste(Image.fromarray(arr), (x, head + cap))
+    x, y = 2, head + cap + size[0] + 6
+    for cid in present:
+        name = str((names or {}).get(cid, cid))
+        if x + 130 > width:
+            x, y = 2, y + 22
+        draw.rectangle((x, y + 2, x + 14, y + 16), fill=tuple(colors[cid]) if colors else (0, 0, 0),
+                       outline=(80, 80, 80))
+        draw.text((x + 19, y + 2), name[:16], font=small, fill=(30, 30, 30))
+        x += 130
+    return np.asarray(canvas)
+
+
 # -- plots ---------------------------------------------------------------------------------------
 
 
 def _save_figure(fig: Any, path: Path) -> None:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-
-    from segpipe.storage.atomic import write_bytes_atomic
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # lazy: matplotlib costs ~0.4 s to import
 
     FigureCanvasAgg(fig)
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
+    fig.savefig(buf, format="png", dpi=110)
     write_bytes_atomic(path, buf.getvalue())
 
 
-def _plot_confusion(r: SemanticResult, path: Path) -> None:
-    from matplotlib.figure import Figure
+def present_classes(confusion: np.ndarray) -> np.ndarray:
+    """Indices of the classes with a pixel on either side (a row or a column of the matrix that is not 0)."""
+    cm = np.asarray(confusion)
+    return np.flatnonzero((cm.sum(axis=1) > 0) | (cm.sum(axis=0) > 0))
 
-    cm = r.confusion.astype(np.float64)
+
+def _plot_confusion(r: SemanticResult, path: Path) -> None:
+    from matplotlib.figure import Figure  # lazy: matplotlib costs ~0.4 s to import
+
+    keep = present_classes(r.confusion)
+    cm = r.confusion.astype(np.float64)[np.ix_(keep, keep)]
+    names = [r.class_names[i] for i in keep]
     rows = cm.sum(axis=1, keepdims=True)
     norm = np.divide(cm, rows, out=np.zeros_like(cm), where=rows > 0)
-    c = cm.shape[0]
-    size = min(4 + 0.35 * c, 24)
-    fig = Figure(figsize=(size, size))
+    c = len(keep)
+    size = min(3.5 + 0.55 * c, 26)
+    fig = Figure(figsize=(size + 1.2, size))
     ax = fig.add_subplot(1, 1, 1)
     im = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
-    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="share of the ground-truth class's pixels")
     ticks = np.arange(c)
-    if c <= 60:
-        ax.set_xticks(ticks, labels=r.class_names, rotation=90, fontsize=7)
-        ax.set_yticks(ticks, labels=r.class_names, fontsize=7)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("ground truth")
-    ax.set_title("Confusion matrix (row-normalised)")
+    fs = 10 if c <= 20 else 8 if c <= 40 else 6
+    if c <= 80:
+        ax.set_xticks(ticks, labels=names, rotation=45, ha="right", rotation_mode="anchor", fontsize=fs)
+        ax.set_yticks(ticks, labels=names, fontsize=fs)
+    if c <= 30:  # the values themselves, in percent of the row
+        for i in range(c):
+            for j in range(c):
+                if rows[i, 0] == 0:
+                    continue
+                v = norm[i, j]
+                ax.text(j, i, f"{100 * v:.0f}" if v >= 0.005 or v == 0 else "<1", ha="center", va="center",
+                        fontsize=max(6, fs - 1), color="white" if v > 0.5 else "#1f2937")
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("ground-truth class")
+    left_out = len(r.class_names) - c
+    ax.set_title("Confusion matrix (% of each ground-truth row)"
+                 + (f"\n{left_out} class(es) absent from both sides left out" if left_out else ""), fontsize=11)
     fig.tight_layout()
     _save_figure(fig, path)
 
 
-def _plot_per_class(panels: list[tuple[str, list[str], list[float]]], path: Path) -> None:
-    from matplotlib.figure import Figure
+def _plot_per_class(panels: list[tuple[str, list[str], list[float], list[Any] | None]], path: Path) -> None:
+    """Horizontal bars, one panel per section: names readable at any count, each value written at its bar."""
+    from matplotlib.figure import Figure  # lazy: matplotlib costs ~0.4 s to import
 
     n = len(panels)
-    width = max(6.0, min(24.0, 0.25 * max(len(p[1]) for p in panels) + 2))
-    fig = Figure(figsize=(width, 3.2 * n))
-    for i, (title, names, values) in enumerate(panels):
-        ax = fig.add_subplot(n, 1, i + 1)
-        vals = [0.0 if (v is None or not math.isfinite(v) or v < 0) else v for v in values]
-        x = np.arange(len(names))
-        ax.bar(x, vals, color="#4878a8")
-        ax.set_ylim(0, 1)
-        ax.set_title(title)
-        if len(names) <= 100:
-            ax.set_xticks(x, labels=names, rotation=90, fontsize=6)
+    longest = max(len(p[1]) for p in panels)
+    height = sum(1.0 + 0.28 * max(1, len(p[1])) for p in panels)
+    fig = Figure(figsize=(8.5, min(60.0, max(3.0, height))))
+    weights = [max(1, len(p[1])) + 3 for p in panels]
+    grid = fig.add_gridspec(n, 1, height_ratios=weights)
+    for i, (title, names, values, colors) in enumerate(panels):
+        ax = fig.add_subplot(grid[i, 0])
+        vals = [None if (v is None or not math.isfinite(v) or v < 0) else float(v) for v in values]
+        y = np.arange(len(names))
+        face = [tuple(np.asarray(c[:3]) / 255.0) if c is not None else "#4878a8"
+                for c in (colors or [None] * len(names))]
+        bars = ax.barh(y, [v or 0.0 for v in vals], color=face, edgecolor="#333333", linewidth=0.5)
+        ax.bar_label(bars, labels=["n/a" if v is None else f"{v:.3f}" for v in vals], padding=3, fontsize=8)
+        ax.set_xlim(0, 1.12)
+        ax.set_yticks(y, labels=names, fontsize=9 if longest <= 40 else 7)
+        ax.invert_yaxis()
+        ax.set_title(title, fontsize=11, loc="left")
+        ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
     _save_figure(fig, path)
 
@@ -355,9 +497,10 @@ def _write_worst(
     worst: Sequence[tuple[Any, float]],
     loader: OverlayLoader | None,
     ignore_index: int | None,
+    colors: Mapping[int, tuple[int, int, int]] | None = None,
+    names: Mapping[int, str] | None = None,
 ) -> list[dict[str, Any]]:
-    from segpipe.storage.images import write_rgb_png
-
+    metric = "mIoU" if section == "semantic" else "PQ"
     entries = []
     for rank, (key, score) in enumerate(worst, 1):
         entry: dict[str, Any] = {"image": key if isinstance(key, (int, str)) else list(key), "score": score}
@@ -365,10 +508,28 @@ def _write_worst(
             image, gt, pred = loader(key)
             rel = f"worst/{section}_{rank:02d}_{_safe_name(key)}.png"
             (out / "worst").mkdir(parents=True, exist_ok=True)
-            write_rgb_png(out / rel, overlay_triptych(image, gt, pred, ignore_index=ignore_index))
+            shown = "n/a" if score is None or not math.isfinite(score) else f"{score:.3f}"
+            title = f"#{rank} worst by per-image {metric}: {_key_text(key)} ({metric} {shown})"
+            semantic = section == "semantic"
+            write_rgb_png(out / rel, worst_panel(image, gt, pred, title=title, colors=colors if semantic else None,
+                                                 names=names, ignore_index=ignore_index if semantic else None,
+                                                 error=semantic))
             entry["overlay"] = rel
         entries.append(entry)
     return entries
+
+
+def _class_palette(semantic: SemanticResult | None, categories: Sequence[Mapping[str, Any]] | None,
+                   ) -> tuple[dict[int, tuple[int, int, int]], dict[int, str]]:
+    """Colours and names by class id: the categories' own colours (label map), distinct ones for the rest."""
+    cats = [dict(c) for c in categories or ()]
+    known = {int(c["id"]) for c in cats if "id" in c}
+    if semantic is not None:
+        ids = semantic.class_ids if semantic.class_ids is not None else list(range(len(semantic.class_names)))
+        cats += [{"id": int(i), "name": n} for i, n in zip(ids, semantic.class_names, strict=True)
+                 if int(i) not in known]
+    cats = [c for c in cats if "id" in c]
+    return class_colors(cats), {int(c["id"]): str(c.get("name", c["id"])) for c in cats}
 
 
 def write_report(
@@ -382,6 +543,7 @@ def write_report(
     ignore_index: int | None = 255,
     plots: bool = True,
     header: Mapping[str, Any] | None = None,
+    categories: Sequence[Mapping[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """Writes the report files (see the module docstring) and returns the ``report.json`` content.
 
@@ -394,22 +556,24 @@ def write_report(
             overlays; without it the worst images are listed but not drawn.
         panoptic_loader: ``(image_id, file_name) -> (image | None, gt ids, pred ids)``; see
             :func:`segpipe.evaluation.report.panoptic_overlay_loader`.
-        ignore_index: Semantic label drawn in white.
+        ignore_index: Semantic label not scored (left uncoloured, out of the error map).
         plots: Write the PNG plots (the confusion matrix and the per-class bars).
         header: Top-level keys written first in ``report.json`` (what was evaluated, image counts,
             problems ...); the sections follow.
+        categories: ``[{"id", "name", "color"?}]`` of the ground truth: the label map's colours for the
+            overlays, bars and tables (classes without one get distinct colours).
 
     Returns:
         The report dictionary (JSON-safe).
     """
-    from segpipe.storage.atomic import atomic_open, write_json_atomic
-
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     rep = report_dict(semantic=semantic, instance=instance, panoptic=panoptic)
+    colors, names = _class_palette(semantic, categories)
     worst: dict[str, Any] = {}
     if semantic is not None and semantic.worst:
-        worst["semantic"] = _write_worst(out, "semantic", semantic.worst, semantic_loader, ignore_index)
+        worst["semantic"] = _write_worst(out, "semantic", semantic.worst, semantic_loader, ignore_index, colors,
+                                         names)
     if panoptic is not None and panoptic.worst:
         worst["panoptic"] = _write_worst(out, "panoptic", panoptic.worst, panoptic_loader, None)
     if worst:
@@ -424,17 +588,26 @@ def write_report(
     if plots:
         if semantic is not None:
             _plot_confusion(semantic, out / "confusion.png")
-        panels: list[tuple[str, list[str], list[float]]] = []
+        panels: list[tuple[str, list[str], list[float], list[Any] | None]] = []
         if semantic is not None:
-            panels.append(("Semantic IoU per class", semantic.class_names, [float(v) for v in semantic.iou]))
+            keep = present_classes(semantic.confusion)
+            ids = semantic.class_ids if semantic.class_ids is not None else list(range(len(semantic.class_names)))
+            panels.append(("Semantic IoU per class (classes present on either side)",
+                           [semantic.class_names[i] for i in keep], [float(semantic.iou[i]) for i in keep],
+                           [colors.get(int(ids[i])) for i in keep]))
         for t, r in (instance or {}).items():
             rows = [row for row in r.per_class if math.isfinite(row["ap"])]  # NaN: no ground truth
-            panels.append((f"COCO {t} AP per class", [row["name"] for row in rows], [row["ap"] for row in rows]))
+            panels.append((f"COCO {t} AP per class", [row["name"] for row in rows], [row["ap"] for row in rows],
+                           None))
         if panoptic is not None:
             rows = [row for row in panoptic.per_class if row["tp"] + row["fp"] + row["fn"] > 0]
-            panels.append(("Panoptic PQ per class", [row["name"] for row in rows], [row["pq"] for row in rows]))
-        if panels:
-            _plot_per_class(panels, out / "per_class.png")
+            panels.append(("Panoptic PQ per class", [row["name"] for row in rows], [row["pq"] for row in rows],
+                           None))
+        if panels and any(p[1] for p in panels):
+            _plot_per_class([p for p in panels if p[1]], out / "per_class.png")
+    page = evaluation_page(rep, colors={int(k): list(v) for k, v in colors.items()}, plots=plots,
+                           files={n for n in ("confusion.png", "per_class.png") if (out / n).exists()})
+    write_bytes_atomic(out / "index.html", page.encode())
     return rep
 
 
@@ -451,10 +624,6 @@ def panoptic_overlay_loader(
     Returns:
         ``(image_id, file_name) -> (image | None, gt ids, pred ids)``.
     """
-    from segpipe.evaluation.panoptic import rgb2id
-    from segpipe.storage.images import read_image, read_rgb_png
-    from segpipe.storage.paths import safe_join
-
     def load(key: Any) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
         _, name = key
         gt = rgb2id(read_rgb_png(safe_join(gt_folder, name)))
@@ -470,3 +639,20 @@ def panoptic_overlay_loader(
         return image, gt, pred
 
     return load
+
+
+def write_leaderboard_html(out_dir: str | Path, board: Mapping[str, Any], columns: Sequence[str]) -> Path:
+    """Writes ``index.html`` of an ``evaluate-checkpoints`` folder: the checkpoints ranked by the board's
+    metric (best first), each linked to its own report, with the metrics plot.
+
+    Args:
+        out_dir: The ``--report-dir`` folder.
+        board: The leaderboard (``task``, ``gt``, ``metric``, ``rows``, ``problems``).
+        columns: The metric columns, the ranking one first.
+
+    Returns:
+        The page's path.
+    """
+    path = Path(out_dir) / "index.html"
+    write_bytes_atomic(path, leaderboard_page(board, columns).encode())
+    return path

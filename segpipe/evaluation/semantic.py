@@ -12,12 +12,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import numpy as np
 
 from segpipe.core.metrics import ConfusionMatrix, semantic_scores
 from segpipe.errors import InputError
+from segpipe.evaluation.shards import Executor, ShardMap, shard_map
 from segpipe.evaluation.worst import WorstImages
 
 __all__ = [
@@ -205,8 +207,9 @@ def evaluate_semantic(
     *,
     class_names: Sequence[str] | Mapping[int, str] | None = None,
     worst_n: int = 0,
-    client: Any | None = None,
+    client: Executor | None = None,
     sharded: bool = False,
+    run: ShardMap | None = None,
 ) -> SemanticResult:
     """Evaluates label-map pairs.
 
@@ -220,6 +223,8 @@ def evaluate_semantic(
         client: With ``sharded=True``, an executor with ``submit`` (dask ``Client`` or
             ``concurrent.futures``); None runs the shards here.
         sharded: Treat ``pairs`` as a sequence of shards.
+        run: With ``sharded=True``, runs the shards instead of ``client``
+            (:class:`~segpipe.evaluation.shards.ShardMap`).
 
     Returns:
         A :class:`SemanticResult`.
@@ -230,12 +235,8 @@ def evaluate_semantic(
     if not sharded:
         ev = evaluate_semantic_shard(pairs, num_classes, ignore_index, worst_n)
         return ev.result(class_names)
-    shards = list(pairs)
-    if client is None:
-        parts = [evaluate_semantic_shard(s, num_classes, ignore_index, worst_n) for s in shards]
-    else:
-        futures = [client.submit(evaluate_semantic_shard, list(s), num_classes, ignore_index, worst_n) for s in shards]
-        parts = list(client.gather(futures)) if hasattr(client, "gather") else [f.result() for f in futures]
+    shard = partial(evaluate_semantic_shard, num_classes=num_classes, ignore_index=ignore_index, worst_n=worst_n)
+    parts = shard_map(client, run)(shard, [list(s) for s in pairs])
     total = SemanticEvaluator(num_classes, ignore_index, worst_n)
     for part in parts:
         total.merge(part)

@@ -5,14 +5,24 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import queue
 import re
+import threading
 import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from types import ModuleType
 from typing import Any
 
 from segpipe.errors import ConfigError, ExecutionError
+from segpipe.execution.gpus import GPU_RESOURCE, parse_gpus, plan_workers, visible_gpus, worker_specs
+
+_resource: ModuleType | None
+try:
+    import resource as _resource
+except ImportError:  # pragma: no cover - no resource module (Windows)
+    _resource = None
 
 #: Worker processes per core above which an embedded cluster is refused: more only thrash.
 WORKERS_PER_CORE = 4
@@ -37,13 +47,13 @@ def cores() -> int:
 
 def open_files_limit() -> int | None:
     """This process's soft limit on open files, or None when there is none (or no way to know)."""
-    try:
-        import resource
-
-        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-    except (ImportError, OSError, ValueError):  # pragma: no cover - no resource module (Windows)
+    if _resource is None:  # pragma: no cover - Windows
         return None
-    return None if soft == resource.RLIM_INFINITY else int(soft)
+    try:
+        soft = _resource.getrlimit(_resource.RLIMIT_NOFILE)[0]
+    except (OSError, ValueError):  # pragma: no cover - no limit to read
+        return None
+    return None if soft == _resource.RLIM_INFINITY else int(soft)
 
 
 def max_workers() -> int:
@@ -121,8 +131,6 @@ class ClusterSpec:
         Raises:
             ConfigError: ``gpus`` names a GPU this machine does not show, or is given with ``--device cpu``.
         """
-        from segpipe.execution.gpus import parse_gpus, visible_gpus
-
         if gpus is not None and device == "cpu":
             raise ConfigError("--gpus with --device cpu: pick one (the GPUs, or the CPU)")
         if self.scheduler is not None or self.workers == 0 or device == "cpu":
@@ -269,9 +277,6 @@ def connect(address: str, timeout: float = CONNECT_TIMEOUT_S) -> Any:
     Raises:
         ExecutionError: a malformed address, nothing listening, not a scheduler, or no answer in time.
     """
-    import queue
-    import threading
-
     if not _ADDRESS.match(address):
         raise ExecutionError(f"not a scheduler address: {address!r}", hint="write it as tcp://HOST:PORT")
     hint = "start one with `dask scheduler` and `dask worker ADDRESS`, or omit --scheduler"
@@ -280,7 +285,7 @@ def connect(address: str, timeout: float = CONNECT_TIMEOUT_S) -> Any:
 
     def attempt() -> None:
         try:
-            from distributed import Client
+            from distributed import Client  # lazy: distributed costs 0.7 s; the CLI imports this module at start
 
             box.put((True, Client(address, timeout=f"{int(timeout)}s")))
         except BaseException as e:  # delivered to the caller below
@@ -324,6 +329,7 @@ def open_client(spec: ClusterSpec) -> Iterator[Any]:
     if spec.scheduler is None and spec.workers == 0:
         yield InProcessClient(spec.threads_per_worker)
         return
+    # lazy: distributed and dask cost 0.7 s to import; the CLI imports this module at start
     from distributed import Client, LocalCluster
 
     if spec.scheduler:
@@ -333,7 +339,7 @@ def open_client(spec: ClusterSpec) -> Iterator[Any]:
         finally:
             client.close()
         return
-    import dask
+    import dask  # lazy: as distributed above
 
     # distributed's nannies start workers with MALLOC_TRIM_THRESHOLD_=65536 so that they hand memory
     # back quickly. Setting it at all turns glibc's dynamic mmap threshold off, so every large torch
@@ -373,13 +379,11 @@ def _gpu_cluster(spec: ClusterSpec) -> Any:
     dask-cuda's ``LocalCUDACluster`` where installed (it also sets each worker's CPU affinity to its
     GPU's NUMA node); else the same rotation as ``distributed.SpecCluster`` worker specs.
     """
-    from segpipe.execution.gpus import GPU_RESOURCE, plan_workers, worker_specs
-
     plan = plan_workers(0, spec.threads_per_worker, gpus=list(spec.gpus), cores=cores())
     try:
-        from dask_cuda import LocalCUDACluster
+        from dask_cuda import LocalCUDACluster  # lazy: optional, and imports distributed (0.7 s)
     except ImportError:
-        from distributed import Scheduler, SpecCluster
+        from distributed import Scheduler, SpecCluster  # lazy: distributed costs 0.7 s to import
 
         return SpecCluster(
             workers=worker_specs(plan, memory_limit=spec.memory_limit, silence_logs=WORKER_LOG_LEVEL),
@@ -399,3 +403,10 @@ def owns_workers(client: Any) -> bool:
     """Whether ``client``'s workers are processes of a local cluster that segpipe started (not a user's)."""
     cluster = getattr(client, "cluster", None)
     return cluster is not None and cluster in _OWNED
+
+
+def worker_count(client: Any) -> int:
+    """The workers ``client`` has now (a user's cluster may still be scaling up); 1 in this process."""
+    if not hasattr(client, "scheduler_info"):
+        return 1
+    return len(client.scheduler_info().get("workers", ()))

@@ -1,31 +1,103 @@
-"""Heavy state loaded once per worker: the predictor and the isolated image decoder.
+"""Per-worker resources: built once per worker process from a small setup record, found by the tasks.
 
-A model is never pickled into task closures: the plugin carries only the model *reference* (a path or
-``ARCH:WEIGHTS``) and the predictor options, and ``setup`` builds the predictor on each worker — also on
-a worker that the nanny restarted after a crash.
+A model is never pickled into task closures. The driver sends a *setup* (any picklable object with a
+``build()`` method, e.g. :class:`~segpipe.kernels.prelabel.resources.PredictorSetup`: a model reference
+and options); :class:`~segpipe.execution.worker_plugin.ResourcePlugin` builds the resources from it on
+each worker (also on a worker that the nanny restarted after a crash), and
+:func:`~segpipe.execution.resources.provide_resources` registers it for the duration of a run. A task
+function that takes the resources as its first argument is submitted wrapped in
+:class:`WithResources`, which hands them over on the worker. In-process runs build them once in this
+process (:func:`local_resources`).
+
+This module does not import distributed (0.7 s), which an in-process run never needs.
 """
 
 from __future__ import annotations
 
+import atexit
 import os
 import sys
-from typing import Any
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Concatenate, Generic, ParamSpec, Protocol, TypeVar
 
 PLUGIN_NAME = "segpipe-predictor"
+#: zarr's async concurrency in a process that runs tasks (total I/O ≈ its threads × this).
+ZARR_CONCURRENCY = 4
+
+R = TypeVar("R")
+R_co = TypeVar("R_co", covariant=True)
+P = ParamSpec("P")
+T = TypeVar("T")
 
 
-def __getattr__(name: str) -> Any:
-    """``PredictorPlugin`` lives in :mod:`segpipe.execution.worker_plugin`: importing it imports
-    distributed (0.7 s), which an in-process run never needs.
+class ResourceSetup(Protocol[R_co]):
+    """How a worker builds its resources: small and picklable (it travels to every worker)."""
+
+    def build(self) -> R_co:
+        """Builds the resources (on the worker)."""
+        ...
+
+
+def configure_worker(zarr_concurrency: int = ZARR_CONCURRENCY) -> None:
+    """Caps zarr's async concurrency in this process (a worker, or the driver of an in-process run)."""
+    import zarr  # lazy: zarr costs ~0.5 s to import; a driver that plans imports this module first
+
+    zarr.config.set({"async.concurrency": zarr_concurrency})
+
+
+#: The resources of in-process runs (``--workers 0``): ``[setup, resources]`` of the last one built.
+_LOCAL: list[Any] = []
+
+
+def local_resources(setup: ResourceSetup[R]) -> R:
+    """The resources ``setup`` builds, built once in this process (again when the setup changes)."""
+    if not _LOCAL or _LOCAL[0] != setup:
+        _LOCAL.clear()
+        configure_worker()
+        _LOCAL.extend([setup, setup.build()])
+    resources: R = _LOCAL[1]
+    return resources
+
+
+def worker_resources(setup: ResourceSetup[R]) -> R:
+    """The resources of the worker this task runs on (or of this process for in-process runs).
+
+    Raises:
+        RuntimeError: on a Dask worker without the plugin (the run did not provide it).
     """
-    if name == "PredictorPlugin":
-        from segpipe.execution.worker_plugin import PredictorPlugin
+    # Not on a worker unless distributed is loaded: an in-process run never imports it (0.7 s).
+    dist = sys.modules.get("distributed")
+    try:
+        w = dist.get_worker() if dist is not None else None
+    except ValueError:
+        w = None
+    if w is None:
+        return local_resources(setup)
+    plugin: Any = w.plugins.get(PLUGIN_NAME)
+    if plugin is None:
+        raise RuntimeError("segpipe resource plugin is not registered on this worker")
+    if plugin.resources is None:
+        plugin.setup(w)
+    resources: R = plugin.resources
+    return resources
 
-        return PredictorPlugin
-    raise AttributeError(name)
 
-#: Predictor state for in-process runs (``--workers 0``), keyed like the plugin.
-_LOCAL: dict[str, Any] = {}
+@dataclass(frozen=True)
+class WithResources(Generic[R, P, T]):
+    """A task function that receives its worker's resources first; submitted as ``fn(*args)``.
+
+    Attributes:
+        fn: A picklable top-level function ``fn(resources, *args)``.
+        setup: What the resources are built from (in this process, when no plugin holds them).
+    """
+
+    fn: Callable[Concatenate[R, P], T]
+    setup: ResourceSetup[R]
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> T:
+        """Runs ``fn`` with the resources of the process it runs in."""
+        return self.fn(worker_resources(self.setup), *args, **kwargs)
 
 
 _FAST_EXIT = False
@@ -46,8 +118,6 @@ def install_fast_exit() -> None:
     global _FAST_EXIT
     if _FAST_EXIT:
         return
-    import atexit
-    import sys
 
     def leave() -> None:
         for stream in (sys.stdout, sys.stderr):
@@ -59,61 +129,3 @@ def install_fast_exit() -> None:
 
     atexit.register(leave)
     _FAST_EXIT = True
-
-
-#: torch threads of one forward pass on the CPU. A worker runs as many tasks at once as it has
-#: threads instead, each forward pass on one thread: torch's choice of convolution kernel depends on
-#: its thread count (a 1×1 convolution runs on oneDNN with more than one thread, on its GEMM path with
-#: one), and oneDNN's own results on it for some layers, so the probabilities a run stored used to
-#: depend on ``--workers`` (workers × threads ≈ cores). See tests/prelabel/test_determinism.py.
-INFERENCE_THREADS = 1
-#: Tiles per forward pass on the CPU, whatever ``--batch`` says: a small input runs on oneDNN only in
-#: a batch of more than one, and oneDNN picks other kernels by batch size, so a tile's result
-#: depended on how many tiles shared its pass (a row's last batch is short). ``--batch`` still sets
-#: the tiles per pass on a GPU, where batching is what makes it fast.
-CPU_TILES_PER_PASS = 1
-
-
-def build_state(model_ref: Any, options: dict[str, Any], threads: int, zarr_concurrency: int) -> dict[str, Any]:
-    """The per-worker state: ``{"predictor", "decoder"}``.
-
-    Args:
-        model_ref: The model.
-        options: Predictor keyword options.
-        threads: Tasks this worker runs at once (its forward passes run on
-            :data:`INFERENCE_THREADS` torch threads each, so that outputs do not depend on it).
-        zarr_concurrency: zarr's async concurrency.
-    """
-    import zarr
-
-    from segpipe.storage.isolated import IsolatedDecoder
-
-    # before torch is first imported here: its OpenMP pool starts at this size
-    os.environ.setdefault("OMP_NUM_THREADS", str(INFERENCE_THREADS))
-    zarr.config.set({"async.concurrency": zarr_concurrency})
-    predictor = model_ref.predictor(threads=INFERENCE_THREADS, **options)
-    if not getattr(predictor, "cuda", False):
-        predictor.batch_size = CPU_TILES_PER_PASS
-    return {"predictor": predictor, "decoder": IsolatedDecoder()}
-
-
-def worker_state(model_ref: Any = None, options: dict[str, Any] | None = None, threads: int = 1) -> dict[str, Any]:
-    """The state of the worker this task runs on (or of this process for in-process runs)."""
-    # Not on a worker unless distributed is loaded: an in-process run never imports it (0.7 s).
-    dist = sys.modules.get("distributed")
-    try:
-        w = dist.get_worker() if dist is not None else None
-    except ValueError:
-        w = None
-    if w is not None:
-        plugin: Any = w.plugins.get(PLUGIN_NAME)
-        if plugin is None:
-            raise RuntimeError("segpipe predictor plugin is not registered on this worker")
-        if not plugin.state:
-            plugin.setup(w)
-        return plugin.state  # type: ignore[no-any-return]
-    key = repr(model_ref) + repr(sorted((options or {}).items()))
-    if key not in _LOCAL:
-        _LOCAL.clear()
-        _LOCAL[key] = build_state(model_ref, options or {}, threads, 4)
-    return _LOCAL[key]  # type: ignore[no-any-return]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Any
 
 #: progress(done, total, failed)
@@ -38,22 +39,37 @@ def run_tasks(
         ``(key, result)``. The first task error is raised (remaining tasks are cancelled).
     """
     it = iter(tasks)
-    done = 0
     if not hasattr(client, "scheduler") and getattr(client, "threads", 1) > 1:
         yield from _run_threaded(client.threads, fn, it, total=total, max_in_flight=max_in_flight,
                                  progress=progress)
-        return
-    if not hasattr(client, "scheduler"):  # in-process: run one after another
-        for key, args in it:
-            result = client.submit(fn, *args).result()
-            done += 1
-            if progress:
-                progress(done, total, 0)
-            yield key, result
-        return
+    elif not hasattr(client, "scheduler"):  # in-process: run one after another
+        yield from _run_in_order(client, fn, it, total=total, progress=progress)
+    else:
+        yield from _run_on_cluster(client, fn, it, total=total, max_in_flight=max_in_flight, progress=progress,
+                                   resources=resources)
+
+
+def _run_in_order(client: Any, fn: Callable[..., Any], it: Iterator[tuple[str, tuple[Any, ...]]], *,
+                  total: int, progress: Progress | None) -> Iterator[tuple[str, Any]]:
+    """In-process tasks one after another (an :class:`~segpipe.execution.cluster.InProcessClient`)."""
+    done = 0
+    for key, args in it:
+        result = client.submit(fn, *args).result()
+        done += 1
+        if progress:
+            progress(done, total, 0)
+        yield key, result
+
+
+def _run_on_cluster(client: Any, fn: Callable[..., Any], it: Iterator[tuple[str, tuple[Any, ...]]], *,
+                    total: int, max_in_flight: int, progress: Progress | None,
+                    resources: dict[str, float] | None) -> Iterator[tuple[str, Any]]:
+    """Tasks on a ``distributed.Client``, at most ``max_in_flight`` submitted, results as they complete."""
+    # lazy: distributed costs 0.7 s to import; in-process runs never need it
     from distributed import as_completed
 
     pending: dict[Any, str] = {}
+    done = 0
 
     def submit_next() -> bool:
         try:
@@ -101,8 +117,6 @@ def _run_threaded(
     started are cancelled (running ones finish: a thread cannot be stopped). Stopping the iteration
     early does the same.
     """
-    from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-
     pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="segpipe-task")
     pending: dict[Future[Any], str] = {}
     done = 0

@@ -1,4 +1,4 @@
-"""The Dask worker plugin that loads the predictor on each worker (imports distributed)."""
+"""The Dask worker plugin that builds a worker's resources once (imports distributed)."""
 
 from __future__ import annotations
 
@@ -6,18 +6,19 @@ from typing import Any
 
 from distributed import WorkerPlugin
 
-from segpipe.execution.plugins import PLUGIN_NAME, build_state, install_fast_exit
+from segpipe.execution.plugins import PLUGIN_NAME, ZARR_CONCURRENCY, ResourceSetup, configure_worker, install_fast_exit
+from segpipe.storage.zarrfast import forget_metadata
 
 
-class PredictorPlugin(WorkerPlugin):
-    """Builds a predictor and an isolated decoder on each worker.
+class ResourcePlugin(WorkerPlugin):
+    """Builds the resources of ``setup`` on each worker (a predictor and an isolated decoder ...).
 
     Args:
-        model_ref: A :class:`~segpipe.pipeline.prelabel.ModelRef` (small, picklable).
-        options: Predictor keyword options (tile, overlap, batch, device ...).
-        threads: Tasks each worker runs at once (a forward pass runs on one torch thread: see
-            :data:`INFERENCE_THREADS`).
+        setup: What the resources are built from (small, picklable): e.g. a
+            :class:`~segpipe.kernels.prelabel.resources.PredictorSetup`.
         zarr_concurrency: zarr's async concurrency inside the worker (total I/O ≈ threads × this).
+        fast_exit: The worker skips Python's finalisation at exit
+            (:func:`~segpipe.execution.plugins.install_fast_exit`): for the workers of an embedded cluster only.
     """
 
     name = PLUGIN_NAME
@@ -25,26 +26,23 @@ class PredictorPlugin(WorkerPlugin):
     # shared cluster runs several checkpoints one after another).
     idempotent = False
 
-    def __init__(self, model_ref: Any, options: dict[str, Any], threads: int, zarr_concurrency: int = 4,
+    def __init__(self, setup: ResourceSetup[Any], zarr_concurrency: int = ZARR_CONCURRENCY,
                  fast_exit: bool = False) -> None:
-        self.model_ref = model_ref
-        self.options = dict(options)
-        self.threads = threads
+        self.recipe = setup
         self.zarr_concurrency = zarr_concurrency
         self.fast_exit = fast_exit
-        self.state: dict[str, Any] = {}
+        self.resources: Any = None
 
     def setup(self, worker: Any = None) -> None:
-        """Loads the model (runs on the worker), and forgets array metadata cached by an earlier run."""
-        from segpipe.storage.zarrfast import forget_metadata
-
+        """Builds the resources (runs on the worker), and forgets array metadata cached by an earlier run."""
         forget_metadata()
-        self.state = build_state(self.model_ref, self.options, self.threads, self.zarr_concurrency)
+        configure_worker(self.zarr_concurrency)
+        self.resources = self.recipe.build()
         if self.fast_exit:
             install_fast_exit()
 
     def teardown(self, worker: Any = None) -> None:
-        """Stops the decoder process."""
-        dec = self.state.get("decoder")
-        if dec is not None:
-            dec.close()
+        """Releases what the resources hold (stops the decoder process)."""
+        close = getattr(self.resources, "close", None)
+        if close is not None:
+            close()

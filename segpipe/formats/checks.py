@@ -18,11 +18,13 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from segpipe.core.labelmap import unknown_values_to_void
 from segpipe.core.losses import LossCounter
 from segpipe.core.records import DatasetMeta, Materialized, Sample
 from segpipe.errors import FormatError, ImageDecodeError, PixelLimitError
+from segpipe.storage.images import check_pixel_count, exif_orientation, image_size
 
 #: The loss kind of label values that are no category (the VOC writer counts the same kind).
 UNKNOWN_VALUES = "unknown_class_pixels_to_void"
@@ -51,8 +53,6 @@ def check_recorded_size(sample: Sample, source: str | Path | None = None) -> Non
             allocated).
         FormatError: the recorded size differs from the image file's (field ``image <id>: width``).
     """
-    from segpipe.storage.images import check_pixel_count, exif_orientation, image_size
-
     img = sample.image
     rw, rh = int(img.width), int(img.height)
     where = f"image {img.id} ({img.file_name})"
@@ -73,8 +73,6 @@ def check_recorded_size(sample: Sample, source: str | Path | None = None) -> Non
         return
     hint = None
     if (fh, fw) == (rw, rh):
-        from PIL import Image
-
         with Image.open(path) as im:
             orientation = exif_orientation(im)
         if orientation in (5, 6, 7, 8):

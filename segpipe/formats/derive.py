@@ -10,6 +10,7 @@ import numpy as np
 
 from segpipe.core import rle as rle_ops
 from segpipe.core.losses import LossCounter
+from segpipe.core.panoptic import instances_to_panoptic, panoptic_to_class_map, panoptic_to_instances
 from segpipe.core.records import (
     DatasetMeta,
     Instance,
@@ -18,6 +19,7 @@ from segpipe.core.records import (
     PanopticSegment,
     Segmentation,
 )
+from segpipe.core.render import regions_from_class_map, render_maps
 
 
 def _is_thing(meta: DatasetMeta) -> dict[int, bool]:
@@ -39,8 +41,6 @@ def derive_instances(m: Materialized, meta: DatasetMeta) -> tuple[list[InstanceM
         return list(m.instances), losses
     img = m.sample.image
     if m.panoptic is not None:
-        from segpipe.core.panoptic import panoptic_to_instances
-
         id_map, segments = m.panoptic
         things = _is_thing(meta)
         out: list[InstanceMask] = []
@@ -48,8 +48,6 @@ def derive_instances(m: Materialized, meta: DatasetMeta) -> tuple[list[InstanceM
             out.append(_instance_from_rle(seg.id, img.id, seg.category_id, r, seg.iscrowd, seg.attributes))
         return out, losses
     if m.class_map is not None:
-        from segpipe.core.render import regions_from_class_map
-
         out = []
         for k, (cat, r) in enumerate(regions_from_class_map(m.class_map, void_value=m.void_value)):
             out.append(_instance_from_rle(k + 1, img.id, int(cat), r, False, {}))
@@ -115,15 +113,12 @@ def derive_class_map(m: Materialized, meta: DatasetMeta) -> tuple[np.ndarray | N
         return m.class_map, losses
     img = m.sample.image
     if m.panoptic is not None:
-        from segpipe.core.panoptic import panoptic_to_class_map
-
         id_map, segments = m.panoptic
         _count_merged_stuff(segments, meta, losses)
         return panoptic_to_class_map(id_map, segments, void_value=m.void_value), losses
     with_masks = [im for im in m.instances if im.rle is not None]
     if not with_masks:
         return None, losses
-    from segpipe.core.render import render_maps
 
     class_map, _, render_losses = render_maps(with_masks, img.height, img.width, void_value=m.void_value)
     return class_map, losses.merge(render_losses)
@@ -139,7 +134,6 @@ def derive_panoptic(
     if m.panoptic is not None:
         id_map, segments = m.panoptic
         return id_map, list(segments), LossCounter()
-    from segpipe.core.panoptic import instances_to_panoptic
 
     img = m.sample.image
     things = _is_thing(meta)

@@ -25,9 +25,10 @@ from typing import Any
 
 from segpipe.core import rle as rle_ops
 from segpipe.core.losses import LossCounter
+from segpipe.core.panoptic import panoptic_to_instances
 from segpipe.core.records import Category, DatasetMeta, ImageInfo, Instance, InstanceMask, Materialized, Sample
 from segpipe.errors import FormatError, UnsupportedError
-from segpipe.storage.atomic import PARTIAL_SUFFIX
+from segpipe.storage.atomic import PARTIAL_SUFFIX, copy_or_link, source_exists
 from segpipe.storage.paths import ensure_inside
 
 #: The folder of claims under the output (removed by :func:`release_claims`).
@@ -123,8 +124,6 @@ def keep_instance(inst: Instance, known: Container[int], names: Mapping[int, str
 def kept_segments(m: Materialized, known: Container[int], names: Mapping[int, str],
                   lose: Lose) -> Iterator[tuple[int, Any, str]]:
     """``(category id, rle, name)`` of each panoptic segment written; counts unknown and crowd segments."""
-    from segpipe.core.panoptic import panoptic_to_instances
-
     assert m.panoptic is not None
     id_map, segments = m.panoptic
     for seg, r in panoptic_to_instances(id_map, list(segments)):
@@ -199,8 +198,6 @@ def release_claims(out: Path) -> None:
 
 def copy_image(out: Path, mode: str, src: str | None, dst_rel: str, rel: str, losses: LossCounter) -> None:
     """Copies or links (``mode``) the image ``src`` to ``out/dst_rel``; a missing source is counted as ``rel``."""
-    from segpipe.storage.atomic import copy_or_link, source_exists
-
     if mode == "none":
         return
     if src is None or not source_exists(src):

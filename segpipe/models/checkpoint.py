@@ -10,22 +10,37 @@ A checkpoint is a plain dict saved with ``torch.save``::
 
 and read back with ``torch.load(weights_only=True)``: a pickle that references anything other than
 tensors and builtin containers is refused with :class:`~segpipe.errors.CheckpointError` before any of
-its code can run. ``.safetensors`` files are accepted when the optional ``safetensors`` package is
-installed (meta in the header's ``__metadata__``). A plain ``state_dict`` (e.g. from torchvision or
-another trainer) is accepted together with an architecture name.
+its code can run. ``.safetensors`` files (told apart by their header, whatever their name) hold the
+meta as JSON in the header's ``__metadata__["segpipe"]``.
+
+A plain ``state_dict`` (from torchvision, smp, another trainer) is accepted together with an
+architecture name (``--arch``): its keys are matched to the architecture's whatever wrapper prefixes
+either side has (``module.`` from DDP, ``model.`` from Lightning, ``_orig_mod.`` from torch.compile,
+``net.`` from segpipe's own wrappers; see :func:`align_state`), trainer containers
+(``{"state_dict": ...}``) are unwrapped, and ``num_classes`` is inferred from the class-dependent
+tensors' shapes (:func:`infer_num_classes`) unless given.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import pickle
+import shutil
+import struct
 import time
+import zipfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from segpipe.errors import CheckpointError, UnsupportedError
+import numpy as np
+
+from segpipe import __version__
+from segpipe.errors import CheckpointError, UnknownNameError
+from segpipe.models.registry import BUILTIN_DIMS, TASKS, build_model, get_model_spec
+from segpipe.storage.atomic import atomic_open, write_bytes_atomic
 
 FORMAT = "segpipe.checkpoint"
 VERSION = 1
@@ -117,8 +132,6 @@ class CheckpointMeta:
     @classmethod
     def for_arch(cls, arch: str, num_classes: int, **kw: Any) -> CheckpointMeta:
         """Defaults for ``arch`` (task and tile size from the registry; generic category names)."""
-        from segpipe.models.registry import get_model_spec
-
         spec = get_model_spec(arch)
         kw.setdefault(
             "categories",
@@ -181,11 +194,8 @@ def _check_arch(arch: str, path: str | Path | None, where: str) -> None:
     Raises:
         CheckpointError: An unknown name, with the known ones.
     """
-    from segpipe.errors import UnknownNameError
-    from segpipe.models.registry import BUILTIN_DIMS, get_model_spec
-
-    if arch in BUILTIN_DIMS:
-        return  # a built-in: known without importing torch (the driver reads meta torch-free)
+    if arch in BUILTIN_DIMS or "/" in arch:
+        return  # a built-in, known without torch (the driver reads meta torch-free); or a model of its own file
     try:
         get_model_spec(arch)
     except UnknownNameError as e:
@@ -203,8 +213,6 @@ def _check_task_and_indices(meta: CheckpointMeta, path: str | Path | None) -> No
     Raises:
         CheckpointError: naming the file and the field, e.g. ``meta.task`` or ``meta.categories[3].index``.
     """
-    from segpipe.models.registry import TASKS
-
     if meta.task not in TASKS:
         raise CheckpointError(f"unknown task {meta.task!r}; known: {', '.join(TASKS)}", path=path, where="meta.task")
     if meta.num_classes < 1:
@@ -263,8 +271,6 @@ class Checkpoint:
 
 def provenance(**kw: Any) -> dict[str, Any]:
     """A provenance dict with the segpipe version and the current UTC time filled in."""
-    from segpipe import __version__
-
     out: dict[str, Any] = {
         "segpipe_version": __version__,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -284,28 +290,22 @@ def save_checkpoint(
     """Writes a checkpoint atomically.
 
     Args:
-        path: ``*.ckpt`` / ``*.pt`` (torch) or ``*.safetensors`` (needs the safetensors package; no
-            optimizer state).
+        path: ``*.ckpt`` / ``*.pt`` (torch) or ``*.safetensors`` (no optimizer state).
         model: An ``nn.Module`` or a state dict.
         meta: Its metadata.
         optimizer: ``optimizer.state_dict()``, for resuming.
         train_state: Epoch, best metric, RNG states ... (tensors, numbers, str, lists, dicts).
     """
-    import torch
+    import torch  # lazy: torch takes seconds to import; reading a checkpoint's meta must not
 
-    from segpipe.storage.atomic import atomic_open, write_bytes_atomic
 
     path = Path(path)
     state = model.state_dict() if hasattr(model, "state_dict") else dict(model)
     state = {k: v.detach().cpu().contiguous() for k, v in state.items()}
     meta_d = _plain(meta.to_dict(), "meta")
     if path.suffix == ".safetensors":
-        try:
-            from safetensors.torch import save
-        except ImportError:
-            raise UnsupportedError(
-                "saving .safetensors needs the optional safetensors package", hint="pip install safetensors"
-            ) from None
+        from safetensors.torch import save  # lazy: only .safetensors outputs need it
+
         write_bytes_atomic(path, save(state, metadata={"segpipe": json.dumps(meta_d)}))
         return path
     obj = {
@@ -332,9 +332,6 @@ def _write_failure(exc: RuntimeError, path: Path) -> BaseException:
     the machine's failure (the CLI's one line then says what was kept). Called while the partial file
     still fills the disk; any other RuntimeError is returned as is.
     """
-    import errno
-    import shutil
-
     text = str(exc)
     if "inline_container" not in text and "PytorchStreamWriter" not in text:
         return exc
@@ -360,19 +357,20 @@ def load_checkpoint(path: str | Path, *, arch: str | None = None, num_classes: i
     path = Path(path)
     if not path.is_file():
         raise CheckpointError("checkpoint file not found", path=path)
-    if path.suffix == ".safetensors":
+    if is_safetensors(path):
         return _load_safetensors(path, arch, num_classes)
-    import torch
+    import torch  # lazy: torch takes seconds to import; reading a checkpoint's meta must not
 
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         first = next((ln.strip() for ln in str(e).splitlines() if "GLOBAL" in ln or "Unsupported" in ln), "")
         raise CheckpointError(
-            "refused: the checkpoint's pickle references objects other than tensors and plain containers"
-            + (f" ({first})" if first else ""),
+            "refused: a pickle of Python objects (e.g. a whole model saved with torch.save(model)), not tensors "
+            "and plain containers" + (f" ({first})" if first else "") + "; nothing from it was executed",
             path=path,
-            hint="nothing from it was executed; re-save it as a plain state dict",
+            hint="save model.state_dict() and pass --arch, or export it with torch.jit.save, torch.export.save "
+                 "or torch.onnx.export",
         ) from None
     except Exception as e:  # corrupt zip, truncated file, wrong format
         raise CheckpointError(
@@ -390,7 +388,7 @@ def load_checkpoint(path: str | Path, *, arch: str | None = None, num_classes: i
     return _plain_state(obj, path, arch, num_classes)
 
 
-def read_meta(path: str | Path, *, arch: str | None = None) -> CheckpointMeta:
+def read_meta(path: str | Path, *, arch: str | None = None, num_classes: int | None = None) -> CheckpointMeta:
     """The meta of a checkpoint, read without importing torch when the file allows it.
 
     The driver of a run needs only the meta, and importing torch to read it cost 2 s of a 16 s
@@ -398,15 +396,20 @@ def read_meta(path: str | Path, *, arch: str | None = None) -> CheckpointMeta:
     read as torch reads it (the archive named by its first record, its ``version`` record, its
     ``data.pkl``) with an unpickler that knows dicts and torch's tensor records only: nothing from
     the file runs, no tensor is built, and every tensor record the pickle names must be in the zip
-    with at least its bytes. Anything else takes :func:`load_checkpoint`'s path, which gives the same
-    result or the same one-line error: a ``.safetensors`` file, a plain state dict, a legacy torch
-    file, a pickle that references other objects, a meta that holds tensors, a damaged file.
+    with at least its bytes. A ``.safetensors`` file's segpipe meta is read from its JSON header. Anything
+    else takes :func:`load_checkpoint`'s path, which gives the same result or the same one-line error: a
+    plain state dict, a legacy torch file, a pickle that references other objects, a meta that holds
+    tensors, a damaged file.
 
     Raises:
         CheckpointError: as :func:`load_checkpoint`.
     """
     path = Path(path)
-    if path.suffix != ".safetensors" and path.is_file():
+    if path.is_file() and is_safetensors(path):
+        meta = _safetensors_meta(path)
+        if meta is not None:
+            return meta
+    elif path.is_file():
         obj = _read_pickle_skeleton(path)
         if isinstance(obj, dict):
             _check_nesting(obj.get("meta"), path)
@@ -414,7 +417,7 @@ def read_meta(path: str | Path, *, arch: str | None = None) -> CheckpointMeta:
                 and obj.get("version", 0) <= VERSION and isinstance(obj.get("state_dict"), dict)
                 and isinstance(obj.get("meta"), dict) and not _holds_tensor(obj["meta"])):
             return CheckpointMeta.from_dict(obj["meta"], path=path)
-    return load_checkpoint(path, arch=arch).meta
+    return load_checkpoint(path, arch=arch, num_classes=num_classes).meta
 
 
 #: Deepest nesting of dicts and lists accepted in a checkpoint's meta (a real one nests 3 levels). The
@@ -524,8 +527,6 @@ def _holds_tensor(obj: Any) -> bool:
 
 def _read_pickle_skeleton(path: Path) -> Any:
     """The object of a torch zip checkpoint with its tensors as :data:`_TENSOR`; None when torch must read it."""
-    import zipfile
-
     try:
         with open(path, "rb") as fh:
             if fh.read(4) != b"PK\x03\x04":  # torch takes anything else for its legacy format
@@ -547,65 +548,211 @@ def _read_pickle_skeleton(path: Path) -> Any:
         return None
 
 
-def _plain_state(obj: Any, path: Path, arch: str | None, num_classes: int | None) -> Checkpoint:
-    import torch
+#: Prefixes trainers and wrappers put before every key of a state dict: DDP / DataParallel (``module.``),
+#: Lightning and many trainers (``model.``), segpipe's wrappers (``net.``), torch.compile
+#: (``_orig_mod.``), EMA copies (``ema.``, ``model_ema.``), others (``network.``).
+WRAPPER_PREFIXES: tuple[str, ...] = ("module.", "model.", "net.", "_orig_mod.", "network.", "ema.", "model_ema.")
+#: Keys under which trainers store the state dict in a bigger dict, tried in this order.
+STATE_KEYS: tuple[str, ...] = ("state_dict", "model_state_dict", "model", "module", "net", "weights")
 
-    if isinstance(obj, dict):
-        for key in ("state_dict", "model", "model_state_dict"):  # common trainer wrappers
-            if isinstance(obj.get(key), dict):
-                obj = obj[key]
-                break
+
+def canonical_key(key: str) -> str:
+    """``key`` without any leading :data:`WRAPPER_PREFIXES` (``module.net.backbone.x`` → ``backbone.x``)."""
+    changed = True
+    while changed:
+        changed = False
+        for p in WRAPPER_PREFIXES:
+            if key.startswith(p) and len(key) > len(p):
+                key, changed = key[len(p):], True
+    return key
+
+
+def align_state(state: dict[str, Any], own_keys: Any) -> dict[str, Any]:
+    """``state`` with its keys renamed to the architecture's own where they differ by wrapper prefixes.
+
+    A key matches the architecture's key that is the same without :data:`WRAPPER_PREFIXES` on either
+    side (a torchvision ``backbone.x`` is segpipe's ``net.backbone.x``; DDP's ``module.conv.weight`` is
+    ``conv.weight``). Exact matches win; keys that match nothing, or whose match another key took,
+    stay as they are (loading then names them).
+
+    Args:
+        state: The file's ``{key: tensor}``.
+        own_keys: The architecture's state-dict keys.
+    """
+    own = list(own_keys)
+    own_set = set(own)
+    if all(k in own_set for k in state):
+        return state
+    by_canon: dict[str, str | None] = {}
+    for k in own:
+        c = canonical_key(k)
+        by_canon[c] = None if c in by_canon else k  # two own keys alike: no rename to either
+    out: dict[str, Any] = {k: v for k, v in state.items() if k in own_set}
+    for k, v in state.items():
+        if k in own_set:
+            continue
+        target = by_canon.get(canonical_key(k))
+        out[target if target is not None and target not in out else k] = v
+    return out
+
+
+def unwrap_state(obj: Any) -> Any:
+    """The state dict inside a trainer's container (``{"state_dict": {...}, "epoch": 3}``), else ``obj``."""
+    for _ in range(3):  # Lightning in a dict in a dict: a few levels at most
+        if not isinstance(obj, dict):
+            break
+        inner = next((obj[k] for k in STATE_KEYS if isinstance(obj.get(k), dict) and obj[k]), None)
+        if inner is None:
+            break
+        obj = inner
+    return obj
+
+
+def _plain_state(obj: Any, path: Path, arch: str | None, num_classes: int | None) -> Checkpoint:
+    import torch  # lazy: torch costs seconds to import; the driver reads a checkpoint's meta without it
+
+    obj = unwrap_state(obj)
     if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise CheckpointError("not a segpipe checkpoint nor a state dict of tensors", path=path)
+        what = (f"a dict of {len(obj)} entries, not all tensors" if isinstance(obj, dict) and obj
+                else "an empty dict" if isinstance(obj, dict) else f"a pickled {type(obj).__name__}")
+        raise CheckpointError(f"holds {what}: neither a segpipe checkpoint nor a state dict of tensors", path=path,
+                              hint="save model.state_dict() and pass --arch")
     if arch is None:
-        raise CheckpointError("a plain state dict does not say its architecture", path=path, hint="pass --arch NAME")
+        some = ", ".join(list(obj)[:2])
+        raise CheckpointError(f"a plain state dict of {len(obj)} tensors (keys like {some}) does not say its "
+                              "architecture", path=path,
+                              hint="pass --arch NAME (see `segpipe models`) or --arch package.module:function")
     _check_arch(arch, None, "--arch")
-    state = {k.removeprefix("module."): v for k, v in obj.items()}  # DataParallel prefix
-    n = num_classes if num_classes is not None else infer_num_classes(arch, state)
-    return Checkpoint(CheckpointMeta.for_arch(arch, n), state)
+    kwargs = _state_kwargs(arch, obj)
+    state = align_state(obj, _own_keys(arch, kwargs))
+    n = num_classes if num_classes is not None else infer_num_classes(arch, state, path=path, **kwargs)
+    return Checkpoint(CheckpointMeta.for_arch(arch, n, model_kwargs=kwargs), state)
+
+
+def _own_keys(arch: str, kwargs: dict[str, Any]) -> list[str]:
+    """The state-dict keys of ``arch`` (built on the meta device for 2 classes)."""
+    import torch  # lazy: torch costs seconds to import; the driver reads a checkpoint's meta without it
+
+    from segpipe.models.registry import build_model  # lazy: with torch (the architectures import it)
+
+    with torch.device("meta"):
+        return list(build_model(arch, 2, **kwargs).state_dict())
+
+
+def _state_kwargs(arch: str, state: dict[str, Any]) -> dict[str, Any]:
+    """Builder options the weights show: torchvision's FCN / DeepLabV3 trained with an auxiliary head."""
+    import torch  # lazy: torch costs seconds to import; the driver reads a checkpoint's meta without it
+
+    from segpipe.models.registry import build_model  # lazy: with torch (the architectures import it)
+
+    if not any(canonical_key(k).startswith("aux_classifier.") for k in state):
+        return {}
+    try:
+        with torch.device("meta"):
+            build_model(arch, 2, aux_loss=True)
+    except TypeError:  # the architecture has no auxiliary head: the keys will be named as unexpected
+        return {}
+    return {"aux_loss": True}
+
+
+#: Largest safetensors header read (the format's own limit is 100 MB).
+_MAX_SAFETENSORS_HEADER = 100_000_000
+
+
+def is_safetensors(path: Path) -> bool:
+    """Whether ``path`` is a safetensors file: a little-endian u64 header length, then a JSON object."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(9)
+        size = path.stat().st_size
+    except OSError:
+        return False
+    if len(head) < 9:
+        return False
+    (n,) = struct.unpack("<Q", head[:8])
+    return 2 <= n <= min(size - 8, _MAX_SAFETENSORS_HEADER) and head[8:9] == b"{"
+
+
+def _safetensors_header(path: Path) -> dict[str, Any]:
+    """The JSON header of a safetensors file (tensor names, dtypes, shapes and ``__metadata__``).
+
+    Raises:
+        CheckpointError: the header is not a JSON object.
+    """
+    with open(path, "rb") as f:
+        (n,) = struct.unpack("<Q", f.read(8))
+        raw = f.read(min(n, _MAX_SAFETENSORS_HEADER))
+    try:
+        header = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise CheckpointError("the safetensors header is not valid JSON", path=path) from None
+    if not isinstance(header, dict):
+        raise CheckpointError("the safetensors header is not a JSON object", path=path)
+    return header
+
+
+def _meta_from_json(text: Any, path: Path) -> CheckpointMeta:
+    """A segpipe meta stored as JSON text (a safetensors header's ``__metadata__["segpipe"]``)."""
+    if not isinstance(text, str):
+        raise CheckpointError("segpipe metadata is not a JSON string", path=path, where="__metadata__.segpipe")
+    try:
+        d = json.loads(text)
+    except json.JSONDecodeError:
+        raise CheckpointError("safetensors metadata is not valid JSON", path=path) from None
+    except RecursionError:  # json recurses per nesting level
+        raise CheckpointError(f"nested deeper than {MAX_META_DEPTH} levels (refused)", path=path,
+                              where="meta") from None
+    _check_nesting(d, path)
+    return CheckpointMeta.from_dict(d, path=path)
+
+
+def _safetensors_meta(path: Path) -> CheckpointMeta | None:
+    """The segpipe meta of a safetensors file, read from its header without torch; None for a plain one."""
+    meta = _safetensors_header(path).get("__metadata__") or {}
+    if isinstance(meta, dict) and "segpipe" in meta:
+        return _meta_from_json(meta["segpipe"], path)
+    return None
 
 
 def _load_safetensors(path: Path, arch: str | None, num_classes: int | None) -> Checkpoint:
-    try:
-        from safetensors import safe_open
-    except ImportError:
-        raise UnsupportedError(
-            "reading .safetensors needs the optional safetensors package", path=path, hint="pip install safetensors"
-        ) from None
+    from safetensors import safe_open  # lazy: only safetensors files need it
+
+    meta = _safetensors_meta(path)
     try:
         with safe_open(str(path), framework="pt") as f:
-            header = f.metadata() or {}
             state = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - safe_open has no __iter__
     except Exception as e:
-        raise CheckpointError(f"cannot read safetensors file: {e}", path=path) from None
-    if "segpipe" in header:
-        try:
-            meta = CheckpointMeta.from_dict(json.loads(header["segpipe"]), path=path)
-        except json.JSONDecodeError:
-            raise CheckpointError("safetensors metadata is not valid JSON", path=path) from None
-        except RecursionError:  # json recurses per nesting level
-            raise CheckpointError(f"nested deeper than {MAX_META_DEPTH} levels (refused)", path=path,
-                                  where="meta") from None
+        raise CheckpointError(f"cannot read safetensors file: {str(e).splitlines()[0] if str(e) else e}",
+                              path=path) from None
+    if meta is not None:
         return Checkpoint(meta, state)
     return _plain_state(state, path, arch, num_classes)
 
 
-def infer_num_classes(arch: str, state: dict[str, Any]) -> int:
+def infer_num_classes(arch: str, state: dict[str, Any], *, path: str | Path | None = None, **kw: Any) -> int:
     """Infers ``num_classes`` from a state dict's shapes.
 
     Builds the architecture for 2 and 3 classes on the meta device; a tensor whose shape changes is a
     class-dependent layer, and its size in ``state`` (linear in the class count) gives the answer.
+    Keys are matched whatever their wrapper prefixes (:func:`align_state`).
+
+    Args:
+        arch: The architecture.
+        state: The weights.
+        path: The file, named in the error.
+        **kw: Builder options (``aux_loss``).
 
     Raises:
         CheckpointError: no class-dependent tensor matches.
     """
-    import torch
+    import torch  # lazy: torch costs seconds to import; the driver reads a checkpoint's meta without it
 
-    from segpipe.models.registry import build_model
+    from segpipe.models.registry import build_model  # lazy: with torch (the architectures import it)
 
     with torch.device("meta"):
-        s2 = build_model(arch, 2).state_dict()
-        s3 = build_model(arch, 3).state_dict()
+        s2 = build_model(arch, 2, **kw).state_dict()
+        s3 = build_model(arch, 3, **kw).state_dict()
+    state = align_state(state, s2)
     for k, v2 in s2.items():
         v3 = s3.get(k)
         if v3 is None or v2.shape == v3.shape or k not in state or state[k].dim() != v2.dim():
@@ -616,7 +763,8 @@ def infer_num_classes(arch: str, state: dict[str, Any]) -> int:
                 n, rem = divmod(int(state[k].shape[d]) - (a2 - 2 * slope), slope)
                 if rem == 0 and n >= 1:
                     return n
-    raise CheckpointError(f"cannot infer the number of classes of this {arch} state dict; pass num_classes")
+    raise CheckpointError(f"cannot infer the number of classes of this {arch} state dict: no class-dependent "
+                          f"tensor of {arch} is in it", path=path, hint="pass --num-classes N")
 
 
 def build_from_checkpoint(ckpt: Checkpoint | str | Path, *, strict: bool = True,
@@ -626,17 +774,13 @@ def build_from_checkpoint(ckpt: Checkpoint | str | Path, *, strict: bool = True,
     Raises:
         CheckpointError: the weights do not fit the architecture (one line: counts of bad keys).
     """
-    from segpipe.models.registry import build_model
-
     if not isinstance(ckpt, Checkpoint):
         path = ckpt if path is None else path
         ckpt = load_checkpoint(ckpt)
     m = ckpt.meta
     model = build_model(m.arch, m.num_classes, **m.model_kwargs)
-    state = ckpt.state_dict
     own = model.state_dict()
-    if not any(k in own for k in state) and any(f"net.{k}" in own for k in state):
-        state = {f"net.{k}": v for k, v in state.items()}  # a torchvision state dict for a wrapped model
+    state = align_state(ckpt.state_dict, own)
     wrong = [(k, tuple(v.shape), tuple(own[k].shape)) for k, v in state.items()
              if k in own and hasattr(v, "shape") and tuple(v.shape) != tuple(own[k].shape)]
     if wrong:
@@ -666,7 +810,6 @@ def _plain(obj: Any, where: str) -> Any:
     if isinstance(obj, dict):
         return {str(k): _plain(v, f"{where}.{k}") for k, v in obj.items()}
     try:
-        import numpy as np
 
         if isinstance(obj, np.generic):
             return obj.item()

@@ -4,22 +4,34 @@ The ground truth is decoded once into a Zarr store (``REPORT/gt.zarr``) and reus
 checkpoint; each checkpoint pre-labels the archive through the same distributed path as
 ``segpipe prelabel`` (``REPORT/stores/<name>.zarr``, resumable), then the evaluation engine compares the
 two stores. The leaderboard is written as Markdown, CSV and JSON, with one plot per metric across the
-checkpoints (in the order given, e.g. per epoch).
+checkpoints (in the order given, e.g. per epoch). The leaderboard is the typed
+:class:`~segpipe.pipeline.eval_specs.Leaderboard` (:func:`checkpoint_leaderboard`), built from each
+checkpoint's typed evaluation report; :func:`evaluate_checkpoints` returns its JSON.
 """
 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import re
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel
+
 from segpipe.errors import InputError
-from segpipe.execution.cluster import ClusterSpec
+from segpipe.evaluation.report import write_leaderboard_html
+from segpipe.execution.cluster import ClusterSpec, open_client
+from segpipe.formats import detect_format
+from segpipe.pipeline.convert import Conversion, convert
+from segpipe.pipeline.eval_specs import CheckpointProblem, EvaluationReport, Leaderboard, LeaderboardRow
+from segpipe.pipeline.evaluate import PREFER, EvaluateRequest, evaluate_report
+from segpipe.pipeline.prelabel import PrelabelRequest, run_prelabel
+from segpipe.pipeline.requests import EvaluateCheckpointsRequest, evaluation_task
+from segpipe.storage import outputs
 from segpipe.storage.atomic import write_json_atomic
 
 #: Headline metrics per task: (report path, column name), the first one ranks.
@@ -32,33 +44,18 @@ METRICS = {
 }
 
 
-@dataclass
-class EvaluateCheckpointsRequest:
-    """What to evaluate.
-
-    Attributes:
-        gt: The labeled archive (any format segpipe reads).
-        checkpoints: Checkpoint files, in display order.
-        images: The archive's images.
-        report_dir: Where stores, reports, the leaderboard and plots go.
-        task: semantic | instance | panoptic | keypoints.
-        arch: Architecture for plain state-dict checkpoints.
-    """
-
-    gt: Path
-    checkpoints: list[Path]
-    images: Path
-    report_dir: Path
-    task: str = "semantic"
-    arch: str | None = None
+def _scored(req: EvaluateCheckpointsRequest) -> str:
+    """The request's task as the metrics name it (:data:`METRICS`: landmarks are scored as COCO keypoints)."""
+    return evaluation_task(req.task)
 
 
-def _get(d: dict[str, Any], dotted: str) -> float | None:
-    cur: Any = d
+def _get(report: EvaluationReport, dotted: str) -> float | None:
+    """A metric of a typed report by its path in the JSON (``instance.segm.AP``); None where absent."""
+    cur: Any = report
     for part in dotted.split("."):
-        if not isinstance(cur, dict) or part not in cur:
+        cur = getattr(cur, part, None) if isinstance(cur, BaseModel) else None
+        if cur is None:
             return None
-        cur = cur[part]
     return float(cur) if isinstance(cur, (int, float)) else None
 
 
@@ -77,14 +74,26 @@ def evaluate_checkpoints(
     cluster: ClusterSpec | None = None,
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
-    """Runs the whole comparison; returns the leaderboard dict (also written as JSON)."""
-    if req.task not in METRICS:
-        raise InputError(f"unknown task {req.task!r}; known: {', '.join(METRICS)}")
+    """Runs the whole comparison; returns the leaderboard's JSON (as written to ``leaderboard.json``)."""
+    return checkpoint_leaderboard(req, cluster, log).to_json()
+
+
+def checkpoint_leaderboard(
+    req: EvaluateCheckpointsRequest,
+    cluster: ClusterSpec | None = None,
+    log: Callable[[str], None] = print,
+) -> Leaderboard:
+    """Runs the whole comparison; returns the typed leaderboard (also written as Markdown, CSV and JSON).
+
+    Raises:
+        InputError: an unknown task, or a checkpoint file that does not exist.
+        SegpipeError: as pre-labeling and evaluation raise them.
+    """
+    if _scored(req) not in METRICS:
+        raise InputError(f"unknown task {_scored(req)!r}; known: {', '.join(METRICS)}")
     for c in req.checkpoints:
         if not Path(c).is_file():
             raise InputError("checkpoint file not found", path=c)
-    from segpipe.storage import outputs
-
     inputs = [*outputs.dataset_inputs(req.gt, req.images), req.images, *req.checkpoints]
     plan = outputs.check_output(req.report_dir, inputs, option="--report-dir", command="evaluate-checkpoints")
     if not plan.replaces:
@@ -92,67 +101,71 @@ def evaluate_checkpoints(
     # else: an earlier report of this command is continued in place (its decoded ground truth and its
     # stores are reused; each report below is replaced whole).
     cluster = cluster or ClusterSpec()
-    import dataclasses
-
     # Each worker runs as many images at once as it has cores (every forward pass is single-threaded).
     if not cluster.scheduler:
         cluster = dataclasses.replace(cluster, threads_per_worker=cluster.worker_threads())
-    from segpipe.execution.cluster import open_client
-
     with open_client(cluster) as client:  # one cluster for every step of every checkpoint
         return _evaluate_all(req, cluster, client, log)
 
 
-def _evaluate_all(req: EvaluateCheckpointsRequest, cluster: ClusterSpec, client: Any,
-                  log: Callable[[str], None]) -> dict[str, Any]:
-    from segpipe.pipeline.convert import ConvertRequest, convert
-    from segpipe.pipeline.evaluate import EvaluateRequest, evaluate
-    from segpipe.pipeline.prelabel import PrelabelRequest, prelabel
-
-    out = req.report_dir
-    gt_store = out / "gt.zarr"
+def _decode_ground_truth(req: EvaluateCheckpointsRequest, cluster: ClusterSpec, client: Any,
+                         log: Callable[[str], None]) -> Path:
+    """``REPORT/gt.zarr``: the ground truth decoded once (kept from an earlier run of this report)."""
+    gt_store = req.report_dir / "gt.zarr"
     if not (gt_store / "zarr.json").exists():
         log(f"decoding the ground truth once: {req.gt} → {gt_store}")
-        from segpipe.formats import detect_format
-        from segpipe.pipeline.evaluate import PREFER
-
         # The same reading of the ground truth as `segpipe evaluate` (a synth folder's masks, not its
         # objects-only COCO JSON, for semantic tasks).
-        gt_format = detect_format(req.gt, prefer=PREFER.get(req.task, ()))
-        convert(ConvertRequest(src=req.gt, dst=gt_store, to="segpipe_zarr", from_=gt_format, copy_images="none",
-                               overwrite=True), cluster, client=client)
-    rows: list[dict[str, Any]] = []
-    problems: list[dict[str, Any]] = []  # checkpoints some images failed for: the command exits 1
+        gt_format = detect_format(req.gt, prefer=PREFER.get(_scored(req), ()))
+        convert(Conversion(src=req.gt, dst=gt_store, to="segpipe_zarr", from_=gt_format, copy_images="none",
+                           overwrite=True), cluster, client=client)
+    return gt_store
+
+
+def _row(ckpt: Path, name: str, img_s: float, seconds: float, task: str, rep: EvaluationReport) -> LeaderboardRow:
+    epoch = re.search(r"epoch[_-]?(\d+)", Path(ckpt).stem)
+    return LeaderboardRow.model_validate({
+        "checkpoint": str(ckpt), "name": name, "img_s": img_s, "seconds": seconds,
+        "epoch": int(epoch.group(1)) if epoch else None,
+        **{col: _get(rep, path) for path, col in METRICS[task]},
+    })
+
+
+def _evaluate_all(req: EvaluateCheckpointsRequest, cluster: ClusterSpec, client: Any,
+                  log: Callable[[str], None]) -> Leaderboard:
+    out = req.report_dir
+    gt_store = _decode_ground_truth(req, cluster, client, log)
+    typed_rows: list[LeaderboardRow] = []
+    problems: list[CheckpointProblem] = []  # checkpoints some images failed for: the command exits 1
     seen: set[str] = set()
     for i, ckpt in enumerate(req.checkpoints):
         name = _name(Path(ckpt), seen)
         store = out / "stores" / f"{name}.zarr"
         log(f"[{i + 1}/{len(req.checkpoints)}] {ckpt}")
         t0 = time.perf_counter()
-        pre = prelabel(PrelabelRequest(source=str(req.images), model=str(ckpt), out=store, arch=req.arch,
-                                       resume=store.exists(), probs=False), cluster, client=client)
-        rep = evaluate(EvaluateRequest(gt=gt_store, pred=store, task=req.task,
-                                       report_dir=out / "reports" / name), cluster, client=client)
-        row: dict[str, Any] = {"checkpoint": str(ckpt), "name": name,
-                               "img_s": pre["throughput_img_s"], "seconds": round(time.perf_counter() - t0, 2)}
-        epoch = re.search(r"epoch[_-]?(\d+)", Path(ckpt).stem)
-        row["epoch"] = int(epoch.group(1)) if epoch else None
-        for path, col in METRICS[req.task]:
-            row[col] = _get(rep, path)
-        rows.append(row)
-        n_eval = sum(1 for p in rep.get("problems", []) if p.get("severity") == "error")
-        if pre["images"]["failed"] or n_eval:
-            problems.append({"checkpoint": str(ckpt), "prelabel_failed": pre["images"]["failed"],
-                             "evaluate_errors": n_eval, "store": str(store), "report": str(out / "reports" / name)})
-    key = METRICS[req.task][0][1]
+        pre = run_prelabel(PrelabelRequest.build(source=str(req.images), model=str(ckpt), out=store, arch=req.arch,
+                                                 resume=store.exists(), probs=False), cluster, client=client)
+        rep = evaluate_report(EvaluateRequest.build(gt=gt_store, pred=store, task=req.task,
+                                              report_dir=out / "reports" / name), cluster, client=client)
+        typed_rows.append(_row(ckpt, name, pre.throughput_img_s, round(time.perf_counter() - t0, 2), _scored(req), rep))
+        n_eval = sum(1 for p in rep.problems if p.severity == "error")
+        if pre.images.failed or n_eval:
+            problems.append(CheckpointProblem(checkpoint=str(ckpt), prelabel_failed=pre.images.failed,
+                                              evaluate_errors=n_eval, store=str(store),
+                                              report=str(out / "reports" / name)))
+    rows = [r.to_json() for r in typed_rows]
+    key = METRICS[_scored(req)][0][1]
     ranked = sorted(rows, key=lambda r: -1.0 if r[key] is None else r[key], reverse=True)
-    board = {"task": req.task, "gt": str(req.gt), "metric": key, "rows": rows,
-             "best": ranked[0]["checkpoint"] if ranked else None, "problems": problems}
+    leaderboard = Leaderboard.model_validate({"task": _scored(req), "gt": str(req.gt), "metric": key,
+                                              "rows": typed_rows, "best": ranked[0]["checkpoint"] if ranked else None,
+                                              "problems": problems})
+    board = leaderboard.to_json()
     write_json_atomic(out / "leaderboard.json", board)
     _write_csv(out / "leaderboard.csv", rows)
     _write_md(out / "leaderboard.md", board, ranked)
-    _plot(out, rows, [c for _, c in METRICS[req.task]])
-    return board
+    _plot(out, rows, [c for _, c in METRICS[_scored(req)]])
+    write_leaderboard_html(out, board, [c for _, c in METRICS[_scored(req)]])  # index.html: ranked, best first
+    return leaderboard
 
 
 def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
@@ -179,10 +192,11 @@ def _write_md(path: Path, board: dict[str, Any], ranked: list[dict[str, Any]]) -
 
 
 def _plot(out: Path, rows: list[dict[str, Any]], metrics: list[str]) -> None:
+    # lazy: matplotlib costs ~0.5 s to import; only the leaderboard's plot needs it
     import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # lazy: after the backend is chosen
 
     if not rows:
         return

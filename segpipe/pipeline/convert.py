@@ -1,4 +1,9 @@
-"""``segpipe convert``: plan a sharded conversion, run it on Dask, report every loss.
+"""``segpipe convert`` and ``segpipe export``: plan a sharded conversion, run it on Dask, report every loss.
+
+A :class:`~segpipe.pipeline.requests.ConvertRequest` or :class:`~segpipe.pipeline.requests.ExportRequest`
+(what the user asked) becomes a :class:`Conversion` (what the engine runs: reader and writer options
+spelt out), which :func:`run_conversion` carries out. Other workflows that convert on the way (the
+ground truth of ``evaluate-checkpoints`` into a store) build a :class:`Conversion` themselves.
 
 The driver reads the source index once and streams shards of lightweight samples to the workers;
 each worker decodes its images' masks, applies the category map and writes per-image outputs into a
@@ -10,6 +15,7 @@ the destination — or, under ``--strict`` with any loss, removes it and fails, 
 from __future__ import annotations
 
 import hashlib
+import inspect
 import math
 import os
 import shutil
@@ -19,6 +25,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import yaml
+from pydantic import ValidationError
+
 from segpipe import __version__
 from segpipe.core.categories import CategoryMapper
 from segpipe.core.losses import LossCounter
@@ -26,6 +35,7 @@ from segpipe.core.problems import Problem
 from segpipe.core.records import DatasetMeta, Materialized, Sample, chunked
 from segpipe.errors import (
     ConfigError,
+    ImageDecodeError,
     InputError,
     LossError,
     SegpipeError,
@@ -36,6 +46,11 @@ from segpipe.execution.cluster import ClusterSpec, use_client
 from segpipe.execution.runner import run_tasks
 from segpipe.formats import detect_format, get_format
 from segpipe.formats.base import ShardResult, WriteOptions
+from segpipe.formats.checks import check_class_map, check_recorded_size
+from segpipe.pipeline import requests
+from segpipe.pipeline.specs import CategoryMapSpec, ConversionReport
+from segpipe.pipeline.validate import check_image_file
+from segpipe.storage import outputs
 from segpipe.storage.atomic import write_json_atomic
 from segpipe.storage.spill import spill
 
@@ -46,8 +61,8 @@ REPORT_NAME = "conversion_report.json"
 
 
 @dataclass
-class ConvertRequest:
-    """Everything ``segpipe convert`` was asked to do.
+class Conversion:
+    """What the conversion engine runs: a request with its reader and writer options spelt out.
 
     Attributes:
         src: A COCO JSON file or a dataset folder.
@@ -82,13 +97,37 @@ class ConvertRequest:
     reader_options: dict[str, Any] = field(default_factory=dict)
 
 
+def _layout(layout: str | None) -> dict[str, Any]:
+    return {"layout": layout} if layout is not None else {}
+
+
+def conversion_of(req: requests.ConvertRequest | requests.ExportRequest) -> Conversion:
+    """The engine's job for a user's request (``export`` reads a store, and skips an image that fails its receipt).
+
+    Args:
+        req: A validated request.
+
+    Returns:
+        The :class:`Conversion` that carries it out.
+    """
+    if isinstance(req, requests.ExportRequest):
+        return Conversion(
+            src=req.store, dst=req.out, to=req.to, from_="segpipe_zarr", copy_images=req.images,
+            overwrite=req.overwrite, on_error="skip", reader_options={"min_score": req.min_score},
+            writer_options={**({"polygons": True} if req.polygons else {}), **_layout(req.layout)})
+    writer = {
+        **({"polygons": True, "polygon_tolerance": req.polygon_tolerance} if req.polygons else {}),
+        **({"image_url_prefix": req.image_url_prefix} if req.image_url_prefix is not None else {}),
+        **({"model_version": req.model_version} if req.model_version is not None else {}),
+        **_layout(req.layout),
+    }
+    return Conversion(src=req.src, dst=req.out, to=req.to, from_=req.from_, category_map=req.categories,
+                      strict=req.strict, copy_images=req.images, overwrite=req.overwrite, on_error=req.on_error,
+                      shard_size=req.shard_size, image_root=req.image_root, gt=req.gt, writer_options=writer)
+
+
 def load_category_map(path: Path) -> dict[str, Any]:
     """Reads and validates a category map file (YAML or JSON) against its typed model."""
-    import yaml
-    from pydantic import ValidationError
-
-    from segpipe.pipeline.specs import CategoryMapSpec
-
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as e:
@@ -116,8 +155,6 @@ def load_category_map(path: Path) -> dict[str, Any]:
 def _open_reader(
     spec: Any, src: Path, image_root: Path | None, gt: Path | None = None, options: dict[str, Any] | None = None
 ) -> Any:
-    import inspect
-
     if spec.reader is None:
         raise UnsupportedError(f"format {spec.name!r} cannot be read")
     params = inspect.signature(spec.reader).parameters
@@ -166,8 +203,6 @@ def convert_shard(
 
     Returns a small :class:`ShardResult` whose fragments live in a spill file.
     """
-    from segpipe.formats.checks import check_class_map, check_recorded_size
-
     spec = get_format(src_format)
     problems: list[Problem] = []
     pre = LossCounter()
@@ -177,9 +212,6 @@ def convert_shard(
         for s in samples:
             try:
                 if check_images and s.image_path is not None:
-                    from segpipe.errors import ImageDecodeError
-                    from segpipe.pipeline.validate import check_image_file
-
                     why = check_image_file(s.image_path)
                     if why:
                         raise ImageDecodeError(why, path=s.image_path)
@@ -222,12 +254,12 @@ def convert_shard(
     return result
 
 
-def _task_key(req: ConvertRequest, index: int) -> str:
-    h = hashlib.sha1(f"{req.src.resolve()}|{req.to}|{req.dst.resolve()}|{index}".encode()).hexdigest()[:16]
+def _task_key(job: Conversion, index: int) -> str:
+    h = hashlib.sha1(f"{job.src.resolve()}|{job.to}|{job.dst.resolve()}|{index}".encode()).hexdigest()[:16]
     return f"convert-{h}-{index}"
 
 
-def _plan_dst(req: ConvertRequest) -> OutputPlan:
+def _plan_dst(job: Conversion) -> OutputPlan:
     """Checks the destination before anything is read or written (see :mod:`segpipe.storage.outputs`).
 
     A store target is replaced only if it is a segpipe store; any other target only if it holds the
@@ -236,132 +268,113 @@ def _plan_dst(req: ConvertRequest) -> OutputPlan:
     Raises:
         OutputError: DST overlaps an input, or is something this command may not replace.
     """
-    from segpipe.storage.outputs import check_output, dataset_inputs
-
-    command = "export" if req.from_ == "segpipe_zarr" else "convert"
-    inputs = [*dataset_inputs(req.src, req.image_root), req.image_root, *dataset_inputs(req.gt, req.image_root),
-              req.category_map]
-    return check_output(req.dst, inputs, option="DST",
-                        command=command, kind="store" if req.to == "segpipe_zarr" else "folder",
-                        replace=req.overwrite, flag="--overwrite", accept=("convert", "export"))
+    command = "export" if job.from_ == "segpipe_zarr" else "convert"
+    inputs = [*outputs.dataset_inputs(job.src, job.image_root), job.image_root,
+              *outputs.dataset_inputs(job.gt, job.image_root), job.category_map]
+    return outputs.check_output(job.dst, inputs, option="DST",
+                                command=command, kind="store" if job.to == "segpipe_zarr" else "folder",
+                                replace=job.overwrite, flag="--overwrite", accept=("convert", "export"))
 
 
 #: A conversion's rough in-process seconds per image (decode, draw, encode a ~1 MP image), for
 #: ClusterSpec.sized: only picks in-process or the embedded cluster.
 CONVERT_IMAGE_S = 0.02
 
+Progress = Callable[[int, int, int], None]
+
 
 def convert(
-    req: ConvertRequest,
+    req: requests.ConvertRequest | requests.ExportRequest | Conversion,
     cluster: ClusterSpec | None = None,
-    progress: Callable[[int, int, int], None] | None = None,
+    progress: Progress | None = None,
     client: Any = None,
-) -> dict[str, Any]:
-    """Converts a dataset; returns the conversion report (also written to ``DST/conversion_report.json``).
+) -> ConversionReport:
+    """Converts a dataset (``segpipe convert``) or exports a store (``segpipe export``).
+
+    Args:
+        req: What was asked (:class:`~segpipe.pipeline.requests.ConvertRequest` or
+            :class:`~segpipe.pipeline.requests.ExportRequest`), or an engine job.
+        cluster: Where to run (default: in-process for a small job, else the embedded cluster).
+        progress: ``update(done, total, failed)`` in images.
+        client: An existing Dask client to run on.
+
+    Returns:
+        The conversion report, also written to ``DST/conversion_report.json`` (the same JSON).
 
     Raises:
         LossError: ``strict`` and something would be lost (nothing is written).
         SegpipeError: unreadable input, unsupported pair, bad category map (nothing is written).
     """
-    t0 = time.perf_counter()
-    cluster = cluster or ClusterSpec()
-    dst_spec = get_format(req.to)
-    if dst_spec.writer is None:
-        raise UnsupportedError(f"format {req.to!r} cannot be written")
-    plan = _plan_dst(req)
-    src_format = detect_format(req.src) if req.from_ == "auto" else req.from_
+    job = req if isinstance(req, Conversion) else conversion_of(req)
+    return run_conversion(job, cluster, progress, client)
+
+
+def export(req: requests.ExportRequest, cluster: ClusterSpec | None = None, progress: Progress | None = None,
+           client: Any = None) -> ConversionReport:
+    """Exports a store's pre-labels (``segpipe export``); see :func:`convert`."""
+    return run_conversion(conversion_of(req), cluster, progress, client)
+
+
+@dataclass
+class _Source:
+    """The opened source of a conversion and what its categories become."""
+
+    format: str
+    reader: Any
+    meta: DatasetMeta
+    mapper: CategoryMapper | None
+    out_meta: DatasetMeta
+
+
+def _open_source(job: Conversion) -> _Source:
+    """Detects and opens the source and reads the category map (nothing is written yet)."""
+    src_format = detect_format(job.src) if job.from_ == "auto" else job.from_
     src_spec = get_format(src_format)
     if src_spec.materialize is None:
         raise UnsupportedError(f"format {src_format!r} cannot be converted from")
-    reader = _open_reader(src_spec, req.src, req.image_root, req.gt, req.reader_options)
+    reader = _open_reader(src_spec, job.src, job.image_root, job.gt, job.reader_options)
     meta: DatasetMeta = reader.meta
     mapper = None
-    if req.category_map is not None:
-        spec = load_category_map(req.category_map)
+    if job.category_map is not None:
+        spec = load_category_map(job.category_map)
         # New ids share the label maps with void: the source's void value (255 unless it says otherwise).
-        mapper = CategoryMapper.build(spec, meta.categories, source=str(req.category_map),
+        mapper = CategoryMapper.build(spec, meta.categories, source=str(job.category_map),
                                       void_value=meta.void_value if meta.void_value is not None else 255)
-    out_meta = mapper.map_meta(meta) if mapper else meta
+    return _Source(src_format, reader, meta, mapper, mapper.map_meta(meta) if mapper else meta)
 
-    from segpipe.storage import outputs
 
-    # The new output is built whole in a staging folder beside DST and swapped in when complete: an
-    # earlier conversion stays until then, and nothing of it survives next to the new files.
+def run_conversion(job: Conversion, cluster: ClusterSpec | None = None, progress: Progress | None = None,
+                   client: Any = None) -> ConversionReport:
+    """Runs an engine job: the output is built whole in a staging folder beside DST and swapped in when complete.
+
+    An earlier conversion stays until then, and nothing of it survives next to the new files.
+    """
+    t0 = time.perf_counter()
+    dst_spec = get_format(job.to)
+    if dst_spec.writer is None:
+        raise UnsupportedError(f"format {job.to!r} cannot be written")
+    plan = _plan_dst(job)
+    source = _open_source(job)
     staging = outputs.begin_staging(plan)
     spill_dir = staging / ".spill"
     spill_dir.mkdir()
     try:
-        options = WriteOptions(copy_images=req.copy_images, strict=req.strict, extra=dict(req.writer_options))
-        writer = dst_spec.writer(staging, out_meta, options)
+        writer = dst_spec.writer(staging, source.out_meta,
+                                 WriteOptions(copy_images=job.copy_images, strict=job.strict,
+                                              extra=dict(job.writer_options)))
         writer.prepare()
-        n = len(reader)
+        n = len(source.reader)
         if client is None:  # a small conversion runs here rather than wait for a cluster to start
-            cluster = cluster.sized(n * CONVERT_IMAGE_S, threads=1)
-        workers = cluster.n_workers() if cluster.scheduler is None else 4
-        size = req.shard_size or max(1, min(500, math.ceil(n / max(1, workers * 8))))
+            cluster = (cluster or ClusterSpec()).sized(n * CONVERT_IMAGE_S, threads=1)
+        cluster = cluster or ClusterSpec()
+        size = job.shard_size or max(1, min(500, math.ceil(n / max(1, _workers(cluster) * 8))))
         n_shards = math.ceil(n / size) if n else 0
-        done_images = 0
-
-        def on_progress(done: int, total: int, failed: int) -> None:
-            if progress:
-                progress(min(done_images, n), n, failed)
-
-        tasks = (
-            (
-                _task_key(req, i),
-                (i, shard, src_format, meta, writer, mapper, req.on_error, str(spill_dir), req.copy_images != "none"),
-            )
-            for i, shard in enumerate(chunked(reader.samples(), size))
-        )
-        results: list[ShardResult] = []
-        with use_client(cluster, client) as client:
-            for _, result in run_tasks(
-                client, convert_shard, tasks, total=n_shards, max_in_flight=max(2, 2 * workers),
-                progress=on_progress,
-            ):
-                done_images += result.n_samples
-                on_progress(0, 0, 0)
-                results.append(result)
-        results.sort(key=lambda r: r.index)
-        losses = LossCounter()
-        # What the reader did not consume (files, keys, shapes without area: yolo, labelme) is a loss too.
-        read_losses = getattr(reader, "losses", None)
-        if isinstance(read_losses, LossCounter):
-            losses.merge(read_losses)
-        problems: list[Problem] = list(getattr(reader, "problems", []))
-        for r in results:
-            losses.merge(r.losses)
-            problems.extend(r.problems)
-        if req.strict and (not losses.lossless or losses.missing_images):
-            totals = losses.totals()
-            if losses.missing_images:
-                totals["missing_images"] = len(set(losses.missing_images))
-            summary = ", ".join(f"{k}={v}" for k, v in totals.items())
-            raise LossError(f"conversion to {req.to} would lose information: {summary}; nothing was written",
-                            path=req.src, hint="run without --strict to convert and see the report")
+        results = _run_shards(job, source, writer, spill_dir, cluster, client, progress, n, size, n_shards)
+        losses, problems = _tally(job, source.reader, results)
         writer.finalize(results)
         shutil.rmtree(spill_dir, ignore_errors=True)
-        failed = sum(1 for p in problems if p.code == "unreadable")
-        report: dict[str, Any] = {
-            "segpipe_version": __version__,
-            "source": {"path": str(req.src), "format": src_format, "images": n, "categories": len(meta.categories)},
-            "target": {"path": str(req.dst), "format": req.to, "categories": len(out_meta.categories)},
-            "category_map": str(req.category_map) if req.category_map else None,
-            "images": {
-                "total": n,
-                "converted": n - failed,
-                "failed": failed,
-                "missing_files": len(set(losses.missing_images)),
-            },
-            "losses": losses.to_dict(),
-            "repairs": [r.to_dict() if hasattr(r, "to_dict") else r for r in getattr(reader, "repairs", [])],
-            "problems": [p.to_dict() for p in problems],
-            "shards": n_shards,
-            "workers": "in-process"
-            if cluster.workers == 0 and not cluster.scheduler
-            else (cluster.scheduler or workers),
-            "elapsed_s": round(time.perf_counter() - t0, 3),
-        }
+        report = _report(job, source, losses, problems, n, n_shards, cluster, t0)
+        # The same JSON as the dict it was built from: the model only types it.
         write_json_atomic(staging / REPORT_NAME, report)
     except BaseException as e:
         outputs.discard(staging)
@@ -372,4 +385,81 @@ def convert(
                 e.path = str(Path(plan.given) / where.relative_to(staging))
         raise
     outputs.install(staging, plan)
-    return report
+    return ConversionReport.model_validate(report)
+
+
+def _workers(cluster: ClusterSpec) -> int:
+    """Workers a plan sizes its shards for (an external scheduler's are not known here: 4)."""
+    return cluster.n_workers() if cluster.scheduler is None else 4
+
+
+def _run_shards(job: Conversion, source: _Source, writer: Any, spill_dir: Path, cluster: ClusterSpec, client: Any,
+                progress: Progress | None, n: int, size: int, n_shards: int) -> list[ShardResult]:
+    """Streams shards of ``size`` samples to the workers; returns their results in shard order."""
+    workers = _workers(cluster)
+    done_images = 0
+
+    def on_progress(done: int, total: int, failed: int) -> None:
+        if progress:
+            progress(min(done_images, n), n, failed)
+
+    tasks = (
+        (_task_key(job, i), (i, shard, source.format, source.meta, writer, source.mapper, job.on_error,
+                             str(spill_dir), job.copy_images != "none"))
+        for i, shard in enumerate(chunked(source.reader.samples(), size))
+    )
+    results: list[ShardResult] = []
+    with use_client(cluster, client) as c:
+        for _, result in run_tasks(c, convert_shard, tasks, total=n_shards, max_in_flight=max(2, 2 * workers),
+                                   progress=on_progress):
+            done_images += result.n_samples
+            on_progress(0, 0, 0)
+            results.append(result)
+    return sorted(results, key=lambda r: r.index)
+
+
+def _tally(job: Conversion, reader: Any, results: list[ShardResult]) -> tuple[LossCounter, list[Problem]]:
+    """Every loss and problem of the run: the reader's own (what it did not consume) and the shards'.
+
+    Raises:
+        LossError: ``strict`` and something was lost (the staging folder is discarded: nothing is written).
+    """
+    losses = LossCounter()
+    # What the reader did not consume (files, keys, shapes without area: yolo, labelme) is a loss too.
+    read_losses = getattr(reader, "losses", None)
+    if isinstance(read_losses, LossCounter):
+        losses.merge(read_losses)
+    problems: list[Problem] = list(getattr(reader, "problems", []))
+    for r in results:
+        losses.merge(r.losses)
+        problems.extend(r.problems)
+    if job.strict and (not losses.lossless or losses.missing_images):
+        totals = losses.totals()
+        if losses.missing_images:
+            totals["missing_images"] = len(set(losses.missing_images))
+        summary = ", ".join(f"{k}={v}" for k, v in totals.items())
+        raise LossError(f"conversion to {job.to} would lose information: {summary}; nothing was written",
+                        path=job.src, hint="run without --strict to convert and see the report")
+    return losses, problems
+
+
+def _report(job: Conversion, source: _Source, losses: LossCounter, problems: list[Problem], n: int, n_shards: int,
+            cluster: ClusterSpec, t0: float) -> dict[str, Any]:
+    """The conversion report as written (``schemas/conversion_report.schema.json``)."""
+    failed = sum(1 for p in problems if p.code == "unreadable")
+    return {
+        "segpipe_version": __version__,
+        "source": {"path": str(job.src), "format": source.format, "images": n,
+                   "categories": len(source.meta.categories)},
+        "target": {"path": str(job.dst), "format": job.to, "categories": len(source.out_meta.categories)},
+        "category_map": str(job.category_map) if job.category_map else None,
+        "images": {"total": n, "converted": n - failed, "failed": failed,
+                   "missing_files": len(set(losses.missing_images))},
+        "losses": losses.to_dict(),
+        "repairs": [r.to_dict() if hasattr(r, "to_dict") else r for r in getattr(source.reader, "repairs", [])],
+        "problems": [p.to_dict() for p in problems],
+        "shards": n_shards,
+        "workers": "in-process" if cluster.workers == 0 and not cluster.scheduler
+        else (cluster.scheduler or _workers(cluster)),
+        "elapsed_s": round(time.perf_counter() - t0, 3),
+    }

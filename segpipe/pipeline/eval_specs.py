@@ -1,14 +1,20 @@
-"""Typed models of the evaluation report (``report.json`` / ``--json``) written by ``segpipe evaluate``.
+"""Typed models of the evaluation reports: ``segpipe evaluate``'s ``report.json`` / ``--json`` and the
+``leaderboard.json`` of ``segpipe evaluate-checkpoints``.
 
-``schemas/evaluation_report.schema.json`` is generated from :class:`EvaluationReport` and drift-tested.
-Fractions lie in ``[0, 1]``; a figure that is undefined (NaN: no ground truth and no prediction for a
-class, or nothing to average) is written as ``null``. pycocotools' ``-1`` ("no ground truth in this
-area range") is kept as is in ``stats`` and the named COCO figures, exactly as ``COCOeval.stats`` has it.
+The workflows build these models and write their JSON (:meth:`EvaluationReport.to_json`,
+:meth:`Leaderboard.to_json`); ``schemas/evaluation_report.schema.json`` and
+``schemas/leaderboard.schema.json`` are generated from them and drift-tested. Fractions lie in
+``[0, 1]``; a figure that is undefined (NaN: no ground truth and no prediction for a class, or nothing
+to average) is ``None`` here and ``null`` in the JSON. pycocotools' ``-1`` ("no ground truth in this area
+range") is kept as is in ``stats`` and the named COCO figures, exactly as ``COCOeval.stats`` has it.
+
+Optional parts are left unset when absent, and the JSON holds the fields that are set: a report of
+one task has that task's section only, a worst image drawn nowhere has no ``overlay``.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -171,8 +177,9 @@ class RenamedClass(_Strict):
 class OneSideClass(_Strict):
     """A class only one side has, or a prediction class mapped to another id."""
 
-    id: int | None = Field(None, description="its class id in the evaluation (absent: not evaluated as a class)")
+    # pred_id first: the prediction's id, then the class id it is evaluated as (the JSON's order)
     pred_id: int | None = Field(None, description="its id in the prediction")
+    id: int | None = Field(None, description="its class id in the evaluation (absent: not evaluated as a class)")
     name: str
 
 
@@ -218,3 +225,83 @@ class EvaluationReport(BaseModel):
     worst: dict[str, list[WorstImage]] | None = Field(
         None, description="section (semantic | panoptic) -> lowest-scoring images, worst first"
     )
+
+    def header_json(self) -> dict[str, Any]:
+        """What was evaluated and how it went (the fields before the sections), as JSON."""
+        return self.model_dump(mode="json", exclude_unset=True, include=_HEADER)
+
+    def to_json(self) -> dict[str, Any]:
+        """The report as written: the fields that are set, then the task section's keys at the top level."""
+        out = self.model_dump(mode="json", exclude_unset=True)
+        section = out.get("semantic") or out.get("instance") or out.get("panoptic") or {}
+        out.update({k: v for k, v in section.items() if k not in out})
+        return out
+
+    @property
+    def failed(self) -> bool:
+        """True when some image could not be evaluated (an error among the problems)."""
+        return any(p.severity == "error" for p in self.problems)
+
+
+_HEADER = {"segpipe_version", "task", "gt", "pred", "images", "problems", "elapsed_s", "classes"}
+
+
+# ---------------------------------------------------------------- leaderboard (evaluate-checkpoints)
+
+
+class LeaderboardRow(_Strict):
+    """One checkpoint: its speed and the task's headline metrics (``leaderboard.csv`` has the same columns).
+
+    A row holds the metric columns of its task only: ``mIoU``, ``pixel acc``, ``mean acc``, ``fw IoU``
+    (semantic); ``mask AP``, ``mask AP50``, ``box AP`` (instance); ``PQ``, ``SQ``, ``RQ`` (panoptic);
+    ``OKS AP``, ``OKS AP50`` (keypoints). A metric the report lacks is ``null``.
+    """
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    checkpoint: str = Field(description="the checkpoint file, as given")
+    name: str = Field(description="its name in stores/ and reports/")
+    img_s: float = Field(description="pre-labeling throughput, images per second")
+    seconds: float = Field(description="pre-labeling and evaluation time")
+    epoch: int | None = Field(description="the epoch in the file name (epoch_12, epoch-3 ...), if any")
+    miou: Num = Field(None, alias="mIoU")
+    pixel_acc: Num = Field(None, alias="pixel acc")
+    mean_acc: Num = Field(None, alias="mean acc")
+    fw_iou: Num = Field(None, alias="fw IoU")
+    mask_ap: Num = Field(None, alias="mask AP")
+    mask_ap50: Num = Field(None, alias="mask AP50")
+    box_ap: Num = Field(None, alias="box AP")
+    pq: Num = Field(None, alias="PQ")
+    sq: Num = Field(None, alias="SQ")
+    rq: Num = Field(None, alias="RQ")
+    oks_ap: Num = Field(None, alias="OKS AP")
+    oks_ap50: Num = Field(None, alias="OKS AP50")
+
+    def to_json(self) -> dict[str, Any]:
+        """The row as written: its columns by name, the task's metrics only."""
+        return self.model_dump(mode="json", by_alias=True, exclude_unset=True)
+
+
+class CheckpointProblem(_Strict):
+    """A checkpoint for which some images failed (the command exits 1)."""
+
+    checkpoint: str
+    prelabel_failed: int = Field(description="images that failed to pre-label")
+    evaluate_errors: int = Field(description="images that could not be evaluated")
+    store: str = Field(description="its store (the run reports are in .segpipe/runs)")
+    report: str = Field(description="its evaluation report folder")
+
+
+class Leaderboard(_Strict):
+    """``leaderboard.json``, written by ``segpipe evaluate-checkpoints``."""
+
+    model_config = ConfigDict(extra="forbid", title="segpipe evaluate-checkpoints leaderboard")
+    task: Literal["semantic", "instance", "panoptic", "keypoints"]
+    gt: str = Field(description="the labeled archive")
+    metric: str = Field(description="the column that ranks the checkpoints")
+    rows: list[LeaderboardRow] = Field(description="one per checkpoint, in the order given")
+    best: str | None = Field(description="the best checkpoint by the ranking metric (null: none)")
+    problems: list[CheckpointProblem]
+
+    def to_json(self) -> dict[str, Any]:
+        """The leaderboard as written."""
+        return self.model_dump(mode="json", by_alias=True, exclude_unset=True)

@@ -8,7 +8,10 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from segpipe.errors import OutputError
 from segpipe.pipeline import eval_specs, runspec, specs
+from segpipe.pipeline.prelabel.report import PrelabelReport
+from segpipe.storage.atomic import write_bytes_atomic
 
 #: file name -> model. Other modules add their models here as they land.
 SCHEMAS: dict[str, type[BaseModel]] = {
@@ -16,7 +19,10 @@ SCHEMAS: dict[str, type[BaseModel]] = {
     "coco.schema.json": specs.CocoShapes,
     "conversion_report.schema.json": specs.ConversionReport,
     "evaluation_report.schema.json": eval_specs.EvaluationReport,
+    "leaderboard.schema.json": eval_specs.Leaderboard,
     "pipeline.schema.json": runspec.PipelineSpec,
+    "prelabel_report.schema.json": PrelabelReport,
+    "validation_report.schema.json": specs.ValidationReport,
     "zarr_layout.schema.json": specs.StoreAttrs,
 }
 
@@ -34,15 +40,11 @@ def write_schemas(out_dir: Path) -> list[Path]:
     Each file is written atomically: a symbolic link (or anything else) at its name is replaced, never
     followed, so a link to another file cannot make this write there.
     """
-    from segpipe.storage.atomic import write_bytes_atomic
-
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for name, model in sorted(SCHEMAS.items()):
         path = out_dir / name
         if path.is_dir() and not path.is_symlink():
-            from segpipe.errors import OutputError
-
             raise OutputError("is a folder, not a schema file", path=path, hint="move it away")
         write_bytes_atomic(path, render(model).encode("utf-8"))
         written.append(path)

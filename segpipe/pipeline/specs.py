@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 # ---------------------------------------------------------------- category map
 
@@ -131,10 +131,45 @@ class CocoShapes(BaseModel):
     root: CocoDataset | list[CocoResult] | CocoPanoptic
 
 
-# ---------------------------------------------------------------- conversion report
+# ---------------------------------------------------------------- reports
 
 
-class Losses(BaseModel):
+class Readable(BaseModel):
+    """A typed report that also reads like the JSON it is written as: ``report["images"]["failed"]``.
+
+    Callers written against the dict reports (and scripts reading the JSON) keep working; attributes
+    (``report.images["failed"]``) are the typed way. A key is a field's alias or name.
+    """
+
+    def _field(self, key: str) -> str:
+        for name, info in type(self).model_fields.items():
+            if key in (name, info.alias):
+                return name
+        raise KeyError(key)
+
+    def __getitem__(self, key: str) -> Any:
+        # Item access reads like the JSON: nested models come back as their JSON values, so a caller
+        # written against the dict reports can pass them to json.dumps (attributes stay typed).
+        value = getattr(self, self._field(key))
+        if isinstance(value, BaseModel) or (isinstance(value, list) and any(isinstance(v, BaseModel) for v in value)):
+            return TypeAdapter(Any).dump_python(value, mode="json", by_alias=True)
+        return value
+
+    def get(self, key: str, default: Any = None) -> Any:
+        """The value of ``key``, or ``default`` when the report has no such field."""
+        try:
+            return self[key]
+        except KeyError:
+            return default
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, str) and self.get(key, _MISSING) is not _MISSING
+
+
+_MISSING = object()
+
+
+class Losses(Readable):
     """What the target format could not hold, counted."""
 
     lossless: bool
@@ -146,7 +181,7 @@ class Losses(BaseModel):
     missing_images: list[str]
 
 
-class ProblemModel(BaseModel):
+class ProblemModel(Readable):
     """One problem (validation or a per-image failure)."""
 
     severity: Literal["error", "warning"]
@@ -156,7 +191,7 @@ class ProblemModel(BaseModel):
     code: str
 
 
-class ConversionReport(BaseModel):
+class ConversionReport(Readable):
     """``DST/conversion_report.json``, written by ``segpipe convert``."""
 
     model_config = ConfigDict(title="segpipe conversion report")
@@ -171,6 +206,26 @@ class ConversionReport(BaseModel):
     shards: int
     workers: int | str
     elapsed_s: float
+
+
+class ValidationReport(Readable):
+    """What ``segpipe validate`` found; ``--json FILE`` writes it."""
+
+    model_config = ConfigDict(title="segpipe validation report")
+    segpipe_version: str
+    path: str
+    format: str = Field(description="the format validated (pipeline for a pipeline file)")
+    problems: list[ProblemModel]
+
+    @property
+    def errors(self) -> int:
+        """Problems of severity ``error``."""
+        return sum(1 for p in self.problems if p.severity == "error")
+
+    @property
+    def warnings(self) -> int:
+        """Problems of severity ``warning``."""
+        return len(self.problems) - self.errors
 
 
 # ---------------------------------------------------------------- Zarr store layout

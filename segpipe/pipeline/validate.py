@@ -1,14 +1,27 @@
-"""``segpipe validate``: the format's own checks, then an integrity check of every image file."""
+"""``segpipe validate``: the format's own checks, then an integrity check of every image file.
+
+Pipeline files are checked against their schema (:func:`segpipe.pipeline.runspec.validate_pipeline_file`).
+"""
 
 from __future__ import annotations
 
 import inspect
 from pathlib import Path
 
+from PIL import Image
+
+from segpipe import __version__
 from segpipe.core.problems import Problem
 from segpipe.errors import PixelLimitError, SegpipeError, UnsupportedError
 from segpipe.formats import detect_format, get_format
 from segpipe.formats.base import FormatSpec
+from segpipe.formats.checks import check_recorded_size
+from segpipe.pipeline.requests import ValidateRequest
+from segpipe.pipeline.runspec import validate_pipeline_file
+from segpipe.pipeline.specs import ProblemModel, ValidationReport
+from segpipe.storage.atomic import write_json_atomic
+from segpipe.storage.images import read_image
+from segpipe.storage.outputs import check_output, dataset_inputs
 
 #: Photo formats whose integrity is checked; rasters and volumes (GeoTIFF, NIfTI, DICOM) have their own
 #: readers, which fail per file.
@@ -22,10 +35,6 @@ def check_image_file(path: str, *, deep: bool = False) -> str | None:
     marker: a truncated PNG fails); ``deep`` decodes every pixel (catches truncated JPEGs, which
     ``verify`` does not).
     """
-    from PIL import Image
-
-    from segpipe.storage.images import read_image
-
     if Path(path).suffix.lower() not in PHOTO_SUFFIXES:
         return None
     try:
@@ -39,6 +48,36 @@ def check_image_file(path: str, *, deep: bool = False) -> str | None:
     except Exception as e:  # Pillow raises many types for corrupt files; any of them means "unusable"
         return f"corrupt or truncated image: {type(e).__name__}: {e}"
     return None
+
+
+def is_pipeline(path: Path, fmt: str = "auto") -> bool:
+    """Whether ``path`` is validated as a pipeline file (a YAML, and no dataset format asked for)."""
+    return path.suffix in (".yaml", ".yml") and fmt in ("auto", "pipeline")
+
+
+def validate(req: ValidateRequest) -> ValidationReport:
+    """Validates a dataset or a pipeline file (``segpipe validate``); writes ``req.json_out`` when given.
+
+    The JSON file is checked before anything is read: it never replaces what is validated, nor a file
+    segpipe did not write.
+
+    Returns:
+        Every problem found, in the order found (a clean dataset: none).
+
+    Raises:
+        InputError: the path cannot be read at all.
+        OutputError: ``json_out`` is refused.
+    """
+    if req.json_out is not None:
+        # A dataset given as its annotation file occupies the folder its images are read from.
+        inputs = [req.path] if is_pipeline(req.path, req.format) else dataset_inputs(req.path, req.image_root)
+        check_output(req.json_out, [*inputs, req.image_root], option="--json", command="validate", kind="file")
+    fmt, problems = validate_path(req.path, req.format, image_root=req.image_root, images=req.images)
+    report = ValidationReport(segpipe_version=__version__, path=str(req.path), format=fmt,
+                              problems=[ProblemModel.model_validate(p.to_dict()) for p in problems])
+    if req.json_out is not None:
+        write_json_atomic(req.json_out, report.model_dump(mode="json"))
+    return report
 
 
 def validate_path(
@@ -56,9 +95,7 @@ def validate_path(
     Raises:
         InputError: the path cannot be read at all (exit 2).
     """
-    if path.suffix in (".yaml", ".yml") and fmt in ("auto", "pipeline"):
-        from segpipe.pipeline.runspec import validate_pipeline_file
-
+    if is_pipeline(path, fmt):
         return "pipeline", list(validate_pipeline_file(path))
     name = detect_format(path) if fmt == "auto" else fmt
     spec = get_format(name)
@@ -88,8 +125,6 @@ def _image_problems(
         # dataset all the same, so its error is validate's too (a file never validates and then fails
         # to convert).
         return [Problem("error", e.path or str(path), e.where or "", e.message, "read.refused")]
-    from segpipe.formats.checks import check_recorded_size
-
     out: list[Problem] = []
     if not files:
         return out

@@ -8,12 +8,16 @@ exist and lets ``fsck`` check them against their checksums.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from segpipe.storage.atomic import write_json_atomic
+from segpipe.storage.location import Location
+from segpipe.storage.stacks import _read_files
+from segpipe.storage.verify import parse_receipt
 
 
 class Ledger:
@@ -49,8 +53,6 @@ class Ledger:
             ValueError: It does not decode as a finished task's receipt (truncated, not JSON, no
                 image id or outputs).
         """
-        from segpipe.storage.verify import parse_receipt  # lazy: verify imports numpy; writing receipts does not
-
         rec, why = parse_receipt(self.path(key).read_bytes())
         if rec is None:
             raise ValueError(f"{self.path(key)}: receipt {why}")
@@ -69,10 +71,6 @@ class Ledger:
         is redone (which rewrites the receipt) rather than trusted or crashed on. Reads every receipt
         (a few tens of µs each, in threads for large ledgers).
         """
-        # lazy: stacks and verify import numpy; writing receipts does not
-        from segpipe.storage.stacks import _read_files
-        from segpipe.storage.verify import parse_receipt
-
         if not self.dir.exists():
             return set()
         keys = sorted(self.keys())
@@ -91,6 +89,61 @@ class Ledger:
         for p in sorted(self.dir.iterdir()):
             if p.name.endswith(".json"):
                 yield p.name[:-5], p
+
+
+class ObjectLedger:
+    """Receipts under ``<location>/ledger/<key>.json`` in object storage (the API of :class:`Ledger`).
+
+    An object store has no rename, but a PUT is atomic (a reader sees the whole receipt or none), and
+    a receipt is written with put-if-absent (S3 ``If-None-Match: *``): the first finished run of a task
+    records it, a re-executed task (same key: same outputs) leaves it as it was.
+
+    Args:
+        root: The store's private location (``STORE/.segpipe``).
+    """
+
+    def __init__(self, root: Location) -> None:
+        self.location = root.child("ledger")
+
+    def ensure(self) -> None:
+        """Nothing to create: object storage has no folders."""
+
+    def done(self, key: str) -> bool:
+        """True if a receipt for ``key`` exists."""
+        return self.location.exists(f"{key}.json")
+
+    def write(self, key: str, receipt: dict[str, Any]) -> bool:
+        """Records ``receipt`` for ``key`` unless one is there; True if this call wrote it."""
+        data = json.dumps({"key": key, **receipt}, separators=(",", ":")).encode()
+        return self.location.put_if_absent(f"{key}.json", data)
+
+    def read(self, key: str) -> dict[str, Any]:
+        """Reads one receipt.
+
+        Raises:
+            FileNotFoundError: No receipt for ``key``.
+            ValueError: It does not decode as a finished task's receipt.
+        """
+        rec, why = parse_receipt(self.location.read_bytes(f"{key}.json"))
+        if rec is None:
+            raise ValueError(f"{self.location.key_url(key + '.json')}: receipt {why}")
+        return rec
+
+    def keys(self) -> set[str]:
+        """Every key with a receipt."""
+        return {k[:-5] for k in self.location.list() if k.endswith(".json") and "/" not in k}
+
+    def finished(self) -> set[str]:
+        """Every key whose receipt decodes as a finished task's (what ``--resume`` may skip)."""
+        out = set()
+        for key in sorted(self.keys()):
+            try:
+                rec = parse_receipt(self.location.read_bytes(f"{key}.json"))[0]
+            except FileNotFoundError:
+                continue
+            if rec is not None and rec.get("key", key) == key:
+                out.add(key)
+        return out
 
 
 def orphan_partials(root: str | Path) -> list[Path]:

@@ -39,6 +39,7 @@ from typing import Any
 from segpipe import __version__
 from segpipe.errors import OutputError
 from segpipe.storage.atomic import write_json_atomic
+from segpipe.storage.location import names_object_storage
 from segpipe.storage.paths import fsync_dir
 
 #: The file that marks a folder as the output of a segpipe command (JSON: made_by, command, entries).
@@ -377,6 +378,10 @@ def check_output(
         OutputError: the output overlaps an input, is something segpipe did not make, or is an earlier
             output that may not be replaced; one line naming the path and the option.
     """
+    url = names_object_storage(path)
+    if url is not None:  # a Path would make of s3://b/x a local folder "s3:": refused, not written
+        raise OutputError(f"{option}: `segpipe {command}` cannot write to object storage yet", path=url,
+                          hint=f"give a local path as {option}")
     given = Path(path)
     final = resolved(given)
     accepted = frozenset({command, *accept})

@@ -88,21 +88,7 @@ def plan_stacks(root_path: Path, items: Iterable[tuple[int, int, int, Mapping[st
     sg: Any = root.require_group(STACKS)
     root_attrs: Any = root.attrs.get("segpipe", {})
     categories = root_attrs.get("categories") if isinstance(root_attrs, Mapping) else None
-    existing: dict[int, tuple[str, int]] = {}
-    extra: list[tuple[int, str, int]] = []  # further slots of an id found twice (a damaged stack)
-    for name in sorted(sg.group_keys()):
-        ids = np.asarray(sg[name]["ids"][...])
-        for j in np.flatnonzero(ids >= 0).tolist():
-            if int(ids[j]) in existing:
-                extra.append((int(ids[j]), name, int(j)))
-            else:
-                existing[int(ids[j])] = (name, int(j))
-    # An id found in several slots (a damaged stack): none of them can be trusted to hold its image or
-    # its attributes (a slot's attrs may name another image), so the image gets a fresh slot and every
-    # slot with its id is cleared below.
-    for image_id in {i for i, _, _ in extra}:
-        name, j = existing.pop(image_id)
-        extra.append((image_id, name, j))
+    existing, extra = _existing_slots(sg)
     by_size: dict[str, list[tuple[int, Mapping[str, Any]]]] = defaultdict(list)
     shapes: dict[str, tuple[int, int]] = {}
     for image_id, h, w, attrs in items:
@@ -115,27 +101,9 @@ def plan_stacks(root_path: Path, items: Iterable[tuple[int, int, int, Mapping[st
     for name, members in by_size.items():
         if name not in have and len(members) < MIN_STACK:
             continue
-        h, w = shapes[name]
         if name not in have:
-            g = sg.create_group(name, attributes={"categories": list(categories or [])})
-            void = label_fill(labels_dtype)
-            g.create_array("labels", shape=(0, h, w), dtype=labels_dtype, chunks=(1, h, w), shards=(SHARD, h, w),
-                           fill_value=void, chunk_key_encoding=_FLAT, dimension_names=dimension_names("labels", 3,
-                           stacked=True), attributes=label_attributes(categories, void))
-            if probs:
-                g.create_array("probs", shape=(0, n_classes, h, w), dtype="uint8", chunks=(1, n_classes, h, w),
-                               shards=(SHARD, n_classes, h, w), fill_value=0, chunk_key_encoding=_FLAT,
-                               dimension_names=dimension_names("probs", 4, stacked=True))
-            by_slot = ("slot",)
-            g.create_array("ids", shape=(0,), dtype="int64", chunks=(65536,), fill_value=-1, dimension_names=by_slot,
-                           attributes={"long_name": "image id of each slot (-1: none)"})
-            g.create_array("attrs", shape=(0,), dtype=str, chunks=(4096,), dimension_names=by_slot,
-                           attributes={"long_name": "the image's attributes as JSON"})
-            g.create_array("done", shape=(0,), dtype="uint8", chunks=(SHARD,), fill_value=0, chunk_key_encoding=_FLAT,
-                           dimension_names=by_slot, attributes={"long_name": "1 where the slot holds its image"})
+            _create_stack(sg, name, shapes[name], list(categories or []), labels_dtype, n_classes, probs)
             have.add(name)
-        g = sg[name]
-        n_old = int(g["ids"].shape[0])
         new: list[tuple[int, Mapping[str, Any]]] = []
         for image_id, attrs in members:
             old = existing.get(image_id)
@@ -146,16 +114,7 @@ def plan_stacks(root_path: Path, items: Iterable[tuple[int, int, int, Mapping[st
                 clear[old[0]].append(old[1])
             new.append((image_id, attrs))
         if new:
-            n_new = _grow(n_old + len(new))
-            for arr_name in g.array_keys():
-                arr = g[arr_name]
-                arr.resize((n_new, *arr.shape[1:]))
-            fresh = range(n_old, n_old + len(new))
-            g["ids"][n_old : n_old + len(new)] = np.array([i for i, _ in new], dtype=np.int64)
-            g["attrs"][n_old : n_old + len(new)] = np.array([json.dumps(dict(a), sort_keys=True) for _, a in new],
-                                                            dtype=object)
-            for (image_id, _), slot in zip(new, fresh, strict=True):
-                placed[image_id] = (name, slot)
+            placed.update(_append_slots(sg[name], name, new))
     planned = {i for members in by_size.values() for i, _ in members}
     for image_id, (name, slot) in [*existing.items(), *((i, (n, j)) for i, n, j in extra)]:
         if image_id in planned and placed.get(image_id) != (name, slot):
@@ -169,6 +128,70 @@ def plan_stacks(root_path: Path, items: Iterable[tuple[int, int, int, Mapping[st
         if folder.is_dir():
             shutil.rmtree(folder)
     return placed
+
+
+def _existing_slots(sg: Any) -> tuple[dict[int, tuple[str, int]], list[tuple[int, str, int]]]:
+    """The slots the stacks already hold: ``({image id: (stack, slot)}, [(image id, stack, slot)])``.
+
+    An id found in several slots (a damaged stack) is in the second list only, with every slot it has:
+    none of them can be trusted to hold its image or its attributes (a slot's attrs may name another
+    image), so the image gets a fresh slot and every slot with its id is cleared.
+
+    Args:
+        sg: The ``stacks`` zarr group.
+    """
+    existing: dict[int, tuple[str, int]] = {}
+    extra: list[tuple[int, str, int]] = []
+    for name in sorted(sg.group_keys()):
+        ids = np.asarray(sg[name]["ids"][...])
+        for j in np.flatnonzero(ids >= 0).tolist():
+            if int(ids[j]) in existing:
+                extra.append((int(ids[j]), name, int(j)))
+            else:
+                existing[int(ids[j])] = (name, int(j))
+    for image_id in {i for i, _, _ in extra}:
+        name, j = existing.pop(image_id)
+        extra.append((image_id, name, j))
+    return existing, extra
+
+
+def _create_stack(sg: Any, name: str, shape: tuple[int, int], categories: list[Any], labels_dtype: Any,
+                  n_classes: int, probs: bool) -> None:
+    """Creates an empty stack of ``(H, W)`` images: ``labels (N, H, W)``, ``probs (N, C, H, W)``, and
+    the per-slot ``ids``, ``attrs`` and ``done`` (metadata only: ``N`` is 0 until slots are added).
+    """
+    h, w = shape
+    g = sg.create_group(name, attributes={"categories": categories})
+    void = label_fill(labels_dtype)
+    g.create_array("labels", shape=(0, h, w), dtype=labels_dtype, chunks=(1, h, w), shards=(SHARD, h, w),
+                   fill_value=void, chunk_key_encoding=_FLAT, dimension_names=dimension_names("labels", 3,
+                   stacked=True), attributes=label_attributes(categories, void))
+    if probs:
+        g.create_array("probs", shape=(0, n_classes, h, w), dtype="uint8", chunks=(1, n_classes, h, w),
+                       shards=(SHARD, n_classes, h, w), fill_value=0, chunk_key_encoding=_FLAT,
+                       dimension_names=dimension_names("probs", 4, stacked=True))
+    by_slot = ("slot",)
+    g.create_array("ids", shape=(0,), dtype="int64", chunks=(65536,), fill_value=-1, dimension_names=by_slot,
+                   attributes={"long_name": "image id of each slot (-1: none)"})
+    g.create_array("attrs", shape=(0,), dtype=str, chunks=(4096,), dimension_names=by_slot,
+                   attributes={"long_name": "the image's attributes as JSON"})
+    g.create_array("done", shape=(0,), dtype="uint8", chunks=(SHARD,), fill_value=0, chunk_key_encoding=_FLAT,
+                   dimension_names=by_slot, attributes={"long_name": "1 where the slot holds its image"})
+
+
+def _append_slots(g: Any, name: str, new: list[tuple[int, Mapping[str, Any]]]) -> dict[int, tuple[str, int]]:
+    """Grows stack ``g`` by whole shards and writes the ids and attributes of ``new`` images in its
+    first free slots; returns ``{image id: (name, slot)}``.
+    """
+    n_old = int(g["ids"].shape[0])
+    n_new = _grow(n_old + len(new))
+    for arr_name in g.array_keys():
+        arr = g[arr_name]
+        arr.resize((n_new, *arr.shape[1:]))
+    g["ids"][n_old : n_old + len(new)] = np.array([i for i, _ in new], dtype=np.int64)
+    g["attrs"][n_old : n_old + len(new)] = np.array([json.dumps(dict(a), sort_keys=True) for _, a in new],
+                                                    dtype=object)
+    return {image_id: (name, slot) for (image_id, _), slot in zip(new, range(n_old, n_old + len(new)), strict=True)}
 
 
 class PendingSlot:
@@ -248,29 +271,8 @@ class ShardWriter:
             done = _read_done(folder / "done", docs["done"], s, hi - lo)
             keep = [j for j in range(hi - lo) if done[j] and lo + j not in finished]
             for name in ("labels", "probs"):
-                if name not in docs:
-                    continue
-                # The images themselves, not a stacked copy: a fresh shard-sized buffer page-faults on
-                # this VM about as long as zstd takes to compress it.
-                block: list[np.ndarray | None] = [None] * (hi - lo)
-                if keep:
-                    arr = _open_array(folder / name)
-                    for j in list(keep):
-                        try:
-                            block[j] = np.asarray(arr[lo + j])
-                        except Exception:  # a damaged shard: the slot is rewritten unwritten (done 0),
-                            keep.remove(j)  # so its receipt no longer holds and --resume redoes it
-                for slot, p in finished.items():
-                    if name in p.arrays:
-                        block[slot - lo] = p.arrays[name]
-                if not zarrfast.write_shards(folder / name, block, lo):
-                    shape = [int(d) for d in docs[name]["shape"]]
-                    full = np.full((hi - lo, *shape[1:]), zarrfast.fill_of(docs[name]),
-                                   dtype=np.dtype(docs[name]["data_type"]))
-                    for j, img in enumerate(block):
-                        if img is not None:
-                            full[j] = img
-                    _open_array(folder / name, "r+")[lo:hi] = full  # shard-aligned: one writer per file
+                if name in docs:
+                    _write_stack_shard(folder / name, docs[name], name, lo, hi, keep, finished)
             new_done = np.zeros(hi - lo, dtype=np.uint8)
             new_done[keep] = 1
             for slot in finished:
@@ -284,6 +286,43 @@ class ShardWriter:
                     r["timings"]["write"] = r["timings"].get("write", 0.0) + share
                 ledger.write(k, r)
         self.pending = []
+
+
+def _write_stack_shard(path: Path, doc: Mapping[str, Any], name: str, lo: int, hi: int, keep: list[int],
+                       finished: Mapping[int, PendingSlot]) -> None:
+    """Writes slots ``lo..hi`` of one stacked array (``labels`` or ``probs``) as one whole shard.
+
+    Args:
+        path: The array's folder.
+        doc: Its parsed ``zarr.json``.
+        name: ``labels`` or ``probs``: the key of the images in :attr:`PendingSlot.arrays`.
+        lo: First slot of the shard.
+        hi: One past its last slot.
+        keep: Shard positions (``slot - lo``) finished before, read back and rewritten unchanged; one
+            whose data cannot be read (a damaged shard) is removed from it, so it is written as fill
+            and its receipt no longer holds (``--resume`` redoes it).
+        finished: Slot → the image of this task written there.
+    """
+    # The images themselves, not a stacked copy: a fresh shard-sized buffer page-faults on this VM
+    # about as long as zstd takes to compress it.
+    block: list[np.ndarray | None] = [None] * (hi - lo)
+    if keep:
+        arr = _open_array(path)
+        for j in list(keep):
+            try:
+                block[j] = np.asarray(arr[lo + j])
+            except Exception:  # a damaged shard: the slot is rewritten unwritten (done 0),
+                keep.remove(j)  # so its receipt no longer holds and --resume redoes it
+    for slot, p in finished.items():
+        if name in p.arrays:
+            block[slot - lo] = p.arrays[name]
+    if not zarrfast.write_shards(path, block, lo):
+        shape = [int(d) for d in doc["shape"]]
+        full = np.full((hi - lo, *shape[1:]), zarrfast.fill_of(doc), dtype=np.dtype(doc["data_type"]))
+        for j, img in enumerate(block):
+            if img is not None:
+                full[j] = img
+        _open_array(path, "r+")[lo:hi] = full  # shard-aligned: one writer per file
 
 
 def _open_array(path: Path, mode: str = "r") -> Any:

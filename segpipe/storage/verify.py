@@ -298,28 +298,13 @@ def plan_checks(root: Path, ledger_dir: Path, *, files: bool = False) -> StoreCh
     """
     out = StoreChecks()
     receipts, out.unreadable = read_receipts(ledger_dir)
-    stacks: dict[str, _Stack] = {}
-    base = root / STACKS
-    if (base / "zarr.json").is_file():
-        for entry in sorted(os.scandir(base), key=lambda e: e.name):
-            if entry.is_dir() and (Path(entry.path) / "zarr.json").is_file():
-                stacks[entry.name] = _read_stack(Path(entry.path))
+    stacks = _read_stacks(root)
     slots_of: dict[int, list[tuple[str, int]]] = defaultdict(list)
     for name, st in stacks.items():
         for j in np.flatnonzero(st.ids >= 0).tolist():
             slots_of[int(st.ids[j])].append((name, int(j)))
     groups = _group_ids(root)
-
-    plain: dict[int, tuple[Path, dict[str, Any]]] = {}
-    windows: dict[int, list[tuple[Path, dict[str, Any]]]] = defaultdict(list)
-    for p, rec in receipts:
-        if "slices" in rec:  # a slab of a volume: one receipt for several slice groups
-            for sid, digests in rec["slices"].items():
-                _keep_newest(plain, int(sid), p, {**rec, "outputs": digests, "image_id": int(sid)})
-        elif rec.get("window"):
-            windows[int(rec["image_id"])].append((p, rec))
-        else:
-            _keep_newest(plain, int(rec["image_id"]), p, rec)
+    plain, windows = _receipts_by_image(receipts)
 
     out.finished = {p.name[:-5] for p, rec in receipts if rec.get("key", p.name[:-5]) == p.name[:-5]}
     ff = _Files(root) if files else None
@@ -345,6 +330,40 @@ def plan_checks(root: Path, ledger_dir: Path, *, files: bool = False) -> StoreCh
         if c.problem:  # the reader names such an image from its receipt (its attributes may be gone)
             out.info[image_id] = {k: rec.get(k) for k in ("file", "width", "height", "sha256")}
     return out
+
+
+def _read_stacks(root: Path) -> dict[str, _Stack]:
+    """Every stack of the store (``stacks/<name>/zarr.json``), by name, sorted.
+
+    Raises:
+        InputError: A stack's ``ids`` or ``done`` array cannot be read (names the file).
+    """
+    stacks: dict[str, _Stack] = {}
+    base = root / STACKS
+    if (base / "zarr.json").is_file():
+        for entry in sorted(os.scandir(base), key=lambda e: e.name):
+            if entry.is_dir() and (Path(entry.path) / "zarr.json").is_file():
+                stacks[entry.name] = _read_stack(Path(entry.path))
+    return stacks
+
+
+def _receipts_by_image(
+    receipts: list[tuple[Path, dict[str, Any]]],
+) -> tuple[dict[int, tuple[Path, dict[str, Any]]], dict[int, list[tuple[Path, dict[str, Any]]]]]:
+    """``(plain, windows)``: the newest receipt of each image written whole (a slab's receipt counts
+    once for each of its slices), and every window receipt of each scene.
+    """
+    plain: dict[int, tuple[Path, dict[str, Any]]] = {}
+    windows: dict[int, list[tuple[Path, dict[str, Any]]]] = defaultdict(list)
+    for p, rec in receipts:
+        if "slices" in rec:  # a slab of a volume: one receipt for several slice groups
+            for sid, digests in rec["slices"].items():
+                _keep_newest(plain, int(sid), p, {**rec, "outputs": digests, "image_id": int(sid)})
+        elif rec.get("window"):
+            windows[int(rec["image_id"])].append((p, rec))
+        else:
+            _keep_newest(plain, int(rec["image_id"]), p, rec)
+    return plain, windows
 
 
 def _keep_newest(into: dict[int, tuple[Path, dict[str, Any]]], image_id: int, p: Path, rec: dict[str, Any]) -> None:

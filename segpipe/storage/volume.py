@@ -310,7 +310,13 @@ def read_dicom_header(f: Path) -> Any:
     return ds
 
 
-def _open_dicom(folder: Path, window: tuple[float, float] | None) -> Volume:
+def _dicom_headers(folder: Path) -> list[tuple[Path, Any]]:
+    """The headers of the one series a folder holds, ``[(file, dataset)]`` in file-name order.
+
+    Raises:
+        InputError: pydicom is missing, or the folder holds no DICOM file.
+        FormatError: a bad header, or several series.
+    """
     try:
         import pydicom  # noqa: F401  # lazy: optional (medical extra): is it installed?
     except ImportError:
@@ -319,20 +325,25 @@ def _open_dicom(folder: Path, window: tuple[float, float] | None) -> Volume:
     if not files:
         raise InputError("no DICOM files in the folder", path=folder)
     heads = [(f, read_dicom_header(f)) for f in files]
-    f0, d0 = heads[0]
     series = {str(d.get("SeriesInstanceUID", "")) for _, d in heads}
     if len(series) > 1:
         raise FormatError(f"the folder holds {len(series)} series; give one series per folder",
                           path=folder, where="SeriesInstanceUID")
-    rows, cols = int(d0.Rows), int(d0.Columns)
-    check_pixel_count(cols, rows, path=f0, where="Rows, Columns", what="DICOM slice")
-    iop = np.asarray(_floats(d0, "ImageOrientationPatient", 6, f0))
-    ps = _floats(d0, "PixelSpacing", 2, f0)
-    rc, cc = iop[:3], iop[3:]
-    normal = np.cross(rc, cc)
-    if np.linalg.norm(normal) < 1e-6:
-        raise FormatError("row and column directions are parallel", path=f0, where="ImageOrientationPatient")
-    entries = []
+    return heads
+
+
+_SliceEntry = tuple[float, np.ndarray, Path, tuple[float, float], int | None]
+
+
+def _slice_entries(heads: list[tuple[Path, Any]], rows: int, cols: int, iop: np.ndarray, ps: list[float],
+                   normal: np.ndarray) -> list[_SliceEntry]:
+    """One entry per slice, sorted along the normal: ``(position along the normal, ImagePositionPatient
+    (3,), file, (rescale slope, intercept), InstanceNumber or None)``.
+
+    Raises:
+        FormatError: a slice whose size, orientation or pixel spacing differs from the first one's.
+    """
+    entries: list[_SliceEntry] = []
     for f, d in heads:
         if (int(d.Rows), int(d.Columns)) != (rows, cols):
             raise FormatError(f"slice is {int(d.Rows)}x{int(d.Columns)}, the series {rows}x{cols}",
@@ -350,45 +361,70 @@ def _open_dicom(folder: Path, window: tuple[float, float] | None) -> Volume:
                                                       inter if inter is not None else 0.0),
                         int(num) if num is not None and str(num).strip() else None))
     entries.sort(key=lambda e: e[0])
+    return entries
+
+
+def _slice_step(folder: Path, entries: list[_SliceEntry], d0: Any) -> np.ndarray:
+    """The ``(3,)`` step from one slice to the next of a series of two or more (the mean step).
+
+    Raises:
+        FormatError: two slices at one position, a gap (missing slices, by position or by
+            InstanceNumber) — never interpolated.
+    """
     pos = np.asarray([e[0] for e in entries])
-    if len(entries) > 1:
-        d = np.diff(pos)
-        dup = np.flatnonzero(d < 1e-4)
-        if dup.size:
-            k = int(dup[0])
-            raise FormatError(f"two slices at the same position ({pos[k]:.3f} mm along the normal): "
-                              f"{entries[k][2].name} and {entries[k + 1][2].name}",
-                              path=folder, where="ImagePositionPatient")
-        # The smallest step is the reference: with a median, one gap in a short series (steps 2.5 and
-        # 5.0) would set the reference itself. A declared SpacingBetweenSlices also catches a series
-        # that lost every other slice (uniform steps, each twice the declared spacing).
-        step = float(d.min())
-        declared = _first(d0.get("SpacingBetweenSlices"))
-        if declared and declared > 0 and step > GAP_FACTOR * float(declared):
-            step = float(declared)
-        gaps = np.flatnonzero(d > GAP_FACTOR * step)
-        if gaps.size:
-            missing = int(sum(round(float(d[k]) / step) - 1 for k in gaps))
-            k = int(gaps[0])
+    d = np.diff(pos)
+    dup = np.flatnonzero(d < 1e-4)
+    if dup.size:
+        k = int(dup[0])
+        raise FormatError(f"two slices at the same position ({pos[k]:.3f} mm along the normal): "
+                          f"{entries[k][2].name} and {entries[k + 1][2].name}",
+                          path=folder, where="ImagePositionPatient")
+    # The smallest step is the reference: with a median, one gap in a short series (steps 2.5 and
+    # 5.0) would set the reference itself. A declared SpacingBetweenSlices also catches a series
+    # that lost every other slice (uniform steps, each twice the declared spacing).
+    step = float(d.min())
+    declared = _first(d0.get("SpacingBetweenSlices"))
+    if declared and declared > 0 and step > GAP_FACTOR * float(declared):
+        step = float(declared)
+    gaps = np.flatnonzero(d > GAP_FACTOR * step)
+    if gaps.size:
+        missing = int(sum(round(float(d[k]) / step) - 1 for k in gaps))
+        k = int(gaps[0])
+        raise FormatError(
+            f"series has {max(missing, 1)} missing slice(s): a gap of {d[k]:.3f} mm between "
+            f"{entries[k][2].name} and {entries[k + 1][2].name} where slices are {step:.3f} mm apart",
+            path=folder, where="ImagePositionPatient", hint=_NO_INTERP,
+        )
+    nums = [e[4] for e in entries]
+    if all(n is not None for n in nums):
+        order = sorted(n for n in nums if n is not None)
+        jumps = [(a, b) for a, b in zip(order, order[1:], strict=False) if b - a > 1]
+        if jumps:
+            a, b = jumps[0]
             raise FormatError(
-                f"series has {max(missing, 1)} missing slice(s): a gap of {d[k]:.3f} mm between "
-                f"{entries[k][2].name} and {entries[k + 1][2].name} where slices are {step:.3f} mm apart",
-                path=folder, where="ImagePositionPatient", hint=_NO_INTERP,
+                f"series has missing slice(s): InstanceNumber jumps from {a} to {b}",
+                path=folder, where="InstanceNumber", hint=_NO_INTERP,
             )
-        nums = [e[4] for e in entries]
-        if all(n is not None for n in nums):
-            order = sorted(n for n in nums if n is not None)
-            jumps = [(a, b) for a, b in zip(order, order[1:], strict=False) if b - a > 1]
-            if jumps:
-                a, b = jumps[0]
-                raise FormatError(
-                    f"series has missing slice(s): InstanceNumber jumps from {a} to {b}",
-                    path=folder, where="InstanceNumber", hint=_NO_INTERP,
-                )
-        if float(np.max(np.abs(d - step))) > IRREGULAR * step:
-            warnings.warn(f"{folder}: irregular slice spacing ({d.min():.4f}..{d.max():.4f} mm); the affine uses "
-                          "the mean step", stacklevel=3)
-        kvec = (entries[-1][1] - entries[0][1]) / (len(entries) - 1)
+    if float(np.max(np.abs(d - step))) > IRREGULAR * step:
+        warnings.warn(f"{folder}: irregular slice spacing ({d.min():.4f}..{d.max():.4f} mm); the affine uses "
+                      "the mean step", stacklevel=4)
+    return (entries[-1][1] - entries[0][1]) / (len(entries) - 1)
+
+
+def _open_dicom(folder: Path, window: tuple[float, float] | None) -> Volume:
+    heads = _dicom_headers(folder)
+    f0, d0 = heads[0]
+    rows, cols = int(d0.Rows), int(d0.Columns)
+    check_pixel_count(cols, rows, path=f0, where="Rows, Columns", what="DICOM slice")
+    iop = np.asarray(_floats(d0, "ImageOrientationPatient", 6, f0))
+    ps = _floats(d0, "PixelSpacing", 2, f0)
+    rc, cc = iop[:3], iop[3:]
+    normal = np.cross(rc, cc)
+    if np.linalg.norm(normal) < 1e-6:
+        raise FormatError("row and column directions are parallel", path=f0, where="ImageOrientationPatient")
+    entries = _slice_entries(heads, rows, cols, iop, ps, normal)
+    if len(entries) > 1:
+        kvec = _slice_step(folder, entries, d0)
     else:
         th = _first(d0.get("SpacingBetweenSlices", d0.get("SliceThickness", 1.0))) or 1.0
         kvec = normal / np.linalg.norm(normal) * th

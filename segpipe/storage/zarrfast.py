@@ -389,54 +389,74 @@ def write_shards(path: str | Path, data: np.ndarray | Sequence[np.ndarray | None
     meta = _array_meta(p)
     if meta is None:
         return False
-    shape, shard, dtype, sep = meta.shape, meta.chunks, meta.dtype, meta.sep
-    try:
-        inner = [int(c) for c in meta.doc["codecs"][0]["configuration"]["chunk_shape"]]
-    except (KeyError, TypeError, IndexError, ValueError):
-        return False
     images: Sequence[np.ndarray | None] = list(data) if isinstance(data, np.ndarray) else data
-    if isinstance(data, np.ndarray) and data.ndim != len(shape):
+    if isinstance(data, np.ndarray) and data.ndim != len(meta.shape):
         return False
-    for img in images:
-        if img is not None and (not supported(img) or img.dtype != dtype or list(img.shape) != shape[1:]):
-            return False
-    if len(shape) < 2 or inner[0] != 1 or inner[1:] != shape[1:] or shard[1:] != shape[1:]:
-        return False  # only stacks of whole images: inner chunks in C order are then in file order
-    if not meta.is_ours("shards", lambda: sharded_array_document(shape, dtype, inner, shard, sep,
-                                                                 **doc_extras(meta.doc))):
+    if not _whole_image_stack(meta, images):
         return False
-    fill = fill_of(meta.doc)
-    s, n = shard[0], len(images)
+    shape, s, n = meta.shape, meta.chunks[0], len(images)
     if start < 0 or start % s or start + n > shape[0] or ((start + n) % s and start + n != shape[0]):
         return False
     codec, crc = _codec(), CRC32C()
-    le = dtype.newbyteorder("<")
+    fill = fill_of(meta.doc)
+    le = meta.dtype.newbyteorder("<")
     for k in range(0, n, s):
-        frames: list[bytes] = []
-        index = np.full((s, 2), EMPTY, dtype="<u8")
-        offset = 0
-        for j, img in enumerate(images[k : k + s]):
-            if img is None:
-                continue
-            frame = codec.encode(np.ascontiguousarray(img, dtype=le))
-            # Only an image that compresses to almost nothing can be all fill value (see tiny_frame):
-            # the full scan runs for those alone (zarr leaves fill-value chunks out of the shard).
-            if len(frame) <= tiny_frame(img.nbytes) and _is_fill(np.ascontiguousarray(img), fill):
-                continue
-            index[j] = (offset, len(frame))
-            offset += len(frame)
-            frames.append(frame)
-        key = os.path.join(p, sep.join(["c", str((start + k) // s), *("0" for _ in shape[1:])]))
-        if not frames:
+        key = os.path.join(p, meta.sep.join(["c", str((start + k) // s), *("0" for _ in shape[1:])]))
+        blob = _shard_blob(images[k : k + s], s, codec, crc, le, fill)
+        if blob is None:
             try:
                 os.unlink(key)
             except FileNotFoundError:
                 pass
             continue
-        blob = b"".join(frames) + bytes(crc.encode(index.tobytes()))
         try:
             write_bytes_atomic(key, blob)
         except FileNotFoundError:  # the shard's folder does not exist yet ("/" keys): made once, not per shard
             os.makedirs(os.path.dirname(key), exist_ok=True)
             write_bytes_atomic(key, blob)
     return True
+
+
+def _whole_image_stack(meta: _Meta, images: Sequence[np.ndarray | None]) -> bool:
+    """Whether ``images`` can be written straight into the array: a stack of whole images (inner chunks
+    ``(1, d1, ...)``, shards ``(S, d1, ...)``) in the layout this module writes, each image of its dtype
+    and ``(d1, ...)`` shape.
+    """
+    shape, shard, dtype, sep = meta.shape, meta.chunks, meta.dtype, meta.sep
+    try:
+        inner = [int(c) for c in meta.doc["codecs"][0]["configuration"]["chunk_shape"]]
+    except (KeyError, TypeError, IndexError, ValueError):
+        return False
+    for img in images:
+        if img is not None and (not supported(img) or img.dtype != dtype or list(img.shape) != shape[1:]):
+            return False
+    if len(shape) < 2 or inner[0] != 1 or inner[1:] != shape[1:] or shard[1:] != shape[1:]:
+        return False  # only stacks of whole images: inner chunks in C order are then in file order
+    return meta.is_ours("shards", lambda: sharded_array_document(shape, dtype, inner, shard, sep,
+                                                                 **doc_extras(meta.doc)))
+
+
+def _shard_blob(images: Sequence[np.ndarray | None], s: int, codec: Any, crc: Any, le: np.dtype,
+                fill: Any) -> bytes | None:
+    """One shard file's bytes: the images' compressed frames, then the ``(s, 2)`` index and its CRC32C.
+
+    None stands for an image of fill values; an image that is all fill value is left out, as zarr
+    does. Returns None when no image is left (the shard file is then removed).
+    """
+    frames: list[bytes] = []
+    index = np.full((s, 2), EMPTY, dtype="<u8")
+    offset = 0
+    for j, img in enumerate(images):
+        if img is None:
+            continue
+        frame = codec.encode(np.ascontiguousarray(img, dtype=le))
+        # Only an image that compresses to almost nothing can be all fill value (see tiny_frame):
+        # the full scan runs for those alone (zarr leaves fill-value chunks out of the shard).
+        if len(frame) <= tiny_frame(img.nbytes) and _is_fill(np.ascontiguousarray(img), fill):
+            continue
+        index[j] = (offset, len(frame))
+        offset += len(frame)
+        frames.append(frame)
+    if not frames:
+        return None
+    return b"".join(frames) + bytes(crc.encode(index.tobytes()))

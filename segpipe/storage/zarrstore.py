@@ -33,11 +33,11 @@ import json
 import os
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
-from segpipe.errors import InputError
+from segpipe.errors import ConfigError, InputError
 from segpipe.storage import zarrfast
 
 # Array conventions live in segpipe.storage.arrays (stacks and verify need them too, below this
@@ -51,6 +51,8 @@ from segpipe.storage.arrays import dimension_names as dimension_names
 from segpipe.storage.arrays import is_label_map as is_label_map
 from segpipe.storage.arrays import label_attributes as label_attributes
 from segpipe.storage.arrays import label_fill as label_fill
+from segpipe.storage.ledger import Ledger, ObjectLedger
+from segpipe.storage.location import Location, parse_location
 from segpipe.storage.stacks import PendingSlot, StackedImage, open_stack, read_index
 from segpipe.storage.verify import metadata_problem
 
@@ -82,66 +84,108 @@ def dequantise_probs(q: np.ndarray) -> np.ndarray:
 
 
 class ZarrStore:
-    """A segpipe store on the local file system (or any path zarr can open).
+    """A segpipe store on the local file system or in object storage.
+
+    A local store is written directly where it can be (:mod:`segpipe.storage.zarrfast`); a store at an
+    ``s3://``, ``gs://`` or ``az://`` URL (:mod:`segpipe.storage.location`) is read and written through
+    zarr's ``ObjectStore``, and its private files through :attr:`private_location`. Not yet on object
+    storage: stacked images (``stacks/``) and every caller that needs :attr:`path` or :attr:`private`
+    (they raise :class:`~segpipe.errors.ConfigError` rather than write a local folder of that name).
 
     Args:
-        path: ``STORE.zarr`` folder.
+        path: ``STORE.zarr`` folder, or its URL.
     """
 
     def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
-        self.private = self.path / PRIVATE
+        target = parse_location(path)
+        #: Where the store is in object storage; None for a local store.
+        self.location: Location | None = target if isinstance(target, Location) else None
+        self._path: Path | None = target if isinstance(target, Path) else None
         self._index: dict[int, tuple[str, int]] | None = None
         # One group object per stack, so its views share the decoded attrs chunks (StackCache).
         self._stacks: dict[str, Any] = {}
         self._label_attrs: dict[str, Any] | None = None
+
+    @property
+    def path(self) -> Path:
+        """The store's folder (local stores only).
+
+        Raises:
+            ConfigError: The store is in object storage, where this caller is not supported yet.
+        """
+        if self._path is None:
+            raise ConfigError("this command does not support stores in object storage yet; "
+                              "write the store to a local path", path=str(self.location))
+        return self._path
+
+    @property
+    def private(self) -> Path:
+        """The private folder ``STORE/.segpipe`` (local stores only: see :attr:`private_location`)."""
+        return self.path / PRIVATE
+
+    @property
+    def private_location(self) -> Location | None:
+        """``STORE/.segpipe`` in object storage; None for a local store."""
+        return None if self.location is None else self.location.child(PRIVATE)
+
+    def ledger(self) -> Ledger | ObjectLedger:
+        """The ledger of receipts (in object storage: an :class:`~segpipe.storage.ledger.ObjectLedger`)."""
+        loc = self.private_location
+        return Ledger(self.private) if loc is None else ObjectLedger(loc)
+
+    def _root(self, mode: Literal["r", "a"]) -> Any:
+        import zarr  # lazy: zarr costs ~0.5 s to import
+
+        if self.location is None:
+            return zarr.open_group(str(self.path), mode=mode)
+        return zarr.open_group(store=self.location.zarr_store(read_only=mode == "r"), mode=mode)
 
     # -------------------------------------------------------------- driver side
 
     @classmethod
     def create(cls, path: str | Path, attrs: Mapping[str, Any]) -> ZarrStore:
         """Creates the root group with ``attrs`` under the ``segpipe`` key (driver, once)."""
-        import zarr  # lazy: zarr costs ~0.5 s to import
-
         store = cls(path)
-        root = zarr.open_group(str(store.path), mode="a")
+        root = store._root("a")
         root.attrs["segpipe"] = {"layout": LAYOUT_VERSION, **dict(attrs)}
         if attrs.get("categories") is not None:  # also at the top, where xarray's Dataset.attrs shows it
             root.attrs["categories"] = list(attrs["categories"])
         if "images" not in root:
             root.create_group("images")
-        store.private.mkdir(parents=True, exist_ok=True)
+        if store.location is None:  # object storage has no folders to make
+            store.private.mkdir(parents=True, exist_ok=True)
         return store
 
     @classmethod
     def open(cls, path: str | Path) -> ZarrStore:
         """Opens an existing store (raises InputError if it is not a segpipe store)."""
         store = cls(path)
-        if not (store.path / "zarr.json").exists():
-            raise InputError("not a Zarr store (no zarr.json)", path=path)
-        metadata_problem(store.path / "zarr.json", raise_it=True)  # corrupt: one line naming the file
+        if store.location is not None:
+            if not store.location.exists("zarr.json"):
+                raise InputError("not a Zarr store (no zarr.json)", path=str(store.location))
+        else:
+            if not (store.path / "zarr.json").exists():
+                raise InputError("not a Zarr store (no zarr.json)", path=path)
+            metadata_problem(store.path / "zarr.json", raise_it=True)  # corrupt: one line naming the file
         try:
             attrs = store.attrs()
         except Exception as e:  # valid JSON that zarr still refuses (a bad field)
-            raise InputError(f"not readable as a Zarr group ({type(e).__name__}: {e})",
-                             path=store.path / "zarr.json") from None
+            where = store.location.key_url("zarr.json") if store.location is not None else store.path / "zarr.json"
+            raise InputError(f"not readable as a Zarr group ({type(e).__name__}: {e})", path=where) from None
         if attrs.get("layout") not in READABLE_LAYOUTS:
-            raise InputError(f"unsupported segpipe store layout {attrs.get('layout')!r}", path=path)
+            raise InputError(f"unsupported segpipe store layout {attrs.get('layout')!r}",
+                             path=str(store.location or path))
         return store
 
     def attrs(self) -> dict[str, Any]:
         """The store's ``segpipe`` attributes (layout, task, categories, model, run)."""
-        import zarr  # lazy: zarr costs ~0.5 s to import
-
-        root = zarr.open_group(str(self.path), mode="r")
+        root = self._root("r")
         value: Any = root.attrs.get("segpipe", {})
         return dict(value)
 
     def update_attrs(self, **values: Any) -> None:
         """Sets keys of the ``segpipe`` attributes (driver only: attributes are not concurrency-safe)."""
-        import zarr  # lazy: zarr costs ~0.5 s to import
-
-        root = zarr.open_group(str(self.path), mode="a")
+        root = self._root("a")
         value: Any = root.attrs.get("segpipe", {})
         cur = dict(value)
         cur.update(values)
@@ -158,18 +202,16 @@ class ZarrStore:
             A group handle: a :class:`LocalGroup` on a local file system (written directly, see
             :mod:`segpipe.storage.zarrfast`; it behaves as a zarr group), a zarr group otherwise.
         """
-        import zarr  # lazy: zarr costs ~0.5 s to import
-
         key = f"images/{image_key(image_id)}"
         if overwrite:
             # A re-executed task rewrites its image from scratch: same key, same bytes.
-            folder = self.path / "images" / image_key(image_id)
-            if (self.path / "images" / "zarr.json").is_file():
+            if self.location is None and (self.path / "images" / "zarr.json").is_file():
+                folder = self.path / "images" / image_key(image_id)
                 zarrfast.write_group(folder, info)
                 return LocalGroup(folder)
-            root = zarr.open_group(str(self.path), mode="a")
+            root = self._root("a")
             return root.create_group(key, attributes=dict(info or {}), overwrite=True)
-        root = zarr.open_group(str(self.path), mode="a")
+        root = self._root("a")
         g = root.require_group(key)
         if info:
             g.update_attributes(dict(info))
@@ -181,6 +223,8 @@ class ZarrStore:
         Workers make a handle per task: the root's ``zarr.json`` is parsed once per process while it
         is unchanged (a ``stat``, microseconds, instead of zarr-python's millisecond group open).
         """
+        if self._label_attrs is None and self.location is not None:
+            self._label_attrs = label_attributes(self.attrs().get("categories") or [])
         if self._label_attrs is None:
             f = self.path / "zarr.json"
             try:
@@ -248,9 +292,7 @@ class ZarrStore:
 
     def image_ids(self) -> list[int]:
         """Ids of the images that have a group or a finished slot in a stack, sorted."""
-        import zarr  # lazy: zarr costs ~0.5 s to import
-
-        root = zarr.open_group(str(self.path), mode="r")
+        root = self._root("r")
         ids = set(self._stacked())
         if "images" in root:
             images: Any = root["images"]
@@ -260,7 +302,8 @@ class ZarrStore:
     def _stacked(self) -> dict[int, tuple[str, int]]:
         # Read once per handle: stacks change only while a run writes them.
         if self._index is None:
-            self._index = read_index(self.path)
+            # Stacks are written to local stores only (so far): a store in object storage has none.
+            self._index = {} if self.location is not None else read_index(self.path)
         return self._index
 
     def group(self, image_id: int, hint: tuple[str, int] | None = None) -> Any:
@@ -270,8 +313,8 @@ class ZarrStore:
             image_id: The image.
             hint: ``(stack, slot)`` when the caller knows it (spares reading the stacks' index).
         """
-        import zarr  # lazy: zarr costs ~0.5 s to import
-
+        if self.location is not None:
+            return self._root("r")[f"images/{image_key(image_id)}"]
         folder = self.path / "images" / image_key(image_id)
         grouped = (folder / "zarr.json").is_file()
         if hint is None and not grouped:
@@ -281,7 +324,7 @@ class ZarrStore:
             if stack is None:  # opening a group costs 2 ms: once per stack, not per image
                 stack = self._stacks[hint[0]] = open_stack(self.path, hint[0])
             return StackedImage(stack, int(hint[1]))
-        return zarr.open_group(str(self.path), mode="r")[f"images/{image_key(image_id)}"]
+        return self._root("r")[f"images/{image_key(image_id)}"]
 
     def read(self, image_id: int, name: str) -> np.ndarray:
         """Reads one array of one image fully."""

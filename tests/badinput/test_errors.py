@@ -37,12 +37,12 @@ DEEP = 20000  # nesting levels: far past Python's recursion limit (1000)
 def base(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """``ds/`` (4 street-view images, 64², COCO + masks), ``voc/`` (the same as VOC), ``m.ckpt`` (a tiny U-Net)."""
     from segpipe.execution.cluster import ClusterSpec
-    from segpipe.pipeline.convert import ConvertRequest, convert
+    from segpipe.pipeline.convert import convert
+    from segpipe.pipeline.requests import ConvertRequest
 
     root = tmp_path_factory.mktemp("errors")
     synth_with_unet(root / "ds", root / "m.ckpt", n=4, seed=1, size=(64, 64))
-    convert(ConvertRequest(src=root / "ds", dst=root / "voc", to="voc", writer_options={"layout": "flat"}),
-            ClusterSpec(workers=0))
+    convert(ConvertRequest(src=root / "ds", out=root / "voc", to="voc", layout="flat"), ClusterSpec(workers=0))
     return root
 
 

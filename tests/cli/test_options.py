@@ -77,10 +77,10 @@ def test_each_shared_option_has_the_same_flags_in_every_command() -> None:
         spellings = {path: sorted(opts[flag]) for path, opts in options.items() if flag in opts}
         assert len(spellings) >= 2, (flag, spellings)
         assert len({tuple(s) for s in spellings.values()}) == 1, (flag, spellings)
-    # the five (now six) commands that run on Dask take both cluster options
+    # the commands that run on Dask take both cluster options
     cluster = sorted(p for p, opts in options.items() if "--workers" in opts)
     assert cluster == ["segpipe convert", "segpipe demo", "segpipe evaluate", "segpipe evaluate-checkpoints",
-                       "segpipe export", "segpipe prelabel"]
+                       "segpipe export", "segpipe prelabel", "segpipe view"]
     assert all("--scheduler" in options[p] for p in cluster if p != "segpipe demo")
 
 

@@ -96,7 +96,9 @@ def test_full_report(tmp_path, testdata):
         im = Image.open(out / e["overlay"])
         assert im.mode == "RGB"
     w, h = Image.open(out / worst["semantic"][0]["overlay"]).size
-    assert (w, h) == (3 * 24 + 8, 16)  # image | GT overlay | pred overlay
+    # photo | ground truth | prediction | error, each 24x16 enlarged x10, under a title, above a legend
+    assert w == 4 * 240 + 3 * 6 and h > 160 + 26
+    assert (out / "index.html").is_file()
 
     for name in ("confusion.png", "per_class.png"):
         assert Image.open(out / name).format == "PNG"

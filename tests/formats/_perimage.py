@@ -14,7 +14,7 @@ from PIL import Image
 from segpipe.execution.cluster import ClusterSpec
 from segpipe.formats import detect_format, get_format
 from segpipe.formats.base import ShardResult, WriteOptions
-from segpipe.pipeline.convert import ConvertRequest, convert
+from segpipe.pipeline.convert import Conversion, convert
 from segpipe.pipeline.validate import validate_path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -23,7 +23,7 @@ PEERS_PY = REPO / ".venv-peers" / "bin" / "python"
 
 def convert_in_process(src: Path, dst: Path, to: str, **kw) -> dict:
     """``convert`` without workers; returns the report."""
-    return convert(ConvertRequest(src=src, dst=dst, to=to, **kw), ClusterSpec(workers=0))
+    return convert(Conversion(src=src, dst=dst, to=to, **kw), ClusterSpec(workers=0))
 
 
 def convert_lossless(src: Path, dst: Path, to: str, src_format: str = "coco") -> tuple[dict, dict]:

@@ -18,7 +18,7 @@ from segpipe.execution.cluster import ClusterSpec
 from segpipe.formats import detect_format, get_format
 from segpipe.formats.base import WriteOptions
 from segpipe.formats.cityscapes import LABELS, CityscapesReader, CityscapesWriter, materialize_cityscapes, plan_labels
-from segpipe.pipeline.convert import ConvertRequest, convert
+from segpipe.pipeline.convert import Conversion, convert
 from segpipe.storage.images import read_image, read_label_map
 
 SHARED = Path(__file__).resolve().parents[3] / "shared" / "testdata"
@@ -77,7 +77,7 @@ def test_datumaro_asset_conformance() -> None:
 @needs_asset
 def test_asset_round_trip_through_writer(tmp_path: Path) -> None:
     out = tmp_path / "cs"
-    rep = convert(ConvertRequest(src=ASSET, dst=out, to="cityscapes"), ClusterSpec(workers=0))
+    rep = convert(Conversion(src=ASSET, dst=out, to="cityscapes"), ClusterSpec(workers=0))
     assert rep["losses"]["lossless"]
     d = out / "gtFine" / "test" / "defaultcity"
     src_ids = read_label_map(ASSET / "gtFine/test/defaultcity/defaultcity_000001_000031_gtFine_instanceIds.png")

@@ -11,7 +11,7 @@ from pycocotools.coco import COCO
 
 from segpipe.errors import ConfigError, LossError
 from segpipe.execution.cluster import ClusterSpec
-from segpipe.pipeline.convert import ConvertRequest, convert
+from segpipe.pipeline.convert import Conversion, convert
 from tests.datagen import make_coco
 
 
@@ -22,7 +22,7 @@ def coco_src(tmp_path_factory) -> Path:
 
 def _convert(src: Path, dst: Path, **opts) -> tuple[dict, COCO]:
     rep = convert(
-        ConvertRequest(src, dst, to="coco", copy_images="none", writer_options={"polygons": True, **opts}),
+        Conversion(src, dst, to="coco", copy_images="none", writer_options={"polygons": True, **opts}),
         ClusterSpec(workers=0),
     )
     return rep, COCO(str(dst / "annotations" / "instances_train.json"))  # default layout; no split: train
@@ -72,21 +72,21 @@ def test_dropped_holes_and_tolerance_are_counted(coco_src, tmp_path):
 def test_strict_refuses_lossy_polygons_and_bad_options(coco_src, tmp_path):
     with pytest.raises(LossError):
         convert(
-            ConvertRequest(coco_src, tmp_path / "s", to="coco", strict=True, copy_images="none",
+            Conversion(coco_src, tmp_path / "s", to="coco", strict=True, copy_images="none",
                            writer_options={"polygons": True, "polygon_holes": "drop"}),
             ClusterSpec(workers=0),
         )
     assert not (tmp_path / "s").exists()
     with pytest.raises(ConfigError):
         convert(
-            ConvertRequest(coco_src, tmp_path / "b", to="coco", writer_options={"polygons": True,
+            Conversion(coco_src, tmp_path / "b", to="coco", writer_options={"polygons": True,
                                                                              "polygon_holes": "fill"}),
             ClusterSpec(workers=0),
         )
 
 
 def test_default_stays_rle(coco_src, tmp_path):
-    convert(ConvertRequest(coco_src, tmp_path / "rle", to="coco", copy_images="none"), ClusterSpec(workers=0))
+    convert(Conversion(coco_src, tmp_path / "rle", to="coco", copy_images="none"), ClusterSpec(workers=0))
     data = json.loads((tmp_path / "rle" / "annotations" / "instances_train.json").read_text())
     src = {a["id"]: a for a in json.loads(coco_src.read_text())["annotations"]}
     for a in data["annotations"]:

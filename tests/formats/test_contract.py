@@ -16,7 +16,7 @@ import pytest
 from segpipe.execution.cluster import ClusterSpec
 from segpipe.formats import all_formats, detect_format, get_format
 from segpipe.formats.derive import derive_class_map, derive_instances
-from segpipe.pipeline.convert import ConvertRequest, convert
+from segpipe.pipeline.convert import Conversion, convert
 from segpipe.pipeline.validate import validate_path
 from tests.datagen import make_coco
 
@@ -63,7 +63,7 @@ def _named_class_map(m, meta):
 def test_format_contract(fmt, canonical, tmp_path):
     outside_before = set(tmp_path.iterdir())
     dst = tmp_path / "out"
-    rep = convert(ConvertRequest(src=canonical, dst=dst, to=fmt), ClusterSpec(workers=0))
+    rep = convert(Conversion(src=canonical, dst=dst, to=fmt), ClusterSpec(workers=0))
     holds = get_format(fmt).holds
     # Nothing is lost but what the format cannot hold by design (instance identity for semantic-only formats).
     allowed = set() if "instances" in holds else {"instance_identity_dropped"}

@@ -15,7 +15,7 @@ from pycocotools.coco import COCO
 from segpipe.execution.cluster import ClusterSpec
 from segpipe.formats import get_format
 from segpipe.formats.labelstudio import decode_rle, encode_rle, mask_to_rle, rle_to_mask
-from segpipe.pipeline.convert import ConvertRequest, convert
+from segpipe.pipeline.convert import Conversion, convert
 from tests.datagen import make_coco
 
 
@@ -103,7 +103,7 @@ def _brushes(task: dict) -> list[dict]:
 def test_coco_to_labelstudio_brushes_are_pixel_identical(coco_src, tmp_path):
     assert get_format("labelstudio").writer is not None
     out = tmp_path / "ls"
-    rep = convert(ConvertRequest(coco_src, out, to="labelstudio"), ClusterSpec(workers=0))
+    rep = convert(Conversion(coco_src, out, to="labelstudio"), ClusterSpec(workers=0))
     gt = COCO(str(coco_src))
     tasks = json.loads((out / "tasks.json").read_text())
     assert len(tasks) == len(gt.getImgIds())
@@ -154,7 +154,7 @@ def test_polygons_boxes_and_scores(coco_src, tmp_path):
     src.write_text(json.dumps(data))
     out = tmp_path / "ls"
     rep = convert(
-        ConvertRequest(src, out, to="labelstudio", copy_images="none", writer_options={"polygons": True}),
+        Conversion(src, out, to="labelstudio", copy_images="none", writer_options={"polygons": True}),
         ClusterSpec(workers=0),
     )
     task = json.loads((out / "tasks.json").read_text())[0]
@@ -176,9 +176,9 @@ def test_polygons_boxes_and_scores(coco_src, tmp_path):
 
 def test_semantic_class_maps_become_one_brush_per_class(coco_src, tmp_path):
     voc = tmp_path / "voc"
-    convert(ConvertRequest(coco_src, voc, to="voc"), ClusterSpec(workers=0))
+    convert(Conversion(coco_src, voc, to="voc"), ClusterSpec(workers=0))
     out = tmp_path / "ls"
-    rep = convert(ConvertRequest(voc, out, to="labelstudio", copy_images="none"), ClusterSpec(workers=0))
+    rep = convert(Conversion(voc, out, to="labelstudio", copy_images="none"), ClusterSpec(workers=0))
     tasks = json.loads((out / "tasks.json").read_text())
     class_regions = [r for t in tasks for r in _brushes(t) if r["id"].startswith("class_")]
     assert class_regions

@@ -19,7 +19,7 @@ from segpipe.execution.cluster import ClusterSpec
 from segpipe.formats import detect_format, get_format
 from segpipe.formats.coco.reader import detect_coco_results
 from segpipe.formats.labelstudio import LabelStudioReader, decode_rle
-from segpipe.pipeline.convert import ConvertRequest, convert
+from segpipe.pipeline.convert import Conversion, convert
 from tests.conftest import TESTDATA
 from tests.datagen import make_coco
 
@@ -201,7 +201,7 @@ def coco_src(tmp_path_factory) -> Path:
 
 def test_brush_round_trip_is_pixel_identical(coco_src, tmp_path):
     out = tmp_path / "ls"
-    convert(ConvertRequest(coco_src, out, to="labelstudio"), ClusterSpec(workers=0))
+    convert(Conversion(coco_src, out, to="labelstudio"), ClusterSpec(workers=0))
     tasks = _as_annotations(out)
     assert detect_format(out) == "labelstudio"
     reader, _ = _read(out)
@@ -244,7 +244,7 @@ def test_brush_round_trip_is_pixel_identical(coco_src, tmp_path):
 
 def test_polygon_round_trip_keeps_the_polygons(coco_src, tmp_path):
     out = tmp_path / "ls"
-    convert(ConvertRequest(coco_src, out, to="labelstudio", writer_options={"polygons": True}), ClusterSpec(workers=0))
+    convert(Conversion(coco_src, out, to="labelstudio", writer_options={"polygons": True}), ClusterSpec(workers=0))
     tasks = _as_annotations(out)
     reader = LabelStudioReader(out)
     written = {}
@@ -381,11 +381,11 @@ def _config_tags(out: Path) -> dict[str, str]:
 
 def test_config_matches_results_in_every_mode(coco_src, tmp_path):
     voc = tmp_path / "voc"
-    convert(ConvertRequest(coco_src, voc, to="voc"), ClusterSpec(workers=0))
+    convert(Conversion(coco_src, voc, to="voc"), ClusterSpec(workers=0))
     for name, src, opts in (("coco_rle", coco_src, {}), ("coco_poly", coco_src, {"polygons": True}),
                             ("voc_poly", voc, {"polygons": True}), ("voc_rle", voc, {})):
         out = tmp_path / name
-        convert(ConvertRequest(src, out, to="labelstudio", copy_images="none", writer_options=opts),
+        convert(Conversion(src, out, to="labelstudio", copy_images="none", writer_options=opts),
                 ClusterSpec(workers=0))
         tasks = json.loads((out / "tasks.json").read_text())
         used = {r["from_name"] for t in tasks for p in t["predictions"] for r in p["result"]}

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from segpipe.execution.cluster import ClusterSpec
-from segpipe.pipeline.convert import ConvertRequest, convert
+from segpipe.pipeline.convert import Conversion, convert
 from segpipe.storage.zarrstore import ZarrStore
 
 CATS = [{"id": 1, "name": "vegetation", "color": [50, 120, 40]}, {"id": 2, "name": "water", "color": [30, 70, 160]},
@@ -27,7 +27,7 @@ def make_store(path: Path, images: list[tuple[np.ndarray, dict[str, Any]]]) -> P
 
 def export(store: Path, dst: Path, to: str) -> dict[str, Any]:
     """Converts a store in this process (no Dask)."""
-    return convert(ConvertRequest(src=store, dst=dst, to=to, from_="segpipe_zarr"), ClusterSpec(workers=0))
+    return convert(Conversion(src=store, dst=dst, to=to, from_="segpipe_zarr"), ClusterSpec(workers=0))
 
 
 def blobs(h: int, w: int, seed: int = 0) -> np.ndarray:

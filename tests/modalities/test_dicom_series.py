@@ -12,7 +12,7 @@ nib = pytest.importorskip("nibabel", reason="nibabel (segpipe[medical]) is not i
 pytest.importorskip("pydicom", reason="pydicom (segpipe[medical]) is not installed")
 
 from segpipe.execution.cluster import ClusterSpec  # noqa: E402
-from segpipe.pipeline.convert import ConvertRequest, convert  # noqa: E402
+from segpipe.pipeline.convert import Conversion, convert  # noqa: E402
 from segpipe.pipeline.prelabel import PrelabelRequest, fsck, prelabel  # noqa: E402
 from segpipe.storage.manifest import is_dicom_file, list_images  # noqa: E402
 from segpipe.storage.volume import open_volume  # noqa: E402
@@ -50,9 +50,9 @@ def test_extensionless_series_is_found_and_prelabeled(tmp_path, tiny_ckpt):
     assert rep["items"]["volumes"] == 2 and rep["images"]["done"] == 8 and rep["images"]["failed"] == 0
     assert fsck(out)["ok"] == 8
     dst = tmp_path / "nii"
-    convert(ConvertRequest(src=out, dst=dst, to="nifti", from_="segpipe_zarr"), ClusterSpec(workers=0))
+    convert(Conversion(src=out, dst=dst, to="nifti", from_="segpipe_zarr"), ClusterSpec(workers=0))
     # COCO per slice, with the slices rendered as grey PNGs (the run's window) for annotation tools.
-    rep = convert(ConvertRequest(src=out, dst=tmp_path / "coco", to="coco", from_="segpipe_zarr", copy_images="copy"),
+    rep = convert(Conversion(src=out, dst=tmp_path / "coco", to="coco", from_="segpipe_zarr", copy_images="copy"),
                   ClusterSpec(workers=0))
     assert rep["images"]["converted"] == 8 and rep["images"]["missing_files"] == 0
     coco = json.loads((tmp_path / "coco" / "annotations" / "instances_train.json").read_text())  # no split: train
@@ -66,7 +66,7 @@ def test_extensionless_series_is_found_and_prelabeled(tmp_path, tiny_ckpt):
         np.testing.assert_array_equal(np.asarray(im), vol0.slice(1)[..., 0])
     # VOC (as JPEG, what its loaders open) and Cityscapes write the same rendered slices.
     for fmt, pattern in (("voc", "VOCdevkit/VOC2012/JPEGImages/*.jpg"), ("cityscapes", "leftImg8bit/*/*/*.png")):
-        r = convert(ConvertRequest(src=out, dst=tmp_path / fmt, to=fmt, from_="segpipe_zarr", copy_images="copy"),
+        r = convert(Conversion(src=out, dst=tmp_path / fmt, to=fmt, from_="segpipe_zarr", copy_images="copy"),
                     ClusterSpec(workers=0))
         assert r["images"]["missing_files"] == 0 and len(list((tmp_path / fmt).glob(pattern))) == 8
     written = sorted((dst / "labels").rglob("*.nii.gz"))

@@ -88,9 +88,9 @@ def test_geojson_tiled_still_rerasterises(tmp_path):
     lab = blobs(130, 150, 4)
     store = make_store(tmp_path / "s.zarr", [(lab, {"file": "p.png"})])  # no georeference: pixel space
     from segpipe.execution.cluster import ClusterSpec
-    from segpipe.pipeline.convert import ConvertRequest, convert
+    from segpipe.pipeline.convert import Conversion, convert
 
-    convert(ConvertRequest(src=store, dst=tmp_path / "out", to="geojson", from_="segpipe_zarr",
+    convert(Conversion(src=store, dst=tmp_path / "out", to="geojson", from_="segpipe_zarr",
                            writer_options={"tile": 64}), ClusterSpec(workers=0))
     fc = json.loads((tmp_path / "out" / "labels" / "p.geojson").read_text())
     assert "crs" not in fc and fc["segpipe"]["tile"] == 64

@@ -16,7 +16,7 @@ from segpipe.errors import FormatError, UnsafePathError  # noqa: E402
 from segpipe.execution.cluster import ClusterSpec  # noqa: E402
 from segpipe.formats import detect_format, get_format  # noqa: E402
 from segpipe.formats.derive import derive_class_map  # noqa: E402
-from segpipe.pipeline.convert import ConvertRequest, convert  # noqa: E402
+from segpipe.pipeline.convert import Conversion, convert  # noqa: E402
 from segpipe.pipeline.evaluate import EvaluateRequest, evaluate  # noqa: E402
 from segpipe.pipeline.prelabel import PrelabelRequest, prelabel, slice_id  # noqa: E402
 from segpipe.pipeline.validate import validate_path  # noqa: E402
@@ -95,7 +95,7 @@ def test_nifti_format_contract(med, tmp_path):
     assert fmt == "nifti" and not [p for p in problems if p.severity == "error"], [str(p) for p in problems]
     outside_before = set(tmp_path.iterdir())
     dst = tmp_path / "out"
-    rep = convert(ConvertRequest(src=med, dst=dst, to="nifti"), ClusterSpec(workers=0))
+    rep = convert(Conversion(src=med, dst=dst, to="nifti"), ClusterSpec(workers=0))
     assert not rep["losses"]["totals"], rep["losses"]["totals"]
     assert set(tmp_path.iterdir()) - outside_before == {dst}, "wrote outside the output folder"
     assert detect_format(dst) == "nifti"
@@ -171,7 +171,7 @@ def test_same_named_volumes_in_subfolders(med, tiny_ckpt, tmp_path):
                    ClusterSpec(workers=0))
     assert rep["items"]["volumes"] == 2 and rep["images"]["done"] == 2 * DEPTH
     dst = tmp_path / "nii"
-    convert(ConvertRequest(src=store, dst=dst, to="nifti", from_="segpipe_zarr"), ClusterSpec(workers=0))
+    convert(Conversion(src=store, dst=dst, to="nifti", from_="segpipe_zarr"), ClusterSpec(workers=0))
     for sub in ("p1", "p2"):
         a, b = nib.load(dst / "labels" / sub / "ct.nii.gz"), nib.load(coll / sub / "ct.nii.gz")
         assert a.shape == b.shape
@@ -226,7 +226,7 @@ def test_ground_truth_to_coco_renders_slice_images(med, tmp_path):
 
     from segpipe.storage.volume import open_volume
 
-    rep = convert(ConvertRequest(src=med, dst=tmp_path / "coco", to="coco", copy_images="copy"), ClusterSpec(workers=0))
+    rep = convert(Conversion(src=med, dst=tmp_path / "coco", to="coco", copy_images="copy"), ClusterSpec(workers=0))
     assert rep["images"]["converted"] == N * DEPTH and rep["images"]["missing_files"] == 0
     coco = json.loads((tmp_path / "coco" / "annotations" / "instances_train.json").read_text())  # no split: train
     assert len(coco["images"]) == N * DEPTH

@@ -11,7 +11,8 @@ from pycocotools.coco import COCO
 
 from segpipe.errors import LossError
 from segpipe.execution.cluster import ClusterSpec
-from segpipe.pipeline.convert import ConvertRequest, convert
+from segpipe.pipeline.convert import convert
+from segpipe.pipeline.requests import ConvertRequest
 from segpipe.storage.images import read_label_map
 from tests.datagen import make_coco
 
@@ -43,13 +44,13 @@ def coco_src(tmp_path_factory) -> Path:
 
 def test_coco_voc_coco_roundtrip_on_dask(coco_src, tmp_path):
     voc = tmp_path / "voc"
-    rep1 = convert(ConvertRequest(src=coco_src, dst=voc, to="voc", shard_size=2), ClusterSpec(workers=2))
+    rep1 = convert(ConvertRequest(src=coco_src, out=voc, to="voc", shard_size=2), ClusterSpec(workers=2))
     root = voc / "VOCdevkit" / "VOC2012"  # the default layout, where torchvision's VOCSegmentation looks
     assert (root / "SegmentationClass").is_dir() and (root / "Annotations").is_dir()
     assert rep1["images"]["converted"] == 7
     assert rep1["shards"] == 4
     back = tmp_path / "coco"
-    convert(ConvertRequest(src=voc, dst=back, to="coco"), ClusterSpec(workers=2))
+    convert(ConvertRequest(src=voc, out=back, to="coco"), ClusterSpec(workers=2))
     gt = COCO(str(coco_src))
     got = COCO(str(back / "annotations" / "instances_train.json"))  # the default layout; no split: train
     # ids are restored from the sidecar; every unoccluded non-crowd mask is pixel-identical
@@ -64,7 +65,7 @@ def test_coco_voc_coco_roundtrip_on_dask(coco_src, tmp_path):
 
 
 def test_losses_reported(coco_src, tmp_path):
-    rep = convert(ConvertRequest(src=coco_src, dst=tmp_path / "voc", to="voc"), ClusterSpec(workers=0))
+    rep = convert(ConvertRequest(src=coco_src, out=tmp_path / "voc", to="voc"), ClusterSpec(workers=0))
     totals = rep["losses"]["totals"]
     assert not rep["losses"]["lossless"]
     assert totals.get("crowd_to_void", 0) > 0
@@ -77,15 +78,15 @@ def test_losses_reported(coco_src, tmp_path):
 def test_strict_writes_nothing(coco_src, tmp_path):
     dst = tmp_path / "voc"
     with pytest.raises(LossError) as e:
-        convert(ConvertRequest(src=coco_src, dst=dst, to="voc", strict=True), ClusterSpec(workers=0))
+        convert(ConvertRequest(src=coco_src, out=dst, to="voc", strict=True), ClusterSpec(workers=0))
     assert "crowd_to_void" in str(e.value)
     assert not dst.exists()
 
 
 def test_sharded_equals_in_process(coco_src, tmp_path):
     a, b = tmp_path / "a", tmp_path / "b"
-    convert(ConvertRequest(src=coco_src, dst=a, to="voc", shard_size=1), ClusterSpec(workers=2))
-    convert(ConvertRequest(src=coco_src, dst=b, to="voc", shard_size=100), ClusterSpec(workers=0))
+    convert(ConvertRequest(src=coco_src, out=a, to="voc", shard_size=1), ClusterSpec(workers=2))
+    convert(ConvertRequest(src=coco_src, out=b, to="voc", shard_size=100), ClusterSpec(workers=0))
     files_a = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file() and p.name != "conversion_report.json")
     files_b = sorted(p.relative_to(b) for p in b.rglob("*") if p.is_file() and p.name != "conversion_report.json")
     assert files_a == files_b
@@ -100,7 +101,7 @@ def test_category_map_applied(coco_src, tmp_path):
     cmap = tmp_path / "map.yaml"
     cmap.write_text("merge:\n  thing: [car, tree]\ndrop: [person]\nids: {thing: 5}\n")
     dst = tmp_path / "out"
-    convert(ConvertRequest(src=coco_src, dst=dst, to="coco", category_map=cmap), ClusterSpec(workers=0))
+    convert(ConvertRequest(src=coco_src, out=dst, to="coco", categories=cmap), ClusterSpec(workers=0))
     data = json.loads((dst / "annotations" / "instances_train.json").read_text())  # no split: train
     assert [(c["id"], c["name"]) for c in data["categories"]] == [(5, "thing")]
     assert {a["category_id"] for a in data["annotations"]} == {5}
@@ -110,7 +111,7 @@ def test_category_map_applied(coco_src, tmp_path):
 
 def test_coco_to_coco_is_lossless(coco_src, tmp_path):
     dst = tmp_path / "out"
-    rep = convert(ConvertRequest(src=coco_src, dst=dst, to="coco", strict=True), ClusterSpec(workers=0))
+    rep = convert(ConvertRequest(src=coco_src, out=dst, to="coco", strict=True), ClusterSpec(workers=0))
     assert rep["losses"]["lossless"]
     src = json.loads(coco_src.read_text())
     out = json.loads((dst / "annotations" / "instances_train.json").read_text())  # no split: train
@@ -123,10 +124,10 @@ def test_coco_to_coco_is_lossless(coco_src, tmp_path):
 
 def test_missing_images_listed_and_strict_fails(tmp_path):
     src = make_coco(tmp_path / "src", n_images=3, images=False, crowd=False, overlaps=False)
-    rep = convert(ConvertRequest(src=src, dst=tmp_path / "o1", to="coco"), ClusterSpec(workers=0))
+    rep = convert(ConvertRequest(src=src, out=tmp_path / "o1", to="coco"), ClusterSpec(workers=0))
     assert len(rep["losses"]["missing_images"]) == 3
     with pytest.raises(LossError, match="missing_images=3"):
-        convert(ConvertRequest(src=src, dst=tmp_path / "o2", to="coco", strict=True), ClusterSpec(workers=0))
+        convert(ConvertRequest(src=src, out=tmp_path / "o2", to="coco", strict=True), ClusterSpec(workers=0))
 
 
 def test_refuses_non_empty_destination(coco_src, tmp_path):
@@ -136,7 +137,7 @@ def test_refuses_non_empty_destination(coco_src, tmp_path):
     dst.mkdir()
     (dst / "keep.txt").write_text("mine")
     with pytest.raises(InputError, match="not empty"):
-        convert(ConvertRequest(src=coco_src, dst=dst, to="voc"), ClusterSpec(workers=0))
+        convert(ConvertRequest(src=coco_src, out=dst, to="voc"), ClusterSpec(workers=0))
     assert (dst / "keep.txt").read_text() == "mine"
     assert [p.name for p in dst.iterdir()] == ["keep.txt"]
 
@@ -153,7 +154,7 @@ def test_cli_convert_and_validate(coco_src, tmp_path, cli):
 
 def test_polygon_masks_match_pycocotools(coco_src, tmp_path):
     """COCO → VOC: the class PNG equals pycocotools' own rasterisation painted in annotation order."""
-    convert(ConvertRequest(src=coco_src, dst=tmp_path / "voc", to="voc"), ClusterSpec(workers=0))
+    convert(ConvertRequest(src=coco_src, out=tmp_path / "voc", to="voc"), ClusterSpec(workers=0))
     gt = COCO(str(coco_src))
     names = [ln.split(":")[0] for ln in (tmp_path / "voc/VOCdevkit/VOC2012/labelmap.txt").read_text().splitlines()
              if ln and not ln.startswith("#")]

@@ -125,7 +125,7 @@ def test_explicit_format_and_torchmetrics_agree(dumps):
     torch = pytest.importorskip("torch")
     tm = pytest.importorskip("torchmetrics.classification")
     root = dumps["root"]
-    rep = evaluate(EvaluateRequest(root / "gt", root / "pred", gt_format="labelpngs", pred_format="labelpngs"),
+    rep = evaluate(EvaluateRequest.build(root / "gt", root / "pred", gt_format="labelpngs", pred_format="labelpngs"),
                    ClusterSpec(workers=0))
     g = torch.tensor(np.stack([dumps["gt"][s] for s in "abc"]).astype(np.int64))
     p = torch.tensor(np.stack([dumps["pred"][s] for s in "abc"]).astype(np.int64))

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from segpipe.execution.cluster import ClusterSpec
-from segpipe.pipeline.convert import ConvertRequest, convert
+from segpipe.pipeline.convert import convert
+from segpipe.pipeline.requests import ConvertRequest
 from segpipe.storage.images import read_label_map
 from tests.conftest import run_cli
 
@@ -31,7 +32,7 @@ def synth_dir(tmp_path_factory) -> Path:
 
 def test_synth_folder_to_voc_keeps_every_class(synth_dir, tmp_path):
     """A folder with annotations.json (objects) and masks/ (every class) keeps its stuff classes."""
-    rep = convert(ConvertRequest(src=synth_dir, dst=tmp_path / "voc", to="voc"), ClusterSpec(workers=0))
+    rep = convert(ConvertRequest(src=synth_dir, out=tmp_path / "voc", to="voc"), ClusterSpec(workers=0))
     for mask in sorted((synth_dir / "masks").glob("*.png")):
         want = read_label_map(mask)
         got = read_label_map(tmp_path / "voc" / VOC_ROOT / "SegmentationClass" / mask.name)
@@ -54,7 +55,7 @@ def test_solaris_samples_convert(testdata, tmp_path, cli):
 
 def test_panoptic_to_voc_keeps_stuff(testdata, tmp_path):
     src = testdata / "panopticapi" / "sample_data" / "panoptic_examples.json"
-    rep = convert(ConvertRequest(src=src, dst=tmp_path / "voc", to="voc"), ClusterSpec(workers=0))
+    rep = convert(ConvertRequest(src=src, out=tmp_path / "voc", to="voc"), ClusterSpec(workers=0))
     cin, cout = rep["losses"]["counts_in"], rep["losses"]["counts_out"]
     for stuff in ("grass-merged", "sky-other-merged", "tree-merged"):
         assert cout.get(stuff) == cin.get(stuff), stuff
@@ -73,8 +74,8 @@ def test_overwrite_replaces_instead_of_merging(synth_dir, tmp_path):
     small = tmp_path / "small"
     synth("streetview", small, n=2, seed=1, size=(64, 128))
     dst = tmp_path / "voc"
-    convert(ConvertRequest(src=synth_dir, dst=dst, to="voc"), ClusterSpec(workers=0))
-    convert(ConvertRequest(src=small, dst=dst, to="voc", overwrite=True), ClusterSpec(workers=0))
+    convert(ConvertRequest(src=synth_dir, out=dst, to="voc"), ClusterSpec(workers=0))
+    convert(ConvertRequest(src=small, out=dst, to="voc", overwrite=True), ClusterSpec(workers=0))
     assert len(list((dst / VOC_ROOT / "SegmentationClass").glob("*.png"))) == 2
 
 

@@ -9,9 +9,10 @@ import numpy as np
 from PIL import Image
 
 from segpipe.execution.cluster import ClusterSpec
-from segpipe.pipeline.convert import ConvertRequest, convert
+from segpipe.pipeline.convert import export
 from segpipe.pipeline.evaluate import EvaluateRequest, evaluate
 from segpipe.pipeline.prelabel import PrelabelRequest, fsck, prelabel
+from segpipe.pipeline.requests import ExportRequest
 from segpipe.synth.native import synth_native
 
 
@@ -31,13 +32,12 @@ def test_exif_streetview_chain(tmp_path: Path) -> None:
                    ClusterSpec(workers=2))
     assert rep["images"]["done"] == 8 and rep["images"]["failed"] == 0 and fsck(store)["ok"] == 8
     # Exports are upright: every Cityscapes label-id map has the upright size of its photo.
-    convert(ConvertRequest(src=store, dst=tmp_path / "cs", to="cityscapes", from_="segpipe_zarr"),
-            ClusterSpec(workers=0))
+    export(ExportRequest(store=store, out=tmp_path / "cs", to="cityscapes"), ClusterSpec(workers=0))
     maps = sorted((tmp_path / "cs").rglob("*labelIds.png"))
     assert len(maps) == 8
     for m in maps:
         assert Image.open(m).size == (size[1], size[0])
-    convert(ConvertRequest(src=store, dst=tmp_path / "coco", to="coco", from_="segpipe_zarr"), ClusterSpec(workers=0))
+    export(ExportRequest(store=store, out=tmp_path / "coco", to="coco"), ClusterSpec(workers=0))
     coco = json.loads((tmp_path / "coco" / "annotations" / "instances_train.json").read_text())
     assert {(im["height"], im["width"]) for im in coco["images"]} == {size}
     # Evaluation pairs every photo with its upright ground truth.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from segpipe.pipeline.runspec import _eval_task
+from segpipe.pipeline.workflows import evaluation_task
 from tests.conftest import run_cli
 
 
@@ -19,9 +19,10 @@ def test_pipeline_files_accept_both_task_names(tmp_path: Path) -> None:
     assert r.returncode == 0 and "0 errors" in r.stderr, r.stdout + r.stderr
     (tmp_path / "q.yaml").write_text("version: 1\nstages:\n  - evaluate: {gt: gt.json, pred: p.zarr, task: landmark}\n")
     r = run_cli("validate", "q.yaml", cwd=tmp_path)
-    assert r.returncode == 1 and "stages[0].evaluate.task" in r.stdout and "'landmarks'" in r.stdout, r.stdout
+    assert r.returncode == 1 and "stages[0].evaluate.task: 'landmark' is not one of semantic, instance, panoptic, " \
+        "landmarks" in r.stdout, r.stdout
 
 
 def test_landmarks_are_evaluated_as_coco_keypoints() -> None:
-    assert _eval_task("landmarks") == "keypoints" == _eval_task("keypoints")
-    assert _eval_task("semantic") == "semantic"
+    assert evaluation_task("landmarks") == "keypoints" == evaluation_task("keypoints")
+    assert evaluation_task("semantic") == "semantic"

@@ -12,7 +12,6 @@ as it has threads instead), so every way of running a collection stores the same
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
@@ -90,18 +89,16 @@ def test_worker_state_runs_one_thread_and_one_tile_per_pass(checkpoint: Path) ->
     """Whatever threads a worker has and ``--batch`` says, a CPU forward pass has 1 torch thread, 1 tile."""
     import torch
 
-    from segpipe.execution.plugins import build_state
-    from segpipe.pipeline.prelabel import ModelRef
+    from segpipe.kernels.prelabel.resources import PredictorOptions, PredictorSetup
+    from segpipe.models.ref import ModelRef
 
     before = torch.get_num_threads()
     try:
-        state: dict[str, Any] = build_state(ModelRef(str(checkpoint)),
-                                            {"device": "cpu", "batch_size": 4, "tile": None, "overlap": None},
-                                            threads=2, zarr_concurrency=4)
+        state = PredictorSetup(ModelRef(str(checkpoint)), PredictorOptions(device="cpu", batch_size=4)).build()
         try:
-            assert state["predictor"].batch_size == 1
+            assert state.predictor.batch_size == 1
             assert torch.get_num_threads() == 1
         finally:
-            state["decoder"].close()
+            state.close()
     finally:
         torch.set_num_threads(before)

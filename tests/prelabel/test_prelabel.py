@@ -85,15 +85,14 @@ def test_resume_and_config_guard(tmp_path, collection, checkpoint):
     prelabel(req, ClusterSpec(workers=0))
     with pytest.raises(InputError, match="--resume"):
         prelabel(req, ClusterSpec(workers=0))
-    req.resume = True
-    req.limit = None
+    req = req.model_copy(update={"resume": True, "limit": None})  # a request is frozen: a changed copy
     rep = prelabel(req, ClusterSpec(workers=0))
     assert rep["images"]["skipped_already_done"] == 6 and rep["images"]["done"] == 18
     other = PrelabelRequest(source=str(collection / "images"), model=str(checkpoint), out=out, threads=1,
                             tile=64, resume=True)
     with pytest.raises(InputError, match="another model or config"):
         prelabel(other, ClusterSpec(workers=0))
-    other.resume, other.overwrite = False, True  # one or the other: both together is refused
+    other = other.model_copy(update={"resume": False, "overwrite": True})  # one or the other: both is refused
     assert prelabel(other, ClusterSpec(workers=0))["images"]["done"] == 24
 
 
@@ -264,11 +263,12 @@ def test_symlink_leaving_the_root_fails_alone(tmp_path, collection, checkpoint):
 
 
 def test_batches_group_small_images_and_keep_large_work_alone():
-    from segpipe.pipeline.prelabel import BATCH_IMAGES, BATCH_PIXELS, batch_tasks
+    from segpipe.kernels.prelabel.tasks import PrelabelTask, SceneBlock
+    from segpipe.pipeline.prelabel.plan import BATCH_IMAGES, BATCH_PIXELS, batch_tasks
     from segpipe.storage.manifest import ManifestEntry
 
-    def img(i: int, side: int = 512) -> tuple[str, ManifestEntry, dict]:
-        return (f"k{i}", ManifestEntry(id=i, file=f"{i}.jpg", path=f"/x/{i}.jpg", width=side, height=side), {})
+    def img(i: int, side: int = 512) -> PrelabelTask:
+        return PrelabelTask(f"k{i}", ManifestEntry(id=i, file=f"{i}.jpg", path=f"/x/{i}.jpg", width=side, height=side))
 
     todo = [img(i) for i in range(200)]
     batches = batch_tasks(todo, workers=2)
@@ -284,8 +284,8 @@ def test_batches_group_small_images_and_keep_large_work_alone():
     # Large images close a batch by pixels; scene blocks and slabs are never batched.
     big = [img(i, 2048) for i in range(10)]
     assert all(len(b) * 2048 * 2048 >= BATCH_PIXELS and len(b) == 1 for b in batch_tasks(big * 8, workers=1))
-    scene = ("s", ManifestEntry(id=99, file="s.tif", path="/x/s.tif", width=9000, height=9000, kind="scene"),
-             {"window": [0, 2048, 0, 2048]})
+    scene = PrelabelTask("s", ManifestEntry(id=99, file="s.tif", path="/x/s.tif", width=9000, height=9000,
+                                            kind="scene"), SceneBlock((0, 2048, 0, 2048)))
     mixed = batch_tasks([*todo[:40], scene, *todo[40:80]], workers=1)
     assert [scene] in mixed
     assert [t for b in mixed for t in b] == [*todo[:40], scene, *todo[40:80]]
@@ -293,7 +293,11 @@ def test_batches_group_small_images_and_keep_large_work_alone():
 
 def test_rerun_batch_returns_receipts_without_redoing(tmp_path, collection, checkpoint):
     """Dask reruns a whole batch after its worker died part-way: the images already done stay done."""
-    from segpipe.pipeline.prelabel import ModelRef, plan_tasks, prelabel_batch
+    from segpipe.kernels.prelabel.batch import prelabel_batch
+    from segpipe.kernels.prelabel.resources import PredictorOptions, PredictorSetup
+    from segpipe.kernels.prelabel.tasks import OutputSettings, PrelabelSettings
+    from segpipe.models.ref import ModelRef
+    from segpipe.pipeline.prelabel.plan import plan_tasks
     from segpipe.storage.manifest import read_manifest
     from segpipe.storage.zarrstore import ZarrStore
 
@@ -305,16 +309,19 @@ def test_rerun_batch_returns_receipts_without_redoing(tmp_path, collection, chec
     cfg = ZarrStore.open(out).attrs()["config_hash"]
     planned = plan_tasks(entries, cfg)
     ledger = Ledger(out / ".segpipe")
-    assert {k for k, _, _ in planned} == ledger.keys()
+    assert {t.key for t in planned} == ledger.keys()
     before = {k: ledger.path(k).stat().st_mtime_ns for k in ledger.keys()}
-    first_key = planned[0][0]
+    first_key = planned[0].key
     ledger.path(first_key).unlink()  # as if the worker died after the first image's outputs only
-    ref = ModelRef(str(checkpoint), None)
-    options = {"device": "cpu", "batch_size": 1, "tile": None, "overlap": None}
-    flags = {"probs": True, "heatmaps": True, "min_score": 0.0, "window": None}
-    rs = prelabel_batch([(e, k, p) for k, e, p in planned], str(out), ref, options, 1, flags)
-    assert [r["key"] for r in rs] == [k for k, _, _ in planned]
-    assert all(r["status"] == "done" for r in rs)
+    setup = PredictorSetup(ModelRef(str(checkpoint), None), PredictorOptions(device="cpu", batch_size=1))
+    settings = PrelabelSettings(ZarrStore(out), OutputSettings(probs=True, heatmaps=True, min_score=0.0))
+    resources = setup.build()
+    try:
+        rs = prelabel_batch(resources, settings, planned)
+    finally:
+        resources.close()
+    assert [r.key for r in rs] == [t.key for t in planned]
+    assert all(r.status == "done" for r in rs)
     after = {k: ledger.path(k).stat().st_mtime_ns for k in ledger.keys()}
     assert set(after) == set(before)
     assert all(after[k] == before[k] for k in before if k != first_key), "done images were redone"
@@ -343,7 +350,7 @@ def test_on_error_fail_stops_inside_a_batch(tmp_path, collection, checkpoint):
 
 
 def test_batch_keys_name_their_contents():
-    from segpipe.pipeline.prelabel import batch_key
+    from segpipe.pipeline.prelabel.plan import batch_key
 
     assert batch_key(["a"]) == "a"
     assert batch_key(["a", "b"]) == batch_key(["a", "b"])

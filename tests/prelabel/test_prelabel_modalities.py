@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from segpipe.execution.cluster import ClusterSpec
-from segpipe.pipeline.convert import ConvertRequest, convert
+from segpipe.pipeline.convert import Conversion, convert
 from segpipe.pipeline.prelabel import BLOCK, PrelabelRequest, fsck, prelabel
 
 rasterio = pytest.importorskip("rasterio", reason="rasterio (segpipe[geo]) is not installed")
@@ -69,7 +69,7 @@ def test_scene_blocks_cover_the_scene_and_keep_georeference(tmp_path, tiny_ckpt)
     assert (got == whole.labels).mean() > 0.99
     # export keeps CRS, transform and size
     dst = tmp_path / "tif"
-    convert(ConvertRequest(src=out, dst=dst, to="geotiff", from_="segpipe_zarr"), ClusterSpec(workers=0))
+    convert(Conversion(src=out, dst=dst, to="geotiff", from_="segpipe_zarr"), ClusterSpec(workers=0))
     exported = next((dst / "labels").glob("*.tif"))
     with rasterio.open(exported) as a, rasterio.open(scene) as b:
         assert a.crs == b.crs and a.transform == b.transform and a.shape == b.shape
@@ -87,7 +87,7 @@ def test_volume_slices_and_nifti_export_keep_affine(tmp_path, tiny_ckpt):
                                    threads=1, window="40,400"), ClusterSpec(workers=0))
     assert rep["items"]["volumes"] == 1 and rep["images"]["done"] == depth
     dst = tmp_path / "nii"
-    convert(ConvertRequest(src=out, dst=dst, to="nifti", from_="segpipe_zarr"), ClusterSpec(workers=0))
+    convert(Conversion(src=out, dst=dst, to="nifti", from_="segpipe_zarr"), ClusterSpec(workers=0))
     a, b = nib.load(next((dst / "labels").glob("*.nii.gz"))), nib.load(vol)
     assert a.shape == b.shape and np.array_equal(a.affine, b.affine)
     assert json.loads((dst / "index.json").read_text())
@@ -194,7 +194,7 @@ def test_nodata_pixels_are_void_in_store_and_exports(tmp_path):
 
     # GeoTIFF export: declares 255 as nodata, so the dataset mask masks exactly the nodata region.
     dst = tmp_path / "tif"
-    convert(ConvertRequest(src=stores["nd"][0], dst=dst, to="geotiff", from_="segpipe_zarr"), ClusterSpec(workers=0))
+    convert(Conversion(src=stores["nd"][0], dst=dst, to="geotiff", from_="segpipe_zarr"), ClusterSpec(workers=0))
     with rasterio.open(next((dst / "labels").glob("*.tif"))) as ds:
         assert ds.nodata == 255
         assert np.array_equal(ds.dataset_mask() == 0, region)
@@ -202,7 +202,7 @@ def test_nodata_pixels_are_void_in_store_and_exports(tmp_path):
         transform = ds.transform
     # GeoJSON export: no polygon over the nodata region; the polygons rasterise back to the labels.
     dst = tmp_path / "gj"
-    convert(ConvertRequest(src=stores["nd"][0], dst=dst, to="geojson", from_="segpipe_zarr"), ClusterSpec(workers=0))
+    convert(Conversion(src=stores["nd"][0], dst=dst, to="geojson", from_="segpipe_zarr"), ClusterSpec(workers=0))
     fc = json.loads(next((dst / "labels").glob("*.geojson")).read_text())
     assert fc["features"] and all(f["properties"]["label"] != 255 for f in fc["features"])
     burned = rasterize([(f["geometry"], f["properties"]["label"]) for f in fc["features"]], out_shape=(512, 512),
@@ -236,7 +236,7 @@ def test_nodata_is_65535_in_uint16_label_maps(tmp_path):
     assert labels.dtype == np.uint16 and g.attrs["geo"]["nodata"] == 65535
     assert (labels[:40, :50] == 65535).all() and not (labels[40:] == 65535).any()
     dst = tmp_path / "tif"
-    convert(ConvertRequest(src=out, dst=dst, to="geotiff", from_="segpipe_zarr"), ClusterSpec(workers=0))
+    convert(Conversion(src=out, dst=dst, to="geotiff", from_="segpipe_zarr"), ClusterSpec(workers=0))
     with rasterio.open(next((dst / "labels").glob("*.tif"))) as ds:
         assert ds.nodata == 65535 and ds.dtypes[0] == "uint16"
         m = ds.dataset_mask() == 0
@@ -305,7 +305,7 @@ def test_3d_model_tiles_volumes_in_slabs(tmp_path, pointwise3d_ckpt):
     assert again["images"]["skipped_already_done"] == 2 and again["images"]["done"] == 0
     # NIfTI export: the source's shape and affine.
     dst = tmp_path / "nii3"
-    convert(ConvertRequest(src=out, dst=dst, to="nifti", from_="segpipe_zarr"), ClusterSpec(workers=0))
+    convert(Conversion(src=out, dst=dst, to="nifti", from_="segpipe_zarr"), ClusterSpec(workers=0))
     a, b = nib.load(next((dst / "labels").glob("*.nii.gz"))), nib.load(vol)
     assert a.shape == b.shape and np.array_equal(a.affine, b.affine)
     assert np.array_equal(np.asarray(a.dataobj).transpose(2, 1, 0), whole.labels)

@@ -1,4 +1,4 @@
-"""``segpipe convert SRC DST --to FORMAT``."""
+"""``segpipe convert SRC DST --to FORMAT``: request :class:`~segpipe.pipeline.requests.ConvertRequest`."""
 
 from __future__ import annotations
 
@@ -6,18 +6,18 @@ from pathlib import Path
 
 import typer
 
+from segpipe.cli import state
 from segpipe.cli.common import (
     ImagesMode,
     Layout,
     OnError,
+    build_request,
     categories_option,
-    cluster_spec,
     format_option,
     image_root_option,
     image_url_prefix_option,
     images_option,
     layout_option,
-    layout_writer_options,
     model_version_option,
     on_error_option,
     overwrite_option,
@@ -25,9 +25,9 @@ from segpipe.cli.common import (
     progress_bar,
     scheduler_option,
     to_option,
-    value_of,
     workers_option,
 )
+from segpipe.cli.report import print_conversion_report
 
 
 def register(app: typer.Typer) -> None:
@@ -36,7 +36,8 @@ def register(app: typer.Typer) -> None:
     @app.command("convert")
     def convert_cmd(
         src: Path = typer.Argument(..., help="A COCO JSON file or a dataset folder."),
-        dst: Path = typer.Argument(..., help="Output folder (created; an earlier segpipe output needs --overwrite)."),
+        out: Path = typer.Argument(..., metavar="dst",
+                                   help="Output folder (created; an earlier segpipe output needs --overwrite)."),
         to: str = to_option("Target format (see `segpipe formats`)."),
         from_: str = format_option("--from", help="Source format (see `segpipe formats`), or auto to detect it."),
         categories: Path | None = categories_option("Category map (YAML/JSON)."),
@@ -62,27 +63,16 @@ def register(app: typer.Typer) -> None:
         scheduler: str | None = scheduler_option(),
     ) -> None:
         """Convert a dataset between formats, reporting everything the target cannot hold."""
-        from segpipe.cli import state
-        from segpipe.cli.report import print_conversion_report
-        from segpipe.errors import ConfigError
-        from segpipe.pipeline.convert import REPORT_NAME, ConvertRequest, convert
+        # lazy: pydantic and the conversion engine load when the command runs, not for `segpipe --help`
+        from segpipe import api
+        from segpipe.pipeline.convert import REPORT_NAME
+        from segpipe.pipeline.requests import ConvertRequest
 
-        state.OUTPUT = dst
-        for option, v in (("--image-url-prefix", image_url_prefix), ("--model-version", model_version)):
-            if v is not None and to != "labelstudio":
-                raise ConfigError(f"{option} applies to --to labelstudio, not {to!r}")
-        req = ConvertRequest(
-            src=src, dst=dst, to=to, from_=from_, category_map=categories, strict=strict, copy_images=images.value,
-            overwrite=overwrite, on_error=on_error.value, shard_size=shard_size, image_root=image_root,
-            gt=gt,
-            writer_options={**({"polygons": True, "polygon_tolerance": polygon_tolerance} if polygons else {}),
-                            **({"image_url_prefix": image_url_prefix} if image_url_prefix is not None else {}),
-                            **({"model_version": model_version} if model_version is not None else {}),
-                            **layout_writer_options(value_of(layout), to)},
-        )
-        with progress_bar(f"convert → {to}") as update:
-            report = convert(req, cluster_spec(workers, scheduler), progress=update)
-        print_conversion_report(report, state.console, state.err_console)
-        state.console.print(f"report: {dst / REPORT_NAME}", markup=False)
-        if report["images"]["failed"] or any(p.get("severity") == "error" for p in report.get("problems", [])):
+        req = build_request(ConvertRequest, locals())
+        state.OUTPUT = req.out
+        with progress_bar(f"convert → {req.to}") as update:
+            report = api.convert(req, workers=workers, scheduler=scheduler, progress=update)
+        print_conversion_report(report.model_dump(mode="json"), state.console, state.err_console)
+        state.console.print(f"report: {req.out / REPORT_NAME}", markup=False)
+        if report.images["failed"] or any(p.severity == "error" for p in report.problems):
             raise typer.Exit(1)  # partial failure, or an error found on the way (README: exit codes)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.console import Console
@@ -14,8 +14,8 @@ from segpipe.cli.common import (
     MatchClasses,
     OnError,
     Task,
+    build_request,
     categories_option,
-    cluster_spec,
     format_option,
     image_root_option,
     json_option,
@@ -27,6 +27,9 @@ from segpipe.cli.common import (
     workers_option,
 )
 
+if TYPE_CHECKING:
+    from segpipe.pipeline.eval_specs import EvaluationReport
+
 
 def _fmt(v: Any) -> str:
     if v is None or (isinstance(v, float) and not math.isfinite(v)):
@@ -34,36 +37,43 @@ def _fmt(v: Any) -> str:
     return f"{v:.4f}" if isinstance(v, float) else str(v)
 
 
-def print_headline(report: dict[str, Any], console: Console) -> None:
+def print_headline(report: EvaluationReport, console: Console) -> None:
     """A compact table of the headline figures, and one line of image counts."""
-    imgs = report["images"]
+    imgs = report.images
     console.print(
-        f"{report['task']}: {report['gt']['format']} vs {report['pred']['format']}: "
-        f"{imgs['evaluated']}/{imgs['gt']} images evaluated, {imgs['failed']} failed, "
-        f"{imgs['unmatched_gt']} without prediction, {imgs['unmatched_pred']} predictions without ground truth, "
-        f"{report['elapsed_s']:.2f} s",
+        f"{report.task}: {report.gt.format} vs {report.pred.format}: "
+        f"{imgs.evaluated}/{imgs.gt} images evaluated, {imgs.failed} failed, "
+        f"{imgs.unmatched_gt} without prediction, {imgs.unmatched_pred} predictions without ground truth, "
+        f"{report.elapsed_s:.2f} s",
         markup=False,
     )
     t = Table(show_edge=False)
-    if "semantic" in report:
-        s = report["semantic"]
+    if report.semantic is not None:
+        s = report.semantic
         for col in ("pixel acc", "mean acc", "mIoU", "fwIoU"):
             t.add_column(col, justify="right")
-        t.add_row(*(_fmt(s[k]) for k in ("pixel_accuracy", "mean_accuracy", "mean_iou", "fw_iou")))
-    elif "instance" in report:
+        t.add_row(*(_fmt(v) for v in (s.pixel_accuracy, s.mean_accuracy, s.mean_iou, s.fw_iou)))
+    elif report.instance is not None:
         t.add_column("iou type")
         for col in ("AP", "AP50", "AP75", "AR"):
             t.add_column(col, justify="right")
-        for iou_type, sec in report["instance"].items():
-            ar = sec.get("AR100", sec.get("AR"))
-            t.add_row(iou_type, _fmt(sec["AP"]), _fmt(sec["AP50"]), _fmt(sec["AP75"]), _fmt(ar))
-    elif "panoptic" in report:
+        inst = report.instance
+        rows: list[tuple[str, Any, float]] = []  # AR at 100 detections for boxes and masks; keypoints' AR
+        if inst.segm is not None:
+            rows.append(("segm", inst.segm, inst.segm.AR100))
+        if inst.bbox is not None:
+            rows.append(("bbox", inst.bbox, inst.bbox.AR100))
+        if inst.keypoints is not None:
+            rows.append(("keypoints", inst.keypoints, inst.keypoints.AR))
+        for iou_type, sec, ar in rows:
+            t.add_row(iou_type, _fmt(sec.AP), _fmt(sec.AP50), _fmt(sec.AP75), _fmt(ar))
+    elif report.panoptic is not None:
         t.add_column("")
         for col in ("PQ", "SQ", "RQ", "N"):
             t.add_column(col, justify="right")
-        for k in ("all", "things", "stuff"):
-            g = report["panoptic"][k]
-            t.add_row(k, _fmt(g["pq"]), _fmt(g["sq"]), _fmt(g["rq"]), str(g["n"]))
+        pan = report.panoptic
+        for k, g in (("all", pan.all), ("things", pan.things), ("stuff", pan.stuff)):
+            t.add_row(k, _fmt(g.pq), _fmt(g.sq), _fmt(g.rq), str(g.n))
     console.print(t)
 
 
@@ -90,7 +100,7 @@ def register(app: typer.Typer) -> None:
         img_ids: str | None = typer.Option(
             None, "--img-ids", help="Only these ground-truth images: first:N (smallest ids) or ID,ID,..."
         ),
-        json_path: Path | None = json_option("Write the report JSON here."),
+        json_out: Path | None = json_option("Write the report JSON here."),
         report_dir: Path | None = report_dir_option(
             None, help="Write report.json, summary.md, per_class.csv and plots here."
         ),
@@ -122,34 +132,23 @@ def register(app: typer.Typer) -> None:
         (gt/*.png, pred/*.png) pair by file stem. Exit 1 when some image could not be evaluated
         (listed in the report's problems).
         """
+        # lazy: pydantic and the workflow load when the command runs, not for `segpipe --help`
+        from segpipe import api
         from segpipe.cli import state
-        from segpipe.errors import ConfigError
-        from segpipe.pipeline.evaluate import EvaluateRequest, evaluate, failed
+        from segpipe.pipeline.requests import EvaluateRequest
 
-        state.OUTPUT = report_dir or json_path
-        types = tuple(t.strip() for t in iou_types.split(",") if t.strip()) if iou_types else None
-        try:
-            sigmas = tuple(float(v) for v in kpt_sigmas.split(",")) if kpt_sigmas else None
-        except ValueError:
-            raise ConfigError(f"--kpt-sigmas must be comma-separated numbers, got {kpt_sigmas!r}") from None
-        req = EvaluateRequest(
-            gt=gt, pred=pred, task=task.evaluation_name(), gt_format=gt_format, pred_format=pred_format,
-            iou_types=types, num_classes=num_classes, ignore_index=ignore_index, worst=worst, shards=shards,
-            img_ids=img_ids,
-            json_path=json_path, report_dir=report_dir, image_root=image_root, gt_png_dir=gt_png_dir,
-            pred_png_dir=pred_png_dir, kpt_sigmas=sigmas, on_error=on_error.value, match_classes=match_classes.value,
-            categories=categories,
-        )
-        with progress_bar(f"evaluate {task.value}") as update:
-            report = evaluate(req, cluster_spec(workers, scheduler), progress=update)
-        for line in (report.get("classes") or {}).get("warnings", []):
+        req = build_request(EvaluateRequest, locals())
+        state.OUTPUT = req.report_dir or req.json_out
+        with progress_bar(f"evaluate {req.task}") as update:
+            report = api.evaluate(req, workers=workers, scheduler=scheduler, progress=update)
+        for line in report.classes.warnings if report.classes else []:
             state.err_console.print(f"warning: {line}", markup=False)
         print_headline(report, state.console)
-        for p in report["problems"][:20]:
-            state.err_console.print(f"{p['severity']}: {p['file']}: {p['where']}: {p['message']}", markup=False)
-        if len(report["problems"]) > 20:
-            state.err_console.print(f"... {len(report['problems']) - 20} more problems in the report", markup=False)
+        for p in report.problems[:20]:
+            state.err_console.print(f"{p.severity}: {p.file}: {p.where}: {p.message}", markup=False)
+        if len(report.problems) > 20:
+            state.err_console.print(f"... {len(report.problems) - 20} more problems in the report", markup=False)
         if report_dir is not None:
             state.console.print(f"report: {report_dir / 'report.json'}", markup=False)
-        if failed(report):
+        if report.failed:
             raise typer.Exit(1)

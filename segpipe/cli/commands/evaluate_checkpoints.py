@@ -9,7 +9,7 @@ import typer
 from segpipe.cli.common import (
     Task,
     arch_option,
-    cluster_spec,
+    build_request,
     report_dir_option,
     scheduler_option,
     task_option,
@@ -32,30 +32,23 @@ def register(app: typer.Typer) -> None:
         scheduler: str | None = scheduler_option(),
     ) -> None:
         """Evaluate many checkpoints on one archive: leaderboard (MD, CSV, JSON) and metric plots."""
-        from rich.table import Table
-
+        # lazy: pydantic and the workflow load when the command runs, not for `segpipe --help`
+        from segpipe import api
         from segpipe.cli import state
-        from segpipe.pipeline.checkpoints import METRICS, EvaluateCheckpointsRequest, evaluate_checkpoints
+        from segpipe.cli.report import print_leaderboard
+        from segpipe.pipeline.checkpoints import METRICS
+        from segpipe.pipeline.requests import EvaluateCheckpointsRequest, evaluation_task
 
-        state.OUTPUT = report_dir
-        scored = task.evaluation_name()  # the metrics' name: landmarks are scored as COCO keypoints
-        board = evaluate_checkpoints(
-            EvaluateCheckpointsRequest(gt=gt, checkpoints=list(checkpoints), images=images, report_dir=report_dir,
-                                       task=scored, arch=arch),
-            cluster_spec(workers, scheduler), log=state.progress_log())
-        cols = [c for _, c in METRICS[scored]]
-        t = Table(title=f"leaderboard ({board['metric']})", show_edge=False)
-        t.add_column("checkpoint")
-        for c in cols:
-            t.add_column(c, justify="right")
-        for r in board["rows"]:
-            t.add_row(r["name"], *[("" if r[c] is None else f"{r[c]:.4f}") for c in cols])
-        state.console.print(t)
-        state.console.print(f"best: {board['best']}; leaderboard: {report_dir / 'leaderboard.md'}", markup=False)
-        for p in board.get("problems", []):  # images that failed count as problems found: exit 1
+        req = build_request(EvaluateCheckpointsRequest, locals())
+        state.OUTPUT = req.report_dir
+        scored = evaluation_task(req.task)  # the metrics' name: landmarks are scored as COCO keypoints
+        board = api.evaluate_checkpoints(req, workers=workers, scheduler=scheduler, log=state.progress_log())
+        print_leaderboard(board, [c for _, c in METRICS[scored]], state.console)  # ranked, best first
+        state.console.print(f"best: {board.best}; leaderboard: {report_dir / 'index.html'}", markup=False)
+        for p in board.problems:  # images that failed count as problems found: exit 1
             state.err_console.print(
-                f"error: {p['checkpoint']}: {p['prelabel_failed']} image(s) failed to pre-label, "
-                f"{p['evaluate_errors']} could not be evaluated (see {p['store']}/.segpipe/runs and {p['report']})",
+                f"error: {p.checkpoint}: {p.prelabel_failed} image(s) failed to pre-label, "
+                f"{p.evaluate_errors} could not be evaluated (see {p.store}/.segpipe/runs and {p.report})",
                 markup=False)
-        if board.get("problems"):
+        if board.problems:
             raise typer.Exit(1)

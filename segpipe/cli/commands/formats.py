@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import typer
 
+from segpipe.cli.state import console
+from segpipe.formats import all_formats
+
 
 def register(app: typer.Typer) -> None:
     """Adds the command."""
@@ -11,9 +14,6 @@ def register(app: typer.Typer) -> None:
     @app.command("formats")
     def formats_cmd() -> None:
         """List the dataset formats segpipe reads and writes."""
-        from segpipe.cli.state import console
-        from segpipe.formats import all_formats
-
         for spec in all_formats():
             rw = ("r" if spec.reader else "-") + ("w" if spec.writer else "-")
             console.print(f"{spec.name:16} {rw}  {spec.description}", markup=False)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import typer
 
 from segpipe.cli.common import Task, task_option, value_of
+from segpipe.cli.state import console
+from segpipe.models.registry import count_parameters, get_model_spec, model_names
 
 
 def register(app: typer.Typer) -> None:
@@ -16,9 +18,6 @@ def register(app: typer.Typer) -> None:
         num_classes: int = typer.Option(21, "--num-classes", help="Classes used for the parameter count."),
     ) -> None:
         """List model architectures with task, parameter count and default input/tile size."""
-        from segpipe.cli.state import console
-        from segpipe.models.registry import count_parameters, get_model_spec, model_names
-
         console.print(f"{'name':30} {'task':10} {'params':>9}  {'tile':>9}  description", markup=False)
         for name in model_names(value_of(task)):
             spec = get_model_spec(name)

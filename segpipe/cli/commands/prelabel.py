@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
@@ -11,7 +12,7 @@ from segpipe.cli.common import (
     Stretch,
     Task,
     arch_option,
-    cluster_spec,
+    build_request,
     device_option,
     on_error_option,
     overlap_option,
@@ -22,9 +23,11 @@ from segpipe.cli.common import (
     score_option,
     task_option,
     threads_option,
-    value_of,
     workers_option,
 )
+
+if TYPE_CHECKING:
+    from segpipe.pipeline.prelabel.report import ItemCounts
 
 
 def register(app: typer.Typer) -> None:
@@ -33,9 +36,16 @@ def register(app: typer.Typer) -> None:
     @app.command("prelabel")
     def prelabel_cmd(
         source: str = typer.Argument(..., help="A folder or glob of images, a COCO/VOC dataset, or a manifest."),
-        model: str = typer.Option(..., "--model", "-m", help="Checkpoint file, or ARCH:WEIGHTS from TORCH_HOME."),
+        model: str = typer.Option(..., "--model", "-m", help="Checkpoint, state dict, TorchScript, .pt2, ONNX, "
+                                  "Hugging Face or smp folder, or ARCH:WEIGHTS from TORCH_HOME."),
         out: Path = typer.Option(..., "--out", "-o", help="The Zarr store to write (STORE.zarr)."),
-        arch: str | None = arch_option(),
+        arch: str | None = arch_option(
+            "Architecture of a plain state dict (.pt, .pth, .safetensors): a name from `segpipe models`, or "
+            "package.module:function (a builder of yours, importable on every worker)."),
+        num_classes: int | None = typer.Option(None, "--num-classes", min=1, help="Classes of a model whose "
+                                               "weights or metadata do not say (default: inferred)."),
+        classes: str | None = typer.Option(None, "--classes", help="Class names (and colours): labelmap.txt, "
+                                           "names.yaml, or VOC, COCO, Cityscapes."),
         task: Task | None = task_option(None, help="The model's task, checked against the checkpoint."),
         tile: int | None = typer.Option(None, "--tile", min=16, help="Tile side in pixels (default: checkpoint's)."),
         overlap: float | None = overlap_option(),
@@ -62,37 +72,32 @@ def register(app: typer.Typer) -> None:
         percentiles: str | None = typer.Option(None, "--percentiles", help="LOW,HIGH of the stretch, e.g. 2,98."),
     ) -> None:
         """Pre-label images with a model into a Zarr store, on Dask; resumable."""
+        # lazy: pydantic and the workflow load when the command runs, not for `segpipe --help`
+        from segpipe import api
         from segpipe.cli import state
-        from segpipe.pipeline.prelabel import PrelabelRequest, prelabel
+        from segpipe.pipeline.requests import PrelabelRequest
 
-        state.OUTPUT = out
-        req = PrelabelRequest(
-            source=source, model=model, out=out, arch=arch, task=value_of(task), tile=tile, overlap=overlap,
-            batch=batch, device=device, gpus=gpus, resume=resume, overwrite=overwrite, on_error=on_error.value,
-            probs=probs, heatmaps=heatmaps, min_score=min_score, threads=threads, limit=limit,
-            bands=_ints(bands, "--bands") if bands else None, window=window, stretch=stretch.value,
-            percentiles=_pair(percentiles, "--percentiles") if percentiles else None,
-        )
+        req = build_request(PrelabelRequest, locals())
+        state.OUTPUT = req.out
         with progress_bar("prelabel") as update:
-            rep = prelabel(req, cluster_spec(workers, scheduler), progress=update,
-                           log=state.progress_log())
-        im = rep["images"]
-        st = rep["stage_seconds"]
-        of, rate = _units(rep.get("items", {}))
+            rep = api.prelabel(req, workers=workers, scheduler=scheduler, progress=update, log=state.progress_log())
+        im = rep.images
+        st = rep.stage_seconds
+        of, rate = _units(rep.items)
         state.console.print(
-            f"{rep['store']}: {im['done']} done, {im['skipped_already_done']} already done, {im['failed']} failed"
-            f" of {im['total']} {of}; {rep['throughput_img_s']} {rate}; decode {st['decode']} s, infer {st['infer']} s,"
-            f" write {st['write']} s", markup=False)
-        for f in rep["failed"][:20]:  # per-item failures are diagnostics: stderr, like every error line
-            state.err_console.print(f"error: {f['file']}: {f['reason']}", markup=False)
-        if len(rep["failed"]) > 20:
-            state.err_console.print(f"... {len(rep['failed']) - 20} more failures in the run report", markup=False)
-        if rep.get("earlier_store_kept"):  # --overwrite run stopped by --on-error fail: nothing replaced
-            state.console.print(f"{rep['store']}: the run stopped on an error; the earlier store was kept",
+            f"{rep.store}: {im.done} done, {im.skipped_already_done} already done, {im.failed} failed"
+            f" of {im.total} {of}; {rep.throughput_img_s} {rate}; decode {st.decode} s, infer {st.infer} s,"
+            f" write {st.write} s", markup=False)
+        for f in rep.failed[:20]:  # per-item failures are diagnostics: stderr, like every error line
+            state.err_console.print(f"error: {f.file}: {f.reason}", markup=False)
+        if len(rep.failed) > 20:
+            state.err_console.print(f"... {len(rep.failed) - 20} more failures in the run report", markup=False)
+        if rep.earlier_store_kept:  # --overwrite run stopped by --on-error fail: nothing replaced
+            state.console.print(f"{rep.store}: the run stopped on an error; the earlier store was kept",
                                 markup=False)
         else:
-            state.console.print(f"run report: {rep['store']}/.segpipe/runs/{rep['run_id']}.json", markup=False)
-        if im["failed"]:  # partial failure is exit 1 under --on-error skip too (README: exit codes)
+            state.console.print(f"run report: {rep.store}/.segpipe/runs/{rep.run_id}.json", markup=False)
+        if im.failed:  # partial failure is exit 1 under --on-error skip too (README: exit codes)
             raise typer.Exit(1)
 
     @app.command("fsck")
@@ -101,60 +106,37 @@ def register(app: typer.Typer) -> None:
         repair: bool = typer.Option(False, "--repair", help="Remove orphan *.partial files and bad receipts."),
     ) -> None:
         """Check a store: receipts decode and match their outputs' checksums; no orphans (exit 1 if not)."""
+        # lazy: pydantic and the workflow load when the command runs, not for `segpipe --help`
+        from segpipe import api
         from segpipe.cli import state
-        from segpipe.pipeline.prelabel import fsck
+        from segpipe.pipeline.requests import FsckRequest
 
-        rep = fsck(store, repair=repair)
+        rep = api.fsck(build_request(FsckRequest, locals()))
         # What is wrong goes to stderr, one line per file (what --repair removed is no longer wrong).
         out = state.console if repair else state.err_console
-        for b in rep["bad"]:
-            out.print(f"{'removed' if repair else 'error'}: {b['file']}: bad receipt: {b['problem']}", markup=False)
-        for p in rep["problems"]:
-            state.err_console.print(f"error: {p['file']}: {p['problem']}", markup=False)
-        for o in rep["orphans"]:
+        for b in rep.bad:
+            out.print(f"{'removed' if repair else 'error'}: {b.file}: bad receipt: {b.problem}", markup=False)
+        for p in rep.problems:
+            state.err_console.print(f"error: {p.file}: {p.problem}", markup=False)
+        for o in rep.orphans:
             out.print(f"{'removed' if repair else 'error'}: {o}: orphan of a killed writer", markup=False)
         state.console.print(
-            f"{store}: {rep['ok']}/{rep['receipts']} receipts ok, {len(rep['bad'])} bad receipts, "
-            f"{len(rep['orphans'])} orphans, "
-            f"{len(rep['problems'])} problems" + (f", {rep['repaired']} repaired" if repair else ""), markup=False)
-        if rep["problems"] or ((rep["bad"] or rep["orphans"]) and not repair):
+            f"{store}: {rep.ok}/{rep.receipts} receipts ok, {len(rep.bad)} bad receipts, "
+            f"{len(rep.orphans)} orphans, "
+            f"{len(rep.problems)} problems" + (f", {rep.repaired} repaired" if repair else ""), markup=False)
+        if rep.problems or ((rep.bad or rep.orphans) and not repair):
             raise typer.Exit(1)
 
 
-def _ints(text: str, flag: str) -> list[int]:
-    """``"4,3,2"`` → ``[4, 3, 2]`` (positive integers)."""
-    from segpipe.errors import ConfigError
-
-    try:
-        vals = [int(v) for v in text.split(",")]
-    except ValueError:
-        vals = []
-    if not vals or min(vals) < 1:
-        raise ConfigError(f"{flag} {text!r}: expected comma-separated 1-based band numbers, e.g. 4,3,2")
-    return vals
-
-
-def _pair(text: str, flag: str) -> tuple[float, float]:
-    """``"2,98"`` → ``(2.0, 98.0)``, with 0 <= low < high <= 100."""
-    from segpipe.errors import ConfigError
-
-    try:
-        lo, hi = (float(v) for v in text.split(","))
-    except ValueError:
-        lo, hi = 0.0, -1.0
-    if not 0 <= lo < hi <= 100:
-        raise ConfigError(f"{flag} {text!r}: expected LOW,HIGH with 0 <= LOW < HIGH <= 100, e.g. 2,98")
-    return lo, hi
-
-
-def _units(items: dict[str, int]) -> tuple[str, str]:
+def _units(items: ItemCounts) -> tuple[str, str]:
     """What the report's counts count: images, or tasks when scenes (blocks) or volumes (slices) are in.
 
     Returns:
         ``(noun for the total, unit of the rate)``, e.g. ``("images", "img/s")`` or
         ``("tasks (3 images, 1 scene)", "tasks/s")``.
     """
-    if not (items.get("scenes") or items.get("volumes")):
+    if not (items.scenes or items.volumes):
         return "images", "img/s"
-    parts = [f"{items[k]} {k if items[k] != 1 else k[:-1]}" for k in ("images", "scenes", "volumes") if items.get(k)]
+    counts = {"images": items.images, "scenes": items.scenes, "volumes": items.volumes}
+    parts = [f"{n} {k if n != 1 else k[:-1]}" for k, n in counts.items() if n]
     return f"tasks ({', '.join(parts)})", "tasks/s"

@@ -1,4 +1,4 @@
-"""``segpipe pull labelstudio --url URL --project NAME|ID OUT``: a Label Studio project's annotations."""
+"""``segpipe pull labelstudio --url URL --project NAME|ID OUT``: request :class:`PullRequest`."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ from pathlib import Path
 
 import typer
 
-from segpipe.cli.common import overwrite_option, project_option, token_option, url_option
+from segpipe.cli import state
+from segpipe.cli.common import build_request, overwrite_option, project_option, token_option, url_option
 
 
 def register(app: typer.Typer) -> None:
@@ -23,13 +24,13 @@ def register(app: typer.Typer) -> None:
         overwrite: bool = overwrite_option("Replace an earlier `segpipe pull` output in OUT."),
     ) -> None:
         """Export a Label Studio project's annotated tasks (JSON export) into OUT."""
-        from segpipe.cli import state
-        from segpipe.integrations.labelstudio import connect
-        from segpipe.integrations.labelstudio.sync import pull
+        # lazy: pydantic and the Label Studio client load when the command runs, not for `segpipe --help`
+        from segpipe import api
+        from segpipe.pipeline.requests import PullRequest
 
-        state.OUTPUT = out
-        client = connect(url, token)
-        report = pull(client, project, out, overwrite=overwrite)
+        req = build_request(PullRequest, locals())
+        state.OUTPUT = req.out
+        report = api.pull(req)
         state.console.print(
             f"project {report.project_id} ({report.title!r}): {report.annotated} annotated tasks, "
-            f"{report.annotations} annotations → {out}", markup=False)
+            f"{report.annotations} annotations → {req.out}", markup=False)

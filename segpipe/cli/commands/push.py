@@ -1,4 +1,4 @@
-"""``segpipe push labelstudio STORE --url URL --project NAME|ID``: pre-labels into a Label Studio project."""
+"""``segpipe push labelstudio STORE --url URL --project NAME|ID``: request :class:`PushRequest`."""
 
 from __future__ import annotations
 
@@ -6,7 +6,9 @@ from pathlib import Path
 
 import typer
 
+from segpipe.cli import state
 from segpipe.cli.common import (
+    build_request,
     image_url_prefix_option,
     model_version_option,
     progress_bar,
@@ -36,14 +38,13 @@ def register(app: typer.Typer) -> None:
         resend: bool = typer.Option(False, "--resend", help="Ignore the record of earlier pushes; send every image."),
     ) -> None:
         """Import a store's pre-labels into a Label Studio project, in batches; a rerun sends only the rest."""
-        from segpipe.cli import state
-        from segpipe.integrations.labelstudio import connect
-        from segpipe.integrations.labelstudio.sync import push
+        # lazy: pydantic and the Label Studio client load when the command runs, not for `segpipe --help`
+        from segpipe import api
+        from segpipe.pipeline.requests import PushRequest
 
-        client = connect(url, token)
+        req = build_request(PushRequest, locals())
         with progress_bar("push → labelstudio", unit="tasks") as update:
-            report = push(store, client, project, batch_size=batch, image_url_prefix=image_url_prefix,
-                          model_version=model_version, resend=resend, progress=update, log=state.progress_log())
+            report = api.push(req, progress=update, log=state.progress_log())
         for image_id, why in report.failed:
             state.err(f"image {image_id}: {why}")
         made = "created" if report.created else "existing"

@@ -1,10 +1,15 @@
-"""``segpipe run PIPELINE.yaml``: multi-stage jobs from a declarative file."""
+"""``segpipe run PIPELINE.yaml``: multi-stage jobs from a declarative file (request :class:`RunRequest`)."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import typer
+
+from segpipe.cli import state
+from segpipe.cli.common import build_request
+from segpipe.cli.report import print_run_summary
 
 
 def register(app: typer.Typer) -> None:
@@ -15,17 +20,22 @@ def register(app: typer.Typer) -> None:
         pipeline: Path = typer.Argument(..., help="A pipeline YAML (schema: schemas/pipeline.schema.json)."),
         workdir: Path | None = typer.Option(None, "--workdir", help="Resolve relative paths here."),
         stage: list[int] = typer.Option([], "--stage", help="Run only these stages (1-based; repeatable)."),
+        json_lines: bool = typer.Option(False, "--json-lines", help="Print each stage's summary as a JSON line instead "
+                                        "of the table (for scripts)."),
     ) -> None:
         """Run a declarative pipeline (ingest → prelabel → export → evaluate ...)."""
-        import json
+        # lazy: pydantic and the workflows load when the command runs, not for `segpipe --help`
+        from segpipe import api
+        from segpipe.pipeline.requests import RunRequest
 
-        from segpipe.cli import state
-        from segpipe.pipeline.runspec import run_pipeline
-
+        req = build_request(RunRequest, locals())
         log = (lambda m: None) if state.QUIET else (lambda m: state.console.print(m, markup=False))
-        summaries = run_pipeline(pipeline, workdir=workdir, only=[s - 1 for s in stage] or None, log=log)
-        for s in summaries:
-            state.console.print(json.dumps(s, default=str), markup=False)
+        summaries = api.run(req, log=log)
+        if json_lines:
+            for s in summaries:
+                state.console.print(json.dumps(s, default=str), markup=False)
+        else:
+            print_run_summary(summaries, state.console)
         failed = [s for s in summaries if s.get("failed")]
         for s in failed:  # a stage with failed items is a partial failure: one line each, exit 1
             state.err_console.print(f"error: {pipeline}: stage {s['stage']} ({s['step']}): {s['failed']} item(s) "

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import typer
 
+from segpipe.cli import state
+
 
 def register(app: typer.Typer) -> None:
     """Adds the command."""
@@ -16,7 +18,7 @@ def register(app: typer.Typer) -> None:
         check: bool = typer.Option(False, "--check", help="Only check that the files match the code."),
     ) -> None:
         """Write (or --check) the JSON Schemas generated from segpipe's typed models."""
-        from segpipe.cli import state
+        # lazy: the typed models (pydantic) load when the command runs, not for `segpipe --help`
         from segpipe.pipeline.schemas import drifted, write_schemas
 
         if check:

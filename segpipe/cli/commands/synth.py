@@ -1,4 +1,4 @@
-"""``segpipe synth``: write a synthetic segmentation dataset."""
+"""``segpipe synth KIND OUT``: request :class:`~segpipe.pipeline.requests.SynthRequest`."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ from pathlib import Path
 
 import typer
 
-from segpipe.cli.common import SynthFormat, overwrite_option, seed_option
+from segpipe.cli import state
+from segpipe.cli.common import SynthFormat, build_request, overwrite_option, seed_option
 
 
 def register(app: typer.Typer) -> None:
@@ -20,30 +21,24 @@ def register(app: typer.Typer) -> None:
         seed: int = seed_option("Random seed (same seed, same bytes)."),
         size: str | None = typer.Option(None, "--size", help="HxW, e.g. 256x512 (default: per kind)."),
         jpg: bool = typer.Option(False, "--jpg", help="Write photos as JPEG instead of PNG."),
-        fmt: SynthFormat | None = typer.Option(
+        format: SynthFormat | None = typer.Option(
             None, "--format", help="Photos as png or jpg; scenes as geotiff (satellite); volumes as nifti or dicom "
             "(medical). Default: png, or jpg with --jpg."
         ),
         exif: bool = typer.Option(False, "--exif", help="JPEG photos stored rotated with an EXIF orientation."),
-        depth: int = typer.Option(16, "--depth", help="Slices per volume (nifti, dicom)."),
+        depth: int = typer.Option(16, "--depth", min=1, help="Slices per volume (nifti, dicom)."),
         overwrite: bool = overwrite_option("Replace an earlier `segpipe synth` output."),
     ) -> None:
         """Write a synthetic dataset: images/, masks/, annotations.json (COCO), labelmap.txt."""
-        from segpipe.cli import state
-        from segpipe.cli.state import console
-        from segpipe.synth import parse_size, synth
+        # lazy: pydantic and the synthetic kinds load when the command runs, not for `segpipe --help`
+        from segpipe import api
+        from segpipe.pipeline.requests import SynthRequest
 
-        state.OUTPUT = out
-        image_format = fmt.value if fmt is not None else ("jpg" if jpg else "png")
-        if image_format in ("png", "jpg") and not exif:
-            res = synth(kind, out, n=n, seed=seed, size=parse_size(size) if size else None, image_format=image_format,
-                        overwrite=overwrite)
-        else:
-            from segpipe.synth.native import synth_native
-
-            res = synth_native(kind, out, n=n, seed=seed, size=parse_size(size) if size else None,
-                               fmt=image_format, exif=exif, depth=depth, overwrite=overwrite)
-        console.print(
+        # --jpg is the command line's shorthand for --format jpg (the request has the one field)
+        req = build_request(SynthRequest, {**locals(), "format": format or ("jpg" if jpg else None)})
+        state.OUTPUT = req.out
+        res = api.synthesize(req)
+        state.console.print(
             f"wrote {res.images} images ({res.size[0]}x{res.size[1]}) and {res.annotations} annotations to {res.out}",
             markup=False,
         )

@@ -1,13 +1,14 @@
-"""``segpipe train``: train a registered architecture on a dataset folder."""
+"""``segpipe train DATASET --arch NAME --out DIR``: request :class:`~segpipe.pipeline.requests.TrainRequest`."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import typer
 
+from segpipe.cli import state
 from segpipe.cli.common import (
+    build_request,
     device_option,
     overwrite_option,
     positive_float_option,
@@ -15,6 +16,7 @@ from segpipe.cli.common import (
     resume_option,
     seed_option,
 )
+from segpipe.errors import ConfigError, UnknownNameError
 
 
 def register(app: typer.Typer) -> None:
@@ -41,32 +43,20 @@ def register(app: typer.Typer) -> None:
         crop: str | None = typer.Option(None, "--crop", help="Training crop HxW (default: the model's input)."),
     ) -> None:
         """Train a model; writes checkpoints and per-epoch validation metrics."""
-        from segpipe.cli import state
-        from segpipe.models.train import train
+        # lazy: pydantic and training (torch) load when the command runs, not for `segpipe --help`
+        from segpipe import api
+        from segpipe.pipeline.requests import TrainRequest
 
-        state.OUTPUT = out
-        check_arch(arch)
-        model_kwargs = parse_model_args(arch, model_arg)
-        crop_hw = parse_size(crop, "--crop") if crop else None
+        req = build_request(TrainRequest, locals())
+        state.OUTPUT = req.out
+        check_arch(req.arch)
+        if req.model_arg:
+            # lazy: torch (~2 s) only when --model-arg is given
+            from segpipe.models.registry import check_model_args
 
-        res = train(
-            dataset,
-            arch,
-            out,
-            epochs=epochs,
-            max_minutes=max_minutes,
-            val_dir=val,
-            resume=resume,
-            overwrite=overwrite,
-            seed=seed,
-            batch_size=batch,
-            lr=lr,
-            device=device,
-            model_kwargs=model_kwargs or None,
-            crop=crop_hw,
-            progress=state.show_progress(),
-            log=None if state.QUIET else (lambda line: state.err_console.print(line, markup=False)),
-        )
+            check_model_args(req.arch, req.model_arg, option="--model-arg")
+        res = api.train(req, progress=state.show_progress(),
+                        log=None if state.QUIET else (lambda line: state.err_console.print(line, markup=False)))
         note = " (stopped at the time budget)" if res.stopped_by_budget else ""
         state.console.print(
             f"trained {res.epochs_run} epoch(s){note}; best {res.metric_name} {res.best_metric:.4f}: "
@@ -75,64 +65,12 @@ def register(app: typer.Typer) -> None:
         )
 
 
-def parse_model_args(arch: str, items: list[str]) -> dict[str, Any]:
-    """``["base=16", "bilinear=true"]`` → ``{"base": 16, "bilinear": True}``, checked against ``arch``.
-
-    Values are JSON literals where they parse as one (numbers, ``true``/``false``, lists), else strings.
-
-    Raises:
-        ConfigError: a malformed item, or a key the architecture's builder does not take.
-    """
-    import json
-
-    from segpipe.errors import ConfigError
-
-    out: dict[str, Any] = {}
-    for item in items:
-        key, sep, raw = item.partition("=")
-        if not sep or not key.strip().isidentifier():
-            raise ConfigError(f"--model-arg {item!r}: expected KEY=VALUE")
-        try:
-            out[key.strip()] = json.loads(raw)
-        except ValueError:
-            out[key.strip()] = raw
-    if out:
-        import torch
-
-        from segpipe.models.registry import build_model
-
-        try:
-            with torch.device("meta"):  # no memory, no initialisation: only the options are checked
-                build_model(arch, 2, **out)
-        except (TypeError, ValueError) as e:
-            raise ConfigError(f"--model-arg: {arch} does not accept {out}: {e}") from None
-        except RuntimeError as e:  # torch's own check of a layer's size (e.g. base=-3: a negative dimension)
-            given = " ".join(f"{k}={json.dumps(v)}" for k, v in out.items())
-            raise ConfigError(f"--model-arg {given}: {arch} cannot be built with it "
-                              f"({str(e).splitlines()[0][:120]})") from None
-    return out
-
-
 def check_arch(arch: str) -> None:
     """Refuses an ``--arch`` no builder is registered for (one line naming the option and the known names)."""
-    from segpipe.errors import ConfigError, UnknownNameError
+    # lazy: the model registry (light, but only train needs it)
     from segpipe.models.registry import get_model_spec
 
     try:
         get_model_spec(arch)
     except UnknownNameError as e:
         raise ConfigError(f"--arch: {e.message}") from None
-
-
-def parse_size(text: str, flag: str) -> tuple[int, int]:
-    """``"256x512"`` (or ``"256"``) → ``(256, 512)``."""
-    from segpipe.errors import ConfigError
-
-    parts = text.lower().split("x")
-    try:
-        h, w = (int(parts[0]), int(parts[-1])) if len(parts) <= 2 else (0, 0)
-    except ValueError:
-        h, w = 0, 0
-    if h <= 0 or w <= 0:
-        raise ConfigError(f"{flag} {text!r}: expected HxW with positive integers, e.g. 256x512")
-    return h, w

@@ -1,4 +1,4 @@
-"""``segpipe validate PATH``."""
+"""``segpipe validate PATH``: request :class:`~segpipe.pipeline.requests.ValidateRequest`."""
 
 from __future__ import annotations
 
@@ -6,7 +6,9 @@ from pathlib import Path
 
 import typer
 
-from segpipe.cli.common import ImageCheck, format_option, image_root_option, json_option
+from segpipe.cli import state
+from segpipe.cli.common import ImageCheck, build_request, format_option, image_root_option, json_option
+from segpipe.core.problems import Problem
 
 
 def register(app: typer.Typer) -> None:
@@ -23,28 +25,17 @@ def register(app: typer.Typer) -> None:
                                           "checks its integrity; decode decodes every pixel; none skips them."),
     ) -> None:
         """Check a dataset: one line per problem naming the file and the field (exit 0 clean, 1 problems)."""
-        from segpipe.cli import state
-        from segpipe.pipeline.validate import validate_path
-        from segpipe.storage.atomic import write_json_atomic
+        # lazy: pydantic and the format readers load when the command runs, not for `segpipe --help`
+        from segpipe import api
+        from segpipe.pipeline.requests import ValidateRequest
 
-        state.OUTPUT = json_out
-        if json_out is not None:  # never over what is being validated (checked before anything is read)
-            from segpipe.storage.outputs import check_output, dataset_inputs
-
-            # A dataset given as its annotation file occupies the folder its images are read from.
-            pipeline = path.suffix in (".yaml", ".yml") and format in ("auto", "pipeline")
-            inputs = [path] if pipeline else dataset_inputs(path, image_root)
-            check_output(json_out, [*inputs, image_root], option="--json", command="validate", kind="file")
-        fmt, problems = validate_path(path, format, image_root=image_root, images=images.value)
-        for p in problems:
-            state.console.print(str(p), markup=False)
-        errors = sum(1 for p in problems if p.severity == "error")
-        warnings = len(problems) - errors
-        state.err_console.print(f"{path} ({fmt}): {errors} errors, {warnings} warnings", markup=False)
-        if json_out is not None:
-            from segpipe import __version__
-
-            write_json_atomic(json_out, {"segpipe_version": __version__, "path": str(path), "format": fmt,
-                                         "problems": [p.to_dict() for p in problems]})
-        if errors or (fail_on_warnings and warnings):
+        req = build_request(ValidateRequest, locals())
+        state.OUTPUT = req.json_out
+        report = api.validate(req)
+        for p in report.problems:
+            state.console.print(str(Problem(**p.model_dump())), markup=False)
+        state.err_console.print(f"{req.path} ({report.format}): {report.errors} errors, {report.warnings} warnings",
+                                markup=False)
+        if report.errors or (req.fail_on_warnings and report.warnings):
             raise typer.Exit(1)
+

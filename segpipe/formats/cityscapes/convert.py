@@ -20,6 +20,7 @@ import numpy as np
 from segpipe.core import rle as rle_ops
 from segpipe.core.losses import LossCounter
 from segpipe.core.records import RLE, InstanceMask
+from segpipe.core.render import NOTES as RENDER_NOTES
 from segpipe.core.render import render_maps
 
 #: Objects one class can number in one image (``k`` in ``id × 1000 + k``).
@@ -131,8 +132,6 @@ def encode_maps(
 
 
 def _render_note() -> str:
-    from segpipe.core.render import NOTES as RENDER_NOTES
-
     return RENDER_NOTES["box_only_no_mask"]
 
 

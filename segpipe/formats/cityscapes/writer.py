@@ -44,6 +44,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any, ClassVar
 
 import numpy as np
+from PIL import Image
 
 from segpipe.core.losses import LossCounter
 from segpipe.core.records import DatasetMeta, InstanceMask, Materialized
@@ -51,9 +52,11 @@ from segpipe.errors import FormatError
 from segpipe.formats.base import ShardResult, WriteOptions
 from segpipe.formats.cityscapes.convert import encode_maps
 from segpipe.formats.cityscapes.labels import IGNORE_TRAIN_ID, plan_labels
+from segpipe.formats.coco.writer import copy_image
+from segpipe.formats.derive import derive_class_map, derive_instances
 from segpipe.formats.splits import loader_split
-from segpipe.storage.atomic import write_json_atomic
-from segpipe.storage.images import write_label_png, write_rgb_png
+from segpipe.storage.atomic import is_slice_ref, source_exists, write_json_atomic
+from segpipe.storage.images import exif_orientation, read_image, write_label_png, write_rgb_png
 from segpipe.storage.jsonio import jsonable
 from segpipe.storage.paths import check_relative_name, ensure_inside
 
@@ -164,8 +167,6 @@ class CityscapesWriter:
     def _instances(self, m: Materialized, losses: LossCounter) -> list[InstanceMask]:
         instances = list(m.instances)
         if not instances and m.panoptic is not None:
-            from segpipe.formats.derive import derive_instances
-
             instances, dl = derive_instances(m, self.meta)
             losses.merge(dl)
         kept = []
@@ -196,8 +197,6 @@ class CityscapesWriter:
             labels: np.ndarray | None = None
             cm = m.class_map
             if cm is None and m.panoptic is not None:
-                from segpipe.formats.derive import derive_class_map
-
                 cm, dl = derive_class_map(m, self.meta)
                 losses.merge(dl)
             if cm is not None:
@@ -229,7 +228,6 @@ class CityscapesWriter:
         mode = self.options.copy_images
         if mode == "none":
             return
-        from segpipe.storage.atomic import is_slice_ref, source_exists
 
         if not source_exists(src):
             losses.missing_images.append(file_name)
@@ -238,10 +236,6 @@ class CityscapesWriter:
         folder = self.out / "leftImg8bit" / split / city
         folder.mkdir(parents=True, exist_ok=True)
         dst = ensure_inside(self.out, folder / f"{stem}{SUFFIX_IMAGE}.png")
-        from PIL import Image
-
-        from segpipe.formats.coco.writer import copy_image
-        from segpipe.storage.images import exif_orientation, read_image
 
         if not os.path.isfile(src) and is_slice_ref(src):
             copy_image(src, dst, "copy")  # a volume slice, rendered as a PNG

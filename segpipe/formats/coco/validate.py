@@ -296,6 +296,27 @@ class _Checker:
         if not isinstance(a, dict):
             self.err(w, "annotation must be an object", "annotation.type")
             return
+        img = self._references(a, w, know_images)
+        mask_box = None
+        if a.get("segmentation") is not None:
+            checked = self.segmentation(a["segmentation"], f"{w}.segmentation", img)
+            if isinstance(checked, dict):
+                mask_box = rle_ops.to_bbox(checked)
+            elif isinstance(checked, list):
+                mask_box = rle_ops.polygons_bbox(checked)
+        if a.get("bbox") is not None:
+            self.bbox(a["bbox"], f"{w}.bbox", mask_box)
+        if "area" in a and not (_is_num(a["area"]) and a["area"] >= 0):
+            self.err(f"{w}.area", f"area must be a finite number >= 0, got {a['area']!r}", "annotation.area")
+        crowd = a.get("iscrowd", 0)
+        if crowd not in (0, 1) or isinstance(crowd, float):
+            self.err(f"{w}.iscrowd", f"iscrowd must be 0 or 1, got {crowd!r}", "annotation.iscrowd")
+        self.keypoints(a, w)
+        if results:
+            self._result_fields(a, w)
+
+    def _references(self, a: dict[str, Any], w: str, know_images: bool) -> dict[str, Any] | None:
+        """Checks an annotation's ``image_id`` and ``category_id``; returns its image when known."""
         iid = a.get("image_id")
         img = None
         if not _is_int(iid):
@@ -313,29 +334,17 @@ class _Checker:
             self.err(
                 f"{w}.category_id", f"category_id {cid} is not in categories", "annotation.dangling_category"
             )
-        mask_box = None
-        if a.get("segmentation") is not None:
-            checked = self.segmentation(a["segmentation"], f"{w}.segmentation", img)
-            if isinstance(checked, dict):
-                mask_box = rle_ops.to_bbox(checked)
-            elif isinstance(checked, list):
-                mask_box = rle_ops.polygons_bbox(checked)
-        if a.get("bbox") is not None:
-            self.bbox(a["bbox"], f"{w}.bbox", mask_box)
-        if "area" in a and not (_is_num(a["area"]) and a["area"] >= 0):
-            self.err(f"{w}.area", f"area must be a finite number >= 0, got {a['area']!r}", "annotation.area")
-        crowd = a.get("iscrowd", 0)
-        if crowd not in (0, 1) or isinstance(crowd, float):
-            self.err(f"{w}.iscrowd", f"iscrowd must be 0 or 1, got {crowd!r}", "annotation.iscrowd")
-        self.keypoints(a, w)
-        if results:
-            s = a.get("score")
-            if s is None:
-                self.warn(w, "result has no score", "result.score")
-            elif not _is_num(s):
-                self.err(f"{w}.score", f"score must be a finite number, got {s!r}", "result.score")
-            if all(a.get(k) is None for k in ("segmentation", "bbox", "keypoints")):
-                self.err(w, "result has no segmentation, bbox or keypoints", "result.empty")
+        return img
+
+    def _result_fields(self, a: dict[str, Any], w: str) -> None:
+        """A result's own fields: a finite score (a warning when missing) and some geometry."""
+        s = a.get("score")
+        if s is None:
+            self.warn(w, "result has no score", "result.score")
+        elif not _is_num(s):
+            self.err(f"{w}.score", f"score must be a finite number, got {s!r}", "result.score")
+        if all(a.get(k) is None for k in ("segmentation", "bbox", "keypoints")):
+            self.err(w, "result has no segmentation, bbox or keypoints", "result.empty")
 
     def annotations(self, data: dict[str, Any]) -> None:
         anns = data.get("annotations")
@@ -393,60 +402,9 @@ class _Checker:
             if not isinstance(segs, list):
                 self.err(f"{w}.segments_info", "segments_info must be a list", "panoptic.segments")
                 continue
-            listed: dict[int, tuple[int, dict[str, Any]]] = {}
-            for j, s in enumerate(segs):
-                sw = f"{w}.segments_info[{j}]"
-                if not isinstance(s, dict) or not _is_int(s.get("id")):
-                    self.err(sw, "segment must be an object with an integer id", "panoptic.segment")
-                    continue
-                sid = s["id"]
-                if not 0 < sid < 256**3:
-                    self.err(
-                        f"{sw}.id", f"segment id must be in 1..{256**3 - 1}, got {sid}", "panoptic.segment_id"
-                    )
-                    continue
-                if sid in listed:
-                    self.err(f"{sw}.id", f"duplicate segment id {sid}", "panoptic.duplicate_segment")
-                    continue
-                listed[sid] = (j, s)
-                cid = s.get("category_id")
-                if not _is_int(cid) or cid not in self.cats:
-                    self.err(
-                        f"{sw}.category_id",
-                        f"category_id {cid!r} is not in categories",
-                        "annotation.dangling_category",
-                    )
-                crowd = s.get("iscrowd", 0)
-                if crowd not in (0, 1) or isinstance(crowd, float):
-                    self.err(f"{sw}.iscrowd", f"iscrowd must be 0 or 1, got {crowd!r}", "annotation.iscrowd")
-            name = a.get("file_name")
-            try:
-                png = safe_join(
-                    png_dir, name if isinstance(name, str) else "", source=self.file, where=f"{w}.file_name"
-                )
-            except UnsafePathError as e:
-                self.err(f"{w}.file_name", e.message, "panoptic.unsafe_name")
-                continue
-            if not png.is_file():
-                self.err(
-                    f"{w}.file_name",
-                    f"panoptic PNG not found: {name} (looked in {png_dir})",
-                    "panoptic.png_missing",
-                )
-                continue
-            try:
-                ids = rgb2id(read_rgb_png(png))
-            except SegpipeError as e:
-                self.err(
-                    f"{w}.file_name", f"cannot read panoptic PNG: {e.message}", "panoptic.png_unreadable"
-                )
-                continue
-            if img is not None and ids.shape != (img["height"], img["width"]):
-                self.err(
-                    f"{w}.file_name",
-                    f"panoptic PNG is {ids.shape[1]}x{ids.shape[0]}, image is {img['width']}x{img['height']}",
-                    "panoptic.size_mismatch",
-                )
+            listed = self._panoptic_segments(segs, w)
+            ids = self._panoptic_png(a, w, png_dir, img)
+            if ids is None:
                 continue
             self._panoptic_pixels(ids, listed, w)
         for iid in self.images:
@@ -454,6 +412,67 @@ class _Checker:
                 self.warn(
                     "annotations", f"image {iid} has no panoptic annotation", "panoptic.unannotated_image"
                 )
+
+    def _panoptic_segments(self, segs: list[Any], w: str) -> dict[int, tuple[int, dict[str, Any]]]:
+        """Checks one annotation's ``segments_info``; returns ``{segment id: (index, segment)}`` of the
+        segments with a valid, unique id.
+        """
+        listed: dict[int, tuple[int, dict[str, Any]]] = {}
+        for j, s in enumerate(segs):
+            sw = f"{w}.segments_info[{j}]"
+            if not isinstance(s, dict) or not _is_int(s.get("id")):
+                self.err(sw, "segment must be an object with an integer id", "panoptic.segment")
+                continue
+            sid = s["id"]
+            if not 0 < sid < 256**3:
+                self.err(f"{sw}.id", f"segment id must be in 1..{256**3 - 1}, got {sid}", "panoptic.segment_id")
+                continue
+            if sid in listed:
+                self.err(f"{sw}.id", f"duplicate segment id {sid}", "panoptic.duplicate_segment")
+                continue
+            listed[sid] = (j, s)
+            cid = s.get("category_id")
+            if not _is_int(cid) or cid not in self.cats:
+                self.err(
+                    f"{sw}.category_id",
+                    f"category_id {cid!r} is not in categories",
+                    "annotation.dangling_category",
+                )
+            crowd = s.get("iscrowd", 0)
+            if crowd not in (0, 1) or isinstance(crowd, float):
+                self.err(f"{sw}.iscrowd", f"iscrowd must be 0 or 1, got {crowd!r}", "annotation.iscrowd")
+        return listed
+
+    def _panoptic_png(self, a: dict[str, Any], w: str, png_dir: Path, img: dict[str, Any] | None) -> np.ndarray | None:
+        """The ``(H, W)`` segment ids of an annotation's PNG; None (with the error) when its name is
+        unsafe, or it is missing, unreadable or not the image's size.
+        """
+        name = a.get("file_name")
+        try:
+            png = safe_join(png_dir, name if isinstance(name, str) else "", source=self.file, where=f"{w}.file_name")
+        except UnsafePathError as e:
+            self.err(f"{w}.file_name", e.message, "panoptic.unsafe_name")
+            return None
+        if not png.is_file():
+            self.err(
+                f"{w}.file_name",
+                f"panoptic PNG not found: {name} (looked in {png_dir})",
+                "panoptic.png_missing",
+            )
+            return None
+        try:
+            ids = rgb2id(read_rgb_png(png))
+        except SegpipeError as e:
+            self.err(f"{w}.file_name", f"cannot read panoptic PNG: {e.message}", "panoptic.png_unreadable")
+            return None
+        if img is not None and ids.shape != (img["height"], img["width"]):
+            self.err(
+                f"{w}.file_name",
+                f"panoptic PNG is {ids.shape[1]}x{ids.shape[0]}, image is {img['width']}x{img['height']}",
+                "panoptic.size_mismatch",
+            )
+            return None
+        return ids
 
     def _panoptic_pixels(
         self, ids: np.ndarray, listed: dict[int, tuple[int, dict[str, Any]]], w: str

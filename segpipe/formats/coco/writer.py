@@ -70,6 +70,7 @@ from segpipe.formats.coco.convert import (
     instance_to_coco,
     segment_to_coco,
 )
+from segpipe.formats.derive import derive_class_map, derive_instances, derive_panoptic
 from segpipe.formats.splits import loader_split
 from segpipe.storage.atomic import atomic_open, copy_or_link
 from segpipe.storage.images import write_label_png, write_rgb_png
@@ -270,7 +271,6 @@ class _Base:
             return list(m.instances)
         if m.panoptic is None and m.class_map is None:
             return []
-        from segpipe.formats.derive import derive_instances
 
         insts, lost = derive_instances(m, self.meta)
         losses.merge(lost)
@@ -396,8 +396,6 @@ class CocoWriter(_Base):
             wrote_sem = False
             class_map = m.class_map
             if class_map is None and m.panoptic is not None:
-                from segpipe.formats.derive import derive_class_map
-
                 class_map, lost = derive_class_map(m, self.meta)
                 res.losses.merge(lost)
                 self._count_stuff(m, res.losses)
@@ -511,7 +509,6 @@ class CocoPanopticWriter(_Base):
                         _lose(res.losses, "keypoints_dropped", 1, cat)
                     if inst.score is not None:
                         _lose(res.losses, "scores_dropped", 1, cat)
-                from segpipe.formats.derive import derive_panoptic
 
                 id_map, segments, lost = derive_panoptic(m, self.meta)
                 res.losses.merge(lost)

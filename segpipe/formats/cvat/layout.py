@@ -340,6 +340,41 @@ def _image(el: ET.Element, rel: str, source: Path, position: int, task_subsets: 
     return img
 
 
+class _TopLevel:
+    """Takes the children of ``<annotations>`` one at a time, whole: what ``<meta>`` said, images so far."""
+
+    def __init__(self, source: Path, doc: Document) -> None:
+        self.source = source
+        self.doc = doc
+        self.task_subsets: dict[str, str] = {}
+        self.task_subset: str | None = None
+        self.seen_meta = False
+        self.position = 0
+
+    def element(self, el: ET.Element) -> None:
+        """One child of ``<annotations>``: ``<meta>``, ``<image>``, ``<track>`` (counted), ``<version>``.
+
+        Raises:
+            FormatError: an ``<image>`` before ``<meta>``, or a wrong field (naming element and attribute).
+        """
+        doc = self.doc
+        if el.tag == "meta":
+            self.task_subsets, self.task_subset = _meta(el, self.source, doc)
+            self.seen_meta = True
+        elif el.tag == "image":
+            if not self.seen_meta:
+                raise _fail(self.source, "meta", "no <meta> with the labels before the first <image>")
+            doc.images.append(_image(el, doc.rel, self.source, self.position, self.task_subsets, self.task_subset,
+                                     doc.unknown))
+            self.position += 1
+        elif el.tag == "track":
+            for sh in el:
+                if sh.tag in SHAPE_TAGS:
+                    doc.tracks[el.get("label") or ""] += 1
+        elif el.tag != "version":
+            doc.unknown[f"<{el.tag}> in <annotations>"] += 1
+
+
 def parse_document(root: Path, rel: str) -> Document:
     """Parses one CVAT XML file, streaming (one image in memory as XML at a time).
 
@@ -355,11 +390,8 @@ def parse_document(root: Path, rel: str) -> Document:
     if size > MAX_XML_BYTES:
         raise FormatError(f"file is {size} bytes, more than the {MAX_XML_BYTES} accepted", path=source)
     doc = Document(rel, "task")
-    task_subsets: dict[str, str] = {}
-    task_subset: str | None = None
-    seen_meta = False
+    top_level = _TopLevel(source, doc)
     depth = 0
-    position = 0
     top: ET.Element | None = None
     try:
         for event, el in DET.iterparse(str(source), events=("start", "end"), forbid_dtd=True,
@@ -376,20 +408,7 @@ def parse_document(root: Path, rel: str) -> Document:
             depth -= 1
             if depth != 1:  # children of <annotations> are handled whole, when they end
                 continue
-            if el.tag == "meta":
-                task_subsets, task_subset = _meta(el, source, doc)
-                seen_meta = True
-            elif el.tag == "image":
-                if not seen_meta:
-                    raise _fail(source, "meta", "no <meta> with the labels before the first <image>")
-                doc.images.append(_image(el, rel, source, position, task_subsets, task_subset, doc.unknown))
-                position += 1
-            elif el.tag == "track":
-                for sh in el:
-                    if sh.tag in SHAPE_TAGS:
-                        doc.tracks[el.get("label") or ""] += 1
-            elif el.tag != "version":
-                doc.unknown[f"<{el.tag}> in <annotations>"] += 1
+            top_level.element(el)
             el.clear()  # keeps memory bounded by one image's XML
             if top is not None:
                 top.clear()
@@ -399,7 +418,7 @@ def parse_document(root: Path, rel: str) -> Document:
     except ET.ParseError as e:
         line, col = getattr(e, "position", (0, 0))
         raise FormatError(f"malformed XML at line {line} column {col}", path=source) from None
-    if not seen_meta:
+    if not top_level.seen_meta:
         raise _fail(source, "meta", "no <meta> (CVAT XML lists its labels there)")
     return doc
 

@@ -51,6 +51,7 @@ from segpipe.errors import FormatError, InputError, SegpipeError
 from segpipe.formats.cvat import layout as lay
 from segpipe.formats.cvat.shapes import ShapeError, decode_mask, skeleton_edges
 from segpipe.formats.perimage import materialize_shapes
+from segpipe.storage.images import check_pixel_count
 
 #: ``meta.extra`` key: ``{label: {"type", "attributes": [specs]}}`` of the source's labels (written back).
 LABELS_KEY = "cvat_labels"
@@ -163,41 +164,51 @@ class _Builder:
             if s.kind in ("ellipse", "cuboid"):
                 _lose(self.losses, "shapes_not_read", 1, s.label)
                 continue
-            attrs = self._attrs(s)
-            key = (s.label, s.group)
-            obj = groups.get(key) if s.group and s.kind in GROUPED else None
-            if obj is not None and ((s.kind == "skeleton" and obj.keypoints is not None)
-                                    or (s.kind == "box" and obj.box is not None)):
-                obj = None  # a second skeleton (box) in one group is an object of its own
-            if obj is None:
-                obj = _Object(s.label, attrs)
-                out.append(obj)
-                if s.group and s.kind in GROUPED:
-                    groups[key] = obj
-            else:
-                missing = object()
-                differ = sum(1 for k, v in attrs.items() if obj.attributes.get(k, missing) != v)
-                _lose(self.losses, "attributes_not_read", differ, s.label)
-            if s.kind == "polygon":
-                obj.polygons.append(s.points)
-            elif s.kind == "box" and s.rotation % 360:
-                _lose(self.losses, "rotated_boxes_as_polygons", 1, s.label)
-                obj.polygons.append(_rotated_box(s.points, s.rotation))
-            elif s.kind == "box":
-                x0, y0, x1, y1 = s.points
-                obj.box = (x0, y0, x1 - x0, y1 - y0)
-            elif s.kind == "mask":
-                assert s.mask is not None
-                rle, left, top, w, h = s.mask
-                try:
-                    obj.masks.append(decode_mask(rle, left, top, w, h, img.width, img.height))
-                except ShapeError as e:
-                    raise self._fail(f"{s.where} > {e.where}", e.message) from None
-            elif s.kind == "skeleton":
-                obj.keypoints = self._keypoints(s)
-            elif s.kind == "points":
-                obj.keypoints = [v for k in range(0, len(s.points), 2) for v in (s.points[k], s.points[k + 1], 2.0)]
+            self._add_shape(self._object_of(s, groups, out), s, img)
         return out
+
+    def _object_of(self, s: lay.Shape, groups: dict[tuple[str, int], _Object], out: list[_Object]) -> _Object:
+        """The object shape ``s`` belongs to: its group's (shapes of one ``group_id`` and label make one
+        object), or a new one appended to ``out``. Attributes a grouped shape adds or changes are lost.
+        """
+        attrs = self._attrs(s)
+        key = (s.label, s.group)
+        obj = groups.get(key) if s.group and s.kind in GROUPED else None
+        if obj is not None and ((s.kind == "skeleton" and obj.keypoints is not None)
+                                or (s.kind == "box" and obj.box is not None)):
+            obj = None  # a second skeleton (box) in one group is an object of its own
+        if obj is None:
+            obj = _Object(s.label, attrs)
+            out.append(obj)
+            if s.group and s.kind in GROUPED:
+                groups[key] = obj
+        else:
+            missing = object()
+            differ = sum(1 for k, v in attrs.items() if obj.attributes.get(k, missing) != v)
+            _lose(self.losses, "attributes_not_read", differ, s.label)
+        return obj
+
+    def _add_shape(self, obj: _Object, s: lay.Shape, img: lay.Image) -> None:
+        """Adds the geometry of shape ``s`` to ``obj``: a polygon, box, mask or keypoints."""
+        if s.kind == "polygon":
+            obj.polygons.append(s.points)
+        elif s.kind == "box" and s.rotation % 360:
+            _lose(self.losses, "rotated_boxes_as_polygons", 1, s.label)
+            obj.polygons.append(_rotated_box(s.points, s.rotation))
+        elif s.kind == "box":
+            x0, y0, x1, y1 = s.points
+            obj.box = (x0, y0, x1 - x0, y1 - y0)
+        elif s.kind == "mask":
+            assert s.mask is not None
+            rle, left, top, w, h = s.mask
+            try:
+                obj.masks.append(decode_mask(rle, left, top, w, h, img.width, img.height))
+            except ShapeError as e:
+                raise self._fail(f"{s.where} > {e.where}", e.message) from None
+        elif s.kind == "skeleton":
+            obj.keypoints = self._keypoints(s)
+        elif s.kind == "points":
+            obj.keypoints = [v for k in range(0, len(s.points), 2) for v in (s.points[k], s.points[k + 1], 2.0)]
 
 
 def _instance(o: _Object, ann_id: int, image_id: int, cat: int, w: int, h: int) -> Instance:
@@ -231,6 +242,19 @@ def _walk(root: Path) -> list[str]:
     return out
 
 
+def _labels(docs: list[lay.Document]) -> tuple[dict[str, lay.Label], dict[str, list[str]]]:
+    """``({name: label}, {skeleton label: its point labels})`` over every document, first ones first."""
+    labels: dict[str, lay.Label] = {}
+    points_of: dict[str, list[str]] = {}
+    for d in docs:
+        for lb in d.labels:
+            if lb.parent is None:
+                labels.setdefault(lb.name, lb)
+            elif lb.name not in points_of.setdefault(lb.parent, []):
+                points_of[lb.parent].append(lb.name)
+    return labels, points_of
+
+
 class CvatReader:
     """Reads a CVAT for images XML dataset (driver side: the XML is parsed and masks are encoded here).
 
@@ -250,8 +274,6 @@ class CvatReader:
     format_name: ClassVar[str] = "cvat"
 
     def __init__(self, path: str | Path) -> None:
-        from segpipe.storage.images import check_pixel_count
-
         root, files = lay.dataset_root(path)
         self.root = root
         self.problems: list[Problem] = []
@@ -260,14 +282,7 @@ class CvatReader:
         if not any(d.images for d in docs) and any(d.tracks for d in docs):
             raise InputError("CVAT for video (<track> elements, no <image>): segpipe reads CVAT for images",
                              path=root / files[0], hint="export the task from CVAT as 'CVAT for images 1.1'")
-        labels: dict[str, lay.Label] = {}
-        points_of: dict[str, list[str]] = {}
-        for d in docs:
-            for lb in d.labels:
-                if lb.parent is None:
-                    labels.setdefault(lb.name, lb)
-                elif lb.name not in points_of.setdefault(lb.parent, []):
-                    points_of[lb.parent].append(lb.name)
+        labels, points_of = _labels(docs)
         names = list(labels)
         ids = {n: k + 1 for k, n in enumerate(names)}
         cats = []
@@ -279,42 +294,17 @@ class CvatReader:
         self.meta = DatasetMeta(format="cvat", categories=tuple(cats), extra={
             LABELS_KEY: {n: {"type": labels[n].type, "attributes": labels[n].attributes} for n in names}})
         self._samples: list[Sample] = []
+        self._next_ann = 1  # annotation ids run across images
         seen: dict[tuple[str | None, str], str] = {}
         referenced = {lay.OWN_FILES[0], lay.OWN_FILES[1], *files}
-        next_ann = 1
         warned: Counter[str] = Counter()
         for d in docs:
-            source = root / d.rel
-            builder = _Builder(set(names), points_of, self.losses, source)
+            builder = _Builder(set(names), points_of, self.losses, root / d.rel)
             for img in d.images:
-                key = (img.subset, img.name)
-                if key in seen:
-                    raise FormatError(f"image {img.name!r} of subset {img.subset!r} is already annotated in "
-                                      f"{seen[key]}", path=source, where=f"{img.where} > name")
-                seen[key] = d.rel
-                check_pixel_count(img.width, img.height, path=source, where=f"{img.where} > width, height",
-                                  what="recorded size")
-                image_id = len(self._samples) + 1
-                insts = []
-                for o in builder.objects(img):
-                    insts.append(_instance(o, next_ann, image_id, ids[o.label], img.width, img.height))
-                    next_ann += 1
-                for t in img.tags:
-                    _lose(self.losses, "tags_not_read", 1, t)
-                file = lay.image_file(root, d.rel, img)
+                file = self._add_image(d, img, builder, ids, seen)
                 if file is not None:
                     referenced.add(file.relative_to(root).as_posix())
-                info = ImageInfo(image_id, img.name, img.width, img.height, split=img.subset)
-                self._samples.append(Sample(info, image_path=str(file) if file is not None else None,
-                                            instances=tuple(insts)))
-            for lbl, count in sorted(d.tracks.items()):
-                _lose(self.losses, "tracks_not_read", count, lbl)
-            if d.tracks:
-                self._warn(warned, d.rel, "track", f"{sum(d.tracks.values())} shapes of <track> elements (CVAT for "
-                           "video) not read", "cvat.track_not_read")
-            for what, count in sorted(d.unknown.items()):
-                _lose(self.losses, "elements_not_read", count)
-                self._warn(warned, d.rel, "", f"{count} {what} not read", "cvat.element_not_read")
+            self._document_not_read(d, warned)
         for kind, label in sorted(self.losses.losses):
             if kind in ("polylines_not_read", "shapes_not_read", "unlabelled_shapes_not_read", "tags_not_read"):
                 count = self.losses.losses[(kind, label)]
@@ -328,6 +318,45 @@ class CvatReader:
             if count > MAX_LISTED:
                 self.problems.append(Problem("warning", str(root), "", f"{count - MAX_LISTED} more warnings of this "
                                              "kind", code))
+
+    def _add_image(self, d: lay.Document, img: lay.Image, builder: _Builder, ids: dict[str, int],
+                   seen: dict[tuple[str | None, str], str]) -> Path | None:
+        """Adds the sample of one ``<image>``; returns its image file (None when absent).
+
+        Raises:
+            FormatError: the image is annotated twice (``seen``: (subset, name) → XML file), or its recorded
+                size is over the pixel limit.
+        """
+        source = self.root / d.rel
+        key = (img.subset, img.name)
+        if key in seen:
+            raise FormatError(f"image {img.name!r} of subset {img.subset!r} is already annotated in "
+                              f"{seen[key]}", path=source, where=f"{img.where} > name")
+        seen[key] = d.rel
+        check_pixel_count(img.width, img.height, path=source, where=f"{img.where} > width, height",
+                          what="recorded size")
+        image_id = len(self._samples) + 1
+        insts = []
+        for o in builder.objects(img):
+            insts.append(_instance(o, self._next_ann, image_id, ids[o.label], img.width, img.height))
+            self._next_ann += 1
+        for t in img.tags:
+            _lose(self.losses, "tags_not_read", 1, t)
+        file = lay.image_file(self.root, d.rel, img)
+        info = ImageInfo(image_id, img.name, img.width, img.height, split=img.subset)
+        self._samples.append(Sample(info, image_path=str(file) if file is not None else None, instances=tuple(insts)))
+        return file
+
+    def _document_not_read(self, d: lay.Document, warned: Counter[str]) -> None:
+        """Counts and warns about a document's ``<track>`` shapes and the elements it does not read."""
+        for lbl, count in sorted(d.tracks.items()):
+            _lose(self.losses, "tracks_not_read", count, lbl)
+        if d.tracks:
+            self._warn(warned, d.rel, "track", f"{sum(d.tracks.values())} shapes of <track> elements (CVAT for "
+                       "video) not read", "cvat.track_not_read")
+        for what, count in sorted(d.unknown.items()):
+            _lose(self.losses, "elements_not_read", count)
+            self._warn(warned, d.rel, "", f"{count} {what} not read", "cvat.element_not_read")
 
     def _warn(self, warned: Counter[str], rel: str, where: str, message: str, code: str) -> None:
         # A dataset of 100k images with polylines must not give 100k lines; the losses count every one.

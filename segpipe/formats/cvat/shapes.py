@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Sequence
+from xml.sax.saxutils import quoteattr
 
 import numpy as np
 
@@ -198,8 +199,6 @@ def skeleton_svg(names: Sequence[str], edges: Sequence[tuple[int, int]]) -> str:
                          f'data-type="edge" data-node-from="{i}" stroke-width="0.5" data-node-to="{j}"></line>')
     for k, name in enumerate(names):
         x, y = pos[k]
-        from xml.sax.saxutils import quoteattr
-
         parts.append(f'<circle r="1.5" stroke="black" fill="#b3b3b3" cx="{x:.2f}" cy="{y:.2f}" stroke-width="0.1" '
                      f'data-type="element node" data-element-id="{k + 1}" data-node-id="{k + 1}" '
                      f"data-label-name={quoteattr(name)}></circle>")

@@ -33,7 +33,7 @@ one name: the later one is not written).
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from functools import partial
 from pathlib import Path
 from typing import Any, ClassVar
@@ -45,6 +45,7 @@ from segpipe.core import rle as rle_ops
 from segpipe.core.contours import polygonize
 from segpipe.core.losses import LossCounter
 from segpipe.core.records import Category, DatasetMeta, Instance, Materialized
+from segpipe.core.render import regions_from_class_map
 from segpipe.formats import perimage
 from segpipe.formats.base import ShardResult, WriteOptions
 from segpipe.formats.cvat.layout import IMAGES_DIR
@@ -215,7 +216,6 @@ class CvatWriter:
 
     def _shapes(self, m: Materialized, losses: LossCounter, declared: dict[str, set[str]]) -> list[str]:
         """The shapes of one image in z-order; counts what is left out and the objects written."""
-        lose = partial(_lose, losses)
         gids = [g for im in m.instances for g in [im.instance.attributes.get("group_id")]
                 if isinstance(g, int) and not isinstance(g, bool)]
         counter = [max(gids, default=0)]
@@ -224,41 +224,59 @@ class CvatWriter:
             counter[0] += 1
             return counter[0]
 
-        out: list[str] = []
         if m.instances:
-            kept = []
-            for im in m.instances:
-                inst = im.instance
-                name = self.names.get(inst.category_id, str(inst.category_id))
-                if inst.category_id not in self.known:
-                    lose("unknown_category_dropped", 1, name)
-                elif inst.iscrowd:
-                    lose("crowd_dropped", 1, name)
-                else:
-                    if inst.score is not None:
-                        lose("scores_dropped", 1, name)
-                    kept.append(im)
-            zs = self._z_orders([im.instance for im in kept])
-            cover = np.zeros((m.sample.image.height, m.sample.image.width), dtype=bool) \
-                if m.class_map is not None else None
-            for im, z in zip(kept, zs, strict=True):
-                got = self._instance_xml(im.instance, im.rle, z, losses, next_group, declared)
-                if got:
-                    out += got
-                    losses.counts_out[self.names.get(im.instance.category_id, "")] += 1
-                if cover is not None and im.rle is not None:
-                    cover |= rle_ops.decode(im.rle).astype(bool)
-            if cover is not None:
-                cm = np.asarray(m.class_map)
-                bg = self.background if self.background is not None else 0
-                lose("semantic_pixels_dropped", int(np.count_nonzero((cm != m.void_value) & (cm != bg) & ~cover)))
-            return out
+            return self._instance_shapes(m, losses, next_group, declared)
+        out: list[str] = []
+        for z, (cat, r, name) in enumerate(self._regions(m, losses)):
+            inst = Instance(id=0, image_id=m.sample.image.id, category_id=cat)
+            got = self._instance_xml(inst, r, z, losses, next_group, declared)
+            if got:
+                out += got
+                losses.counts_out[name] += 1
+        return out
+
+    def _instance_shapes(self, m: Materialized, losses: LossCounter, next_group: Callable[[], int],
+                         declared: dict[str, set[str]]) -> list[str]:
+        """The shapes of an image's instances; label-map pixels no instance covers are counted as dropped."""
+        lose = partial(_lose, losses)
+        kept = []
+        for im in m.instances:
+            inst = im.instance
+            name = self.names.get(inst.category_id, str(inst.category_id))
+            if inst.category_id not in self.known:
+                lose("unknown_category_dropped", 1, name)
+            elif inst.iscrowd:
+                lose("crowd_dropped", 1, name)
+            else:
+                if inst.score is not None:
+                    lose("scores_dropped", 1, name)
+                kept.append(im)
+        zs = self._z_orders([im.instance for im in kept])
+        cover = np.zeros((m.sample.image.height, m.sample.image.width), dtype=bool) \
+            if m.class_map is not None else None
+        out: list[str] = []
+        for im, z in zip(kept, zs, strict=True):
+            got = self._instance_xml(im.instance, im.rle, z, losses, next_group, declared)
+            if got:
+                out += got
+                losses.counts_out[self.names.get(im.instance.category_id, "")] += 1
+            if cover is not None and im.rle is not None:
+                cover |= rle_ops.decode(im.rle).astype(bool)
+        if cover is not None:
+            cm = np.asarray(m.class_map)
+            bg = self.background if self.background is not None else 0
+            lose("semantic_pixels_dropped", int(np.count_nonzero((cm != m.void_value) & (cm != bg) & ~cover)))
+        return out
+
+    def _regions(self, m: Materialized, losses: LossCounter) -> list[tuple[int, Any, str]]:
+        """``(category id, RLE, name)`` of the masks of an image without instances: its panoptic segments,
+        else one per class of its label map.
+        """
+        lose = partial(_lose, losses)
         regions: list[tuple[int, Any, str]] = []
         if m.panoptic is not None:
             regions = list(perimage.kept_segments(m, self.known, self.names, lose))
         elif m.class_map is not None:
-            from segpipe.core.render import regions_from_class_map
-
             cm = np.asarray(m.class_map)
             bg = self.background if self.background is not None else 0
             lose("void_pixels_dropped", int(np.count_nonzero(cm == m.void_value)))
@@ -269,13 +287,7 @@ class CvatWriter:
                 else:
                     regions.append((int(cat), r, name))
             losses.notes.setdefault("semantic_classes_as_masks", "label maps were written as one <mask> per class")
-        for z, (cat, r, name) in enumerate(regions):
-            inst = Instance(id=0, image_id=m.sample.image.id, category_id=cat)
-            got = self._instance_xml(inst, r, z, losses, next_group, declared)
-            if got:
-                out += got
-                losses.counts_out[name] += 1
-        return out
+        return regions
 
     # ------------------------------------------------------------------ files
 

@@ -18,6 +18,7 @@ import numpy as np
 from segpipe.core.losses import LossCounter
 from segpipe.core.records import DatasetMeta, Materialized
 from segpipe.core.render import render_maps
+from segpipe.storage.zarrstore import ZarrStore
 
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
@@ -41,8 +42,6 @@ def image_attrs(m: Materialized, meta: DatasetMeta) -> dict[str, Any]:
     """
     store = meta.extra.get("store") if isinstance(meta.extra, Mapping) else None
     if store:
-        from segpipe.storage.zarrstore import ZarrStore
-
         try:
             return dict(ZarrStore(store).group(m.sample.image.id).attrs)
         except KeyError:

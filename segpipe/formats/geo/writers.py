@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, ClassVar
@@ -61,14 +62,14 @@ NOTES = {
 
 def _need_rasterio(fmt: str) -> None:
     try:
-        import rasterio  # noqa: F401
+        import rasterio  # noqa: F401  # lazy: optional (geo extra): is it installed?
     except ImportError:
         raise InputError(f"the {fmt} writer needs rasterio", hint="pip install segpipe[geo]") from None
 
 
 def _georef(attrs: dict[str, Any], shape: tuple[int, int], file_name: str) -> tuple[str | None, Any]:
     """``(crs wkt or None, Affine or None)`` of an image, checked against its label map's size."""
-    from affine import Affine
+    from affine import Affine  # lazy: optional (geo extra, with rasterio)
 
     geo = attrs.get("geo") or {}
     if not isinstance(geo, dict):
@@ -112,9 +113,7 @@ def write_label_cog(
         colors: ``{value: (r, g, b)}`` written as a colour table (uint8 only).
         tags: Dataset tags (metadata) to write.
     """
-    import warnings
-
-    from rasterio.errors import NotGeoreferencedWarning
+    from rasterio.errors import NotGeoreferencedWarning  # lazy: optional (geo extra)
 
     h, w = int(labels.shape[0]), int(labels.shape[1])
     src_dtype = np.dtype(getattr(labels, "dtype", np.uint16))
@@ -146,9 +145,9 @@ def write_label_cog(
 def _write_tmp_and_cog(tmp: Path, part: Path, profile: dict[str, Any], labels: Any,
                        colors: dict[int, tuple[int, int, int]] | None, tags: dict[str, str] | None) -> None:
     """Streams row bands into a tiled GTiff, then lets GDAL's COG driver add overviews and reorder."""
-    import rasterio
-    import rasterio.shutil
-    from rasterio.windows import Window
+    import rasterio  # lazy: optional (geo extra), ~0.5 s to import
+    import rasterio.shutil  # lazy: optional (geo extra)
+    from rasterio.windows import Window  # lazy: optional (geo extra)
 
     h, w, dtype = profile["height"], profile["width"], np.dtype(profile["dtype"])
     with rasterio.Env(GDAL_CACHEMAX=128), rasterio.open(tmp, "w", **profile) as ds:
@@ -266,8 +265,8 @@ def label_features(
     Yields:
         ``{"type": "Feature", "properties": {"class", "label"[, "tile"]}, "geometry": Polygon}``.
     """
-    from affine import Affine
-    from rasterio.features import shapes
+    from affine import Affine  # lazy: optional (geo extra, with rasterio)
+    from rasterio.features import shapes  # lazy: optional (geo extra)
 
     h, w = int(labels.shape[0]), int(labels.shape[1])
     base = transform if transform is not None else Affine.identity()
@@ -292,7 +291,7 @@ def label_features(
 def _crs_member(crs: str | None) -> dict[str, Any] | None:
     if crs is None:
         return None
-    from rasterio.crs import CRS
+    from rasterio.crs import CRS  # lazy: optional (geo extra)
 
     try:
         code = CRS.from_user_input(crs).to_epsg()

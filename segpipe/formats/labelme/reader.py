@@ -56,6 +56,7 @@ from segpipe.formats.labelme.shapes import (
     shape_raster,
 )
 from segpipe.formats.perimage import materialize_shapes
+from segpipe.storage.images import check_pixel_count, exif_orientation, image_size
 
 #: Top-level keys LabelMe defines; any other is kept as an image attribute.
 TOP_KEYS = ("version", "flags", "shapes", "imagePath", "imageData", "imageHeight", "imageWidth")
@@ -156,8 +157,6 @@ def _lose(losses: LossCounter, kind: str, n: int = 1, category: str = "") -> Non
 def _image_size(f: dict[str, Any], rel: str, root: Path, image_rel: str, col: _Collector) -> tuple[
         tuple[int, int] | None, Path | None, bool, bool]:
     """``(size of the image or None, image file or None, embedded, ok)``."""
-    from segpipe.storage.images import exif_orientation, image_size
-
     path = root / image_rel
     if path.is_file():
         try:
@@ -229,19 +228,54 @@ def parse_file(root: Path, rel: str, f: dict[str, Any], col: _Collector, losses:
 
     The image it names is added to ``referenced`` even when the file has errors (it is not unannotated).
     """
-    from segpipe.storage.images import check_pixel_count
-
-    source = root / rel
     try:
-        image_rel = lay.resolve_image_path(root, rel, f.get("imagePath"), source)
+        image_rel = lay.resolve_image_path(root, rel, f.get("imagePath"), root / rel)
     except SegpipeError as e:
         col.failed(rel, e, "labelme.path")
         return None
     referenced.add(image_rel)
+    dims = _dimensions(f, rel, root, image_rel, col)
+    if dims is None:
+        return None
+    w, h, image, embedded, ok = dims  # after an error the shapes are still checked, for validate to list them
+    attrs = _file_attributes(f, rel, col)
+    if attrs is None:
+        return None
+    raw_shapes = f.get("shapes")
+    if not isinstance(raw_shapes, list):
+        col.error(rel, "shapes", "shapes must be a list", "labelme.shape")
+        return None
+    shapes, no_area, unknown, shapes_ok = _area_shapes(raw_shapes, rel, col, losses)
+    if not (ok and shapes_ok):
+        return None
+    if no_area:
+        what = ", ".join(f"{n} {t}" for t, n in sorted(no_area.items()))
+        col.warn(rel, "shapes", f"shapes without area not read: {what}", "labelme.shape_not_read")
+    if unknown:
+        what = ", ".join(f"{n} {t[:40]!r}" for t, n in sorted(unknown.items()))
+        col.warn(rel, "shapes", f"shapes of unknown type not read: {what}", "labelme.shape_not_read")
+    objects = _objects(shapes, rel, w, h, col)
+    if objects is None:
+        return None
+    if embedded:
+        col.warn(rel, "imageData", f"image file {image_rel} is absent: the embedded imageData is the image (only "
+                 "--to labelme keeps it; other targets count the image file as missing)", "labelme.embedded_only")
+    split, file_name = lay.split_of(image_rel)
+    return _File(rel, image_rel, split, file_name, image, embedded, w, h, attrs, objects)
+
+
+def _dimensions(f: dict[str, Any], rel: str, root: Path, image_rel: str, col: _Collector) -> tuple[
+        int, int, Path | None, bool, bool] | None:
+    """``(width, height, image file or None, embedded, ok)`` of one file's image; None when the size cannot be
+    known (an error is collected).
+
+    The size is the image's (its file or embedded ``imageData``), which ``imageWidth``/``imageHeight`` must
+    match, else the recorded one; ``ok`` is False after an error that leaves the size known.
+    """
     rw, ok_w = _recorded(f, "imageWidth", rel, col)
     rh, ok_h = _recorded(f, "imageHeight", rel, col)
     size, image, embedded, ok_img = _image_size(f, rel, root, image_rel, col)
-    ok = ok_w and ok_h and ok_img  # after an error the shapes are still checked, for validate to list them
+    ok = ok_w and ok_h and ok_img
     if size is not None:
         for key, rec, real, what in (("imageWidth", rw, size[0], "wide"), ("imageHeight", rh, size[1], "high")):
             if rec is not None and rec != real:
@@ -258,10 +292,17 @@ def parse_file(root: Path, rel: str, f: dict[str, Any], col: _Collector, losses:
     else:
         w, h = rw, rh
     try:
-        check_pixel_count(w, h, path=source, where="imageWidth, imageHeight", what="recorded size")
+        check_pixel_count(w, h, path=root / rel, where="imageWidth, imageHeight", what="recorded size")
     except PixelLimitError as e:
         col.failed(rel, e, "labelme.size")
         return None
+    return w, h, image, embedded, ok
+
+
+def _file_attributes(f: dict[str, Any], rel: str, col: _Collector) -> dict[str, Any] | None:
+    """The file's ``flags`` and unknown top-level keys (LabelMe keeps them and writes them back: so do we);
+    None after an error in ``flags``.
+    """
     attrs: dict[str, Any] = {}
     flags = f.get("flags")
     if flags is not None:
@@ -272,14 +313,19 @@ def parse_file(root: Path, rel: str, f: dict[str, Any], col: _Collector, losses:
             attrs["flags"] = dict(flags)
     for k, v in f.items():
         if k not in TOP_KEYS:
-            attrs[str(k)] = v  # LabelMe keeps unknown top-level keys (otherData) and writes them back: so do we
-    raw_shapes = f.get("shapes")
-    if not isinstance(raw_shapes, list):
-        col.error(rel, "shapes", "shapes must be a list", "labelme.shape")
-        return None
+            attrs[str(k)] = v
+    return attrs
+
+
+def _area_shapes(raw_shapes: list[Any], rel: str, col: _Collector, losses: LossCounter) -> tuple[
+        list[Shape], dict[str, int], dict[str, int], bool]:
+    """``(shapes with an area, {type without area: count}, {unknown type: count}, no error)``; the shapes
+    not read are counted in ``losses``.
+    """
     shapes: list[Shape] = []
     no_area: dict[str, int] = {}
     unknown: dict[str, int] = {}
+    ok = True
     for i, obj in enumerate(raw_shapes):
         try:
             s = parse_shape(obj, i)
@@ -295,22 +341,7 @@ def parse_file(root: Path, rel: str, f: dict[str, Any], col: _Collector, losses:
         else:
             unknown[s.shape_type] = unknown.get(s.shape_type, 0) + 1
             _lose(losses, "unknown_shape_types", 1, s.label)
-    if not ok:
-        return None
-    if no_area:
-        what = ", ".join(f"{n} {t}" for t, n in sorted(no_area.items()))
-        col.warn(rel, "shapes", f"shapes without area not read: {what}", "labelme.shape_not_read")
-    if unknown:
-        what = ", ".join(f"{n} {t[:40]!r}" for t, n in sorted(unknown.items()))
-        col.warn(rel, "shapes", f"shapes of unknown type not read: {what}", "labelme.shape_not_read")
-    objects = _objects(shapes, rel, w, h, col)
-    if objects is None:
-        return None
-    if embedded:
-        col.warn(rel, "imageData", f"image file {image_rel} is absent: the embedded imageData is the image (only "
-                 "--to labelme keeps it; other targets count the image file as missing)", "labelme.embedded_only")
-    split, file_name = lay.split_of(image_rel)
-    return _File(rel, image_rel, split, file_name, image, embedded, w, h, attrs, objects)
+    return shapes, no_area, unknown, ok
 
 
 def _load(root: Path, rel: str, col: _Collector, single: bool) -> tuple[dict[str, Any] | None, bool]:
@@ -344,6 +375,36 @@ def _split_rank(split: str | None) -> int:
     return -1 if split is None else lay.SPLIT_DIRS.index(split)
 
 
+def _read_files(root: Path, rels: list[str], single: bool, col: _Collector, losses: LossCounter,
+                referenced: set[str]) -> tuple[list[_File], list[str], list[str], int]:
+    """Parses the LabelMe JSON files among ``rels``: ``(parsed files, image files, other files, LabelMe JSON
+    files met)``; the images the JSON files name are added to ``referenced``.
+    """
+    images: list[str] = []
+    others: list[str] = []
+    parsed: list[_File] = []
+    n_json = 0
+    for rel in rels:
+        low = rel.lower()
+        if rel in lay.OWN_FILES or (rel == lay.LABELS_TXT and not single):
+            continue
+        if low.endswith(".json"):
+            data, labelme = _load(root, rel, col, single)
+            if not labelme:
+                others.append(rel)  # a JSON file of another kind: not read, counted
+            if data is None:
+                continue
+            n_json += 1
+            rec = parse_file(root, rel, data, col, losses, referenced)
+            if rec is not None:
+                parsed.append(rec)
+        elif low.endswith(lay.IMAGE_EXTS):
+            images.append(rel)
+        else:
+            others.append(rel)
+    return parsed, images, others, n_json
+
+
 def index(path: str | Path, *, raise_errors: bool = True) -> Index:
     """Indexes and parses the LabelMe dataset at ``path`` (a folder, or one LabelMe JSON file).
 
@@ -367,29 +428,8 @@ def index(path: str | Path, *, raise_errors: bool = True) -> Index:
         raise InputError("no such file or folder", path=p)
     idx = Index(root)
     col = _Collector(root, raise_errors, idx.problems)
-    images: list[str] = []
-    others: list[str] = []
-    parsed: list[_File] = []
     referenced: set[str] = set()
-    n_json = 0
-    for rel in rels:
-        low = rel.lower()
-        if rel in lay.OWN_FILES or (rel == lay.LABELS_TXT and not single):
-            continue
-        if low.endswith(".json"):
-            data, labelme = _load(root, rel, col, single)
-            if not labelme:
-                others.append(rel)  # a JSON file of another kind: not read, counted
-            if data is None:
-                continue
-            n_json += 1
-            rec = parse_file(root, rel, data, col, idx.losses, referenced)
-            if rec is not None:
-                parsed.append(rec)
-        elif low.endswith(lay.IMAGE_EXTS):
-            images.append(rel)
-        else:
-            others.append(rel)
+    parsed, images, others, n_json = _read_files(root, rels, single, col, idx.losses, referenced)
     if not single and n_json == 0 and not any(pr.severity == "error" for pr in idx.problems):
         raise InputError("no LabelMe JSON file in this folder (an object with shapes and imagePath)", path=p)
     seen: dict[str, str] = {}

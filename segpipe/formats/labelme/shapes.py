@@ -29,8 +29,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from PIL import Image
 
 from segpipe.core import rle as rle_ops
+from segpipe.errors import PixelLimitError
+from segpipe.storage.images import check_pixel_count
 
 #: Shape types with an area, read as (parts of) objects.
 AREA_TYPES = ("polygon", "rectangle", "circle", "mask", "oriented_rectangle")
@@ -109,11 +112,6 @@ def open_image_bytes(data: bytes, what: str) -> Any:
     Raises:
         ShapeError: not an image Pillow reads, or more pixels than ``SEGPIPE_MAX_PIXELS``.
     """
-    from PIL import Image
-
-    from segpipe.errors import PixelLimitError
-    from segpipe.storage.images import check_pixel_count
-
     old = Image.MAX_IMAGE_PIXELS
     Image.MAX_IMAGE_PIXELS = None  # the ceiling below is checked exactly on the header, as storage.images does
     try:
@@ -166,7 +164,31 @@ def parse_shape(obj: Any, index: int) -> Shape:
         st = "polygon"  # LabelMe 3 wrote no shape_type; LabelMe's rasteriser takes None as a polygon
     if not isinstance(st, str):
         raise ShapeError(f"shape_type must be a string, got {type(st).__name__}", "shape_type")
-    pts = obj.get("points")
+    points = _points(obj.get("points"), st)
+    gid = obj.get("group_id")
+    if gid is not None and (not isinstance(gid, int) or isinstance(gid, bool)):
+        raise ShapeError(f"group_id must be an integer or null, got {str(gid)[:40]}", "group_id")
+    attrs = _shape_attributes(obj)
+    shape = Shape(index, label, st, points, gid, attrs)
+    if st == "mask":
+        if obj.get("mask") is None:
+            raise ShapeError("a mask shape needs its mask (a base64 PNG)", "mask")
+        try:
+            shape.mask = decode_mask_png(obj["mask"])
+        except ShapeError as e:
+            raise ShapeError(e.message, "mask") from None
+    elif obj.get("mask") is not None:
+        # LabelMe ignores a mask on another shape type when it rasterises: keep it, as an attribute, not as pixels.
+        attrs["mask"] = obj["mask"]
+    return shape
+
+
+def _points(pts: Any, st: str) -> list[tuple[float, float]]:
+    """A shape's ``points``: finite ``[x, y]`` pairs, as many as its type ``st`` has.
+
+    Raises:
+        ShapeError: naming ``points`` or ``points[k]``.
+    """
     if not isinstance(pts, list) or not pts:
         raise ShapeError("points must be a non-empty list of [x, y]", "points")
     points: list[tuple[float, float]] = []
@@ -183,9 +205,16 @@ def parse_shape(obj: Any, index: int) -> Shape:
         raise ShapeError(f"a {st} has {need} point{'s' if need > 1 else ''}, got {len(points)}", "points")
     if st == "polygon" and len(points) < 3:
         raise ShapeError(f"a polygon needs at least 3 points, got {len(points)}", "points")
-    gid = obj.get("group_id")
-    if gid is not None and (not isinstance(gid, int) or isinstance(gid, bool)):
-        raise ShapeError(f"group_id must be an integer or null, got {str(gid)[:40]}", "group_id")
+    return points
+
+
+def _shape_attributes(obj: dict[str, Any]) -> dict[str, Any]:
+    """A shape's ``flags``, ``description`` and unknown keys (LabelMe keeps unknown shape keys, its
+    other_data, and writes them back: so do we).
+
+    Raises:
+        ShapeError: ``flags`` or ``description`` of the wrong type.
+    """
     attrs: dict[str, Any] = {}
     flags = obj.get("flags")
     if flags is not None:
@@ -201,19 +230,8 @@ def parse_shape(obj: Any, index: int) -> Shape:
             attrs["description"] = desc
     for k, v in obj.items():
         if k not in SHAPE_KEYS:
-            attrs[str(k)] = v  # LabelMe keeps unknown shape keys (other_data) and writes them back: so do we
-    shape = Shape(index, label, st, points, gid, attrs)
-    if st == "mask":
-        if obj.get("mask") is None:
-            raise ShapeError("a mask shape needs its mask (a base64 PNG)", "mask")
-        try:
-            shape.mask = decode_mask_png(obj["mask"])
-        except ShapeError as e:
-            raise ShapeError(e.message, "mask") from None
-    elif obj.get("mask") is not None:
-        # LabelMe ignores a mask on another shape type when it rasterises: keep it, as an attribute, not as pixels.
-        attrs["mask"] = obj["mask"]
-    return shape
+            attrs[str(k)] = v
+    return attrs
 
 
 def rectangle_polygon(points: list[tuple[float, float]]) -> list[float]:
@@ -312,8 +330,6 @@ def mask_shape(label: str, mask: np.ndarray, group_id: int | None, extra: dict[s
         group_id: LabelMe group id, or None.
         extra: ``flags``, ``description`` and other keys of the shape.
     """
-    from PIL import Image
-
     ys = np.flatnonzero(mask.any(axis=1))
     xs = np.flatnonzero(mask.any(axis=0))
     y1, y2, x1, x2 = int(ys[0]), int(ys[-1]), int(xs[0]), int(xs[-1])

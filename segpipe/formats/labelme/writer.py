@@ -35,6 +35,7 @@ is not written).
 from __future__ import annotations
 
 import base64
+import io
 import json
 import os
 from collections.abc import Iterable
@@ -43,17 +44,21 @@ from pathlib import Path, PurePosixPath
 from typing import Any, ClassVar
 
 import numpy as np
+from PIL import Image
 
 from segpipe.core import rle as rle_ops
 from segpipe.core.contours import polygonize, rasterize
 from segpipe.core.losses import LossCounter
 from segpipe.core.records import DatasetMeta, Instance, Materialized
+from segpipe.core.render import regions_from_class_map
 from segpipe.formats import perimage
 from segpipe.formats.base import ShardResult, WriteOptions
-from segpipe.formats.labelme.layout import LABELS_TXT, NOT_CLASSES
+from segpipe.formats.labelme.layout import LABELS_TXT, NOT_CLASSES, read_json_bytes
 from segpipe.formats.labelme.reader import EMBEDDED_KEY, MAX_IMAGE_DATA_CHARS, TOP_KEYS
 from segpipe.formats.labelme.shapes import SHAPE_KEYS, mask_shape, polygon_shape, rectangle_shape
 from segpipe.storage.atomic import write_bytes_atomic
+from segpipe.storage.images import exif_orientation, read_image
+from segpipe.storage.jsonio import jsonable
 from segpipe.storage.paths import check_relative_name, ensure_inside
 
 #: The LabelMe version written (``mask`` shapes need 5.3 or later).
@@ -86,8 +91,6 @@ def _is_flags(v: Any) -> bool:
 
 
 def _jsonable(v: Any) -> Any:
-    from segpipe.storage.jsonio import jsonable
-
     return jsonable(v)
 
 
@@ -241,8 +244,6 @@ class LabelmeWriter:
 
     def _region_shapes(self, m: Materialized, losses: LossCounter) -> list[dict[str, Any]]:
         """One shape per connected component of each class of a label map."""
-        from segpipe.core.render import regions_from_class_map
-
         cm = np.asarray(m.class_map)
         bg = self.background if self.background is not None else 0
         _lose(losses, "void_pixels_dropped", int(np.count_nonzero(cm == m.void_value)))
@@ -274,25 +275,17 @@ class LabelmeWriter:
             json_src = self.embedded_src.get(m.sample.image.id)
             if json_src is None:
                 return None
-            from segpipe.formats.labelme.layout import read_json_bytes
 
             data = json.loads(read_json_bytes(Path(json_src))).get("imageData")
             return data if isinstance(data, str) else None
         if os.path.getsize(src) > MAX_EMBED_BYTES:
             _lose(losses, "image_not_embedded")
             return None
-        from PIL import Image
-
-        from segpipe.storage.images import exif_orientation
 
         with Image.open(src) as im:
             rotated = exif_orientation(im) != 1
         if rotated:
             # LabelMe decodes imageData without EXIF: embed the upright pixels, as LabelMe itself re-encodes them.
-            import io
-
-            from segpipe.storage.images import read_image
-
             buf = io.BytesIO()
             Image.fromarray(read_image(src)).save(buf, format="PNG")
             raw = buf.getvalue()

@@ -27,13 +27,17 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
+import yaml
+from PIL import Image
 
 from segpipe.core.labelmap import voc_colormap
 from segpipe.core.problems import Problem
 from segpipe.core.records import Category, DatasetMeta, ImageInfo, Materialized, Sample
 from segpipe.errors import ConfigError, InputError, SegpipeError
 from segpipe.formats.base import FormatSpec
+from segpipe.formats.maskdir import read_label_entries
 from segpipe.formats.registry import register_format
+from segpipe.formats.voc.reader import read_labelmap_file
 from segpipe.storage.images import image_size, read_label_map
 
 FORMAT = "labelpngs"
@@ -50,8 +54,6 @@ def _pngs(root: Path) -> list[str]:
 
 def is_label_png(path: str | Path) -> bool:
     """Whether ``path`` is a PNG with one channel (palette, L or 16-bit); reads the header only."""
-    from PIL import Image
-
     try:
         with Image.open(path) as im:
             return im.format == "PNG" and im.mode in LABEL_MODES
@@ -93,10 +95,7 @@ def load_class_names(path: str | Path) -> dict[int, str]:
     """
     p = Path(path)
     if p.name.endswith(".txt"):
-        from segpipe.formats.voc.reader import read_labelmap_file
-
         return {i: e.name for i, e in enumerate(read_labelmap_file(p))}
-    import yaml
 
     try:
         data = yaml.safe_load(p.read_text(encoding="utf-8"))
@@ -176,8 +175,6 @@ class LabelPngsReader:
         if categories is not None:
             by_id = dict(categories) if isinstance(categories, Mapping) else load_class_names(categories)
         elif not scan:
-            from segpipe.formats.maskdir import read_label_entries
-
             entries, _ = read_label_entries(root)
             by_id = {i: e.name for i, e in enumerate(entries or [])}
         else:

@@ -17,7 +17,10 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from segpipe.errors import FormatError
+from PIL import ImageColor
+
+from segpipe.errors import FormatError, InputError
+from segpipe.formats.voc.xml import parse_xml_bytes
 
 #: Control tags read, by XML tag (Label Studio's spelling) → result ``type``.
 READ_TAGS = {
@@ -96,7 +99,6 @@ def parse_color(text: str | None) -> tuple[int, int, int] | None:
     """A CSS colour (``#4685a0``, ``#fff``, ``red``, ``rgba(218, 1, 238, 1)``) as RGB, or None."""
     if not text:
         return None
-    from PIL import ImageColor
 
     try:
         rgb = ImageColor.getrgb(text.strip())
@@ -121,8 +123,6 @@ def parse_label_config(data: bytes | str, *, source: str | Path | None = None) -
     Raises:
         FormatError: malformed or unsafe XML; a control tag without ``name``; two control tags of one name.
     """
-    from segpipe.formats.voc.xml import parse_xml_bytes
-
     raw = data.encode("utf-8") if isinstance(data, str) else data
     root = parse_xml_bytes(raw, source=source)
     cfg = LabelConfig()
@@ -158,8 +158,6 @@ def read_label_config(path: Path) -> LabelConfig:
     Raises:
         InputError: unreadable. FormatError: too large, or see :func:`parse_label_config`.
     """
-    from segpipe.errors import InputError
-
     try:
         size = path.stat().st_size
         if size > MAX_CONFIG_BYTES:

@@ -84,10 +84,14 @@ from segpipe.core.records import (
     Sample,
     Segmentation,
 )
-from segpipe.errors import FormatError, InputError, SegpipeError
+from segpipe.errors import ConfigError, FormatError, InputError, SegpipeError
+from segpipe.formats.coco.convert import parse_category
 from segpipe.formats.labelstudio.config import CONFIG_NAME, LabelConfig, read_label_config
 from segpipe.formats.labelstudio.regions import Region, RegionError, parse_region
 from segpipe.formats.perimage import materialize_shapes
+from segpipe.storage.images import check_pixel_count, image_size, read_label_map
+from segpipe.storage.jsonio import read_json
+from segpipe.storage.paths import check_relative_name, safe_join
 
 SOURCES = ("auto", "annotations", "predictions")
 #: Files segpipe writes beside an export, or its own bookkeeping: never dataset content.
@@ -344,8 +348,6 @@ def _read_config(root: Path, col: _Collector) -> LabelConfig | None:
 
 
 def _load_list(path: Path) -> list[Any]:
-    from segpipe.storage.jsonio import read_json
-
     data = read_json(path)
     if not isinstance(data, list):
         raise FormatError(f"a Label Studio export is a JSON list of tasks, got {type(data).__name__}", path=path,
@@ -493,8 +495,6 @@ def index_json(path: str | Path, *, source: str = "auto", raise_errors: bool = T
         InputError, FormatError: (with ``raise_errors``) naming the file and the JSON path.
     """
     if source not in SOURCES:
-        from segpipe.errors import ConfigError
-
         raise ConfigError(f"source must be one of {', '.join(SOURCES)}, got {source!r}")
     file, idx, col, tasks = _open_export(path, "json", raise_errors)
     if tasks is None:
@@ -583,30 +583,39 @@ def index_min(path: str | Path, *, raise_errors: bool = True) -> Index:
             t.attributes["ls_annotation_id"] = rec["annotation_id"]
         if rec.get("annotator") is not None:
             t.attributes["ls_completed_by"] = rec["annotator"]
-        ok = True
-        for key, val in rec.items():
-            if key in MIN_KEYS:
-                continue
-            vals = val if isinstance(val, list) else [val]
-            rtype = _min_type(key, vals, idx.config)
-            if rtype is None:
-                t.data[key] = val
-                continue
-            if rtype not in ("brushlabels", "polygonlabels", "rectanglelabels", "keypointlabels"):
-                _lose(idx.losses, "regions_not_read", len(vals), rtype)
-                continue
-            if not isinstance(val, list):
-                col.error(file, f"{where}.{key}", "the regions of a control tag must be a list", "labelstudio.result")
-                ok = False
-                continue
-            results = [{"type": rtype, "from_name": key, "value": v, "original_width": v.get("original_width"),
-                        "original_height": v.get("original_height")} if isinstance(v, dict) else v for v in val]
-            if not _add_results(t, results, f"{where}.{key}", file, idx.config, col, idx.losses):
-                ok = False
-        if ok:
+        if _add_min_fields(t, rec, file, idx, col):
             idx.tasks.append(t)
     col.summarise(idx.root)
     return idx
+
+
+def _add_min_fields(t: _Task, rec: dict[str, Any], file: Path, idx: Index, col: _Collector) -> bool:
+    """Adds the fields of a JSON_MIN record to its task: control tags' regions, the rest as data.
+
+    Returns:
+        False after an error (collected).
+    """
+    ok = True
+    for key, val in rec.items():
+        if key in MIN_KEYS:
+            continue
+        vals = val if isinstance(val, list) else [val]
+        rtype = _min_type(key, vals, idx.config)
+        if rtype is None:
+            t.data[key] = val
+            continue
+        if rtype not in ("brushlabels", "polygonlabels", "rectanglelabels", "keypointlabels"):
+            _lose(idx.losses, "regions_not_read", len(vals), rtype)
+            continue
+        if not isinstance(val, list):
+            col.error(file, f"{t.where}.{key}", "the regions of a control tag must be a list", "labelstudio.result")
+            ok = False
+            continue
+        results = [{"type": rtype, "from_name": key, "value": v, "original_width": v.get("original_width"),
+                    "original_height": v.get("original_height")} if isinstance(v, dict) else v for v in val]
+        if not _add_results(t, results, f"{t.where}.{key}", file, idx.config, col, idx.losses):
+            ok = False
+    return ok
 
 
 def _split_tag_label(rest: str, config: LabelConfig | None) -> tuple[str, list[str]]:
@@ -643,12 +652,8 @@ def _load_layer(path: Path) -> np.ndarray:
             raise FormatError(f"not a NumPy array file ({str(e)[:80]})", path=path) from None
         if arr.ndim != 2 or arr.dtype.kind not in "biu":
             raise FormatError(f"a brush layer is a 2-D integer array, got {arr.ndim}-D {arr.dtype}", path=path)
-        from segpipe.storage.images import check_pixel_count
-
         check_pixel_count(arr.shape[1], arr.shape[0], path=path)
         return np.asarray(arr != 0)
-    from segpipe.storage.images import read_label_map
-
     arr = np.asarray(read_label_map(path))
     if arr.ndim != 2:
         raise FormatError(f"a brush layer is a single-channel PNG, got shape {arr.shape}", path=path)
@@ -684,47 +689,61 @@ def index_brush(path: str | Path, ext: str, *, raise_errors: bool = True) -> Ind
         raise InputError(f"no Label Studio brush layer (task-<id>-annotation-<id>-...-<n>.{ext}) in this folder",
                          path=folder)
     for task_id in sorted(layers):
-        anns = layers[task_id]
-        # Annotation ids grow with creation: the highest is the latest (non-numeric ids sort first).
-        chosen = max(anns, key=lambda a: (a.isdigit(), int(a) if a.isdigit() else 0, a))
-        for a, files in anns.items():
-            if a != chosen:
-                _lose(idx.losses, "annotations_not_read")
-                _lose(idx.losses, "files_not_read", len(files))
-        t = _Task(task_id, {}, f"task {task_id}")
-        t.attributes.update({"ls_task_id": task_id, "ls_source": "annotation"})
-        if chosen.isdigit():
-            t.attributes["ls_annotation_id"] = int(chosen)
-        ok = True
-        # The sdk numbers layers per (tag, labels) in result order: sorting by name then number keeps it.
-        for _n, f, m in sorted(anns[chosen], key=lambda x: (x[2]["rest"], x[0])):
-            if m["user"]:
-                t.attributes["ls_completed_by"] = m["user"]
-            tag, labels = _split_tag_label(m["rest"], idx.config)
-            try:
-                mask = _load_layer(folder / f)
-            except SegpipeError as e:
-                col.failed(e, "labelstudio.layer")
-                ok = False
-                continue
-            h, w = mask.shape
-            if t.width and (w, h) != (t.width, t.height):
-                col.error(folder / f, "", f"layer is {w}x{h} but {t.size_where} is {t.width}x{t.height}",
-                          "labelstudio.size")
-                ok = False
-                continue
-            if not t.width:
-                t.width, t.height, t.size_where = w, h, f
-            reg = Region("brushlabels", tag, labels[0], w, h, rle=rle_ops.encode(mask))
-            if idx.config is not None and tag not in idx.config.controls:
-                col.error(folder / f, "", f"tag {tag!r} is not a control tag of {CONFIG_NAME}", "labelstudio.region")
-                ok = False
-                continue
-            t.regions.append(reg)
-        if ok:
+        t = _brush_task(task_id, layers[task_id], folder, idx, col)
+        if t is not None:
             idx.tasks.append(t)
     col.summarise(idx.root)
     return idx
+
+
+def _brush_task(task_id: int, anns: dict[str, list[tuple[int, str, re.Match[str]]]], folder: Path, idx: Index,
+                col: _Collector) -> _Task | None:
+    """The task of one task id's brush layers (its latest annotation's); None after an error (collected).
+
+    Args:
+        task_id: The task id.
+        anns: Annotation id → ``(layer number, file name, its name's match)`` of each layer file.
+        folder: The export folder.
+        idx: The index (config, losses).
+        col: Where errors go.
+    """
+    # Annotation ids grow with creation: the highest is the latest (non-numeric ids sort first).
+    chosen = max(anns, key=lambda a: (a.isdigit(), int(a) if a.isdigit() else 0, a))
+    for a, files in anns.items():
+        if a != chosen:
+            _lose(idx.losses, "annotations_not_read")
+            _lose(idx.losses, "files_not_read", len(files))
+    t = _Task(task_id, {}, f"task {task_id}")
+    t.attributes.update({"ls_task_id": task_id, "ls_source": "annotation"})
+    if chosen.isdigit():
+        t.attributes["ls_annotation_id"] = int(chosen)
+    ok = True
+    # The sdk numbers layers per (tag, labels) in result order: sorting by name then number keeps it.
+    for _n, f, m in sorted(anns[chosen], key=lambda x: (x[2]["rest"], x[0])):
+        if m["user"]:
+            t.attributes["ls_completed_by"] = m["user"]
+        tag, labels = _split_tag_label(m["rest"], idx.config)
+        try:
+            mask = _load_layer(folder / f)
+        except SegpipeError as e:
+            col.failed(e, "labelstudio.layer")
+            ok = False
+            continue
+        h, w = mask.shape
+        if t.width and (w, h) != (t.width, t.height):
+            col.error(folder / f, "", f"layer is {w}x{h} but {t.size_where} is {t.width}x{t.height}",
+                      "labelstudio.size")
+            ok = False
+            continue
+        if not t.width:
+            t.width, t.height, t.size_where = w, h, f
+        reg = Region("brushlabels", tag, labels[0], w, h, rle=rle_ops.encode(mask))
+        if idx.config is not None and tag not in idx.config.controls:
+            col.error(folder / f, "", f"tag {tag!r} is not a control tag of {CONFIG_NAME}", "labelstudio.region")
+            ok = False
+            continue
+        t.regions.append(reg)
+    return t if ok else None
 
 
 # ------------------------------------------------------------------------------------------ samples
@@ -767,8 +786,6 @@ def file_name_from_url(url: str) -> str:
 
 
 def _find_image(root: Path, image_root: Path | None, name: str) -> str | None:
-    from segpipe.storage.paths import safe_join
-
     if not name:
         return None
     roots = ([image_root] if image_root is not None else []) + [root, root / "images"]
@@ -783,33 +800,14 @@ def _find_image(root: Path, image_root: Path | None, name: str) -> str | None:
     return None
 
 
+_Class = tuple[str, tuple[int, int, int] | None]  # (name, colour)
+
+
 def _categories(idx: Index, col: _Collector) -> tuple[list[Category], dict[tuple[str, str], int]]:
     """The categories and ``{(kind, label or tag): id}`` (kind ``c`` class, ``k`` keypoint tag)."""
-    classes: list[tuple[str, tuple[int, int, int] | None]] = []
-    kp_tags: dict[str, list[str]] = {}
     cfg = idx.config
-    if cfg is not None:
-        for name, tag in cfg.controls.items():
-            if tag.type == "keypointlabels":
-                labs = list(tag.labels)
-                if all(lab.model_index is not None for lab in labs):
-                    labs.sort(key=lambda lab: lab.model_index or 0)
-                kp_tags[name] = [lab.value for lab in labs]
-            elif tag.read:
-                classes += [(lab.value, lab.color) for lab in tag.labels]
-    known = {n for n, _ in classes}
-    used: set[str] = set()
-    for t in idx.tasks:
-        for r in t.regions:
-            if r.type == "keypointlabels":
-                names = kp_tags.setdefault(r.from_name, [])
-                if r.label not in names:
-                    if cfg is not None:
-                        col.warn(idx.source, f"{t.where}", f"keypoint {r.label!r} is not a label of {r.from_name!r} "
-                                 f"in {CONFIG_NAME}", "labelstudio.unknown_label")
-                    names.append(r.label)
-            elif r.label not in known:
-                used.add(r.label)
+    classes, kp_tags = _config_classes(cfg)
+    used = _labels_used(idx, col, {n for n, _ in classes}, kp_tags)
     if cfg is not None:
         for lab in sorted(used):
             col.warn(idx.source, "", f"label {lab!r} is used but not in {CONFIG_NAME}", "labelstudio.unknown_label")
@@ -824,10 +822,58 @@ def _categories(idx: Index, col: _Collector) -> tuple[list[Category], dict[tuple
             names.sort()
         ordered.append((kp_tag, None, tuple(names)))
     side = _sidecar(idx.root / SIDECAR) if idx.source.parent.resolve() == idx.root else {}
-    given = _config_ids(idx, col)
+    cats = _numbered(ordered, side, _config_ids(idx, col))
+    ids: dict[tuple[str, str], int] = {}
+    for name, _c, kps in ordered:
+        ids[("k" if kps else "c", name)] = next(c.id for c in cats if c.name == name)
+    return cats, ids
+
+
+def _config_classes(cfg: LabelConfig | None) -> tuple[list[_Class], dict[str, list[str]]]:
+    """``(classes of the read tags, {keypoint tag: its point names})`` in config order (points in model order
+    when every one has a ``model_index``).
+    """
+    classes: list[_Class] = []
+    kp_tags: dict[str, list[str]] = {}
+    if cfg is None:
+        return classes, kp_tags
+    for name, tag in cfg.controls.items():
+        if tag.type == "keypointlabels":
+            labs = list(tag.labels)
+            if all(lab.model_index is not None for lab in labs):
+                labs.sort(key=lambda lab: lab.model_index or 0)
+            kp_tags[name] = [lab.value for lab in labs]
+        elif tag.read:
+            classes += [(lab.value, lab.color) for lab in tag.labels]
+    return classes, kp_tags
+
+
+def _labels_used(idx: Index, col: _Collector, known: set[str], kp_tags: dict[str, list[str]]) -> set[str]:
+    """The class labels the regions use that are not ``known``; keypoint labels are added to their tag's list
+    (with a warning when the config does not have them).
+    """
+    used: set[str] = set()
+    for t in idx.tasks:
+        for r in t.regions:
+            if r.type == "keypointlabels":
+                names = kp_tags.setdefault(r.from_name, [])
+                if r.label not in names:
+                    if idx.config is not None:
+                        col.warn(idx.source, f"{t.where}", f"keypoint {r.label!r} is not a label of {r.from_name!r} "
+                                 f"in {CONFIG_NAME}", "labelstudio.unknown_label")
+                    names.append(r.label)
+            elif r.label not in known:
+                used.add(r.label)
+    return used
+
+
+def _numbered(ordered: list[tuple[str, tuple[int, int, int] | None, tuple[str, ...]]], side: dict[str, Category],
+              given: dict[str, int]) -> list[Category]:
+    """One category per name of ``ordered`` (``(name, colour, keypoint names)``): the sidecar's, else with the
+    config's id, else numbered after the largest id of either.
+    """
     next_id = max([c.id for c in side.values()] + list(given.values()) + [0]) + 1
     cats: list[Category] = []
-    ids: dict[tuple[str, str], int] = {}
     for name, color, kps in ordered:
         s = side.get(name)
         if s is not None:
@@ -845,13 +891,7 @@ def _categories(idx: Index, col: _Collector) -> tuple[list[Category], dict[tuple
                 cats[same] = dataclasses.replace(cats[same], keypoints=kps)
             continue
         cats.append(cat)
-        ids[("k" if kps else "c", name)] = cat.id
-    for name, _c, kps in ordered:
-        if kps:
-            ids[("k", name)] = next(c.id for c in cats if c.name == name)
-        else:
-            ids[("c", name)] = next(c.id for c in cats if c.name == name)
-    return cats, ids
+    return cats
 
 
 def _config_ids(idx: Index, col: _Collector) -> dict[str, int]:
@@ -889,8 +929,6 @@ def _sidecar(path: Path) -> dict[str, Category]:
     """Categories of segpipe's ``segpipe_meta.json`` by name ({} when absent or unusable)."""
     if not path.is_file():
         return {}
-    from segpipe.formats.coco.convert import parse_category
-
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
         return {c.name: c for c in (parse_category(d, source=path)[0] for d in data.get("categories", []))}
@@ -941,10 +979,36 @@ def _instances(t: _Task, image_id: int, ids: dict[tuple[str, str], int], cats: d
     return out
 
 
+def _image_name(t: _Task, image_id: int, url: Any, idx: Index, col: _Collector, names: dict[str, int]) -> str | None:
+    """A task's image name: segpipe's own ``data.file_name``, else the name in its image URL, else
+    ``task-<id>``; a name already in ``names`` (name → image id, updated) gets the task id. None after an
+    error (collected).
+    """
+    own = t.data.get("file_name")
+    if isinstance(own, str) and own:
+        # segpipe's own key: a name that leaves the dataset (``../``, absolute, NUL) would be written as it is
+        # into every target's annotation file, so it is refused, as every reader refuses one.
+        try:
+            name = check_relative_name(own, source=idx.source, where=f"{t.where}.data.file_name")
+        except SegpipeError as e:
+            col.failed(e, "labelstudio.file_name")
+            return None
+    else:
+        name = file_name_from_url(url) if isinstance(url, str) else ""
+    if not name:
+        name = f"task-{t.task_id if t.task_id is not None else image_id}"
+    if name in names:  # two tasks of one name (uploads of one file): the task id tells them apart
+        stem, ext = posixpath.splitext(name)
+        new = f"{stem}-task{t.task_id if t.task_id is not None else image_id}{ext}"
+        col.warn(idx.source, t.where, f"image name {name!r} is also task {names[name]}'s: named {new!r}",
+                 "labelstudio.duplicate_name")
+        name = new
+    names[name] = image_id
+    return name
+
+
 def build_samples(idx: Index, fmt: str, image_root: Path | None, col: _Collector) -> tuple[DatasetMeta, list[Sample]]:
     """Categories, image ids and names, and samples of a parsed export."""
-    from segpipe.storage.images import image_size
-
     cats, ids = _categories(idx, col)
     by_id = {c.id: c for c in cats}
     # Image ids: segpipe's own data.image_id, else the task id, else the position; whichever is unique.
@@ -959,29 +1023,10 @@ def build_samples(idx: Index, fmt: str, image_root: Path | None, col: _Collector
     next_ann = 1
     not_found: list[str] = []
     for t, image_id in zip(idx.tasks, image_ids, strict=True):
-        own = t.data.get("file_name")
         url = _image_value(t, idx.config)
-        if isinstance(own, str) and own:
-            # segpipe's own key: a name that leaves the dataset (``../``, absolute, NUL) would be written as it is
-            # into every target's annotation file, so it is refused, as every reader refuses one.
-            from segpipe.storage.paths import check_relative_name
-
-            try:
-                name = check_relative_name(own, source=idx.source, where=f"{t.where}.data.file_name")
-            except SegpipeError as e:
-                col.failed(e, "labelstudio.file_name")
-                continue
-        else:
-            name = file_name_from_url(url) if isinstance(url, str) else ""
-        if not name:
-            name = f"task-{t.task_id if t.task_id is not None else image_id}"
-        if name in names:  # two tasks of one name (uploads of one file): the task id tells them apart
-            stem, ext = posixpath.splitext(name)
-            new = f"{stem}-task{t.task_id if t.task_id is not None else image_id}{ext}"
-            col.warn(idx.source, t.where, f"image name {name!r} is also task {names[name]}'s: named {new!r}",
-                     "labelstudio.duplicate_name")
-            name = new
-        names[name] = image_id
+        name = _image_name(t, image_id, url, idx, col, names)
+        if name is None:
+            continue
         path = _find_image(idx.root, image_root, name)
         if path is None:
             not_found.append(name)

@@ -25,6 +25,10 @@ from typing import Any
 
 import numpy as np
 
+from segpipe.errors import PixelLimitError
+from segpipe.formats.labelstudio.brush import rle_to_mask
+from segpipe.storage.images import check_pixel_count
+
 #: Result types read (the control tags of :data:`segpipe.formats.labelstudio.config.READ_TAGS`).
 READ_TYPES = ("brushlabels", "polygonlabels", "rectanglelabels", "keypointlabels")
 #: Percent values may overshoot [0, 100] by this much (float error of the frontend's arithmetic).
@@ -171,37 +175,55 @@ def parse_region(r: Any) -> Region | str:
     if rtype == "brushlabels":
         _brush(value, reg)
     elif rtype == "polygonlabels":
-        pts = value.get("points")
-        if not isinstance(pts, list) or len(pts) < 3:
-            raise RegionError("points must be a list of at least 3 [x, y] percent pairs", "value.points")
-        poly: list[float] = []
-        for k, p in enumerate(pts):
-            if not isinstance(p, list) or len(p) != 2:
-                raise RegionError(f"a point must be [x, y], got {str(p)[:40]}", f"value.points[{k}]")
-            poly += [_px(_percent(p[0], f"value.points[{k}]"), w), _px(_percent(p[1], f"value.points[{k}]"), h)]
-        reg.polygon = poly
+        _polygon(value, reg)
     elif rtype == "rectanglelabels":
-        x, y = _percent(value.get("x"), "value.x"), _percent(value.get("y"), "value.y")
-        bw, bh = _percent(value.get("width"), "value.width"), _percent(value.get("height"), "value.height")
-        rotation = value.get("rotation", 0) or 0
-        if not _num(rotation):
-            raise RegionError(f"rotation must be a number, got {str(rotation)[:40]}", "value.rotation")
-        px, py, pw, ph = _px(x, w), _px(y, h), _px(bw, w), _px(bh, h)
-        if float(rotation) % 360 != 0:
-            reg.polygon = rotated_rectangle(px, py, pw, ph, float(rotation))
-            reg.attributes["rotation"] = float(rotation)
-        else:
-            if x + bw > 100 + PERCENT_SLACK or y + bh > 100 + PERCENT_SLACK:
-                raise RegionError("the rectangle leaves the image (x + width or y + height above 100)", "value")
-            reg.bbox = (px, py, pw, ph)
+        _rectangle(value, reg)
     else:  # keypointlabels
         reg.point = (_px(_percent(value.get("x"), "value.x"), w), _px(_percent(value.get("y"), "value.y"), h))
     return reg
 
 
-def _brush(value: dict[str, Any], reg: Region) -> None:
-    from segpipe.formats.labelstudio.brush import rle_to_mask
+def _polygon(value: dict[str, Any], reg: Region) -> None:
+    """Sets ``reg.polygon`` (pixels) from a polygon's ``points`` (percent ``[x, y]`` pairs).
 
+    Raises:
+        RegionError: fewer than 3 points, or a point that is not two percentages.
+    """
+    pts = value.get("points")
+    if not isinstance(pts, list) or len(pts) < 3:
+        raise RegionError("points must be a list of at least 3 [x, y] percent pairs", "value.points")
+    poly: list[float] = []
+    for k, p in enumerate(pts):
+        if not isinstance(p, list) or len(p) != 2:
+            raise RegionError(f"a point must be [x, y], got {str(p)[:40]}", f"value.points[{k}]")
+        poly += [_px(_percent(p[0], f"value.points[{k}]"), reg.width),
+                 _px(_percent(p[1], f"value.points[{k}]"), reg.height)]
+    reg.polygon = poly
+
+
+def _rectangle(value: dict[str, Any], reg: Region) -> None:
+    """Sets ``reg.bbox`` (pixels) from a rectangle, or ``reg.polygon`` when it is rotated.
+
+    Raises:
+        RegionError: a value that is not a percentage or number, or an upright rectangle leaving the image.
+    """
+    w, h = reg.width, reg.height
+    x, y = _percent(value.get("x"), "value.x"), _percent(value.get("y"), "value.y")
+    bw, bh = _percent(value.get("width"), "value.width"), _percent(value.get("height"), "value.height")
+    rotation = value.get("rotation", 0) or 0
+    if not _num(rotation):
+        raise RegionError(f"rotation must be a number, got {str(rotation)[:40]}", "value.rotation")
+    px, py, pw, ph = _px(x, w), _px(y, h), _px(bw, w), _px(bh, h)
+    if float(rotation) % 360 != 0:
+        reg.polygon = rotated_rectangle(px, py, pw, ph, float(rotation))
+        reg.attributes["rotation"] = float(rotation)
+    else:
+        if x + bw > 100 + PERCENT_SLACK or y + bh > 100 + PERCENT_SLACK:
+            raise RegionError("the rectangle leaves the image (x + width or y + height above 100)", "value")
+        reg.bbox = (px, py, pw, ph)
+
+
+def _brush(value: dict[str, Any], reg: Region) -> None:
     fmt = value.get("format", "rle")
     if fmt != "rle":
         raise RegionError(f"brush format {str(fmt)[:40]!r} is not read (only Label Studio's rle)", "value.format")
@@ -210,8 +232,6 @@ def _brush(value: dict[str, Any], reg: Region) -> None:
         raise RegionError("rle must be a non-empty list of byte values", "value.rle")
     if not all(isinstance(b, int) and not isinstance(b, bool) and 0 <= b <= 255 for b in rle):
         raise RegionError("rle values must be integers in 0..255", "value.rle")
-    from segpipe.errors import PixelLimitError
-    from segpipe.storage.images import check_pixel_count
 
     try:
         check_pixel_count(reg.width, reg.height, path=None, what="original_width x original_height")

@@ -67,10 +67,13 @@ from segpipe.core import rle as rle_ops
 from segpipe.core.labelmap import voc_colormap
 from segpipe.core.losses import LossCounter
 from segpipe.core.records import Category, DatasetMeta, InstanceMask, Materialized
+from segpipe.errors import ConfigError
 from segpipe.formats.base import ShardResult, WriteOptions
 from segpipe.formats.coco.convert import category_to_coco, image_to_coco
 from segpipe.formats.coco.writer import PolygonOptions, copy_image, mask_polygons, place_file
+from segpipe.formats.derive import derive_class_map, derive_instances
 from segpipe.formats.labelstudio.brush import mask_to_rle
+from segpipe.formats.perimage import check_unique_names
 from segpipe.storage.atomic import atomic_open, write_json_atomic
 from segpipe.storage.paths import ensure_inside
 
@@ -207,9 +210,6 @@ class LabelStudioWriter:
             ConfigError: ``image_url_prefix`` or ``model_version`` is not a non-empty string.
             UnsupportedError: two classes share a name (Label Studio labels are names).
         """
-        from segpipe.errors import ConfigError
-        from segpipe.formats.perimage import check_unique_names
-
         check_unique_names(self.meta.categories, "Label Studio")
         self._poly()
         for key, option in (("image_url_prefix", "--image-url-prefix"), ("model_version", "--model-version")):
@@ -225,9 +225,8 @@ class LabelStudioWriter:
     def _instances(self, m: Materialized, losses: LossCounter) -> list[InstanceMask]:
         if m.instances or m.panoptic is None:
             return list(m.instances)
-        from segpipe.formats.derive import derive_instances  # thing segments of a panoptic map
 
-        insts, lost = derive_instances(m, self.meta)
+        insts, lost = derive_instances(m, self.meta)  # the thing segments of the panoptic map
         losses.merge(lost)
         return insts
 
@@ -239,7 +238,6 @@ class LabelStudioWriter:
             return cm
         if m.panoptic is None:
             return None
-        from segpipe.formats.derive import derive_class_map
 
         derived, lost = derive_class_map(m, self.meta)
         losses.merge(lost)

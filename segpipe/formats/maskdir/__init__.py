@@ -26,15 +26,16 @@ import numpy as np
 from segpipe.core.labelmap import LabelEntry, format_labelmap_txt, palette_for, voc_colormap
 from segpipe.core.losses import LossCounter
 from segpipe.core.problems import Problem
-from segpipe.core.records import Category, DatasetMeta, ImageInfo, Materialized, Sample
+from segpipe.core.records import Category, DatasetMeta, ImageInfo, InstanceMask, Materialized, Sample
 from segpipe.core.render import render_maps
 from segpipe.errors import FormatError, InputError, SegpipeError
 from segpipe.formats.base import FormatSpec, ShardResult, WriteOptions
+from segpipe.formats.derive import derive_class_map
 from segpipe.formats.registry import register_format
 from segpipe.formats.voc.masks import read_indexed_mask
 from segpipe.formats.voc.reader import IMAGE_EXTS, MARKER_DIRS, read_labelmap_file
 from segpipe.formats.voc.writer import VocWriter, class_map_to_labels
-from segpipe.storage.atomic import write_bytes_atomic
+from segpipe.storage.atomic import copy_or_link, source_exists, write_bytes_atomic
 from segpipe.storage.images import image_size, read_label_map, write_label_png
 from segpipe.storage.jsonio import read_json
 from segpipe.storage.paths import check_relative_name, ensure_inside, safe_join
@@ -257,6 +258,64 @@ class MaskDirWriter:
             np.asarray(m.class_map), self.label_of, self.labels[0], int(m.void_value), self.void, losses
         )
 
+    def _labels(self, m: Materialized, instances: list[InstanceMask], losses: LossCounter) -> np.ndarray | None:
+        """The ``(H, W)`` label map written for a sample: its class map, else one derived from its panoptic map,
+        else rendered from its instances; None when it has none of them. Identities not kept are counted.
+        """
+        if m.class_map is not None:
+            labels = self._labels_of_class_map(m, losses)
+            for im in instances:  # instances beside a class map: their identity is not kept
+                losses.lose(
+                    "instance_identity_dropped",
+                    1,
+                    self.names.get(im.instance.category_id, ""),
+                    NOTES["instance_identity_dropped"],
+                )
+            return labels
+        if not instances and m.panoptic is not None:
+            cmap, dl = derive_class_map(m, self.meta)
+            losses.merge(dl)
+            things = {c.id: c.isthing for c in self.meta.categories}
+            for seg in m.panoptic[1]:  # objects of a panoptic map: one label-map region per class
+                if things.get(seg.category_id, True) and not seg.iscrowd:
+                    losses.lose("instance_identity_dropped", 1, self.names.get(seg.category_id, ""),
+                                NOTES["instance_identity_dropped"])
+            if cmap is not None:
+                return self._labels_of_class_map(Materialized(m.sample, (), cmap, None, m.void_value), losses)
+            return None
+        if instances:
+            return self._labels_of_instances(m, instances, losses)
+        return None
+
+    def _labels_of_instances(self, m: Materialized, instances: list[InstanceMask], losses: LossCounter) -> np.ndarray:
+        """The ``(H, W)`` label map of a sample's instances of known classes (their identity is not kept)."""
+        known = [im for im in instances if im.instance.category_id in self.label_of]
+        for im in instances:
+            if im.instance.category_id not in self.label_of:
+                losses.lose(
+                    "unknown_category_dropped",
+                    1,
+                    str(im.instance.category_id),
+                    "instances whose category is unknown are not written",
+                )
+        img = m.sample.image
+        cm, _, rl = render_maps(
+            known,
+            img.height,
+            img.width,
+            label_of=self.label_of,
+            void_value=self.void,
+            max_object_index=self.void - 1,
+            names=self.names,
+        )
+        losses.merge(rl)
+        for im in known:
+            if im.rle is not None and not im.instance.iscrowd:
+                name = self.names.get(im.instance.category_id, "")
+                losses.lose("instance_identity_dropped", 1, name, NOTES["instance_identity_dropped"])
+                losses.counts_out[name] += 1
+        return cm
+
     def write_shard(self, index: int, samples: Iterable[Materialized]) -> ShardResult:
         """Writes one shard's masks and images."""
         res = ShardResult(index)
@@ -273,60 +332,7 @@ class MaskDirWriter:
                     losses.lose("keypoints_dropped", 1, name, NOTES["keypoints_dropped"])
                 if im.instance.score is not None:
                     losses.lose("scores_dropped", 1, name, NOTES["scores_dropped"])
-            labels: np.ndarray | None = None
-            if m.class_map is not None:
-                labels = self._labels_of_class_map(m, losses)
-                for im in instances:  # instances beside a class map: their identity is not kept
-                    losses.lose(
-                        "instance_identity_dropped",
-                        1,
-                        self.names.get(im.instance.category_id, ""),
-                        NOTES["instance_identity_dropped"],
-                    )
-            else:
-                cmap = None
-                if not instances and m.panoptic is not None:
-                    from segpipe.formats.derive import derive_class_map
-
-                    cmap, dl = derive_class_map(m, self.meta)
-                    losses.merge(dl)
-                    things = {c.id: c.isthing for c in self.meta.categories}
-                    for seg in m.panoptic[1]:  # objects of a panoptic map: one label-map region per class
-                        if things.get(seg.category_id, True) and not seg.iscrowd:
-                            losses.lose("instance_identity_dropped", 1, self.names.get(seg.category_id, ""),
-                                        NOTES["instance_identity_dropped"])
-                if cmap is not None:
-                    labels = self._labels_of_class_map(
-                        Materialized(m.sample, (), cmap, None, m.void_value), losses
-                    )
-                elif instances:
-                    known = [im for im in instances if im.instance.category_id in self.label_of]
-                    for im in instances:
-                        if im.instance.category_id not in self.label_of:
-                            losses.lose(
-                                "unknown_category_dropped",
-                                1,
-                                str(im.instance.category_id),
-                                "instances whose category is unknown are not written",
-                            )
-                    cm, _, rl = render_maps(
-                        known,
-                        img.height,
-                        img.width,
-                        label_of=self.label_of,
-                        void_value=self.void,
-                        max_object_index=self.void - 1,
-                        names=self.names,
-                    )
-                    losses.merge(rl)
-                    for im in known:
-                        if im.rle is not None and not im.instance.iscrowd:
-                            name = self.names.get(im.instance.category_id, "")
-                            losses.lose(
-                                "instance_identity_dropped", 1, name, NOTES["instance_identity_dropped"]
-                            )
-                            losses.counts_out[name] += 1
-                    labels = cm
+            labels = self._labels(m, instances, losses)
             if labels is not None:
                 dst = ensure_inside(self.out, self.out / "masks" / f"{key}.png")
                 dst.parent.mkdir(parents=True, exist_ok=True)
@@ -337,8 +343,6 @@ class MaskDirWriter:
         return res
 
     def _copy_image(self, src: str | None, rel: str, losses: LossCounter) -> None:
-        from segpipe.storage.atomic import source_exists
-
         if self.options.copy_images == "none":
             return
         if src is None or not source_exists(src):
@@ -346,7 +350,6 @@ class MaskDirWriter:
             return
         dst = ensure_inside(self.out, self.out / "images" / rel)
         dst.parent.mkdir(parents=True, exist_ok=True)
-        from segpipe.storage.atomic import copy_or_link
 
         copy_or_link(src, dst, self.options.copy_images)
 

@@ -86,7 +86,7 @@ def nifti_header(shape_zhw: tuple[int, int, int], affine: np.ndarray, dtype: np.
         affine: ``(4, 4)`` RAS+ affine of voxel ``(i, j, k)``.
         dtype: Voxel dtype (uint8 or uint16).
     """
-    import nibabel as nib
+    import nibabel as nib  # lazy: optional (medical extra), ~0.7 s to import
 
     z, h, w = shape_zhw
     hdr = nib.Nifti1Header()
@@ -115,7 +115,7 @@ class NiftiWriter:
 
     def __init__(self, out: str | Path, meta: DatasetMeta, options: WriteOptions | None = None) -> None:
         try:
-            import nibabel  # noqa: F401
+            import nibabel  # noqa: F401  # lazy: optional (medical extra): is it installed?
         except ImportError:
             raise InputError("the nifti writer needs nibabel", hint="pip install segpipe[medical]") from None
         self.out = Path(out)

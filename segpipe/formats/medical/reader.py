@@ -45,9 +45,11 @@ from segpipe.core.labelmap import LabelEntry
 from segpipe.core.problems import Problem
 from segpipe.core.records import Category, DatasetMeta, ImageInfo, Materialized, Sample
 from segpipe.errors import FormatError, ImageDecodeError, InputError, SegpipeError
+from segpipe.formats.voc.reader import read_labelmap_file
 from segpipe.storage.jsonio import read_json
+from segpipe.storage.manifest import stable_id
 from segpipe.storage.paths import check_relative_name, safe_join
-from segpipe.storage.volume import nifti_zhw, slice_image_name, slice_ref
+from segpipe.storage.volume import nifti_zhw, open_volume, slice_image_name, slice_ref
 
 LABELS = "labels"
 VOLUMES_JSON = "volumes.json"
@@ -115,7 +117,7 @@ def detect_nifti(path: str | Path) -> bool:
 
 def _nib() -> Any:
     try:
-        import nibabel as nib
+        import nibabel as nib  # lazy: optional (medical extra), ~0.7 s to import
     except ImportError:
         raise InputError("reading NIfTI needs nibabel", hint="pip install segpipe[medical]") from None
     return nib
@@ -186,8 +188,6 @@ def _categories(root: Path, index_file: str | None) -> tuple[list[Category] | No
     """Categories from ``labelmap.txt`` or the writer's ``index.json``, and its void value."""
     lm = root / LABELMAP
     if lm.is_file():
-        from segpipe.formats.voc.reader import read_labelmap_file
-
         entries: list[LabelEntry] = read_labelmap_file(lm)
         return [Category(id=i, name=e.name, isthing=False, color=e.color) for i, e in enumerate(entries)], None
     if index_file == INDEX_JSON:
@@ -300,8 +300,6 @@ class NiftiReader:
 
     def _check_image(self, path: Path, shape: tuple[int, int, int], affine: np.ndarray, irel: str) -> bool:
         """Checks the image volume against its labels; False when it is missing (a warning)."""
-        from segpipe.storage.volume import open_volume
-
         ipath = safe_join(self.root, irel)
         if not ipath.exists():
             self.problems.append(Problem("warning", irel, str(path), "the image volume named in volumes.json is "
@@ -316,8 +314,6 @@ class NiftiReader:
 
     def samples(self) -> Iterator[Sample]:
         """Streams one sample per slice, volume by volume (sorted by label file), slice by slice."""
-        from segpipe.storage.manifest import stable_id
-
         for v in self.volumes:
             z_, h, w = v.shape
             for z in range(z_):

@@ -13,13 +13,11 @@ import numpy as np
 
 from segpipe.core.labelmap import color_lut, rgb_to_labels, voc_colormap
 from segpipe.errors import FormatError, ImageDecodeError, InputError, PixelLimitError
-from segpipe.storage.images import read_label_map, read_rgb_png
+from segpipe.storage.images import image_mode, read_label_map, read_rgb_png
 
 
 def mask_mode(path: str | Path) -> str:
     """The PIL mode of an image, from its header only (``P``, ``L``, ``RGB``, ``I;16`` ...)."""
-    from segpipe.storage.images import image_mode
-
     # One ceiling for every decode (SEGPIPE_MAX_PIXELS, exact), not Pillow's own default.
     try:
         return image_mode(path)

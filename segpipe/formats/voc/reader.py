@@ -55,6 +55,7 @@ from segpipe.core.records import (
 )
 from segpipe.core.render import instances_from_maps_detailed
 from segpipe.errors import FormatError, InputError
+from segpipe.formats.labelme.layout import is_labelme_xml
 from segpipe.formats.voc.masks import read_indexed_mask
 from segpipe.formats.voc.xml import VocAnnotation, parse_voc_xml, voc_box_to_coco
 from segpipe.storage.images import image_size
@@ -96,8 +97,6 @@ def detect_voc(path: str | Path) -> bool:
 
     A LabelMe XML folder also has ``Annotations/`` (of ``<imagesize>`` / ``<polygon><pt>`` XML): not VOC.
     """
-    from segpipe.formats.labelme.layout import is_labelme_xml
-
     root = find_voc_root(path)
     return root is not None and not is_labelme_xml(root)
 

@@ -11,8 +11,10 @@ Problem codes (stable, for tests and reports):
 
 from __future__ import annotations
 
+import json
 import math
 import os
+import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -70,14 +72,6 @@ def validate_voc(path: str | Path) -> Iterator[Problem]:
         dtype=np.uint8,
     )
 
-    def safe(rel: str) -> Path | None:
-        try:
-            return safe_join(root, rel)
-        except UnsafePathError as e:
-            problems.append(Problem("error", rel, "", e.message, "voc.unsafe_path"))
-            return None
-
-    problems: list[Problem] = []
     files: dict[str, dict[str, str]] = {}
     for d, exts in (
         ("Annotations", (".xml",)),
@@ -88,37 +82,19 @@ def validate_voc(path: str | Path) -> Iterator[Problem]:
         files[d] = {}
         for n in _listdir(root / d):
             stem, ext = os.path.splitext(n)
-            if ext.lower() in exts and safe(f"{d}/{n}") is not None:
-                files[d].setdefault(stem, n)
-    yield from problems
-    problems.clear()
+            if ext.lower() in exts:
+                problem = _unsafe(root, f"{d}/{n}")
+                if problem is None:
+                    files[d].setdefault(stem, n)
+                else:
+                    yield problem
 
     sizes: dict[str, tuple[int, int]] = {}
     xml_objects: dict[str, list[str] | None] = {}
     for stem, n in files["Annotations"].items():
         rel = f"Annotations/{n}"
         yield from _check_xml(root / rel, rel, names, sizes, xml_objects, stem)
-    for stem, n in files["JPEGImages"].items():
-        if stem not in sizes:
-            try:
-                sizes[stem] = image_size(root / "JPEGImages" / n)
-            except SegpipeError as e:
-                yield Problem("error", f"JPEGImages/{n}", "", e.message, "voc.image_unreadable")
-            continue
-        # The XML's <size> against the image file (upright, as segpipe records sizes): when they
-        # disagree, the record is what is wrong, and the masks are compared with the image itself
-        # (a mask matching its image was once blamed for the XML's wrong width).
-        try:
-            fw, fh = image_size(root / "JPEGImages" / n)
-        except SegpipeError:
-            continue  # unreadable: the image checks name it; its size cannot be compared
-        rw, rh = sizes[stem]
-        if (fw, fh) != (rw, rh):
-            fields = ", ".join(f"size.{k}" for k, bad in (("width", rw != fw), ("height", rh != fh)) if bad)
-            yield Problem("error", f"Annotations/{files['Annotations'][stem]}", fields,
-                          f"recorded size {rw}x{rh} (width x height), but JPEGImages/{n} is {fw}x{fh}",
-                          "voc.size_mismatch")
-            sizes[stem] = (fw, fh)
+    yield from _check_image_sizes(root, files, sizes)
 
     for stem, n in files["SegmentationClass"].items():
         rel = f"SegmentationClass/{n}"
@@ -132,49 +108,85 @@ def validate_voc(path: str | Path) -> Iterator[Problem]:
     sets = root / "ImageSets"
     for task in _listdir(sets):
         for fname in _listdir(sets / task):
-            if not fname.endswith(".txt"):
-                continue
-            rel = f"ImageSets/{task}/{fname}"
-            f = safe(rel)
-            yield from problems
-            problems.clear()
-            if f is None:
-                continue
+            if fname.endswith(".txt"):
+                yield from _check_imageset(root, task, f"ImageSets/{task}/{fname}", files)
+
+
+def _unsafe(root: Path, rel: str) -> Problem | None:
+    """``voc.unsafe_path`` when ``rel`` leaves ``root`` (``..``, absolute, a symlink pointing outside)."""
+    try:
+        safe_join(root, rel)
+    except UnsafePathError as e:
+        return Problem("error", rel, "", e.message, "voc.unsafe_path")
+    return None
+
+
+def _check_image_sizes(root: Path, files: dict[str, dict[str, str]],
+                       sizes: dict[str, tuple[int, int]]) -> Iterator[Problem]:
+    """Fills ``sizes`` (stem → (width, height)) with the images' sizes where no XML gave one; checks the
+    XML's ``<size>`` against the image file elsewhere.
+
+    The image file is upright, as segpipe records sizes: when they disagree, the record is what is wrong,
+    and the masks are compared with the image itself (a mask matching its image was once blamed for the
+    XML's wrong width).
+    """
+    for stem, n in files["JPEGImages"].items():
+        if stem not in sizes:
             try:
-                text = f.read_text(encoding="utf-8")
-            except (UnicodeDecodeError, OSError) as e:
-                yield Problem("error", rel, "", f"cannot read: {e}", "voc.imageset_unreadable")
-                continue
-            for lineno, raw in enumerate(text.splitlines(), start=1):
-                line = raw.strip()
-                if not line or line.startswith("#"):
-                    continue
-                stem = line.split()[0]
-                try:
-                    check_relative_name(stem)
-                except UnsafePathError as e:
-                    yield Problem("error", rel, f"line {lineno}", e.message, "voc.unsafe_path")
-                    continue
-                if task == "Segmentation" and stem not in files["SegmentationClass"]:
-                    yield Problem(
-                        "error",
-                        rel,
-                        f"line {lineno}",
-                        f"lists {stem!r} but SegmentationClass/{stem}.png does not exist",
-                        "voc.imageset_missing",
-                    )
-                elif (
-                    task != "Segmentation"
-                    and stem not in files["Annotations"]
-                    and stem not in files["JPEGImages"]
-                ):
-                    yield Problem(
-                        "error",
-                        rel,
-                        f"line {lineno}",
-                        f"lists {stem!r} but neither Annotations/{stem}.xml nor an image exists",
-                        "voc.imageset_missing",
-                    )
+                sizes[stem] = image_size(root / "JPEGImages" / n)
+            except SegpipeError as e:
+                yield Problem("error", f"JPEGImages/{n}", "", e.message, "voc.image_unreadable")
+            continue
+        try:
+            fw, fh = image_size(root / "JPEGImages" / n)
+        except SegpipeError:
+            continue  # unreadable: the image checks name it; its size cannot be compared
+        rw, rh = sizes[stem]
+        if (fw, fh) != (rw, rh):
+            fields = ", ".join(f"size.{k}" for k, bad in (("width", rw != fw), ("height", rh != fh)) if bad)
+            yield Problem("error", f"Annotations/{files['Annotations'][stem]}", fields,
+                          f"recorded size {rw}x{rh} (width x height), but JPEGImages/{n} is {fw}x{fh}",
+                          "voc.size_mismatch")
+            sizes[stem] = (fw, fh)
+
+
+def _check_imageset(root: Path, task: str, rel: str, files: dict[str, dict[str, str]]) -> Iterator[Problem]:
+    """Checks one ``ImageSets/<task>/*.txt`` list: safe names, each naming a file that exists."""
+    problem = _unsafe(root, rel)
+    if problem is not None:
+        yield problem
+        return
+    try:
+        text = (root / rel).read_text(encoding="utf-8")
+    except (UnicodeDecodeError, OSError) as e:
+        yield Problem("error", rel, "", f"cannot read: {e}", "voc.imageset_unreadable")
+        return
+    for lineno, raw in enumerate(text.splitlines(), start=1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        stem = line.split()[0]
+        try:
+            check_relative_name(stem)
+        except UnsafePathError as e:
+            yield Problem("error", rel, f"line {lineno}", e.message, "voc.unsafe_path")
+            continue
+        if task == "Segmentation" and stem not in files["SegmentationClass"]:
+            yield Problem(
+                "error",
+                rel,
+                f"line {lineno}",
+                f"lists {stem!r} but SegmentationClass/{stem}.png does not exist",
+                "voc.imageset_missing",
+            )
+        elif task != "Segmentation" and stem not in files["Annotations"] and stem not in files["JPEGImages"]:
+            yield Problem(
+                "error",
+                rel,
+                f"line {lineno}",
+                f"lists {stem!r} but neither Annotations/{stem}.xml nor an image exists",
+                "voc.imageset_missing",
+            )
 
 
 def _check_xml(
@@ -213,57 +225,64 @@ def _check_xml(
     objs: list[str] = []
     xml_objects[stem] = objs
     for i, obj in enumerate(root.findall("object")):
-        where = f"object[{i}]"
         name = (obj.findtext("name") or "").strip()
         objs.append(name)
-        if not name:
-            yield Problem("error", rel, f"{where}.name", "object has no <name>", "voc.missing_field")
-        elif name not in names:
+        yield from _check_object(obj, name, f"object[{i}]", rel, names, sizes.get(stem))
+
+
+def _check_object(obj: ET.Element, name: str, where: str, rel: str, names: dict[str, int],
+                  size: tuple[int, int] | None) -> Iterator[Problem]:
+    """Checks one ``<object>``: its class against the label map, its box (numbers, ordered, inside the
+    ``(width, height)`` image when known).
+    """
+    if not name:
+        yield Problem("error", rel, f"{where}.name", "object has no <name>", "voc.missing_field")
+    elif name not in names:
+        yield Problem(
+            "error", rel, f"{where}.name", f"class {name!r} is not in the label map", "voc.unknown_class"
+        )
+    box = obj.find("bndbox")
+    if box is None:
+        yield Problem("warning", rel, f"{where}.bndbox", "object has no <bndbox>", "voc.missing_field")
+        return
+    vals: dict[str, float] = {}
+    for k in ("xmin", "ymin", "xmax", "ymax"):
+        text = box.findtext(k)
+        v = _num(text)
+        if text is None:
+            yield Problem("error", rel, f"{where}.bndbox.{k}", f"missing <{k}>", "voc.missing_field")
+        elif v is None:
             yield Problem(
-                "error", rel, f"{where}.name", f"class {name!r} is not in the label map", "voc.unknown_class"
+                "error",
+                rel,
+                f"{where}.bndbox.{k}",
+                f"not a number: {text.strip()!r}",
+                "voc.box_not_numeric",
             )
-        box = obj.find("bndbox")
-        if box is None:
-            yield Problem("warning", rel, f"{where}.bndbox", "object has no <bndbox>", "voc.missing_field")
-            continue
-        vals: dict[str, float] = {}
-        for k in ("xmin", "ymin", "xmax", "ymax"):
-            text = box.findtext(k)
-            v = _num(text)
-            if text is None:
-                yield Problem("error", rel, f"{where}.bndbox.{k}", f"missing <{k}>", "voc.missing_field")
-            elif v is None:
-                yield Problem(
-                    "error",
-                    rel,
-                    f"{where}.bndbox.{k}",
-                    f"not a number: {text.strip()!r}",
-                    "voc.box_not_numeric",
-                )
-            else:
-                vals[k] = v
-        if len(vals) < 4:
-            continue
-        if vals["xmax"] < vals["xmin"] or vals["ymax"] < vals["ymin"]:
+        else:
+            vals[k] = v
+    if len(vals) < 4:
+        return
+    if vals["xmax"] < vals["xmin"] or vals["ymax"] < vals["ymin"]:
+        yield Problem(
+            "error",
+            rel,
+            f"{where}.bndbox",
+            f"inverted box: xmin {vals['xmin']:g} xmax {vals['xmax']:g} ymin {vals['ymin']:g} "
+            f"ymax {vals['ymax']:g}",
+            "voc.box_inverted",
+        )
+    elif size is not None:
+        iw, ih = size
+        if vals["xmin"] < 1 - 1e-9 or vals["ymin"] < 1 - 1e-9 or vals["xmax"] > iw or vals["ymax"] > ih:
             yield Problem(
                 "error",
                 rel,
                 f"{where}.bndbox",
-                f"inverted box: xmin {vals['xmin']:g} xmax {vals['xmax']:g} ymin {vals['ymin']:g} "
-                f"ymax {vals['ymax']:g}",
-                "voc.box_inverted",
+                f"box ({vals['xmin']:g}, {vals['ymin']:g}, {vals['xmax']:g}, {vals['ymax']:g}) lies "
+                f"outside the {iw}x{ih} image (VOC pixels are 1..width, 1..height)",
+                "voc.box_outside",
             )
-        elif stem in sizes:
-            iw, ih = sizes[stem]
-            if vals["xmin"] < 1 - 1e-9 or vals["ymin"] < 1 - 1e-9 or vals["xmax"] > iw or vals["ymax"] > ih:
-                yield Problem(
-                    "error",
-                    rel,
-                    f"{where}.bndbox",
-                    f"box ({vals['xmin']:g}, {vals['ymin']:g}, {vals['xmax']:g}, {vals['ymax']:g}) lies "
-                    f"outside the {iw}x{ih} image (VOC pixels are 1..width, 1..height)",
-                    "voc.box_outside",
-                )
 
 
 def _check_mask(
@@ -308,8 +327,6 @@ def _check_mask(
 
 def _writes_region_objects(root: Path) -> bool:
     """Whether segpipe's sidecar says object indices after the XML objects are class regions."""
-    import json
-
     try:
         side = json.loads((root / SIDECAR).read_text(encoding="utf-8"))
     except (OSError, ValueError):

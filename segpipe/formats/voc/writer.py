@@ -52,12 +52,14 @@ Shapes of any kind (holes, several parts) are no loss: PNGs hold any mask.
 
 from __future__ import annotations
 
+import io
 import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path, PurePosixPath
 from typing import Any, ClassVar
 
 import numpy as np
+from PIL import Image, UnidentifiedImageError
 
 from segpipe.core.labelmap import VOC_VOID, LabelEntry, format_labelmap_txt, palette_for, voc_colormap
 from segpipe.core.losses import LossCounter
@@ -66,13 +68,15 @@ from segpipe.core.render import render_maps
 from segpipe.core.rle import to_bbox
 from segpipe.errors import ConfigError, FormatError
 from segpipe.formats.base import ShardResult, WriteOptions
+from segpipe.formats.derive import derive_class_map, derive_instances
 from segpipe.formats.splits import loader_split
 from segpipe.formats.voc.reader import LABELMAP, SIDECAR
 from segpipe.formats.voc.xml import VocAnnotation, VocObject, coco_box_to_voc, format_voc_xml
-from segpipe.storage.atomic import write_bytes_atomic, write_json_atomic
-from segpipe.storage.images import write_label_png
+from segpipe.storage.atomic import copy_or_link, source_exists, source_suffix, write_bytes_atomic, write_json_atomic
+from segpipe.storage.images import exif_orientation, read_image, write_label_png
 from segpipe.storage.jsonio import jsonable
 from segpipe.storage.paths import check_relative_name, ensure_inside
+from segpipe.storage.volume import write_slice_png
 
 LAYOUTS = ("devkit", "flat")
 #: Where ``devkit`` puts the VOC root, below the output folder (torchvision's ``base_dir`` for 2012).
@@ -181,10 +185,6 @@ def _copy_as_jpeg(src: str) -> bool:
     True for a JPEG file without EXIF rotation, and for a file Pillow cannot identify: there are no pixels
     to re-encode, and copying it keeps what the writer did before (a writer never judges image files).
     """
-    from PIL import Image, UnidentifiedImageError
-
-    from segpipe.storage.images import exif_orientation
-
     if not os.path.isfile(src):
         return False  # a volume slice: rendered, never a JPEG
     try:
@@ -200,17 +200,9 @@ def _write_jpeg(src: str, dst: Path) -> None:
     Labels are in upright pixel coordinates (segpipe's EXIF policy) and VOC loaders apply no orientation,
     so the pixels are written upright.
     """
-    import io
-
-    from PIL import Image
-
-    from segpipe.storage.images import read_image
-
     if os.path.isfile(src):
         rgb = read_image(src, exif=True)
     else:  # a slice of a volume (``<volume>#z<z>``): rendered as it is everywhere else
-        from segpipe.storage.volume import write_slice_png
-
         tmp = dst.with_name(f"{dst.name}.slice.{os.getpid()}.png")
         try:
             write_slice_png(src, tmp)
@@ -312,16 +304,8 @@ class VocWriter:
             np.asarray(m.class_map), self.label_of, self.labels[0], int(m.void_value), VOC_VOID, losses
         )
 
-    def _maps(
-        self, m: Materialized, losses: LossCounter
-    ) -> tuple[list[InstanceMask], np.ndarray | None, np.ndarray | None]:
-        img = m.sample.image
-        instances = list(m.instances)
-        if not instances and m.class_map is None and m.panoptic is not None:
-            from segpipe.formats.derive import derive_instances
-
-            instances, dl = derive_instances(m, self.meta)
-            losses.merge(dl)
+    def _kept_instances(self, instances: list[InstanceMask], losses: LossCounter) -> list[InstanceMask]:
+        """The instances of known classes; what VOC cannot hold (unknown classes, keypoints, scores) is counted."""
         kept: list[InstanceMask] = []
         for im in instances:
             inst = im.instance
@@ -334,6 +318,17 @@ class VocWriter:
             if inst.score is not None:
                 losses.lose("scores_dropped", 1, name, NOTES["scores_dropped"])
             kept.append(im)
+        return kept
+
+    def _maps(
+        self, m: Materialized, losses: LossCounter
+    ) -> tuple[list[InstanceMask], np.ndarray | None, np.ndarray | None]:
+        img = m.sample.image
+        instances = list(m.instances)
+        if not instances and m.class_map is None and m.panoptic is not None:
+            instances, dl = derive_instances(m, self.meta)
+            losses.merge(dl)
+        kept = self._kept_instances(instances, losses)
         h, w = img.height, img.width
         if m.class_map is not None:
             h, w = np.asarray(m.class_map).shape
@@ -355,8 +350,6 @@ class VocWriter:
         elif m.panoptic is not None:
             # Stuff classes live only in the panoptic map: the class map comes from it (things and stuff),
             # with crowd regions void as VOC has them (the object map rendered from the things says where).
-            from segpipe.formats.derive import derive_class_map
-
             dcm, dl = derive_class_map(m, self.meta)
             losses.merge(dl)
             if dcm is not None:
@@ -374,8 +367,6 @@ class VocWriter:
         return kept, class_map, object_map
 
     def _copy_image(self, src: str | None, stem: str, file_name: str, losses: LossCounter) -> str:
-        from segpipe.storage.atomic import source_exists, source_suffix
-
         if self.layout == "devkit":
             name = f"{stem}.jpg"
         else:
@@ -387,7 +378,6 @@ class VocWriter:
             losses.missing_images.append(file_name)
             return name
         dst = ensure_inside(self.out, self.root / "JPEGImages" / name)
-        from segpipe.storage.atomic import copy_or_link
 
         if self.layout == "flat" or _copy_as_jpeg(src):
             copy_or_link(src, dst, mode)

@@ -28,6 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+import yaml
+
 from segpipe.core.losses import LossCounter
 from segpipe.core.problems import Problem
 from segpipe.errors import FormatError, InputError, SegpipeError, UnsupportedError
@@ -125,8 +127,6 @@ def load_yaml(path: Path) -> dict[str, Any]:
     Raises:
         FormatError: not YAML, or not a mapping (naming the file).
     """
-    import yaml
-
     text = _read_text(path)
     try:
         data = yaml.safe_load(text)

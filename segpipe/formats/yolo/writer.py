@@ -48,11 +48,13 @@ from pathlib import Path, PurePosixPath
 from typing import Any, ClassVar
 
 import numpy as np
+import yaml
 
 from segpipe.core import rle as rle_ops
 from segpipe.core.contours import polygonize, rasterize
 from segpipe.core.losses import LossCounter
 from segpipe.core.records import DatasetMeta, Materialized
+from segpipe.core.render import regions_from_class_map
 from segpipe.formats import perimage
 from segpipe.formats.base import ShardResult, WriteOptions
 from segpipe.formats.yolo.lines import box_line, polygon_line
@@ -196,8 +198,6 @@ class YoloWriter:
             out.extend((cid, r, None, "instance") for cid, r, _ in segments)
             return out
         if m.class_map is not None:
-            from segpipe.core.render import regions_from_class_map
-
             bg = self.background if self.background is not None else 0
             regions = regions_from_class_map(np.asarray(m.class_map), void_value=m.void_value, background=bg)
             for cat, r in regions:
@@ -329,8 +329,6 @@ class YoloWriter:
 
     def finalize(self, results: Iterable[ShardResult]) -> list[Path]:
         """Writes ``data.yaml``."""
-        import yaml
-
         perimage.release_claims(self.out)
         splits: set[str] = set()
         for r in results:

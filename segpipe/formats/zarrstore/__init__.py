@@ -6,6 +6,7 @@ report their losses like any conversion.
 from __future__ import annotations
 
 import functools
+import json
 import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -29,19 +30,19 @@ from segpipe.core.records import (
 )
 from segpipe.errors import FormatError, InputError, SegpipeError
 from segpipe.formats.base import FormatSpec, ShardResult, WriteOptions
+from segpipe.formats.derive import derive_class_map
 from segpipe.formats.registry import register_format
 from segpipe.storage.verify import ImageCheck, StoreChecks, check_metadata, describe_failure, plan_checks, shard_file
 from segpipe.storage.verify import matches as _matches
 from segpipe.storage.verify import verify_array as _verify_array
 from segpipe.storage.volume import parse_window, slice_image_name, slice_ref
-from segpipe.storage.zarrstore import READABLE_LAYOUTS, ZarrStore
+from segpipe.storage.zarrstore import READABLE_LAYOUTS, ZarrStore, digest_matches
 
 
 def detect(path: Path) -> bool:
     """A folder with ``zarr.json`` whose attributes carry a segpipe layout."""
     if not (path.is_dir() and (path / "zarr.json").exists()):
         return False
-    import json
 
     try:
         doc = json.loads((path / "zarr.json").read_bytes())
@@ -252,8 +253,6 @@ class _Outputs:
 
     def _verify_blocks(self, labels: np.ndarray) -> None:
         """Each finished block of a scene against its receipt (a block's digest covers its core)."""
-        from segpipe.storage.zarrstore import digest_matches
-
         for (y0, y1, x0, x1), digest in self.check.windows if self.check is not None else ():
             if digest and not digest_matches(labels[y0:y1, x0:x1], digest):
                 folder = self._file("labels")
@@ -363,8 +362,6 @@ def validate_store(path: str | Path) -> Iterator[Problem]:
 
     Receipts and checksums are checked by ``segpipe fsck``; this reports one problem per bad field.
     """
-    import json
-
     p = Path(path)
     root_meta = p / "zarr.json"
     try:
@@ -422,8 +419,6 @@ class StoreWriter:
 
     def write_shard(self, index: int, samples: Iterable[Materialized]) -> ShardResult:
         """Writes each sample's class map, instances and panoptic map into its own group (worker)."""
-        from segpipe.formats.derive import derive_class_map
-
         result = ShardResult(index)
         store = ZarrStore(self.out)
         names = {c.id: c.name for c in self.meta.categories}

@@ -29,9 +29,17 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from defusedxml import ElementTree
 
 from segpipe.errors import SegpipeError
+from segpipe.formats.base import WriteOptions
+from segpipe.formats.labelstudio.brush import rle_to_mask
+from segpipe.formats.labelstudio.writer import LabelStudioWriter, label_config_xml
+from segpipe.formats.zarrstore import StoreReader, materialize
 from segpipe.integrations.labelstudio.client import LabelStudioClient, LabelStudioError, TransientError
+from segpipe.storage.atomic import write_bytes_atomic
+from segpipe.storage.outputs import check_output, staged
+from segpipe.storage.zarrstore import PRIVATE, ZarrStore
 
 #: Where push records what it sent (inside the store's private folder).
 LEDGER = Path("labelstudio") / "pushed.jsonl"
@@ -69,8 +77,6 @@ def find_project(client: LabelStudioClient, project: str) -> dict[str, Any] | No
 
 def _labels(config: str) -> dict[str, set[str]]:
     """``{control tag name: its label values}`` of a label config."""
-    from defusedxml import ElementTree
-
     try:
         root = ElementTree.fromstring(config)
     except Exception:
@@ -122,8 +128,6 @@ def ensure_project(client: LabelStudioClient, project: str, config: str) -> tupl
 
 
 def _ledger_path(store: Path) -> Path:
-    from segpipe.storage.zarrstore import PRIVATE
-
     return store / PRIVATE / LEDGER
 
 
@@ -182,10 +186,6 @@ class PushReport:
 def _tasks(store: Path, skip: set[int], *, image_url_prefix: str | None, model_version: str | None,
            failed: list[tuple[int, str]]) -> Iterator[tuple[int, dict[str, Any]]]:
     """``(image id, task)`` for every image of the store not in ``skip`` (failures go to ``failed``)."""
-    from segpipe.formats.base import WriteOptions
-    from segpipe.formats.labelstudio.writer import LabelStudioWriter
-    from segpipe.formats.zarrstore import StoreReader, materialize
-
     reader = StoreReader(store)
     extra: dict[str, Any] = {}
     if image_url_prefix is not None:
@@ -209,9 +209,6 @@ def _tasks(store: Path, skip: set[int], *, image_url_prefix: str | None, model_v
 
 def label_config_for(store: Path) -> str:
     """The label config of a store's pre-labels (as ``export --to labelstudio`` writes it)."""
-    from segpipe.formats.labelstudio.writer import label_config_xml
-    from segpipe.formats.zarrstore import StoreReader
-
     return label_config_xml(StoreReader(store).meta.categories)
 
 
@@ -289,8 +286,6 @@ def push(store: str | Path, client: LabelStudioClient, project: str, *, batch_si
     Returns:
         A :class:`PushReport`.
     """
-    from segpipe.storage.zarrstore import ZarrStore
-
     store = Path(store)
     if batch_size < 1:
         raise SegpipeError(f"--batch must be at least 1, got {batch_size}")
@@ -305,7 +300,6 @@ def push(store: str | Path, client: LabelStudioClient, project: str, *, batch_si
     if done and int(proj.get("task_number") or 0) < len(done) and log is not None:
         log(f"note: project {pid} holds {proj.get('task_number')} tasks but {len(done)} images were pushed to it "
             "(tasks deleted there are not sent again; --resend sends everything)")
-    from segpipe.formats.zarrstore import StoreReader
 
     total = max(len(StoreReader(store)) - len(done), 0)
     if progress is not None:
@@ -369,9 +363,6 @@ def pull(client: LabelStudioClient, project: str, out: str | Path, *, overwrite:
     (:func:`segpipe.storage.outputs.check_output`): an earlier ``pull`` output is replaced only with
     ``overwrite``, atomically.
     """
-    from segpipe.storage.atomic import write_bytes_atomic
-    from segpipe.storage.outputs import check_output, staged
-
     plan = check_output(out, [], option="OUT", command="pull", replace=overwrite, flag="--overwrite")
     proj, tasks = export_project(client, project)
     annotated = [t for t in tasks if t.get("annotations")]
@@ -413,8 +404,6 @@ def task_label_map(task: Mapping[str, Any], class_ids: Mapping[str, int], *, bac
     Raises:
         SegpipeError: a region names a label not in ``class_ids``, or regions disagree on the size.
     """
-    from segpipe.formats.labelstudio.brush import rle_to_mask
-
     if results is None:
         ann = latest_annotation(task)
         if ann is None:

@@ -61,14 +61,7 @@ def panoptic_fusion(
     masks = instances["masks"][keep].float().reshape(-1, h, w)
     if masks_are_probabilities:
         masks = torch.logit(masks.clamp(1e-4, 1 - 1e-4))
-    inst_logits = []
-    for i in range(boxes.shape[0]):
-        x0, y0 = max(int(boxes[i, 0].floor()), 0), max(int(boxes[i, 1].floor()), 0)
-        x1, y1 = min(int(boxes[i, 2].ceil()), w), min(int(boxes[i, 3].ceil()), h)
-        z = torch.full((h, w), _NEG, device=logits.device)
-        if x1 > x0 and y1 > y0:
-            z[y0:y1, x0:x1] = logits[labels[i], y0:y1, x0:x1] + masks[i, y0:y1, x0:x1]
-        inst_logits.append(z)
+    inst_logits = _instance_logits(logits, boxes, labels, masks)
     channels = [logits[stuff]] if stuff else []
     if inst_logits:
         inst = torch.stack(inst_logits)
@@ -106,6 +99,32 @@ def panoptic_fusion(
         )
         next_id += 1
     return ids, segments
+
+
+def _instance_logits(
+    logits: torch.Tensor, boxes: torch.Tensor, labels: torch.Tensor, masks: torch.Tensor
+) -> list[torch.Tensor]:
+    """One ``(H, W)`` channel per instance: its class's semantic logit + its mask logit inside its box.
+
+    Args:
+        logits: ``(C, H, W)`` semantic logits.
+        boxes: ``(K, 4)`` xyxy boxes in pixels.
+        labels: ``(K,)`` class indices into ``logits``.
+        masks: ``(K, H, W)`` mask logits.
+
+    Returns:
+        ``K`` maps, ``_NEG`` outside the boxes (an instance never claims a pixel outside its box).
+    """
+    _, h, w = logits.shape
+    out = []
+    for i in range(boxes.shape[0]):
+        x0, y0 = max(int(boxes[i, 0].floor()), 0), max(int(boxes[i, 1].floor()), 0)
+        x1, y1 = min(int(boxes[i, 2].ceil()), w), min(int(boxes[i, 3].ceil()), h)
+        z = torch.full((h, w), _NEG, device=logits.device)
+        if x1 > x0 and y1 > y0:
+            z[y0:y1, x0:x1] = logits[labels[i], y0:y1, x0:x1] + masks[i, y0:y1, x0:x1]
+        out.append(z)
+    return out
 
 
 class PanopticFPN(nn.Module):

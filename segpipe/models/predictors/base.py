@@ -16,9 +16,10 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 import numpy as np
 
 from segpipe.errors import ConfigError
-from segpipe.models.checkpoint import CheckpointMeta, build_from_checkpoint, load_checkpoint
+from segpipe.models.checkpoint import CheckpointMeta
 from segpipe.models.predictors.tiler import Tiler
 from segpipe.models.registry import arch_dims, build_model
+from segpipe.models.sources import SourceOptions, detect_source
 
 if TYPE_CHECKING:
     from typing import Self
@@ -56,7 +57,7 @@ def predictor_class(meta: CheckpointMeta) -> type[Predictor]:
 
 def select_device(device: str = "auto") -> Any:
     """``auto`` → ``cuda`` when available, else ``cpu``; anything else is passed to ``torch.device``."""
-    import torch
+    import torch  # lazy: torch loads on the workers, not in the driver that imports predictors
 
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -65,7 +66,7 @@ def select_device(device: str = "auto") -> Any:
 
 def cpu_threads(threads: int | None) -> None:
     """Sets torch's CPU threads: ``threads``, or at most the cores this process may run on."""
-    import torch
+    import torch  # lazy: torch loads on the workers, not in the driver that imports predictors
 
     if threads is not None:
         torch.set_num_threads(max(1, threads))
@@ -152,7 +153,7 @@ class Predictor:
         nms_iou: float = 0.5,
         blend_logits: bool = False,
     ) -> None:
-        import torch
+        import torch  # lazy: torch loads on the workers, not in the driver that imports predictors
 
         self.meta = meta
         self.task: str = meta.task
@@ -193,10 +194,22 @@ class Predictor:
         )
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path, *, arch: str | None = None, **kw: Any) -> Self:
-        """Loads a checkpoint safely (see :mod:`segpipe.models.checkpoint`) and wraps it."""
-        ck = load_checkpoint(path, arch=arch)
-        return cls(build_from_checkpoint(ck, path=path), ck.meta, **kw)
+    def from_checkpoint(cls, path: str | Path, *, arch: str | None = None, num_classes: int | None = None,
+                        task: str | None = None, **kw: Any) -> Self:
+        """Loads a model file or folder of any form :mod:`segpipe.models.sources` reads, and wraps it.
+
+        Args:
+            path: A segpipe checkpoint, a state dict (with ``arch``), TorchScript, ``.pt2``, ONNX, or a
+                Hugging Face / smp folder.
+            arch: Architecture of a plain state dict.
+            num_classes: Classes of a model that does not say.
+            task: The output of a universal model (``semantic``, ``instance``, ``panoptic``).
+            **kw: Predictor options.
+        """
+        loaded = detect_source(path).load(Path(path), SourceOptions(arch=arch, num_classes=num_classes, task=task))
+        if hasattr(loaded.model, "set_categories"):
+            loaded.model.set_categories(loaded.meta.categories)
+        return cls(loaded.model, loaded.meta, **kw)
 
     @property
     def tiler(self) -> Tiler:
@@ -207,7 +220,7 @@ class Predictor:
 
     def _to_tensor(self, tiles: list[np.ndarray]) -> Any:
         """``list[(h, w, 3) uint8]`` → normalised ``(N, 3, h, w)`` float on the device."""
-        import torch
+        import torch  # lazy: torch loads on the workers, not in the driver that imports predictors
 
         batch = torch.from_numpy(np.stack(tiles))
         if self.cuda:
@@ -224,7 +237,7 @@ class Predictor:
 
     def _run(self, x: Any) -> Any:
         """The model on a prepared ``(N, C, ...)`` batch, without autograd (autocast on CUDA)."""
-        import torch
+        import torch  # lazy: torch loads on the workers, not in the driver that imports predictors
 
         with torch.inference_mode():
             inp = list(x) if self.list_input else x

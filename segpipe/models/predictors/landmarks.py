@@ -45,8 +45,8 @@ class LandmarkPredictor(Predictor):
         Returns:
             ``heatmaps (K, H, W) float16`` (None with a sink) and ``keypoints (K, 3)``.
         """
-        import torch
-        import torch.nn.functional as F
+        import torch  # lazy: torch loads on the workers, not in the driver that imports predictors
+        import torch.nn.functional as F  # lazy: torch loads on the workers, not in the driver that imports predictors
 
         h, w = image.shape[:2]
         k = self.meta.num_classes

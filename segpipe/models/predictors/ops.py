@@ -61,7 +61,7 @@ def labels_and_quantised_probs(logits: Any, probs: bool) -> tuple[np.ndarray, np
         ``labels (h, w)`` uint8 (uint16 above 256 classes) class indices, and ``(C, h, w)`` uint8
         probabilities, C-contiguous, or None.
     """
-    import torch
+    import torch  # lazy: torch loads on the workers, not in the driver that imports predictors
 
     if logits.device.type != "cpu":  # reductions are cheap on an accelerator: copy back the results only
         dt = np.uint8 if logits.shape[0] <= 256 else np.uint16
@@ -137,13 +137,13 @@ def div_into(acc: Any, wsum: Any, out: Any) -> None:
 
 def _torch_div(a: Any, b: Any, out: Any) -> None:
     """``torch.div(a, b, out=out)`` (a separate name keeps profiles readable)."""
-    import torch
+    import torch  # lazy: torch loads on the workers, not in the driver that imports predictors
 
     torch.div(a, b, out=out)
 
 
 def to_float16(a: np.ndarray) -> np.ndarray:
     """float32 → float16 via torch (multi-threaded and faster than ``ndarray.astype``)."""
-    import torch
+    import torch  # lazy: torch loads on the workers, not in the driver that imports predictors
 
     return torch.from_numpy(np.ascontiguousarray(a)).to(torch.float16).numpy()

@@ -83,7 +83,7 @@ class SemanticPredictor(Predictor):
         Returns:
             The in-memory arrays it allocated (None for outputs that went to a sink).
         """
-        import torch
+        import torch  # lazy: torch loads on the workers, not in the driver that imports predictors
 
         h, w = image.shape[:2]
         c = self.meta.num_classes
@@ -131,7 +131,7 @@ class SemanticPredictor(Predictor):
         Raises:
             ConfigError: A 2-D model, or a slab that is not 3-D.
         """
-        import torch
+        import torch  # lazy: torch loads on the workers, not in the driver that imports predictors
 
         if self.dims != 3:
             raise ConfigError(f"{self.meta.arch} is a 2-D model; predict volumes slice by slice")
@@ -155,7 +155,7 @@ class SemanticPredictor(Predictor):
 
 def _write_probs(sink: BandSink, y0: int, y1: int, acc: Any, wsum: Any) -> None:
     """``sink[:, y0:y1] = acc / wsum`` as float16: normalise, convert and (if HWC-backed) transpose in one pass."""
-    import torch
+    import torch  # lazy: torch loads on the workers, not in the driver that imports predictors
 
     if isinstance(sink, np.ndarray) and sink.dtype == np.float16:
         # An in-memory float16 array: straight into it, no band-sized temporary.

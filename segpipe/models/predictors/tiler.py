@@ -124,7 +124,7 @@ class Tiler:
             need_weights: Accumulate ``wsum``; when False (labels only: the argmax needs no
                 normalisation) ``on_band`` gets a zero ``wsum``.
         """
-        import torch
+        import torch  # lazy: torch loads on the workers, not in the driver that imports predictors
 
         h, w = image.shape[:2]
         g = self.grid(h, w)
@@ -163,7 +163,7 @@ class Tiler:
             Every window as a tuple of slices (row-major over the corners), and the ``(z, h, w)``
             float32 torch blend weights of a window.
         """
-        import torch
+        import torch  # lazy: torch loads on the workers, not in the driver that imports predictors
 
         clipped = tuple(min(t, n) for t, n in zip(tile, shape, strict=True))
         ovs = tuple(overlap_pixels(t, self.overlap) if t == full else 0
@@ -187,7 +187,7 @@ class Tiler:
         Returns:
             ``acc (C, Z, H, W)`` weighted sums and ``wsum (Z, H, W)`` weights, float32 torch tensors.
         """
-        import torch
+        import torch  # lazy: torch loads on the workers, not in the driver that imports predictors
 
         shape = tuple(int(v) for v in volume.shape)
         cuts, wt = self.volume_windows(shape, tile)
@@ -221,14 +221,14 @@ def _shift_up(acc: Any, wsum: Any, done: int) -> None:
 
 def is_channels_last(x: Any) -> bool:
     """Whether an ``(N, C, h, w)`` tensor stores its channels innermost (and C > 1)."""
-    import torch
+    import torch  # lazy: torch loads on the workers, not in the driver that imports predictors
 
     return bool(x.shape[1] > 1 and x.is_contiguous(memory_format=torch.channels_last) and x.stride(1) == 1)
 
 
 def band_buffer(channels: int, h: int, w: int, *, channels_last: bool) -> Any:
     """A zeroed float32 ``(C, h, w)`` tensor, backed by ``(h, w, C)`` storage when ``channels_last``."""
-    import torch
+    import torch  # lazy: torch loads on the workers, not in the driver that imports predictors
 
     if channels_last:
         return torch.zeros((h, w, channels), dtype=torch.float32).permute(2, 0, 1)

@@ -1,0 +1,163 @@
+"""What model to run, as a small picklable reference that workers build the model from."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from segpipe.errors import ConfigError, InputError
+from segpipe.models.checkpoint import CheckpointMeta
+from segpipe.models.sources import detect_source
+from segpipe.models.sources.base import SourceOptions
+from segpipe.models.sources.classes import file_count, is_table, resolve_classes
+from segpipe.storage.manifest import file_sha256
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """What model to run: a model file or folder (any form :mod:`segpipe.models.sources` reads), or
+    ``ARCH:WEIGHTS`` from the local torchvision cache.
+
+    Small and picklable: workers build the model from it (never from a pickled model). The driver reads
+    the meta (:meth:`meta`) and each worker loads the model (:meth:`predictor`) through the same
+    source, with the same options, so both see the same classes.
+
+    Attributes:
+        spec: A model file or folder, or ``ARCH:WEIGHTS``.
+        arch: Architecture of a plain state dict (``--arch``: a registered name or
+            ``package.module:function``).
+        num_classes: ``--num-classes``: the class count where the weights cannot tell it.
+        classes: ``--classes``: a labelmap.txt, a names.yaml / .json, or ``VOC`` / ``COCO`` /
+            ``Cityscapes`` (:mod:`segpipe.models.sources.classes`).
+        task: ``--task``: picks a universal model's output (Mask2Former); checked against the others'.
+    """
+
+    spec: str
+    arch: str | None = None
+    num_classes: int | None = None
+    classes: str | None = None
+    task: str | None = None
+
+    def is_checkpoint(self) -> bool:
+        """True when ``spec`` names a file or folder (anything but ``ARCH:WEIGHTS``)."""
+        return Path(self.spec).exists()
+
+    def _options(self) -> Any:
+        hint = None
+        if self.classes is not None:
+            hint = file_count(self.classes)  # a file's names say the count where the model does not
+        task = None if self.task is None else str(getattr(self.task, "value", self.task))
+        return SourceOptions(arch=self.arch, num_classes=self.num_classes, task=task, class_hint=hint)
+
+    def _check(self) -> None:
+        if self.num_classes is not None and self.num_classes < 1:
+            raise ConfigError(f"--num-classes {self.num_classes} is not a class count >= 1")
+
+    def source(self) -> Any:
+        """The :class:`~segpipe.models.sources.ModelSource` that reads ``spec`` (None for ``ARCH:WEIGHTS``)."""
+        if not self.is_checkpoint():
+            return None
+        return detect_source(self.spec)
+
+    def fingerprint(self) -> str:
+        """sha256 of the model's bytes (every file of a folder), ``arch``, ``num_classes`` and the classes.
+
+        ``--classes`` counts by content (a file's bytes, a table's name). The task is not part of it: the
+        run's config records the model's task. A reference with neither ``num_classes`` nor ``classes``
+        keeps the digest of segpipe before they existed, so its stores resume.
+        """
+        more = "" if self.num_classes is None and self.classes is None else \
+            "|" + json.dumps([self.num_classes, self._classes_digest()])
+        if self.is_checkpoint():
+            p = Path(self.spec)
+            if p.is_dir():
+                files = sorted(f for f in p.rglob("*") if f.is_file() and not f.name.startswith("."))
+                body = "|".join(f"{f.relative_to(p).as_posix()}:{file_sha256(f)}" for f in files)
+            else:
+                body = file_sha256(p)
+            return hashlib.sha256(f"{body}|{self.arch}{more}".encode()).hexdigest()
+        from segpipe.models.weights import weights_path  # lazy: torchvision's weight enums, ARCH:WEIGHTS only
+
+        path = weights_path(self.spec)
+        if not path.exists():
+            from segpipe.models.weights import load_cached_state_dict  # lazy: as above
+
+            load_cached_state_dict(self.spec)  # raises the one-line offline message
+        return hashlib.sha256(f"{self.spec}|{file_sha256(path)}{more}".encode()).hexdigest()
+
+    def _classes_digest(self) -> str | None:
+        """What ``--classes`` names: a table's name, or the sha256 of the file's bytes."""
+        if self.classes is None:
+            return None
+        if is_table(self.classes):
+            return self.classes.lower()
+        p = Path(self.classes)
+        return file_sha256(p) if p.is_file() else self.classes
+
+    def meta(self) -> Any:
+        """The :class:`~segpipe.models.checkpoint.CheckpointMeta` of the model, ``--classes`` applied.
+
+        Raises:
+            SegpipeError: the model cannot be read, or the options do not fit it (one line).
+        """
+        self._check()
+        if self.is_checkpoint():
+            base = self.source().read_meta(Path(self.spec), self._options())
+        else:
+            base = self._weights_meta()
+        return self.with_classes(base)
+
+    def _weights_meta(self) -> Any:
+        if ":" not in self.spec:
+            raise InputError(
+                "no such model file or folder, and not ARCH:WEIGHTS", path=self.spec,
+                hint="pass a checkpoint made by `segpipe train`, a model file or folder, or e.g. "
+                     "deeplabv3_resnet50:DEFAULT",
+            )
+        from segpipe.models.weights import resolve  # lazy: torchvision's weight enums, ARCH:WEIGHTS only
+
+        w = resolve(self.spec)
+        names = list(w.meta.get("categories") or [])
+        cats = [{"index": i, "id": i, "name": n, "color": None, "isthing": True} for i, n in enumerate(names)]
+        return CheckpointMeta.for_arch(self.spec.partition(":")[0], len(names), categories=cats)
+
+    def with_classes(self, meta: Any) -> Any:
+        """``meta`` with the categories of ``--classes`` (the meta itself without it).
+
+        Raises:
+            ConfigError: ``--classes`` does not fit the model (count, a landmark model) or is malformed.
+        """
+        if self.num_classes is not None and meta.num_classes != self.num_classes:
+            raise ConfigError(f"--num-classes {self.num_classes}, but the model has {meta.num_classes} classes",
+                              path=self.spec)
+        if self.classes is None:
+            return meta
+        if meta.task == "landmarks":
+            raise ConfigError("--classes names the classes of a semantic, instance or panoptic model; this one is "
+                              "a landmarks model (its keypoints are named in its checkpoint)")
+        cats = resolve_classes(self.classes, meta.num_classes)
+        return CheckpointMeta.from_dict({**meta.to_dict(), "categories": cats}, path=self.classes)
+
+    def predictor(self, **kw: Any) -> Any:
+        """Builds the predictor (on a worker)."""
+        from segpipe.models.predict import Predictor  # lazy: predictors run on workers; the driver needs the meta
+
+        self._check()
+        if self.is_checkpoint():
+            loaded = self.source().load(Path(self.spec), self._options())
+            model, meta = loaded.model, self.with_classes(loaded.meta)
+        else:
+            from segpipe.models.weights import build_with_weights  # lazy: torchvision, on workers only
+
+            model, meta = build_with_weights(self.spec), self.meta()
+        if hasattr(model, "set_categories"):  # a universal model fuses the classes --classes marks as stuff
+            model.set_categories(meta.categories)
+        return Predictor(model, meta, **kw)
+
+    def replace(self, **changes: Any) -> ModelRef:
+        """A copy with ``changes`` (a frozen dataclass's ``dataclasses.replace``)."""
+        return dataclasses.replace(self, **changes)

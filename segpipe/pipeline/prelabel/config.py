@@ -1,0 +1,175 @@
+"""A request checked and resolved against its model: the config hashed into every task key, the store's
+attributes, and the settings the workers get. Driver side, before any cluster starts (no torch).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from segpipe import __version__
+from segpipe.core.tiles import max_overlap_fraction, min_stride, overlap_pixels
+from segpipe.errors import ConfigError
+from segpipe.kernels.prelabel.resources import PredictorOptions
+from segpipe.kernels.prelabel.tasks import OutputSettings
+from segpipe.models.checkpoint import CheckpointMeta
+from segpipe.models.ref import ModelRef
+from segpipe.models.registry import arch_dims
+from segpipe.pipeline.prelabel.request import PrelabelRequest
+from segpipe.storage.volume import parse_window
+
+
+def check_request(req: PrelabelRequest) -> None:
+    """Checks the options that need no model, before anything is read.
+
+    Raises:
+        ConfigError: naming the option (``--on-error``, ``--resume`` with ``--overwrite``,
+            ``--min-score``, ``--stretch``, ``--window``).
+    """
+    if req.on_error not in ("skip", "fail"):
+        raise ConfigError(f"--on-error must be skip or fail, got {req.on_error!r}")
+    if req.resume and req.overwrite:  # which one was meant cannot be guessed: continue, or replace
+        raise ConfigError("--resume continues the store and --overwrite replaces it; pass one of them, not both")
+    if not (math.isfinite(req.min_score) and 0.0 <= req.min_score <= 1.0):
+        raise ConfigError(f"--min-score {req.min_score} is not a score in [0, 1]")
+    if req.stretch not in ("auto", "percentile", "minmax", "none"):
+        raise ConfigError(f"--stretch must be auto, percentile, minmax or none, got {req.stretch!r}")
+    if req.window:
+        parse_window(req.window)  # a malformed window is one line before anything runs
+
+
+def check_tiling(tile: int | None, overlap: float | None, meta: Any) -> None:
+    """Checks that the tile overlap leaves a useful stride on every tile side, before any work.
+
+    ``--overlap`` is a fraction in [0, 1) (checked when parsed), but close to 1 the stride shrinks to a
+    few pixels and the tiles per image explode (0.99 of a 128-pixel tile is a stride of 1 pixel: ~50k
+    tiles for a 256 × 512 image). The stride must be at least 1/16 of the tile
+    (:func:`segpipe.core.tiles.min_stride`), which bounds the tiles at 256 times those of a grid without
+    overlap.
+
+    Args:
+        tile: ``--tile``, or None for the checkpoint's tile size.
+        overlap: ``--overlap``, or None for the checkpoint's ``tile_overlap``.
+        meta: The model's :class:`~segpipe.models.checkpoint.CheckpointMeta`.
+
+    Raises:
+        ConfigError: naming ``--overlap`` (or the checkpoint's ``tile_overlap``) and ``--tile`` (or the
+            checkpoint's tile size), and the largest overlap that fits.
+    """
+    sides = [tile] if tile else [int(t) for t in meta.tile_size]
+    value = float(overlap) if overlap is not None else float(meta.tile_overlap)
+    name = "--overlap" if overlap is not None else "the checkpoint's tile_overlap"
+    tile_name = "--tile" if tile else "the checkpoint's tile_size"
+    for side in sides:
+        if side < 2:
+            raise ConfigError(f"tile side {side} leaves no room for a sliding window",
+                              where="tile_size" if tile is None else "--tile")
+        try:
+            stride = side - overlap_pixels(side, value)
+        except ValueError:
+            stride = 0
+        if stride < min_stride(side):
+            raise ConfigError(
+                f"{name} {value} on a {side}-pixel tile ({tile_name}) leaves a stride of {max(stride, 0)} px; "
+                f"it must be at least {min_stride(side)} px (1/16 of the tile)",
+                hint=f"use --overlap {max_overlap_fraction(side)} or less, e.g. 0.25, or a larger --tile")
+
+
+def output_config(req: PrelabelRequest, model_fp: str, meta: Any) -> dict[str, Any]:
+    """The part of the request that determines the outputs (hashed into every task key)."""
+    return {
+        "layout": 2,
+        "model": model_fp,
+        "task": meta.task,
+        "tile": req.tile or list(meta.tile_size),
+        "overlap": req.overlap if req.overlap is not None else meta.tile_overlap,
+        "probs": req.probs,
+        "heatmaps": req.heatmaps,
+        "min_score": req.min_score,
+        "bands": req.bands,
+        "window": req.window,
+        # Only when asked for: stores made before these options existed keep their config hash.
+        **({"stretch": req.stretch} if req.stretch != "auto" else {}),
+        **({"percentiles": list(req.percentiles)} if req.percentiles else {}),
+        # How a forward pass runs on the CPU (segpipe.kernels.prelabel.resources.INFERENCE_THREADS and
+        # CPU_TILES_PER_PASS): outputs do not depend on --workers, --threads or --batch. Stores of
+        # segpipe before it used the worker's thread count and the batch, and are not resumed.
+        "cpu_inference": "1 thread, 1 tile per pass",
+    }
+
+
+def config_hash(config: dict[str, Any]) -> str:
+    """Stable hash of a config dict."""
+    return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class ModelPlan:
+    """A run's model, read on the driver without torch, and the config it makes of the request.
+
+    Attributes:
+        ref: The model.
+        meta: Its checkpoint metadata (task, categories, tile size ...).
+        dims: 2, or 3 for a volumetric architecture (its slabs are planned instead of slices).
+        config: What determines the outputs (:func:`output_config`).
+        cfg_hash: Its hash, part of every task key and of the store's attributes.
+    """
+
+    ref: ModelRef
+    meta: CheckpointMeta
+    dims: int
+    config: dict[str, Any]
+    cfg_hash: str
+
+    def store_attrs(self) -> dict[str, Any]:
+        """The store's ``segpipe`` attributes for a run of this model (task, categories, model, config)."""
+        meta = self.meta
+        cats = []
+        for i, c in enumerate(meta.categories):
+            cats.append({"id": int(c.get("id", i)), "name": str(c.get("name", f"class_{i}")),
+                         "color": c.get("color"), "isthing": bool(c.get("isthing", True)),
+                         "index": int(c.get("index", i))})
+        return {
+            "task": meta.task,
+            "categories": cats,
+            "keypoints": list(getattr(meta, "keypoints", [])),
+            "probabilities": {"dtype": "uint8", "scale": "p = value / 255", "channels": [c["id"] for c in cats]},
+            "labels": "category id per pixel",
+            "model": {"spec": self.ref.spec, "arch": meta.arch, "fingerprint": self.config["model"],
+                      "provenance": getattr(meta, "provenance", {})},
+            "config": self.config,
+            "config_hash": self.cfg_hash,
+            "segpipe_version": __version__,
+        }
+
+
+def read_model(req: PrelabelRequest) -> ModelPlan:
+    """Reads the model's metadata and checks the request against it.
+
+    Raises:
+        SegpipeError: an unreadable checkpoint or unknown weights; ``--task`` other than the model's; a
+            tiling without a useful stride (:func:`check_tiling`).
+    """
+    ref = ModelRef(req.model, req.arch, num_classes=req.num_classes, classes=req.classes, task=req.task)
+    meta = ref.meta()
+    if req.task and req.task != meta.task:
+        raise ConfigError(f"--task {req.task} but the model {meta.arch} is a {meta.task} model")
+    check_tiling(req.tile, req.overlap, meta)  # before any cluster starts: a tiling with no stride is one line
+    fp = ref.fingerprint()
+    dims = arch_dims(meta.arch)  # the architecture's, as the workers' predictor sees it (no torch here)
+    config = output_config(req, fp, meta)
+    return ModelPlan(ref=ref, meta=meta, dims=dims, config=config, cfg_hash=config_hash(config))
+
+
+def predictor_options(req: PrelabelRequest, meta: Any) -> PredictorOptions:
+    """The predictor's options for ``req`` (the score threshold for instance models only)."""
+    return PredictorOptions(device=req.device, batch_size=req.batch, tile=req.tile, overlap=req.overlap,
+                            score_thresh=req.min_score if meta.task == "instance" else None)
+
+
+def output_settings(req: PrelabelRequest) -> OutputSettings:
+    """What every task stores for ``req``."""
+    return OutputSettings(probs=req.probs, heatmaps=req.heatmaps, min_score=req.min_score, window=req.window)

@@ -1,0 +1,301 @@
+"""The pre-label workflow: check, plan, run the batches on the cluster, count, report.
+
+The driver never decodes pixels: it lists the source, plans keyed tasks, submits them in batches
+(:func:`~segpipe.kernels.prelabel.batch.prelabel_batch` on the workers, through
+:mod:`segpipe.execution`) and counts the receipts that come back.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+import uuid
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from segpipe import __version__
+from segpipe.execution.cluster import ClusterSpec, use_client, worker_count
+from segpipe.execution.gpus import GPU_RESOURCE, advertises_gpu
+from segpipe.execution.plugins import WithResources
+from segpipe.execution.resources import provide_resources
+from segpipe.execution.runner import Progress, run_tasks
+from segpipe.kernels.prelabel.batch import prelabel_batch
+from segpipe.kernels.prelabel.resources import PredictorSetup
+from segpipe.kernels.prelabel.tasks import SLAB, Failure, PrelabelSettings, PrelabelTask, Receipt, TaskResult
+from segpipe.pipeline.prelabel.config import (
+    ModelPlan,
+    check_request,
+    output_settings,
+    predictor_options,
+    read_model,
+)
+from segpipe.pipeline.prelabel.plan import batch_key, batch_tasks, plan_tasks
+from segpipe.pipeline.prelabel.report import (
+    FailedItem,
+    ImageCounts,
+    ItemCounts,
+    ModelSummary,
+    PrelabelReport,
+    StageSeconds,
+)
+from segpipe.pipeline.prelabel.request import PrelabelRequest
+from segpipe.pipeline.prelabel.source import SourceListing, estimate_prelabel_s, ingest, list_source
+from segpipe.pipeline.prelabel.store import (
+    check_out,
+    discard_on_error,
+    finish_replacement,
+    place_in_stacks,
+    prepare_scenes,
+    prepare_store,
+    tasks_to_run,
+)
+from segpipe.storage.atomic import write_json_atomic
+from segpipe.storage.ledger import Ledger
+from segpipe.storage.manifest import ManifestEntry, write_manifest
+from segpipe.storage.zarrfast import forget_metadata
+from segpipe.storage.zarrstore import ZarrStore
+
+#: log(line): a line for the user (stderr), e.g. where the dashboard is.
+Log = Callable[[str], None]
+
+
+def prelabel(req: PrelabelRequest, cluster: ClusterSpec | None = None, progress: Progress | None = None,
+             log: Log | None = None, client: Any = None) -> dict[str, Any]:
+    """Pre-labels a collection into a store; returns the run report (also ``STORE/.segpipe/runs/<id>.json``).
+
+    The report as a JSON object (:meth:`PrelabelReport.to_json`); :func:`run_prelabel` returns it typed.
+
+    Raises:
+        SegpipeError: unreadable source, bad model, store conflicts (nothing is written then).
+    """
+    return run_prelabel(req, cluster, progress, log, client).to_json()
+
+
+@dataclass(frozen=True)
+class _Workers:
+    """Where the tasks run: the cluster, tasks at once per worker, and the embedded workers (0: none)."""
+
+    cluster: ClusterSpec
+    threads: int
+    n_workers: int
+
+    def slots(self, client: Any) -> int:
+        """Tasks the workers run at once (a user's cluster: one per worker, at least 4 workers)."""
+        n_work = self.n_workers or worker_count(client)
+        if self.cluster.scheduler:
+            # An external cluster may still be scaling up: plan for at least a few workers.
+            return max(n_work, 4)
+        # each worker of ours runs `threads` tasks at once (an external cluster's own threads are unknown)
+        return n_work * self.threads
+
+
+def run_prelabel(req: PrelabelRequest, cluster: ClusterSpec | None = None, progress: Progress | None = None,
+                 log: Log | None = None, client: Any = None) -> PrelabelReport:
+    """Pre-labels a collection into a store; returns the typed run report (written to the store too).
+
+    Args:
+        req: What to do.
+        cluster: Where (default: an embedded cluster sized for the job, or this process).
+        progress: ``progress(done, total, failed)`` as batches finish.
+        log: Lines for the user (the dashboard's address, running in this process).
+        client: An open client to run on (left open), instead of one for ``cluster``.
+
+    Raises:
+        SegpipeError: unreadable source, bad model, store conflicts (nothing is written then).
+    """
+    t_start = time.perf_counter()
+    # On a machine with GPUs, one worker per GPU, pinned to it (a CPU device keeps the CPU workers).
+    cluster = (cluster or ClusterSpec()).for_model(req.device, req.gpus)
+    check_request(req)
+    # Where the run will write, first: an --out over an input or over something segpipe did not make is
+    # refused before the model is even read (prepare_store checks the rest once the config is known).
+    check_out(req)
+    model = read_model(req)
+    forget_metadata()  # in-process runs write from this process: nothing cached by an earlier run counts
+    workers = _workers(cluster, req.threads)
+    setup = PredictorSetup(model.ref, predictor_options(req, model.meta))
+    run_id = time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
+    prepare_store(req, model.store_attrs(), model.cfg_hash, dry_run=True)  # refused before a cluster starts
+    # The source is listed before any cluster starts: an empty folder is one line at once, and a small
+    # job runs in this process instead of waiting for workers (ClusterSpec.sized).
+    listing = list_source(req.source, limit=req.limit)
+    if client is None:
+        workers = _sized(workers, listing, log)
+    # The model is loaded on the workers before the store is touched: a checkpoint the workers cannot
+    # load fails the run with its one line and leaves an existing store as it was (even with --overwrite).
+    staging: list[Path] = []  # the new store's staging folder when it replaces an earlier one (--overwrite)
+    with discard_on_error(staging), use_client(workers.cluster, client) as client, \
+            provide_resources(client, setup):
+        run = _Run(req, model, workers, setup, client, progress)
+        outcome = run.execute(listing, staging, log)
+    report = _report(run_id, req, model, workers, outcome, t_start)
+    (outcome.store.private / "runs").mkdir(exist_ok=True)
+    write_json_atomic(outcome.store.private / "runs" / f"{run_id}.json", report.model_dump(mode="json"))
+    # under --on-error fail any failure makes the new run incomplete
+    if staging and finish_replacement(staging[0], req, outcome.stopped or (req.on_error == "fail"
+                                                                           and bool(outcome.failed))):
+        report = report.model_copy(update={"earlier_store_kept": True})
+    return report
+
+
+def _workers(cluster: ClusterSpec, threads: int | None) -> _Workers:
+    """The workers ``cluster`` gives a model run, with ``--threads`` (default: the cores left to each)."""
+    n_workers = cluster.n_workers() if not cluster.scheduler else 0
+    # Threads per worker run images at once, each forward pass on one torch thread (not one image on
+    # ``threads`` torch threads): the stored bytes then do not depend on workers or threads.
+    n_threads = cluster.worker_threads(threads)
+    if not cluster.scheduler:
+        cluster = dataclasses.replace(cluster, threads_per_worker=n_threads)
+    return _Workers(cluster, n_threads, n_workers)
+
+
+def _sized(workers: _Workers, listing: SourceListing, log: Log | None) -> _Workers:
+    """In this process when the job is too small to gain from a cluster the user did not ask for."""
+    sized = workers.cluster.sized(estimate_prelabel_s(listing))
+    if not sized.in_process() or workers.cluster.in_process():
+        return workers
+    if log:
+        log(f"{len(listing)} images: running in this process (a cluster would take longer to start; "
+            "pass --workers N for one)")
+    return _Workers(sized, sized.threads_per_worker, 0)
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    """What a run did, for its report.
+
+    Attributes:
+        store: The store written (a staging folder when it replaces an earlier one).
+        entries: The manifest.
+        planned: Tasks planned.
+        unplanned: Block tasks of scenes that failed (not run; each scene counts once as failed).
+        skipped: Tasks finished by an earlier run (``--resume``).
+        todo: Tasks to run this time.
+        receipts: The receipts of the tasks finished now, as they came.
+        failed: Items refused at ingest, scenes that failed, then failed tasks.
+        stopped: The run stopped at a failure (``--on-error fail``).
+        run_s: Seconds of the task phase.
+        dashboard: The Dask dashboard's address, if any.
+    """
+
+    store: ZarrStore
+    entries: list[ManifestEntry]
+    planned: int
+    unplanned: int
+    skipped: int
+    todo: int
+    receipts: list[Receipt]
+    failed: list[Failure]
+    stopped: bool
+    run_s: float
+    dashboard: str | None
+
+
+@dataclass
+class _Tally:
+    """The results of the batches, counted as they come."""
+
+    fail_fast: bool
+    failed: list[Failure]
+    receipts: list[Receipt] = field(default_factory=list)
+    finished: int = 0
+    stopped: bool = False
+
+    def add(self, results: Iterable[TaskResult]) -> None:
+        for r in results:
+            self.finished += 1
+            if isinstance(r, Receipt):
+                self.receipts.append(r)
+                continue
+            self.failed.append(r)
+            self.stopped = self.stopped or self.fail_fast
+
+
+@dataclass
+class _Run:
+    """One run on an open client whose workers hold the predictor."""
+
+    req: PrelabelRequest
+    model: ModelPlan
+    workers: _Workers
+    setup: PredictorSetup
+    client: Any
+    progress: Progress | None
+
+    def execute(self, listing: SourceListing, staging: list[Path], log: Log | None) -> RunOutcome:
+        """Ingests, prepares the store, plans, runs the batches; ``staging`` gets the new store's folder."""
+        req, model = self.req, self.model
+        dashboard = getattr(self.client, "dashboard_link", None)
+        if log and dashboard:
+            log(f"dask dashboard: {dashboard}")
+        entries = ingest(req.source, self.client, limit=req.limit, listing=listing)
+        store = prepare_store(req, model.store_attrs(), model.cfg_hash)
+        if store.path != req.out:
+            staging.append(store.path)
+        write_manifest(store.private / "manifest.jsonl", entries)
+        ledger = Ledger(store.private)
+        ledger.ensure()
+        planned = plan_tasks(entries, model.cfg_hash, slab=SLAB if model.dims == 3 else 0)
+        todo = tasks_to_run(store, ledger, planned)
+        skipped = len(planned) - len(todo)
+        scenes = prepare_scenes(store, todo, req, model.meta)
+        todo = place_in_stacks(store, scenes.todo, model.meta, model.dims, req.probs)
+        refused = [Failure(key="", image_id=e.id, file=e.file, reason=e.error) for e in entries if e.kind == "invalid"]
+        tally = _Tally(req.on_error == "fail", refused + scenes.failed)
+        t_run = time.perf_counter()
+        for results in self._batches(store, todo):
+            tally.add(results)
+            if self.progress:
+                self.progress(skipped + tally.finished, len(planned), len(tally.failed))
+            if tally.stopped:
+                break
+        return RunOutcome(store, entries, len(planned), scenes.unplanned, skipped, len(todo), tally.receipts,
+                          tally.failed, tally.stopped, time.perf_counter() - t_run, dashboard)
+
+    def _batches(self, store: ZarrStore, todo: list[PrelabelTask]) -> Iterator[list[TaskResult]]:
+        """Runs ``todo`` in batches on the workers; yields each batch's results as it finishes."""
+        slots = self.workers.slots(self.client)
+        batches = batch_tasks(todo, slots)
+        settings = PrelabelSettings(ZarrStore(store.path), output_settings(self.req),
+                                    stop_on_failure=self.req.on_error == "fail")
+        tasks = ((batch_key([t.key for t in b]), (settings, b)) for b in batches)
+        # On a cluster with GPU workers (ours, or a user's `dask worker --resources GPU=1`), model tasks
+        # run only there; on the CPU they run anywhere.
+        gpu_only = {GPU_RESOURCE: 1.0} if self.req.device != "cpu" and advertises_gpu(self.client) else None
+        for _, results in run_tasks(self.client, WithResources(prelabel_batch, self.setup), tasks,
+                                    total=len(batches), max_in_flight=max(2, 2 * max(1, slots)),
+                                    resources=gpu_only):
+            yield results
+
+
+def _report(run_id: str, req: PrelabelRequest, model: ModelPlan, workers: _Workers, outcome: RunOutcome,
+            t_start: float) -> PrelabelReport:
+    """The run's report from what it did."""
+    receipts, failed, entries = outcome.receipts, outcome.failed, outcome.entries
+    cluster = workers.cluster
+    return PrelabelReport(
+        run_id=run_id,
+        segpipe_version=__version__,
+        store=str(req.out),
+        source=req.source,
+        model=ModelSummary(spec=req.model, arch=model.meta.arch, task=model.meta.task),
+        # Items that failed before any task was planned for them (refused at ingest, scenes that cannot
+        # be opened) count once each, so done + failed + not run + already done add up to the total.
+        images=ImageCounts(total=outcome.planned - outcome.unplanned + sum(1 for f in failed if not f.key),
+                           done=len(receipts), skipped_already_done=outcome.skipped, failed=len(failed),
+                           not_run=outcome.todo - len(receipts) - sum(1 for f in failed if f.key)),
+        items=ItemCounts(images=sum(e.kind == "image" for e in entries), scenes=sum(e.kind == "scene" for e in entries),
+                         volumes=sum(e.kind == "volume" for e in entries), tasks=outcome.planned),
+        failed=[FailedItem(file=f.file, image_id=f.image_id, reason=f.reason) for f in failed],
+        throughput_img_s=round(len(receipts) / outcome.run_s, 3) if outcome.run_s > 0 and receipts else 0.0,
+        stage_seconds=StageSeconds(decode=round(sum(r.timings.decode for r in receipts), 3),
+                                   infer=round(sum(r.timings.infer for r in receipts), 3),
+                                   write=round(sum(r.timings.write for r in receipts), 3)),
+        workers=cluster.scheduler or ("in-process" if cluster.workers == 0 else workers.n_workers),
+        threads_per_worker=workers.threads,
+        dashboard=outcome.dashboard,
+        stopped_on_error=outcome.stopped,
+        elapsed_s=round(time.perf_counter() - t_start, 3),
+    )

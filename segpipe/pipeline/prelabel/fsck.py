@@ -1,0 +1,216 @@
+"""``segpipe fsck``: every receipt of a store against its outputs, the stacks against the receipts, orphans.
+
+A receipt proves its outputs were complete when written; fsck reads them back and compares digests,
+naming the chunk or shard file that is missing, damaged or differs. Also the run reports of a store.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from segpipe.errors import SegpipeError
+from segpipe.pipeline.prelabel.report import BadReceipt, FsckReport, StoreProblem
+from segpipe.storage import outputs
+from segpipe.storage.ledger import Ledger, orphan_partials
+from segpipe.storage.verify import check_metadata, describe_failure, parse_receipt, plan_checks, shard_file
+from segpipe.storage.zarrstore import ZarrStore, digest_matches
+
+
+def fsck(path: Path, repair: bool = False) -> dict[str, Any]:
+    """Checks a store: every receipt decodes and its outputs match their checksums; orphans listed.
+
+    The report as a JSON object (:class:`~segpipe.pipeline.prelabel.report.FsckReport`); see
+    :func:`check_store`.
+
+    Returns:
+        ``{"store", "receipts", "ok", "bad": [...], "problems": [...], "orphans": [...], "repaired"}``;
+        each bad receipt is ``{"key", "file", "problem"}``, each problem ``{"file", "problem"}``.
+    """
+    return check_store(path, repair).model_dump(mode="json")
+
+
+@dataclass
+class _Findings:
+    """What the checks found so far."""
+
+    receipts: int = 0
+    ok: int = 0
+    bad: list[BadReceipt] = field(default_factory=list)
+    problems: list[StoreProblem] = field(default_factory=list)
+
+
+def check_store(path: Path, repair: bool = False) -> FsckReport:
+    """Checks a store: every receipt decodes and its outputs match their checksums; orphans listed.
+
+    Beyond the checksums, the stacks must agree with the receipts (:func:`~segpipe.storage.verify.plan_checks`):
+    a receipt whose slot holds another image or is not written (``done`` 0) is bad; a slot id found
+    twice, or a finished slot that no receipt vouches for, is a problem.
+
+    Args:
+        path: The store.
+        repair: Remove orphan ``*.partial`` files and bad receipts (so that ``--resume`` redoes those
+            images), and the staging folders killed runs left beside the store
+            (:func:`~segpipe.storage.outputs.clean_leftovers`; they are listed as orphans). Problems are
+            not repaired.
+
+    Raises:
+        InputError: not a segpipe store, or a corrupt ``zarr.json`` of the root or a stack (named).
+    """
+    check_metadata(Path(path))  # a corrupt zarr.json of the root or a stack: one line naming it
+    store = ZarrStore.open(path)
+    ledger = Ledger(store.private)
+    found = _Findings()
+    _check_receipts(store, ledger, found)
+    _check_places(store, ledger, found)
+    orphans = [str(o) for o in orphan_partials(store.path)]
+    left = outputs.leftovers(path)  # staging / set-aside folders of killed runs beside the store
+    repaired = _repair(path, orphans, found.bad) if repair else 0
+    orphans += [str(p) for p in left]
+    return FsckReport(store=str(path), receipts=found.receipts, ok=found.ok, bad=found.bad, problems=found.problems,
+                      orphans=orphans, repaired=repaired)
+
+
+def _check_receipts(store: ZarrStore, ledger: Ledger, found: _Findings) -> None:
+    """Every receipt decodes, and its outputs match their digests."""
+    for key, p in ledger.items():
+        found.receipts += 1
+        try:
+            rec, why = parse_receipt(p.read_bytes())
+        except OSError as e:
+            rec, why = None, f"cannot be read ({e.strerror or e})"
+        if rec is None:
+            found.bad.append(BadReceipt(key=key, file=str(p), problem=f"receipt {why}"))
+            continue
+        try:
+            _check_receipt(store, rec)
+            found.ok += 1
+        except _Mismatch as e:
+            found.bad.append(BadReceipt(key=key, file=str(p), problem=f"{e.path}: {e.what}"))
+
+
+def _check_places(store: ZarrStore, ledger: Ledger, found: _Findings) -> None:
+    """The stacks agree with the receipts: a receipt whose slot is wrong is bad, other slot faults problems."""
+    try:
+        checks = plan_checks(store.path, ledger.dir)
+    except SegpipeError as e:  # a stack's ids or done array cannot be read: named
+        found.problems.append(StoreProblem(file=e.path or str(store.path), problem=e.message))
+        return
+    flagged = {b.file for b in found.bad}
+    for image_id, c in checks.images.items():
+        vouch = checks.receipt_of.get(image_id)
+        receipt = str(vouch) if vouch is not None else None
+        if c.kind == "damaged" and receipt is not None:
+            if receipt not in flagged:  # counted ok above: its checksums hold, its place does not
+                flagged.add(receipt)
+                found.ok -= 1
+                found.bad.append(BadReceipt(key=Path(receipt).name[:-5], file=receipt,
+                                            problem=f"image {image_id}: {c.path}: {c.problem}"))
+        elif c.kind in ("duplicate", "unvouched", "damaged"):
+            found.problems.append(StoreProblem(file=str(c.path), problem=f"image {image_id}: {c.problem}"))
+
+
+def _repair(path: Path, orphans: list[str], bad: list[BadReceipt]) -> int:
+    """Removes orphans, bad receipts and killed runs' staging folders; returns how many."""
+    repaired = 0
+    for o in orphans:
+        Path(o).unlink(missing_ok=True)
+        repaired += 1
+    for b in bad:
+        Path(b.file).unlink(missing_ok=True)
+        repaired += 1
+    return repaired + len(outputs.clean_leftovers(outputs.resolved(path)))
+
+
+class _Mismatch(Exception):
+    """An output of a receipt that does not hold: the file concerned and what is wrong, in plain words."""
+
+    def __init__(self, path: Path, what: str) -> None:
+        super().__init__(what)
+        self.path, self.what = path, what
+
+
+def _check_receipt(store: ZarrStore, rec: dict[str, Any]) -> None:
+    """Reads a receipt's outputs and compares their digests.
+
+    Raises:
+        _Mismatch: naming the chunk or shard file (or array folder) that is missing, damaged or differs.
+    """
+    if "slices" in rec:  # a slab of a volume: its own slices
+        _check_slices(store, rec["slices"])
+        return
+    image_id = int(rec["image_id"])
+    hint = (str(rec["stack"]), int(rec["slot"])) if "stack" in rec else None
+    g = _open_group(store, image_id, hint,
+                    store.path / "stacks" / hint[0] if hint else store.path / "images" / str(image_id))
+    win = rec.get("window")
+    for name, digest in rec.get("outputs", {}).items():
+        if not digest:
+            continue
+        shard = hint is not None and name in ("labels", "probs")
+        where = (shard_file(store.path, *hint, name) if hint is not None and shard
+                 else store.path / "images" / str(image_id) / name)
+        # a block of a scene: its digest covers its core region only
+        region = (..., slice(win[0], win[1]), slice(win[2], win[3])) if win else ...
+        _check_array(where, g, name, region, digest, name, shard)
+
+
+def _check_slices(store: ZarrStore, slices: dict[str, dict[str, str]]) -> None:
+    for sid, outs in slices.items():
+        folder = store.path / "images" / str(int(sid))
+        sg = _open_group(store, int(sid), None, folder)
+        for name, digest in outs.items():
+            _check_array(folder / name, sg, name, ..., digest, f"slice {sid} {name}")
+
+
+def _open_group(store: ZarrStore, image_id: int, hint: tuple[str, int] | None, where: Path) -> Any:
+    """The image's group (read-only), or a mismatch naming ``where``."""
+    try:
+        return store.group(image_id, hint)
+    except Exception as e:
+        bad_file, why = describe_failure(where, e)
+        why = why.split(" (")[0] if "Error" in why else why  # no exception type or raw bytes in the line
+        raise _Mismatch(bad_file, "its group is missing" if not where.exists() else why) from None
+
+
+def _check_array(where: Path, group: Any, name: str, region: Any, digest: str, what: str,
+                 shard: bool = False) -> None:
+    """``group[name][region]`` matches ``digest``, or a mismatch naming the file at fault."""
+    arr = _read_region(where, group, name, region, what, shard)
+    if digest_matches(arr.astype(str) if arr.dtype.kind in ("U", "T", "O") else arr, digest):
+        return
+    if shard or not where.is_dir():
+        why = ("missing shard file" if shard and not where.exists()
+               else "checksum mismatch (the file differs from its receipt)")
+        raise _Mismatch(where, f"{what}: {why}")
+    has_chunk = any(f != "zarr.json" and ".partial" not in f for _, _, fs in os.walk(where) for f in fs)
+    raise _Mismatch(where, f"{what}: " + ("checksum mismatch (a chunk file differs from its receipt, or one "
+                                          "is missing)" if has_chunk else "missing chunk file"))
+
+
+def _read_region(where: Path, group: Any, name: str, region: Any, what: str, shard: bool) -> np.ndarray:
+    """Reads ``group[name][region]``; an array that cannot be decoded is a mismatch in plain words."""
+    try:
+        return np.asarray(group[name][region])
+    except Exception as e:  # zarr's and numcodecs' own errors quote raw bytes: named in plain words
+        if shard:
+            raise _Mismatch(where, f"{what}: missing shard file" if not where.exists()
+                            else f"{what}: damaged shard file (cannot be decoded)") from None
+        if not where.is_dir():
+            raise _Mismatch(where, f"{what}: its array is missing") from None
+        bad_file, _ = describe_failure(where, e)
+        raise _Mismatch(bad_file, f"{what}: damaged chunk file (cannot be decoded)") from None
+
+
+def read_runs(path: Path) -> Iterator[dict[str, Any]]:
+    """The run reports of a store, oldest first (as written: see :class:`~.report.PrelabelReport`)."""
+    runs = Path(path) / ".segpipe" / "runs"
+    if runs.exists():
+        for p in sorted(runs.glob("*.json")):
+            yield json.loads(p.read_text(encoding="utf-8"))

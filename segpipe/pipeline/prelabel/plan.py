@@ -1,0 +1,126 @@
+"""Planning a pre-label run (pure: no I/O, no Dask): keyed tasks from the manifest, grouped in batches.
+
+One task per image, per chunk-aligned block of a scene, per slice (or slab, for a 3-D model) of a
+volume. A task's key hashes the item's content, the model and the config: the same key gives the same
+bytes, whatever the workers, threads or batches.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+from segpipe.kernels.prelabel.tasks import (
+    BLOCK,
+    PrelabelTask,
+    SceneBlock,
+    StackSlot,
+    VolumeSlab,
+    VolumeSlice,
+    WholeImage,
+)
+from segpipe.storage.manifest import ManifestEntry
+from segpipe.storage.stacks import SHARD
+
+#: A batch task holds at most this many images and stops growing past this many pixels: Dask's
+#: per-task cost (scheduler round trip, receipt transfer) is then paid once per batch, while a batch
+#: stays short enough (about a second of CPU inference at 512²) to balance the workers.
+BATCH_IMAGES = 8
+BATCH_PIXELS = 8 * 512 * 512
+
+
+def task_key(cfg_hash: str, entry: ManifestEntry, part: str = "") -> str:
+    """Deterministic key of the task that pre-labels ``entry`` (or a ``part`` of it) under ``cfg_hash``."""
+    return "pl-" + hashlib.sha256(f"{cfg_hash}|{entry.id}|{entry.sha256}|{part}".encode()).hexdigest()[:32]
+
+
+def plan_tasks(entries: list[ManifestEntry], cfg_hash: str, slab: int = 0) -> list[PrelabelTask]:
+    """One task per image, per chunk-aligned block of a scene, per slice of a volume (pure).
+
+    Args:
+        entries: The manifest.
+        cfg_hash: The run's config hash (part of every task key).
+        slab: With a 3-D model, volumes are cut into slabs of this many slices (one task each, which
+            predicts with a context margin and writes its own slices) instead of one task per slice.
+    """
+    tasks: list[PrelabelTask] = []
+    for e in entries:
+        if e.kind == "scene":
+            tasks.extend(_scene_blocks(e, cfg_hash))
+        elif e.kind == "volume":
+            tasks.extend(_volume_parts(e, cfg_hash, slab))
+        elif e.kind != "invalid":
+            tasks.append(PrelabelTask(task_key(cfg_hash, e), e, WholeImage()))
+    return tasks
+
+
+def _scene_blocks(e: ManifestEntry, cfg_hash: str) -> list[PrelabelTask]:
+    """The :data:`~segpipe.kernels.prelabel.tasks.BLOCK`-aligned blocks of a scene, row by row."""
+    tasks = []
+    for y0 in range(0, e.height, BLOCK):
+        for x0 in range(0, e.width, BLOCK):
+            w = (y0, min(y0 + BLOCK, e.height), x0, min(x0 + BLOCK, e.width))
+            tasks.append(PrelabelTask(task_key(cfg_hash, e, f"block{list(w)}"), e, SceneBlock(w)))
+    return tasks
+
+
+def _volume_parts(e: ManifestEntry, cfg_hash: str, slab: int) -> list[PrelabelTask]:
+    """A volume's slabs of ``slab`` slices (3-D model), else its slices."""
+    depth = max(1, e.depth)
+    if slab > 0:
+        return [PrelabelTask(task_key(cfg_hash, e, f"slab{[z0, min(z0 + slab, depth)]}"), e,
+                             VolumeSlab(z0, min(z0 + slab, depth))) for z0 in range(0, depth, slab)]
+    return [PrelabelTask(task_key(cfg_hash, e, f"z{z}"), e, VolumeSlice(z)) for z in range(depth)]
+
+
+def batch_tasks(todo: list[PrelabelTask], workers: int) -> list[list[PrelabelTask]]:
+    """Groups consecutive image (and slice) tasks into batches run as one Dask task each (pure).
+
+    Scene blocks and 3-D slabs stay alone: each is already large. A batch never exceeds
+    :data:`BATCH_IMAGES` images, nor a quarter of an even share of the work still to plan
+    (``remaining / (4 · workers)``): a small run still spreads over every worker, and batches shrink
+    towards the end of a run so that no worker is left alone with a long last batch (guided
+    scheduling). A batch closes once it reaches :data:`BATCH_PIXELS`. Each image keeps its own task
+    key and receipt: resume and fsck see no difference. Stacked images (a
+    :class:`~segpipe.kernels.prelabel.tasks.StackSlot` part) run as one batch per shard: the task that
+    writes a shard file holds all its images.
+    """
+    share = 4 * max(1, workers)
+    out: list[list[PrelabelTask]] = list(_shard_batches(todo).values())
+    todo = [t for t in todo if not isinstance(t.part, StackSlot)]
+    cur: list[PrelabelTask] = []
+    px = 0
+    cap = 1
+    for i, t in enumerate(todo):
+        if isinstance(t.part, (SceneBlock, VolumeSlab)):
+            out.append([t])
+            continue
+        if not cur:
+            cap = max(1, min(BATCH_IMAGES, (len(todo) - i) // share))
+        cur.append(t)
+        px += max(1, t.entry.height) * max(1, t.entry.width)
+        if len(cur) >= cap or px >= BATCH_PIXELS:
+            out.append(cur)
+            cur, px = [], 0
+    if cur:
+        out.append(cur)
+    return out
+
+
+def _shard_batches(todo: list[PrelabelTask]) -> dict[tuple[str, int], list[PrelabelTask]]:
+    """The stacked images by shard (stack, slot // SHARD): one task writes a shard file."""
+    shards: dict[tuple[str, int], list[PrelabelTask]] = {}
+    for t in todo:
+        if isinstance(t.part, StackSlot):
+            shards.setdefault((t.part.stack, t.part.slot // SHARD), []).append(t)
+    return shards
+
+
+def batch_key(keys: list[str]) -> str:
+    """The Dask key of a batch: a hash of all its images' task keys (which hash content and config).
+
+    Two batches share a key only when they hold the same images for the same work, so two drivers on
+    one shared scheduler never receive each other's results.
+    """
+    if len(keys) == 1:
+        return keys[0]
+    return "batch-" + hashlib.sha256("|".join(keys).encode()).hexdigest()[:32]

@@ -1,0 +1,116 @@
+"""The typed report of a pre-label run: ``STORE/.segpipe/runs/<run id>.json``, and what the CLI prints."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _Record(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelSummary(_Record):
+    """The model a run used."""
+
+    spec: str = Field(description="checkpoint path or ARCH:WEIGHTS, as given")
+    arch: str
+    task: str
+
+
+class ImageCounts(_Record):
+    """What became of the run's items: ``done + failed + not_run + skipped_already_done = total``.
+
+    Scene blocks and volume slices (or slabs) count one each; an item refused before any task was
+    planned for it (at ingest, a scene that cannot be opened) counts once.
+    """
+
+    total: int
+    done: int
+    skipped_already_done: int = Field(description="finished by an earlier run (--resume)")
+    failed: int
+    not_run: int = Field(description="planned but not run: the run stopped on an error (--on-error fail)")
+
+
+class ItemCounts(_Record):
+    """The items of the source by kind, and the tasks planned for them."""
+
+    images: int
+    scenes: int
+    volumes: int
+    tasks: int
+
+
+class FailedItem(_Record):
+    """One item that failed, with its one-line reason."""
+
+    file: str
+    image_id: int
+    reason: str
+
+
+class StageSeconds(_Record):
+    """Seconds the finished tasks spent per stage, summed over tasks (they overlap on workers)."""
+
+    decode: float
+    infer: float
+    write: float
+
+
+class PrelabelReport(_Record):
+    """A pre-label run's report, as written to ``STORE/.segpipe/runs/<run id>.json``."""
+
+    run_id: str
+    segpipe_version: str
+    store: str
+    source: str
+    model: ModelSummary
+    images: ImageCounts
+    items: ItemCounts
+    failed: list[FailedItem]
+    throughput_img_s: float = Field(description="tasks finished per second of the run's task phase")
+    stage_seconds: StageSeconds
+    workers: str | int = Field(description="a scheduler's address, 'in-process', or the embedded workers")
+    threads_per_worker: int
+    dashboard: str | None
+    stopped_on_error: bool
+    elapsed_s: float
+    earlier_store_kept: bool = Field(
+        default=False, exclude=True,
+        description="an --overwrite run stopped on an error: the earlier store was kept (not in the file)",
+    )
+
+    def to_json(self) -> dict[str, Any]:
+        """The report as a JSON object: the run file's content, plus ``earlier_store_kept`` when true."""
+        out = self.model_dump(mode="json")
+        if self.earlier_store_kept:
+            out["earlier_store_kept"] = True
+        return out
+
+
+class BadReceipt(_Record):
+    """A receipt that does not hold: unreadable, or an output that differs from it."""
+
+    key: str
+    file: str = Field(description="the receipt file")
+    problem: str = Field(description="what is wrong, naming the output file concerned")
+
+
+class StoreProblem(_Record):
+    """Something wrong in the store that no receipt answers for (a slot id found twice, an unvouched slot)."""
+
+    file: str
+    problem: str
+
+
+class FsckReport(_Record):
+    """What ``segpipe fsck`` found in a store (and repaired, with ``--repair``)."""
+
+    store: str
+    receipts: int = Field(description="receipt files in the ledger")
+    ok: int = Field(description="receipts whose outputs match their checksums and places")
+    bad: list[BadReceipt]
+    problems: list[StoreProblem]
+    orphans: list[str] = Field(description="*.partial files of killed writers, and killed runs' staging folders")
+    repaired: int = Field(description="files and folders removed by --repair")

@@ -1,0 +1,258 @@
+"""The store of a pre-label run, driver side: created or checked before any work, what ``--resume`` may
+skip, scenes' and stacks' arrays laid out before their tasks run, and a replaced store swapped in.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from segpipe.core.tiles import overlap_pixels
+from segpipe.errors import InputError, SegpipeError
+from segpipe.kernels.prelabel.scene import create_scene_arrays
+from segpipe.kernels.prelabel.tasks import Failure, PrelabelTask, SceneBlock, StackSlot, WholeImage
+from segpipe.models.ref import ModelRef
+from segpipe.pipeline.prelabel.request import PrelabelRequest
+from segpipe.storage import outputs
+from segpipe.storage.ledger import Ledger
+from segpipe.storage.raster import RasterSource, check_bands, open_raster
+from segpipe.storage.stacks import plan_stacks
+from segpipe.storage.verify import plan_checks
+from segpipe.storage.zarrstore import ZarrStore
+
+#: Images up to this many pixels may be stacked (a shard task holds its images' outputs in memory).
+STACK_PIXELS = 1024 * 1024
+
+
+def request_inputs(req: PrelabelRequest) -> list[str | os.PathLike[str]]:
+    """What a run reads: the source and the checkpoint file (a glob counts as its folder; an annotation
+    file as its dataset folder too).
+    """
+    ref = ModelRef(req.model, req.arch)
+    classes = [req.classes] if req.classes and Path(req.classes).is_file() else []  # a --classes file is read too
+    return [*outputs.dataset_inputs(req.source), *([req.model] if ref.is_checkpoint() else []), *classes]
+
+
+def check_out(req: PrelabelRequest) -> None:
+    """Refuses an ``--out`` over an input or over something segpipe did not make (before the model is read).
+
+    Raises:
+        OutputError: naming ``--out``.
+    """
+    outputs.check_output(req.out, request_inputs(req), option="--out", command="prelabel", kind="store")
+
+
+def prepare_store(req: PrelabelRequest, attrs: dict[str, Any], cfg_hash: str, *, dry_run: bool = False) -> ZarrStore:
+    """Creates the store, or checks that an existing one may be resumed.
+
+    With ``dry_run`` only the checks run (before any cluster starts: a refusal costs nothing). With
+    ``overwrite`` an earlier store is not touched here: the new one is created in a staging folder
+    beside it (its path is the returned store's) and swapped in by :func:`finish_replacement` once
+    complete.
+
+    Raises:
+        OutputError: ``--out`` overlaps an input, or is something other than a segpipe store.
+        InputError: an existing store that may not be resumed (another config, or no ``--resume``).
+    """
+    out = req.out
+    plan = outputs.check_output(out, request_inputs(req), option="--out", command="prelabel", kind="store")
+    if not plan.replaces:
+        return ZarrStore(out) if dry_run else ZarrStore.create(out, attrs)
+    if req.overwrite:
+        return ZarrStore(out) if dry_run else ZarrStore.create(outputs.begin_staging(plan), attrs)
+    existing = ZarrStore.open(out).attrs()
+    if existing.get("config_hash") != cfg_hash:
+        raise InputError(
+            "store was made with another model or config; refusing to mix outputs", path=out,
+            hint="pass --overwrite for a new run in this store, or choose another --out",
+        )
+    if not req.resume:
+        raise InputError("store exists", path=out, hint="pass --resume to continue it or --overwrite")
+    return ZarrStore(out)
+
+
+@contextmanager
+def discard_on_error(staging: list[Path]) -> Iterator[None]:
+    """Removes the staging store a failed or interrupted run leaves; the earlier store stays as it was."""
+    try:
+        yield
+    except BaseException:
+        for p in staging:
+            outputs.discard(p)
+        raise
+
+
+def finish_replacement(staging: Path, req: PrelabelRequest, stopped: bool) -> bool:
+    """Swaps the new store in for the earlier one, or keeps the earlier one if the run stopped on an error.
+
+    A run stopped by ``--on-error fail`` is incomplete: replacing a whole store with it would lose the
+    earlier run's outputs for nothing, so the earlier store stays and the new one is dropped.
+
+    Returns:
+        True when the earlier store was kept (and the new one dropped).
+
+    Raises:
+        OutputError: ``--out`` changed into something else while the run went on (nothing replaced).
+    """
+    if stopped:
+        outputs.discard(staging)
+        return True
+    try:  # checked again: the path may hold something else after a long run
+        plan = outputs.check_output(req.out, request_inputs(req), option="--out", command="prelabel", kind="store")
+    except BaseException:
+        outputs.discard(staging)
+        raise
+    outputs.install(staging, plan)
+    return False
+
+
+# ------------------------------------------------------------------------------------------- resume
+
+
+def tasks_to_run(store: ZarrStore, ledger: Ledger, planned: list[PrelabelTask]) -> list[PrelabelTask]:
+    """The planned tasks without a receipt ``--resume`` may trust (all of them in a new store)."""
+    done = _trusted_receipts(store, ledger, {t.key for t in planned})
+    _drop_stale_receipts(ledger, done, planned)
+    done &= ledger.keys()
+    return [t for t in planned if t.key not in done]
+
+
+def _trusted_receipts(store: ZarrStore, ledger: Ledger, planned: set[str]) -> set[str]:
+    """The keys ``--resume`` may skip: receipts that decode and whose outputs' places hold (no pixels read).
+
+    A receipt that does not decode is not done. Neither is one that the store contradicts
+    (:func:`~segpipe.storage.verify.plan_checks` with ``files``): its slot unwritten (``done`` 0) or
+    holding another image, its id in two slots, its shard file missing or damaged (then every image of
+    that shard), its group or chunk file missing. Such receipts of this run's ``planned`` keys are
+    removed here, as ``fsck --repair`` would: their images are redone, and a shard is rewritten whole
+    by the task that redoes it (the receipts of images no longer planned stay, for fsck to report).
+    """
+    checks = plan_checks(store.path, ledger.dir, files=True)
+    redo = {p for p in checks.redo if p.name[:-5] in planned}
+    for p in redo:
+        p.unlink(missing_ok=True)
+    return checks.finished - {p.name[:-5] for p in redo}
+
+
+def _drop_stale_receipts(ledger: Ledger, done: set[str], planned: list[PrelabelTask]) -> None:
+    """Removes receipts of images that are planned again under another key (their content changed).
+
+    Such a receipt would vouch for outputs its task no longer owns: the image is re-run and rewritten,
+    and ``fsck`` would then find the old checksum mismatching. Receipts of images no longer in the
+    collection are kept (their outputs are still there).
+    """
+    planned_keys = {t.key for t in planned}
+    ids = {i for t in planned for i in t.image_ids()}
+    for key in done - planned_keys:
+        try:
+            rec = ledger.read(key)
+        except (OSError, ValueError):
+            continue
+        owned = {int(rec.get("image_id", -1)), *(int(k) for k in rec.get("slices", {}))}
+        if owned & ids:
+            ledger.path(key).unlink(missing_ok=True)
+
+
+# ------------------------------------------------------------------------------------------- layout
+
+
+def _label_dtype(meta: Any) -> Any:
+    """The label maps' dtype for the model's category ids: uint8, or uint16 above 254."""
+    ids = [int(c.get("id", i)) for i, c in enumerate(meta.categories)]
+    return np.uint16 if max(ids, default=0) > 254 else np.uint8
+
+
+def place_in_stacks(store: ZarrStore, todo: list[PrelabelTask], meta: Any, dims: int,
+                    probs: bool) -> list[PrelabelTask]:
+    """Gives the plain 2-D images of a semantic run their slots in the store's stacks (driver).
+
+    Returns:
+        ``todo`` with a :class:`~segpipe.kernels.prelabel.tasks.StackSlot` part for every stacked image.
+    """
+    if meta.task != "semantic" or dims != 2:
+        return todo
+    items = [(e.id, e.height, e.width, {"id": e.id, "file": e.file, "path": e.path, "width": e.width,
+                                         "height": e.height, "sha256": e.sha256})
+             for e in (t.entry for t in todo if _stackable(t))]
+    if not items:
+        return todo
+    placed = plan_stacks(store.path, items, labels_dtype=_label_dtype(meta), n_classes=len(meta.categories),
+                         probs=probs)
+    return [dataclasses.replace(t, part=StackSlot(*placed[t.entry.id]))
+            if isinstance(t.part, WholeImage) and t.entry.kind == "image" and t.entry.id in placed else t
+            for t in todo]
+
+
+def _stackable(t: PrelabelTask) -> bool:
+    e = t.entry
+    return isinstance(t.part, WholeImage) and e.kind == "image" and 0 < e.height * e.width <= STACK_PIXELS
+
+
+@dataclass(frozen=True)
+class ScenesPrepared:
+    """The tasks once the scenes are opened and their arrays made.
+
+    Attributes:
+        todo: The tasks, each scene block with its opened source and context margin; the blocks of a
+            scene that failed are dropped.
+        failed: One failure per scene that cannot be opened or does not fit the model.
+        unplanned: The block tasks dropped with them.
+    """
+
+    todo: list[PrelabelTask]
+    failed: list[Failure]
+    unplanned: int
+
+
+def prepare_scenes(store: ZarrStore, todo: list[PrelabelTask], req: PrelabelRequest, meta: Any) -> ScenesPrepared:
+    """Opens each scene of ``todo`` once and creates its arrays, before its block tasks run (driver).
+
+    A scene that cannot be opened or does not fit the model fails alone (one line in the report),
+    like an unreadable image: its block tasks are not run, every other item is.
+    """
+    scenes = {t.entry.id: t.entry for t in todo if isinstance(t.part, SceneBlock)}
+    if not scenes:
+        return ScenesPrepared(todo, [], 0)
+    lut_dtype = _label_dtype(meta)
+    channels = len(meta.mean)  # input channels of the model (its normalisation has one per channel)
+    sources: dict[int, RasterSource] = {}
+    failed: list[Failure] = []
+    for e in scenes.values():
+        try:
+            src = _open_scene(e.path, req, channels)
+        except SegpipeError as err:
+            failed.append(Failure(key="", image_id=e.id, file=e.file, reason=str(err)))
+            continue
+        sources[e.id] = src
+        create_scene_arrays(store, e, src, len(meta.categories), lut_dtype, req.probs, req.resume)
+    kept = [t for t in todo if not isinstance(t.part, SceneBlock) or t.entry.id in sources]
+    tile = req.tile or int(meta.tile_size[-1])
+    ov = req.overlap if req.overlap is not None else meta.tile_overlap
+    margin = overlap_pixels(tile, float(ov))  # a fraction of the tile (checked by check_tiling)
+    blocks = [dataclasses.replace(t, part=dataclasses.replace(t.part, source=sources[t.entry.id], margin=margin))
+              if isinstance(t.part, SceneBlock) else t for t in kept]
+    # the block tasks of failed scenes: each scene counts once
+    return ScenesPrepared(blocks, failed, len(todo) - len(kept))
+
+
+def _open_scene(path: str, req: PrelabelRequest, channels: int) -> RasterSource:
+    """The scene, opened with the request's bands, stretch and percentiles, checked against the model.
+
+    Raises:
+        SegpipeError: it cannot be opened, or its bands do not fit the model's input channels.
+    """
+    kw: dict[str, Any] = {"stretch": req.stretch}
+    if req.bands:
+        kw["bands"] = req.bands
+    if req.percentiles:
+        kw["percentiles"] = req.percentiles
+    src = open_raster(path, **kw)
+    check_bands(src, channels)
+    return src
