@@ -80,6 +80,10 @@ _load_commands()
 def run() -> None:
     """Entry point: runs the app and maps every error to one line and an exit code."""
     verbose = any(a in ("--verbose", "-v") for a in sys.argv[1:])
+    if not verbose:
+        # zarr reads chunks on its own asyncio loop: after a damaged chunk has been reported in one line,
+        # the sibling reads it gathered are destroyed pending at exit, and asyncio would log each one.
+        logging.getLogger("asyncio").setLevel(logging.CRITICAL)
     try:
         # With standalone_mode=False click *returns* the code of typer.Exit instead of exiting.
         # prog_name: messages say `segpipe ...` under `python -m segpipe` too.
