@@ -6,7 +6,7 @@ All of it runs on the driver and holds records, never pixels.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,7 +19,7 @@ from segpipe.errors import FormatError, InputError, SegpipeError, UnsupportedErr
 from segpipe.formats import detect_format, get_format
 from segpipe.formats.base import DatasetReader, FormatSpec
 from segpipe.formats.labelpngs import looks_like_labelpngs
-from segpipe.kernels.evaluate.pairs import problem
+from segpipe.kernels.evaluate.pairs import PairContext, problem
 from segpipe.pipeline.evaluate.plan import Pairing
 from segpipe.storage.images import read_image
 
@@ -177,3 +177,18 @@ class Tally:
             self.unmatched_pred += 1
             self.problems.append(Problem("warning", s.image.file_name or str(pred), f"image {s.image.id}",
                                          "prediction has no ground-truth image (ignored)", "eval.no_ground_truth"))
+
+
+class WorstPairs:
+    """The worst images' ground-truth samples and their paired predictions, found again on the driver.
+
+    Only the wanted keys' ground-truth samples are kept (one more pass over the reader); each task's
+    overlay loader turns a pair into the maps it draws.
+    """
+
+    def __init__(self, gt_reader: DatasetReader, pairing: Pairing, ctx: PairContext,
+                 keys: Sequence[tuple[int, str]]) -> None:
+        wanted = {int(k[0]) for k in keys}
+        self.gt = {s.image.id: s for s in gt_reader.samples() if s.image.id in wanted} if wanted else {}
+        self.pred = {i: pairing.by_id[pairing.matches[i]] for i in wanted if i in pairing.matches}
+        self.ctx = ctx

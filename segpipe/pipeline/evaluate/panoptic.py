@@ -9,7 +9,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,13 +20,12 @@ from segpipe.core.problems import Problem
 from segpipe.errors import FormatError, InputError, UnsupportedError
 from segpipe.evaluation.panoptic import PanopticEvaluator, default_png_folder, evaluate_panoptic
 from segpipe.formats import get_format
-from segpipe.formats.base import DatasetReader
 from segpipe.formats.coco.reader import find_files
 from segpipe.formats.derive import derive_panoptic
 from segpipe.kernels.evaluate.pairs import PairContext
 from segpipe.kernels.evaluate.panoptic import PanopticSpec, panoptic_shard
 from segpipe.pipeline.evaluate.driver import Driver, TaskOutcome
-from segpipe.pipeline.evaluate.inputs import Sources, read_photo
+from segpipe.pipeline.evaluate.inputs import Sources, WorstPairs, read_photo
 from segpipe.pipeline.evaluate.plan import Pairing
 from segpipe.storage.images import read_image, read_rgb_png
 from segpipe.storage.jsonio import read_json
@@ -51,15 +49,8 @@ class PanopticSettings:
 # ------------------------------------------------------------------------------------- overlays
 
 
-class PanopticOverlays:
+class PanopticOverlays(WorstPairs):
     """Loads the worst images' pairs again, on the driver, as segment-id maps for the overlays."""
-
-    def __init__(self, gt_reader: DatasetReader, pairing: Pairing, ctx: PairContext,
-                 keys: Sequence[tuple[int, str]]) -> None:
-        wanted = {int(k[0]) for k in keys}
-        self.gt = {s.image.id: s for s in gt_reader.samples() if s.image.id in wanted} if wanted else {}
-        self.pred = {i: pairing.by_id[pairing.matches[i]] for i in wanted if i in pairing.matches}
-        self.ctx = ctx
 
     def __call__(self, key: tuple[int, str]) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
         """``(photo (H, W, 3) or None, gt (H, W) segment ids, pred (H, W) segment ids)``."""

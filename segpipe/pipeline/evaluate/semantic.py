@@ -8,7 +8,6 @@ with the number of images, and the driver never holds pixels.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,7 +21,7 @@ from segpipe.kernels.evaluate.pairs import PairContext
 from segpipe.kernels.evaluate.semantic import SemanticSpec, class_maps, semantic_shard
 from segpipe.pipeline.class_match import ClassMatch, match_classes
 from segpipe.pipeline.evaluate.driver import Driver, TaskOutcome
-from segpipe.pipeline.evaluate.inputs import Sources, read_photo
+from segpipe.pipeline.evaluate.inputs import Sources, WorstPairs, read_photo
 from segpipe.pipeline.evaluate.plan import Pairing
 
 
@@ -64,19 +63,12 @@ def semantic_classes(meta: DatasetMeta, num_classes: int | None) -> tuple[list[i
     return ids, [names.get(i, "background") for i in ids]
 
 
-class SemanticOverlays:
+class SemanticOverlays(WorstPairs):
     """Loads the worst images' pairs again, on the driver, for the report's overlays.
 
     Only the worst keys' ground-truth samples are kept (found in one more pass over the reader).
     Predictions are drawn in the ground truth's ids (values no category maps keep theirs).
     """
-
-    def __init__(self, gt_reader: DatasetReader, pairing: Pairing, ctx: PairContext,
-                 keys: Sequence[tuple[int, str]]) -> None:
-        wanted = {int(k[0]) for k in keys}
-        self.gt = {s.image.id: s for s in gt_reader.samples() if s.image.id in wanted} if wanted else {}
-        self.pred = {i: pairing.by_id[pairing.matches[i]] for i in wanted if i in pairing.matches}
-        self.ctx = ctx
 
     def __call__(self, key: tuple[int, str]) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
         """``(photo (H, W, 3) or None, gt (H, W) ids, pred (H, W) ids)`` of a worst image."""
