@@ -4,7 +4,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.segpipe-installed
 PYTEST_ARGS ?=
 
-.PHONY: install demo test test-all lint schemas bench peers-yolo peers-labelme peers-labelstudio peers-moto clean
+.PHONY: install demo test test-all lint schemas bench peers-yolo peers-labelme peers-labelstudio peers-moto peers-ray clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(PY) || python3 -m venv $(VENV)
@@ -17,11 +17,12 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/segpipe demo
 
-# The default suite (< ~15 min on 2 cores). Slow tests are marked `slow` and run by `make test-all`.
-test: $(STAMP)
+# The default suite (< ~30 min on 2 cores). Slow tests are marked `slow` and run by `make test-all`.
+# It builds .venv-moto first (a small venv): the object-storage and multi-node tests start its S3 server.
+test: $(STAMP) peers-moto
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
-test-all: $(STAMP)
+test-all: $(STAMP) peers-moto
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 # ruff, mypy, the import contracts in .importlinter (layers, one Dask layer, a pure core, no cycles:
@@ -56,6 +57,12 @@ peers-yolo:
 	@test -x .venv-peers/bin/python || python3 -m venv .venv-peers
 	.venv-peers/bin/pip install -q 'datumaro[cli]'
 	.venv-peers/bin/pip install -q ultralytics $$(grep -E '^(torch|torchvision)==' constraints.txt)
+
+# Peer of bench/prelabel_vs_raydata.py: Ray Data in .venv-peers, never in .venv (ray pulls its own pins);
+# ray pinned to the version bench/RESULTS.md reports; torch and torchvision to ours (the same model code).
+peers-ray:
+	@test -x .venv-peers/bin/python || python3 -m venv .venv-peers
+	.venv-peers/bin/pip install -q 'ray[data]==2.60.0' $$(grep -E '^(torch|torchvision)==' constraints.txt)
 
 # Peer of the LabelMe conformance test (tests/formats/test_labelme.py skips it when absent): labelme's own
 # LabelFile and shapes_to_label, in .venv-peers (it pulls Qt and onnxruntime, which .venv does not need).

@@ -52,3 +52,83 @@ def external_cluster(tmp_path: Path, workers: Sequence[Sequence[str]]) -> Iterat
                 p.wait(20)
             except subprocess.TimeoutExpired:
                 p.kill()
+
+
+class Nodes:
+    """A ``dask scheduler`` and ``dask worker`` processes that share no folder, as on separate machines.
+
+    Each process runs in its own empty working folder (``ROOT/<name>/work``), with its own temporary
+    folder and Dask scratch space (``ROOT/<name>/tmp``), and in its own session, so that killing one
+    (nanny and worker together, as a lost node) leaves the others. Use as a context manager: every
+    process still running is stopped at the end.
+
+    Args:
+        root: Where the nodes' folders go.
+        env: The environment every process starts with (each worker may add its own).
+    """
+
+    def __init__(self, root: Path, env: dict[str, str] | None = None) -> None:
+        self.root = root
+        self.env = dict(os.environ if env is None else env, CI="1")
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.address = ""
+
+    def folder(self, name: str) -> Path:
+        """The working folder of node ``name`` (empty when it started)."""
+        return self.root / name / "work"
+
+    def _start(self, name: str, args: list[str], env: dict[str, str] | None) -> subprocess.Popen[bytes]:
+        work, tmp = self.folder(name), self.root / name / "tmp"
+        work.mkdir(parents=True)
+        tmp.mkdir()
+        full = {**self.env, "TMPDIR": str(tmp), **(env or {})}
+        log = open(self.root / name / "log.txt", "wb")  # noqa: SIM115 - closed with the process
+        proc = subprocess.Popen([str(Path(sys.executable).parent / "dask"), *args], cwd=work, env=full,
+                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        log.close()
+        self.procs[name] = proc
+        return proc
+
+    def start_scheduler(self) -> str:
+        """Starts the scheduler; returns its address."""
+        sched_file = self.root / "scheduler.json"
+        proc = self._start("scheduler", ["scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard",
+                                         "--scheduler-file", str(sched_file)], None)
+        deadline = time.time() + 60
+        while not sched_file.exists():
+            if proc.poll() is not None or time.time() > deadline:
+                raise RuntimeError(f"dask scheduler did not start: {self.log('scheduler')[-2000:]}")
+            time.sleep(0.1)
+        self.address = json.loads(sched_file.read_text())["address"]
+        return self.address
+
+    def start_worker(self, name: str, *extra: str, env: dict[str, str] | None = None) -> None:
+        """Starts ``dask worker ADDRESS --name NAME --nthreads 1 EXTRA…`` (joins the scheduler later)."""
+        self._start(name, ["worker", self.address, "--name", name, "--nthreads", "1", "--no-dashboard",
+                           "--local-directory", str(self.root / name / "tmp"), *extra], env)
+
+    def kill(self, name: str) -> None:
+        """Kills node ``name`` at once (SIGKILL to its whole session: nanny and worker)."""
+        proc = self.procs[name]
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait(30)
+
+    def log(self, name: str) -> str:
+        """What node ``name`` printed."""
+        return (self.root / name / "log.txt").read_text(errors="replace")
+
+    def __enter__(self) -> Nodes:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for proc in reversed(list(self.procs.values())):
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for name, proc in self.procs.items():
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.kill(name)

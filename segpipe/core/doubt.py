@@ -24,6 +24,7 @@ import numpy as np
 __all__ = [
     "DoubtAccumulator",
     "ImageDoubt",
+    "doubt_maps",
     "entropy_map",
     "image_doubt",
     "margin_map",
@@ -67,7 +68,7 @@ def entropy_map(probs: np.ndarray) -> np.ndarray:
     Returns:
         ``(H, W) float32`` in ``[0, 1]`` (0 for ``C == 1`` and for pixels without a distribution).
     """
-    return _entropy(normalise_probs(probs)[0])
+    return doubt_maps(probs)[0]
 
 
 def _entropy(p: np.ndarray) -> np.ndarray:
@@ -80,6 +81,54 @@ def _entropy(p: np.ndarray) -> np.ndarray:
     return np.clip(h, 0.0, 1.0).astype(np.float32)
 
 
+def doubt_maps(probs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`entropy_map`, :func:`margin_map` and the pixels with a distribution, normalising once.
+
+    Args:
+        probs: ``(C, H, W)`` probabilities (uint8 quantised or float; see :func:`normalise_probs`).
+
+    Returns:
+        ``(entropy (H, W) float32, margin (H, W) float32, valid (H, W) bool)``.
+    """
+    arr = np.asarray(probs)
+    if arr.dtype == np.uint8 and arr.ndim >= 2 and arr.shape[0] >= 2:
+        return _doubt_maps_u8(arr)
+    p, valid = normalise_probs(arr)
+    return _entropy(p), _margin(p, valid), valid
+
+
+#: ``q · ln q`` for every stored value ``q`` (0 for 0): entropy of quantised probabilities by lookup.
+_QLOGQ = np.array([0.0] + [q * np.log(q) for q in range(1, 256)], dtype=np.float32)
+
+
+def _doubt_maps_u8(q: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`doubt_maps` of stored ``(C, ...)`` uint8 probabilities, without a float copy of them.
+
+    The pre-label workers measure every image they store, so this is on the hot path: with
+    ``p = q / S`` (``S`` the column's sum), ``-Σ p ln p = ln S - (Σ q ln q) / S`` takes one table lookup
+    per value instead of a float (C, H, W) array, its log and a partition (≈ 5× faster for 21 × 512²);
+    the margin is ``(top1 - top2) / S`` from a running top two in uint8. Equal to the float path within
+    float32 rounding (≈ 1e-6).
+    """
+    c = q.shape[0]
+    total = q.sum(axis=0, dtype=np.uint32)
+    valid = total > 0
+    s = np.where(valid, total, 1).astype(np.float32)
+    acc = np.zeros(q.shape[1:], dtype=np.float32)
+    top1 = q[0].copy()
+    top2 = np.zeros_like(top1)
+    for k in range(c):
+        acc += _QLOGQ[q[k]]
+        if k:
+            np.maximum(top2, np.minimum(top1, q[k]), out=top2)
+            np.maximum(top1, q[k], out=top1)
+    ent = (np.log(s) - acc / s) / np.float32(np.log(c))
+    ent[~valid] = 0.0
+    mar = (top1.astype(np.float32) - top2) / s
+    mar[~valid] = 0.0
+    return np.clip(ent, 0.0, 1.0).astype(np.float32), np.clip(mar, 0.0, 1.0).astype(np.float32), valid
+
+
 def margin_map(probs: np.ndarray) -> np.ndarray:
     """Margin between the two most likely classes per pixel.
 
@@ -90,7 +139,7 @@ def margin_map(probs: np.ndarray) -> np.ndarray:
         ``(H, W) float32`` in ``[0, 1]``: ``p(1st) - p(2nd)`` (1 for ``C == 1``; 0 for pixels without
         a distribution).
     """
-    return _margin(*normalise_probs(probs))
+    return doubt_maps(probs)[1]
 
 
 def _margin(p: np.ndarray, valid: np.ndarray) -> np.ndarray:
@@ -155,12 +204,16 @@ class DoubtAccumulator:
         Returns:
             ``self``.
         """
-        p, valid = normalise_probs(probs)
+        ent, mar, valid = doubt_maps(probs)
         counted = valid & np.asarray(mask, dtype=bool) if mask is not None else valid
         if not counted.any():
             return self
-        ent = _entropy(p)[counted]
-        mar = _margin(p, valid)[counted]
+        return self.add_maps(ent, mar, counted)
+
+    def add_maps(self, entropy: np.ndarray, margin: np.ndarray, counted: np.ndarray) -> DoubtAccumulator:
+        """Adds a block's maps (:func:`doubt_maps`) where ``counted`` (``(h, w)`` bool); returns ``self``."""
+        ent = entropy[counted]
+        mar = margin[counted]
         self.entropy_sum += float(ent.sum(dtype=np.float64))
         self.margin_sum += float(mar.sum(dtype=np.float64))
         self.low += int((mar < self.threshold).sum())

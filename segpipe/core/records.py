@@ -268,6 +268,8 @@ class Materialized:
         class_scores: ``{label value: confidence}`` of ``class_map``'s classes when the source stores
             probabilities (a store written with ``--probs``): the mean, over the class's pixels, of the
             highest class probability there (``probs.max(axis=0)``, dequantised).
+        doubt: How unsure the model that made these pre-labels was (a segpipe store's record of
+            :mod:`segpipe.kernels.prelabel.doubt`: ``doubt``, ``entropy``, ``regions`` ...), or None.
     """
 
     sample: Sample
@@ -277,3 +279,4 @@ class Materialized:
     void_value: int = 255
     unknown_values: Mapping[int, int] = field(default_factory=dict, compare=False, hash=False)
     class_scores: Mapping[int, float] = field(default_factory=dict, compare=False, hash=False)
+    doubt: Mapping[str, Any] | None = field(default=None, compare=False, hash=False)

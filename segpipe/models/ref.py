@@ -142,10 +142,8 @@ class ModelRef:
         cats = resolve_classes(self.classes, meta.num_classes)
         return CheckpointMeta.from_dict({**meta.to_dict(), "categories": cats}, path=self.classes)
 
-    def predictor(self, **kw: Any) -> Any:
-        """Builds the predictor (on a worker)."""
-        from segpipe.models.predict import Predictor  # lazy: predictors run on workers; the driver needs the meta
-
+    def load(self) -> tuple[Any, Any]:
+        """Loads the model (on a worker): ``(nn.Module, CheckpointMeta with --classes applied)``."""
         self._check()
         if self.is_checkpoint():
             loaded = self.source().load(Path(self.spec), self._options())
@@ -156,6 +154,13 @@ class ModelRef:
             model, meta = build_with_weights(self.spec), self.meta()
         if hasattr(model, "set_categories"):  # a universal model fuses the classes --classes marks as stuff
             model.set_categories(meta.categories)
+        return model, meta
+
+    def predictor(self, **kw: Any) -> Any:
+        """Builds the predictor (on a worker)."""
+        from segpipe.models.predict import Predictor  # lazy: predictors run on workers; the driver needs the meta
+
+        model, meta = self.load()
         return Predictor(model, meta, **kw)
 
     def replace(self, **changes: Any) -> ModelRef:

@@ -14,11 +14,13 @@ the destination — or, under ``--strict`` with any loss, removes it and fails, 
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import inspect
 import math
 import os
 import shutil
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -38,6 +40,7 @@ from segpipe.errors import (
     ImageDecodeError,
     InputError,
     LossError,
+    OutputError,
     SegpipeError,
     UnsupportedError,
     describe_failure,
@@ -52,6 +55,7 @@ from segpipe.pipeline.specs import CategoryMapSpec, ConversionReport
 from segpipe.pipeline.validate import check_image_file
 from segpipe.storage import outputs
 from segpipe.storage.atomic import write_json_atomic
+from segpipe.storage.location import Location, as_location, describe_storage_error, names_object_storage
 from segpipe.storage.spill import spill
 
 if TYPE_CHECKING:
@@ -79,6 +83,8 @@ class Conversion:
         writer_options: Format-specific writer options.
         gt: For COCO results sources: the ground-truth COCO JSON that names their images.
         reader_options: Source-format options (e.g. ``{"min_score": 0.5}`` for a store).
+        shown_dst: The destination as the report names it, when ``dst`` is a local folder the output
+            is built in before it is uploaded (an export to object storage).
     """
 
     src: Path
@@ -95,6 +101,7 @@ class Conversion:
     writer_options: dict[str, Any] = field(default_factory=dict)
     gt: Path | None = None
     reader_options: dict[str, Any] = field(default_factory=dict)
+    shown_dst: str | None = None
 
 
 def _layout(layout: str | None) -> dict[str, Any]:
@@ -305,14 +312,34 @@ def convert(
         LossError: ``strict`` and something would be lost (nothing is written).
         SegpipeError: unreadable input, unsupported pair, bad category map (nothing is written).
     """
+    if isinstance(req, requests.ExportRequest):  # the store or DST may be in object storage
+        return export(req, cluster, progress, client)
     job = req if isinstance(req, Conversion) else conversion_of(req)
     return run_conversion(job, cluster, progress, client)
 
 
 def export(req: requests.ExportRequest, cluster: ClusterSpec | None = None, progress: Progress | None = None,
            client: Any = None) -> ConversionReport:
-    """Exports a store's pre-labels (``segpipe export``); see :func:`convert`."""
-    return run_conversion(conversion_of(req), cluster, progress, client)
+    """Exports a store's pre-labels (``segpipe export``); see :func:`convert`.
+
+    A store in object storage is read there; an ``out`` in object storage (``s3://`` …) is checked
+    first, built in a local temporary folder, then uploaded (:func:`~segpipe.storage.outputs.upload_folder`).
+    """
+    job = conversion_of(req)
+    loc = as_location(req.out)
+    if not isinstance(loc, Location):
+        return run_conversion(job, cluster, progress, client)
+    earlier = outputs.check_folder_location(loc, [req.store], option="DST", command="export", replace=job.overwrite,
+                                            flag="--overwrite", accept=("convert", "export"))
+    with tempfile.TemporaryDirectory(prefix="segpipe-export-") as tmp:
+        local = Path(tmp) / "out"
+        report = run_conversion(dataclasses.replace(job, dst=local, overwrite=False, shown_dst=str(loc)),
+                                cluster, progress, client)
+        try:
+            outputs.upload_folder(local, loc, earlier)
+        except Exception as e:  # obstore's errors: the bucket went away, access was revoked
+            raise OutputError(f"DST: the upload failed: {describe_storage_error(e)}", path=str(loc)) from None
+    return report
 
 
 @dataclass
@@ -449,9 +476,10 @@ def _report(job: Conversion, source: _Source, losses: LossCounter, problems: lis
     failed = sum(1 for p in problems if p.code == "unreadable")
     return {
         "segpipe_version": __version__,
-        "source": {"path": str(job.src), "format": source.format, "images": n,
-                   "categories": len(source.meta.categories)},
-        "target": {"path": str(job.dst), "format": job.to, "categories": len(source.out_meta.categories)},
+        "source": {"path": names_object_storage(job.src) or str(job.src), "format": source.format,
+                   "images": n, "categories": len(source.meta.categories)},
+        "target": {"path": job.shown_dst or str(job.dst), "format": job.to,
+                   "categories": len(source.out_meta.categories)},
         "category_map": str(job.category_map) if job.category_map else None,
         "images": {"total": n, "converted": n - failed, "failed": failed,
                    "missing_files": len(set(losses.missing_images))},

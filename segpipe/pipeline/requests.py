@@ -539,6 +539,12 @@ class PrelabelRequest(Request):
     batch: int = Field(4, ge=1, description="tiles per forward pass")
     device: Device = Field("auto", description="auto | cpu | cuda | cuda:N (a CUDA device must exist where it runs)")
     gpus: Gpus = Field(None, description="GPUs of the local cluster, e.g. 0,2: one worker each")
+    precision: Literal["auto", "fp32", "bf16"] = Field(
+        "auto", description="inference precision: auto is bf16 autocast on a CUDA device that supports it and fp32 "
+                            "elsewhere; bf16 applies on the CPU too")
+    gpu_decode: Literal["auto", "on", "off"] = Field(
+        "auto", description="decode JPEGs on the GPU when the device is CUDA (auto; on also refuses --device cpu); "
+                            "a file the GPU decoder refuses goes to the CPU decoder; off never")
     resume: bool = Field(False, description="continue a store made with the same model and config")
     overwrite: bool = Field(False, description="start a new run, replacing the store")
     on_error: OnError = Field("skip", description="unreadable images: skip reports each and stores the rest; fail "
@@ -558,6 +564,18 @@ class PrelabelRequest(Request):
         None, description="[low, high] of the stretch (LOW,HIGH on the command line), 0 <= low < high <= 100")
     num_classes: int | None = Field(None, ge=1, description="classes of a model whose weights do not say")
     classes: str | None = Field(None, description="class names: labelmap.txt, names.yaml, VOC, COCO or Cityscapes")
+    tta: Literal["none", "flip", "flip+scale"] = Field(
+        "none", description="test-time augmentation of a semantic model: flip averages the probabilities of the "
+                            "image and its h, v and hv flips; flip+scale also at each of tta_scales")
+    tta_scales: Annotated[tuple[float, ...] | None, BeforeValidator(_csv)] = Field(
+        None, description="scales of tta flip+scale, each in [0.25, 4] (0.75,1,1.25 on the command line; "
+                          "default [0.75, 1, 1.25])")
+    ensemble: Annotated[tuple[str, ...] | None, PathRole.MODEL, BeforeValidator(_csv)] = Field(
+        None, description="more semantic models of the same classes whose probabilities are averaged with model's "
+                          "(B,C on the command line)")
+    prompts: OptInPath = Field(None, description="boxes to turn into instance masks with a SAM model (--model "
+                                                 "SAM_DIR): a COCO results file, any dataset segpipe reads, or a "
+                                                 "segpipe instance store")
 
 
 class FsckRequest(Request):

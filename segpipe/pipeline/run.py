@@ -144,8 +144,8 @@ def resolve(req: Request, base: Path, stage: str) -> Request:
             continue
         if role is PathRole.OUTPUT:
             update[name] = _out(base, value, where)
-        elif role is PathRole.MODEL:
-            update[name] = _model(base, value)
+        elif role is PathRole.MODEL:  # a tuple: an ensemble's members
+            update[name] = tuple(_model(base, v) for v in value) if isinstance(value, tuple) else _model(base, value)
         elif isinstance(value, tuple):
             update[name] = _globbed(base, value, where)
         else:

@@ -15,10 +15,14 @@ Policies (documented in the README, applied the same way everywhere):
   as viewers and annotation tools show them; recorded widths and heights are the upright ones; masks
   and exports are in upright pixel coordinates. Label-map PNGs carry no orientation and are never
   transposed.
+* **Object storage**: a path may be an ``s3://``, ``gs://``, ``az://`` or ``https://`` URL of one image
+  (:mod:`segpipe.storage.urls`); its bytes are read whole by the process that decodes it and decoded
+  exactly as the same local file would be.
 """
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +38,7 @@ from segpipe.storage.limits import (
     max_pixels,
     max_scene_pixels,
 )
+from segpipe.storage.urls import is_url, read_url
 
 __all__ = ["MAX_PIXELS", "MAX_SCENE_PIXELS", "check_limits", "check_pixel_count", "max_pixels",
            "max_scene_pixels"]
@@ -44,15 +49,24 @@ ImageFile.LOAD_TRUNCATED_IMAGES = False
 _ORIENTATION = 0x0112
 
 
-def _open(path: str | Path, limit_arg: int | None) -> Image.Image:
+def _open(path: str | Path, limit_arg: int | None, data: bytes | None = None) -> Image.Image:
     limit = max_pixels() if limit_arg is None else limit_arg
-    p = Path(path)
+    # A URL is named as given (a Path would make of s3://b/k "s3:/b/k"); its bytes are read whole, as
+    # decoding reads a local file whole too.
+    p: str | Path = str(path) if is_url(path) else Path(path)
+    source: Path | io.BytesIO
+    if data is not None:
+        source = io.BytesIO(data)
+    elif isinstance(p, str):
+        source = io.BytesIO(read_url(p))
+    else:
+        source = p
     old = Image.MAX_IMAGE_PIXELS
     # Pillow's own bomb check warns between its limit and twice that and names no size: it is off while
     # the header is parsed (nothing is decoded yet), and the header's size is checked here, exactly.
     Image.MAX_IMAGE_PIXELS = None
     try:
-        im = Image.open(p)
+        im = Image.open(source)
     except FileNotFoundError:
         raise InputError("file not found", path=p) from None
     except IsADirectoryError:
@@ -96,9 +110,17 @@ def image_mode(path: str | Path, *, max_pixels: int | None = None) -> str:
         return str(im.mode)
 
 
-def image_size(path: str | Path, *, exif: bool = True, max_pixels: int | None = None) -> tuple[int, int]:
-    """Returns ``(width, height)`` from the header, upright when ``exif`` (orientations 5-8 swap)."""
-    with _open(path, max_pixels) as im:
+def image_size(path: str | Path, *, exif: bool = True, max_pixels: int | None = None,
+               data: bytes | None = None) -> tuple[int, int]:
+    """Returns ``(width, height)`` from the header, upright when ``exif`` (orientations 5-8 swap).
+
+    Args:
+        path: The image file or URL (named in errors).
+        exif: Whether to apply the EXIF orientation.
+        max_pixels: The pixel ceiling (default :func:`max_pixels`).
+        data: The file's bytes when the caller holds them already (an object read once to be hashed).
+    """
+    with _open(path, max_pixels, data) as im:
         w, h = im.size
         if exif and exif_orientation(im) in (5, 6, 7, 8):
             w, h = h, w

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +58,10 @@ class Ledger:
         if rec is None:
             raise ValueError(f"{self.path(key)}: receipt {why}")
         return rec
+
+    def remove(self, key: str) -> None:
+        """Deletes the receipt of ``key`` (no error if there is none): its task is redone."""
+        self.path(key).unlink(missing_ok=True)
 
     def keys(self) -> set[str]:
         """Every key with a receipt."""
@@ -129,18 +134,39 @@ class ObjectLedger:
             raise ValueError(f"{self.location.key_url(key + '.json')}: receipt {why}")
         return rec
 
+    def remove(self, key: str) -> None:
+        """Deletes the receipt of ``key`` (no error if there is none): its task is redone."""
+        self.location.delete(f"{key}.json")
+
     def keys(self) -> set[str]:
         """Every key with a receipt."""
         return {k[:-5] for k in self.location.list() if k.endswith(".json") and "/" not in k}
 
+    def key_url(self, key: str) -> str:
+        """The (redacted) URL of the receipt of ``key``, for messages and reports."""
+        return self.location.key_url(f"{key}.json")
+
+    def read_all(self) -> Iterator[tuple[str, bytes | None]]:
+        """``(key, bytes)`` of every receipt, sorted by key (None: gone since listed).
+
+        GETs run in threads: each is a round trip, and a ledger holds one receipt per task.
+        """
+        keys = sorted(self.keys())
+
+        def get(key: str) -> bytes | None:
+            try:
+                return self.location.read_bytes(f"{key}.json")
+            except FileNotFoundError:
+                return None
+
+        with ThreadPoolExecutor(max_workers=16) as pool:
+            yield from zip(keys, pool.map(get, keys), strict=True)
+
     def finished(self) -> set[str]:
         """Every key whose receipt decodes as a finished task's (what ``--resume`` may skip)."""
         out = set()
-        for key in sorted(self.keys()):
-            try:
-                rec = parse_receipt(self.location.read_bytes(f"{key}.json"))[0]
-            except FileNotFoundError:
-                continue
+        for key, data in self.read_all():
+            rec = parse_receipt(data)[0] if data is not None else None
             if rec is not None and rec.get("key", key) == key:
                 out.add(key)
         return out

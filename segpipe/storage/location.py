@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -143,6 +143,14 @@ class Location:
         except (NotFoundError, FileNotFoundError):
             pass
 
+    def delete_many(self, keys: Sequence[str]) -> None:
+        """Deletes ``keys`` (in batches: S3's multi-object delete; no error for absent ones)."""
+        import obstore  # lazy: the Rust extension loads only when object storage is used
+
+        self._check_writable("")
+        for i in range(0, len(keys), 1000):
+            obstore.delete(self.store, keys[i:i + 1000])
+
     def list(self, prefix: str = "") -> Iterator[str]:
         """Every key below ``prefix`` (recursively), relative to this location, sorted."""
         import obstore  # lazy: the Rust extension loads only when object storage is used
@@ -151,6 +159,15 @@ class Location:
         for batch in obstore.list(self.store, prefix.strip("/") or None):
             keys.extend(str(meta["path"]) for meta in batch)
         yield from sorted(keys)
+
+    def top_level(self) -> tuple[str, ...]:
+        """The names directly below this location (objects and "folders": one LIST, however many objects)."""
+        import obstore  # lazy: the Rust extension loads only when object storage is used
+
+        res = obstore.list_with_delimiter(self.store)
+        names = [str(p).rstrip("/") for p in res["common_prefixes"]]
+        names += [str(meta["path"]) for meta in res["objects"]]
+        return tuple(sorted({n.rsplit("/", 1)[-1] for n in names}))
 
     def zarr_store(self, *, read_only: bool) -> Any:
         """A ``zarr.storage.ObjectStore`` over this location."""
@@ -181,6 +198,23 @@ def names_object_storage(target: str | os.PathLike[str]) -> str | None:
     return None
 
 
+def as_location(target: str | os.PathLike[str]) -> Path | Location:
+    """:func:`parse_location`, also of what :class:`pathlib.Path` makes of a URL (``s3:/b/x``).
+
+    For options typed as paths (Typer and pydantic turn ``s3://b/x`` into ``Path("s3:/b/x")``): the
+    URL is recovered rather than written as a local folder ``s3:``.
+
+    Raises:
+        InputError: An unknown scheme, or a URL without a bucket.
+    """
+    text = os.fspath(target)
+    if not is_url(text):
+        head, sep, rest = text.partition(":/")
+        if sep and head in SCHEMES and not rest.startswith("/"):
+            text = f"{head}://{rest}"
+    return parse_location(text)
+
+
 def parse_location(target: str | os.PathLike[str]) -> Path | Location:
     """A local :class:`~pathlib.Path`, or a :class:`Location` for ``s3://``, ``gs://``, ``az://``, ``https://``.
 
@@ -199,6 +233,38 @@ def parse_location(target: str | os.PathLike[str]) -> Path | Location:
     if not parts.netloc:
         raise InputError("no bucket in the URL (write scheme://bucket/prefix)", path=_redacted(url))
     return Location(url)
+
+
+_CODE = re.compile(r"<Code>([A-Za-z]+)</Code>")
+_CODES = {
+    "NoSuchBucket": "the bucket does not exist",
+    "AccessDenied": "access denied (check the credentials in the environment)",
+    "InvalidAccessKeyId": "the access key is not known to the service (check the credentials in the environment)",
+    "SignatureDoesNotMatch": "the secret key does not match (check the credentials in the environment)",
+}
+
+
+def describe_storage_error(exc: BaseException) -> str:
+    """What went wrong with an object-storage call, in a few words (no request details, no credentials).
+
+    obstore's messages quote the whole HTTP exchange (request ids, the service's XML); a user needs
+    the service's error code, or the kind of failure.
+    """
+    text = str(exc)
+    code = _CODE.search(text)
+    if code:
+        return _CODES.get(code.group(1), f"the service answered {code.group(1)}")
+    if isinstance(exc, FileNotFoundError) or type(exc).__name__ == "NotFoundError":
+        return "not found"
+    if type(exc).__name__ in ("PermissionDeniedError", "UnauthenticatedError"):
+        return "access denied (check the credentials in the environment)"
+    first = text.splitlines()[0] if text else type(exc).__name__
+    return _redacted_text(first[:200])
+
+
+def _redacted_text(text: str) -> str:
+    # user:password@ inside any URL quoted by an error message
+    return re.sub(r"(://)[^/@\s]+@", r"\1", text)
 
 
 _STORES: dict[str, Any] = {}

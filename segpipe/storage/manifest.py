@@ -208,6 +208,11 @@ def write_manifest(path: str | Path, entries: Iterable[ManifestEntry]) -> int:
     return n
 
 
+def manifest_bytes(entries: Iterable[ManifestEntry]) -> bytes:
+    """The JSONL of :func:`write_manifest`, as bytes (for a store in object storage: one PUT)."""
+    return "".join(json.dumps(asdict(e), sort_keys=True) + "\n" for e in entries).encode()
+
+
 def read_manifest(path: str | Path) -> Iterator[ManifestEntry]:
     """Streams a manifest (raises InputError naming the line on a bad one)."""
     with open(path, encoding="utf-8") as f:

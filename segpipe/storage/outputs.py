@@ -39,7 +39,7 @@ from typing import Any
 from segpipe import __version__
 from segpipe.errors import OutputError
 from segpipe.storage.atomic import write_json_atomic
-from segpipe.storage.location import names_object_storage
+from segpipe.storage.location import Location, describe_storage_error, names_object_storage
 from segpipe.storage.paths import fsync_dir
 
 #: The file that marks a folder as the output of a segpipe command (JSON: made_by, command, entries).
@@ -415,6 +415,182 @@ def check_output(
         raise OutputError(f"exists (an earlier `segpipe {command}` output)", path=given,
                           hint=f"pass {flag} to replace it" if flag else f"choose another {option}")
     return OutputPlan(given, final, option, command, True, kind, accepted)
+
+
+# ------------------------------------------------------------------------------- object storage
+
+
+def _check_url_target(loc: Location, inputs: Iterable[str | os.PathLike[str] | None], option: str,
+                      command: str) -> None:
+    """Refuses a read-only scheme and an output URL overlapping an input (before any request)."""
+    if not loc.writable:
+        raise OutputError(f"{option}: {loc.url.split(':', 1)[0]}:// is read-only; `segpipe {command}` writes to "
+                          "s3://, gs:// or az://", path=str(loc), hint=f"choose another {option}")
+    why = _url_overlaps(loc, inputs)
+    if why is not None:
+        raise OutputError(f"{option} {why}; outputs never overlap what a command reads", path=str(loc),
+                          hint=f"choose another {option}")
+
+
+def _url_overlaps(loc: Location, inputs: Iterable[str | os.PathLike[str] | None]) -> str | None:
+    """How ``loc`` overlaps an input URL (``is``, ``lies inside``, ``contains``), or None."""
+    out = loc.url.rstrip("/") + "/"
+    for given in inputs:
+        if given is None:
+            continue
+        url = names_object_storage(input_root(given))
+        if url is None:
+            continue
+        i = url.rstrip("/") + "/"
+        if i == out:
+            return f"is the input {url}"
+        if out.startswith(i):
+            return f"lies inside the input {url}"
+        if i.startswith(out):
+            return f"contains the input {url}"
+    return None
+
+
+def _storage_failure(loc: Location, option: str, e: BaseException) -> OutputError:
+    return OutputError(f"{option}: cannot be listed: {describe_storage_error(e)}", path=str(loc),
+                       hint="check the bucket's name, that it exists, and that the credentials may list and write it")
+
+
+def check_store_location(loc: Location, inputs: Iterable[str | os.PathLike[str] | None] = (), *, option: str,
+                         command: str) -> bool:
+    """Checks a store's URL before anything is written there (the object-storage side of :func:`check_output`).
+
+    An empty prefix is new; a non-empty one must be a segpipe store (a root ``zarr.json`` whose
+    attributes hold ``segpipe``) holding nothing but a store's entries (:data:`STORE_ENTRIES`), exactly as
+    a local folder must.
+
+    Args:
+        loc: The store's location.
+        inputs: What the command reads (input URLs are compared with it; local paths never overlap it).
+        option: The option naming it, for messages.
+        command: The command writing it.
+
+    Returns:
+        True if a segpipe store is there (to resume or replace), False if nothing is.
+
+    Raises:
+        OutputError: a read-only scheme (``https://``), a prefix that cannot be listed (no such bucket,
+            no access), an overlap with an input, or something segpipe did not make.
+    """
+    _check_url_target(loc, inputs, option, command)
+    try:
+        names = loc.top_level()  # one LIST of the top level: a store may hold millions of objects
+        doc = _json_dict(loc.read_bytes("zarr.json")) if "zarr.json" in names else None
+    except Exception as e:  # obstore's errors: no bucket, no access, no network
+        raise _storage_failure(loc, option, e) from None
+    if not names:
+        return False
+    attrs = doc.get("attributes") if doc is not None else None
+    if not (isinstance(attrs, dict) and isinstance(attrs.get("segpipe"), dict)):
+        raise OutputError("exists and is not a segpipe store; segpipe replaces only what it made", path=str(loc),
+                          hint=f"choose another {option}")
+    foreign = sorted(set(names) - STORE_ENTRIES)
+    if foreign:
+        more = f" (and {len(foreign) - 1} more)" if len(foreign) > 1 else ""
+        raise OutputError(f"holds {foreign[0]!r}{more}, which segpipe did not write; the store is not replaced",
+                          path=str(loc), hint=f"move it away or choose another {option}")
+    return True
+
+
+def clear_store_location(loc: Location, *, option: str, command: str) -> int:
+    """Deletes a segpipe store in object storage, to write a new one in its place (``--overwrite``).
+
+    Object storage has no rename, so the store cannot be built beside and swapped in: it is checked
+    again (:func:`check_store_location`), then only its own entries are deleted, the root
+    ``zarr.json`` last (a killed deletion leaves a prefix that is still recognisably segpipe's).
+
+    Returns:
+        The number of objects deleted.
+
+    Raises:
+        OutputError: the prefix now holds something segpipe did not make (nothing is deleted).
+    """
+    check_store_location(loc, option=option, command=command)
+    keys = [k for k in loc.list() if k.split("/", 1)[0] in STORE_ENTRIES]
+    loc.delete_many([k for k in keys if k != "zarr.json"])
+    if "zarr.json" in keys:
+        loc.delete("zarr.json")
+    return len(keys)
+
+
+def check_folder_location(loc: Location, inputs: Iterable[str | os.PathLike[str] | None] = (), *, option: str,
+                          command: str, replace: bool, flag: str | None = None,
+                          accept: Iterable[str] = ()) -> list[str]:
+    """Checks a folder output's URL (an export to object storage) before anything is written.
+
+    An empty prefix is new. A non-empty one is replaced only if it holds the :data:`MARKER` of an
+    earlier output of ``command`` (or ``accept``) that lists every object it holds (``files``), and
+    only with ``replace``: exactly as a local folder.
+
+    Returns:
+        The keys of the earlier output (to delete once the new one is uploaded); empty if none.
+
+    Raises:
+        OutputError: a read-only scheme, a prefix that cannot be listed, or something that may not be replaced.
+    """
+    _check_url_target(loc, inputs, option, command)
+    try:
+        keys = list(loc.list())
+        marker = _json_dict(loc.read_bytes(MARKER)) if MARKER in keys else None
+    except Exception as e:  # obstore's errors: no bucket, no access, no network
+        raise _storage_failure(loc, option, e) from None
+    if not keys:
+        return []
+    if marker is None or marker.get("made_by") != "segpipe":
+        raise OutputError("exists, is not empty and was not made by segpipe; segpipe replaces only what it made",
+                          path=str(loc), hint=f"choose another {option}")
+    made_by = str(marker.get("command"))
+    if made_by not in {command, *accept}:
+        raise OutputError(f"holds the output of `segpipe {made_by}`, not of `segpipe {command}`", path=str(loc),
+                          hint=f"choose another {option}")
+    files = marker.get("files")
+    known = set(map(str, files)) if isinstance(files, list) else set()
+    foreign = sorted(k for k in keys if k != MARKER and k not in known)
+    if foreign:
+        more = f" (and {len(foreign) - 1} more)" if len(foreign) > 1 else ""
+        raise OutputError(f"holds {foreign[0]!r}{more}, which `segpipe {command}` did not write; it is not replaced",
+                          path=str(loc), hint=f"move it away or choose another {option}")
+    if not replace:
+        raise OutputError(f"exists (an earlier `segpipe {command}` output)", path=str(loc),
+                          hint=f"pass {flag} to replace it" if flag else f"choose another {option}")
+    return keys
+
+
+def upload_folder(folder: Path, loc: Location, earlier: Sequence[str] = ()) -> int:
+    """Uploads a complete local output folder to ``loc``, replacing an earlier output there.
+
+    Object storage has no rename: each object is one atomic PUT. While it goes on, the marker lists
+    the objects of both outputs (a killed upload leaves a prefix that a later ``--overwrite`` may
+    replace, never one it refuses for objects segpipe wrote); then the earlier output's objects that
+    the new one does not have are deleted, and the new marker is written last.
+
+    Args:
+        folder: The finished output (its marker lists every file: :func:`install` wrote it).
+        loc: Where it goes.
+        earlier: The keys of the earlier output (:func:`check_folder_location`).
+
+    Returns:
+        The number of objects uploaded.
+    """
+    keys = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
+    final_marker = (folder / MARKER).read_bytes() if MARKER in keys else None
+    if final_marker is not None:
+        doc = json.loads(final_marker)
+        doc["files"] = sorted({*map(str, doc.get("files") or []), *earlier, *keys} - {MARKER})
+        loc.write_bytes(MARKER, json.dumps(doc, indent=2).encode())
+    for key in keys:
+        if key != MARKER:
+            loc.write_bytes(key, (folder / key).read_bytes())
+    stale = sorted(set(earlier) - set(keys))
+    loc.delete_many(stale)
+    if final_marker is not None:
+        loc.write_bytes(MARKER, final_marker)
+    return len(keys)
 
 
 # --------------------------------------------------------------------------------------- replacing

@@ -32,6 +32,12 @@ Policies:
 * **Georeference.** ``crs`` is WKT (or None), ``transform`` the GDAL 6-tuple ``(a, b, c, d, e, f)``
   of ``x = a·col + b·row + c``, ``y = d·col + e·row + f`` (rasterio's ``Affine`` order). A scene
   without CRS is read in pixel space with a :class:`GeoreferenceWarning`, never an error.
+* **Object storage.** ``path`` may be an ``s3://``, ``gs://``, ``az://`` or ``https://`` URL (rasterio
+  only): GDAL reads it through ``/vsis3/``, ``/vsigs/``, ``/vsiaz/`` or ``/vsicurl/``, range request by
+  range request, so a window costs the blocks it covers, never the whole file. Credentials and the
+  endpoint come from the standard environment: GDAL reads ``AWS_ACCESS_KEY_ID`` … itself, and what it
+  does not know (``AWS_ENDPOINT_URL``, obstore's Azure names) is given under GDAL's names inside the
+  ``rasterio.Env`` of each read (:func:`gdal_cloud_options`; never printed, never stored).
 * **Memory.** GDAL's block cache is capped at :data:`GDAL_CACHE_MB` MB per process (``GDAL_CACHEMAX``
   in the environment wins), so reading tile by tile keeps the resident memory flat.
 """
@@ -43,11 +49,13 @@ import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import numpy as np
 
 from segpipe.errors import FormatError, ImageDecodeError, InputError
 from segpipe.storage.limits import check_pixel_count
+from segpipe.storage.urls import is_url, redact, split_url
 
 #: Long side (pixels) of the overview used for the percentile statistics.
 SAMPLE_SIDE = 1024
@@ -74,13 +82,63 @@ def have_rasterio() -> bool:
     return True
 
 
-def _gdal_env() -> Any:
+def _gdal_env(remote: bool = False) -> Any:
     import rasterio  # lazy: optional (geo extra), ~0.5 s to import
 
     opts: dict[str, Any] = {"GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR"}
     if "GDAL_CACHEMAX" not in os.environ:
         opts["GDAL_CACHEMAX"] = GDAL_CACHE_MB  # a bare integer is MB for GDAL
+    if remote:
+        opts.update(gdal_cloud_options())
     return rasterio.Env(**opts)
+
+
+def gdal_cloud_options(environ: Any = None) -> dict[str, str]:
+    """GDAL's names for what the standard environment of obstore and the cloud SDKs says.
+
+    GDAL reads the credentials and the region from the environment itself, but not
+    ``AWS_ENDPOINT_URL_S3`` / ``AWS_ENDPOINT_URL``: an S3-compatible server (MinIO, moto, a cloud's
+    own) is ``AWS_S3_ENDPOINT`` (host and port), ``AWS_HTTPS`` and path-style addressing for GDAL. Azure's
+    ``AZURE_STORAGE_ACCOUNT_NAME`` / ``_KEY`` (obstore's names) are GDAL's ``AZURE_STORAGE_ACCOUNT`` and
+    ``AZURE_STORAGE_ACCESS_KEY``. Options already set under GDAL's own names win.
+
+    Args:
+        environ: The environment (default :data:`os.environ`).
+
+    Returns:
+        The options to set inside a ``rasterio.Env`` (empty when GDAL's defaults apply).
+    """
+    env = os.environ if environ is None else environ
+    opts: dict[str, str] = {}
+    endpoint = env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL")
+    if endpoint and "AWS_S3_ENDPOINT" not in env:
+        parts = urlsplit(endpoint)
+        opts["AWS_S3_ENDPOINT"] = parts.netloc + parts.path.rstrip("/")
+        opts["AWS_HTTPS"] = "NO" if parts.scheme == "http" else "YES"
+        if "AWS_VIRTUAL_HOSTING" not in env:
+            opts["AWS_VIRTUAL_HOSTING"] = "FALSE"  # bucket in the path: what a custom endpoint serves
+    for ours, gdal in (("AZURE_STORAGE_ACCOUNT_NAME", "AZURE_STORAGE_ACCOUNT"),
+                       ("AZURE_STORAGE_ACCOUNT_KEY", "AZURE_STORAGE_ACCESS_KEY")):
+        if env.get(ours) and gdal not in env:
+            opts[gdal] = env[ours]
+    return opts
+
+
+#: GDAL's virtual file system of each URL scheme.
+_VSI = {"s3": "/vsis3/", "gs": "/vsigs/", "az": "/vsiaz/", "abfs": "/vsiaz/"}
+
+
+def gdal_path(url: str) -> str:
+    """The GDAL name of an object-storage URL (``s3://b/k.tif`` → ``/vsis3/b/k.tif``).
+
+    Raises:
+        InputError: not a URL segpipe reads (see :func:`segpipe.storage.urls.split_url`).
+    """
+    loc, key = split_url(url)
+    parts = urlsplit(loc.url)
+    if parts.scheme == "https":
+        return f"/vsicurl/{loc.url}/{key}"
+    return f"{_VSI[parts.scheme]}{parts.netloc}/{key}"
 
 
 def _norm_slice(s: Any, n: int, axis: str) -> tuple[int, int]:
@@ -101,7 +159,7 @@ class RasterSource:
     """A lazy ``(H, W, 3) uint8`` view of one GeoTIFF scene (see the module docstring for policies).
 
     Args:
-        path: The GeoTIFF / COG file.
+        path: The GeoTIFF / COG file, or its ``s3://``, ``gs://``, ``az://`` or ``https://`` URL.
         bands: 1-based band numbers to use as R, G, B (1 or 3 of them); default as documented.
         stretch: ``auto``, ``percentile``, ``minmax`` or ``none``.
         percentiles: ``(low, high)`` percentiles of the ``percentile`` stretch.
@@ -109,7 +167,7 @@ class RasterSource:
         backend: ``auto``, ``rasterio`` or ``tifffile``.
 
     Attributes:
-        path: The file.
+        path: The file, or the URL (without any ``user:password@``).
         shape: ``(H, W)`` of the scene.
         bands: Number of bands in the file.
         band_indexes: The selected 1-based bands, in output order.
@@ -137,15 +195,21 @@ class RasterSource:
         ranges: Sequence[tuple[float, float]] | None = None,
         backend: str = "auto",
     ) -> None:
-        self.path = Path(path)
-        if not self.path.is_file():
+        #: What GDAL opens: the file, or the ``/vsis3/``-style name of a URL (None for a local file).
+        self._gdal_name: str | None = gdal_path(str(path)) if is_url(path) else None
+        # A URL is named redacted (a Path would make of s3://b/k "s3:/b/k").
+        self.path: Path | str = redact(str(path)) if self._gdal_name is not None else Path(path)
+        if self._gdal_name is None and not Path(path).is_file():
             raise InputError("file not found", path=self.path)
         if stretch not in STRETCHES:
-            raise InputError(f"unknown stretch {stretch!r}; expected one of {', '.join(STRETCHES)}", path=path)
+            raise InputError(f"unknown stretch {stretch!r}; expected one of {', '.join(STRETCHES)}", path=self.path)
         if backend == "auto":
             backend = "rasterio" if have_rasterio() else "tifffile"
         if backend not in ("rasterio", "tifffile"):
-            raise InputError(f"unknown raster backend {backend!r}", path=path)
+            raise InputError(f"unknown raster backend {backend!r}", path=self.path)
+        if backend == "tifffile" and self._gdal_name is not None:
+            raise InputError("reading a scene from object storage needs rasterio (GDAL)", path=self.path,
+                             hint="pip install segpipe[geo]")
         self.backend = backend
         self._handle: Any = None
         self._tiff_store: Any = None
@@ -200,12 +264,13 @@ class RasterSource:
         import rasterio  # lazy: optional (geo extra), ~0.5 s to import
         from rasterio.errors import NotGeoreferencedWarning, RasterioIOError  # lazy: optional (geo extra)
 
-        with _gdal_env(), warnings.catch_warnings():
+        with _gdal_env(self._gdal_name is not None), warnings.catch_warnings():
             warnings.simplefilter("ignore", NotGeoreferencedWarning)  # we warn once, in our words
             try:
-                ds = rasterio.open(self.path)
+                ds = rasterio.open(self._gdal_name or self.path)
             except RasterioIOError as e:
-                raise ImageDecodeError(f"not a readable raster: {str(e).splitlines()[0]}", path=self.path) from None
+                raise ImageDecodeError(f"not a readable raster: {_gdal_reason(e, self._gdal_name)}",
+                                       path=self.path) from None
             with ds:
                 if ds.driver not in ("GTiff", "COG"):
                     raise ImageDecodeError(f"expected a GeoTIFF, GDAL reads it as {ds.driver}", path=self.path)
@@ -271,9 +336,9 @@ class RasterSource:
             import rasterio  # lazy: optional (geo extra), ~0.5 s to import
             from rasterio.errors import NotGeoreferencedWarning  # lazy: optional (geo extra)
 
-            with _gdal_env(), warnings.catch_warnings():
+            with _gdal_env(self._gdal_name is not None), warnings.catch_warnings():
                 warnings.simplefilter("ignore", NotGeoreferencedWarning)
-                self._handle = rasterio.open(self.path)
+                self._handle = rasterio.open(self._gdal_name or self.path)
         else:
             import tifffile  # lazy: optional (geo extra), the fallback backend
             import zarr  # lazy: zarr costs ~0.5 s to import
@@ -332,7 +397,7 @@ class RasterSource:
         if self.backend == "rasterio":
             from rasterio.windows import Window  # lazy: optional (geo extra)
 
-            with _gdal_env():
+            with _gdal_env(self._gdal_name is not None):
                 try:
                     return np.asarray(ds.read(idx, window=Window(x0, y0, x1 - x0, y1 - y0)))
                 except Exception as e:  # GDAL reports corrupt blocks as generic RasterioIOError
@@ -366,7 +431,7 @@ class RasterSource:
             from rasterio.windows import Window  # lazy: optional (geo extra)
 
             ds = self._open()
-            with _gdal_env():
+            with _gdal_env(self._gdal_name is not None):
                 m = ds.dataset_mask(window=Window(x0, y0, x1 - x0, y1 - y0))
             return np.asarray(m) == 0
         if self.nodata is None:
@@ -437,7 +502,7 @@ class RasterSource:
             # The coarsest overview whose long side still has SAMPLE_SIDE pixels: GDAL picks it.
             f = max(1.0, max(h, w) / SAMPLE_SIDE)
             oh, ow = max(1, int(h / f)), max(1, int(w / f))
-            with _gdal_env():
+            with _gdal_env(self._gdal_name is not None):
                 vals = ds.read(list(self.band_indexes), out_shape=(len(self.band_indexes), oh, ow),
                                resampling=Resampling.nearest)
                 m = ds.dataset_mask(out_shape=(oh, ow), resampling=Resampling.nearest)
@@ -495,6 +560,16 @@ class RasterSource:
             "ranges": [list(r) for r in self.ranges] if self.ranges is not None else None,
             "source": str(self.path),
         }
+
+
+def _gdal_reason(e: Exception, gdal_name: str | None) -> str:
+    """GDAL's first line, naming the object by its URL rather than by its ``/vsis3/`` name."""
+    line = str(e).splitlines()[0]
+    if gdal_name is not None:
+        line = line.replace(gdal_name, "it")
+        if "does not exist" in line or "No such file" in line or "HTTP response code: 404" in line:
+            return "not found (no such bucket or object)"
+    return line
 
 
 def open_raster(path: str | Path, **kwargs: Any) -> RasterSource:

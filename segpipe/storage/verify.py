@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import os
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +27,7 @@ import numpy as np
 from segpipe.errors import FormatError, InputError
 from segpipe.storage import zarrfast
 from segpipe.storage.arrays import digest_matches
+from segpipe.storage.location import Location
 from segpipe.storage.stacks import SHARD, STACKS, StackedImage, _read_all_done, _read_files, open_stack
 
 #: Arrays of a stack whose ``zarr.json`` a reader opens (besides the stack group's own).
@@ -73,6 +74,7 @@ class StoreChecks:
         finished: Keys of the receipts that decode as a finished task's, under their own key.
         redo: Receipts that vouch for outputs the store contradicts (a ``damaged`` image, or a
             ``duplicate`` slot id): ``--resume`` removes them and redoes their images.
+        doubt: Image id → the doubt its receipt records (:mod:`segpipe.kernels.prelabel.doubt`).
     """
 
     images: dict[int, ImageCheck] = field(default_factory=dict)
@@ -81,6 +83,7 @@ class StoreChecks:
     receipt_of: dict[int, Path] = field(default_factory=dict)
     finished: set[str] = field(default_factory=set)
     redo: set[Path] = field(default_factory=set)
+    doubt: dict[int, dict[str, Any]] = field(default_factory=dict)
 
 
 # ------------------------------------------------------------------------------------------ metadata
@@ -327,7 +330,58 @@ def plan_checks(root: Path, ledger_dir: Path, *, files: bool = False) -> StoreCh
                 out.info[image_id] = _slot_info(root, name, j)
             continue
         out.receipt_of[image_id] = p
+        if isinstance(rec.get("doubt"), dict):  # what the worker measured (segpipe.kernels.prelabel.doubt)
+            out.doubt[image_id] = rec["doubt"]
         if c.problem:  # the reader names such an image from its receipt (its attributes may be gone)
+            out.info[image_id] = {k: rec.get(k) for k in ("file", "width", "height", "sha256")}
+    return out
+
+
+def plan_object_checks(loc: Location, receipts: Iterable[tuple[str, bytes | None]]) -> StoreChecks:
+    """:func:`plan_checks` of a store in object storage (one group per image there: no stacks).
+
+    Args:
+        loc: The store's location.
+        receipts: ``(key, bytes)`` of every receipt (``ObjectLedger.read_all``; None: gone since listed).
+    """
+    out = StoreChecks()
+    parsed: list[tuple[Path, dict[str, Any]]] = []
+    for key, data in receipts:
+        if data is None:
+            continue
+        rec, why = parse_receipt(data)
+        if rec is None:
+            out.unreadable.append((loc.key_url(f".segpipe/ledger/{key}.json"), str(why)))
+            continue
+        parsed.append((Path(f"{key}.json"), rec))
+        if rec.get("key", key) == key:
+            out.finished.add(key)
+    groups = {int(k.split("/")[1]) for k in loc.list("images")
+              if k.count("/") == 2 and k.endswith("/zarr.json") and k.split("/")[1].lstrip("-").isdigit()}
+    plain, windows = _receipts_by_image(parsed)
+    for image_id in sorted(set(plain) | set(windows) | groups):
+        where = loc.key_url(f"images/{image_id}")
+        if image_id in windows:
+            p, rec = windows[image_id][0]
+            wins = {tuple(int(v) for v in r["window"]): str(dict(r.get("outputs") or {}).get("labels") or "")
+                    for _, r in sorted(windows[image_id], key=lambda b: float(b[1].get("time", 0) or 0))}
+            c = (ImageCheck(windows=tuple(sorted(wins.items())))  # type: ignore[arg-type]
+                 if image_id in groups else
+                 ImageCheck(f"its group is missing though {len(wins)} block receipts say done", where, kind="damaged"))
+        elif image_id in plain:
+            p, rec = plain[image_id]
+            digests = {k: str(v) for k, v in dict(rec.get("outputs") or {}).items() if v}
+            c = (ImageCheck(digests=digests) if image_id in groups else
+                 ImageCheck(f"its group is missing though its receipt {p.name} says done", where, kind="damaged"))
+        else:
+            out.images[image_id] = ImageCheck("no receipt vouches for its group (its task did not finish, or its "
+                                              "receipt is damaged)", where, kind="unfinished")
+            continue
+        out.images[image_id] = c
+        out.receipt_of[image_id] = p
+        if isinstance(rec.get("doubt"), dict):  # what the worker measured (segpipe.kernels.prelabel.doubt)
+            out.doubt[image_id] = rec["doubt"]
+        if c.problem:
             out.info[image_id] = {k: rec.get(k) for k in ("file", "width", "height", "sha256")}
     return out
 
@@ -642,4 +696,5 @@ def verify_array(arr: np.ndarray, digest: str, path: Path, what: str) -> None:
 
 def matches(arr: np.ndarray, digest: str) -> bool:
     """Whether an array as read has its receipt's digest (strings compared as ``str``, as written)."""
-    return digest_matches(arr.astype(str) if arr.dtype.kind in ("U", "T", "O") else arr, digest)
+    # via object: numpy casts its variable-width StringDType (zarr 3's strings, kind "T") to no unsized str
+    return digest_matches(arr.astype(object).astype(str) if arr.dtype.kind in ("U", "T", "O") else arr, digest)

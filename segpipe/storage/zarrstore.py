@@ -51,8 +51,9 @@ from segpipe.storage.arrays import dimension_names as dimension_names
 from segpipe.storage.arrays import is_label_map as is_label_map
 from segpipe.storage.arrays import label_attributes as label_attributes
 from segpipe.storage.arrays import label_fill as label_fill
+from segpipe.storage.atomic import write_bytes_atomic
 from segpipe.storage.ledger import Ledger, ObjectLedger
-from segpipe.storage.location import Location, parse_location
+from segpipe.storage.location import Location, as_location, describe_storage_error
 from segpipe.storage.stacks import PendingSlot, StackedImage, open_stack, read_index
 from segpipe.storage.verify import metadata_problem
 
@@ -88,16 +89,18 @@ class ZarrStore:
 
     A local store is written directly where it can be (:mod:`segpipe.storage.zarrfast`); a store at an
     ``s3://``, ``gs://`` or ``az://`` URL (:mod:`segpipe.storage.location`) is read and written through
-    zarr's ``ObjectStore``, and its private files through :attr:`private_location`. Not yet on object
-    storage: stacked images (``stacks/``) and every caller that needs :attr:`path` or :attr:`private`
-    (they raise :class:`~segpipe.errors.ConfigError` rather than write a local folder of that name).
+    zarr's ``ObjectStore``, and its private files through :attr:`private_location` (receipts in an
+    :class:`~segpipe.storage.ledger.ObjectLedger`; the manifest and run reports through
+    :meth:`write_private`). A store in object storage keeps one group per image: stacks (``stacks/``)
+    are written to local stores only, and callers that need :attr:`path` or :attr:`private` (scenes
+    so far) raise :class:`~segpipe.errors.ConfigError` rather than write a local folder of that name.
 
     Args:
         path: ``STORE.zarr`` folder, or its URL.
     """
 
     def __init__(self, path: str | Path) -> None:
-        target = parse_location(path)
+        target = as_location(path)  # also a Path made of a URL (an option typed as a path)
         #: Where the store is in object storage; None for a local store.
         self.location: Location | None = target if isinstance(target, Location) else None
         self._path: Path | None = target if isinstance(target, Path) else None
@@ -117,6 +120,43 @@ class ZarrStore:
             raise ConfigError("this command does not support stores in object storage yet; "
                               "write the store to a local path", path=str(self.location))
         return self._path
+
+    @property
+    def target(self) -> str | Path:
+        """Where the store is, as :meth:`open` takes it: its URL, or its local folder."""
+        return self.location.url if self.location is not None else self.path
+
+    def __str__(self) -> str:
+        return str(self.location) if self.location is not None else str(self._path)
+
+    def write_private(self, key: str, data: bytes) -> None:
+        """Writes ``STORE/.segpipe/<key>`` whole (a manifest, a run report): atomically, locally or as one PUT."""
+        loc = self.private_location
+        if loc is None:
+            target = self.private / key
+            target.parent.mkdir(parents=True, exist_ok=True)
+            write_bytes_atomic(target, data)
+        else:
+            loc.write_bytes(key, data)
+
+    def read_private(self, key: str) -> bytes:
+        """The bytes of ``STORE/.segpipe/<key>``.
+
+        Raises:
+            FileNotFoundError: There is no such file.
+        """
+        loc = self.private_location
+        return (self.private / key).read_bytes() if loc is None else loc.read_bytes(key)
+
+    def private_keys(self, prefix: str) -> list[str]:
+        """The keys below ``STORE/.segpipe/<prefix>`` (relative to ``.segpipe``, ``/``-separated), sorted."""
+        loc = self.private_location
+        if loc is None:
+            folder = self.private / prefix
+            if not folder.is_dir():
+                return []
+            return sorted(p.relative_to(self.private).as_posix() for p in folder.rglob("*") if p.is_file())
+        return [k for k in loc.list(prefix) if k.startswith(prefix.strip("/") + "/")]
 
     @property
     def private(self) -> Path:
@@ -161,7 +201,11 @@ class ZarrStore:
         """Opens an existing store (raises InputError if it is not a segpipe store)."""
         store = cls(path)
         if store.location is not None:
-            if not store.location.exists("zarr.json"):
+            try:
+                found = store.location.exists("zarr.json")
+            except Exception as e:  # obstore's errors: no access, no network, a refused request
+                raise InputError(f"cannot be read: {describe_storage_error(e)}", path=str(store.location)) from None
+            if not found:
                 raise InputError("not a Zarr store (no zarr.json)", path=str(store.location))
         else:
             if not (store.path / "zarr.json").exists():

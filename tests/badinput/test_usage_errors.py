@@ -46,6 +46,10 @@ CASES = [
     (("-q", "validate", "ds", "--images", "all", "--json", "v.json"), ["--images", "verify, decode, none"]),
     (("-q", "prelabel", "ds", "-m", "m.ckpt", "-o", "o.zarr", "--stretch", "gamma"), ["--stretch", "'gamma'"]),
     (("-q", "prelabel", "ds", "-m", "m.ckpt", "-o", "o.zarr", "--task", "pose"), ["--task", "'pose'"]),
+    (("-q", "prelabel", "ds", "-m", "m.ckpt", "-o", "o.zarr", "--precision", "fp8"), ["--precision", "'fp8'"]),
+    (("-q", "prelabel", "ds", "-m", "m.ckpt", "-o", "o.zarr", "--gpu-decode", "yes"), ["--gpu-decode", "'yes'"]),
+    (("-q", "prelabel", "ds", "-m", "m.ckpt", "-o", "o.zarr", "--gpu-decode", "on", "--device", "cpu"),
+     ["--gpu-decode on", "--device is cpu"]),
     (("-q", "synth", "streetview", "sy", "--format", "bmp"), ["--format", "'bmp'"]),
     (("models", "--task", "detection"), ["--task", "segpipe models --help"]),
     # values of the wrong type

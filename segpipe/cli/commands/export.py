@@ -29,8 +29,8 @@ def register(app: typer.Typer) -> None:
 
     @app.command("export")
     def export_cmd(
-        store: Path = typer.Argument(..., help="A segpipe Zarr store made by `segpipe prelabel`."),
-        out: Path = typer.Argument(..., metavar="dst", help="Output folder."),
+        store: Path = typer.Argument(..., help="A segpipe Zarr store made by `segpipe prelabel` (a path or a URL)."),
+        out: Path = typer.Argument(..., metavar="dst", help="Output folder (or s3://, gs://, az:// prefix)."),
         to: str = to_option("A writable format: coco, coco_results, coco_panoptic, voc, labelstudio, maskdir, "
                             "cityscapes, geotiff, geojson, nifti (see `segpipe formats`)."),
         min_score: float = score_option(0.0, help="Drop instances scored below this (0..1)."),
@@ -52,6 +52,8 @@ def register(app: typer.Typer) -> None:
         with progress_bar(f"export → {req.to}") as update:
             report = api.export(req, workers=workers, scheduler=scheduler, progress=update)
         print_conversion_report(report.model_dump(mode="json"), state.console, state.err_console)
-        state.console.print(f"report: {req.out / REPORT_NAME}", markup=False)
+        shown = report.target["path"]  # DST, or its URL when the export was uploaded to object storage
+        where = req.out / REPORT_NAME if shown == str(req.out) else f"{shown}/{REPORT_NAME}"
+        state.console.print(f"report: {where}", markup=False)
         if report.images["failed"] or any(p.severity == "error" for p in report.problems):
             raise typer.Exit(1)  # some image could not be exported: partial failure (README: exit codes)

@@ -35,7 +35,8 @@ def register(app: typer.Typer) -> None:
 
     @app.command("prelabel")
     def prelabel_cmd(
-        source: str = typer.Argument(..., help="A folder or glob of images, a COCO/VOC dataset, or a manifest."),
+        source: str = typer.Argument(..., help="A folder or glob of images, a COCO/VOC/YOLO dataset, or a "
+                                    "manifest: a local path or an s3://, gs://, az:// or https:// URL."),
         model: str = typer.Option(..., "--model", "-m", help="Checkpoint, state dict, TorchScript, .pt2, ONNX, "
                                   "Hugging Face or smp folder, or ARCH:WEIGHTS from TORCH_HOME."),
         out: Path = typer.Option(..., "--out", "-o", help="The Zarr store to write (STORE.zarr)."),
@@ -53,6 +54,10 @@ def register(app: typer.Typer) -> None:
         device: str = device_option(),
         gpus: str | None = typer.Option(None, "--gpus", help="GPUs for the local cluster, e.g. 0,2: one worker "
                                         "each, pinned to it (default: every GPU this machine shows)."),
+        precision: str = typer.Option("auto", "--precision", help="auto (bf16 autocast on a CUDA device that "
+                                      "supports it, else fp32), fp32, or bf16 (the CPU too)."),
+        gpu_decode: str = typer.Option("auto", "--gpu-decode", help="Decode JPEGs on the GPU when the device is "
+                                       "CUDA: auto, on (refuses --device cpu) or off."),
         resume: bool = resume_option("Continue a store made with the same model and config."),
         overwrite: bool = overwrite_option("Start a new run, replacing the store."),
         on_error: OnError = on_error_option(OnError.SKIP, help="Unreadable images: skip reports each, stores the "
@@ -70,6 +75,16 @@ def register(app: typer.Typer) -> None:
             Stretch.AUTO, "--stretch", help="GeoTIFF to 8-bit: auto is percentile unless the scene is 8-bit.",
         ),
         percentiles: str | None = typer.Option(None, "--percentiles", help="LOW,HIGH of the stretch, e.g. 2,98."),
+        tta: str = typer.Option("none", "--tta", help="Test-time augmentation of a semantic model: none, flip (the "
+                                "image and its h, v, hv flips, probabilities averaged) or flip+scale."),
+        tta_scales: str | None = typer.Option(None, "--tta-scales", help="Scales of --tta flip+scale, each in "
+                                              "[0.25, 4] (default 0.75,1,1.25)."),
+        ensemble: str | None = typer.Option(None, "--ensemble", help="More semantic models of the same classes, "
+                                            "B,C: their probabilities are averaged with --model's."),
+        prompts: Path | None = typer.Option(None, "--prompts", help="Boxes to turn into instance masks with a SAM "
+                                            "model (--model SAM_DIR: transformers SAM / SAM 2, or an ONNX "
+                                            "encoder/decoder pair): a COCO results file, any dataset segpipe "
+                                            "reads, or a segpipe instance store."),
     ) -> None:
         """Pre-label images with a model into a Zarr store, on Dask; resumable."""
         # lazy: pydantic and the workflow load when the command runs, not for `segpipe --help`
@@ -88,6 +103,10 @@ def register(app: typer.Typer) -> None:
             f"{rep.store}: {im.done} done, {im.skipped_already_done} already done, {im.failed} failed"
             f" of {im.total} {of}; {rep.throughput_img_s} {rate}; decode {st.decode} s, infer {st.infer} s,"
             f" write {st.write} s", markup=False)
+        pr = rep.prompts
+        if pr is not None and pr.unmatched_boxes:  # boxes for images not in SOURCE: said, never dropped silently
+            state.err_console.print(f"warning: {pr.file}: {pr.unmatched_boxes} of {pr.boxes} boxes name "
+                                    f"{pr.unmatched_images} images that are not in {rep.source}", markup=False)
         for f in rep.failed[:20]:  # per-item failures are diagnostics: stderr, like every error line
             state.err_console.print(f"error: {f.file}: {f.reason}", markup=False)
         if len(rep.failed) > 20:
@@ -121,7 +140,7 @@ def register(app: typer.Typer) -> None:
         for o in rep.orphans:
             out.print(f"{'removed' if repair else 'error'}: {o}: orphan of a killed writer", markup=False)
         state.console.print(
-            f"{store}: {rep.ok}/{rep.receipts} receipts ok, {len(rep.bad)} bad receipts, "
+            f"{rep.store}: {rep.ok}/{rep.receipts} receipts ok, {len(rep.bad)} bad receipts, "
             f"{len(rep.orphans)} orphans, "
             f"{len(rep.problems)} problems" + (f", {rep.repaired} repaired" if repair else ""), markup=False)
         if rep.problems or ((rep.bad or rep.orphans) and not repair):

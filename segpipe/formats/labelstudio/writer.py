@@ -37,7 +37,15 @@ Results (``from_name`` / ``to_name`` match ``label_config.xml``):
   pixels, of the highest class probability there.
 
 Scores: a region's ``score`` is its instance's score or its class's confidence; a prediction's ``score``
-(what Label Studio sorts tasks by) is the mean of its regions' scores, absent when no region has one.
+(what Label Studio sorts tasks by) is ``1 - doubt`` where the source records how unsure its model was
+(a segpipe store: :mod:`segpipe.kernels.prelabel.doubt`; the mean pixel entropy of a semantic image,
+``1 -`` the lowest instance score of an instance image), else the mean of its regions' scores, absent
+when no region has one.
+
+``review_order.csv`` (written when any image has a recorded doubt): one row per image, the most doubtful
+first, with ``rank, image_id, file_name, doubt, score, entropy, margin, low_margin`` and the most doubtful
+region (``region_category``, ``region_bbox`` ``x y w h`` in pixels, ``region_doubt``), so annotators
+start with what the model got least sure of; images without a doubt come last.
 
 ``label_config.xml`` lists exactly the control tags the results use (``brush``, ``polygon``, ``box``), each
 with every category, so Label Studio finds every ``from_name`` and no label set is unused; with no region
@@ -54,6 +62,7 @@ source's model, else ``segpipe``).
 
 from __future__ import annotations
 
+import csv
 import json
 from collections.abc import Iterable
 from pathlib import Path
@@ -106,6 +115,55 @@ def _model_version(model: Any) -> str:
         parts = [str(model[k]) for k in ("name", "architecture", "version", "checkpoint") if model.get(k)]
         return "/".join(parts) or "segpipe"
     return str(model) if model else "segpipe"
+
+
+#: The review order's file name in the output folder, and its columns.
+REVIEW_ORDER = "review_order.csv"
+REVIEW_COLUMNS = ("rank", "image_id", "file_name", "doubt", "score", "entropy", "margin", "low_margin",
+                  "region_category", "region_bbox", "region_doubt")
+
+
+def _doubt_value(doubt: Any) -> float | None:
+    """The number a doubt record sorts by (``doubt``), or None (no record, or no doubt measured)."""
+    v = doubt.get("doubt") if isinstance(doubt, dict) else None
+    return float(v) if isinstance(v, (int, float)) and np.isfinite(v) else None
+
+
+def _review_row(image_id: int, file_name: str, doubt: Any, names: dict[int, str]) -> dict[str, Any]:
+    """One image's row of ``review_order.csv`` (rank filled in once every image is known)."""
+    d = doubt if isinstance(doubt, dict) else {}
+    v = _doubt_value(d)
+    region = (d.get("regions") or [None])[0]
+
+    def num(key: str) -> Any:
+        x = d.get(key)
+        return x if isinstance(x, (int, float)) else ""
+
+    return {
+        "rank": 0, "image_id": image_id, "file_name": file_name, "doubt": "" if v is None else v,
+        "score": "" if v is None else round(1.0 - v, 6), "entropy": num("entropy"), "margin": num("margin"),
+        "low_margin": num("low_margin"),
+        "region_category": names.get(int(region["category_id"]), str(region["category_id"])) if region else "",
+        "region_bbox": " ".join(str(int(b)) for b in region["bbox"]) if region else "",
+        "region_doubt": region.get("doubt", "") if region else "",
+    }
+
+
+def _prediction(model: str, results: list[dict[str, Any]], scores: list[float], doubt: Any) -> dict[str, Any]:
+    """A task's prediction: its score is ``1 - doubt`` where recorded, else the mean of its regions' scores."""
+    prediction: dict[str, Any] = {"model_version": model, "result": results}
+    v = _doubt_value(doubt)
+    if v is not None:  # Label Studio sorts by score, higher = surer: the recorded doubt decides
+        prediction["score"] = round(1.0 - v, 6)
+    elif scores:
+        prediction["score"] = float(np.mean(scores))
+    return prediction
+
+
+def review_order(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Rows sorted most doubtful first (images without a doubt last; ties by image id), ranked from 1."""
+    ordered = sorted(rows, key=lambda r: (r["doubt"] == "", -(r["doubt"] or 0.0), r["image_id"]))
+    return [{**r, "rank": k} for k, r in enumerate(ordered, 1)]
 
 
 def category_colors(categories: Iterable[Category]) -> dict[int, str]:
@@ -293,13 +351,11 @@ class LabelStudioWriter:
                         scores.append(region["score"])
                     results.append(region)
                     res.losses.counts_out[cat] += 1
-            prediction: dict[str, Any] = {"model_version": model, "result": results}
-            if scores:
-                prediction["score"] = float(np.mean(scores))
+            prediction = _prediction(model, results, scores, m.doubt)
             data = {"image": self._image_url(img.file_name, img.id), "image_id": img.id, "file_name": img.file_name,
                     "segpipe_id": img.file_name or str(img.id)}
             task = {"data": data, "predictions": [prediction]}
-            res.fragments.append((task, image_to_coco(img)))
+            res.fragments.append((task, image_to_coco(img), _review_row(img.id, img.file_name, m.doubt, names)))
         return res
 
     def _instance_regions(
@@ -332,12 +388,14 @@ class LabelStudioWriter:
         self.out.mkdir(parents=True, exist_ok=True)
         target = ensure_inside(self.out, self.out / "tasks.json")
         images: list[dict[str, Any]] = []
+        reviews: list[dict[str, Any]] = []
         used: set[str] = set()
         with atomic_open(target, "w") as f:
             f.write("[")
             n = 0
             for r in ordered:
-                for task, image_d in r.fragments:
+                for task, image_d, review in r.fragments:
+                    reviews.append(review)
                     used.update(reg["from_name"] for p in task["predictions"] for reg in p["result"])
                     f.write(",\n" if n else "\n")
                     f.write(json.dumps(task, ensure_ascii=False))
@@ -357,4 +415,12 @@ class LabelStudioWriter:
                 "images": images,
             },
         )
-        return [target, config, sidecar]
+        written = [target, config, sidecar]
+        if any(r["doubt"] != "" for r in reviews):
+            order = ensure_inside(self.out, self.out / REVIEW_ORDER)
+            with atomic_open(order, "w") as f:
+                w = csv.DictWriter(f, fieldnames=REVIEW_COLUMNS, lineterminator="\n")
+                w.writeheader()
+                w.writerows(review_order(reviews))
+            written.append(order)
+        return written

@@ -32,7 +32,17 @@ from segpipe.errors import FormatError, InputError, SegpipeError
 from segpipe.formats.base import FormatSpec, ShardResult, WriteOptions
 from segpipe.formats.derive import derive_class_map
 from segpipe.formats.registry import register_format
-from segpipe.storage.verify import ImageCheck, StoreChecks, check_metadata, describe_failure, plan_checks, shard_file
+from segpipe.storage.ledger import ObjectLedger
+from segpipe.storage.location import Location, as_location
+from segpipe.storage.verify import (
+    ImageCheck,
+    StoreChecks,
+    check_metadata,
+    describe_failure,
+    plan_checks,
+    plan_object_checks,
+    shard_file,
+)
 from segpipe.storage.verify import matches as _matches
 from segpipe.storage.verify import verify_array as _verify_array
 from segpipe.storage.volume import parse_window, slice_image_name, slice_ref
@@ -72,9 +82,11 @@ class StoreSample(Sample):
 
     Attributes:
         check: The image's check (None for a store without receipts, e.g. one ``convert`` wrote).
+        doubt: The doubt its receipt records, or None.
     """
 
     check: ImageCheck | None = None
+    doubt: dict[str, Any] | None = None
 
     @property
     def size_measured(self) -> bool:
@@ -94,7 +106,8 @@ class StoreReader:
     format_name = "segpipe_zarr"
 
     def __init__(self, path: str | Path, *, min_score: float = 0.0) -> None:
-        check_metadata(Path(path))  # a corrupt zarr.json of the root or a stack: one line naming it
+        if not isinstance(as_location(path), Location):
+            check_metadata(Path(path))  # a corrupt zarr.json of the root or a stack: one line naming it
         self.store = ZarrStore.open(path)
         attrs = self.store.attrs()
         cats = [dict(c) for c in attrs.get("categories", [])]
@@ -108,13 +121,20 @@ class StoreReader:
             void_value=255,
             # The token names this reading: workers keep one store handle (and its index of stacked
             # images) per token, not one per image, and never reuse one across readings.
-            extra={"task": attrs.get("task"), "min_score": min_score, "store": str(self.store.path),
+            extra={"task": attrs.get("task"), "min_score": min_score, "store": str(self.store.target),
                    "store_token": uuid.uuid4().hex},
         )
         self.problems: list[Problem] = []
         # Receipts vouch for a prelabel run's outputs; a store written by `convert` has none.
         self.checks: StoreChecks | None = None
-        if attrs.get("config_hash"):
+        if attrs.get("config_hash") and self.store.location is not None:
+            ledger = self.store.ledger()
+            assert isinstance(ledger, ObjectLedger)  # a store in object storage keeps its receipts there
+            self.checks = plan_object_checks(self.store.location, ledger.read_all())
+            self._ids = sorted(self.checks.images)
+            self.problems.extend(Problem("error", f, "receipt", why, "store.receipt")
+                                 for f, why in self.checks.unreadable)
+        elif attrs.get("config_hash"):
             self.checks = plan_checks(self.store.path, self.store.private / "ledger")
             self._ids = sorted(self.checks.images)
             self.problems.extend(Problem("error", f, "receipt", why, "store.receipt")
@@ -123,7 +143,7 @@ class StoreReader:
             try:
                 self._ids = self.store.image_ids()
             except Exception as e:  # a damaged stack: name its file
-                raise _read_error(self.store.path / "stacks", e) from None
+                raise _read_error(_root(self.store) / "stacks", e) from None
         window = (attrs.get("config") or {}).get("window")
         try:
             self._window = parse_window(window) if isinstance(window, str) else None
@@ -144,7 +164,7 @@ class StoreReader:
                 g = self.store.group(image_id, check.hint if check is not None else None)
                 a = dict(g.attrs)
             except Exception as e:  # damaged attributes fail this image alone, named
-                p, why = _failure(self.store.path, image_id, check, "attrs", e)
+                p, why = _failure(_root(self.store), image_id, check, "attrs", e)
                 yield self._failed(image_id, ImageCheck(f"attributes: {why}", str(p)))
                 continue
             name = str(a.get("file", f"{image_id}.png"))
@@ -161,6 +181,7 @@ class StoreReader:
                                 attributes={"sha256": a.get("sha256", ""), "file": a.get("file")}),
                 image_path=image_path,
                 check=check,
+                doubt=(self.checks.doubt.get(image_id) if self.checks is not None else None) or a.get("doubt"),
             )
 
     def _failed(self, image_id: int, check: ImageCheck) -> StoreSample:
@@ -181,15 +202,32 @@ def _short(exc: BaseException, limit: int = 80) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def _read_error(path: Path, exc: BaseException) -> InputError:
+def _root(store: ZarrStore) -> Path | _Url:
+    """Where a store's files are named from: its folder, or its URL (object storage)."""
+    return _Url(str(store.location)) if store.location is not None else store.path
+
+
+class _Url(str):
+    """A store's URL, joined with ``/`` as a :class:`~pathlib.Path` is (names objects in messages)."""
+
+    def __truediv__(self, key: str) -> _Url:
+        return _Url(f"{self}/{key}")
+
+
+def _read_error(path: Path | _Url, exc: BaseException) -> InputError:
     """An :class:`InputError` naming the file behind a failed read below ``path``."""
+    if isinstance(path, _Url):
+        return InputError(f"cannot be read ({_short(exc)})", path=str(path))
     p, why = describe_failure(path, exc)
     return InputError(why, path=p)
 
 
-def _failure(root: Path, image_id: int, check: ImageCheck | None, name: str,
-             exc: BaseException) -> tuple[Path, str]:
+def _failure(root: Path | _Url, image_id: int, check: ImageCheck | None, name: str,
+             exc: BaseException) -> tuple[Path | str, str]:
     """The file behind a failed read of array ``name`` of an image, and why."""
+    if isinstance(root, _Url):  # object storage: no files to inspect, the array is named
+        where = root / "images" / str(image_id) / name if name and name != "attrs" else root / "images" / str(image_id)
+        return str(where), f"cannot be read ({_short(exc)})"
     if check is not None and check.hint is not None:
         stack, slot = check.hint
         if name in ("labels", "probs"):
@@ -219,7 +257,7 @@ class _Outputs:
             self.groups = set(self.group.group_keys())
             self.attrs = dict(self.group.attrs)
         except Exception as e:
-            p, why = _failure(store.path, image_id, check, "", e)
+            p, why = _failure(_root(store), image_id, check, "", e)
             raise InputError(why, path=p) from None
 
     def read(self, name: str) -> np.ndarray:
@@ -235,7 +273,7 @@ class _Outputs:
                 node = node[part]
             arr = np.asarray(node[...])
         except Exception as e:
-            p, why = _failure(self.store.path, self.image_id, self.check, name, e)
+            p, why = _failure(_root(self.store), self.image_id, self.check, name, e)
             raise InputError(f"{name}: {why}", path=p) from None
         if self.check is None:
             return arr
@@ -249,7 +287,7 @@ class _Outputs:
     def _file(self, name: str) -> Path:
         if self.check is not None and self.check.hint is not None:
             return shard_file(self.store.path, *self.check.hint, name)
-        return self.store.path / "images" / str(self.image_id) / name
+        return _root(self.store) / "images" / str(self.image_id) / name  # type: ignore[return-value]
 
     def _verify_blocks(self, labels: np.ndarray) -> None:
         """Each finished block of a scene against its receipt (a block's digest covers its core)."""
@@ -283,7 +321,7 @@ def materialize(sample: Sample, meta: DatasetMeta) -> Materialized:
         try:
             has_rle = "rle" in out.group["instances"].array_keys()
         except Exception as e:
-            raise _read_error(store.path / "images" / str(sample.image.id) / "instances", e) from None
+            raise _read_error(_root(store) / "images" / str(sample.image.id) / "instances", e) from None
         rles = out.read("instances/rle") if has_rle else np.array([], dtype=str)
         boxes = out.read("instances/boxes")
         scores = out.read("instances/scores")
@@ -310,7 +348,7 @@ def materialize(sample: Sample, meta: DatasetMeta) -> Materialized:
     void = int(geo["nodata"]) if isinstance(geo, dict) and geo.get("nodata") is not None else 255
     confidence = _class_scores(out, class_map) if class_map is not None and "probs" in names else {}
     return Materialized(sample, tuple(instances), class_map=class_map, panoptic=panoptic, void_value=void,
-                        class_scores=confidence)
+                        class_scores=confidence, doubt=getattr(sample, "doubt", None) or out.attrs.get("doubt"))
 
 
 #: Largest ``probs`` array (C x H x W bytes) read for class scores: a scene's would not fit in memory.

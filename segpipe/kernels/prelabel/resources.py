@@ -12,7 +12,9 @@ import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from segpipe.models.devices import gpu_decode_enabled
 from segpipe.models.ref import ModelRef
+from segpipe.models.tta import TTASpec, averaged_predictor
 from segpipe.storage.isolated import IsolatedDecoder
 
 if TYPE_CHECKING:  # built on the workers (ModelRef.predictor): the driver never loads the predictors
@@ -41,6 +43,10 @@ class PredictorOptions:
         tile: Tile side (None: the checkpoint's).
         overlap: Tile overlap fraction (None: the checkpoint's).
         score_thresh: Instance models only: detections below it are dropped (``--min-score``).
+        precision: ``--precision`` (:func:`~segpipe.models.devices.autocast_dtype`).
+        gpu_decode: ``--gpu-decode`` (:func:`~segpipe.models.devices.gpu_decode_enabled`).
+        tta: Test-time views averaged (``--tta``), or None.
+        ensemble: More models whose probabilities are averaged with the run's model (``--ensemble``).
     """
 
     device: str = "auto"
@@ -48,11 +54,15 @@ class PredictorOptions:
     tile: int | None = None
     overlap: float | None = None
     score_thresh: float | None = None
+    precision: str = "auto"
+    gpu_decode: str = "auto"
+    tta: TTASpec | None = None
+    ensemble: tuple[ModelRef, ...] = ()
 
     def kwargs(self) -> dict[str, Any]:
         """The options as the predictor takes them."""
         kw: dict[str, Any] = {"device": self.device, "batch_size": self.batch_size, "tile": self.tile,
-                              "overlap": self.overlap}
+                              "overlap": self.overlap, "precision": self.precision}
         if self.score_thresh is not None:
             kw["score_thresh"] = self.score_thresh
         return kw
@@ -65,10 +75,13 @@ class PrelabelResources:
     Attributes:
         predictor: The model, ready to predict (its forward passes on :data:`INFERENCE_THREADS`).
         decoder: Decodes images in a child process (a malformed file cannot crash the worker).
+        gpu_decode: JPEGs are decoded on the predictor's CUDA device (``--gpu-decode``), the decoder
+            taking any file the GPU's refuses.
     """
 
     predictor: Predictor
     decoder: IsolatedDecoder
+    gpu_decode: bool = False
 
     def close(self) -> None:
         """Stops the decoder process."""
@@ -91,7 +104,12 @@ class PredictorSetup:
         """Loads the model and starts the decoder (on the worker)."""
         # before torch is first imported here: its OpenMP pool starts at this size
         os.environ.setdefault("OMP_NUM_THREADS", str(INFERENCE_THREADS))
-        predictor = self.model.predictor(threads=INFERENCE_THREADS, **self.options.kwargs())
+        kw = {"threads": INFERENCE_THREADS, **self.options.kwargs()}
+        if self.options.tta is not None or self.options.ensemble:  # one model averaging every view and member
+            predictor = averaged_predictor((self.model, *self.options.ensemble), self.options.tta, **kw)
+        else:
+            predictor = self.model.predictor(**kw)
         if not getattr(predictor, "cuda", False):
             predictor.batch_size = CPU_TILES_PER_PASS
-        return PrelabelResources(predictor, IsolatedDecoder())
+        gpu_decode = gpu_decode_enabled(self.options.gpu_decode, predictor.device)
+        return PrelabelResources(predictor, IsolatedDecoder(), gpu_decode=gpu_decode)

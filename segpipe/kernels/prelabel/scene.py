@@ -46,7 +46,7 @@ def create_scene_arrays(store: ZarrStore, entry: ManifestEntry, src: RasterSourc
         resume: Whether this run continues an earlier one.
     """
     # what `"labels" in group` answers on a local store, without opening (or creating) the group
-    if resume and (store.path / "images" / image_key(entry.id) / "labels" / "zarr.json").is_file():
+    if resume and _has_labels(store, entry.id):
         return
     info = {"id": entry.id, "file": entry.file, "path": entry.path, "width": entry.width, "height": entry.height,
             "sha256": entry.sha256, "geo": {**src.geo_attrs(), "nodata": label_void(lut_dtype)}}
@@ -61,6 +61,14 @@ def create_scene_arrays(store: ZarrStore, entry: ManifestEntry, src: RasterSourc
         g.create_array("probs", shape=(n_classes, entry.height, entry.width), dtype="uint8",
                        chunks=(n_classes, SCENE_PROB_CHUNK, SCENE_PROB_CHUNK), fill_value=0,
                        dimension_names=dimension_names("probs", 3))
+
+
+def _has_labels(store: ZarrStore, image_id: int) -> bool:
+    # what `"labels" in group` answers, without opening (or creating) the group: one stat or one HEAD
+    key = f"images/{image_key(image_id)}/labels/zarr.json"
+    if store.location is not None:
+        return store.location.exists(key)
+    return (store.path / key).is_file()
 
 
 def predict_block(predictor: Predictor, entry: ManifestEntry, part: SceneBlock, store: ZarrStore,

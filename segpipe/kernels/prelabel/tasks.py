@@ -178,6 +178,7 @@ class Receipt:
         z: A volume slice's index.
         stack: The stack of a stacked image.
         slot: Its slot.
+        doubt: How unsure the model was (:mod:`segpipe.kernels.prelabel.doubt`), where measured.
     """
 
     key: str
@@ -197,6 +198,7 @@ class Receipt:
     stack: str | None = None
     slot: int | None = None
     status: Literal["done"] = "done"
+    doubt: Mapping[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         """The receipt as the ledger stores it (key order as written since layout 2)."""
@@ -216,6 +218,8 @@ class Receipt:
                    timings={"decode": self.timings.decode, "infer": self.timings.infer,
                             "write": self.timings.write},
                    worker=self.worker, time=self.time)
+        if self.doubt is not None:
+            out["doubt"] = dict(self.doubt)
         return out
 
     @classmethod
@@ -239,6 +243,7 @@ class Receipt:
             z=int(rec["z"]) if "z" in rec else None,
             stack=str(rec["stack"]) if "stack" in rec else None,
             slot=int(rec["slot"]) if "stack" in rec else None,
+            doubt=dict(rec["doubt"]) if isinstance(rec.get("doubt"), dict) else None,
         )
 
 

@@ -17,6 +17,7 @@ import numpy as np
 
 from segpipe.errors import ConfigError
 from segpipe.models.checkpoint import CheckpointMeta
+from segpipe.models.devices import HostStaging, autocast_dtype
 from segpipe.models.predictors.tiler import Tiler
 from segpipe.models.registry import arch_dims, build_model
 from segpipe.models.sources import SourceOptions, detect_source
@@ -103,7 +104,9 @@ class Predictor:
         overlap: A float is a fraction of the tile in [0, 1); an ``int`` is pixels (internal callers);
             the checkpoint's when None.
         blend: ``gaussian`` (default), ``linear`` or ``constant``.
-        amp: Autocast on CUDA (bf16 where supported, else fp16). Ignored on CPU.
+        amp: Autocast as ``precision`` says; False runs float32 whatever ``precision`` says.
+        precision: ``auto`` (bf16 autocast on a CUDA device with bf16 support, float32 elsewhere),
+            ``fp32`` or ``bf16`` (on the CPU too): see :func:`~segpipe.models.devices.autocast_dtype`.
         threads: CPU threads (default: the cores this process may use).
         score_thresh: Instances (and panoptic segments, Keypoint R-CNN people) below this score are dropped.
         mask_thresh: Instance mask probability threshold.
@@ -152,6 +155,7 @@ class Predictor:
         mask_thresh: float = 0.5,
         nms_iou: float = 0.5,
         blend_logits: bool = False,
+        precision: str = "auto",
     ) -> None:
         import torch  # lazy: torch loads on the workers, not in the driver that imports predictors
 
@@ -179,9 +183,9 @@ class Predictor:
         self.model = model.eval().to(self.device)
         if self.cuda and self.channels_last_input:
             self.model = self.model.to(memory_format=torch.channels_last)
-        self.amp_dtype = None
-        if self.cuda and amp:
-            self.amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        self.precision = precision if amp else "fp32"
+        self.amp_dtype = autocast_dtype(self.precision, self.device)
+        self._staging = HostStaging(self.device)
         mean = torch.tensor(meta.mean, device=self.device).view(1, 3, 1, 1) * 255.0
         std = torch.tensor(meta.std, device=self.device).view(1, 3, 1, 1) * 255.0
         # (x − mean) / std as x · scale + bias: one fused pass in _to_tensor
@@ -218,13 +222,20 @@ class Predictor:
 
     # -- the forward pass -------------------------------------------------------------------------
 
-    def _to_tensor(self, tiles: list[np.ndarray]) -> Any:
-        """``list[(h, w, 3) uint8]`` → normalised ``(N, 3, h, w)`` float on the device."""
+    def _to_tensor(self, tiles: Sequence[Any]) -> Any:
+        """``list[(h, w, 3) uint8]`` → normalised ``(N, 3, h, w)`` float on the device.
+
+        The tiles are numpy arrays, or ``(h, w, 3)`` tensors already on the device (images decoded
+        there: :func:`~segpipe.models.devices.decode_jpegs`).
+        """
         import torch  # lazy: torch loads on the workers, not in the driver that imports predictors
 
-        batch = torch.from_numpy(np.stack(tiles))
-        if self.cuda:
-            batch = batch.pin_memory().to(self.device, non_blocking=True)
+        if all(isinstance(t, torch.Tensor) for t in tiles):
+            batch = torch.stack(list(tiles))
+        else:
+            batch = torch.from_numpy(np.stack([np.asarray(t) for t in tiles]))
+        # CUDA: from a pinned buffer, non-blocking (devices.HostStaging); the CPU: as it is
+        batch = self._staging.to_device(batch)
         # One fused pass uint8 → normalised float, ``x · (1/std) − mean/std`` (within 2.4e-7 of
         # ``(x − mean) / std``): half the time of convert-then-normalise, and the result keeps the
         # channels-last strides of the HWC view.
@@ -236,13 +247,13 @@ class Predictor:
         return x
 
     def _run(self, x: Any) -> Any:
-        """The model on a prepared ``(N, C, ...)`` batch, without autograd (autocast on CUDA)."""
+        """The model on a prepared ``(N, C, ...)`` batch, without autograd (autocast per ``precision``)."""
         import torch  # lazy: torch loads on the workers, not in the driver that imports predictors
 
         with torch.inference_mode():
             inp = list(x) if self.list_input else x
             if self.amp_dtype is not None:
-                with torch.autocast("cuda", dtype=self.amp_dtype):
+                with torch.autocast(self.device.type, dtype=self.amp_dtype):
                     return self.model(inp)
             return self.model(inp)
 

@@ -239,6 +239,10 @@ def foreign_form(pr: Probe) -> str | None:
     if pr.is_dir:
         if "saved_model.pb" in pr.files or "saved_model.pbtxt" in pr.files:
             return "a TensorFlow SavedModel folder; convert it to ONNX (e.g. python -m tf2onnx.convert)"
+        onnx = [f.lower() for f in pr.files if f.lower().endswith(".onnx")]
+        if "sam_onnx.json" in pr.files or (any("encoder" in f for f in onnx) and any("decoder" in f for f in onnx)):
+            return ("an ONNX encoder/decoder pair (SAM): it turns boxes into masks; pass the boxes with "
+                    "--prompts BOXES")
         cfg = pr.config
         if cfg is not None and "model_type" not in cfg and "_model_class" not in cfg:
             return "a folder whose config.json names no model_type (Hugging Face) or _model_class (smp)"

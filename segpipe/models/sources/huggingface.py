@@ -88,6 +88,9 @@ def kind(path: Path, cfg: dict[str, Any]) -> tuple[str, str]:
     if not archs and model_type in UNIVERSAL_TYPES:
         return "universal", "AutoModelForUniversalSegmentation"
     named = f" ({', '.join(archs)})" if archs else ""
+    if model_type.startswith("sam"):  # a promptable model: it makes masks of boxes (--prompts), not of images
+        raise CheckpointError(f"a Hugging Face {model_type} model: SAM turns boxes into masks",
+                              path=path / "config.json", hint="pass the boxes with --prompts BOXES")
     raise CheckpointError(f"a Hugging Face {model_type} model{named}, not a segmentation model segpipe runs",
                           path=path / "config.json",
                           hint="segpipe runs *ForSemanticSegmentation and Mask2Former / MaskFormer models")

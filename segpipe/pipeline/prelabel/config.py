@@ -18,6 +18,7 @@ from segpipe.kernels.prelabel.tasks import OutputSettings
 from segpipe.models.checkpoint import CheckpointMeta
 from segpipe.models.ref import ModelRef
 from segpipe.models.registry import arch_dims
+from segpipe.models.tta import check_members, tta_spec
 from segpipe.pipeline.prelabel.request import PrelabelRequest
 from segpipe.storage.volume import parse_window
 
@@ -37,8 +38,12 @@ def check_request(req: PrelabelRequest) -> None:
         raise ConfigError(f"--min-score {req.min_score} is not a score in [0, 1]")
     if req.stretch not in ("auto", "percentile", "minmax", "none"):
         raise ConfigError(f"--stretch must be auto, percentile, minmax or none, got {req.stretch!r}")
+    if req.gpu_decode == "on" and req.device == "cpu":  # the one device the driver knows a worker resolves to
+        raise ConfigError("--gpu-decode on decodes on a CUDA device, but --device is cpu",
+                          hint="use --device cuda (or auto on a GPU machine), or --gpu-decode auto/off")
     if req.window:
         parse_window(req.window)  # a malformed window is one line before anything runs
+    tta_spec(req.tta, req.tta_scales)  # a bad --tta or --tta-scales is one line before the model is read
 
 
 def check_tiling(tile: int | None, overlap: float | None, meta: Any) -> None:
@@ -78,8 +83,16 @@ def check_tiling(tile: int | None, overlap: float | None, meta: Any) -> None:
                 hint=f"use --overlap {max_overlap_fraction(side)} or less, e.g. 0.25, or a larger --tile")
 
 
-def output_config(req: PrelabelRequest, model_fp: str, meta: Any) -> dict[str, Any]:
-    """The part of the request that determines the outputs (hashed into every task key)."""
+def output_config(req: PrelabelRequest, model_fp: str, meta: Any, members: list[str] | None = None) -> dict[str, Any]:
+    """The part of the request that determines the outputs (hashed into every task key).
+
+    Args:
+        req: The request.
+        model_fp: The model's fingerprint.
+        meta: Its metadata.
+        members: The fingerprints of ``--ensemble``'s models, in order.
+    """
+    members = members or []
     return {
         "layout": 2,
         "model": model_fp,
@@ -98,7 +111,23 @@ def output_config(req: PrelabelRequest, model_fp: str, meta: Any) -> dict[str, A
         # CPU_TILES_PER_PASS): outputs do not depend on --workers, --threads or --batch. Stores of
         # segpipe before it used the worker's thread count and the batch, and are not resumed.
         "cpu_inference": "1 thread, 1 tile per pass",
+        # bf16 or fp32 asked for (auto keeps the hash of stores made before --precision); pixels
+        # decoded on a GPU may differ from the CPU decoder's by a few levels
+        **({"precision": req.precision} if req.precision != "auto" else {}),
+        **({"gpu_decode": "on"} if req.gpu_decode == "on" else {}),
+        **_averaging_config(req, members),
     }
+
+
+def _averaging_config(req: PrelabelRequest, members: list[str]) -> dict[str, Any]:
+    """``--tta`` and ``--ensemble`` in the config, only when asked for (other stores keep their hash)."""
+    spec = tta_spec(req.tta, req.tta_scales)
+    out: dict[str, Any] = {}
+    if spec is not None:
+        out["tta"] = spec.to_config()
+    if members:
+        out["ensemble"] = members
+    return out
 
 
 def config_hash(config: dict[str, Any]) -> str:
@@ -158,16 +187,28 @@ def read_model(req: PrelabelRequest) -> ModelPlan:
     if req.task and req.task != meta.task:
         raise ConfigError(f"--task {req.task} but the model {meta.arch} is a {meta.task} model")
     check_tiling(req.tile, req.overlap, meta)  # before any cluster starts: a tiling with no stride is one line
+    members = ensemble_refs(req)
+    if members or tta_spec(req.tta, req.tta_scales) is not None:  # averaged: the same classes, semantic 2-D
+        check_members([meta, *(m.meta() for m in members)], [ref.spec, *(m.spec for m in members)],
+                      averaging="--ensemble" if members else "--tta")
     fp = ref.fingerprint()
     dims = arch_dims(meta.arch)  # the architecture's, as the workers' predictor sees it (no torch here)
-    config = output_config(req, fp, meta)
+    config = output_config(req, fp, meta, [m.fingerprint() for m in members])
     return ModelPlan(ref=ref, meta=meta, dims=dims, config=config, cfg_hash=config_hash(config))
+
+
+def ensemble_refs(req: PrelabelRequest) -> list[ModelRef]:
+    """``--ensemble``'s models, read with ``--model``'s options (``--arch``, ``--num-classes``, ``--classes``)."""
+    return [ModelRef(m, req.arch, num_classes=req.num_classes, classes=req.classes, task=req.task)
+            for m in (req.ensemble or ())]
 
 
 def predictor_options(req: PrelabelRequest, meta: Any) -> PredictorOptions:
     """The predictor's options for ``req`` (the score threshold for instance models only)."""
     return PredictorOptions(device=req.device, batch_size=req.batch, tile=req.tile, overlap=req.overlap,
-                            score_thresh=req.min_score if meta.task == "instance" else None)
+                            score_thresh=req.min_score if meta.task == "instance" else None,
+                            tta=tta_spec(req.tta, req.tta_scales), ensemble=tuple(ensemble_refs(req)),
+                            precision=req.precision, gpu_decode=req.gpu_decode)
 
 
 def output_settings(req: PrelabelRequest) -> OutputSettings:

@@ -8,6 +8,7 @@ The driver never decodes pixels: it lists the source, plans keyed tasks, submits
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
@@ -22,6 +23,7 @@ from segpipe.execution.plugins import WithResources
 from segpipe.execution.resources import provide_resources
 from segpipe.execution.runner import Progress, run_tasks
 from segpipe.kernels.prelabel.batch import prelabel_batch
+from segpipe.kernels.prelabel.prompted import PromptedSetup, prompted_batch
 from segpipe.kernels.prelabel.resources import PredictorSetup
 from segpipe.kernels.prelabel.tasks import SLAB, Failure, PrelabelSettings, PrelabelTask, Receipt, TaskResult
 from segpipe.pipeline.prelabel.config import (
@@ -32,6 +34,7 @@ from segpipe.pipeline.prelabel.config import (
     read_model,
 )
 from segpipe.pipeline.prelabel.plan import batch_key, batch_tasks, plan_tasks
+from segpipe.pipeline.prelabel.prompts import plan_prompted
 from segpipe.pipeline.prelabel.report import (
     FailedItem,
     ImageCounts,
@@ -52,8 +55,7 @@ from segpipe.pipeline.prelabel.store import (
     tasks_to_run,
 )
 from segpipe.storage.atomic import write_json_atomic
-from segpipe.storage.ledger import Ledger
-from segpipe.storage.manifest import ManifestEntry, write_manifest
+from segpipe.storage.manifest import ManifestEntry, manifest_bytes, write_manifest
 from segpipe.storage.zarrfast import forget_metadata
 from segpipe.storage.zarrstore import ZarrStore
 
@@ -112,15 +114,18 @@ def run_prelabel(req: PrelabelRequest, cluster: ClusterSpec | None = None, progr
     # Where the run will write, first: an --out over an input or over something segpipe did not make is
     # refused before the model is even read (prepare_store checks the rest once the config is known).
     check_out(req)
-    model = read_model(req)
+    # --prompts: a SAM model turns the boxes into masks (the boxes are matched to the source listed here)
+    prompted = plan_prompted(req) if req.prompts is not None else None
+    model = prompted.model if prompted else read_model(req)
     forget_metadata()  # in-process runs write from this process: nothing cached by an earlier run counts
     workers = _workers(cluster, req.threads)
-    setup = PredictorSetup(model.ref, predictor_options(req, model.meta))
+    setup: PredictorSetup | PromptedSetup = prompted.setup if prompted else \
+        PredictorSetup(model.ref, predictor_options(req, model.meta))
     run_id = time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
     prepare_store(req, model.store_attrs(), model.cfg_hash, dry_run=True)  # refused before a cluster starts
     # The source is listed before any cluster starts: an empty folder is one line at once, and a small
     # job runs in this process instead of waiting for workers (ClusterSpec.sized).
-    listing = list_source(req.source, limit=req.limit)
+    listing = prompted.listing if prompted else list_source(req.source, limit=req.limit)
     if client is None:
         workers = _sized(workers, listing, log)
     # The model is loaded on the workers before the store is touched: a checkpoint the workers cannot
@@ -131,8 +136,15 @@ def run_prelabel(req: PrelabelRequest, cluster: ClusterSpec | None = None, progr
         run = _Run(req, model, workers, setup, client, progress)
         outcome = run.execute(listing, staging, log)
     report = _report(run_id, req, model, workers, outcome, t_start)
-    (outcome.store.private / "runs").mkdir(exist_ok=True)
-    write_json_atomic(outcome.store.private / "runs" / f"{run_id}.json", report.model_dump(mode="json"))
+    if prompted:
+        report = report.model_copy(update={"prompts": prompted.counts})
+    if outcome.store.location is None:
+        (outcome.store.private / "runs").mkdir(exist_ok=True)
+        write_json_atomic(outcome.store.private / "runs" / f"{run_id}.json", report.model_dump(mode="json"))
+    else:  # the same JSON as a local store's report, in one PUT
+        outcome.store.write_private(f"runs/{run_id}.json",
+                                    (json.dumps(report.model_dump(mode="json"), indent=2, ensure_ascii=False)
+                                     + "\n").encode())
     # under --on-error fail any failure makes the new run incomplete
     if staging and finish_replacement(staging[0], req, outcome.stopped or (req.on_error == "fail"
                                                                            and bool(outcome.failed))):
@@ -220,7 +232,7 @@ class _Run:
     req: PrelabelRequest
     model: ModelPlan
     workers: _Workers
-    setup: PredictorSetup
+    setup: PredictorSetup | PromptedSetup
     client: Any
     progress: Progress | None
 
@@ -232,10 +244,13 @@ class _Run:
             log(f"dask dashboard: {dashboard}")
         entries = ingest(req.source, self.client, limit=req.limit, listing=listing)
         store = prepare_store(req, model.store_attrs(), model.cfg_hash)
-        if store.path != req.out:
-            staging.append(store.path)
-        write_manifest(store.private / "manifest.jsonl", entries)
-        ledger = Ledger(store.private)
+        if store.location is not None:  # object storage: written in place (no staging: see prepare_store)
+            store.write_private("manifest.jsonl", manifest_bytes(entries))
+        else:
+            if store.path != req.out:
+                staging.append(store.path)
+            write_manifest(store.private / "manifest.jsonl", entries)
+        ledger = store.ledger()
         ledger.ensure()
         planned = plan_tasks(entries, model.cfg_hash, slab=SLAB if model.dims == 3 else 0)
         todo = tasks_to_run(store, ledger, planned)
@@ -258,13 +273,14 @@ class _Run:
         """Runs ``todo`` in batches on the workers; yields each batch's results as it finishes."""
         slots = self.workers.slots(self.client)
         batches = batch_tasks(todo, slots)
-        settings = PrelabelSettings(ZarrStore(store.path), output_settings(self.req),
+        settings = PrelabelSettings(ZarrStore(store.target), output_settings(self.req),
                                     stop_on_failure=self.req.on_error == "fail")
         tasks = ((batch_key([t.key for t in b]), (settings, b)) for b in batches)
         # On a cluster with GPU workers (ours, or a user's `dask worker --resources GPU=1`), model tasks
         # run only there; on the CPU they run anywhere.
         gpu_only = {GPU_RESOURCE: 1.0} if self.req.device != "cpu" and advertises_gpu(self.client) else None
-        for _, results in run_tasks(self.client, WithResources(prelabel_batch, self.setup), tasks,
+        kernel: Any = prompted_batch if isinstance(self.setup, PromptedSetup) else prelabel_batch
+        for _, results in run_tasks(self.client, WithResources(kernel, self.setup), tasks,
                                     total=len(batches), max_in_flight=max(2, 2 * max(1, slots)),
                                     resources=gpu_only):
             yield results
@@ -278,7 +294,7 @@ def _report(run_id: str, req: PrelabelRequest, model: ModelPlan, workers: _Worke
     return PrelabelReport(
         run_id=run_id,
         segpipe_version=__version__,
-        store=str(req.out),
+        store=str(outcome.store) if outcome.store.location is not None else str(req.out),
         source=req.source,
         model=ModelSummary(spec=req.model, arch=model.meta.arch, task=model.meta.task),
         # Items that failed before any task was planned for them (refused at ingest, scenes that cannot

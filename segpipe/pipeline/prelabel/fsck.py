@@ -15,15 +15,16 @@ from typing import Any
 
 import numpy as np
 
-from segpipe.errors import SegpipeError
+from segpipe.errors import InputError, SegpipeError
 from segpipe.pipeline.prelabel.report import BadReceipt, FsckReport, StoreProblem
 from segpipe.storage import outputs
-from segpipe.storage.ledger import Ledger, orphan_partials
+from segpipe.storage.ledger import Ledger, ObjectLedger, orphan_partials
+from segpipe.storage.location import Location, as_location, describe_storage_error
 from segpipe.storage.verify import check_metadata, describe_failure, parse_receipt, plan_checks, shard_file
 from segpipe.storage.zarrstore import ZarrStore, digest_matches
 
 
-def fsck(path: Path, repair: bool = False) -> dict[str, Any]:
+def fsck(path: Path | str, repair: bool = False) -> dict[str, Any]:
     """Checks a store: every receipt decodes and its outputs match their checksums; orphans listed.
 
     The report as a JSON object (:class:`~segpipe.pipeline.prelabel.report.FsckReport`); see
@@ -46,7 +47,7 @@ class _Findings:
     problems: list[StoreProblem] = field(default_factory=list)
 
 
-def check_store(path: Path, repair: bool = False) -> FsckReport:
+def check_store(path: Path | str, repair: bool = False) -> FsckReport:
     """Checks a store: every receipt decodes and its outputs match their checksums; orphans listed.
 
     Beyond the checksums, the stacks must agree with the receipts (:func:`~segpipe.storage.verify.plan_checks`):
@@ -63,6 +64,9 @@ def check_store(path: Path, repair: bool = False) -> FsckReport:
     Raises:
         InputError: not a segpipe store, or a corrupt ``zarr.json`` of the root or a stack (named).
     """
+    loc = as_location(path)
+    if isinstance(loc, Location):
+        return _check_object_store(loc, repair)
     check_metadata(Path(path))  # a corrupt zarr.json of the root or a stack: one line naming it
     store = ZarrStore.open(path)
     ledger = Ledger(store.private)
@@ -71,10 +75,76 @@ def check_store(path: Path, repair: bool = False) -> FsckReport:
     _check_places(store, ledger, found)
     orphans = [str(o) for o in orphan_partials(store.path)]
     left = outputs.leftovers(path)  # staging / set-aside folders of killed runs beside the store
-    repaired = _repair(path, orphans, found.bad) if repair else 0
+    repaired = _repair(Path(path), orphans, found.bad) if repair else 0
     orphans += [str(p) for p in left]
     return FsckReport(store=str(path), receipts=found.receipts, ok=found.ok, bad=found.bad, problems=found.problems,
                       orphans=orphans, repaired=repaired)
+
+
+def _check_object_store(loc: Location, repair: bool) -> FsckReport:
+    """:func:`check_store` of a store in object storage: every receipt against its arrays.
+
+    Object storage has no partial files (a PUT is whole or absent) and no staging folders, so there
+    are no orphans; such a store has no stacks either (one group per image). ``repair`` removes bad
+    receipts, so that ``--resume`` redoes their images.
+    """
+    try:
+        store = ZarrStore.open(loc.url)
+        ledger = store.ledger()
+        assert isinstance(ledger, ObjectLedger)  # a store in object storage keeps its receipts there
+        receipts = list(ledger.read_all())
+    except SegpipeError:
+        raise
+    except Exception as e:  # obstore's errors: no bucket, no access, no network
+        raise InputError(f"cannot be read: {describe_storage_error(e)}", path=str(loc)) from None
+    found = _Findings()
+    for key, data in receipts:
+        found.receipts += 1
+        where = ledger.key_url(key)
+        rec, why = parse_receipt(data) if data is not None else (None, "was removed while fsck ran")
+        if rec is None:
+            found.bad.append(BadReceipt(key=key, file=where, problem=f"receipt {why}"))
+            continue
+        try:
+            _check_object_receipt(store, loc, rec)
+            found.ok += 1
+        except _Mismatch as e:
+            found.bad.append(BadReceipt(key=key, file=where, problem=f"{e.path}: {e.what}"))
+    repaired = 0
+    if repair:
+        for b in found.bad:
+            ledger.remove(b.key)
+            repaired += 1
+    return FsckReport(store=str(loc), receipts=found.receipts, ok=found.ok, bad=found.bad, problems=found.problems,
+                      orphans=[], repaired=repaired)
+
+
+def _check_object_receipt(store: ZarrStore, loc: Location, rec: dict[str, Any]) -> None:
+    """:func:`_check_receipt` in object storage: the arrays named by their URLs.
+
+    Raises:
+        _Mismatch: naming the array that is missing, cannot be decoded, or differs.
+    """
+    if "slices" in rec:
+        named = [(int(sid), name, digest, f"slice {sid} {name}", None)
+                 for sid, outs in rec["slices"].items() for name, digest in outs.items()]
+    else:
+        win = rec.get("window")
+        named = [(int(rec["image_id"]), name, digest, name, win) for name, digest in rec.get("outputs", {}).items()]
+    for image_id, name, digest, what, win in named:
+        if not digest:
+            continue
+        key = f"images/{image_id}/{name}"
+        region = (..., slice(win[0], win[1]), slice(win[2], win[3])) if win else ...
+        try:
+            arr = np.asarray(store.group(image_id)[name][region])
+        except Exception:  # zarr's own errors quote raw bytes: named in plain words
+            missing = not loc.exists(f"{key}/zarr.json")
+            raise _Mismatch(loc.key_url(key), f"{what}: its array is missing" if missing
+                            else f"{what}: damaged chunk (cannot be decoded)") from None
+        if not digest_matches(arr.astype(str) if arr.dtype.kind in ("U", "T", "O") else arr, digest):
+            raise _Mismatch(loc.key_url(key), f"{what}: checksum mismatch (a chunk differs from its receipt, "
+                                              "or one is missing)")
 
 
 def _check_receipts(store: ZarrStore, ledger: Ledger, found: _Findings) -> None:
@@ -131,7 +201,7 @@ def _repair(path: Path, orphans: list[str], bad: list[BadReceipt]) -> int:
 class _Mismatch(Exception):
     """An output of a receipt that does not hold: the file concerned and what is wrong, in plain words."""
 
-    def __init__(self, path: Path, what: str) -> None:
+    def __init__(self, path: Path | str, what: str) -> None:
         super().__init__(what)
         self.path, self.what = path, what
 
@@ -183,7 +253,8 @@ def _check_array(where: Path, group: Any, name: str, region: Any, digest: str, w
                  shard: bool = False) -> None:
     """``group[name][region]`` matches ``digest``, or a mismatch naming the file at fault."""
     arr = _read_region(where, group, name, region, what, shard)
-    if digest_matches(arr.astype(str) if arr.dtype.kind in ("U", "T", "O") else arr, digest):
+    # via object: numpy casts its variable-width StringDType (zarr 3's strings, kind "T") to no unsized str
+    if digest_matches(arr.astype(object).astype(str) if arr.dtype.kind in ("U", "T", "O") else arr, digest):
         return
     if shard or not where.is_dir():
         why = ("missing shard file" if shard and not where.exists()
@@ -208,8 +279,15 @@ def _read_region(where: Path, group: Any, name: str, region: Any, what: str, sha
         raise _Mismatch(bad_file, f"{what}: damaged chunk file (cannot be decoded)") from None
 
 
-def read_runs(path: Path) -> Iterator[dict[str, Any]]:
+def read_runs(path: Path | str) -> Iterator[dict[str, Any]]:
     """The run reports of a store, oldest first (as written: see :class:`~.report.PrelabelReport`)."""
+    loc = as_location(path)
+    if isinstance(loc, Location):
+        store = ZarrStore(loc.url)
+        for key in store.private_keys("runs"):
+            if key.endswith(".json"):
+                yield json.loads(store.read_private(key))
+        return
     runs = Path(path) / ".segpipe" / "runs"
     if runs.exists():
         for p in sorted(runs.glob("*.json")):

@@ -58,6 +58,17 @@ class StageSeconds(_Record):
     write: float
 
 
+class PromptCounts(_Record):
+    """The boxes of a prompted run (``--prompts``): none is dropped without being counted here."""
+
+    file: str = Field(description="the --prompts file or folder")
+    boxes: int = Field(description="boxes read")
+    matched: int = Field(description="boxes whose image is in the source (each became a mask)")
+    unmatched_boxes: int = Field(description="boxes naming an image that is not in the source")
+    unmatched_images: int = Field(description="distinct images those boxes name")
+    ignored: int = Field(description="annotations that are no box prompt (crowd regions, no box nor shape)")
+
+
 class PrelabelReport(_Record):
     """A pre-label run's report, as written to ``STORE/.segpipe/runs/<run id>.json``."""
 
@@ -76,6 +87,7 @@ class PrelabelReport(_Record):
     dashboard: str | None
     stopped_on_error: bool
     elapsed_s: float
+    prompts: PromptCounts | None = Field(default=None, description="a prompted run's boxes (--prompts)")
     earlier_store_kept: bool = Field(
         default=False, exclude=True,
         description="an --overwrite run stopped on an error: the earlier store was kept (not in the file)",

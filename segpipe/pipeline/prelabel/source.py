@@ -1,22 +1,41 @@
 """The source of a pre-label run: its images listed on the driver (no pixel read), then measured and
 hashed on the workers into the manifest (stable ids, sizes, content hashes).
+
+A source is a local path or an ``s3://``, ``gs://``, ``az://`` or ``https://`` URL
+(:mod:`segpipe.storage.objects`): a folder prefix or a glob of images or scenes, a COCO, VOC or YOLO
+dataset, or a manifest. A URL is listed on the driver (one LIST; nothing is downloaded but a dataset's
+annotation files), every item carries its own URL, and the workers read the bytes themselves.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
+import json
 import os
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from segpipe.errors import InputError, SegpipeError
+from segpipe.errors import ImageDecodeError, InputError, SegpipeError
 from segpipe.execution.runner import run_tasks
 from segpipe.kernels.prelabel.ingest import describe_images
 from segpipe.storage.jsonio import read_json
 from segpipe.storage.manifest import ManifestEntry, list_images, read_manifest
+from segpipe.storage.objects import (
+    DATASET_FILE_SUFFIXES,
+    ObjectInfo,
+    head_object,
+    is_image_name,
+    list_object_images,
+    list_objects,
+    mirror_dataset,
+    unmirror,
+)
+from segpipe.storage.urls import is_url, read_url, redact
 
 
 def _dataset_images(source: Path) -> list[tuple[Path, str, int | None]]:
@@ -65,17 +84,21 @@ class SourceListing:
 
     Attributes:
         manifest: The entries of a manifest (``.jsonl``) source, already measured; else None.
-        groups: Image folder → ``(relative name, image id or None)`` of its images.
+        groups: Image folder (a path, or a URL) → ``(relative name, image id or None)`` of its images.
+        listed_bytes: The items' total size as an object-storage listing gave it (None: local files).
     """
 
     manifest: list[ManifestEntry] | None = None
     groups: dict[str, list[tuple[str, int | None]]] = field(default_factory=dict)
+    listed_bytes: int | None = None
 
     def __len__(self) -> int:
         return len(self.manifest) if self.manifest is not None else sum(len(v) for v in self.groups.values())
 
     def total_bytes(self) -> int:
         """The listed files' total size (a manifest's entries: 0, they are not opened here)."""
+        if self.listed_bytes is not None:  # object storage: the sizes its listing gave
+            return self.listed_bytes
         n = 0
         for base, items in self.groups.items():
             for name, _ in items:
@@ -105,6 +128,8 @@ def list_source(source: str, *, limit: int | None = None) -> SourceListing:
     Raises:
         InputError: no images, an unreadable folder or dataset file (names it).
     """
+    if is_url(source):
+        return _list_url_source(source, limit)
     src = Path(source)
     if src.suffix == ".jsonl" and src.is_file():
         listed = list(read_manifest(src))
@@ -119,6 +144,168 @@ def list_source(source: str, *, limit: int | None = None) -> SourceListing:
     if limit:
         groups = {k: v[:limit] for k, v in list(groups.items())[:1]}
     return SourceListing(groups=groups)
+
+
+#: Dataset formats read from object storage through a local mirror of their annotation files
+#: (:func:`segpipe.storage.objects.mirror_dataset`); their readers open no image to list it.
+URL_DATASET_FORMATS = ("coco", "voc", "yolo")
+
+
+def _list_url_source(source: str, limit: int | None) -> SourceListing:
+    """:func:`list_source` of an object-storage URL: one LIST of the prefix (sizes included), no download.
+
+    Raises:
+        InputError: nothing to pre-label there, a listing or a read refused (naming the URL).
+    """
+    text = source.rstrip("/")
+    if text.endswith(".jsonl"):
+        listed = _url_manifest(text)
+        return SourceListing(manifest=listed[:limit] if limit else listed)
+    single = None if any(c in text for c in "*?[") else head_object(text)
+    if single is not None:
+        folder, _, name = text.rpartition("/")
+        if name.lower().endswith(DATASET_FILE_SUFFIXES):
+            return _url_dataset_file(text, limit)
+        if not is_image_name(name):
+            raise InputError("not an image, a scene, a manifest (.jsonl) or a dataset file", path=redact(text))
+        return SourceListing(groups={folder: [(name, None)]}, listed_bytes=single.size)
+    objects: list[ObjectInfo] = []
+    if not any(c in text for c in "*?["):
+        objects = list_objects(text)
+        if any(o.key.lower().endswith(DATASET_FILE_SUFFIXES) for o in objects):
+            groups = _url_dataset_images(text, objects)
+            if groups is not None:
+                return _limited(groups, limit, text, objects)
+    root, images = list_object_images(text)
+    return _limited({root: [(o.key, None) for o in images]}, limit, root, images)
+
+
+def _limited(groups: dict[str, list[tuple[str, int | None]]], limit: int | None, root: str,
+             objects: list[ObjectInfo]) -> SourceListing:
+    """The listing of ``groups`` (the first ``limit`` items of the first group), sized from ``objects``
+    (listed below ``root``).
+    """
+    if limit:
+        groups = {k: v[:limit] for k, v in list(groups.items())[:1]}
+    sizes = {f"{root}/{o.key}": o.size for o in objects}
+    total = sum(sizes.get(f"{folder}/{name}", 0) for folder, items in groups.items() for name, _ in items)
+    return SourceListing(groups=groups, listed_bytes=total)
+
+
+def _url_manifest(url: str) -> list[ManifestEntry]:
+    """The entries of a manifest object; a relative ``path`` is resolved against the manifest's folder URL.
+
+    Raises:
+        InputError: it cannot be read, or a line is not a manifest entry (naming the URL and the line).
+    """
+    folder = url.rpartition("/")[0]
+    out: list[ManifestEntry] = []
+    for i, line in enumerate(read_url(url).decode("utf-8", errors="replace").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            e = ManifestEntry(**json.loads(line))
+        except (json.JSONDecodeError, TypeError) as err:
+            raise InputError(f"bad manifest line: {err}", path=redact(url), where=f"line {i}") from None
+        if e.path and not is_url(e.path) and not os.path.isabs(e.path):
+            e = dataclasses.replace(e, path=f"{folder}/{e.path}")
+        out.append(e)
+    return out
+
+
+def _url_dataset_file(url: str, limit: int | None) -> SourceListing:
+    """A dataset named by its annotation file (``s3://b/ds/annotations.json``, ``…/data.yaml``).
+
+    The file's folder is listed and mirrored, or the folder above it when the file lies in
+    ``annotations/`` (``ds/annotations/instances_val.json`` with ``ds/images/``), as
+    :func:`segpipe.storage.outputs.dataset_inputs` takes a local dataset file.
+    """
+    folder = url.rpartition("/")[0]
+    top = folder.rpartition("/")[0] if folder.rpartition("/")[2] == "annotations" else folder
+    objects = list_objects(top)
+    groups = _url_dataset_images(top, objects, file=url[len(top) + 1:])
+    if groups is None:
+        raise InputError("not a dataset segpipe reads (COCO, VOC, YOLO)", path=redact(url))
+    return _limited(groups, limit, top, objects)
+
+
+def _url_dataset_images(url: str, objects: list[ObjectInfo], file: str | None = None,
+                        ) -> dict[str, list[tuple[str, int | None]]] | None:
+    """A dataset's images and their ids, read by its own reader from a mirror of its annotation files.
+
+    Args:
+        url: The dataset's folder URL.
+        objects: Its objects, listed.
+        file: The annotation file named as the source, relative to ``url`` (None: the folder itself).
+
+    Returns:
+        Folder URL → ``(name, image id)``, as for a local dataset; None when the folder is no dataset
+        (then it is a folder of images, as locally).
+
+    Raises:
+        InputError: a format read from local datasets only (naming it), no image named by the dataset, or
+            the reader's own error (naming the URL, not the mirror).
+    """
+    # lazy: the format registry (~0.3 s) is read for dataset sources only, not for a glob or a manifest
+    from segpipe.formats import detect_format
+
+    with tempfile.TemporaryDirectory(prefix="segpipe-source-") as tmp:
+        mirror = Path(tmp) / "dataset"
+        mirror.mkdir()
+        mirror_dataset(url, mirror, objects)
+        target = mirror.joinpath(*file.split("/")) if file else mirror
+        try:
+            try:
+                fmt = detect_format(target)
+            except SegpipeError:
+                if file:
+                    raise
+                return None
+            if fmt not in URL_DATASET_FORMATS:
+                raise InputError(f"the {fmt} reader reads local datasets only (from object storage: "
+                                 f"{', '.join(URL_DATASET_FORMATS)})", path=redact(url),
+                                 hint="copy the dataset to a local folder, or pre-label its images folder")
+            found = _dataset_found(fmt, target)
+        except ImageDecodeError as e:
+            # a placeholder opened: this reader needs an image's header (VOC without <size>, say)
+            raise InputError("this dataset's annotations leave an image's size to its file, which is not read "
+                             "from object storage at listing time", path=_unmirrored(e.path or url, mirror, url),
+                             hint="copy the dataset to a local folder, or pre-label its images folder") from None
+        except SegpipeError as e:
+            if str(mirror) not in str(e) and str(mirror.resolve()) not in str(e):
+                raise
+            raise InputError(_unmirrored(e.message, mirror, url), path=_unmirrored(e.path or url, mirror, url),
+                             where=e.where, hint=e.hint) from None
+        groups: dict[str, list[tuple[str, int | None]]] = {}
+        present = {o.key for o in objects}
+        for p, iid in found:
+            image = unmirror(p, mirror, url)
+            if image[len(url) + 1:] not in present:
+                continue  # named by the dataset, not in the bucket (as a missing local file is skipped)
+            folder, _, name = image.rpartition("/")
+            groups.setdefault(folder, []).append((name, iid))
+    if not groups:
+        raise InputError(f"the {fmt} dataset names no image file that exists", path=redact(url))
+    return groups
+
+
+def _dataset_found(fmt: str, target: Path) -> list[tuple[Path, int | None]]:
+    """``(image path, image id)`` of a mirrored dataset, as its own reader names them."""
+    if fmt == "yolo":
+        # lazy: the YOLO layout (image ids are the reader's: its order of the listed images)
+        from segpipe.formats.yolo.layout import index
+
+        return [(Path(e.image), i) for i, e in enumerate(index(target).entries, start=1)]
+    # lazy: the format registry (~0.3 s) is read for dataset sources only
+    from segpipe.formats import get_format
+
+    reader = get_format(fmt).reader(target)
+    return [(Path(smp.image_path), smp.image.id) for smp in reader.samples() if smp.image_path]
+
+
+def _unmirrored(text: str, mirror: Path, url: str) -> str:
+    """A reader's message or path about the mirror, naming the dataset's URL instead."""
+    return text.replace(str(mirror.resolve()), redact(url)).replace(str(mirror), redact(url))
 
 
 def ingest(source: str, client: Any, *, limit: int | None = None,

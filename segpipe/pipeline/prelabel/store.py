@@ -21,10 +21,11 @@ from segpipe.kernels.prelabel.tasks import Failure, PrelabelTask, SceneBlock, St
 from segpipe.models.ref import ModelRef
 from segpipe.pipeline.prelabel.request import PrelabelRequest
 from segpipe.storage import outputs
-from segpipe.storage.ledger import Ledger
+from segpipe.storage.ledger import Ledger, ObjectLedger
+from segpipe.storage.location import Location, as_location
 from segpipe.storage.raster import RasterSource, check_bands, open_raster
 from segpipe.storage.stacks import plan_stacks
-from segpipe.storage.verify import plan_checks
+from segpipe.storage.verify import parse_receipt, plan_checks
 from segpipe.storage.zarrstore import ZarrStore
 
 #: Images up to this many pixels may be stacked (a shard task holds its images' outputs in memory).
@@ -46,7 +47,21 @@ def check_out(req: PrelabelRequest) -> None:
     Raises:
         OutputError: naming ``--out``.
     """
+    loc = out_location(req)
+    if loc is not None:
+        outputs.check_store_location(loc, request_inputs(req), option="--out", command="prelabel")
+        return
     outputs.check_output(req.out, request_inputs(req), option="--out", command="prelabel", kind="store")
+
+
+def out_location(req: PrelabelRequest) -> Location | None:
+    """``--out`` in object storage (``s3://``, ``gs://``, ``az://``), or None for a local store.
+
+    Raises:
+        InputError: an unknown scheme, or a URL without a bucket.
+    """
+    target = as_location(req.out)
+    return target if isinstance(target, Location) else None
 
 
 def prepare_store(req: PrelabelRequest, attrs: dict[str, Any], cfg_hash: str, *, dry_run: bool = False) -> ZarrStore:
@@ -61,13 +76,47 @@ def prepare_store(req: PrelabelRequest, attrs: dict[str, Any], cfg_hash: str, *,
         OutputError: ``--out`` overlaps an input, or is something other than a segpipe store.
         InputError: an existing store that may not be resumed (another config, or no ``--resume``).
     """
+    loc = out_location(req)
+    if loc is not None:
+        return _prepare_object_store(req, loc, attrs, cfg_hash, dry_run=dry_run)
     out = req.out
     plan = outputs.check_output(out, request_inputs(req), option="--out", command="prelabel", kind="store")
     if not plan.replaces:
         return ZarrStore(out) if dry_run else ZarrStore.create(out, attrs)
     if req.overwrite:
         return ZarrStore(out) if dry_run else ZarrStore.create(outputs.begin_staging(plan), attrs)
-    existing = ZarrStore.open(out).attrs()
+    _check_resumable(req, ZarrStore.open(out).attrs(), cfg_hash, out)
+    return ZarrStore(out)
+
+
+def _prepare_object_store(req: PrelabelRequest, loc: Location, attrs: dict[str, Any], cfg_hash: str, *,
+                          dry_run: bool) -> ZarrStore:
+    """:func:`prepare_store` for a store in object storage.
+
+    Object storage has no rename, so ``--overwrite`` cannot build the new store beside the earlier
+    one and swap it in: once the workers hold the model (``dry_run`` False), the earlier store's own
+    entries are deleted (:func:`~segpipe.storage.outputs.clear_store_location`: nothing segpipe did not
+    write) and the new one is written in its place. A run that then fails leaves a partial store of the
+    new config, which ``--resume`` continues.
+    """
+    exists = outputs.check_store_location(loc, request_inputs(req), option="--out", command="prelabel")
+    if not exists:
+        return ZarrStore(loc.url) if dry_run else ZarrStore.create(loc.url, attrs)
+    if req.overwrite:
+        if dry_run:
+            return ZarrStore(loc.url)
+        outputs.clear_store_location(loc, option="--out", command="prelabel")
+        return ZarrStore.create(loc.url, attrs)
+    _check_resumable(req, ZarrStore.open(loc.url).attrs(), cfg_hash, str(loc))
+    return ZarrStore(loc.url)
+
+
+def _check_resumable(req: PrelabelRequest, existing: dict[str, Any], cfg_hash: str, out: str | Path) -> None:
+    """Refuses to continue a store made with another config, or without ``--resume``.
+
+    Raises:
+        InputError: naming the store.
+    """
     if existing.get("config_hash") != cfg_hash:
         raise InputError(
             "store was made with another model or config; refusing to mix outputs", path=out,
@@ -75,7 +124,6 @@ def prepare_store(req: PrelabelRequest, attrs: dict[str, Any], cfg_hash: str, *,
         )
     if not req.resume:
         raise InputError("store exists", path=out, hint="pass --resume to continue it or --overwrite")
-    return ZarrStore(out)
 
 
 @contextmanager
@@ -116,9 +164,12 @@ def finish_replacement(staging: Path, req: PrelabelRequest, stopped: bool) -> bo
 # ------------------------------------------------------------------------------------------- resume
 
 
-def tasks_to_run(store: ZarrStore, ledger: Ledger, planned: list[PrelabelTask]) -> list[PrelabelTask]:
+def tasks_to_run(store: ZarrStore, ledger: Ledger | ObjectLedger, planned: list[PrelabelTask]) -> list[PrelabelTask]:
     """The planned tasks without a receipt ``--resume`` may trust (all of them in a new store)."""
-    done = _trusted_receipts(store, ledger, {t.key for t in planned})
+    if isinstance(ledger, ObjectLedger):
+        done = _trusted_object_receipts(store, ledger, {t.key for t in planned})
+    else:
+        done = _trusted_receipts(store, ledger, {t.key for t in planned})
     _drop_stale_receipts(ledger, done, planned)
     done &= ledger.keys()
     return [t for t in planned if t.key not in done]
@@ -141,7 +192,36 @@ def _trusted_receipts(store: ZarrStore, ledger: Ledger, planned: set[str]) -> se
     return checks.finished - {p.name[:-5] for p in redo}
 
 
-def _drop_stale_receipts(ledger: Ledger, done: set[str], planned: list[PrelabelTask]) -> None:
+def _trusted_object_receipts(store: ZarrStore, ledger: ObjectLedger, planned: set[str]) -> set[str]:
+    """:func:`_trusted_receipts` in object storage: receipts that decode and whose arrays exist.
+
+    One listing of ``images/`` tells which arrays exist (their ``zarr.json``); chunks are not listed
+    (an all-void chunk is never written, so a missing one proves nothing): ``fsck`` reads them. A
+    receipt of a planned key that does not decode or names a missing array is removed (redone).
+    """
+    loc = store.location
+    assert loc is not None  # an ObjectLedger belongs to a store in object storage
+    arrays = {k for k in loc.list("images") if k.endswith("/zarr.json")}
+    done: set[str] = set()
+    for key, data in ledger.read_all():
+        rec = parse_receipt(data)[0] if data is not None else None
+        if rec is not None and rec.get("key", key) == key and _arrays_exist(rec, arrays):
+            done.add(key)
+        elif key in planned:
+            ledger.remove(key)
+    return done
+
+
+def _arrays_exist(rec: dict[str, Any], arrays: set[str]) -> bool:
+    """Whether every array a receipt names has its ``zarr.json`` among ``arrays`` (keys of the store)."""
+    if "slices" in rec:
+        named = [(int(sid), name) for sid, outs in rec["slices"].items() for name, d in outs.items() if d]
+    else:
+        named = [(int(rec["image_id"]), name) for name, d in rec.get("outputs", {}).items() if d]
+    return all(f"images/{i}/{name}/zarr.json" in arrays for i, name in named)
+
+
+def _drop_stale_receipts(ledger: Ledger | ObjectLedger, done: set[str], planned: list[PrelabelTask]) -> None:
     """Removes receipts of images that are planned again under another key (their content changed).
 
     Such a receipt would vouch for outputs its task no longer owns: the image is re-run and rewritten,
@@ -157,7 +237,7 @@ def _drop_stale_receipts(ledger: Ledger, done: set[str], planned: list[PrelabelT
             continue
         owned = {int(rec.get("image_id", -1)), *(int(k) for k in rec.get("slices", {}))}
         if owned & ids:
-            ledger.path(key).unlink(missing_ok=True)
+            ledger.remove(key)
 
 
 # ------------------------------------------------------------------------------------------- layout
@@ -177,6 +257,11 @@ def place_in_stacks(store: ZarrStore, todo: list[PrelabelTask], meta: Any, dims:
         ``todo`` with a :class:`~segpipe.kernels.prelabel.tasks.StackSlot` part for every stacked image.
     """
     if meta.task != "semantic" or dims != 2:
+        return todo
+    if store.location is not None:
+        # A stack's shard holds many images' slots and its "done" array is shared: on a shared disk
+        # the shard writer appends safely, in object storage two workers would overwrite each other's
+        # objects. Stores in object storage keep one group per image.
         return todo
     items = [(e.id, e.height, e.width, {"id": e.id, "file": e.file, "path": e.path, "width": e.width,
                                          "height": e.height, "sha256": e.sha256})
