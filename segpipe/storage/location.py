@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -115,6 +116,16 @@ class Location:
 
         self._check_writable(key)
         obstore.put(self.store, key, data)
+
+    def write_later(self, key: str, data: bytes) -> Future[None]:
+        """Starts writing ``key`` whole (:meth:`write_bytes`) and returns at once; the future holds any error."""
+        self._check_writable(key)
+        return _pool().submit(self.write_bytes, key, data)
+
+    def delete_later(self, key: str) -> Future[None]:
+        """Starts deleting ``key`` (:meth:`delete`) and returns at once; the future holds any error."""
+        self._check_writable(key)
+        return _pool().submit(self.delete, key)
 
     def put_if_absent(self, key: str, data: bytes) -> bool:
         """Writes ``key`` only if no object has that key (S3 ``If-None-Match: *``).
@@ -268,6 +279,28 @@ def _redacted_text(text: str) -> str:
 
 
 _STORES: dict[str, Any] = {}
+_POOL: tuple[int, ThreadPoolExecutor] | None = None
+#: Requests one process keeps in flight together (obstore releases the GIL while it waits).
+IO_THREADS = 8
+
+
+def _pool() -> ThreadPoolExecutor:
+    # One pool per process (a forked worker gets its own: the parent's threads do not exist there).
+    global _POOL
+    if _POOL is None or _POOL[0] != os.getpid():
+        _POOL = (os.getpid(), ThreadPoolExecutor(IO_THREADS, thread_name_prefix="segpipe-io"))
+    return _POOL[1]
+
+
+def wait_all(futures: Sequence[Future[Any]]) -> None:
+    """Waits for every future of ``futures``, then raises the first error among them, if any."""
+    first: BaseException | None = None
+    for f in futures:
+        err = f.exception()
+        if err is not None and first is None:
+            first = err
+    if first is not None:
+        raise first
 
 
 def _obstore(url: str) -> Any:

@@ -45,6 +45,11 @@ def _dump(doc: Mapping[str, Any]) -> bytes:
     return json.dumps(doc, indent=2, ensure_ascii=True, allow_nan=True).encode()  # as zarr-python writes
 
 
+def dump_document(doc: Mapping[str, Any]) -> bytes:
+    """A ``zarr.json`` document's bytes, as zarr-python writes them."""
+    return _dump(doc)
+
+
 def group_document(attributes: Mapping[str, Any] | None) -> dict[str, Any]:
     """The ``zarr.json`` of a v3 group."""
     return {"attributes": jsonable(dict(attributes or {})), "zarr_format": 3, "node_type": "group"}
@@ -460,3 +465,43 @@ def _shard_blob(images: Sequence[np.ndarray | None], s: int, codec: Any, crc: An
     if not frames:
         return None
     return b"".join(frames) + bytes(crc.encode(index.tobytes()))
+
+
+def encode_array(data: np.ndarray, chunks: Sequence[int], separator: str = "/", *, fill_value: float = 0,
+                 dimension_names: Sequence[str] | None = None,
+                 attributes: Mapping[str, Any] | None = None) -> tuple[bytes, list[tuple[str, bytes | None]]]:
+    """The objects of a whole v3 array as zarr-python writes them, for a store without files (object storage).
+
+    Args:
+        data: ``(d0, d1, ...)`` array of a :data:`FAST_DTYPES` dtype.
+        chunks: Chunk shape; edge chunks are padded with the fill value.
+        separator: Of the chunk key encoding ("/", zarr's default, on object storage: no folders to make).
+        fill_value: The array's fill value.
+        dimension_names: One name per axis, or None.
+        attributes: The array's attributes (JSON-able).
+
+    Returns:
+        ``(zarr.json bytes, [(chunk key relative to the array, zstd frame or None)])``: None for a chunk
+        bit for bit equal to the fill value, which zarr leaves out (a rewrite deletes its key).
+    """
+    if not supported(data):
+        raise ValueError(f"direct writes take numeric arrays, got {data.dtype}")
+    chunks = tuple(int(c) for c in chunks)
+    dims = tuple(str(d) for d in dimension_names) if dimension_names is not None else None
+    # the attributes in their given order, as zarr keeps them (a cache key per order, not sorted)
+    doc = _array_document_bytes(tuple(int(s) for s in data.shape), data.dtype.name, chunks, separator, fill_value,
+                                dims, json.dumps(jsonable(dict(attributes or {}))))
+    codec, le = _codec(), data.dtype.newbyteorder("<")
+    out: list[tuple[str, bytes | None]] = []
+    for starts in itertools.product(*(range(0, s, c) for s, c in zip(data.shape, chunks, strict=True))):
+        block = data[tuple(slice(s, s + c) for s, c in zip(starts, chunks, strict=True))]
+        part = block
+        if block.shape != chunks or not block.flags.c_contiguous or block.dtype != le:
+            padded = np.full(chunks, fill_value, dtype=le)
+            padded[tuple(slice(0, n) for n in block.shape)] = block
+            block = padded
+        frame = codec.encode(block)
+        key = separator.join(["c", *(str(s // c) for s, c in zip(starts, chunks, strict=True))])
+        empty = len(frame) <= tiny_frame(block.nbytes) and _is_fill(np.ascontiguousarray(part), fill_value)
+        out.append((key, None if empty else bytes(frame)))
+    return doc, out

@@ -29,6 +29,7 @@ root group is written once, by the driver.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 from collections.abc import Iterator, Mapping
@@ -53,7 +54,7 @@ from segpipe.storage.arrays import label_attributes as label_attributes
 from segpipe.storage.arrays import label_fill as label_fill
 from segpipe.storage.atomic import write_bytes_atomic
 from segpipe.storage.ledger import Ledger, ObjectLedger
-from segpipe.storage.location import Location, as_location, describe_storage_error
+from segpipe.storage.location import Location, as_location, describe_storage_error, wait_all
 from segpipe.storage.stacks import PendingSlot, StackedImage, open_stack, read_index
 from segpipe.storage.verify import metadata_problem
 
@@ -108,6 +109,14 @@ class ZarrStore:
         # One group object per stack, so its views share the decoded attrs chunks (StackCache).
         self._stacks: dict[str, Any] = {}
         self._label_attrs: dict[str, Any] | None = None
+        # The root group of a store in object storage, opened once per handle (each open costs requests).
+        self._roots: dict[str, Any] = {}
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Handles travel to workers: open zarr groups (and their stores' clients) stay behind.
+        state = dict(self.__dict__)
+        state["_roots"], state["_stacks"] = {}, {}
+        return state
 
     @property
     def path(self) -> Path:
@@ -178,7 +187,16 @@ class ZarrStore:
 
         if self.location is None:
             return zarr.open_group(str(self.path), mode=mode)
-        return zarr.open_group(store=self.location.zarr_store(read_only=mode == "r"), mode=mode)
+        # Once per handle, as zarr v3 (no probes for v2's .zgroup/.zattrs/.zmetadata); a handle that
+        # writes reads through its writable root, which holds the attributes it wrote.
+        # (never `a or b`: a group's truth value is len(group), a crawl of the whole hierarchy)
+        root = self._roots.get("a")
+        if root is None:
+            root = self._roots.get(mode)
+        if root is None:
+            root = self._roots[mode] = zarr.open_group(store=self.location.zarr_store(read_only=mode == "r"),
+                                                       mode=mode, zarr_format=3)
+        return root
 
     # -------------------------------------------------------------- driver side
 
@@ -247,6 +265,10 @@ class ZarrStore:
             :mod:`segpipe.storage.zarrfast`; it behaves as a zarr group), a zarr group otherwise.
         """
         key = f"images/{image_key(image_id)}"
+        if overwrite and self.location is not None:
+            # The task owns the prefix and the driver made the parents: one PUT of the group's
+            # zarr.json, in flight while the arrays are encoded, no LIST and no parent re-PUTs.
+            return ObjectGroup(self.location, key, info)
         if overwrite:
             # A re-executed task rewrites its image from scratch: same key, same bytes.
             if self.location is None and (self.path / "images" / "zarr.json").is_file():
@@ -301,19 +323,9 @@ class ZarrStore:
         """
         if isinstance(group, PendingSlot):  # a stacked image: written with its shard
             return group.put(name, data)
-        dims = dimension_names(name, data.ndim)
-        fill = 0
-        attrs = dict(attributes or {})
-        if is_label_map(name, data.ndim) and data.dtype.kind in "iu":
-            fill = label_fill(data.dtype)
-            attrs.setdefault("void_value", fill)
-        if chunks is None:
-            if data.ndim == 2:
-                chunks = (min(LABEL_CHUNK, data.shape[0]) or 1, min(LABEL_CHUNK, data.shape[1]) or 1)
-            elif data.ndim == 3:
-                chunks = (data.shape[0] or 1, min(PROB_CHUNK, data.shape[1]) or 1, min(PROB_CHUNK, data.shape[2]) or 1)
-            else:
-                chunks = tuple(max(1, s) for s in data.shape)
+        if isinstance(group, ObjectGroup) and group.zarr_opened is False:
+            return group.write_array(name, data, chunks, attributes=attributes)
+        dims, fill, attrs, chunks = _array_layout(name, data, chunks, attributes)
         folder = local_folder(group)
         if folder is not None and zarrfast.supported(data):
             zarrfast.write_array(folder / name, data, chunks, fill_value=fill, dimension_names=dims, attributes=attrs)
@@ -378,6 +390,212 @@ class ZarrStore:
         """``(image id, group)`` for every image."""
         for i in self.image_ids():
             yield i, self.group(i)
+
+
+def _array_layout(name: str, data: np.ndarray, chunks: tuple[int, ...] | None,
+                  attributes: Mapping[str, Any] | None) -> tuple[tuple[str, ...], int, dict[str, Any], tuple[int, ...]]:
+    """How :meth:`ZarrStore.write_array` stores ``data`` as ``name``: dimension names, fill value,
+    attributes and chunk shape (the one given, else the store's default for the rank).
+    """
+    dims = dimension_names(name, data.ndim)
+    fill = 0
+    attrs = dict(attributes or {})
+    if is_label_map(name, data.ndim) and data.dtype.kind in "iu":
+        fill = label_fill(data.dtype)
+        attrs.setdefault("void_value", fill)
+    if chunks is None:
+        if data.ndim == 2:
+            chunks = (min(LABEL_CHUNK, data.shape[0]) or 1, min(LABEL_CHUNK, data.shape[1]) or 1)
+        elif data.ndim == 3:
+            chunks = (data.shape[0] or 1, min(PROB_CHUNK, data.shape[1]) or 1, min(PROB_CHUNK, data.shape[2]) or 1)
+        else:
+            chunks = tuple(max(1, s) for s in data.shape)
+    return tuple(dims), fill, attrs, tuple(chunks)
+
+
+class ObjectGroup:
+    """A group in object storage that a task writes from scratch; behaves as a zarr group.
+
+    Writes are PUTs of the objects zarr-python would write, byte for byte, in flight together: the
+    group's ``zarr.json`` (started when the handle is made), then per array its ``zarr.json`` and
+    chunks (:func:`segpipe.storage.zarrfast.encode_array`; other dtypes are encoded by zarr itself
+    in memory). No LIST and no parent re-PUT: the task owns the prefix (a rerun writes the same keys,
+    and deletes the key of a chunk that is now all fill value) and the driver made the parents.
+
+    The handle knows its members: an array written through it reads back from memory (the values
+    just stored, read-only), a name it did not write is absent. Anything else (``create_array``,
+    attributes of a group opened through zarr, ...) opens the zarr group on first use.
+
+    Args:
+        location: The store.
+        key: The group's key (``images/<id>``).
+        attributes: The group's attributes.
+    """
+
+    def __init__(self, location: Location, key: str, attributes: Mapping[str, Any] | None = None) -> None:
+        self.location = location
+        self.key = key
+        self._attributes: dict[str, Any] = dict(attributes or {})
+        self._pending: list[Any] = [location.write_later(f"{key}/zarr.json", self._document())]
+        self._written: dict[str, np.ndarray] = {}
+        self._children: dict[str, ObjectGroup] = {}
+        self._zarr: Any = None
+
+    def _document(self) -> bytes:
+        return zarrfast.dump_document(zarrfast.group_document(self._attributes))
+
+    def flush(self) -> None:
+        """Waits for every write started through this handle (and its subgroups); raises the first error."""
+        pending, self._pending = self._pending, []
+        wait_all(pending)
+        for child in self._children.values():
+            child.flush()
+
+    @property
+    def zarr_opened(self) -> bool:
+        """Whether the zarr group has been opened (writes then go through zarr, which caches the group)."""
+        return self._zarr is not None
+
+    @property
+    def zarr(self) -> Any:
+        """The ``zarr.Group`` (opened once, read-write, after this handle's writes are done)."""
+        if self._zarr is None:
+            import zarr  # lazy: zarr costs ~0.5 s to import
+
+            self.flush()
+            self._zarr = zarr.open_group(store=self.location.zarr_store(read_only=False), path=self.key,
+                                         mode="r+", zarr_format=3)
+        return self._zarr
+
+    @property
+    def attrs(self) -> Any:
+        """The group's attributes: setting one re-PUTs the group's ``zarr.json``."""
+        return self.zarr.attrs if self._zarr is not None else _ObjectAttributes(self)
+
+    def update_attributes(self, values: Mapping[str, Any]) -> None:
+        """Sets attributes of the group (one PUT of its ``zarr.json``)."""
+        if self._zarr is not None:
+            self._zarr.update_attributes(dict(values))
+            return
+        self.flush()  # the first PUT of the document lands before the second
+        self._attributes.update(values)
+        self.location.write_bytes(f"{self.key}/zarr.json", self._document())
+
+    def write_array(self, name: str, data: np.ndarray, chunks: tuple[int, ...] | None = None, *,
+                    attributes: Mapping[str, Any] | None = None) -> str:
+        """:meth:`ZarrStore.write_array` into this group: its ``zarr.json`` and chunks PUT together.
+
+        Returns:
+            The digest of ``data`` for the receipt.
+        """
+        dims, fill, attrs, chunks = _array_layout(name, data, chunks, attributes)
+        prefix = f"{self.key}/{name}"
+        if zarrfast.supported(data):
+            doc, frames = zarrfast.encode_array(data, chunks, fill_value=fill, dimension_names=dims,
+                                                attributes=attrs)
+            stored = data
+        else:  # strings: zarr's own codecs, in memory, then the same PUTs
+            stored = data.astype(str) if data.dtype.kind in ("U", "T", "O") else data
+            doc, frames = _encode_with_zarr(stored, chunks, fill, dims, attrs)
+        loc = self.location
+        futures = [loc.write_later(f"{prefix}/zarr.json", doc)]
+        futures += [loc.write_later(f"{prefix}/{k}", f) if f is not None else loc.delete_later(f"{prefix}/{k}")
+                    for k, f in frames]
+        self._pending.extend(futures)
+        self.flush()
+        view = stored.view()
+        view.flags.writeable = False
+        self._written[name] = view
+        return array_digest(stored)
+
+    def require_group(self, name: str) -> ObjectGroup:
+        """The subgroup ``name`` (made by this handle: one PUT of its ``zarr.json``, no attributes)."""
+        child = self._children.get(name)
+        if child is None:
+            child = self._children[name] = ObjectGroup(self.location, f"{self.key}/{name}")
+        return child
+
+    def create_group(self, name: str, **kwargs: Any) -> ObjectGroup:
+        """A new subgroup ``name`` (keyword ``attributes`` as zarr takes them)."""
+        child = self._children[name] = ObjectGroup(self.location, f"{self.key}/{name}", kwargs.get("attributes"))
+        return child
+
+    def create_array(self, name: str, **kwargs: Any) -> Any:
+        """Creates array ``name`` through zarr, replacing whatever an earlier try of the task left there."""
+        kwargs.setdefault("overwrite", True)
+        return self.zarr.create_array(name, **kwargs)
+
+    def arrays(self) -> Iterator[tuple[str, Any]]:
+        """``(name, array)`` for the arrays of the group (as zarr's ``Group.arrays``)."""
+        if self._zarr is not None:
+            yield from self._zarr.arrays()
+        else:
+            yield from self._written.items()
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):  # not set yet (a copy being built): never open zarr for it
+            raise AttributeError(name)
+        return getattr(self.zarr, name)
+
+    def __getitem__(self, key: str) -> Any:
+        head, _, rest = key.partition("/")
+        if rest:
+            return self[head][rest]
+        if key in self._written:
+            return self._written[key]
+        if key in self._children:
+            return self._children[key]
+        if self._zarr is None:
+            raise KeyError(key)  # made by this handle: it holds what the handle wrote, nothing else
+        return self._zarr[key]
+
+    def __contains__(self, key: str) -> bool:
+        try:
+            self[key]
+        except KeyError:
+            return False
+        return True
+
+
+class _ObjectAttributes(dict[str, Any]):
+    """The attributes of an :class:`ObjectGroup`, a dict whose ``[key] = value`` re-PUTs the group's document."""
+
+    def __init__(self, group: ObjectGroup) -> None:
+        super().__init__(group._attributes)
+        self._group = group
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        super().__setitem__(key, value)
+        self._group.update_attributes({key: value})
+
+    def update(self, *args: Any, **kwargs: Any) -> None:  # type: ignore[override]
+        values = dict(*args, **kwargs)
+        super().update(values)
+        self._group.update_attributes(values)
+
+
+def _encode_with_zarr(data: np.ndarray, chunks: tuple[int, ...], fill: int, dims: tuple[str, ...],
+                      attrs: Mapping[str, Any]) -> tuple[bytes, list[tuple[str, bytes | None]]]:
+    """The objects zarr itself writes for ``data`` (``zarr.json``, chunks by key), in memory; absent chunks as None."""
+    import zarr  # lazy: zarr costs ~0.5 s to import
+    from zarr.storage import MemoryStore
+
+    objects: dict[str, Any] = {}
+    if data.dtype.kind == "U":
+        arr = zarr.create_array(MemoryStore(objects), shape=data.shape, dtype=str, chunks=chunks,
+                                dimension_names=dims, attributes=dict(attrs))
+    else:
+        arr = zarr.create_array(MemoryStore(objects), shape=data.shape, dtype=data.dtype, chunks=chunks,
+                                fill_value=fill, dimension_names=dims, attributes=dict(attrs))
+    if data.size:
+        arr[...] = data
+    grid = [range(-(-s // c)) for s, c in zip(data.shape, chunks, strict=True)]
+    frames: list[tuple[str, bytes | None]] = []
+    for idx in itertools.product(*grid):
+        key = "/".join(["c", *(str(i) for i in idx)])
+        buf = objects.get(key)
+        frames.append((key, None if buf is None else buf.to_bytes()))
+    return objects["zarr.json"].to_bytes(), frames
 
 
 class LocalGroup:

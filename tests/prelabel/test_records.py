@@ -23,7 +23,7 @@ from segpipe.storage.manifest import ManifestEntry
 #: The run report's keys, in the order of every run file written so far.
 REPORT_KEYS = ["run_id", "segpipe_version", "store", "source", "model", "images", "items", "failed",
                "throughput_img_s", "stage_seconds", "workers", "threads_per_worker", "dashboard", "stopped_on_error",
-               "elapsed_s"]
+               "elapsed_s", "prompts"]
 
 
 def _receipts(store: Path) -> list[tuple[bytes, dict]]:

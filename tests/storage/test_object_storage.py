@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import pickle
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
 from segpipe.errors import ConfigError, InputError
+from segpipe.kernels.prelabel.doubt import record_doubt
 from segpipe.storage.ledger import ObjectLedger
 from segpipe.storage.location import Location, names_object_storage, parse_location
-from segpipe.storage.zarrstore import ZarrStore, array_digest, quantise_probs
+from segpipe.storage.zarrstore import ZarrStore, array_digest, dimension_names, quantise_probs
 from tests._dask_cluster import external_cluster
 
 CATS = [{"id": 1, "name": "road"}, {"id": 2, "name": "tree"}]
@@ -206,3 +208,65 @@ def test_workers_write_one_store(bucket: str, tmp_path: Path, monkeypatch: pytes
         assert again.ledger().read(f"task-{i}")["outputs"] == digests
         for name, data in _arrays(i).items():
             np.testing.assert_array_equal(again.read(i, name), data)
+
+
+def test_image_writes_are_zarrs_own_objects_in_three_puts(bucket: str, s3_server: Any) -> None:
+    """An image's group in object storage: the objects zarr itself writes, byte for byte, and only PUTs."""
+    import zarr
+
+    url = f"s3://{bucket}/w.zarr"
+    store = ZarrStore.create(url, {"task": "semantic", "categories": CATS})
+    attrs = store.label_attributes()
+    rng = np.random.default_rng(5)
+    arrays = {"labels": rng.integers(0, 3, (70, 90), dtype=np.uint8), "probs": quantise_probs(rng.random((3, 70, 90))),
+              "heatmaps": rng.random((2, 20, 30)).astype(np.float16), "rle": np.array(["abc", "de"], dtype=str)}
+    arrays["labels"][:32, :32] = 255  # a chunk all void: left out, as zarr does
+    before = s3_server.log.read_text().count("\n")
+    group = store.image_group(7, {"file_name": "7.png", "width": 90})
+    ZarrStore.write_array(group, "labels", arrays["labels"], chunks=(32, 32), attributes=attrs)
+    requests = s3_server.log.read_text().splitlines()[before:]
+    for name in ("probs", "heatmaps", "rle"):
+        ZarrStore.write_array(group, name, arrays[name])
+    # group zarr.json, labels zarr.json and its 8 chunks that are not all void: PUTs alone (no LIST,
+    # no GET, no parent re-PUT)
+    assert sorted(r.split('"')[1].split()[0] for r in requests if "/w.zarr/" in r) == ["PUT"] * 10, requests
+
+    # The same group written by zarr itself, beside it.
+    ref_root = zarr.open_group(store=store.location.zarr_store(read_only=False), mode="a",  # type: ignore[union-attr]
+                               zarr_format=3)
+    ref = ref_root.create_group("images/ref", attributes={"file_name": "7.png", "width": 90})
+    for name, data in arrays.items():
+        chunks = (32, 32) if name == "labels" else data.shape
+        kw: dict[str, Any] = ({"fill_value": 255, "attributes": {**attrs, "void_value": 255}} if name == "labels"
+                              else {"fill_value": 0} if data.dtype.kind != "U" else {})
+        dims = dimension_names(name, data.ndim)
+        arr = ref.create_array(name, shape=data.shape, dtype=str if data.dtype.kind == "U" else data.dtype,
+                               chunks=chunks, dimension_names=dims, **kw)
+        arr[...] = data
+    loc = store.location
+    assert loc is not None
+    ours = sorted(k.removeprefix("images/7/") for k in loc.list("images/7"))
+    theirs = sorted(k.removeprefix("images/ref/") for k in loc.list("images/ref"))
+    assert ours == theirs and "labels/c/0/0" not in ours
+    for key in ours:
+        assert loc.read_bytes(f"images/7/{key}") == loc.read_bytes(f"images/ref/{key}"), key
+    again = ZarrStore.open(url)
+    for name, data in arrays.items():
+        np.testing.assert_array_equal(again.read(7, name), data)
+    # What the task reads back (its doubt) comes from what it wrote, without a request; the doubt
+    # record re-PUTs the group's document, and nothing else.
+    np.testing.assert_array_equal(group["labels"], arrays["labels"])
+    assert "instances" not in group
+    before = s3_server.log.read_text().count("\n")
+    rec = record_doubt("semantic", group)
+    requests = [r.split('"')[1] for r in s3_server.log.read_text().splitlines()[before:]]
+    assert rec is not None and [r.split()[0] for r in requests] == ["PUT"], requests
+    assert "/w.zarr/images/7/zarr.json " in requests[0]
+    assert again.group(7).attrs["doubt"] == rec and again.group(7).attrs["width"] == 90
+    # A rerun of the task writes the same keys; a chunk now all void loses its stale object.
+    labels = arrays["labels"].copy()
+    labels[:32, 32:64] = 255
+    ZarrStore.write_array(store.image_group(7, {"file_name": "7.png"}), "labels", labels, chunks=(32, 32),
+                          attributes=attrs)
+    assert not loc.exists("images/7/labels/c/0/1") and loc.exists("images/7/labels/c/1/1")
+    np.testing.assert_array_equal(ZarrStore.open(url).read(7, "labels"), labels)

@@ -43,6 +43,7 @@ from segpipe.kernels.prelabel.tasks import (
 from segpipe.kernels.prelabel.volume import predict_slab, volume_name, worker_volume
 from segpipe.storage.ledger import Ledger, ObjectLedger
 from segpipe.storage.stacks import PendingSlot, ShardWriter
+from segpipe.storage.zarrstore import ObjectGroup
 
 
 def prelabel_batch(resources: PrelabelResources, settings: PrelabelSettings,
@@ -354,6 +355,8 @@ def _write_image(resources: PrelabelResources, settings: PrelabelSettings, task:
     group: Any = pending if pending is not None else store.image_group(image_id, info)
     outputs, infer_s = predict_and_write(resources.predictor, image, group, store, settings.outputs, predicted)
     doubt = record_doubt(resources.predictor.task, group)  # from what was stored: the receipt keeps it
+    if isinstance(group, ObjectGroup):  # object storage: every PUT of the image landed before its receipt
+        group.flush()
     return _Written(outputs, infer_s, t1, w, h, image_id,
                     z=part.z if isinstance(part, VolumeSlice) else None,
                     stack=slot.stack if slot is not None else None, slot=slot.slot if slot is not None else None,

@@ -12,7 +12,7 @@ import json
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -44,18 +44,26 @@ from segpipe.pipeline.prelabel.report import (
     StageSeconds,
 )
 from segpipe.pipeline.prelabel.request import PrelabelRequest
-from segpipe.pipeline.prelabel.source import SourceListing, estimate_prelabel_s, ingest, list_source
+from segpipe.pipeline.prelabel.source import (
+    SourceListing,
+    estimate_prelabel_s,
+    ingest,
+    list_source,
+    merge_entries,
+    reuse_manifest,
+)
 from segpipe.pipeline.prelabel.store import (
     check_out,
     discard_on_error,
     finish_replacement,
+    out_location,
     place_in_stacks,
     prepare_scenes,
     prepare_store,
     tasks_to_run,
 )
 from segpipe.storage.atomic import write_json_atomic
-from segpipe.storage.manifest import ManifestEntry, manifest_bytes, write_manifest
+from segpipe.storage.manifest import ManifestEntry, manifest_bytes, write_manifest, write_stamp
 from segpipe.storage.zarrfast import forget_metadata
 from segpipe.storage.zarrstore import ZarrStore
 
@@ -126,15 +134,37 @@ def run_prelabel(req: PrelabelRequest, cluster: ClusterSpec | None = None, progr
     # The source is listed before any cluster starts: an empty folder is one line at once, and a small
     # job runs in this process instead of waiting for workers (ClusterSpec.sized).
     listing = prompted.listing if prompted else list_source(req.source, limit=req.limit)
-    if client is None:
-        workers = _sized(workers, listing, log)
-    # The model is loaded on the workers before the store is touched: a checkpoint the workers cannot
-    # load fails the run with its one line and leaves an existing store as it was (even with --overwrite).
+    checked_ns = time.time_ns()  # the files' contents are checked from now on (see write_stamp)
+    # --resume of a local store: the entries of unchanged files are taken from its manifest, so only
+    # new or changed files are hashed on the workers.
+    full = listing
+    reused, listing = _reusable(req, listing) if not prompted else ([], listing)
     staging: list[Path] = []  # the new store's staging folder when it replaces an earlier one (--overwrite)
-    with discard_on_error(staging), use_client(workers.cluster, client) as client, \
-            provide_resources(client, setup):
-        run = _Run(req, model, workers, setup, client, progress)
-        outcome = run.execute(listing, staging, log)
+    plan = None
+    if reused and not len(listing):
+        # Every file is unchanged: planned here, and when every task holds a trusted receipt no cluster
+        # starts and no model is loaded (only untrusted receipts, which are redone anyway, may go).
+        plan = _plan(req, model, merge_entries(req.source, reused, []), staging, checked_ns)
+    if plan is not None and not plan.todo:
+        outcome = _all_done(plan)
+        if log:
+            log(f"nothing left to run: all {len(plan.planned)} tasks were done by an earlier run")
+    else:
+        if client is None:
+            workers = _sized(workers, full, log)
+        # The model is loaded on the workers before the store is touched: a checkpoint the workers cannot
+        # load fails the run with its one line and leaves an existing store as it was (even with --overwrite).
+        with discard_on_error(staging), use_client(workers.cluster, client) as client, \
+                provide_resources(client, setup):
+            run = _Run(req, model, workers, setup, client, progress)
+            dashboard = getattr(client, "dashboard_link", None)
+            if log and dashboard:
+                log(f"dask dashboard: {dashboard}")
+            if plan is None:
+                measured = ingest(req.source, client, limit=req.limit, listing=listing) if len(listing) else []
+                entries = merge_entries(req.source, reused, measured) if reused else measured
+                plan = _plan(req, model, entries, staging, checked_ns)
+            outcome = run.execute(plan, log)
     report = _report(run_id, req, model, workers, outcome, t_start)
     if prompted:
         report = report.model_copy(update={"prompts": prompted.counts})
@@ -174,6 +204,57 @@ def _sized(workers: _Workers, listing: SourceListing, log: Log | None) -> _Worke
     return _Workers(sized, sized.threads_per_worker, 0)
 
 
+def _reusable(req: PrelabelRequest, listing: SourceListing) -> tuple[list[ManifestEntry], SourceListing]:
+    """The manifest entries ``--resume`` of a local store may reuse, and the listing of the rest to hash."""
+    if not req.resume or req.overwrite or out_location(req) is not None:
+        return [], listing
+    manifest = Path(req.out) / ".segpipe" / "manifest.jsonl"
+    if not manifest.is_file():
+        return [], listing
+    return reuse_manifest(listing, manifest)
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """A run's store and tasks, planned on the driver.
+
+    Attributes:
+        store: The store written (a staging folder when it replaces an earlier one).
+        entries: The manifest.
+        planned: Every task of the collection.
+        todo: The planned tasks without a trusted receipt (all of them in a new store).
+    """
+
+    store: ZarrStore
+    entries: list[ManifestEntry]
+    planned: list[PrelabelTask]
+    todo: list[PrelabelTask]
+
+
+def _plan(req: PrelabelRequest, model: ModelPlan, entries: list[ManifestEntry], staging: list[Path],
+          checked_ns: int) -> _Plan:
+    """Prepares the store, writes the manifest, plans the tasks and finds those left to run."""
+    store = prepare_store(req, model.store_attrs(), model.cfg_hash)
+    if store.location is not None:  # object storage: written in place (no staging: see prepare_store)
+        store.write_private("manifest.jsonl", manifest_bytes(entries))
+    else:
+        if store.path != req.out:
+            staging.append(store.path)
+        write_manifest(store.private / "manifest.jsonl", entries)
+        write_stamp(store.private / "manifest.jsonl", checked_ns)
+    ledger = store.ledger()
+    ledger.ensure()
+    planned = plan_tasks(entries, model.cfg_hash, slab=SLAB if model.dims == 3 else 0)
+    return _Plan(store, entries, planned, tasks_to_run(store, ledger, planned))
+
+
+def _all_done(plan: _Plan) -> RunOutcome:
+    """The outcome of a run that found every task done (no cluster started)."""
+    n = len(plan.planned)
+    return RunOutcome(plan.store, plan.entries, n, 0, n, 0, 0, StageSeconds(decode=0.0, infer=0.0, write=0.0),
+                      [], False, 0.0, None)
+
+
 @dataclass(frozen=True)
 class RunOutcome:
     """What a run did, for its report.
@@ -185,7 +266,8 @@ class RunOutcome:
         unplanned: Block tasks of scenes that failed (not run; each scene counts once as failed).
         skipped: Tasks finished by an earlier run (``--resume``).
         todo: Tasks to run this time.
-        receipts: The receipts of the tasks finished now, as they came.
+        done: Tasks finished now.
+        stage_s: Their seconds per stage, summed (not rounded).
         failed: Items refused at ingest, scenes that failed, then failed tasks.
         stopped: The run stopped at a failure (``--on-error fail``).
         run_s: Seconds of the task phase.
@@ -198,7 +280,8 @@ class RunOutcome:
     unplanned: int
     skipped: int
     todo: int
-    receipts: list[Receipt]
+    done: int
+    stage_s: StageSeconds
     failed: list[Failure]
     stopped: bool
     run_s: float
@@ -207,11 +290,18 @@ class RunOutcome:
 
 @dataclass
 class _Tally:
-    """The results of the batches, counted as they come."""
+    """The results of the batches, counted as they come.
+
+    Only counts and stage sums are kept, not the receipts: at 100k images they were the driver's
+    largest per-image memory (each receipt is in the store's ledger anyway).
+    """
 
     fail_fast: bool
     failed: list[Failure]
-    receipts: list[Receipt] = field(default_factory=list)
+    done: int = 0
+    decode_s: float = 0.0
+    infer_s: float = 0.0
+    write_s: float = 0.0
     finished: int = 0
     stopped: bool = False
 
@@ -219,10 +309,18 @@ class _Tally:
         for r in results:
             self.finished += 1
             if isinstance(r, Receipt):
-                self.receipts.append(r)
+                self.done += 1
+                # summed in arrival order, as the list of receipts was: the same float sums
+                self.decode_s += r.timings.decode
+                self.infer_s += r.timings.infer
+                self.write_s += r.timings.write
                 continue
             self.failed.append(r)
             self.stopped = self.stopped or self.fail_fast
+
+    def stage_s(self) -> StageSeconds:
+        """The summed seconds per stage."""
+        return StageSeconds(decode=self.decode_s, infer=self.infer_s, write=self.write_s)
 
 
 @dataclass
@@ -236,24 +334,11 @@ class _Run:
     client: Any
     progress: Progress | None
 
-    def execute(self, listing: SourceListing, staging: list[Path], log: Log | None) -> RunOutcome:
-        """Ingests, prepares the store, plans, runs the batches; ``staging`` gets the new store's folder."""
+    def execute(self, plan: _Plan, log: Log | None) -> RunOutcome:
+        """Prepares the scenes and stacks of ``plan``'s tasks left to run, and runs them in batches."""
         req, model = self.req, self.model
         dashboard = getattr(self.client, "dashboard_link", None)
-        if log and dashboard:
-            log(f"dask dashboard: {dashboard}")
-        entries = ingest(req.source, self.client, limit=req.limit, listing=listing)
-        store = prepare_store(req, model.store_attrs(), model.cfg_hash)
-        if store.location is not None:  # object storage: written in place (no staging: see prepare_store)
-            store.write_private("manifest.jsonl", manifest_bytes(entries))
-        else:
-            if store.path != req.out:
-                staging.append(store.path)
-            write_manifest(store.private / "manifest.jsonl", entries)
-        ledger = store.ledger()
-        ledger.ensure()
-        planned = plan_tasks(entries, model.cfg_hash, slab=SLAB if model.dims == 3 else 0)
-        todo = tasks_to_run(store, ledger, planned)
+        store, entries, planned, todo = plan.store, plan.entries, plan.planned, plan.todo
         skipped = len(planned) - len(todo)
         scenes = prepare_scenes(store, todo, req, model.meta)
         todo = place_in_stacks(store, scenes.todo, model.meta, model.dims, req.probs)
@@ -266,8 +351,8 @@ class _Run:
                 self.progress(skipped + tally.finished, len(planned), len(tally.failed))
             if tally.stopped:
                 break
-        return RunOutcome(store, entries, len(planned), scenes.unplanned, skipped, len(todo), tally.receipts,
-                          tally.failed, tally.stopped, time.perf_counter() - t_run, dashboard)
+        return RunOutcome(store, entries, len(planned), scenes.unplanned, skipped, len(todo), tally.done,
+                          tally.stage_s(), tally.failed, tally.stopped, time.perf_counter() - t_run, dashboard)
 
     def _batches(self, store: ZarrStore, todo: list[PrelabelTask]) -> Iterator[list[TaskResult]]:
         """Runs ``todo`` in batches on the workers; yields each batch's results as it finishes."""
@@ -289,7 +374,7 @@ class _Run:
 def _report(run_id: str, req: PrelabelRequest, model: ModelPlan, workers: _Workers, outcome: RunOutcome,
             t_start: float) -> PrelabelReport:
     """The run's report from what it did."""
-    receipts, failed, entries = outcome.receipts, outcome.failed, outcome.entries
+    done, failed, entries, stage_s = outcome.done, outcome.failed, outcome.entries, outcome.stage_s
     cluster = workers.cluster
     return PrelabelReport(
         run_id=run_id,
@@ -300,15 +385,14 @@ def _report(run_id: str, req: PrelabelRequest, model: ModelPlan, workers: _Worke
         # Items that failed before any task was planned for them (refused at ingest, scenes that cannot
         # be opened) count once each, so done + failed + not run + already done add up to the total.
         images=ImageCounts(total=outcome.planned - outcome.unplanned + sum(1 for f in failed if not f.key),
-                           done=len(receipts), skipped_already_done=outcome.skipped, failed=len(failed),
-                           not_run=outcome.todo - len(receipts) - sum(1 for f in failed if f.key)),
+                           done=done, skipped_already_done=outcome.skipped, failed=len(failed),
+                           not_run=outcome.todo - done - sum(1 for f in failed if f.key)),
         items=ItemCounts(images=sum(e.kind == "image" for e in entries), scenes=sum(e.kind == "scene" for e in entries),
                          volumes=sum(e.kind == "volume" for e in entries), tasks=outcome.planned),
         failed=[FailedItem(file=f.file, image_id=f.image_id, reason=f.reason) for f in failed],
-        throughput_img_s=round(len(receipts) / outcome.run_s, 3) if outcome.run_s > 0 and receipts else 0.0,
-        stage_seconds=StageSeconds(decode=round(sum(r.timings.decode for r in receipts), 3),
-                                   infer=round(sum(r.timings.infer for r in receipts), 3),
-                                   write=round(sum(r.timings.write for r in receipts), 3)),
+        throughput_img_s=round(done / outcome.run_s, 3) if outcome.run_s > 0 and done else 0.0,
+        stage_seconds=StageSeconds(decode=round(stage_s.decode, 3), infer=round(stage_s.infer, 3),
+                                   write=round(stage_s.write, 3)),
         workers=cluster.scheduler or ("in-process" if cluster.workers == 0 else workers.n_workers),
         threads_per_worker=workers.threads,
         dashboard=outcome.dashboard,

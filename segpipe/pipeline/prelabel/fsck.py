@@ -20,6 +20,7 @@ from segpipe.pipeline.prelabel.report import BadReceipt, FsckReport, StoreProble
 from segpipe.storage import outputs
 from segpipe.storage.ledger import Ledger, ObjectLedger, orphan_partials
 from segpipe.storage.location import Location, as_location, describe_storage_error
+from segpipe.storage.stacks import SHARD, StackedImage
 from segpipe.storage.verify import check_metadata, describe_failure, parse_receipt, plan_checks, shard_file
 from segpipe.storage.zarrstore import ZarrStore, digest_matches
 
@@ -148,21 +149,77 @@ def _check_object_receipt(store: ZarrStore, loc: Location, rec: dict[str, Any]) 
 
 
 def _check_receipts(store: ZarrStore, ledger: Ledger, found: _Findings) -> None:
-    """Every receipt decodes, and its outputs match their digests."""
+    """Every receipt decodes, and its outputs match their digests.
+
+    The receipts are checked in stack-slot order, so that each shard of a stack is read once for its
+    slots (:class:`_ShardBlocks`) rather than once per receipt; findings are listed in the ledger's order.
+    """
+    parsed: list[tuple[str, Path, dict[str, Any] | None, str | None]] = []
     for key, p in ledger.items():
-        found.receipts += 1
         try:
             rec, why = parse_receipt(p.read_bytes())
         except OSError as e:
             rec, why = None, f"cannot be read ({e.strerror or e})"
+        parsed.append((key, p, rec, why))
+    problems: list[str | None] = [None] * len(parsed)
+    blocks = _ShardBlocks()
+    for i in sorted(range(len(parsed)), key=lambda i: _place(parsed[i][2])):
+        rec = parsed[i][2]
         if rec is None:
-            found.bad.append(BadReceipt(key=key, file=str(p), problem=f"receipt {why}"))
             continue
         try:
-            _check_receipt(store, rec)
-            found.ok += 1
+            _check_receipt(store, rec, blocks)
         except _Mismatch as e:
-            found.bad.append(BadReceipt(key=key, file=str(p), problem=f"{e.path}: {e.what}"))
+            problems[i] = f"{e.path}: {e.what}"
+    for (key, p, rec, why), problem in zip(parsed, problems, strict=True):
+        found.receipts += 1
+        if rec is None:
+            found.bad.append(BadReceipt(key=key, file=str(p), problem=f"receipt {why}"))
+        elif problem is None:
+            found.ok += 1
+        else:
+            found.bad.append(BadReceipt(key=key, file=str(p), problem=problem))
+
+
+def _place(rec: dict[str, Any] | None) -> tuple[str, int]:
+    """Where a receipt's outputs lie, for the order of the checks: ``(stack, slot)`` (others first)."""
+    if rec is None or "stack" not in rec:
+        return "", 0
+    try:
+        return str(rec["stack"]), int(rec["slot"])
+    except (TypeError, ValueError):
+        return "", 0
+
+
+#: A shard is read whole for its slots only up to this size (a shard of large ``probs`` is read slot by slot).
+SHARD_BLOCK_BYTES = 256 << 20
+
+
+class _ShardBlocks:
+    """The shard last read whole, per array: the slots of a shard read from one decoded block.
+
+    A block that cannot be read whole (a damaged inner chunk, a slot past the array) is not kept: its
+    slots are then read one by one, so each slot's own fault is found and named as before.
+    """
+
+    def __init__(self) -> None:
+        self._key: tuple[int, str, int] | None = None
+        self._block: np.ndarray | None = None
+
+    def slot(self, arr: Any, name: str, slot: int) -> np.ndarray | None:
+        """``arr[slot]`` from its shard's block (None: read the slot alone)."""
+        n = int(arr.shape[0])
+        if not 0 <= slot < n or SHARD * int(np.prod(arr.shape[1:])) * arr.dtype.itemsize > SHARD_BLOCK_BYTES:
+            return None
+        lo = slot - slot % SHARD
+        key = (id(arr), name, lo)
+        if key != self._key:
+            self._key, self._block = key, None
+            try:
+                self._block = np.asarray(arr[lo:min(lo + SHARD, n)])
+            except Exception:  # read slot by slot: the fault is named per slot by _read_region
+                self._block = None
+        return None if self._block is None else self._block[slot - lo]
 
 
 def _check_places(store: ZarrStore, ledger: Ledger, found: _Findings) -> None:
@@ -206,8 +263,8 @@ class _Mismatch(Exception):
         self.path, self.what = path, what
 
 
-def _check_receipt(store: ZarrStore, rec: dict[str, Any]) -> None:
-    """Reads a receipt's outputs and compares their digests.
+def _check_receipt(store: ZarrStore, rec: dict[str, Any], blocks: _ShardBlocks | None = None) -> None:
+    """Reads a receipt's outputs and compares their digests (a stacked slot from ``blocks`` if given).
 
     Raises:
         _Mismatch: naming the chunk or shard file (or array folder) that is missing, damaged or differs.
@@ -228,7 +285,8 @@ def _check_receipt(store: ZarrStore, rec: dict[str, Any]) -> None:
                  else store.path / "images" / str(image_id) / name)
         # a block of a scene: its digest covers its core region only
         region = (..., slice(win[0], win[1]), slice(win[2], win[3])) if win else ...
-        _check_array(where, g, name, region, digest, name, shard)
+        _check_array(where, g, name, region, digest, name, shard,
+                     blocks if shard and region is ... and hint is not None else None)
 
 
 def _check_slices(store: ZarrStore, slices: dict[str, dict[str, str]]) -> None:
@@ -250,9 +308,11 @@ def _open_group(store: ZarrStore, image_id: int, hint: tuple[str, int] | None, w
 
 
 def _check_array(where: Path, group: Any, name: str, region: Any, digest: str, what: str,
-                 shard: bool = False) -> None:
+                 shard: bool = False, blocks: _ShardBlocks | None = None) -> None:
     """``group[name][region]`` matches ``digest``, or a mismatch naming the file at fault."""
-    arr = _read_region(where, group, name, region, what, shard)
+    arr = _slot_from_block(group, name, blocks) if blocks is not None else None
+    if arr is None:
+        arr = _read_region(where, group, name, region, what, shard)
     # via object: numpy casts its variable-width StringDType (zarr 3's strings, kind "T") to no unsized str
     if digest_matches(arr.astype(object).astype(str) if arr.dtype.kind in ("U", "T", "O") else arr, digest):
         return
@@ -263,6 +323,17 @@ def _check_array(where: Path, group: Any, name: str, region: Any, digest: str, w
     has_chunk = any(f != "zarr.json" and ".partial" not in f for _, _, fs in os.walk(where) for f in fs)
     raise _Mismatch(where, f"{what}: " + ("checksum mismatch (a chunk file differs from its receipt, or one "
                                           "is missing)" if has_chunk else "missing chunk file"))
+
+
+def _slot_from_block(group: Any, name: str, blocks: _ShardBlocks) -> np.ndarray | None:
+    """A stacked image's whole array ``name`` from its shard's block (None: not stacked, or not readable whole)."""
+    if not isinstance(group, StackedImage) or name not in group:
+        return None
+    try:
+        view = group[name]
+    except Exception:  # the stack's array cannot be opened: _read_region names why
+        return None
+    return blocks.slot(view._arr, name, group.slot)
 
 
 def _read_region(where: Path, group: Any, name: str, region: Any, what: str, shard: bool) -> np.ndarray:

@@ -14,6 +14,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import stat
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -24,7 +25,7 @@ from segpipe.errors import ImageDecodeError, InputError, SegpipeError
 from segpipe.execution.runner import run_tasks
 from segpipe.kernels.prelabel.ingest import describe_images
 from segpipe.storage.jsonio import read_json
-from segpipe.storage.manifest import ManifestEntry, list_images, read_manifest
+from segpipe.storage.manifest import ManifestEntry, list_images, read_manifest, read_stamp, stable_id
 from segpipe.storage.objects import (
     DATASET_FILE_SUFFIXES,
     ObjectInfo,
@@ -333,6 +334,85 @@ def ingest(source: str, client: Any, *, limit: int | None = None,
         if progress:
             progress(len(entries), total, 0)
     entries.sort(key=lambda e: e.file)
+    ids = [e.id for e in entries]
+    if len(set(ids)) != len(ids):
+        raise InputError("two images map to the same id (duplicate relative paths?)", path=source)
+    return entries
+
+
+#: A file modified this close before a manifest's check time is hashed again: some file systems keep
+#: modification times to 2 s only, so a write just after the check could still look older than it.
+MTIME_MARGIN_NS = 2_000_000_000
+
+
+def reuse_manifest(listing: SourceListing, manifest: str | Path) -> tuple[list[ManifestEntry], SourceListing]:
+    """Splits a local listing into the entries a store's manifest still vouches for and the rest to hash.
+
+    An entry is reused when its item is a plain file (no symlink, no folder) at the same place, under the
+    same id, of the same size, last modified and last changed (``st_ctime``, which no copy tool can set
+    back, unlike a preserved modification time) before the manifest's check time (:func:`read_stamp`,
+    less :data:`MTIME_MARGIN_NS`), in a folder that does not resolve outside the listed root: its content is
+    then the one hashed, so its task key (and receipt) stay the same. Everything else (new, changed,
+    refused or unreadable items, volumes, object-storage sources) is left for :func:`ingest`.
+
+    Args:
+        listing: The source as :func:`list_source` listed it.
+        manifest: The store's ``manifest.jsonl``.
+
+    Returns:
+        ``(reused entries, listing of the items still to measure and hash)``.
+    """
+    checked = read_stamp(manifest)
+    if checked is None or listing.manifest is not None or listing.listed_bytes is not None \
+            or any(is_url(g) for g in listing.groups):
+        return [], listing
+    try:
+        known = {e.file: e for e in read_manifest(manifest)}
+    except (OSError, SegpipeError):
+        return [], listing
+    limit_ns = checked - MTIME_MARGIN_NS
+    reused: list[ManifestEntry] = []
+    rest: dict[str, list[tuple[str, int | None]]] = {}
+    for base, items in listing.groups.items():
+        root = Path(base).resolve()
+        inside: dict[str, bool] = {}  # folder -> resolves inside root (a folder swapped for a link leaves it)
+        for name, iid in items:
+            e = known.get(name)
+            if e is not None and _unchanged(e, root, name, iid, limit_ns, inside):
+                reused.append(e)
+            else:
+                rest.setdefault(base, []).append((name, iid))
+    return reused, SourceListing(groups=rest)
+
+
+def _unchanged(e: ManifestEntry, root: Path, name: str, iid: int | None, limit_ns: int,
+               inside: dict[str, bool]) -> bool:
+    """Whether manifest entry ``e`` still describes file ``name`` under ``root`` (see :func:`reuse_manifest`)."""
+    if e.kind not in ("image", "scene") or e.error or e.id != (stable_id(name) if iid is None else int(iid)):
+        return False
+    path = root / name
+    if e.path != str(path):
+        return False
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return False
+    if not stat.S_ISREG(st.st_mode) or st.st_size != e.bytes or max(st.st_mtime_ns, st.st_ctime_ns) >= limit_ns:
+        return False
+    folder = os.path.dirname(name)
+    if folder not in inside:
+        real = (root / folder).resolve()
+        inside[folder] = real == root or root in real.parents
+    return inside[folder]
+
+
+def merge_entries(source: str, reused: list[ManifestEntry], measured: list[ManifestEntry]) -> list[ManifestEntry]:
+    """The manifest of ``reused`` and freshly ``measured`` entries, sorted by file name (ids checked unique).
+
+    Raises:
+        InputError: two items map to the same id.
+    """
+    entries = sorted([*reused, *measured], key=lambda e: e.file)
     ids = [e.id for e in entries]
     if len(set(ids)) != len(ids):
         raise InputError("two images map to the same id (duplicate relative paths?)", path=source)
