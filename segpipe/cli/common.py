@@ -27,6 +27,7 @@ from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
     Progress,
+    TaskID,
     TaskProgressColumn,
     TextColumn,
     TimeElapsedColumn,
@@ -459,11 +460,20 @@ def progress_bar(description: str, unit: str = "images") -> Iterator[Callable[[i
         TimeRemainingColumn(),
     )
     t0 = time.perf_counter()
-    with Progress(*columns, console=state.err_console, transient=False) as prog:
-        task = prog.add_task(description, total=None, rate="", failed=0)
+    prog = Progress(*columns, console=state.err_console, transient=False)
+    tasks: list[TaskID] = []
 
-        def update(done: int, total: int, failed: int) -> None:
-            dt = max(time.perf_counter() - t0, 1e-9)
-            prog.update(task, completed=done, total=total or None, failed=failed, rate=f"{done / dt:,.1f}/s")
+    def update(done: int, total: int, failed: int) -> None:
+        # The bar starts with the first report of work: an input refused before any (a bad option, an
+        # output that overlaps an input) stays one error line, with no empty bar drawn above it.
+        if not tasks:
+            prog.start()
+            tasks.append(prog.add_task(description, total=None, rate="", failed=0))
+        dt = max(time.perf_counter() - t0, 1e-9)
+        prog.update(tasks[0], completed=done, total=total or None, failed=failed, rate=f"{done / dt:,.1f}/s")
 
+    try:
         yield update
+    finally:
+        if tasks:
+            prog.stop()

@@ -112,4 +112,8 @@ class PredictorSetup:
         if not getattr(predictor, "cuda", False):
             predictor.batch_size = CPU_TILES_PER_PASS
         gpu_decode = gpu_decode_enabled(self.options.gpu_decode, predictor.device)
+        if predictor.task == "semantic":
+            # lazy: the doubt record's connected components (kernels/prelabel/doubt.py) need scipy.ndimage
+            # (≈ 0.2 s to import): imported with the model, not on the clock of the first image written
+            import scipy.ndimage  # noqa: F401
         return PrelabelResources(predictor, IsolatedDecoder(), gpu_decode=gpu_decode)
