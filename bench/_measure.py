@@ -12,32 +12,33 @@ import psutil
 
 
 def run_measured(cmd: Sequence[str], *, env: dict[str, str] | None = None, interval: float = 0.05) -> dict[str, float]:
-    """Runs ``cmd``; returns ``{"wall_s", "cpu_s", "peak_rss_mb"}`` (sum of RSS over the process and its children,
-    sampled every ``interval`` seconds). Raises ``CalledProcessError`` on failure."""
+    """Runs ``cmd``; returns ``{"wall_s", "cpu_s", "peak_rss_mb", "driver_rss_mb", "output"}``: the peak of the
+    RSS summed over the process and its children, and of the process's own (the driver), sampled every
+    ``interval`` seconds. Raises ``CalledProcessError`` on failure."""
     ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     proc = subprocess.Popen(list(cmd), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    peak = 0
+    peak = own_peak = 0
     stop = threading.Event()
 
     def sample() -> None:
-        nonlocal peak
+        nonlocal peak, own_peak
         try:
             p = psutil.Process(proc.pid)
         except psutil.NoSuchProcess:
             return
         while not stop.is_set():
             try:
-                procs = [p, *p.children(recursive=True)]
-                total = 0
-                for q in procs:
+                own = p.memory_info().rss
+                total = own
+                for q in p.children(recursive=True):
                     try:
                         total += q.memory_info().rss
                     except psutil.NoSuchProcess:
                         pass
-                peak = max(peak, total)
             except psutil.NoSuchProcess:
                 return
+            peak, own_peak = max(peak, total), max(own_peak, own)
             time.sleep(interval)
 
     th = threading.Thread(target=sample, daemon=True)
@@ -52,4 +53,5 @@ def run_measured(cmd: Sequence[str], *, env: dict[str, str] | None = None, inter
     cpu = (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)
     if proc.returncode != 0:
         raise subprocess.CalledProcessError(proc.returncode, list(cmd), output=out)
-    return {"wall_s": wall, "cpu_s": cpu, "peak_rss_mb": peak / 2**20, "output": out}  # type: ignore[dict-item]
+    return {"wall_s": wall, "cpu_s": cpu, "peak_rss_mb": peak / 2**20,  # type: ignore[dict-item]
+            "driver_rss_mb": own_peak / 2**20, "output": out}

@@ -26,11 +26,12 @@ import os
 import platform
 import subprocess
 import sys
-import threading
 import time
 import zlib
 from pathlib import Path
 from typing import Any
+
+from _measure import run_measured  # bench/ is on sys.path: this script's own folder, or the workers' PYTHONPATH
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -119,45 +120,14 @@ def make_checkpoint(path: Path) -> None:
 def run_driver(cmd: list[str], env: dict[str, str], interval: float = 0.05,
                keep_output: bool = False) -> dict[str, Any]:
     """Runs ``cmd``; its wall time, the peak RSS of its own process (the driver) and of its whole tree
-    (and its output with ``keep_output``)."""
-    import psutil
-
-    t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    peaks = {"driver": 0, "tree": 0}
-    stop = threading.Event()
-
-    def sample() -> None:
-        try:
-            p = psutil.Process(proc.pid)
-        except psutil.NoSuchProcess:
-            return
-        while not stop.is_set():
-            try:
-                own = p.memory_info().rss
-                kids = 0
-                for q in p.children(recursive=True):
-                    try:
-                        kids += q.memory_info().rss
-                    except psutil.NoSuchProcess:
-                        pass
-            except psutil.NoSuchProcess:
-                return
-            peaks["driver"] = max(peaks["driver"], own)
-            peaks["tree"] = max(peaks["tree"], own + kids)
-            time.sleep(interval)
-
-    th = threading.Thread(target=sample, daemon=True)
-    th.start()
-    out, _ = proc.communicate()
-    stop.set()
-    th.join()
-    wall = time.perf_counter() - t0
-    if proc.returncode not in (0,):
-        raise SystemExit(f"{' '.join(cmd)} failed ({proc.returncode}):\n{out[-3000:]}")
-    res: dict[str, Any] = {"wall_s": wall, "driver_mb": peaks["driver"] / 2**20, "tree_mb": peaks["tree"] / 2**20}
+    (and its output with ``keep_output``): :func:`_measure.run_measured`, exiting on a failure."""
+    try:
+        m = run_measured(cmd, env=env, interval=interval)
+    except subprocess.CalledProcessError as e:
+        raise SystemExit(f"{' '.join(cmd)} failed ({e.returncode}):\n{(e.output or '')[-3000:]}") from None
+    res: dict[str, Any] = {"wall_s": m["wall_s"], "driver_mb": m["driver_rss_mb"], "tree_mb": m["peak_rss_mb"]}
     if keep_output:
-        res["output"] = out
+        res["output"] = m["output"]
     return res
 
 
