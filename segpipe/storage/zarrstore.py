@@ -165,7 +165,7 @@ class ZarrStore:
             if not folder.is_dir():
                 return []
             return sorted(p.relative_to(self.private).as_posix() for p in folder.rglob("*") if p.is_file())
-        return [k for k in loc.list(prefix) if k.startswith(prefix.strip("/") + "/")]
+        return sorted(k for k in loc.list(prefix) if k.startswith(prefix.strip("/") + "/"))
 
     @property
     def private(self) -> Path:

@@ -117,3 +117,13 @@ def test_the_run_report_fits_its_checked_in_schema(tmp_path, collection, checkpo
     del on_disk["images"]
     with pytest.raises(jsonschema.ValidationError, match="images"):
         jsonschema.validate(on_disk, schema)
+
+
+def test_run_report_names_sort_in_the_order_the_runs_started():
+    """Names made within one second (a quick ``--resume``) sort as made, and after a name of the old form."""
+    from segpipe.pipeline.prelabel.driver import _run_id
+
+    made = [_run_id() for _ in range(200)]
+    assert sorted(made) == made and len(set(made)) == 200
+    second = made[0].split(".")[0]
+    assert sorted([made[0], f"{second}-ffffff"]) == [f"{second}-ffffff", made[0]]  # written before this change

@@ -58,7 +58,7 @@ def test_resume_with_everything_done_starts_no_cluster(tmp_path, collection, che
     assert any("nothing left to run" in ln for ln in lines), lines
     assert (out / ".segpipe" / "manifest.jsonl").read_bytes() == manifest  # same entries, same bytes
     runs = sorted((out / ".segpipe" / "runs").glob("*.json"))
-    assert len(runs) == 2 and json.loads(runs[-1].read_text())["images"]["skipped_already_done"] == 6
+    assert len(runs) == 2 and json.loads(runs[-1].read_text())["images"]["skipped_already_done"] == 6  # newest last
 
 
 def test_resume_hashes_only_changed_and_new_files(tmp_path, collection, checkpoint):
