@@ -30,6 +30,7 @@ import platform
 import shutil
 import sys
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -171,6 +172,8 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=8, help="Ray's batch_size (segpipe batches its own tasks)")
     ap.add_argument("--check", type=int, default=20, help="images whose label maps are compared")
     ap.add_argument("--workdir", default="/tmp/segpipe-vs-ray")
+    ap.add_argument("--ray-first", action="store_true",
+                    help="run Ray Data before segpipe (alternate the order between runs: load falls on the first)")
     args = ap.parse_args()
     if not RAY_PYTHON.exists():
         raise SystemExit(f"{RAY_PYTHON} is absent: run `make peers-ray`")
@@ -182,29 +185,40 @@ def main() -> None:
     print(f"machine: {platform.node()} {os.cpu_count()} cores, python {platform.python_version()}; "
           f"{args.images} JPEGs {args.size}^2, {ARCH}, {args.workers} workers x 1 thread; load {load()}", flush=True)
 
-    sp_default = run_segpipe(images, ckpt, work / "s.zarr", [])
-    print(f"segpipe, default flags: {sp_default['wall_s']:.1f} s whole process, "
-          f"{sp_default['img_s_running']:.1f} img/s while running ({sp_default['workers']} workers; load {load()})",
-          flush=True)
-    sp = run_segpipe(images, ckpt, work / "s.zarr", ["-w", str(args.workers), "--threads", "1"])
-    print(f"segpipe -w {args.workers} --threads 1: {sp['wall_s']:.1f} s whole process, "
-          f"{sp['img_s_running']:.1f} img/s while running (load {load()})", flush=True)
+    def _segpipe_runs() -> Any:
+        sp_default = run_segpipe(images, ckpt, work / "s.zarr", [])
+        print(f"segpipe, default flags: {sp_default['wall_s']:.1f} s whole process, "
+              f"{sp_default['img_s_running']:.1f} img/s while running ({sp_default['workers']} workers; load {load()})",
+              flush=True)
+        sp = run_segpipe(images, ckpt, work / "s.zarr", ["-w", str(args.workers), "--threads", "1"])
+        print(f"segpipe -w {args.workers} --threads 1: {sp['wall_s']:.1f} s whole process, "
+              f"{sp['img_s_running']:.1f} img/s while running (load {load()})", flush=True)
+        return sp_default, sp
 
-    ray_out = work / "ray-labels"
-    shutil.rmtree(ray_out, ignore_errors=True)
-    ray_out.mkdir()
-    script = work / "ray_prelabel.py"
-    script.write_text(RAY_SCRIPT)
-    cmd = [str(RAY_PYTHON), str(script), str(images), str(ray_out), str(plain), str(args.workers), str(args.batch)]
-    ray = run_driver(cmd, dict(os.environ, RAY_DEDUP_LOGS="0"), keep_output=True)
-    times = json.loads(ray["output"].strip().splitlines()[-1])
-    found = len(list(ray_out.glob("*.png")))
-    if found != args.images or times["n"] != args.images:
-        raise SystemExit(f"Ray wrote {found} label maps of {args.images}")
-    ray_running = args.images / (times["last_t1"] - times["first_t0"])
-    print(f"Ray Data: {ray['wall_s']:.1f} s whole process, {ray_running:.1f} img/s while running (load {load()})",
-          flush=True)
-    agree = compare_labels(work / "s.zarr", ray_out, images, args.check)
+    def _ray_run() -> Any:
+        ray_out = work / "ray-labels"
+        shutil.rmtree(ray_out, ignore_errors=True)
+        ray_out.mkdir()
+        script = work / "ray_prelabel.py"
+        script.write_text(RAY_SCRIPT)
+        cmd = [str(RAY_PYTHON), str(script), str(images), str(ray_out), str(plain), str(args.workers), str(args.batch)]
+        ray = run_driver(cmd, dict(os.environ, RAY_DEDUP_LOGS="0"), keep_output=True)
+        times = json.loads(ray["output"].strip().splitlines()[-1])
+        found = len(list(ray_out.glob("*.png")))
+        if found != args.images or times["n"] != args.images:
+            raise SystemExit(f"Ray wrote {found} label maps of {args.images}")
+        ray_running = args.images / (times["last_t1"] - times["first_t0"])
+        print(f"Ray Data: {ray['wall_s']:.1f} s whole process, {ray_running:.1f} img/s while running (load {load()})",
+              flush=True)
+        return ray, ray_running
+
+    if args.ray_first:
+        ray, ray_running = _ray_run()
+        sp_default, sp = _segpipe_runs()
+    else:
+        sp_default, sp = _segpipe_runs()
+        ray, ray_running = _ray_run()
+    agree = compare_labels(work / "s.zarr", work / "ray-labels", images, args.check)
 
     n = args.images
     print()
@@ -216,6 +230,7 @@ def main() -> None:
                              (f"Ray Data, {args.workers} actors x 1 thread", ray, ray_running)):
         print(f"| {name} | {r['wall_s']:.1f} | {n / r['wall_s']:.1f} | {running:.1f} | {r['driver_mb']:.0f} "
               f"| {r['tree_mb']:.0f} |")
+    print(f"order: {'Ray first' if args.ray_first else 'segpipe first'}")
     print(f"segpipe / Ray Data, whole process: x{ray['wall_s'] / sp['wall_s']:.2f} "
           f"(default flags x{ray['wall_s'] / sp_default['wall_s']:.2f}); while running: "
           f"x{sp['img_s_running'] / ray_running:.2f} (default flags x{sp_default['img_s_running'] / ray_running:.2f}) "

@@ -14,7 +14,7 @@ from scipy import ndimage
 
 from segpipe.core.doubt import image_doubt
 from segpipe.execution.cluster import ClusterSpec
-from segpipe.kernels.prelabel.doubt import MAX_REGIONS, instance_doubt, record_doubt, semantic_doubt
+from segpipe.kernels.prelabel.doubt import MAX_REGIONS, instance_doubt, record_doubt, semantic_doubt, speck_pixels
 from segpipe.models.ref import ModelRef
 from segpipe.models.tta import TTASpec, averaged_predictor
 from segpipe.pipeline.prelabel import PrelabelRequest, fsck, prelabel
@@ -95,8 +95,10 @@ def test_each_receipt_holds_the_doubt_of_its_stored_probabilities(tta_store: Pat
         total = sum(ndimage.label(labels == c, structure=np.ones((3, 3)))[1] for c in np.unique(labels))
         assert d["regions_total"] == total
         assert len(d["regions"]) == min(total, MAX_REGIONS)
-        doubts = [r["doubt"] for r in d["regions"]]
-        assert doubts == sorted(doubts, reverse=True)
+        # most doubtful first, specks (a few pixels) after every larger region
+        speck = speck_pixels(labels.size)
+        keys = [(r["area"] < speck, -r["doubt"]) for r in d["regions"]]
+        assert keys == sorted(keys)
         r = d["regions"][0]
         x, y, w, h = r["bbox"]
         inside = labels[y : y + h, x : x + w] == r["category_id"]
@@ -184,3 +186,22 @@ def test_a_large_image_is_measured_band_by_band(tmp_path: Path, monkeypatch: pyt
     assert rec is not None and rec["regions"] == [] and rec["pixels"] == ref["pixels"] == 1000
     for key in ("entropy", "margin", "low_margin"):
         assert rec[key] == pytest.approx(ref[key], abs=2e-6)
+
+
+def test_a_doubtful_speck_ranks_after_a_doubtful_region() -> None:
+    """A 1-pixel island (nearly always doubtful) is not where review starts: the larger doubtful region is."""
+    labels = np.zeros((128, 128), np.uint8)
+    probs = np.zeros((2, 128, 128), np.uint8)
+    probs[0] = 250  # background: sure
+    probs[1] = 5
+    labels[20:40, 20:40] = 1  # a 400-pixel region of class 1, fairly unsure (0.7 / 0.3)
+    probs[1, 20:40, 20:40], probs[0, 20:40, 20:40] = 178, 77
+    labels[100, 100] = 1  # a 1-pixel speck of class 1, as unsure as can be (0.5 / 0.5)
+    probs[:, 100, 100] = 127
+    d = semantic_doubt(labels, probs)
+    first, second = d["regions"][0], d["regions"][1]
+    assert (first["category_id"], first["area"], first["bbox"]) == (1, 400, [20, 20, 20, 20])
+    speck = next(r for r in d["regions"] if r["area"] == 1)
+    assert speck["doubt"] > first["doubt"]  # the speck is the more doubtful, yet ranks last
+    assert d["regions"][-1] is speck and second["area"] > 1
+    assert speck_pixels(labels.size) == 16  # 0.1% of 16,384 pixels

@@ -44,7 +44,8 @@ when no region has one.
 
 ``review_order.csv`` (written when any image has a recorded doubt): one row per image, the most doubtful
 first, with ``rank, image_id, file_name, doubt, score, entropy, margin, low_margin`` and the most doubtful
-region (``region_category``, ``region_bbox`` ``x y w h`` in pixels, ``region_doubt``), so annotators
+region that is not a speck (``region_category``, ``region_bbox`` ``x y w h`` in pixels, ``region_doubt``;
+see :mod:`segpipe.kernels.prelabel.doubt`), so annotators
 start with what the model got least sure of; images without a doubt come last.
 
 ``label_config.xml`` lists exactly the control tags the results use (``brush``, ``polygon``, ``box``), each

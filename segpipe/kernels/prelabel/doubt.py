@@ -8,7 +8,9 @@ image has a group of its own) lets exports put the images that need a person fir
   ``probs (C, H, W) uint8``: ``entropy`` (the image's ``doubt``), ``margin``, ``low_margin`` (fraction of
   pixels whose top-two margin is under 0.2); and **regions**: each 8-connected component of each
   category of the stored label map, with its box, area and mean entropy / margin inside, the
-  :data:`MAX_REGIONS` most doubtful kept (``regions_total`` counts them all). An image above
+  :data:`MAX_REGIONS` most doubtful kept (``regions_total`` counts them all). Specks (regions under
+  :func:`speck_pixels`) rank after every larger region: a 1-pixel island is nearly always doubtful and
+  is not where an annotator should start. An image above
   :data:`REGION_PIXELS` (a streamed one) gets its means, read in row bands, and no regions.
 * **instance**: ``doubt = 1 - min score`` of the stored instances (the least sure one decides), with
   ``mean_score`` and ``doubt_mean = 1 - mean score``; an image without instances has no doubt (None).
@@ -27,12 +29,19 @@ from segpipe.core.doubt import DoubtAccumulator, doubt_maps
 
 #: Most doubtful regions kept per image.
 MAX_REGIONS = 32
+#: A region under this many pixels (or 0.1% of the image, whichever is smaller) is a speck.
+SPECK_PIXELS = 64
 #: Images above this many pixels get their means only (no connected components over the whole map).
 REGION_PIXELS = 4096 * 4096
 #: A pixel whose top-two margin is below this counts in ``low_margin``.
 LOW_MARGIN = 0.2
 #: Rows per band when an image's probabilities are read in bands.
 BAND_ROWS = 1024
+
+
+def speck_pixels(pixels: int) -> int:
+    """Regions of fewer pixels than this rank after the others (64, or 0.1% of a small image; at least 2)."""
+    return max(2, min(SPECK_PIXELS, pixels // 1000))
 
 
 def _round(v: float) -> float | None:
@@ -50,7 +59,7 @@ def semantic_doubt(labels: np.ndarray, probs: np.ndarray, *, void: int | None = 
     Returns:
         ``{"kind": "semantic", "doubt", "entropy", "margin", "low_margin", "pixels", "regions",
         "regions_total"}``; each region ``{"category_id", "bbox" [x, y, w, h], "area", "doubt",
-        "entropy", "margin"}``, the most doubtful first.
+        "entropy", "margin"}``, the most doubtful first (specks last).
     """
     from scipy import ndimage  # lazy: the driver imports the kernels to submit them; workers alone label
 
@@ -81,8 +90,10 @@ def semantic_doubt(labels: np.ndarray, probs: np.ndarray, *, void: int | None = 
         doubt_a = np.concatenate(e_sums) / area_a
         margin_a = np.concatenate(m_sums) / area_a
         total = len(area_a)
-        # most doubtful first; larger first among equals, then by class and raster order: a fixed order
-        order = np.lexsort((k_a, cid_a, -area_a, -doubt_a))[:MAX_REGIONS]
+        # most doubtful first, specks after every larger region; larger first among equals, then by
+        # class and raster order: a fixed order
+        speck = area_a < speck_pixels(labels.size)
+        order = np.lexsort((k_a, cid_a, -area_a, -doubt_a, speck))[:MAX_REGIONS]
         for i in order.tolist():
             ys, xs = boxes[int(cid_a[i])][int(k_a[i])]
             regions.append({"category_id": int(cid_a[i]),
