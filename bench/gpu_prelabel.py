@@ -217,8 +217,7 @@ def kernel_stacking(src: Path, ckpt: Path, root: Path, device: str, batches: lis
     try:
         for _ in range(repeat):  # alternated, so that a busy spell of the machine hits every setting
             for b in batches:
-                for k in list(ledger.keys()):
-                    ledger.path(k).unlink()
+                ledger.remove_many(ledger.keys())  # loose or packed (a run of 2,000 images or more packs them)
                 resources.predictor.batch_size = b
                 t0 = time.perf_counter()
                 done = prelabel_batch(resources, settings, planned)

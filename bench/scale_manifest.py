@@ -11,6 +11,10 @@ with default flags, whole processes, at each size of ``--sizes``. For each size 
   planning, nothing left to run), wall time and driver peak RSS;
 - ``segpipe fsck`` of the store, wall time.
 
+Each with its CPU seconds (user + system of the process and its children): wall times move with the
+load of a shared machine, CPU seconds much less. A run of ``storage/ledger.py: PACK_MIN`` images or more
+packs its ledger at its end (docs/design/packed-ledger.md): resume and fsck read the pack.
+
 The goals compare the largest size with the first: driver peak RSS ratio ≤ 1.5; planning and resume
 ≤ 10 s; fsck ≤ 60 s at 100k. There is no peer here: the reference is segpipe itself at 10k.
 
@@ -95,6 +99,10 @@ def make_collection(folder: Path, n: int) -> Path:
         (d / f"{i:07d}.png").write_bytes(_png(px.tobytes(), SIDE))
     stamp.write_text(str(n))
     print(f"  wrote {n} PNGs in {time.perf_counter() - t0:.1f} s", flush=True)
+    # A file changed within 2 s of a run's start is hashed again by the next --resume (its modification
+    # time cannot vouch for it: source.MTIME_MARGIN_NS), which would start a cluster there; no real
+    # collection is written the moment before its run.
+    time.sleep(2.5)
     return images
 
 
@@ -125,7 +133,8 @@ def run_driver(cmd: list[str], env: dict[str, str], interval: float = 0.05,
         m = run_measured(cmd, env=env, interval=interval)
     except subprocess.CalledProcessError as e:
         raise SystemExit(f"{' '.join(cmd)} failed ({e.returncode}):\n{(e.output or '')[-3000:]}") from None
-    res: dict[str, Any] = {"wall_s": m["wall_s"], "driver_mb": m["driver_rss_mb"], "tree_mb": m["peak_rss_mb"]}
+    res: dict[str, Any] = {"wall_s": m["wall_s"], "cpu_s": m["cpu_s"], "driver_mb": m["driver_rss_mb"],
+                           "tree_mb": m["peak_rss_mb"]}
     if keep_output:
         res["output"] = m["output"]
     return res
@@ -141,6 +150,7 @@ from segpipe.storage.ledger import Ledger
 from segpipe.storage.manifest import read_manifest
 from segpipe.storage.zarrstore import ZarrStore
 t_imp = time.perf_counter()
+c_imp = time.process_time()
 store = ZarrStore.open(Path(sys.argv[1]))
 cfg = store.attrs()["config_hash"]
 entries = list(read_manifest(store.private / "manifest.jsonl"))
@@ -151,7 +161,8 @@ todo = tasks_to_run(store, Ledger(store.private), planned)
 t3 = time.perf_counter()
 batches = batch_tasks(planned, 2)
 t4 = time.perf_counter()
-print(json.dumps({"imports_s": t_imp - t0, "manifest_s": t1 - t_imp, "plan_tasks_s": t2 - t1,
+print(json.dumps({"cpu_s": time.process_time() - c_imp, "imports_s": t_imp - t0, "manifest_s": t1 - t_imp,
+                  "plan_tasks_s": t2 - t1,
                   "tasks_to_run_s": t3 - t2, "batch_tasks_s": t4 - t3, "planned": len(planned),
                   "todo": len(todo), "batches": len(batches)}))
 """
@@ -178,9 +189,12 @@ def measure(size: int, work: Path, weights: Path, env: dict[str, str], keep: boo
         raise SystemExit(f"the run did not pre-label every image: {counts}")
     print(f"  run: {run['wall_s']:.1f} s, {size / run['wall_s']:.0f} img/s, driver {run['driver_mb']:.0f} MiB, "
           f"tree {run['tree_mb']:.0f} MiB (load {res['load_after_run']})", flush=True)
-    receipts = sum(1 for _ in (store / ".segpipe" / "ledger").iterdir()) if (store / ".segpipe" / "ledger").is_dir() \
-        else 0
-    res["ledger_files"] = receipts
+    from segpipe.storage.ledger import Ledger  # lazy: segpipe is put on sys.path by main()
+
+    ledger = Ledger(store / ".segpipe")
+    res["ledger_files"] = ledger.loose_count()
+    res["ledger_packs"] = ledger.pack_count()
+    res["receipts"] = len(ledger.contents().receipts)
     r = subprocess.run([sys.executable, "-c", PLAN, str(store)], env=env, capture_output=True, text=True)
     if r.returncode != 0:
         raise SystemExit(r.stderr[-3000:])
@@ -188,16 +202,21 @@ def measure(size: int, work: Path, weights: Path, env: dict[str, str], keep: boo
     res["plan"] = plan
     plan_s = plan["manifest_s"] + plan["plan_tasks_s"] + plan["tasks_to_run_s"] + plan["batch_tasks_s"]
     res["plan_s"] = plan_s
-    print(f"  planning {plan['planned']} tasks: {plan_s:.2f} s (manifest {plan['manifest_s']:.2f}, "
+    print(f"  ledger: {res['receipts']} receipts, {res['ledger_files']} loose files, {res['ledger_packs']} packs",
+          flush=True)
+    print(f"  planning {plan['planned']} tasks: {plan_s:.2f} s, cpu {plan['cpu_s']:.2f} s "
+          f"(manifest {plan['manifest_s']:.2f}, "
           f"plan_tasks {plan['plan_tasks_s']:.2f}, tasks_to_run {plan['tasks_to_run_s']:.2f}, "
           f"batch_tasks {plan['batch_tasks_s']:.2f}); left to run: {plan['todo']}", flush=True)
     resume = run_driver([*base, "--resume"], env)
     res["resume"] = resume
-    print(f"  resume, all done: {resume['wall_s']:.1f} s, driver {resume['driver_mb']:.0f} MiB "
+    print(f"  resume, all done: {resume['wall_s']:.1f} s, cpu {resume['cpu_s']:.1f} s, "
+          f"driver {resume['driver_mb']:.0f} MiB "
           f"(load {load()})", flush=True)
     fsck = run_driver([*segpipe, "fsck", str(store)], env)
     res["fsck"] = fsck
-    print(f"  fsck: {fsck['wall_s']:.1f} s, {fsck['driver_mb']:.0f} MiB (load {load()})", flush=True)
+    print(f"  fsck: {fsck['wall_s']:.1f} s, cpu {fsck['cpu_s']:.1f} s, {fsck['driver_mb']:.0f} MiB (load {load()})",
+          flush=True)
     if not keep:
         import shutil
 
@@ -236,12 +255,16 @@ def main() -> None:
          f"x{big['run']['driver_mb'] / ref['run']['driver_mb']:.2f} (goal <= 1.5)"),
         ("tree peak RSS, run (MiB)", lambda r: f"{r['run']['tree_mb']:.0f}", ""),
         ("planning (s)", lambda r: f"{r['plan_s']:.2f}", f"{big['plan_s']:.2f} s (goal <= 10)"),
+        ("planning CPU (s)", lambda r: f"{r['plan']['cpu_s']:.2f}", ""),
         ("resume, all done, whole process (s)", lambda r: f"{r['resume']['wall_s']:.1f}",
          f"{big['resume']['wall_s']:.1f} s (goal <= 10)"),
+        ("resume CPU (s)", lambda r: f"{r['resume']['cpu_s']:.1f}", ""),
         ("driver peak RSS, resume (MiB)", lambda r: f"{r['resume']['driver_mb']:.0f}",
          f"x{big['resume']['driver_mb'] / ref['resume']['driver_mb']:.2f}"),
         ("fsck (s)", lambda r: f"{r['fsck']['wall_s']:.1f}", f"{big['fsck']['wall_s']:.1f} s (goal <= 60)"),
-        ("receipt files", lambda r: str(r["ledger_files"]), ""),
+        ("fsck CPU (s)", lambda r: f"{r['fsck']['cpu_s']:.1f}", ""),
+        ("driver peak RSS, fsck (MiB)", lambda r: f"{r['fsck']['driver_mb']:.0f}", ""),
+        ("receipts: loose files / packs", lambda r: f"{r['ledger_files']} / {r['ledger_packs']}", ""),
         ("load before", lambda r: r["load_before"], ""),
     ]
     for name, cell, goal in rows:

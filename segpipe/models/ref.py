@@ -10,30 +10,37 @@ from pathlib import Path
 from typing import Any
 
 from segpipe.errors import ConfigError, InputError
+from segpipe.models import fetch
 from segpipe.models.checkpoint import CheckpointMeta
 from segpipe.models.sources import detect_source
 from segpipe.models.sources.base import SourceOptions
 from segpipe.models.sources.classes import file_count, is_table, resolve_classes
+from segpipe.storage.location import is_url
 from segpipe.storage.manifest import file_sha256
 
 
 @dataclass(frozen=True)
 class ModelRef:
-    """What model to run: a model file or folder (any form :mod:`segpipe.models.sources` reads), or
+    """What model to run: a model file or folder (any form :mod:`segpipe.models.sources` reads), local or
+    in object storage (``s3://``, ``gs://``, ``az://``, ``https://``: :mod:`segpipe.models.fetch`), or
     ``ARCH:WEIGHTS`` from the local torchvision cache.
 
     Small and picklable: workers build the model from it (never from a pickled model). The driver reads
     the meta (:meth:`meta`) and each worker loads the model (:meth:`predictor`) through the same
-    source, with the same options, so both see the same classes.
+    source, with the same options, so both see the same classes. A model URL is read from a copy in
+    the process's private temporary folder; :meth:`pinned` records what the driver read (ETags, sizes,
+    sha256), and a worker refuses a model whose objects changed since.
 
     Attributes:
-        spec: A model file or folder, or ``ARCH:WEIGHTS``.
+        spec: A model file or folder, a model URL (a file, or a folder prefix), or ``ARCH:WEIGHTS``.
         arch: Architecture of a plain state dict (``--arch``: a registered name or
             ``package.module:function``).
         num_classes: ``--num-classes``: the class count where the weights cannot tell it.
         classes: ``--classes``: a labelmap.txt, a names.yaml / .json, or ``VOC`` / ``COCO`` /
             ``Cityscapes`` (:mod:`segpipe.models.sources.classes`).
         task: ``--task``: picks a universal model's output (Mask2Former); checked against the others'.
+        pin: What a model URL named when the driver read it (:meth:`pinned`); None for a local model,
+            or a URL not pinned yet (then pinned again wherever it is read).
     """
 
     spec: str
@@ -41,10 +48,29 @@ class ModelRef:
     num_classes: int | None = None
     classes: str | None = None
     task: str | None = None
+    pin: fetch.ModelPin | None = None
 
     def is_checkpoint(self) -> bool:
-        """True when ``spec`` names a file or folder (anything but ``ARCH:WEIGHTS``)."""
-        return Path(self.spec).exists()
+        """True when ``spec`` names a file or folder, local or a URL (anything but ``ARCH:WEIGHTS``)."""
+        return is_url(self.spec) or Path(self.spec).exists()
+
+    def pinned(self) -> ModelRef:
+        """This reference with its URL pinned: the objects copied here and their ETags, sizes and sha256
+        recorded, so that workers load exactly these bytes (itself for a local model or one pinned).
+
+        Raises:
+            InputError: no such bucket or object, a prefix with no model, an ``https://`` folder.
+        """
+        if self.pin is not None or not is_url(self.spec):
+            return self
+        return self.replace(pin=fetch.pin(self.spec))
+
+    def _pin(self) -> fetch.ModelPin:
+        return self.pin if self.pin is not None else fetch.pin(self.spec)
+
+    def _path(self, pin: fetch.ModelPin | None) -> Path:
+        """The model's local path: ``spec``, or this process's copy of the pinned URL."""
+        return Path(self.spec) if pin is None else fetch.local_copy(pin)
 
     def _options(self) -> Any:
         hint = None
@@ -61,7 +87,11 @@ class ModelRef:
         """The :class:`~segpipe.models.sources.ModelSource` that reads ``spec`` (None for ``ARCH:WEIGHTS``)."""
         if not self.is_checkpoint():
             return None
-        return detect_source(self.spec)
+        if not is_url(self.spec):
+            return detect_source(self.spec)
+        pin = self._pin()
+        with fetch.named(pin):
+            return detect_source(self._path(pin))
 
     def fingerprint(self) -> str:
         """sha256 of the model's bytes (every file of a folder), ``arch``, ``num_classes`` and the classes.
@@ -73,7 +103,7 @@ class ModelRef:
         more = "" if self.num_classes is None and self.classes is None else \
             "|" + json.dumps([self.num_classes, self._classes_digest()])
         if self.is_checkpoint():
-            p = Path(self.spec)
+            p = self._path(self._pin() if is_url(self.spec) else None)
             if p.is_dir():
                 files = sorted(f for f in p.rglob("*") if f.is_file() and not f.name.startswith("."))
                 body = "|".join(f"{f.relative_to(p).as_posix()}:{file_sha256(f)}" for f in files)
@@ -105,7 +135,12 @@ class ModelRef:
             SegpipeError: the model cannot be read, or the options do not fit it (one line).
         """
         self._check()
-        if self.is_checkpoint():
+        if is_url(self.spec):
+            pin = self._pin()
+            with fetch.named(pin):
+                path = self._path(pin)
+                base = detect_source(path).read_meta(path, self._options())
+        elif self.is_checkpoint():
             base = self.source().read_meta(Path(self.spec), self._options())
         else:
             base = self._weights_meta()
@@ -145,7 +180,16 @@ class ModelRef:
     def load(self) -> tuple[Any, Any]:
         """Loads the model (on a worker): ``(nn.Module, CheckpointMeta with --classes applied)``."""
         self._check()
-        if self.is_checkpoint():
+        if is_url(self.spec):
+            pin = self._pin()
+            try:
+                with fetch.named(pin):
+                    path = self._path(pin)
+                    loaded = detect_source(path).load(path, self._options())
+            finally:
+                fetch.release(pin)  # the model holds what it read: the copy is not kept on a worker
+            model, meta = loaded.model, self.with_classes(loaded.meta)
+        elif self.is_checkpoint():
             loaded = self.source().load(Path(self.spec), self._options())
             model, meta = loaded.model, self.with_classes(loaded.meta)
         else:

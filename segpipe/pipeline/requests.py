@@ -528,7 +528,8 @@ class PrelabelRequest(Request):
 
     source: InText = Field(description="a folder or glob of images, a COCO/VOC dataset, or a manifest")
     model: Annotated[str, PathRole.MODEL, BeforeValidator(_text)] = Field(
-        description="checkpoint file, or ARCH:WEIGHTS from TORCH_HOME")
+        description="checkpoint file or folder (a local path, an s3://, gs:// or az:// URL of a file or folder "
+                    "prefix, or an https:// file), or ARCH:WEIGHTS from TORCH_HOME")
     out: OutPath = Field(description="the Zarr store to write (STORE.zarr)")
     arch: str | None = Field(None, description="architecture of a plain state-dict checkpoint")
     task: Task | None = Field(None, description="the model's task, checked against the checkpoint (keypoints is "

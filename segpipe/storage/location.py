@@ -155,12 +155,19 @@ class Location:
             pass
 
     def delete_many(self, keys: Sequence[str]) -> None:
-        """Deletes ``keys`` (in batches: S3's multi-object delete; no error for absent ones)."""
+        """Deletes ``keys`` (in batches: S3's multi-object delete, Azure's batch; no error for absent ones)."""
         import obstore  # lazy: the Rust extension loads only when object storage is used
+        from obstore.exceptions import NotFoundError
 
         self._check_writable("")
         for i in range(0, len(keys), 1000):
-            obstore.delete(self.store, keys[i:i + 1000])
+            batch = keys[i:i + 1000]
+            try:
+                obstore.delete(self.store, batch)
+            except (NotFoundError, FileNotFoundError):
+                # S3's batch skips an absent key, Azure's (and GCS's) fail on it: then one by one, as delete()
+                for key in batch:
+                    self.delete(key)
 
     def list(self, prefix: str = "") -> Iterator[str]:
         """Every key below ``prefix`` (recursively), relative to this location, sorted."""
@@ -265,12 +272,41 @@ def describe_storage_error(exc: BaseException) -> str:
     code = _CODE.search(text)
     if code:
         return _CODES.get(code.group(1), f"the service answered {code.group(1)}")
+    transport = transport_reason(text)
+    if transport:
+        return transport
     if isinstance(exc, FileNotFoundError) or type(exc).__name__ == "NotFoundError":
         return "not found"
     if type(exc).__name__ in ("PermissionDeniedError", "UnauthenticatedError"):
         return "access denied (check the credentials in the environment)"
     first = text.splitlines()[0] if text else type(exc).__name__
     return _redacted_text(first[:200])
+
+
+_CERTIFICATE = re.compile(r"InvalidCertificate\(\s*([A-Za-z]+)")
+_CERTIFICATE_WHY = {
+    "UnknownIssuer": "signed by a CA this machine does not trust; give that CA's certificate in SSL_CERT_FILE",
+    "NotValidForName": "not issued for this host name",
+    "Expired": "expired",
+    "NotValidYet": "not valid yet",
+}
+
+
+def transport_reason(text: str) -> str | None:
+    """What kept a request from reaching the service, from an obstore error's text (None if nothing did).
+
+    obstore's first line says only "Generic HTTP error"; the cause (a refused certificate, a refused
+    connection) is in the error chain it quotes below.
+    """
+    cert = _CERTIFICATE.search(text)
+    if cert:
+        why = _CERTIFICATE_WHY.get(cert.group(1), cert.group(1))
+        return f"the server's certificate is refused: {why}"
+    if "ConnectionRefused" in text or "Connection refused" in text:
+        return "connection refused (is the server running, is the address right?)"
+    if "dns error" in text or "failed to lookup address" in text:
+        return "the host name does not resolve"
+    return None
 
 
 def _redacted_text(text: str) -> str:

@@ -66,8 +66,9 @@ def list_objects(url: str) -> list[ObjectInfo]:
 
     loc, prefix = split_url(url)
     if urlsplit(loc.url).scheme == "https":
-        raise InputError("an https:// folder cannot be listed; name a manifest (.jsonl), a dataset file or "
-                         "one scene instead", path=redact(url))
+        # A dataset's images are found by listing too: over https only what is named is read.
+        raise InputError("an https:// server cannot be listed (no folders, globs or datasets there); name a "
+                         "manifest (.jsonl) of image URLs, one image or one scene instead", path=redact(url))
     out: list[ObjectInfo] = []
     try:
         for batch in obstore.list(loc.store, prefix or None):
@@ -257,15 +258,28 @@ def head_object(url: str) -> ObjectInfo | None:
     """The object of exactly the key of ``url`` (its key is its name), or None (a folder prefix, or nothing).
 
     Raises:
-        InputError: a URL segpipe does not read (see :func:`~segpipe.storage.urls.split_url`).
+        InputError: a URL segpipe does not read (see :func:`~segpipe.storage.urls.split_url`); over
+            ``https://`` (which has no listing to say why): a file's URL the server answers 404 for, or a
+            refused request (an untrusted certificate, say).
     """
     import obstore  # lazy: the Rust extension loads only when object storage is used
+    from obstore.exceptions import NotFoundError
 
     loc, key = split_url(url)
     if not key:
         return None
+    https = urlsplit(loc.url).scheme == "https"
+    if https and not posixpath.splitext(key)[1]:
+        return None  # a folder's URL: refused as one (HTTP has no listing), without asking the server
     try:
         meta = obstore.head(loc.store, key)
-    except Exception:  # no object of that key (or none readable): listed as a prefix, whose listing says why
+    except (NotFoundError, FileNotFoundError):
+        if https:
+            # no listing to fall back on: a file's URL that answers 404 is simply not there
+            raise InputError("not found (the server answered 404)", path=redact(url)) from None
+        return None  # a prefix, whose listing says what is (not) there
+    except Exception as e:  # a refused request: the listing says why, where there is one
+        if https:
+            raise InputError(f"cannot read: {error_reason(e)}", path=redact(url)) from None
         return None
     return ObjectInfo(key.rpartition("/")[2], int(meta["size"]), meta.get("e_tag"))

@@ -44,6 +44,7 @@ Policies:
 
 from __future__ import annotations
 
+import json
 import os
 import warnings
 from collections.abc import Iterator, Sequence
@@ -100,7 +101,16 @@ def gdal_cloud_options(environ: Any = None) -> dict[str, str]:
     ``AWS_ENDPOINT_URL_S3`` / ``AWS_ENDPOINT_URL``: an S3-compatible server (MinIO, moto, a cloud's
     own) is ``AWS_S3_ENDPOINT`` (host and port), ``AWS_HTTPS`` and path-style addressing for GDAL. Azure's
     ``AZURE_STORAGE_ACCOUNT_NAME`` / ``_KEY`` (obstore's names) are GDAL's ``AZURE_STORAGE_ACCOUNT`` and
-    ``AZURE_STORAGE_ACCESS_KEY``. Options already set under GDAL's own names win.
+    ``AZURE_STORAGE_ACCESS_KEY``; obstore's emulator switch ``AZURE_STORAGE_USE_EMULATOR`` (Azurite, at
+    ``AZURITE_BLOB_STORAGE_URL``) is GDAL's ``AZURE_STORAGE_CONNECTION_STRING`` with that ``BlobEndpoint``.
+    For GCS, obstore's ``GOOGLE_BASE_URL`` (or the ``gcs_base_url`` of the service-account file obstore
+    reads, as an emulator's is) is GDAL's ``CPL_GS_ENDPOINT``, and ``GOOGLE_SKIP_SIGNATURE`` (or that
+    file's ``disable_oauth``) its ``GS_NO_SIGN_REQUEST``. Options already set under GDAL's own names win.
+
+    The CA bundle of ``https://`` (a private CA's, say): GDAL's curl reads ``GDAL_CURL_CA_BUNDLE``, then
+    ``CURL_CA_BUNDLE``, then ``SSL_CERT_FILE`` (the one obstore reads), but rasterio sets the first to
+    certifi's bundle when it is imported, which hides the other two: they are given to GDAL as
+    ``GDAL_CURL_CA_BUNDLE``, unless that names a bundle of the user's own.
 
     Args:
         environ: The environment (default :data:`os.environ`).
@@ -121,7 +131,63 @@ def gdal_cloud_options(environ: Any = None) -> dict[str, str]:
                        ("AZURE_STORAGE_ACCOUNT_KEY", "AZURE_STORAGE_ACCESS_KEY")):
         if env.get(ours) and gdal not in env:
             opts[gdal] = env[ours]
+    if _true(env.get("AZURE_STORAGE_USE_EMULATOR")) and "AZURE_STORAGE_CONNECTION_STRING" not in env:
+        # As obstore does: the emulator's own account and key unless others are given, at Azurite's URL.
+        account = env.get("AZURE_STORAGE_ACCOUNT_NAME") or AZURITE_ACCOUNT
+        key = env.get("AZURE_STORAGE_ACCOUNT_KEY") or AZURITE_KEY
+        blob = urlsplit(env.get("AZURITE_BLOB_STORAGE_URL") or "http://127.0.0.1:10000")
+        opts["AZURE_STORAGE_CONNECTION_STRING"] = (
+            f"DefaultEndpointsProtocol={blob.scheme};AccountName={account};AccountKey={key};"
+            f"BlobEndpoint={blob.scheme}://{blob.netloc}/{account}")
+    bundle = env.get("CURL_CA_BUNDLE") or env.get("SSL_CERT_FILE")
+    if bundle and _rasterios_bundle(env.get("GDAL_CURL_CA_BUNDLE")):
+        opts["GDAL_CURL_CA_BUNDLE"] = bundle
+    account = _gcs_service_account(env)
+    base = env.get("GOOGLE_BASE_URL") or account.get("gcs_base_url")
+    if base and "CPL_GS_ENDPOINT" not in env:
+        opts["CPL_GS_ENDPOINT"] = str(base).rstrip("/") + "/"
+    if (_true(env.get("GOOGLE_SKIP_SIGNATURE")) or account.get("disable_oauth") is True) \
+            and "GS_NO_SIGN_REQUEST" not in env:
+        opts["GS_NO_SIGN_REQUEST"] = "YES"
     return opts
+
+
+def _rasterios_bundle(value: str | None) -> bool:
+    """Whether ``GDAL_CURL_CA_BUNDLE`` is unset or rasterio's own default (certifi's bundle)."""
+    if not value:
+        return True
+    try:
+        import certifi  # lazy: rasterio's dependency, read only to recognise rasterio's default
+    except ImportError:
+        return False
+    return os.path.realpath(value) == os.path.realpath(certifi.where())
+
+
+def _gcs_service_account(env: Any) -> dict[str, Any]:
+    """The endpoint fields of the service account obstore reads (``GOOGLE_SERVICE_ACCOUNT_KEY`` inline, or the
+    file of ``GOOGLE_SERVICE_ACCOUNT`` / ``_PATH``); empty when there is none or it cannot be read (obstore
+    then says so). Only ``gcs_base_url`` and ``disable_oauth`` are kept: never a key.
+    """
+    text = env.get("GOOGLE_SERVICE_ACCOUNT_KEY")
+    path = env.get("GOOGLE_SERVICE_ACCOUNT") or env.get("GOOGLE_SERVICE_ACCOUNT_PATH")
+    try:
+        if not text and path:
+            text = Path(path).read_text(encoding="utf-8")
+        doc = json.loads(text) if text else {}
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(doc, dict):
+        return {}
+    return {k: doc[k] for k in ("gcs_base_url", "disable_oauth") if k in doc}
+
+
+#: Azurite's one account and its key: public values Microsoft documents for the emulator (obstore's defaults).
+AZURITE_ACCOUNT = "devstoreaccount1"
+AZURITE_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+
+
+def _true(value: str | None) -> bool:
+    return (value or "").strip().lower() in ("1", "true", "yes", "on")
 
 
 #: GDAL's virtual file system of each URL scheme.

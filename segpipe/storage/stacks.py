@@ -26,25 +26,33 @@ The driver assigns every slot at plan time and is the only writer of ``ids`` and
 the arrays' metadata, which grows with a resumed run's new images). A shard task writes its shard of
 ``labels`` and ``probs`` and its chunk of ``done``, then its images' receipts. Readers get a
 per-image view (:class:`StackedImage`) that behaves as the image's group did in layout 1.
+
+A store in object storage (``s3://``, ``gs://``, ``az://``: :class:`~segpipe.storage.location.Location`)
+has the same stacks, key for key and byte for byte: the driver lays the metadata out through zarr's
+``ObjectStore``; a shard task PUTs each shard object whole (never appended to: a resumed run's task
+reads the shard back and PUTs it again), then its ``done`` chunk, then its receipts. Three stacked
+images cost one shard PUT between them where a group per image costs three PUTs each.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
 import threading
 import time
 from collections import OrderedDict, defaultdict
-from collections.abc import Iterable, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
 from segpipe.storage import zarrfast
 from segpipe.storage.arrays import array_digest, dimension_names, label_attributes, label_fill
+from segpipe.storage.location import Location, as_location, wait_all
 
 STACKS = "stacks"
 #: Images per shard file (and per shard task).
@@ -65,30 +73,34 @@ def _grow(n: int) -> int:
     return -(-n // SHARD) * SHARD
 
 
-def plan_stacks(root_path: Path, items: Iterable[tuple[int, int, int, Mapping[str, Any]]], *,
-                labels_dtype: Any, n_classes: int, probs: bool) -> dict[int, tuple[str, int]]:
+def plan_stacks(root_path: Path | Location, items: Iterable[tuple[int, int, int, Mapping[str, Any]]], *,
+                labels_dtype: Any, n_classes: int, probs: bool,
+                elsewhere: Iterable[int] = ()) -> dict[int, tuple[str, int]]:
     """Driver: gives each image to stack a slot, creating or growing the stacks (metadata only).
 
+    The metadata is written through zarr-python, locally or in object storage alike; ``stacks/``
+    itself is made with the first stack (a run with no size common enough adds nothing).
+
     Args:
-        root_path: The store's folder.
+        root_path: The store's folder, or its place in object storage.
         items: ``(image id, height, width, attributes)`` of the images about to run that may be
             stacked (2-D images of a semantic run, small enough to be written whole).
         labels_dtype: The label maps' dtype.
         n_classes: Channels of ``probs``.
         probs: Whether probabilities are stored.
+        elsewhere: Ids of images about to be written as groups that may not be stacked (too large):
+            any slot they hold from an earlier run is cleared.
 
     Returns:
         ``{image id: (stack name, slot)}`` for the images placed in a stack; the others keep a group.
         A slot an image had in an earlier run is kept; an image placed elsewhere now (its size
         changed) has its old slot cleared, and a stale group of a now-stacked image is removed.
     """
-    import zarr  # lazy: zarr costs ~0.5 s to import
-
-    root = zarr.open_group(str(root_path), mode="a")
-    sg: Any = root.require_group(STACKS)
+    root = _open_root(root_path, "a")
+    sg: Any = root.get(STACKS)
     root_attrs: Any = root.attrs.get("segpipe", {})
     categories = root_attrs.get("categories") if isinstance(root_attrs, Mapping) else None
-    existing, extra = _existing_slots(sg)
+    existing, extra = _existing_slots(sg) if sg is not None else ({}, [])
     by_size: dict[str, list[tuple[int, Mapping[str, Any]]]] = defaultdict(list)
     shapes: dict[str, tuple[int, int]] = {}
     for image_id, h, w, attrs in items:
@@ -97,10 +109,12 @@ def plan_stacks(root_path: Path, items: Iterable[tuple[int, int, int, Mapping[st
         shapes[name] = (int(h), int(w))
     placed: dict[int, tuple[str, int]] = {}
     clear: dict[str, list[int]] = defaultdict(list)
-    have = set(sg.group_keys())
+    have = set(sg.group_keys()) if sg is not None else set()
     for name, members in by_size.items():
         if name not in have and len(members) < MIN_STACK:
             continue
+        if sg is None:
+            sg = root.require_group(STACKS)
         if name not in have:
             _create_stack(sg, name, shapes[name], list(categories or []), labels_dtype, n_classes, probs)
             have.add(name)
@@ -115,7 +129,7 @@ def plan_stacks(root_path: Path, items: Iterable[tuple[int, int, int, Mapping[st
             new.append((image_id, attrs))
         if new:
             placed.update(_append_slots(sg[name], name, new))
-    planned = {i for members in by_size.values() for i, _ in members}
+    planned = {i for members in by_size.values() for i, _ in members} | {int(i) for i in elsewhere}
     for image_id, (name, slot) in [*existing.items(), *((i, (n, j)) for i, n, j in extra)]:
         if image_id in planned and placed.get(image_id) != (name, slot):
             clear[name].append(slot)
@@ -123,11 +137,38 @@ def plan_stacks(root_path: Path, items: Iterable[tuple[int, int, int, Mapping[st
         ids_arr = sg[name]["ids"]
         for slot in set(cleared):
             ids_arr[slot] = -1
-    for image_id in placed:  # a group left from a run that wrote this image whole is stale now
-        folder = Path(root_path) / "images" / str(image_id)
-        if folder.is_dir():
-            shutil.rmtree(folder)
+    _remove_stale_groups(root_path, set(placed))
     return placed
+
+
+def _open_root(root: Path | Location, mode: Literal["r", "a"]) -> Any:
+    """The store's root zarr group: a folder, or a place in object storage (zarr's ``ObjectStore``)."""
+    import zarr  # lazy: zarr costs ~0.5 s to import
+
+    if isinstance(root, Location):
+        return zarr.open_group(store=root.zarr_store(read_only=mode == "r"), mode=mode, zarr_format=3)
+    return zarr.open_group(str(root), mode=mode)
+
+
+def _remove_stale_groups(root: Path | Location, placed: set[int]) -> None:
+    """Removes the groups a run that wrote these images whole left (the image is stacked now)."""
+    if not placed:
+        return
+    if not isinstance(root, Location):
+        for image_id in placed:
+            folder = Path(root) / "images" / str(image_id)
+            if folder.is_dir():
+                shutil.rmtree(folder)
+        return
+    import obstore  # lazy: the Rust extension loads only when object storage is used
+
+    # One LIST of the groups (their "folders"), not one per image: a new store has none.
+    listed = obstore.list_with_delimiter(root.store, "images")
+    stale = [str(p).rstrip("/") for p in listed["common_prefixes"]
+             if str(p).rstrip("/").rsplit("/", 1)[-1].lstrip("-").isdigit()
+             and int(str(p).rstrip("/").rsplit("/", 1)[-1]) in placed]
+    for prefix in stale:
+        root.delete_many(list(root.list(prefix)))
 
 
 def _existing_slots(sg: Any) -> tuple[dict[int, tuple[str, int]], list[tuple[int, str, int]]]:
@@ -218,22 +259,37 @@ class PendingSlot:
 class ShardWriter:
     """Collects a shard task's images and writes their shards, ``done`` chunks and receipts (worker side).
 
+    Locally each shard is a file written atomically; in object storage each is one PUT of the object
+    zarr-python would write (as is the shard's ``done`` chunk), then the receipts are PUT together.
+
     Args:
-        store_path: The store's folder.
+        store_path: The store's folder, or its URL / :class:`~segpipe.storage.location.Location`.
     """
 
-    def __init__(self, store_path: str | Path) -> None:
-        self.root = Path(store_path)
+    def __init__(self, store_path: str | Path | Location) -> None:
+        target = store_path if isinstance(store_path, Location) else as_location(store_path)
+        #: The store in object storage, or None for a local store.
+        self.location: Location | None = target if isinstance(target, Location) else None
+        self.root = Path(target) if not isinstance(target, Location) else Path()
         self.pending: list[PendingSlot] = []
         self._shapes: dict[str, tuple[int, ...]] = {}
+
+    def _doc(self, stack: str, name: str, slot: int = 0) -> dict[str, Any] | None:
+        """The parsed ``zarr.json`` of array ``name`` of ``stack`` (None: no such array)."""
+        if self.location is None:
+            return zarrfast.read_array_document(self.root / STACKS / stack / name)
+        key = f"{STACKS}/{stack}/{name}"
+        doc = zarrfast.read_object_document(self.location, key)
+        if doc is not None and slot >= int(doc["shape"][0]):  # the stack grew since it was read
+            doc = zarrfast.read_object_document(self.location, key, fresh=True)
+        return doc
 
     def image_shape(self, stack: str) -> tuple[int, int]:
         """``(H, W)`` of the images of ``stack``."""
         if stack not in self._shapes:
-            folder = self.root / STACKS / stack / "labels"
-            doc = zarrfast.read_array_document(folder)  # the parse flush() reuses
+            doc = self._doc(stack, "labels")  # the parse flush() reuses
             if doc is None:
-                raise FileNotFoundError(f"no stacked array at {folder}")
+                raise FileNotFoundError(f"no stacked array labels in stack {stack}")
             self._shapes[stack] = tuple(int(s) for s in doc["shape"][1:])
         h, w = self._shapes[stack]
         return h, w
@@ -262,30 +318,125 @@ class ShardWriter:
             shards[(p.stack, p.slot // SHARD)].append(p)
         for (stack, s), members in sorted(shards.items()):
             t0 = time.perf_counter()
-            folder = self.root / STACKS / stack
-            docs = {name: doc for name in ("labels", "probs", "done")
-                    if (doc := zarrfast.read_array_document(folder / name)) is not None}
-            n = int(docs["done"]["shape"][0])
-            lo, hi = s * SHARD, min(n, (s + 1) * SHARD)
-            finished = {p.slot: p for p in members if p.receipt is not None and "labels" in p.arrays}
-            done = _read_done(folder / "done", docs["done"], s, hi - lo)
-            keep = [j for j in range(hi - lo) if done[j] and lo + j not in finished]
-            for name in ("labels", "probs"):
-                if name in docs:
-                    _write_stack_shard(folder / name, docs[name], name, lo, hi, keep, finished)
-            new_done = np.zeros(hi - lo, dtype=np.uint8)
-            new_done[keep] = 1
-            for slot in finished:
-                new_done[slot - lo] = 1
-            if not zarrfast.write_region(folder / "done", new_done, (lo,)):
-                _open_array(folder / "done", "r+")[lo:hi] = new_done
+            if self.location is not None:
+                self._flush_object(self.location, stack, s, members)
+            else:
+                self._flush_local(stack, s, members)
             receipts = [(p.key, p.receipt) for p in members if p.key is not None and p.receipt is not None]
             share = (time.perf_counter() - t0) / max(1, len(receipts))
-            for k, r in receipts:
+            for _, r in receipts:
                 if isinstance(r.get("timings"), dict):  # the run report's write stage includes the shard's
                     r["timings"]["write"] = r["timings"].get("write", 0.0) + share
-                ledger.write(k, r)
+            if self.location is not None and len(receipts) > 1:
+                # Each receipt is a PUT, a round trip: sent together, after the shard and done landed.
+                list(_pool().map(lambda kr: ledger.write(*kr), receipts))
+            else:
+                for k, r in receipts:
+                    ledger.write(k, r)
         self.pending = []
+
+    def _flush_local(self, stack: str, s: int, members: list[PendingSlot]) -> None:
+        """One shard of a local stack: its files, then its ``done`` chunk."""
+        folder = self.root / STACKS / stack
+        docs = {name: doc for name in ("labels", "probs", "done")
+                if (doc := zarrfast.read_array_document(folder / name)) is not None}
+        n = int(docs["done"]["shape"][0])
+        lo, hi = s * SHARD, min(n, (s + 1) * SHARD)
+        finished = {p.slot: p for p in members if p.receipt is not None and "labels" in p.arrays}
+        done = _read_done(folder / "done", docs["done"], s, hi - lo)
+        keep = [j for j in range(hi - lo) if done[j] and lo + j not in finished]
+        for name in ("labels", "probs"):
+            if name in docs:
+                _write_stack_shard(folder / name, docs[name], name, lo, hi, keep, finished)
+        new_done = _new_done(hi - lo, keep, finished, lo)
+        if not zarrfast.write_region(folder / "done", new_done, (lo,)):
+            _open_array(folder / "done", "r+")[lo:hi] = new_done
+
+    def _flush_object(self, loc: Location, stack: str, s: int, members: list[PendingSlot]) -> None:
+        """One shard of a stack in object storage: one PUT per shard object, then one of its ``done`` chunk.
+
+        The ``done`` chunk is fetched while the shard is encoded (a new run finds none: no slot to keep);
+        only when it names slots finished before is the shard object read back and encoded again.
+        """
+        base = f"{STACKS}/{stack}"
+        slot0 = max(p.slot for p in members)
+        docs = {name: doc for name in ("labels", "probs", "done") if (doc := self._doc(stack, name, slot0)) is not None}
+        n = int(docs["done"]["shape"][0])
+        lo, hi = s * SHARD, min(n, (s + 1) * SHARD)
+        finished = {p.slot: p for p in members if p.receipt is not None and "labels" in p.arrays}
+        done_f = _pool().submit(_read_object_done, loc, f"{base}/done", docs["done"], s, hi - lo)
+        names = [name for name in ("labels", "probs") if name in docs]
+        no_keep: list[int] = []
+        blocks = {name: _shard_block(lambda: None, name, lo, hi, no_keep, finished) for name in names}
+        objects = {name: zarrfast.encode_shards(docs[name], blocks[name], lo) for name in names}
+        done = done_f.result()
+        keep = [j for j in range(hi - lo) if done[j] and lo + j not in finished]
+        if keep:  # a resumed run: the slots finished before are read back and written again
+            for name in names:
+                blocks[name] = _shard_block(functools.partial(_open_object_array, loc, f"{base}/{name}"), name,
+                                            lo, hi, keep, finished)
+                objects[name] = zarrfast.encode_shards(docs[name], blocks[name], lo)
+        puts: list[Future[None]] = []
+        for name in names:
+            shard_objects = objects[name]
+            if shard_objects is None:  # not an array zarrfast encodes: zarr-python writes the shard, whole
+                _open_object_array(loc, f"{base}/{name}", "r+")[lo:hi] = _filled(docs[name], blocks[name])
+            else:
+                puts += [_put_later(loc, f"{base}/{name}/{rel}", blob) for rel, blob in shard_objects]
+        wait_all(puts)
+        new_done = _new_done(hi - lo, keep, finished, lo)
+        frames = zarrfast.encode_region(docs["done"], new_done, (lo,))
+        if frames is None:
+            _open_object_array(loc, f"{base}/done", "r+")[lo:hi] = new_done
+        else:
+            wait_all([_put_later(loc, f"{base}/done/{rel}", blob) for rel, blob in frames])
+
+
+def _new_done(n: int, keep: list[int], finished: Mapping[int, PendingSlot], lo: int) -> np.ndarray:
+    """A shard's ``done`` flags, ``(n,) uint8``: 1 for the slots kept and the slots just written."""
+    new_done = np.zeros(n, dtype=np.uint8)
+    new_done[keep] = 1
+    for slot in finished:
+        new_done[slot - lo] = 1
+    return new_done
+
+
+def _put_later(loc: Location, key: str, blob: bytes | None) -> Future[None]:
+    """Starts the PUT of ``key`` (or its DELETE, for a chunk of fill values that zarr leaves out)."""
+    return loc.write_later(key, blob) if blob is not None else loc.delete_later(key)
+
+
+def _shard_block(open_arr: Callable[[], Any], name: str, lo: int, hi: int, keep: list[int],
+                 finished: Mapping[int, PendingSlot]) -> list[np.ndarray | None]:
+    """The images of slots ``lo..hi`` (None: fill value): kept slots read back, finished ones from this task.
+
+    A kept slot whose data cannot be read (a damaged shard) is removed from ``keep``: it is written as
+    fill and its receipt no longer holds (``--resume`` redoes it).
+    """
+    # The images themselves, not a stacked copy: a fresh shard-sized buffer page-faults on this VM
+    # about as long as zstd takes to compress it.
+    block: list[np.ndarray | None] = [None] * (hi - lo)
+    if keep:
+        arr = open_arr()
+        for j in list(keep):
+            try:
+                block[j] = np.asarray(arr[lo + j])
+            except Exception:  # a damaged shard: the slot is rewritten unwritten (done 0),
+                keep.remove(j)  # so its receipt no longer holds and --resume redoes it
+    for slot, p in finished.items():
+        if name in p.arrays:
+            block[slot - lo] = p.arrays[name]
+    return block
+
+
+def _filled(doc: Mapping[str, Any], block: list[np.ndarray | None]) -> np.ndarray:
+    """``block`` stacked, ``(n, ...)``, with the array's fill value for None."""
+    shape = [int(d) for d in doc["shape"]]
+    full = np.full((len(block), *shape[1:]), zarrfast.fill_of(doc), dtype=np.dtype(doc["data_type"]))
+    for j, img in enumerate(block):
+        if img is not None:
+            full[j] = img
+    return full
 
 
 def _write_stack_shard(path: Path, doc: Mapping[str, Any], name: str, lo: int, hi: int, keep: list[int],
@@ -303,26 +454,41 @@ def _write_stack_shard(path: Path, doc: Mapping[str, Any], name: str, lo: int, h
             and its receipt no longer holds (``--resume`` redoes it).
         finished: Slot → the image of this task written there.
     """
-    # The images themselves, not a stacked copy: a fresh shard-sized buffer page-faults on this VM
-    # about as long as zstd takes to compress it.
-    block: list[np.ndarray | None] = [None] * (hi - lo)
-    if keep:
-        arr = _open_array(path)
-        for j in list(keep):
-            try:
-                block[j] = np.asarray(arr[lo + j])
-            except Exception:  # a damaged shard: the slot is rewritten unwritten (done 0),
-                keep.remove(j)  # so its receipt no longer holds and --resume redoes it
-    for slot, p in finished.items():
-        if name in p.arrays:
-            block[slot - lo] = p.arrays[name]
+    block = _shard_block(lambda: _open_array(path), name, lo, hi, keep, finished)
     if not zarrfast.write_shards(path, block, lo):
-        shape = [int(d) for d in doc["shape"]]
-        full = np.full((hi - lo, *shape[1:]), zarrfast.fill_of(doc), dtype=np.dtype(doc["data_type"]))
-        for j, img in enumerate(block):
-            if img is not None:
-                full[j] = img
-        _open_array(path, "r+")[lo:hi] = full  # shard-aligned: one writer per file
+        _open_array(path, "r+")[lo:hi] = _filled(doc, block)  # shard-aligned: one writer per file
+
+
+_POOL: tuple[int, ThreadPoolExecutor] | None = None
+
+
+def _pool() -> ThreadPoolExecutor:
+    """Threads for a shard task's requests to object storage (one pool per process, as a fork has none)."""
+    global _POOL
+    if _POOL is None or _POOL[0] != os.getpid():
+        _POOL = (os.getpid(), ThreadPoolExecutor(8, thread_name_prefix="segpipe-stacks"))
+    return _POOL[1]
+
+
+def _open_object_array(loc: Location, key: str, mode: Literal["r", "r+"] = "r") -> Any:
+    """The zarr array at ``key`` of a store in object storage."""
+    import zarr  # lazy: zarr costs ~0.5 s to import
+
+    return zarr.open_array(store=loc.zarr_store(read_only=mode == "r"), path=key, mode=mode, zarr_format=3)
+
+
+def _read_object_done(loc: Location, key: str, doc: Mapping[str, Any], shard: int, n: int) -> np.ndarray:
+    """:func:`_read_done` in object storage: the ``done`` flags of one shard, ``(n,) uint8`` (one GET)."""
+    layout = _flat_done_layout(doc)
+    if layout is None:
+        return np.asarray(_open_object_array(loc, key)[shard * SHARD : shard * SHARD + n]).astype(np.uint8)
+    try:
+        frame = loc.read_bytes(f"{key}/" + layout[1].join(["c", str(shard)]))
+    except FileNotFoundError:
+        return np.zeros(n, dtype=np.uint8)  # never written: all fill value
+    from numcodecs import Zstd  # lazy: numcodecs costs ~0.3 s to import
+
+    return np.frombuffer(Zstd().decode(frame), dtype=np.uint8)[:n].copy()
 
 
 def _open_array(path: Path, mode: str = "r") -> Any:
@@ -538,28 +704,101 @@ class StackedImage:
         return _SlotArray(self._handles.array(name, self.slot), self.slot)
 
 
-def read_index(root_path: Path) -> dict[int, tuple[str, int]]:
+def read_index(root_path: Path | Location) -> dict[int, tuple[str, int]]:
     """``{image id: (stack, slot)}`` of every finished stacked image of a store (none for layout 1).
 
     Slots are finished where ``ids`` holds an image (>= 0) and ``done`` is 1; an id found in two
     slots maps to the later one (stacks in name order, slots in order).
-    """
-    import zarr  # lazy: zarr costs ~0.5 s to import
 
-    base = Path(root_path) / STACKS
-    if not (base / "zarr.json").is_file():
-        return {}
-    sg: Any = zarr.open_group(str(base), mode="r")
+    Args:
+        root_path: The store's folder, or its place in object storage.
+    """
     out: dict[int, tuple[str, int]] = {}
-    for name in sorted(sg.group_keys()):
-        g = sg[name]
-        ids = np.asarray(g["ids"][...])  # one chunk per 65,536 slots: zarr-python's cost is paid rarely
-        done = _read_all_done(base / name / "done")
-        if done is None:
-            done = np.asarray(g["done"][...])
+    for name, (ids, done) in read_stack_slots(root_path).items():
         sel = np.flatnonzero((ids >= 0) & (done == 1))
         out.update(zip(ids[sel].tolist(), [(name, j) for j in sel.tolist()], strict=True))
     return out
+
+
+def read_stack_slots(root_path: Path | Location) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """``{stack: (ids (N,) int64, done (N,) uint8)}`` of every stack of a store, in name order.
+
+    Raises:
+        Exception: zarr's or the storage's own, when a stack's ``ids`` or ``done`` cannot be read.
+    """
+    import zarr  # lazy: zarr costs ~0.5 s to import
+
+    if isinstance(root_path, Location):
+        if not root_path.exists(f"{STACKS}/zarr.json"):
+            return {}
+        sg: Any = zarr.open_group(store=root_path.zarr_store(read_only=True), path=STACKS, mode="r", zarr_format=3)
+    else:
+        base = Path(root_path) / STACKS
+        if not (base / "zarr.json").is_file():
+            return {}
+        sg = zarr.open_group(str(base), mode="r")
+    out: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    for name in sorted(sg.group_keys()):
+        g = sg[name]
+        # one chunk per 65,536 slots: zarr-python's cost is paid rarely
+        ids = np.asarray(g["ids"][...]).astype(np.int64)
+        if isinstance(root_path, Location):
+            done = _read_all_object_done(root_path, f"{STACKS}/{name}/done")
+        else:
+            done = _read_all_done(Path(root_path) / STACKS / name / "done")
+        if done is None:
+            done = np.asarray(g["done"][...])
+        n = min(len(ids), len(done))
+        out[name] = (ids[:n], np.asarray(done[:n]).astype(np.uint8))
+    return out
+
+
+def _read_all_object_done(loc: Location, key: str) -> np.ndarray | None:
+    """:func:`_read_all_done` in object storage: one LIST of the ``done`` chunks, then their GETs together.
+
+    zarr-python would GET every chunk of the array's grid, written or not; the listing names the
+    written ones. None when zarr-python must read it (another layout, a chunk that does not decode).
+    """
+    try:
+        doc = json.loads(loc.read_bytes(f"{key}/zarr.json"))
+    except (FileNotFoundError, ValueError):
+        return None
+    layout = _flat_done_layout(doc) if isinstance(doc, dict) else None
+    if layout is None or layout[1] != ".":
+        return None
+    n = layout[0]
+    n_chunks = -(-n // SHARD)
+    chunk_ids: list[int] = []
+    for k in loc.list(key):
+        digits = k[len(key) + 3:] if k.startswith(f"{key}/c.") else ""
+        if digits.isascii() and digits.isdigit() and str(int(digits)) == digits and int(digits) < n_chunks:
+            chunk_ids.append(int(digits))
+
+    def get(c: int) -> bytes | None:
+        try:
+            return loc.read_bytes(f"{key}/c.{c}")
+        except FileNotFoundError:
+            return None  # removed since the listing: rewritten as all fill value
+
+    from numcodecs import Zstd  # lazy: numcodecs costs ~0.3 s to import
+
+    codec = Zstd()
+    flags = np.zeros(n_chunks * SHARD, dtype=np.uint8)
+    decoded: dict[bytes, np.ndarray] = {}
+    for c, frame in zip(chunk_ids, _pool().map(get, chunk_ids), strict=True):
+        if frame is None:
+            continue
+        flags_c = decoded.get(frame)
+        if flags_c is None:
+            try:
+                flags_c = np.frombuffer(codec.decode(frame), dtype=np.uint8)
+            except Exception:  # a damaged chunk: zarr-python's read reports it its own way
+                return None
+            if flags_c.size != SHARD:
+                return None
+            decoded[frame] = flags_c
+        flags[c * SHARD : (c + 1) * SHARD] = flags_c
+    return flags[:n]
 
 
 def _flat_done_layout(doc: Mapping[str, Any]) -> tuple[int, str] | None:
@@ -681,8 +920,94 @@ def _read_small(path: str) -> bytes:
     return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
-def open_stack(root_path: Path, name: str) -> Any:
-    """The read-only zarr group of one stack."""
+def open_stack(root_path: Path | Location, name: str) -> Any:
+    """The read-only zarr group of one stack (of a local store, or of one in object storage)."""
     import zarr  # lazy: zarr costs ~0.5 s to import
 
+    if isinstance(root_path, Location):
+        return zarr.open_group(store=root_path.zarr_store(read_only=True), path=f"{STACKS}/{name}", mode="r",
+                               zarr_format=3)
     return zarr.open_group(os.fspath(Path(root_path) / STACKS / name), mode="r")
+
+
+def shard_key(stack: str, slot: int, name: str) -> str:
+    """The key of the shard of ``slot`` in array ``name`` (``labels``, ``probs``) of ``stack``, from the root."""
+    ndim = 4 if name == "probs" else 3
+    return "/".join([STACKS, stack, name, ".".join(["c", str(slot // SHARD), *(["0"] * (ndim - 1))])])
+
+
+def read_shard_index(loc: Location, key: str, per_shard: int) -> list[bool] | str | None:
+    """Which slots a shard object in object storage holds, from its index alone (one ranged GET).
+
+    The index (``per_shard`` offset and length pairs, then its CRC32C) is at the end of the object, as
+    zarr's sharding codec writes it by default: it must pass its checksum and point inside the object.
+
+    Returns:
+        One flag per slot; None if the object is missing; the problem in words if it is damaged.
+    """
+    import obstore  # lazy: the Rust extension loads only when object storage is used
+    from numcodecs import CRC32C  # lazy: numcodecs costs ~0.3 s to import
+
+    n = per_shard * 16 + 4
+    try:
+        res = obstore.get(loc.store, key, options={"range": {"suffix": n}})
+        tail, size = bytes(res.bytes()), int(res.meta["size"])
+    except FileNotFoundError:
+        return None
+    except Exception as e:
+        if type(e).__name__ == "NotFoundError":
+            return None
+        return "damaged shard object (shorter than its index)"
+    if len(tail) != n:
+        return "damaged shard object (shorter than its index)"
+    body, crc = tail[:-4], tail[-4:]
+    if bytes(CRC32C().encode(body))[-4:] != crc:
+        return "damaged shard object (its index fails its checksum)"
+    index = np.frombuffer(body, dtype="<u8").reshape(per_shard, 2)
+    used = index[:, 0] != zarrfast.EMPTY
+    ends = index[used, 0].astype(object) + index[used, 1].astype(object)
+    if not all(e <= size - n for e in ends):
+        return "damaged shard object (its index points past the end: truncated)"
+    return [bool(u) for u in used.tolist()]
+
+
+def slots_hold(loc: Location, wanted: Mapping[str, tuple[int, str, int, Iterable[str]]]) -> set[str]:
+    """The receipts (by key) whose stacked image a store in object storage holds, without reading pixels.
+
+    What ``--resume`` trusts, as a local store's receipts are checked (``plan_checks(files=True)``):
+    the slot holds the image's id (and no other slot does), its ``done`` flag is 1, and each shard
+    object the receipt names holds the slot in its index, which passes its checksum (one ranged GET
+    per shard object, sent together).
+
+    Args:
+        loc: The store.
+        wanted: Receipt key → ``(image id, stack, slot, arrays it names: labels, probs)``.
+
+    Returns:
+        The keys whose slot holds.
+    """
+    if not wanted:
+        return set()
+    try:
+        stacks = read_stack_slots(loc)
+    except Exception:  # a stack's ids or done cannot be read: no stacked receipt can be trusted
+        return set()
+    count: dict[int, int] = defaultdict(int)
+    for ids, _ in stacks.values():
+        for i in ids[ids >= 0].tolist():
+            count[int(i)] += 1
+    placed: dict[str, list[str]] = {}
+    for key, (image_id, name, slot, arrays) in wanted.items():
+        st = stacks.get(name)
+        if st is None or not 0 <= slot < len(st[0]) or int(st[0][slot]) != image_id or not st[1][slot] \
+                or count[image_id] != 1:
+            continue
+        placed[key] = [shard_key(name, slot, a) for a in arrays if a in ("labels", "probs")]
+    shards = sorted({k for keys in placed.values() for k in keys})
+    indexes = dict(zip(shards, _pool().map(lambda k: read_shard_index(loc, k, SHARD), shards), strict=True))
+    held = set()
+    for key, keys in placed.items():
+        slot = wanted[key][2]
+        if all(isinstance(indexes[k], list) and indexes[k][slot % SHARD] for k in keys):  # type: ignore[index]
+            held.add(key)
+    return held

@@ -12,7 +12,7 @@ from __future__ import annotations
 from urllib.parse import urlsplit
 
 from segpipe.errors import InputError
-from segpipe.storage.location import Location, is_url, names_object_storage, parse_location
+from segpipe.storage.location import Location, is_url, names_object_storage, parse_location, transport_reason
 
 __all__ = ["error_reason", "is_url", "read_url", "redact", "split_url"]
 
@@ -47,6 +47,9 @@ def error_reason(e: BaseException) -> str:
                 "AccessDenied": "access denied (check the credentials in the environment)"}.get(code, code)
     if isinstance(e, FileNotFoundError):
         return "no such object"
+    transport = transport_reason(text)
+    if transport:
+        return transport
     first = text.strip().splitlines()[0] if text.strip() else type(e).__name__
     return first.split(": Error performing")[0][:200]
 

@@ -20,14 +20,17 @@ import json
 import os
 import shutil
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from segpipe.storage.atomic import write_bytes_atomic
 from segpipe.storage.jsonio import jsonable
+
+if TYPE_CHECKING:
+    from segpipe.storage.location import Location
 
 #: numpy dtypes written directly (zarr v3 data type names are numpy's names for these).
 FAST_DTYPES = frozenset(
@@ -261,6 +264,16 @@ _META_CACHE_SIZE = 512
 _SETTLED_NS = 100_000_000  # 0.1 s
 
 
+def _meta_of(doc: Any) -> _Meta | None:
+    """The :class:`_Meta` of a parsed ``zarr.json`` document, or None if it is no array document."""
+    try:
+        return _Meta(doc, [int(s) for s in doc["shape"]],
+                     [int(c) for c in doc["chunk_grid"]["configuration"]["chunk_shape"]], np.dtype(doc["data_type"]),
+                     str(doc.get("chunk_key_encoding", {}).get("configuration", {}).get("separator") or ""))
+    except (AttributeError, ValueError, KeyError, TypeError, IndexError):
+        return None
+
+
 def _array_meta(p: Path) -> _Meta | None:
     """The parsed ``zarr.json`` of the array at folder ``p`` (cached while the file is unchanged), or None."""
     f = os.path.join(os.fspath(p), "zarr.json")
@@ -275,10 +288,10 @@ def _array_meta(p: Path) -> _Meta | None:
     try:
         with open(f, "rb") as fh:
             doc = json.loads(fh.read())
-        meta = _Meta(doc, [int(s) for s in doc["shape"]],
-                     [int(c) for c in doc["chunk_grid"]["configuration"]["chunk_shape"]], np.dtype(doc["data_type"]),
-                     str(doc.get("chunk_key_encoding", {}).get("configuration", {}).get("separator") or ""))
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError):
+        return None
+    meta = _meta_of(doc)
+    if meta is None:
         return None
     # As git does with its index ("racy git"): a file changed within the clock's granularity of now
     # may change again without its size or times changing, so only settled files are remembered.
@@ -294,9 +307,42 @@ def forget_metadata() -> None:
 
     The stat signature alone can miss a change on file systems whose attributes are cached (NFS
     answers ``stat`` from its cache for up to a minute) or whose times are coarse, and the workers of
-    a user's cluster live from one run to the next.
+    a user's cluster live from one run to the next. Documents read from object storage
+    (:func:`read_object_document`) have no signature at all: they are kept until this is called.
     """
     _META_CACHE.clear()
+    _OBJECT_DOCS.clear()
+
+
+#: ``{document URL: its _Meta, or None if absent}`` of arrays in object storage: a GET is a round trip,
+#: and a shard task reads the same few documents (its stack's) as every other task of its run.
+_OBJECT_DOCS: dict[str, _Meta | None] = {}
+
+
+def read_object_document(location: Location, key: str, *, fresh: bool = False) -> dict[str, Any] | None:
+    """The ``zarr.json`` document of the array at ``key`` of ``location`` (do not modify it), or None.
+
+    Read once per process and run (:func:`forget_metadata` drops them: a worker's plugin calls it
+    when a run starts, as the driver's metadata changes only between runs).
+
+    Args:
+        location: The store in object storage.
+        key: The array's key (``stacks/<name>/labels``).
+        fresh: Read it again (a cached document that no longer fits, e.g. a slot past its shape).
+    """
+    url = f"{location.url}/{key}/zarr.json"
+    if fresh or url not in _OBJECT_DOCS:
+        try:
+            doc = json.loads(location.read_bytes(f"{key}/zarr.json"))
+        except FileNotFoundError:
+            doc = None
+        except ValueError:  # not JSON: the caller reads through zarr-python, whose error names it
+            doc = None
+        if len(_OBJECT_DOCS) >= _META_CACHE_SIZE:
+            _OBJECT_DOCS.clear()
+        _OBJECT_DOCS[url] = _meta_of(doc) if isinstance(doc, dict) else None
+    meta = _OBJECT_DOCS[url]
+    return None if meta is None else meta.doc
 
 
 def read_array_document(path: str | Path) -> dict[str, Any] | None:
@@ -388,26 +434,13 @@ def write_shards(path: str | Path, data: np.ndarray | Sequence[np.ndarray | None
     Returns:
         Whether the shards were written.
     """
-    from numcodecs import CRC32C  # lazy: numcodecs costs ~0.3 s to import
-
     p = Path(path)
     meta = _array_meta(p)
-    if meta is None:
+    shards = _shard_objects(meta, data, start) if meta is not None else None
+    if shards is None:
         return False
-    images: Sequence[np.ndarray | None] = list(data) if isinstance(data, np.ndarray) else data
-    if isinstance(data, np.ndarray) and data.ndim != len(meta.shape):
-        return False
-    if not _whole_image_stack(meta, images):
-        return False
-    shape, s, n = meta.shape, meta.chunks[0], len(images)
-    if start < 0 or start % s or start + n > shape[0] or ((start + n) % s and start + n != shape[0]):
-        return False
-    codec, crc = _codec(), CRC32C()
-    fill = fill_of(meta.doc)
-    le = meta.dtype.newbyteorder("<")
-    for k in range(0, n, s):
-        key = os.path.join(p, meta.sep.join(["c", str((start + k) // s), *("0" for _ in shape[1:])]))
-        blob = _shard_blob(images[k : k + s], s, codec, crc, le, fill)
+    for rel, blob in shards:
+        key = os.path.join(p, rel)
         if blob is None:
             try:
                 os.unlink(key)
@@ -420,6 +453,57 @@ def write_shards(path: str | Path, data: np.ndarray | Sequence[np.ndarray | None
             os.makedirs(os.path.dirname(key), exist_ok=True)
             write_bytes_atomic(key, blob)
     return True
+
+
+def encode_shards(doc: Mapping[str, Any], data: np.ndarray | Sequence[np.ndarray | None],
+                  start: int) -> list[tuple[str, bytes | None]] | None:
+    """The shard objects :func:`write_shards` would write, for a store without files (object storage).
+
+    Args:
+        doc: The stacked array's parsed ``zarr.json``.
+        data: As :func:`write_shards` takes it.
+        start: Index of ``data[0]`` along axis 0 (the first slot of a shard).
+
+    Returns:
+        ``[(shard key relative to the array, its bytes, or None where the shard is all fill value and
+        zarr leaves it out)]``, or None when the array or the data is not one written this way (the
+        caller writes through zarr-python).
+    """
+    meta = _meta_of(dict(doc))
+    out = _shard_objects(meta, data, start) if meta is not None else None
+    return None if out is None else list(out)
+
+
+def _shard_objects(meta: _Meta, data: np.ndarray | Sequence[np.ndarray | None],
+                   start: int) -> Iterator[tuple[str, bytes | None]] | None:
+    """Checks ``data`` against the stacked array ``meta``; then its shards, encoded one at a time.
+
+    Returns:
+        None when nothing may be written this way; else an iterator of ``(key relative to the
+        array, shard bytes or None for an all-fill shard)``.
+    """
+    images: Sequence[np.ndarray | None] = list(data) if isinstance(data, np.ndarray) else data
+    if isinstance(data, np.ndarray) and data.ndim != len(meta.shape):
+        return None
+    if not _whole_image_stack(meta, images):
+        return None
+    shape, s, n = meta.shape, meta.chunks[0], len(images)
+    if start < 0 or start % s or start + n > shape[0] or ((start + n) % s and start + n != shape[0]):
+        return None
+    return _encode_shard_objects(meta, images, start)
+
+
+def _encode_shard_objects(meta: _Meta, images: Sequence[np.ndarray | None],
+                          start: int) -> Iterator[tuple[str, bytes | None]]:
+    from numcodecs import CRC32C  # lazy: numcodecs costs ~0.3 s to import
+
+    shape, s = meta.shape, meta.chunks[0]
+    codec, crc = _codec(), CRC32C()
+    fill = fill_of(meta.doc)
+    le = meta.dtype.newbyteorder("<")
+    for k in range(0, len(images), s):
+        rel = meta.sep.join(["c", str((start + k) // s), *("0" for _ in shape[1:])])
+        yield rel, _shard_blob(images[k : k + s], s, codec, crc, le, fill)
 
 
 def _whole_image_stack(meta: _Meta, images: Sequence[np.ndarray | None]) -> bool:
@@ -491,6 +575,45 @@ def encode_array(data: np.ndarray, chunks: Sequence[int], separator: str = "/", 
     # the attributes in their given order, as zarr keeps them (a cache key per order, not sorted)
     doc = _array_document_bytes(tuple(int(s) for s in data.shape), data.dtype.name, chunks, separator, fill_value,
                                 dims, json.dumps(jsonable(dict(attributes or {}))))
+    return doc, _encode_chunks(data, [0] * data.ndim, chunks, separator, fill_value)
+
+
+def encode_region(doc: Mapping[str, Any], data: np.ndarray,
+                  origin: Sequence[int]) -> list[tuple[str, bytes | None]] | None:
+    """The chunk objects :func:`write_region` would write, for a store without files (object storage).
+
+    Args:
+        doc: The existing array's parsed ``zarr.json`` (one this module writes).
+        data: ``(d0, d1, ...)`` values, same rank and dtype as the array.
+        origin: Index of ``data[0, 0, ...]`` in the array (chunk-aligned).
+
+    Returns:
+        ``[(chunk key relative to the array, zstd frame, or None for a chunk of fill values that zarr
+        leaves out: its object is deleted)]``, or None when :func:`write_region` would refuse (the
+        caller writes through zarr-python).
+    """
+    meta = _meta_of(dict(doc))
+    if meta is None:
+        return None
+    shape, chunks, dtype, sep = meta.shape, meta.chunks, meta.dtype, meta.sep
+    if not supported(data) or data.dtype != dtype or data.ndim != len(shape) or len(origin) != len(shape):
+        return None
+    if not meta.is_ours("region", lambda: array_document(shape, dtype, chunks, sep, **doc_extras(meta.doc))):
+        return None
+    for o, n, s, c in zip(origin, data.shape, shape, chunks, strict=True):
+        if o < 0 or o % c or o + n > s or ((o + n) % c and o + n != s):
+            return None
+    return _encode_chunks(data, origin, chunks, sep, fill_of(meta.doc))
+
+
+def _encode_chunks(data: np.ndarray, origin: Sequence[int], chunks: Sequence[int], separator: str,
+                   fill_value: float) -> list[tuple[str, bytes | None]]:
+    """Every chunk of ``data`` (placed at chunk-aligned ``origin``) as ``(key, zstd frame or None)``.
+
+    None stands for a chunk bit for bit equal to the fill value (zarr leaves it out); edge chunks are
+    padded with the fill value.
+    """
+    chunks = tuple(int(c) for c in chunks)
     codec, le = _codec(), data.dtype.newbyteorder("<")
     out: list[tuple[str, bytes | None]] = []
     for starts in itertools.product(*(range(0, s, c) for s, c in zip(data.shape, chunks, strict=True))):
@@ -501,7 +624,7 @@ def encode_array(data: np.ndarray, chunks: Sequence[int], separator: str = "/", 
             padded[tuple(slice(0, n) for n in block.shape)] = block
             block = padded
         frame = codec.encode(block)
-        key = separator.join(["c", *(str(s // c) for s, c in zip(starts, chunks, strict=True))])
+        key = separator.join(["c", *(str((o + s) // c) for o, s, c in zip(origin, starts, chunks, strict=True))])
         empty = len(frame) <= tiny_frame(block.nbytes) and _is_fill(np.ascontiguousarray(part), fill_value)
         out.append((key, None if empty else bytes(frame)))
-    return doc, out
+    return out

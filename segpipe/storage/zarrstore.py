@@ -92,9 +92,10 @@ class ZarrStore:
     ``s3://``, ``gs://`` or ``az://`` URL (:mod:`segpipe.storage.location`) is read and written through
     zarr's ``ObjectStore``, and its private files through :attr:`private_location` (receipts in an
     :class:`~segpipe.storage.ledger.ObjectLedger`; the manifest and run reports through
-    :meth:`write_private`). A store in object storage keeps one group per image: stacks (``stacks/``)
-    are written to local stores only, and callers that need :attr:`path` or :attr:`private` (scenes
-    so far) raise :class:`~segpipe.errors.ConfigError` rather than write a local folder of that name.
+    :meth:`write_private`). Stacks (``stacks/``) are laid out the same way in both (in object storage
+    a shard is one object, PUT whole by the task that owns it: :class:`~segpipe.storage.stacks.ShardWriter`);
+    callers that need :attr:`path` or :attr:`private` (scenes so far) raise
+    :class:`~segpipe.errors.ConfigError` rather than write a local folder of that name.
 
     Args:
         path: ``STORE.zarr`` folder, or its URL.
@@ -358,8 +359,7 @@ class ZarrStore:
     def _stacked(self) -> dict[int, tuple[str, int]]:
         # Read once per handle: stacks change only while a run writes them.
         if self._index is None:
-            # Stacks are written to local stores only (so far): a store in object storage has none.
-            self._index = {} if self.location is not None else read_index(self.path)
+            self._index = read_index(self.location if self.location is not None else self.path)
         return self._index
 
     def group(self, image_id: int, hint: tuple[str, int] | None = None) -> Any:
@@ -370,17 +370,27 @@ class ZarrStore:
             hint: ``(stack, slot)`` when the caller knows it (spares reading the stacks' index).
         """
         if self.location is not None:
-            return self._root("r")[f"images/{image_key(image_id)}"]
+            # No HEAD per image to look for a group first (as a local store stats it): a stacked image's
+            # group, left by an earlier run, is removed when its slot is planned (plan_stacks).
+            if hint is None:
+                hint = self._stacked().get(int(image_id))
+            if hint is None:
+                return self._root("r")[f"images/{image_key(image_id)}"]
+            return StackedImage(self._stack(hint[0]), int(hint[1]))
         folder = self.path / "images" / image_key(image_id)
         grouped = (folder / "zarr.json").is_file()
         if hint is None and not grouped:
             hint = self._stacked().get(int(image_id))
         if hint is not None and not grouped:
-            stack = self._stacks.get(hint[0])
-            if stack is None:  # opening a group costs 2 ms: once per stack, not per image
-                stack = self._stacks[hint[0]] = open_stack(self.path, hint[0])
-            return StackedImage(stack, int(hint[1]))
+            return StackedImage(self._stack(hint[0]), int(hint[1]))
         return self._root("r")[f"images/{image_key(image_id)}"]
+
+    def _stack(self, name: str) -> Any:
+        """The read-only group of stack ``name``, one object per handle (its views share its caches)."""
+        stack = self._stacks.get(name)
+        if stack is None:  # opening a group costs 2 ms (requests, in object storage): once per stack, not per image
+            stack = self._stacks[name] = open_stack(self.location if self.location is not None else self.path, name)
+        return stack
 
     def read(self, image_id: int, name: str) -> np.ndarray:
         """Reads one array of one image fully."""

@@ -9,14 +9,18 @@ into a store in the bucket with ``segpipe prelabel s3://… --out s3://… --sch
 2. ``--resume`` finishes, and a worker node (nanny and worker) is killed half-way through it: the run
    completes on the other one, without redoing what the first run finished (its receipts are kept
    byte for byte, and the report counts them as skipped);
-3. exactly one output per image, with the same digests as an in-process run of the local files;
+3. exactly one output per image, with the same digests as an in-process run of the local files: the
+   same-size images are stacked (store layout 2), one slot each, their shard objects written whole by
+   the task that owns them (a shard lost with its node is redone whole, never half-written);
    ``segpipe fsck`` is clean; ``segpipe export`` from the bucket, to a local folder and into the bucket,
    reads back the same COCO json as the export of the local run;
 4. nothing is written in any node's working folder (the CLI's included), nor any segpipe output in a
    node's temporary folder.
 
-The model is a file at one path that every node reads (as a model baked into the nodes' image or
-installed on each; a model in the bucket is not read by workers yet).
+The model is in the bucket too (``-m s3://…/models/unet.ckpt``): the driver reads it and records its
+ETag, size and sha256, and each worker copies it into its own temporary folder, checks it against
+them, and removes the copy once the model is loaded (segpipe/models/fetch.py); no node reads a model
+at a local path.
 """
 
 from __future__ import annotations
@@ -31,10 +35,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pytest
 from distributed import Client
 
 from segpipe.execution.worker_plugin import worker_settings
 from segpipe.storage.location import Location, parse_location
+from segpipe.storage.stacks import SHARD, read_stack_slots
 from segpipe.storage.zarrstore import ZarrStore
 from tests._dask_cluster import Nodes
 from tests._s3 import S3Server, bucket, s3_server
@@ -43,8 +50,9 @@ from tests.prelabel.conftest import checkpoint, collection
 
 __all__ = ["bucket", "checkpoint", "collection", "s3_server"]
 
-#: Images of the collection (tests/prelabel/conftest.py).
-N = 24
+#: Images of the collection: six shards of a stack, so that each phase ends with shards left to run
+#: (receipts land a shard at a time).
+N = 6 * SHARD
 #: How long one phase may take on 2 busy cores.
 PHASE_S = 240
 
@@ -127,11 +135,22 @@ def _upload(src: Path, dst: str) -> list[str]:
     return names
 
 
+@pytest.fixture(scope="module")
+def many(tmp_path_factory: pytest.TempPathFactory, collection: Path) -> Path:
+    """N street-view images of the collection's size and classes (what its checkpoint predicts)."""
+    from segpipe.synth import synth
+
+    out = tmp_path_factory.mktemp("many")
+    synth("streetview", out, n=N, seed=3, size=(128, 256))
+    assert (out / "labelmap.txt").read_text() == (collection / "labelmap.txt").read_text()
+    return out
+
+
 def test_nodes_share_nothing_but_the_bucket(tmp_path: Path, s3_server: S3Server, bucket: str,
-                                            collection: Path, checkpoint: Path) -> None:
+                                            many: Path, checkpoint: Path) -> None:
     # The reference: the local files, in this process's own run of the CLI, exported as COCO.
     ref = tmp_path / "ref.zarr"
-    r = run_cli("prelabel", str(collection / "images"), "-m", str(checkpoint), "-o", str(ref), "-w", "0",
+    r = run_cli("prelabel", str(many / "images"), "-m", str(checkpoint), "-o", str(ref), "-w", "0",
                 "--threads", "1")
     assert r.returncode == 0, r.stderr
     r = run_cli("export", str(ref), str(tmp_path / "ref-coco"), "--to", "coco", "--layout", "single", "-w", "0")
@@ -139,8 +158,10 @@ def test_nodes_share_nothing_but_the_bucket(tmp_path: Path, s3_server: S3Server,
     reference = _digests(_receipts(ref))
     assert len(reference) == N
 
-    assert len(_upload(collection / "images", f"s3://{bucket}/collection/images")) == N
+    assert len(_upload(many / "images", f"s3://{bucket}/collection/images")) == N
     src, out = f"s3://{bucket}/collection/images", f"s3://{bucket}/runs/labels.zarr"
+    model = f"s3://{bucket}/models/{checkpoint.name}"
+    assert _upload(checkpoint.parent, f"s3://{bucket}/models") == [checkpoint.name]
     driver = tmp_path / "driver"
     driver.mkdir()
     with Nodes(tmp_path / "nodes", _env()) as nodes:
@@ -151,16 +172,17 @@ def test_nodes_share_nothing_but_the_bucket(tmp_path: Path, s3_server: S3Server,
             client.wait_for_workers(2, timeout=120)
             names = {a: w["name"] for a, w in client.scheduler_info()["workers"].items()}
             pids = {pid: names[a] for a, pid in client.run(os.getpid).items()}
-        args = _cli("prelabel", src, "-m", str(checkpoint), "--out", out, "--scheduler", address,
+        args = _cli("prelabel", src, "-m", model, "--out", out, "--scheduler", address,
                     "--threads", "1", "--batch", "1")
 
-        # 1. The CLI is killed a third of the way.
-        first = _run_until(args, driver, out, N // 3)
+        # 1. The CLI is killed once a shard is done (both workers hold one: a shard task holds its 8 images).
+        first = _run_until(args, driver, out, SHARD)
         assert first.poll() is None, f"the first run ended before it could be killed: {first.communicate()[1]!r}"
         os.killpg(first.pid, signal.SIGKILL)
         first.wait(30)
         before = _settle(out, address)
-        assert N // 3 <= len(before) < N
+        # whole shards only: a shard's receipts are written once its objects are
+        assert SHARD <= len(before) <= N - 2 * SHARD and len(before) % SHARD == 0, len(before)
 
         # 2. --resume, and a node is lost half-way through it.
         second = _run_until([*args, "--resume"], driver, out, len(before) + (N - len(before)) // 2)
@@ -193,11 +215,17 @@ def test_nodes_share_nothing_but_the_bucket(tmp_path: Path, s3_server: S3Server,
     # 3. Exactly one output per image, equal to the local run's; fsck clean; the export reads back.
     assert _digests(after) == reference
     assert store.image_ids() == sorted(reference)
-    # …and in the bucket itself: one group per image, each with one label array, nothing left over
-    keys = list(parse_location(out).list())  # type: ignore[union-attr]
-    groups = [k for k in keys if k.startswith("images/") and k.count("/") == 2 and k.endswith("/zarr.json")]
-    assert sorted(int(k.split("/")[1]) for k in groups) == sorted(reference)
-    assert sum(k.endswith("/labels/zarr.json") for k in keys) == N
+    # …and in the bucket itself: one slot per image in one stack, one shard object per 8 images, no
+    # group per image, nothing left over
+    loc_out = parse_location(out)
+    assert isinstance(loc_out, Location)
+    keys = list(loc_out.list())
+    assert [k for k in keys if k.startswith("images/")] == ["images/zarr.json"]
+    assert sorted(k for k in keys if k.startswith("stacks/128x256/labels/c.")) == \
+        sorted(f"stacks/128x256/labels/c.{s}.0.0" for s in range(N // SHARD))
+    ((ids, done),) = read_stack_slots(loc_out).values()
+    assert sorted(ids.tolist()) == sorted(reference) and done.tolist() == [1] * N
+    assert np.unique(ids).size == N
     assert not [k for k in keys if k.endswith(".partial") or "staging" in k]
     r = run_cli("fsck", out, cwd=driver)
     assert r.returncode == 0, r.stdout + r.stderr
@@ -221,5 +249,5 @@ def test_nodes_share_nothing_but_the_bucket(tmp_path: Path, s3_server: S3Server,
     for name in ("scheduler", "w1", "w2"):
         assert list(nodes.folder(name).iterdir()) == [], name
         stray = [p for p in (tmp_path / "nodes" / name / "tmp").rglob("*")
-                 if p.suffix in (".zarr", ".json", ".jsonl", ".png") or ".segpipe" in p.parts]
-        assert stray == [], (name, stray)
+                 if p.suffix in (".zarr", ".json", ".jsonl", ".png", ".ckpt") or ".segpipe" in p.parts]
+        assert stray == [], (name, stray)  # a worker's copy of the model is removed once loaded

@@ -11,7 +11,8 @@ Entry points (stable names, for other tests that build on them):
   ``segpipe.storage.location.as_location(target)`` (a Path made of a URL back to its ``Location``);
   ``segpipe.storage.outputs.check_store_location(loc, option=..., command=...)``.
 
-A URL store holds one group per image (``images/<id>``): stacks are written to local stores only.
+Six images are fewer than a stack takes (``segpipe.storage.stacks.MIN_STACK``): each keeps a group
+(``images/<id>``) here, as in a local store; stacks in object storage are tests/storage/test_object_stacks.py.
 """
 
 from __future__ import annotations
@@ -106,7 +107,7 @@ def test_prelabel_into_s3_equals_local_then_fsck_and_export(small: Path, local_r
     assert f"{url}: 6 done, 0 already done, 0 failed of 6 images" in str(r["stdout"])
     _assert_same_outputs(local_run, url)
     keys = _objects(url)
-    # one group per image (no stacks in object storage), receipts, the manifest and the run report
+    # one group per image (too few images of a size to stack), receipts, the manifest and the run report
     assert not any(k.startswith("stacks/") for k in keys)
     assert sum(k.startswith(".segpipe/ledger/") for k in keys) == 6
     runs = [k for k in keys if k.startswith(".segpipe/runs/")]

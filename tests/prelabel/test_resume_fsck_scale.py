@@ -11,13 +11,17 @@ import json
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import zarr
 
 from segpipe.execution.cluster import ClusterSpec
 from segpipe.pipeline.prelabel import PrelabelRequest, fsck, prelabel
+from segpipe.storage import ledger as ledgers
+from segpipe.storage.ledger import Ledger
 from segpipe.storage.manifest import file_sha256, read_manifest
+from segpipe.storage.packs import PACKS, decode_pack
 
 #: A scheduler address nothing listens on: a run that tried to reach a cluster would fail.
 NO_CLUSTER = ClusterSpec(scheduler="tcp://127.0.0.1:9")
@@ -112,3 +116,91 @@ def test_fsck_reads_a_shard_once_yet_names_the_one_damaged_slot(tmp_path, collec
     assert r["receipts"] == 24 and r["ok"] == 24 - len(unreadable), r
     assert {json.loads(Path(b["file"]).read_text())["slot"] for b in r["bad"]} == unreadable
     assert all(b["problem"] == f"{shards[0]}: labels: damaged shard file (cannot be decoded)" for b in r["bad"])
+
+
+# ------------------------------------------------------------------------------------------ packed ledgers
+
+
+def _pack(out: Path) -> Path:
+    packs = sorted((out / ".segpipe" / "ledger" / PACKS).glob("*.pack"))
+    assert len(packs) == 1, packs
+    return packs[0]
+
+
+def _fsck_summary(rep: dict[str, Any]) -> tuple[int, int, list[str], list[str]]:
+    return (rep["receipts"], rep["ok"], [b["problem"] for b in rep["bad"]], [p["problem"] for p in rep["problems"]])
+
+
+def test_a_packed_ledger_resumes_and_fscks_as_the_loose_one(tmp_path, collection, checkpoint, monkeypatch):
+    src = _source(tmp_path, collection, n=8)
+    out = tmp_path / "s.zarr"
+    req = PrelabelRequest(source=str(src), model=str(checkpoint), out=out, threads=1, probs=False)
+    assert prelabel(req, ClusterSpec(workers=0))["images"]["done"] == 8
+    ledger = Ledger(out / ".segpipe")
+    loose = {k: p.read_bytes().strip() for k, p in ledger.items()}
+    assert len(loose) == 8 and not (ledger.dir / PACKS).exists()  # a small run leaves its receipts loose
+    before = fsck(out)
+    assert _fsck_summary(before) == (8, 8, [], [])
+    # --resume of a store of loose receipts: nothing to run; at its end the ledger is packed (PACK_MIN lowered)
+    monkeypatch.setattr(ledgers, "PACK_MIN", 4)
+    rep = prelabel(req.model_copy(update={"resume": True}), NO_CLUSTER)
+    assert rep["images"]["skipped_already_done"] == 8 and rep["images"]["done"] == 0
+    assert list(ledger.items()) == [] and _pack(out).name == f"{rep['run_id']}.pack"
+    assert {k: d.strip() for k, d, _ in ledger.contents().sorted_items()} == loose  # the same bytes
+    assert _fsck_summary(fsck(out)) == _fsck_summary(before)
+    # resume after packing: nothing left; then a changed file and a new one are redone, the changed
+    # image's old receipt is taken out of the pack
+    rep = prelabel(req.model_copy(update={"resume": True}), NO_CLUSTER)
+    assert rep["images"]["skipped_already_done"] == 8 and rep["images"]["done"] == 0
+    names = sorted(p.name for p in src.iterdir())
+    extra = sorted((collection / "images").iterdir())
+    old_key = next(k for k in loose if json.loads(loose[k])["file"] == names[0])
+    (src / names[0]).write_bytes(extra[10].read_bytes())
+    (src / "zz_new.png").write_bytes(extra[11].read_bytes())
+    rep = prelabel(req.model_copy(update={"resume": True}), ClusterSpec(workers=0))
+    assert rep["images"]["done"] == 2 and rep["images"]["skipped_already_done"] == 7, rep["images"]
+    assert old_key not in ledger.keys() and old_key not in {k for k, _ in decode_pack(_pack(out).read_bytes()).receipts}
+    assert len(list(ledger.items())) == 2  # fewer than PACK_MIN: left loose, beside the pack
+    assert _fsck_summary(fsck(out)) == (9, 9, [], [])
+    monkeypatch.setattr(ledgers, "PACK_MIN", 1)
+    # (the two files just written are hashed again: too recent to trust their modification times)
+    rep = prelabel(req.model_copy(update={"resume": True}), ClusterSpec(workers=0))
+    assert rep["images"]["skipped_already_done"] == 9 and rep["images"]["done"] == 0
+    assert list(ledger.items()) == [] and ledger.pack_count() == 2 and len(ledger.finished()) == 9
+    assert _fsck_summary(fsck(out)) == (9, 9, [], [])
+
+
+def test_fsck_names_a_damaged_or_truncated_pack_and_repair_lets_resume_redo_its_images(
+        tmp_path, collection, checkpoint, monkeypatch):
+    monkeypatch.setattr(ledgers, "PACK_MIN", 1)
+    src = _source(tmp_path, collection, n=8)
+    out = tmp_path / "s.zarr"
+    req = PrelabelRequest(source=str(src), model=str(checkpoint), out=out, threads=1, probs=False)
+    assert prelabel(req, ClusterSpec(workers=0))["images"]["done"] == 8
+    pack = _pack(out)
+    lines = pack.read_bytes().split(b"\n")
+    damaged = bytearray(lines[3])
+    damaged[-5] ^= 0x01  # a byte of the third receipt's JSON
+    lines[3] = bytes(damaged)
+    pack.write_bytes(b"\n".join(lines))
+    rep = fsck(out)
+    assert rep["receipts"] == 8 and rep["ok"] == 7
+    assert [(b["file"], b["problem"]) for b in rep["bad"]] == [
+        (str(pack), "line 4: receipt fails its checksum (damaged)")]
+    assert [p["problem"].split(": ", 1)[1] for p in rep["problems"]][0].startswith("no receipt vouches for slot")
+    # truncated in the middle of its last line, too
+    data = pack.read_bytes()
+    pack.write_bytes(data[: len(data) - 40])
+    rep = fsck(out)
+    assert rep["ok"] == 6 and sorted(b["problem"] for b in rep["bad"]) == [
+        "line 4: receipt fails its checksum (damaged)", "packed ledger truncated: 6 of its 8 receipts read"]
+    assert {b["file"] for b in rep["bad"]} == {str(pack)} and len(rep["problems"]) == 2
+    rep = fsck(out, repair=True)
+    assert rep["repaired"] == 2
+    again = decode_pack(pack.read_bytes())  # rewritten with the receipts it still held whole
+    assert again.problem is None and again.damaged == [] and len(again.receipts) == 6
+    assert _fsck_summary(fsck(out))[:3] == (6, 6, [])
+    # --resume redoes the two images whose receipts were lost; the store is whole again
+    rep = prelabel(req.model_copy(update={"resume": True}), ClusterSpec(workers=0))
+    assert rep["images"]["done"] == 2 and rep["images"]["skipped_already_done"] == 6, rep["images"]
+    assert _fsck_summary(fsck(out)) == (8, 8, [], [])

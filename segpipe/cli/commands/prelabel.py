@@ -38,7 +38,8 @@ def register(app: typer.Typer) -> None:
         source: str = typer.Argument(..., help="A folder or glob of images, a COCO/VOC/YOLO dataset, or a "
                                     "manifest: a local path or an s3://, gs://, az:// or https:// URL."),
         model: str = typer.Option(..., "--model", "-m", help="Checkpoint, state dict, TorchScript, .pt2, ONNX, "
-                                  "Hugging Face or smp folder, or ARCH:WEIGHTS from TORCH_HOME."),
+                                  "Hugging Face or smp folder, or ARCH:WEIGHTS from TORCH_HOME: a local path, or "
+                                  "an s3://, gs://, az:// URL (a file or a folder prefix) or an https:// file."),
         out: Path = typer.Option(..., "--out", "-o", help="The Zarr store to write (STORE.zarr)."),
         arch: str | None = arch_option(
             "Architecture of a plain state dict (.pt, .pth, .safetensors): a name from `segpipe models`, or "

@@ -85,7 +85,9 @@ def find_voc_root(path: str | Path) -> Path | None:
     if any((p / d).is_dir() for d in MARKER_DIRS):
         return p
     for depth in (1, 2):
-        pattern = "/".join(["*"] * depth)
+        # the trailing "/" lists folders only, from the listings' entry types: a folder of 100k images is
+        # not stat-ed file by file
+        pattern = "/".join(["*"] * depth) + "/"
         hits = sorted(c for c in p.glob(pattern) if c.is_dir() and any((c / d).is_dir() for d in MARKER_DIRS))
         if len(hits) == 1:
             return hits[0]

@@ -34,6 +34,7 @@ from segpipe.formats.derive import derive_class_map
 from segpipe.formats.registry import register_format
 from segpipe.storage.ledger import ObjectLedger
 from segpipe.storage.location import Location, as_location
+from segpipe.storage.stacks import STACKS, shard_key
 from segpipe.storage.verify import (
     ImageCheck,
     StoreChecks,
@@ -225,8 +226,13 @@ def _read_error(path: Path | _Url, exc: BaseException) -> InputError:
 def _failure(root: Path | _Url, image_id: int, check: ImageCheck | None, name: str,
              exc: BaseException) -> tuple[Path | str, str]:
     """The file behind a failed read of array ``name`` of an image, and why."""
-    if isinstance(root, _Url):  # object storage: no files to inspect, the array is named
-        where = root / "images" / str(image_id) / name if name and name != "attrs" else root / "images" / str(image_id)
+    if isinstance(root, _Url):  # object storage: no files to inspect, the array (or shard object) is named
+        if check is not None and check.hint is not None:
+            where = root / (shard_key(*check.hint, name) if name in ("labels", "probs")
+                            else f"{STACKS}/{check.hint[0]}/{name or 'attrs'}")
+        else:
+            where = root / "images" / str(image_id) / name if name and name != "attrs" \
+                else root / "images" / str(image_id)
         return str(where), f"cannot be read ({_short(exc)})"
     if check is not None and check.hint is not None:
         stack, slot = check.hint
@@ -279,21 +285,28 @@ class _Outputs:
             return arr
         digest = self.check.digests.get(name)
         if digest and not _matches(arr, digest):  # the file is named (a path built) only on a mismatch
-            _verify_array(arr, digest, self._file(name), name)
+            where = self._file(name)
+            if isinstance(where, _Url):  # object storage: no file to look for
+                raise InputError(f"{name}: does not match its receipt (a missing or damaged object; not read as "
+                                 "background)", path=str(where))
+            _verify_array(arr, digest, where, name)
         if name == "labels" and self.check.windows:
             self._verify_blocks(arr)
         return arr
 
-    def _file(self, name: str) -> Path:
+    def _file(self, name: str) -> Path | _Url:
+        root = _root(self.store)
         if self.check is not None and self.check.hint is not None:
-            return shard_file(self.store.path, *self.check.hint, name)
-        return _root(self.store) / "images" / str(self.image_id) / name  # type: ignore[return-value]
+            if isinstance(root, _Url):
+                return root / shard_key(*self.check.hint, name)
+            return shard_file(root, *self.check.hint, name)
+        return root / "images" / str(self.image_id) / name
 
     def _verify_blocks(self, labels: np.ndarray) -> None:
         """Each finished block of a scene against its receipt (a block's digest covers its core)."""
         for (y0, y1, x0, x1), digest in self.check.windows if self.check is not None else ():
             if digest and not digest_matches(labels[y0:y1, x0:x1], digest):
-                folder = self._file("labels")
+                folder = str(self._file("labels"))
                 raise InputError(f"labels of block [{y0}:{y1}, {x0}:{x1}] do not match its receipt: a missing or "
                                  "damaged chunk (not read as background)", path=folder)
 

@@ -63,7 +63,7 @@ def prelabel_batch(resources: PrelabelResources, settings: PrelabelSettings,
         One result per task run (all of them unless it stopped at a failure).
     """
     ledger = settings.store.ledger()
-    shard = ShardWriter(str(settings.store.path)) if any(isinstance(t.part, StackSlot) for t in tasks) else None
+    shard = ShardWriter(settings.store.target) if any(isinstance(t.part, StackSlot) for t in tasks) else None
     run = _BatchRun(resources, settings, ledger, shard)
     if all(run.add(task) for task in tasks):  # all() stops at the first False: the batch stops there
         run.run_stack()

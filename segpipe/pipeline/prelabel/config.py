@@ -20,6 +20,7 @@ from segpipe.models.ref import ModelRef
 from segpipe.models.registry import arch_dims
 from segpipe.models.tta import check_members, tta_spec
 from segpipe.pipeline.prelabel.request import PrelabelRequest
+from segpipe.storage.location import names_object_storage
 from segpipe.storage.volume import parse_window
 
 
@@ -43,6 +44,10 @@ def check_request(req: PrelabelRequest) -> None:
                           hint="use --device cuda (or auto on a GPU machine), or --gpu-decode auto/off")
     if req.window:
         parse_window(req.window)  # a malformed window is one line before anything runs
+    url = names_object_storage(req.model) if req.prompts is not None else None
+    if url is not None:  # the SAM folder is opened by path on the driver and on each worker
+        raise ConfigError("--prompts reads its SAM model from a local folder; a model URL is not read there",
+                          path=url, hint="copy the SAM folder to a path every worker can read")
     tta_spec(req.tta, req.tta_scales)  # a bad --tta or --tta-scales is one line before the model is read
 
 
@@ -145,6 +150,7 @@ class ModelPlan:
         dims: 2, or 3 for a volumetric architecture (its slabs are planned instead of slices).
         config: What determines the outputs (:func:`output_config`).
         cfg_hash: Its hash, part of every task key and of the store's attributes.
+        members: ``--ensemble``'s models, as read here (a model URL pinned: workers load these bytes).
     """
 
     ref: ModelRef
@@ -152,6 +158,7 @@ class ModelPlan:
     dims: int
     config: dict[str, Any]
     cfg_hash: str
+    members: tuple[ModelRef, ...] = ()
 
     def store_attrs(self) -> dict[str, Any]:
         """The store's ``segpipe`` attributes for a run of this model (task, categories, model, config)."""
@@ -182,19 +189,21 @@ def read_model(req: PrelabelRequest) -> ModelPlan:
         SegpipeError: an unreadable checkpoint or unknown weights; ``--task`` other than the model's; a
             tiling without a useful stride (:func:`check_tiling`).
     """
-    ref = ModelRef(req.model, req.arch, num_classes=req.num_classes, classes=req.classes, task=req.task)
+    # a model URL is pinned here: its objects' ETags, sizes and sha256 travel to the workers with the ref
+    ref = ModelRef(req.model, req.arch, num_classes=req.num_classes, classes=req.classes, task=req.task).pinned()
     meta = ref.meta()
     if req.task and req.task != meta.task:
         raise ConfigError(f"--task {req.task} but the model {meta.arch} is a {meta.task} model")
     check_tiling(req.tile, req.overlap, meta)  # before any cluster starts: a tiling with no stride is one line
-    members = ensemble_refs(req)
+    members = [m.pinned() for m in ensemble_refs(req)]
     if members or tta_spec(req.tta, req.tta_scales) is not None:  # averaged: the same classes, semantic 2-D
         check_members([meta, *(m.meta() for m in members)], [ref.spec, *(m.spec for m in members)],
                       averaging="--ensemble" if members else "--tta")
     fp = ref.fingerprint()
     dims = arch_dims(meta.arch)  # the architecture's, as the workers' predictor sees it (no torch here)
     config = output_config(req, fp, meta, [m.fingerprint() for m in members])
-    return ModelPlan(ref=ref, meta=meta, dims=dims, config=config, cfg_hash=config_hash(config))
+    return ModelPlan(ref=ref, meta=meta, dims=dims, config=config, cfg_hash=config_hash(config),
+                     members=tuple(members))
 
 
 def ensemble_refs(req: PrelabelRequest) -> list[ModelRef]:
@@ -203,11 +212,18 @@ def ensemble_refs(req: PrelabelRequest) -> list[ModelRef]:
             for m in (req.ensemble or ())]
 
 
-def predictor_options(req: PrelabelRequest, meta: Any) -> PredictorOptions:
-    """The predictor's options for ``req`` (the score threshold for instance models only)."""
+def predictor_options(req: PrelabelRequest, meta: Any, members: tuple[ModelRef, ...] | None = None) -> PredictorOptions:
+    """The predictor's options for ``req`` (the score threshold for instance models only).
+
+    Args:
+        req: The request.
+        meta: The model's metadata.
+        members: ``--ensemble``'s models as :func:`read_model` pinned them (default: read from ``req``).
+    """
+    ensemble = tuple(ensemble_refs(req)) if members is None else members
     return PredictorOptions(device=req.device, batch_size=req.batch, tile=req.tile, overlap=req.overlap,
                             score_thresh=req.min_score if meta.task == "instance" else None,
-                            tta=tta_spec(req.tta, req.tta_scales), ensemble=tuple(ensemble_refs(req)),
+                            tta=tta_spec(req.tta, req.tta_scales), ensemble=ensemble,
                             precision=req.precision, gpu_decode=req.gpu_decode)
 
 

@@ -376,22 +376,28 @@ def reuse_manifest(listing: SourceListing, manifest: str | Path) -> tuple[list[M
     for base, items in listing.groups.items():
         root = Path(base).resolve()
         inside: dict[str, bool] = {}  # folder -> resolves inside root (a folder swapped for a link leaves it)
+        prefix = os.path.join(root, "")
         for name, iid in items:
             e = known.get(name)
-            if e is not None and _unchanged(e, root, name, iid, limit_ns, inside):
+            if e is not None and _unchanged(e, root, prefix, name, iid, limit_ns, inside):
                 reused.append(e)
             else:
                 rest.setdefault(base, []).append((name, iid))
     return reused, SourceListing(groups=rest)
 
 
-def _unchanged(e: ManifestEntry, root: Path, name: str, iid: int | None, limit_ns: int,
+def _unchanged(e: ManifestEntry, root: Path, prefix: str, name: str, iid: int | None, limit_ns: int,
                inside: dict[str, bool]) -> bool:
-    """Whether manifest entry ``e`` still describes file ``name`` under ``root`` (see :func:`reuse_manifest`)."""
+    """Whether manifest entry ``e`` still describes file ``name`` under ``root`` (see :func:`reuse_manifest`).
+
+    ``prefix`` is ``root`` and a separator, joined once per listing.
+    """
     if e.kind not in ("image", "scene") or e.error or e.id != (stable_id(name) if iid is None else int(iid)):
         return False
-    path = root / name
-    if e.path != str(path):
+    # string joins: pathlib's parsing of 100k paths cost seconds; a name that does not join plainly
+    # (``./``, ``..``, doubled separators) is compared as pathlib spells it
+    path = prefix + name
+    if e.path != path and e.path != str(root / name):
         return False
     try:
         st = os.lstat(path)

@@ -23,8 +23,9 @@ from segpipe.pipeline.prelabel.request import PrelabelRequest
 from segpipe.storage import outputs
 from segpipe.storage.ledger import Ledger, ObjectLedger
 from segpipe.storage.location import Location, as_location
+from segpipe.storage.packs import gc_paused
 from segpipe.storage.raster import RasterSource, check_bands, open_raster
-from segpipe.storage.stacks import plan_stacks
+from segpipe.storage.stacks import plan_stacks, slots_hold
 from segpipe.storage.verify import parse_receipt, plan_checks
 from segpipe.storage.zarrstore import ZarrStore
 
@@ -166,13 +167,13 @@ def finish_replacement(staging: Path, req: PrelabelRequest, stopped: bool) -> bo
 
 def tasks_to_run(store: ZarrStore, ledger: Ledger | ObjectLedger, planned: list[PrelabelTask]) -> list[PrelabelTask]:
     """The planned tasks without a receipt ``--resume`` may trust (all of them in a new store)."""
-    if isinstance(ledger, ObjectLedger):
-        done = _trusted_object_receipts(store, ledger, {t.key for t in planned})
-    else:
-        done = _trusted_receipts(store, ledger, {t.key for t in planned})
-    _drop_stale_receipts(ledger, done, planned)
-    done &= ledger.keys()
-    return [t for t in planned if t.key not in done]
+    with gc_paused():  # 100k receipts parsed: see segpipe.storage.packs.gc_paused
+        if isinstance(ledger, ObjectLedger):
+            done = _trusted_object_receipts(store, ledger, {t.key for t in planned})
+        else:
+            done = _trusted_receipts(store, ledger, {t.key for t in planned})
+        done -= _drop_stale_receipts(ledger, done, planned)
+        return [t for t in planned if t.key not in done]
 
 
 def _trusted_receipts(store: ZarrStore, ledger: Ledger, planned: set[str]) -> set[str]:
@@ -186,30 +187,52 @@ def _trusted_receipts(store: ZarrStore, ledger: Ledger, planned: set[str]) -> se
     by the task that redoes it (the receipts of images no longer planned stay, for fsck to report).
     """
     checks = plan_checks(store.path, ledger.dir, files=True)
-    redo = {p for p in checks.redo if p.name[:-5] in planned}
-    for p in redo:
-        p.unlink(missing_ok=True)
-    return checks.finished - {p.name[:-5] for p in redo}
+    redo = {p.name[:-5] for p in checks.redo if p.name[:-5] in planned}
+    ledger.remove_many(redo)  # loose files, or lines of a pack (each pack rewritten once)
+    return checks.finished - redo
 
 
 def _trusted_object_receipts(store: ZarrStore, ledger: ObjectLedger, planned: set[str]) -> set[str]:
-    """:func:`_trusted_receipts` in object storage: receipts that decode and whose arrays exist.
+    """:func:`_trusted_receipts` in object storage: receipts that decode and whose outputs' places hold.
 
     One listing of ``images/`` tells which arrays exist (their ``zarr.json``); chunks are not listed
     (an all-void chunk is never written, so a missing one proves nothing): ``fsck`` reads them. A
-    receipt of a planned key that does not decode or names a missing array is removed (redone).
+    stacked image's slot must hold its id and be done, and its shard objects' indexes must hold the
+    slot (:func:`~segpipe.storage.stacks.slots_hold`). A receipt of a planned key that does not decode
+    or whose outputs' places do not hold is removed (redone; a shard is rewritten whole by its task).
     """
     loc = store.location
     assert loc is not None  # an ObjectLedger belongs to a store in object storage
     arrays = {k for k in loc.list("images") if k.endswith("/zarr.json")}
     done: set[str] = set()
+    stacked: dict[str, tuple[int, str, int, list[str]]] = {}
     for key, data in ledger.read_all():
         rec = parse_receipt(data)[0] if data is not None else None
-        if rec is not None and rec.get("key", key) == key and _arrays_exist(rec, arrays):
+        place = _stack_place(rec) if rec is not None and rec.get("key", key) == key else None
+        if place is not None:
+            stacked[key] = place
+        elif rec is not None and rec.get("key", key) == key and _arrays_exist(rec, arrays):
+            done.add(key)
+        elif key in planned:
+            ledger.remove(key)
+    held = slots_hold(loc, stacked)
+    for key in stacked:
+        if key in held:
             done.add(key)
         elif key in planned:
             ledger.remove(key)
     return done
+
+
+def _stack_place(rec: dict[str, Any]) -> tuple[int, str, int, list[str]] | None:
+    """``(image id, stack, slot, arrays with a digest)`` of a stacked image's receipt, else None."""
+    if "stack" not in rec or "slices" in rec:
+        return None
+    try:
+        return (int(rec["image_id"]), str(rec["stack"]), int(rec["slot"]),
+                [name for name, d in dict(rec.get("outputs") or {}).items() if d])
+    except (KeyError, TypeError, ValueError):
+        return None
 
 
 def _arrays_exist(rec: dict[str, Any], arrays: set[str]) -> bool:
@@ -221,23 +244,32 @@ def _arrays_exist(rec: dict[str, Any], arrays: set[str]) -> bool:
     return all(f"images/{i}/{name}/zarr.json" in arrays for i, name in named)
 
 
-def _drop_stale_receipts(ledger: Ledger | ObjectLedger, done: set[str], planned: list[PrelabelTask]) -> None:
+def _drop_stale_receipts(ledger: Ledger | ObjectLedger, done: set[str], planned: list[PrelabelTask]) -> set[str]:
     """Removes receipts of images that are planned again under another key (their content changed).
 
     Such a receipt would vouch for outputs its task no longer owns: the image is re-run and rewritten,
     and ``fsck`` would then find the old checksum mismatching. Receipts of images no longer in the
     collection are kept (their outputs are still there).
+
+    Returns:
+        The keys whose receipts were removed.
     """
     planned_keys = {t.key for t in planned}
+    others = done - planned_keys
+    if not others:
+        return set()
     ids = {i for t in planned for i in t.image_ids()}
-    for key in done - planned_keys:
+    stale = set()
+    for key in others:
         try:
             rec = ledger.read(key)
         except (OSError, ValueError):
             continue
         owned = {int(rec.get("image_id", -1)), *(int(k) for k in rec.get("slices", {}))}
         if owned & ids:
-            ledger.remove(key)
+            stale.add(key)
+    ledger.remove_many(stale)
+    return stale
 
 
 # ------------------------------------------------------------------------------------------- layout
@@ -258,18 +290,19 @@ def place_in_stacks(store: ZarrStore, todo: list[PrelabelTask], meta: Any, dims:
     """
     if meta.task != "semantic" or dims != 2:
         return todo
-    if store.location is not None:
-        # A stack's shard holds many images' slots and its "done" array is shared: on a shared disk
-        # the shard writer appends safely, in object storage two workers would overwrite each other's
-        # objects. Stores in object storage keep one group per image.
-        return todo
+    # In object storage too: a shard object (and its "done" chunk) belongs to the one task that
+    # holds all its slots and PUTs it whole, never appended to (plan.batch_tasks: a batch per shard).
     items = [(e.id, e.height, e.width, {"id": e.id, "file": e.file, "path": e.path, "width": e.width,
                                          "height": e.height, "sha256": e.sha256})
              for e in (t.entry for t in todo if _stackable(t))]
-    if not items:
+    # Written whole now (grown past STACK_PIXELS since an earlier run): an old slot of theirs is cleared,
+    # or a reader without a receipt's hint (object storage looks for no group first) would find it.
+    elsewhere = [t.entry.id for t in todo if isinstance(t.part, WholeImage) and not _stackable(t)]
+    if not items and not elsewhere:
         return todo
-    placed = plan_stacks(store.path, items, labels_dtype=_label_dtype(meta), n_classes=len(meta.categories),
-                         probs=probs)
+    root = store.location if store.location is not None else store.path
+    placed = plan_stacks(root, items, labels_dtype=_label_dtype(meta), n_classes=len(meta.categories), probs=probs,
+                         elsewhere=elsewhere)
     return [dataclasses.replace(t, part=StackSlot(*placed[t.entry.id]))
             if isinstance(t.part, WholeImage) and t.entry.kind == "image" and t.entry.id in placed else t
             for t in todo]
