@@ -250,6 +250,12 @@ def parse_location(target: str | os.PathLike[str]) -> Path | Location:
                          path=_redacted(url))
     if not parts.netloc:
         raise InputError("no bucket in the URL (write scheme://bucket/prefix)", path=_redacted(url))
+    if parts.scheme != "https" and (parts.fragment or "=" in parts.query):
+        # urlsplit drops them from the key: `--out s3://b/x.zarr#v2` would write (or --overwrite) x.zarr, and
+        # `?versionId=…` would read the current object, not that version. (A `?` without `=` is a glob.)
+        raise InputError("a ?query or #fragment is not part of an object's key (object versions are not "
+                         "supported): name the object by its key alone; a key holding '#' cannot be named",
+                         path=_redacted_text(url))
     return Location(url)
 
 

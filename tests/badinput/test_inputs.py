@@ -394,3 +394,27 @@ def test_validate_voc_blames_the_xml_size_not_the_mask(tmp_path: Path) -> None:
     r = check_reported("validate", "voc", "--images", "decode", root=tmp_path, code=1,
                        names=("Annotations/a.xml", "size.width", "recorded size 6x3", "JPEGImages/a.png is 4x3"))
     assert "mask is" not in r.stdout + r.stderr
+
+
+# ---------------------------------------------------------------------------- manifests
+
+
+@pytest.mark.parametrize(("lines", "field", "says"), [
+    # two lines with one id: one image's outputs were written over the other's, the run said "2 done"
+    ([{"id": 1, "file": "a.png", "path": "p/0.png"}, {"id": 1, "file": "b.png", "path": "p/1.png"}],
+     "entry 2, field id", "id 1 is already used by entry 1"),
+    # two lines with one file name: their exported masks overwrote each other
+    ([{"id": 1, "file": "c.png", "path": "p/0.png"}, {"id": 2, "file": "c.png", "path": "p/1.png"}],
+     "entry 2, field file", "file 'c.png' is already used by entry 1"),
+], ids=["same id", "same file"])
+def test_a_manifest_naming_one_id_or_file_twice_is_refused(tmp_path: Path, tiny_model: Path, lines: list[dict],
+                                                            field: str, says: str) -> None:
+    (tmp_path / "p").mkdir()
+    for k in range(2):
+        Image.fromarray(np.full((32, 32, 3), 40 * k, np.uint8)).save(tmp_path / "p" / f"{k}.png")
+    (tmp_path / "m.jsonl").write_text("".join(json.dumps({**ln, "path": str(tmp_path / ln["path"])}) + "\n"
+                                              for ln in lines))
+    out = tmp_path / "s.zarr"
+    check_bad_input("prelabel", "m.jsonl", "--model", str(tiny_model), "--out", out.name, "-w", "0",
+                    root=tmp_path, code=2, names=("m.jsonl", field, says), outputs=[out])
+    assert not out.exists()

@@ -91,3 +91,17 @@ def test_outputs_at_a_read_only_scheme_are_refused(base: Path, url: str) -> None
     r = check_bad_input("export", "nothing.zarr", url, "--to", "coco", "-w", "0", root=base, code=2,
                         names=["https://host/x.zarr", "DST", "read-only"])
     assert "secret" not in r.stderr and not (base / "https:").exists()
+
+
+@pytest.mark.parametrize("tail", ["#v2", "?versionId=3"])
+def test_a_query_or_fragment_is_refused_not_dropped(base: Path, bucket: str, tail: str) -> None:  # noqa: F811
+    """``--out s3://b/x.zarr#v2`` once wrote (or, with --overwrite, replaced) ``x.zarr``; ``-m …?versionId=`` read
+    the current object: refused in one line naming the URL as given, the bucket unchanged."""
+    url = f"s3://{bucket}/run.zarr{tail}"
+    before = _state(_loc(f"s3://{bucket}"))
+    check_bad_input("prelabel", "data/images", "-m", "unet.ckpt", "-o", url, "--overwrite", "-w", "0", root=base,
+                    code=2, names=[url, "not part of an object's key"])
+    check_bad_input("prelabel", "data/images", "-m", f"s3://{bucket}/unet.ckpt{tail}", "-o", "x.zarr", "-w", "0",
+                    root=base, code=2, names=[f"s3://{bucket}/unet.ckpt{tail}", "not part of an object's key"],
+                    outputs=[base / "x.zarr"])
+    assert _state(_loc(f"s3://{bucket}")) == before and not (base / "x.zarr").exists()

@@ -133,7 +133,7 @@ def list_source(source: str, *, limit: int | None = None) -> SourceListing:
         return _list_url_source(source, limit)
     src = Path(source)
     if src.suffix == ".jsonl" and src.is_file():
-        listed = list(read_manifest(src))
+        listed = unique_entries(list(read_manifest(src)), source)
         return SourceListing(manifest=listed[:limit] if limit else listed)
     groups: dict[str, list[tuple[str, int | None]]] = {}
     if (src.is_dir() and not any(c in source for c in "*?[") and not _looks_like_images_folder(src)) or src.is_file():
@@ -145,6 +145,29 @@ def list_source(source: str, *, limit: int | None = None) -> SourceListing:
     if limit:
         groups = {k: v[:limit] for k, v in list(groups.items())[:1]}
     return SourceListing(groups=groups)
+
+
+def unique_entries(entries: list[ManifestEntry], source: str) -> list[ManifestEntry]:
+    """``entries`` of a user's manifest, refused when two share an ``id`` or a ``file``.
+
+    Two entries with one id would write one image's outputs over the other's (one receipt, one group:
+    an image silently lost while the run reports both done); two with one ``file`` name would overwrite
+    each other's exported masks.
+
+    Raises:
+        InputError: naming the manifest, the entry (its position among the entries) and the field.
+    """
+    ids: dict[int, int] = {}
+    files: dict[str, int] = {}
+    for k, e in enumerate(entries, 1):
+        if e.id in ids:
+            raise InputError(f"id {e.id} is already used by entry {ids[e.id]}: every image needs its own id",
+                             path=source, where=f"entry {k}, field id")
+        if e.file in files:
+            raise InputError(f"file {e.file!r} is already used by entry {files[e.file]}: every image needs its "
+                             "own file name (exports are named by it)", path=source, where=f"entry {k}, field file")
+        ids[e.id] = files[e.file] = k
+    return entries
 
 
 #: Dataset formats read from object storage through a local mirror of their annotation files
@@ -160,7 +183,7 @@ def _list_url_source(source: str, limit: int | None) -> SourceListing:
     """
     text = source.rstrip("/")
     if text.endswith(".jsonl"):
-        listed = _url_manifest(text)
+        listed = unique_entries(_url_manifest(text), redact(text))
         return SourceListing(manifest=listed[:limit] if limit else listed)
     single = None if any(c in text for c in "*?[") else head_object(text)
     if single is not None:
