@@ -780,25 +780,7 @@ def _read_all_object_done(loc: Location, key: str) -> np.ndarray | None:
         except FileNotFoundError:
             return None  # removed since the listing: rewritten as all fill value
 
-    from numcodecs import Zstd  # lazy: numcodecs costs ~0.3 s to import
-
-    codec = Zstd()
-    flags = np.zeros(n_chunks * SHARD, dtype=np.uint8)
-    decoded: dict[bytes, np.ndarray] = {}
-    for c, frame in zip(chunk_ids, _pool().map(get, chunk_ids), strict=True):
-        if frame is None:
-            continue
-        flags_c = decoded.get(frame)
-        if flags_c is None:
-            try:
-                flags_c = np.frombuffer(codec.decode(frame), dtype=np.uint8)
-            except Exception:  # a damaged chunk: zarr-python's read reports it its own way
-                return None
-            if flags_c.size != SHARD:
-                return None
-            decoded[frame] = flags_c
-        flags[c * SHARD : (c + 1) * SHARD] = flags_c
-    return flags[:n]
+    return _done_flags(n, chunk_ids, list(_pool().map(get, chunk_ids)))
 
 
 def _flat_done_layout(doc: Mapping[str, Any]) -> tuple[int, str] | None:
@@ -845,13 +827,6 @@ def _read_all_done(path: Path) -> np.ndarray | None:
         entries = [e.name for e in os.scandir(folder)]
     except (FileNotFoundError, NotADirectoryError):
         entries = []  # no chunk written yet: all fill value
-    from numcodecs import Zstd  # lazy: numcodecs costs ~0.3 s to import
-
-    codec = Zstd()
-    flags = np.zeros(n_chunks * SHARD, dtype=np.uint8)
-    # A chunk holds 8 flags, so a store has few distinct frames (all 1, all 0, a few partial
-    # shards): decoding each distinct frame once spares numcodecs' 14 µs per call.
-    decoded: dict[bytes, np.ndarray] = {}
     chunk_ids: list[int] = []
     paths: list[str] = []
     base = os.path.join(folder, "")
@@ -865,9 +840,30 @@ def _read_all_done(path: Path) -> np.ndarray | None:
         if c < n_chunks:  # one beyond the array's shape is ignored, as zarr-python does
             chunk_ids.append(c)
             paths.append(base + entry)
-    for c, frame in zip(chunk_ids, _read_files(paths), strict=True):
+    return _done_flags(n, chunk_ids, _read_files(paths))
+
+
+def _done_flags(n: int, chunk_ids: list[int], frames: list[bytes | None]) -> np.ndarray | None:
+    """The ``(n,)`` uint8 flags of a ``done`` array from its written chunks' zstd frames.
+
+    Args:
+        n: The array's length.
+        chunk_ids: The written chunks' indices.
+        frames: Their bytes, in the same order (None for one removed since the listing: all fill value).
+
+    Returns:
+        The flags, or None when a frame is not a chunk as zarr writes them (let zarr-python judge it).
+    """
+    from numcodecs import Zstd  # lazy: numcodecs costs ~0.3 s to import
+
+    codec = Zstd()
+    flags = np.zeros(-(-n // SHARD) * SHARD, dtype=np.uint8)
+    # A chunk holds 8 flags, so a store has few distinct frames (all 1, all 0, a few partial
+    # shards): decoding each distinct frame once spares numcodecs' 14 µs per call.
+    decoded: dict[bytes, np.ndarray] = {}
+    for c, frame in zip(chunk_ids, frames, strict=True):
         if frame is None:
-            continue  # removed since the listing: rewritten as all fill value
+            continue
         flags_c = decoded.get(frame)
         if flags_c is None:
             try:
@@ -875,7 +871,7 @@ def _read_all_done(path: Path) -> np.ndarray | None:
             except Exception:  # a damaged chunk: zarr-python's read reports it its own way
                 return None
             if flags_c.size != SHARD:
-                return None  # not a chunk as zarr writes them: let zarr-python judge it
+                return None
             decoded[frame] = flags_c
         flags[c * SHARD : (c + 1) * SHARD] = flags_c
     return flags[:n]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,7 @@ from segpipe.storage.verify import (
     ReceiptFile,
     ReceiptRef,
     ShardReader,
+    StoreChecks,
     check_metadata,
     describe_failure,
     parse_receipt,
@@ -208,14 +209,15 @@ def _check_object_receipt(store: ZarrStore, loc: Location, rec: dict[str, Any],
                                           "or one is missing)")
 
 
-def _check_object_places(loc: Location, ledger: ObjectLedger, receipts: list[tuple[str, bytes | None]],
-                         found: _Findings) -> None:
-    """:func:`_check_places` in object storage: the stacks agree with the receipts."""
-    try:
-        checks = plan_object_checks(loc, receipts)
-    except SegpipeError as e:  # a stack's ids or done array cannot be read: named
-        found.problems.append(StoreProblem(file=e.path or str(loc), problem=e.message))
-        return
+def _place_findings(checks: StoreChecks, found: _Findings, receipt_file: Callable[[str, Any], str]) -> None:
+    """Adds what the stacks say against the receipts to ``found``: a receipt whose slot is wrong turns
+    bad (it was counted ok for its checksums), other slot faults are store problems.
+
+    Args:
+        checks: :func:`plan_checks` or :func:`plan_object_checks` of the store.
+        found: The findings so far (receipts already checked against their digests).
+        receipt_file: How a bad receipt is named, from its key and its reference.
+    """
     flagged = {b.key for b in found.bad}
     for image_id, c in checks.images.items():
         vouch = checks.receipt_of.get(image_id)
@@ -224,10 +226,21 @@ def _check_object_places(loc: Location, ledger: ObjectLedger, receipts: list[tup
             if key not in flagged:  # counted ok above: its checksums hold, its place does not
                 flagged.add(key)
                 found.ok -= 1
-                found.bad.append(BadReceipt(key=key, file=ledger.key_url(key),
+                found.bad.append(BadReceipt(key=key, file=receipt_file(key, vouch),
                                             problem=f"image {image_id}: {c.path}: {c.problem}"))
         elif c.kind in ("duplicate", "unvouched", "damaged"):
             found.problems.append(StoreProblem(file=str(c.path), problem=f"image {image_id}: {c.problem}"))
+
+
+def _check_object_places(loc: Location, ledger: ObjectLedger, receipts: list[tuple[str, bytes | None]],
+                         found: _Findings) -> None:
+    """:func:`_check_places` in object storage: the stacks agree with the receipts."""
+    try:
+        checks = plan_object_checks(loc, receipts)
+    except SegpipeError as e:  # a stack's ids or done array cannot be read: named
+        found.problems.append(StoreProblem(file=e.path or str(loc), problem=e.message))
+        return
+    _place_findings(checks, found, lambda key, vouch: ledger.key_url(key))
 
 
 def _check_receipts(store: ZarrStore, contents: LedgerContents,
@@ -332,19 +345,8 @@ def _check_places(store: ZarrStore, ledger: Ledger, contents: LedgerContents,
     except SegpipeError as e:  # a stack's ids or done array cannot be read: named
         found.problems.append(StoreProblem(file=e.path or str(store.path), problem=e.message))
         return
-    flagged = {b.key for b in found.bad}
     where = {key: w for key, (_, w) in contents.receipts.items()}
-    for image_id, c in checks.images.items():
-        vouch = checks.receipt_of.get(image_id)
-        key = vouch.name[:-5] if vouch is not None else None
-        if c.kind == "damaged" and key is not None:
-            if key not in flagged:  # counted ok above: its checksums hold, its place does not
-                flagged.add(key)
-                found.ok -= 1
-                found.bad.append(BadReceipt(key=key, file=where.get(key, str(vouch)),
-                                            problem=f"image {image_id}: {c.path}: {c.problem}"))
-        elif c.kind in ("duplicate", "unvouched", "damaged"):
-            found.problems.append(StoreProblem(file=str(c.path), problem=f"image {image_id}: {c.problem}"))
+    _place_findings(checks, found, lambda key, vouch: where.get(key, str(vouch)))
 
 
 def _repair(path: Path, ledger: Ledger, orphans: list[str], bad: list[BadReceipt]) -> int:
