@@ -586,7 +586,8 @@ class FsckRequest(Request):
     ARGUMENTS = ("store",)
 
     store: InPath = Field(description="a segpipe Zarr store")
-    repair: bool = Field(False, description="remove orphan *.partial files and bad receipts")
+    repair: bool = Field(False, description="remove orphan *.partial files and bad receipts; rewrite wrong stack "
+                                          "attrs from the manifest (or clear their slots for --resume)")
 
 
 # ----------------------------------------------------------------------------------- evaluation

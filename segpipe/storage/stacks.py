@@ -46,17 +46,21 @@ from collections import OrderedDict, defaultdict
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar, cast
 
 import numpy as np
 
 from segpipe.storage import zarrfast
 from segpipe.storage.arrays import array_digest, dimension_names, label_attributes, label_fill
 from segpipe.storage.location import Location, as_location, wait_all
+from segpipe.storage.manifest import ManifestEntry
 
 STACKS = "stacks"
 #: Images per shard file (and per shard task).
 SHARD = 8
+#: What :func:`plan_stacks` is given per image besides its place (its attributes, or what makes them).
+_Item = TypeVar("_Item")
+
 #: A size gets a stack once a run plans this many images of it (or when it has one already); rarer
 #: sizes keep a group per image, where a stack's own folders would cost more than they save.
 MIN_STACK = SHARD
@@ -73,9 +77,10 @@ def _grow(n: int) -> int:
     return -(-n // SHARD) * SHARD
 
 
-def plan_stacks(root_path: Path | Location, items: Iterable[tuple[int, int, int, Mapping[str, Any]]], *,
+def plan_stacks(root_path: Path | Location, items: Iterable[tuple[int, int, int, _Item]], *,
                 labels_dtype: Any, n_classes: int, probs: bool,
-                elsewhere: Iterable[int] = ()) -> dict[int, tuple[str, int]]:
+                elsewhere: Iterable[int] = (),
+                describe: Callable[[_Item], Mapping[str, Any]] | None = None) -> dict[int, tuple[str, int]]:
     """Driver: gives each image to stack a slot, creating or growing the stacks (metadata only).
 
     The metadata is written through zarr-python, locally or in object storage alike; ``stacks/``
@@ -84,12 +89,16 @@ def plan_stacks(root_path: Path | Location, items: Iterable[tuple[int, int, int,
     Args:
         root_path: The store's folder, or its place in object storage.
         items: ``(image id, height, width, attributes)`` of the images about to run that may be
-            stacked (2-D images of a semantic run, small enough to be written whole).
+            stacked (2-D images of a semantic run, small enough to be written whole); with
+            ``describe``, the fourth element is what ``describe`` turns into the attributes.
         labels_dtype: The label maps' dtype.
         n_classes: Channels of ``probs``.
         probs: Whether probabilities are stored.
         elsewhere: Ids of images about to be written as groups that may not be stacked (too large):
             any slot they hold from an earlier run is cleared.
+        describe: Makes an item's attributes when its slot is written, a chunk of ``attrs`` at a time:
+            100k images' attributes held at once were the driver's largest passing memory (≈ 1 KB
+            each as dicts and JSON).
 
     Returns:
         ``{image id: (stack name, slot)}`` for the images placed in a stack; the others keep a group.
@@ -101,7 +110,7 @@ def plan_stacks(root_path: Path | Location, items: Iterable[tuple[int, int, int,
     root_attrs: Any = root.attrs.get("segpipe", {})
     categories = root_attrs.get("categories") if isinstance(root_attrs, Mapping) else None
     existing, extra = _existing_slots(sg) if sg is not None else ({}, [])
-    by_size: dict[str, list[tuple[int, Mapping[str, Any]]]] = defaultdict(list)
+    by_size: dict[str, list[tuple[int, _Item]]] = defaultdict(list)
     shapes: dict[str, tuple[int, int]] = {}
     for image_id, h, w, attrs in items:
         name = stack_name(h, w)
@@ -118,18 +127,24 @@ def plan_stacks(root_path: Path | Location, items: Iterable[tuple[int, int, int,
         if name not in have:
             _create_stack(sg, name, shapes[name], list(categories or []), labels_dtype, n_classes, probs)
             have.add(name)
-        new: list[tuple[int, Mapping[str, Any]]] = []
+        new: list[tuple[int, _Item]] = []
+        kept: dict[int, _Item] = {}
         for image_id, attrs in members:
             old = existing.get(image_id)
             if old is not None and old[0] == name:
                 placed[image_id] = old
+                kept[old[1]] = attrs
                 continue
             if old is not None:
                 clear[old[0]].append(old[1])
             new.append((image_id, attrs))
+        if kept:  # redone in their old slots: their files may have changed since (a new sha256, size)
+            _rewrite_attrs(sg[name]["attrs"], kept, describe or _as_mapping)
         if new:
-            placed.update(_append_slots(sg[name], name, new))
-    planned = {i for members in by_size.values() for i, _ in members} | {int(i) for i in elsewhere}
+            _append_slots(sg[name], name, new, describe or _as_mapping, placed)
+    # (a new store has no earlier slots: no set of every planned id is built for nothing)
+    planned = {i for members in by_size.values() for i, _ in members} | {int(i) for i in elsewhere} \
+        if existing or extra else set()
     for image_id, (name, slot) in [*existing.items(), *((i, (n, j)) for i, n, j in extra)]:
         if image_id in planned and placed.get(image_id) != (name, slot):
             clear[name].append(slot)
@@ -220,9 +235,58 @@ def _create_stack(sg: Any, name: str, shape: tuple[int, int], categories: list[A
                    dimension_names=by_slot, attributes={"long_name": "1 where the slot holds its image"})
 
 
-def _append_slots(g: Any, name: str, new: list[tuple[int, Mapping[str, Any]]]) -> dict[int, tuple[str, int]]:
+def slot_attrs(entry: ManifestEntry) -> dict[str, Any]:
+    """A stacked image's attributes (its slot of ``attrs``), from its manifest entry: what exports name
+    its masks by.
+    """
+    return {"id": entry.id, "file": entry.file, "path": entry.path, "width": entry.width, "height": entry.height,
+            "sha256": entry.sha256}
+
+
+def attrs_json(attrs: Mapping[str, Any]) -> str:
+    """The ``attrs`` string of a slot: its attributes as JSON, keys sorted."""
+    return json.dumps(dict(attrs), sort_keys=True)
+
+
+def slot_attrs_json(entry: ManifestEntry) -> str:
+    """The ``attrs`` string the driver writes for ``entry`` at plan time (what fsck rebuilds and checks)."""
+    return attrs_json(slot_attrs(entry))
+
+
+def _as_mapping(item: Any) -> Mapping[str, Any]:
+    """An item that is its attributes already."""
+    return cast("Mapping[str, Any]", item)
+
+
+def _rewrite_attrs(arr: Any, kept: Mapping[int, _Item], describe: Callable[[_Item], Mapping[str, Any]]) -> None:
+    """Writes the attributes of the images kept in their slots where they changed, a chunk at a time.
+
+    Each chunk holding such a slot is read once and written back only if one of its strings differs
+    (a resume after an interruption keeps thousands of slots whose attributes are the same).
+    """
+    per_chunk = int(arr.chunks[0])
+    by_chunk: dict[int, list[int]] = defaultdict(list)
+    for slot in kept:
+        by_chunk[slot // per_chunk].append(slot)
+    for c, slots in sorted(by_chunk.items()):
+        c0, c1 = c * per_chunk, min((c + 1) * per_chunk, int(arr.shape[0]))
+        block = np.asarray(arr[c0:c1], dtype=object)
+        changed = False
+        for slot in slots:
+            text = attrs_json(describe(kept[slot]))
+            if block[slot - c0] != text:
+                block[slot - c0] = text
+                changed = True
+        if changed:
+            arr[c0:c1] = block
+
+
+def _append_slots(g: Any, name: str, new: list[tuple[int, _Item]], describe: Callable[[_Item], Mapping[str, Any]],
+                  placed: dict[int, tuple[str, int]]) -> None:
     """Grows stack ``g`` by whole shards and writes the ids and attributes of ``new`` images in its
-    first free slots; returns ``{image id: (name, slot)}``.
+    first free slots; adds ``{image id: (name, slot)}`` of each to ``placed``.
+
+    The attributes are made and written one ``attrs`` chunk at a time, so only a chunk's JSON is held.
     """
     n_old = int(g["ids"].shape[0])
     n_new = _grow(n_old + len(new))
@@ -230,9 +294,16 @@ def _append_slots(g: Any, name: str, new: list[tuple[int, Mapping[str, Any]]]) -
         arr = g[arr_name]
         arr.resize((n_new, *arr.shape[1:]))
     g["ids"][n_old : n_old + len(new)] = np.array([i for i, _ in new], dtype=np.int64)
-    g["attrs"][n_old : n_old + len(new)] = np.array([json.dumps(dict(a), sort_keys=True) for _, a in new],
-                                                    dtype=object)
-    return {image_id: (name, slot) for (image_id, _), slot in zip(new, range(n_old, n_old + len(new)), strict=True)}
+    attrs = g["attrs"]
+    per_chunk = int(attrs.chunks[0])
+    start, end = n_old, n_old + len(new)
+    while start < end:
+        stop = min(end, (start // per_chunk + 1) * per_chunk)  # whole chunks: each encoded once
+        attrs[start:stop] = np.array([attrs_json(describe(a)) for _, a in new[start - n_old : stop - n_old]],
+                                     dtype=object)
+        start = stop
+    for (image_id, _), slot in zip(new, range(n_old, n_old + len(new)), strict=True):
+        placed[image_id] = (name, slot)
 
 
 class PendingSlot:

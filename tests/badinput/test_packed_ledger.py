@@ -66,7 +66,7 @@ def test_a_damaged_pack_is_named_and_repair_then_resume_restore_the_store(base: 
                         names=[lost["file"]], outputs=[root / "out"], one_line=False)
     assert "7/8 images, 1 failed" in r.stdout, r.stdout
     r = run_cli("fsck", "s.zarr", "--repair", cwd=root)
-    assert f"removed: {rel}: bad receipt: {why}" in r.stdout + r.stderr, r.stdout + r.stderr
+    assert f"rewrote: {rel}: bad receipt: {why}" in r.stdout + r.stderr, r.stdout + r.stderr
     again = decode_pack(pack.read_bytes())
     assert again.problem is None and not again.damaged and len(again.receipts) == 7
     r = run_cli("-q", "prelabel", "data/images", "-m", str(base / "unet.ckpt"), "-o", "s.zarr", "-w", "0",

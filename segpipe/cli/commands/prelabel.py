@@ -123,7 +123,8 @@ def register(app: typer.Typer) -> None:
     @app.command("fsck")
     def fsck_cmd(
         store: Path = typer.Argument(..., help="A segpipe Zarr store."),
-        repair: bool = typer.Option(False, "--repair", help="Remove orphan *.partial files and bad receipts."),
+        repair: bool = typer.Option(False, "--repair", help="Remove orphan *.partial files and bad receipts; rewrite "
+                                    "wrong stack attrs from the manifest (or clear their slots for --resume)."),
     ) -> None:
         """Check a store: receipts decode and match their outputs' checksums; no orphans (exit 1 if not)."""
         # lazy: pydantic and the workflow load when the command runs, not for `segpipe --help`
@@ -134,17 +135,21 @@ def register(app: typer.Typer) -> None:
         rep = api.fsck(build_request(FsckRequest, locals()))
         # What is wrong goes to stderr, one line per file (what --repair removed is no longer wrong).
         out = state.console if repair else state.err_console
-        for b in rep.bad:
-            out.print(f"{'removed' if repair else 'error'}: {b.file}: bad receipt: {b.problem}", markup=False)
+        for b in rep.bad:  # a bad receipt is removed; a damaged pack (no key) is rewritten with the rest
+            verb = ("removed" if b.key else "rewrote") if repair else "error"
+            out.print(f"{verb}: {b.file}: bad receipt: {b.problem}", markup=False)
         for p in rep.problems:
             state.err_console.print(f"error: {p.file}: {p.problem}", markup=False)
+        for a in rep.attrs:  # a slot's attrs rewritten from the manifest, or the slot cleared for --resume
+            out.print(f"{a.repair or 'error'}: {a.file}: {a.problem}", markup=False)
         for o in rep.orphans:
             out.print(f"{'removed' if repair else 'error'}: {o}: orphan of a killed writer", markup=False)
         state.console.print(
             f"{rep.store}: {rep.ok}/{rep.receipts} receipts ok, {len(rep.bad)} bad receipts, "
             f"{len(rep.orphans)} orphans, "
-            f"{len(rep.problems)} problems" + (f", {rep.repaired} repaired" if repair else ""), markup=False)
-        if rep.problems or ((rep.bad or rep.orphans) and not repair):
+            f"{len(rep.problems)} problems" + (f", {len(rep.attrs)} slots with wrong attrs" if rep.attrs else "")
+            + (f", {rep.repaired} repaired" if repair else ""), markup=False)
+        if rep.problems or ((rep.bad or rep.orphans or rep.attrs) and not repair):
             raise typer.Exit(1)
 
 

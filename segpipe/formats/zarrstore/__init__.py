@@ -131,12 +131,13 @@ class StoreReader:
         if attrs.get("config_hash") and self.store.location is not None:
             ledger = self.store.ledger()
             assert isinstance(ledger, ObjectLedger)  # a store in object storage keeps its receipts there
-            self.checks = plan_object_checks(self.store.location, ledger.read_all())
+            # attrs: the slot's attributes name the image's masks (swapped ones would misname them)
+            self.checks = plan_object_checks(self.store.location, ledger.read_all(), attrs=True)
             self._ids = sorted(self.checks.images)
             self.problems.extend(Problem("error", f, "receipt", why, "store.receipt")
                                  for f, why in self.checks.unreadable)
         elif attrs.get("config_hash"):
-            self.checks = plan_checks(self.store.path, self.store.private / "ledger")
+            self.checks = plan_checks(self.store.path, self.store.private / "ledger", attrs=True)
             self._ids = sorted(self.checks.images)
             self.problems.extend(Problem("error", f, "receipt", why, "store.receipt")
                                  for f, why in self.checks.unreadable)

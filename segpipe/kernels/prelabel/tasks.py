@@ -29,12 +29,12 @@ SLAB = 32
 # ------------------------------------------------------------------------------------------- parts
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class WholeImage:
     """A 2-D image written to a group of its own, ``images/<id>``."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class StackSlot:
     """A small 2-D image of a semantic run, written into slot ``slot`` of stack ``stack``.
 
@@ -46,14 +46,14 @@ class StackSlot:
     slot: int
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class VolumeSlice:
     """Slice ``z`` of a volume, pre-labeled as a 2-D image (group ``images/<slice id>``)."""
 
     z: int
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class VolumeSlab:
     """Slices ``[z0, z1)`` of a volume, pre-labeled by a 3-D model with a context margin."""
 
@@ -61,7 +61,7 @@ class VolumeSlab:
     z1: int
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class SceneBlock:
     """The chunk-aligned block ``window`` of a scene, predicted with a context margin.
 
@@ -80,7 +80,7 @@ class SceneBlock:
 Part = WholeImage | StackSlot | VolumeSlice | VolumeSlab | SceneBlock
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class PrelabelTask:
     """One task of a run: its key, its item, and the part of the item it does.
 

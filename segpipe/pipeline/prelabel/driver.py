@@ -150,10 +150,11 @@ def run_prelabel(req: PrelabelRequest, cluster: ClusterSpec | None = None, progr
     if plan is not None and not plan.todo:
         outcome = _all_done(plan)
         if log:
-            log(f"nothing left to run: all {len(plan.planned)} tasks were done by an earlier run")
+            log(f"nothing left to run: all {plan.planned} tasks were done by an earlier run")
     else:
         if client is None:
             workers = _sized(workers, full, log)
+        del full  # the listing's names (≈ 130 B an image) are not needed past this point
         # The model is loaded on the workers before the store is touched: a checkpoint the workers cannot
         # load fails the run with its one line and leaves an existing store as it was (even with --overwrite).
         with discard_on_error(staging), use_client(workers.cluster, client) as client, \
@@ -163,10 +164,10 @@ def run_prelabel(req: PrelabelRequest, cluster: ClusterSpec | None = None, progr
             if log and dashboard:
                 log(f"dask dashboard: {dashboard}")
             if plan is None:
-                measured = ingest(req.source, client, limit=req.limit, listing=listing) if len(listing) else []
-                entries = merge_entries(req.source, reused, measured) if reused else measured
-                plan = _plan(req, model, entries, staging, checked_ns)
+                plan = _plan(req, model, _measure(req, client, listing, reused), staging, checked_ns)
+            del listing, reused
             outcome = run.execute(plan, log)
+    plan = None  # its tasks and their manifest entries go before the ledger is packed (the run's peak memory)
     _pack_ledger(outcome.store, run_id, log)
     report = _report(run_id, req, model, workers, outcome, t_start)
     if prompted:
@@ -183,6 +184,13 @@ def run_prelabel(req: PrelabelRequest, cluster: ClusterSpec | None = None, progr
                                                                            and bool(outcome.failed))):
         report = report.model_copy(update={"earlier_store_kept": True})
     return report
+
+
+def _measure(req: PrelabelRequest, client: Any, listing: SourceListing,
+             reused: list[ManifestEntry]) -> list[ManifestEntry]:
+    """The manifest: ``listing`` measured and hashed on the workers, merged with the ``reused`` entries."""
+    measured = ingest(req.source, client, limit=req.limit, listing=listing) if len(listing) else []
+    return merge_entries(req.source, reused, measured) if reused else measured
 
 
 def _workers(cluster: ClusterSpec, threads: int | None) -> _Workers:
@@ -223,14 +231,17 @@ class _Plan:
 
     Attributes:
         store: The store written (a staging folder when it replaces an earlier one).
-        entries: The manifest.
-        planned: Every task of the collection.
+        kinds: How many images, scenes and volumes the manifest lists.
+        refused: The items refused at ingest (a failure each).
+        planned: How many tasks the collection has (the tasks themselves are not kept: at 100k images
+            they held their images' tasks alive beside the restacked ones).
         todo: The planned tasks without a trusted receipt (all of them in a new store).
     """
 
     store: ZarrStore
-    entries: list[ManifestEntry]
-    planned: list[PrelabelTask]
+    kinds: ItemKinds
+    refused: list[Failure]
+    planned: int
     todo: list[PrelabelTask]
 
 
@@ -262,7 +273,10 @@ def _plan(req: PrelabelRequest, model: ModelPlan, entries: list[ManifestEntry], 
     ledger = store.ledger()
     ledger.ensure()
     planned = plan_tasks(entries, model.cfg_hash, slab=SLAB if model.dims == 3 else 0)
-    return _Plan(store, entries, planned, tasks_to_run(store, ledger, planned))
+    refused = [Failure(key="", image_id=e.id, file=e.file, reason=e.error) for e in entries if e.kind == "invalid"]
+    kinds = ItemKinds(images=sum(e.kind == "image" for e in entries), scenes=sum(e.kind == "scene" for e in entries),
+                      volumes=sum(e.kind == "volume" for e in entries))
+    return _Plan(store, kinds, refused, len(planned), tasks_to_run(store, ledger, planned))
 
 
 def _pack_ledger(store: ZarrStore, run_id: str, log: Log | None) -> None:
@@ -284,9 +298,18 @@ def _pack_ledger(store: ZarrStore, run_id: str, log: Log | None) -> None:
 
 def _all_done(plan: _Plan) -> RunOutcome:
     """The outcome of a run that found every task done (no cluster started)."""
-    n = len(plan.planned)
-    return RunOutcome(plan.store, plan.entries, n, 0, n, 0, 0, StageSeconds(decode=0.0, infer=0.0, write=0.0),
+    n = plan.planned
+    return RunOutcome(plan.store, plan.kinds, n, 0, n, 0, 0, StageSeconds(decode=0.0, infer=0.0, write=0.0),
                       [], False, 0.0, None)
+
+
+@dataclass(frozen=True)
+class ItemKinds:
+    """How many items of each kind a manifest lists (the report's counts: the entries are not kept)."""
+
+    images: int
+    scenes: int
+    volumes: int
 
 
 @dataclass(frozen=True)
@@ -295,7 +318,7 @@ class RunOutcome:
 
     Attributes:
         store: The store written (a staging folder when it replaces an earlier one).
-        entries: The manifest.
+        kinds: How many images, scenes and volumes the manifest lists.
         planned: Tasks planned.
         unplanned: Block tasks of scenes that failed (not run; each scene counts once as failed).
         skipped: Tasks finished by an earlier run (``--resume``).
@@ -309,7 +332,7 @@ class RunOutcome:
     """
 
     store: ZarrStore
-    entries: list[ManifestEntry]
+    kinds: ItemKinds
     planned: int
     unplanned: int
     skipped: int
@@ -372,20 +395,19 @@ class _Run:
         """Prepares the scenes and stacks of ``plan``'s tasks left to run, and runs them in batches."""
         req, model = self.req, self.model
         dashboard = getattr(self.client, "dashboard_link", None)
-        store, entries, planned, todo = plan.store, plan.entries, plan.planned, plan.todo
-        skipped = len(planned) - len(todo)
+        store, planned, todo = plan.store, plan.planned, plan.todo
+        skipped = planned - len(todo)
         scenes = prepare_scenes(store, todo, req, model.meta)
         todo = place_in_stacks(store, scenes.todo, model.meta, model.dims, req.probs)
-        refused = [Failure(key="", image_id=e.id, file=e.file, reason=e.error) for e in entries if e.kind == "invalid"]
-        tally = _Tally(req.on_error == "fail", refused + scenes.failed)
+        tally = _Tally(req.on_error == "fail", plan.refused + scenes.failed)
         t_run = time.perf_counter()
         for results in self._batches(store, todo):
             tally.add(results)
             if self.progress:
-                self.progress(skipped + tally.finished, len(planned), len(tally.failed))
+                self.progress(skipped + tally.finished, planned, len(tally.failed))
             if tally.stopped:
                 break
-        return RunOutcome(store, entries, len(planned), scenes.unplanned, skipped, len(todo), tally.done,
+        return RunOutcome(store, plan.kinds, planned, scenes.unplanned, skipped, len(todo), tally.done,
                           tally.stage_s(), tally.failed, tally.stopped, time.perf_counter() - t_run, dashboard)
 
     def _batches(self, store: ZarrStore, todo: list[PrelabelTask]) -> Iterator[list[TaskResult]]:
@@ -420,7 +442,7 @@ def _run_id() -> str:
 def _report(run_id: str, req: PrelabelRequest, model: ModelPlan, workers: _Workers, outcome: RunOutcome,
             t_start: float) -> PrelabelReport:
     """The run's report from what it did."""
-    done, failed, entries, stage_s = outcome.done, outcome.failed, outcome.entries, outcome.stage_s
+    done, failed, kinds, stage_s = outcome.done, outcome.failed, outcome.kinds, outcome.stage_s
     cluster = workers.cluster
     return PrelabelReport(
         run_id=run_id,
@@ -433,8 +455,7 @@ def _report(run_id: str, req: PrelabelRequest, model: ModelPlan, workers: _Worke
         images=ImageCounts(total=outcome.planned - outcome.unplanned + sum(1 for f in failed if not f.key),
                            done=done, skipped_already_done=outcome.skipped, failed=len(failed),
                            not_run=outcome.todo - done - sum(1 for f in failed if f.key)),
-        items=ItemCounts(images=sum(e.kind == "image" for e in entries), scenes=sum(e.kind == "scene" for e in entries),
-                         volumes=sum(e.kind == "volume" for e in entries), tasks=outcome.planned),
+        items=ItemCounts(images=kinds.images, scenes=kinds.scenes, volumes=kinds.volumes, tasks=outcome.planned),
         failed=[FailedItem(file=f.file, image_id=f.image_id, reason=f.reason) for f in failed],
         throughput_img_s=round(done / outcome.run_s, 3) if outcome.run_s > 0 and done else 0.0,
         stage_seconds=StageSeconds(decode=round(stage_s.decode, 3), infer=round(stage_s.infer, 3),

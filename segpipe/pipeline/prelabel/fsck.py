@@ -16,13 +16,15 @@ from typing import Any
 import numpy as np
 
 from segpipe.errors import InputError, SegpipeError
-from segpipe.pipeline.prelabel.report import BadReceipt, FsckReport, StoreProblem
+from segpipe.pipeline.prelabel.report import AttrsFinding, BadReceipt, FsckReport, StoreProblem
 from segpipe.storage import outputs
 from segpipe.storage.ledger import Ledger, ObjectLedger, orphan_partials
 from segpipe.storage.location import Location, as_location, describe_storage_error
+from segpipe.storage.manifest import ManifestEntry
 from segpipe.storage.packs import LedgerContents, gc_paused
-from segpipe.storage.stacks import SHARD, StackedImage, shard_key
+from segpipe.storage.stacks import SHARD, StackedImage, read_stack_slots, shard_key, slot_attrs_json, stack_name
 from segpipe.storage.verify import (
+    AttrsFault,
     ReceiptFile,
     ReceiptRef,
     ShardReader,
@@ -32,6 +34,8 @@ from segpipe.storage.verify import (
     parse_receipt,
     plan_checks,
     plan_object_checks,
+    read_stack_attrs,
+    repair_stack_attrs,
     shard_file,
 )
 from segpipe.storage.zarrstore import ZarrStore, digest_matches
@@ -58,6 +62,7 @@ class _Findings:
     ok: int = 0
     bad: list[BadReceipt] = field(default_factory=list)
     problems: list[StoreProblem] = field(default_factory=list)
+    attrs: list[AttrsFault] = field(default_factory=list)
 
 
 def check_store(path: Path | str, repair: bool = False) -> FsckReport:
@@ -65,14 +70,16 @@ def check_store(path: Path | str, repair: bool = False) -> FsckReport:
 
     Beyond the checksums, the stacks must agree with the receipts (:func:`~segpipe.storage.verify.plan_checks`):
     a receipt whose slot holds another image or is not written (``done`` 0) is bad; a slot id found
-    twice, or a finished slot that no receipt vouches for, is a problem.
+    twice, or a finished slot that no receipt vouches for, is a problem. Every slot's ``attrs`` must
+    name the slot's id and agree with its receipt (``file``, ``sha256``, size), and be readable.
 
     Args:
         path: The store.
         repair: Remove orphan ``*.partial`` files and bad receipts (so that ``--resume`` redoes those
             images), and the staging folders killed runs left beside the store
-            (:func:`~segpipe.storage.outputs.clean_leftovers`; they are listed as orphans). Problems are
-            not repaired.
+            (:func:`~segpipe.storage.outputs.clean_leftovers`; they are listed as orphans); rewrite
+            wrong or lost ``attrs`` where they can be rebuilt exactly, else clear their slots
+            (:func:`_repair_attrs`). Problems are not repaired.
 
     Raises:
         InputError: not a segpipe store, or a corrupt ``zarr.json`` of the root or a stack (named).
@@ -90,10 +97,15 @@ def check_store(path: Path | str, repair: bool = False) -> FsckReport:
         _check_places(store, ledger, contents, parsed, found)
     orphans = [str(o) for o in orphan_partials(store.path)]
     left = outputs.leftovers(path)  # staging / set-aside folders of killed runs beside the store
-    repaired = _repair(Path(path), ledger, orphans, found.bad) if repair else 0
+    attrs = [AttrsFinding(file=f.path, problem=f.problem) for f in found.attrs]
+    repaired = 0
+    if repair:
+        attrs = _repair_attrs(store, Path(path), found, lambda key: contents.receipts.get(key, ("", ""))[1]
+                              or os.path.join(ledger.dir, f"{key}.json"))
+        repaired = _repair(Path(path), ledger, orphans, found.bad) + len(attrs)
     orphans += [str(p) for p in left]
     return FsckReport(store=str(path), receipts=found.receipts, ok=found.ok, bad=found.bad, problems=found.problems,
-                      orphans=orphans, repaired=repaired)
+                      orphans=orphans, attrs=attrs, repaired=repaired)
 
 
 def _open_object_ledger(loc: Location) -> tuple[ZarrStore, ObjectLedger, LedgerContents]:
@@ -155,14 +167,17 @@ def _check_object_store(loc: Location, repair: bool) -> FsckReport:
     receipts: list[tuple[str, bytes | None]] = [(k, d) for k, d, _ in contents.sorted_items()]
     found = _object_findings(store, loc, ledger, contents, receipts)
     _check_object_places(loc, ledger, receipts, found)
+    attrs = [AttrsFinding(file=f.path, problem=f.problem) for f in found.attrs]
     repaired = 0
     if repair:
+        attrs = _repair_attrs(store, loc, found, lambda key: ledger.key_url(key) if key in contents.loose
+                              else contents.receipts[key][1])
         ledger.remove_many(b.key for b in found.bad if b.key)
         for pack in sorted({b.file for b in found.bad if not b.key}):
             ledger.repair_pack(pack)
-        repaired = len(found.bad)
+        repaired = len(found.bad) + len(attrs)
     return FsckReport(store=str(loc), receipts=found.receipts, ok=found.ok, bad=found.bad, problems=found.problems,
-                      orphans=[], repaired=repaired)
+                      orphans=[], attrs=attrs, repaired=repaired)
 
 
 def _check_object_receipt(store: ZarrStore, loc: Location, rec: dict[str, Any],
@@ -236,11 +251,12 @@ def _check_object_places(loc: Location, ledger: ObjectLedger, receipts: list[tup
                          found: _Findings) -> None:
     """:func:`_check_places` in object storage: the stacks agree with the receipts."""
     try:
-        checks = plan_object_checks(loc, receipts)
+        checks = plan_object_checks(loc, receipts, attrs=True)
     except SegpipeError as e:  # a stack's ids or done array cannot be read: named
         found.problems.append(StoreProblem(file=e.path or str(loc), problem=e.message))
         return
     _place_findings(checks, found, lambda key, vouch: ledger.key_url(key))
+    found.attrs = checks.attrs
 
 
 def _check_receipts(store: ZarrStore, contents: LedgerContents,
@@ -341,12 +357,13 @@ def _check_places(store: ZarrStore, ledger: Ledger, contents: LedgerContents,
                                                      for key, _, rec, _ in parsed if rec is not None]
     unreadable = [(where, str(why)) for _, where, rec, why in parsed if rec is None]
     try:
-        checks = plan_checks(store.path, ledger.dir, receipts=(good, unreadable))
+        checks = plan_checks(store.path, ledger.dir, receipts=(good, unreadable), attrs=True)
     except SegpipeError as e:  # a stack's ids or done array cannot be read: named
         found.problems.append(StoreProblem(file=e.path or str(store.path), problem=e.message))
         return
     where = {key: w for key, (_, w) in contents.receipts.items()}
     _place_findings(checks, found, lambda key, vouch: where.get(key, str(vouch)))
+    found.attrs = checks.attrs
 
 
 def _repair(path: Path, ledger: Ledger, orphans: list[str], bad: list[BadReceipt]) -> int:
@@ -362,6 +379,89 @@ def _repair(path: Path, ledger: Ledger, orphans: list[str], bad: list[BadReceipt
         ledger.repair_pack(pack)
     repaired += len(bad)
     return repaired + len(outputs.clean_leftovers(outputs.resolved(path)))
+
+
+#: Slots whose ``attrs`` (not at fault) are rebuilt from the manifest to prove the recipe first.
+_RECIPE_SAMPLE = 64
+
+
+def _repair_attrs(store: ZarrStore, root: Path | Location, found: _Findings,
+                  receipt_file: Callable[[str], str]) -> list[AttrsFinding]:
+    """Mends the ``attrs`` of the slots at fault: rewritten where they can be rebuilt exactly, else cleared.
+
+    The driver wrote each slot's attributes from the image's manifest entry
+    (:func:`~segpipe.storage.stacks.slot_attrs_json`). A slot's are rebuilt from the store's
+    ``manifest.jsonl`` when its entry is an image of the stack's size and, for a finished slot, names
+    the file and content (``sha256``) its receipt does; and only if the same recipe gives back, byte
+    for byte, the attributes of up to :data:`_RECIPE_SAMPLE` sound slots of the same stacks (a store
+    whose attributes were written otherwise is not rewritten on a guess). Any other slot is cleared
+    (``ids`` -1, ``done`` 0) and its receipt turns bad (removed with the others): the next
+    ``--resume`` gives the image a fresh slot and writes its attributes anew.
+
+    Args:
+        store: The store.
+        root: Its folder, or its place in object storage.
+        found: The findings (:attr:`_Findings.attrs` are mended; receipts of cleared slots join ``bad``).
+        receipt_file: How a receipt is named in the report, from its key (its file, or its pack).
+
+    Returns:
+        One finding per slot, with what was done.
+    """
+    faults = found.attrs
+    if not faults:
+        return []
+    at_fault = {(f.stack, f.slot) for f in faults}
+    stacks = sorted({f.stack for f in faults})
+    slots = read_stack_slots(root)  # read by the checks already: no error left to meet here
+    sound: list[tuple[int, str]] = []  # (image id, attrs string) of slots of the same stacks not at fault
+    for name in stacks:
+        ids = [int(i) for i in slots[name][0].tolist()] if name in slots else []
+        values, _, _ = read_stack_attrs(root, name, len(ids))
+        sound += [(image_id, text) for j, (image_id, text) in enumerate(zip(ids, values, strict=True))
+                  if image_id >= 0 and text and (name, j) not in at_fault][:_RECIPE_SAMPLE]
+    entries = _manifest_entries(store, {f.image_id for f in faults} | {i for i, _ in sound})
+    # a sound slot whose image left the manifest (no longer in the source) proves nothing either way
+    recipe_holds = all(slot_attrs_json(entries[i]) == text for i, text in sound if i in entries)
+    rewrite: dict[tuple[str, int], str] = {}
+    clear: list[tuple[str, int]] = []
+    out: list[AttrsFinding] = []
+    flagged = {b.key for b in found.bad}
+    for f in faults:
+        e = entries.get(f.image_id)
+        exact = recipe_holds and e is not None and e.kind == "image" and f.stack == stack_name(e.height, e.width) \
+            and all(getattr(e, k) == v for k, v in f.vouched if k in ("file", "sha256", "width", "height"))
+        if exact and e is not None:
+            rewrite[(f.stack, f.slot)] = slot_attrs_json(e)
+            out.append(AttrsFinding(file=f.path, problem=f.problem, repair="rewrote"))
+            continue
+        clear.append((f.stack, f.slot))
+        out.append(AttrsFinding(file=f.path, problem=f.problem, repair="cleared"))
+        if f.receipt is not None and f.receipt.name[:-5] not in flagged:
+            key = f.receipt.name[:-5]
+            flagged.add(key)
+            found.ok -= 1  # counted ok for its checksums: its slot is gone now
+            found.bad.append(BadReceipt(key=key, file=receipt_file(key), problem=f"its slot was cleared: {f.problem}"))
+    repair_stack_attrs(root, rewrite, clear)
+    return out
+
+
+def _manifest_entries(store: ZarrStore, wanted: set[int]) -> dict[int, ManifestEntry]:
+    """The store's manifest entries of the ``wanted`` image ids (none if the manifest cannot be read)."""
+    try:
+        data = store.read_private("manifest.jsonl")
+    except (FileNotFoundError, OSError):
+        return {}
+    out: dict[int, ManifestEntry] = {}
+    for line in data.splitlines():
+        if not line.strip():
+            continue
+        try:
+            d = json.loads(line)
+            if isinstance(d, dict) and d.get("id") in wanted:
+                out[int(d["id"])] = ManifestEntry(**d)
+        except (ValueError, TypeError):  # a damaged line rebuilds nothing: its slot is cleared instead
+            continue
+    return out
 
 
 class _Mismatch(Exception):

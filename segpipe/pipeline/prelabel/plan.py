@@ -33,6 +33,10 @@ def task_key(cfg_hash: str, entry: ManifestEntry, part: str = "") -> str:
     return "pl-" + hashlib.sha256(f"{cfg_hash}|{entry.id}|{entry.sha256}|{part}".encode()).hexdigest()[:32]
 
 
+#: The part of every whole-image task: one object (a task holds no state of its own in it).
+_WHOLE = WholeImage()
+
+
 def plan_tasks(entries: list[ManifestEntry], cfg_hash: str, slab: int = 0) -> list[PrelabelTask]:
     """One task per image, per chunk-aligned block of a scene, per slice of a volume (pure).
 
@@ -49,7 +53,7 @@ def plan_tasks(entries: list[ManifestEntry], cfg_hash: str, slab: int = 0) -> li
         elif e.kind == "volume":
             tasks.extend(_volume_parts(e, cfg_hash, slab))
         elif e.kind != "invalid":
-            tasks.append(PrelabelTask(task_key(cfg_hash, e), e, WholeImage()))
+            tasks.append(PrelabelTask(task_key(cfg_hash, e), e, _WHOLE))
     return tasks
 
 

@@ -116,6 +116,15 @@ class StoreProblem(_Record):
     problem: str
 
 
+class AttrsFinding(_Record):
+    """A stack slot whose ``attrs`` (the image's attributes exports name its mask by) are wrong or lost."""
+
+    file: str = Field(description="the stack's attrs chunk file")
+    problem: str = Field(description="what is wrong, naming the stack, the slot and the field")
+    repair: str = Field(default="", description="what --repair did: 'rewrote' (rebuilt exactly from the receipt and "
+                                        "the manifest) or 'cleared' (the slot is freed; --resume redoes the image)")
+
+
 class FsckReport(_Record):
     """What ``segpipe fsck`` found in a store (and repaired, with ``--repair``)."""
 
@@ -125,4 +134,7 @@ class FsckReport(_Record):
     bad: list[BadReceipt]
     problems: list[StoreProblem]
     orphans: list[str] = Field(description="*.partial files of killed writers, and killed runs' staging folders")
-    repaired: int = Field(description="files and folders removed by --repair")
+    attrs: list[AttrsFinding] = Field(default_factory=list, description="stack slots whose attrs contradict "
+                                      "their receipt or the stack's ids, or cannot be read")
+    repaired: int = Field(description="files and folders removed (or rewritten) by --repair, and stack slots "
+                                      "whose attrs it rewrote or cleared")

@@ -25,7 +25,7 @@ from segpipe.storage.ledger import Ledger, ObjectLedger
 from segpipe.storage.location import Location, as_location
 from segpipe.storage.packs import gc_paused
 from segpipe.storage.raster import RasterSource, check_bands, open_raster
-from segpipe.storage.stacks import plan_stacks, slots_hold
+from segpipe.storage.stacks import plan_stacks, slot_attrs, slots_hold
 from segpipe.storage.verify import parse_receipt, plan_checks
 from segpipe.storage.zarrstore import ZarrStore
 
@@ -167,6 +167,8 @@ def finish_replacement(staging: Path, req: PrelabelRequest, stopped: bool) -> bo
 
 def tasks_to_run(store: ZarrStore, ledger: Ledger | ObjectLedger, planned: list[PrelabelTask]) -> list[PrelabelTask]:
     """The planned tasks without a receipt ``--resume`` may trust (all of them in a new store)."""
+    if isinstance(ledger, Ledger) and ledger.empty():
+        return planned  # a new store: no set of 100k keys is built to learn that nothing is done
     with gc_paused():  # 100k receipts parsed: see segpipe.storage.packs.gc_paused
         if isinstance(ledger, ObjectLedger):
             done = _trusted_object_receipts(store, ledger, {t.key for t in planned})
@@ -286,26 +288,29 @@ def place_in_stacks(store: ZarrStore, todo: list[PrelabelTask], meta: Any, dims:
     """Gives the plain 2-D images of a semantic run their slots in the store's stacks (driver).
 
     Returns:
-        ``todo`` with a :class:`~segpipe.kernels.prelabel.tasks.StackSlot` part for every stacked image.
+        ``todo`` itself, each stacked image's task replaced in place by one with a
+        :class:`~segpipe.kernels.prelabel.tasks.StackSlot` part: at 100k images a second list of tasks
+        (and the first one's tasks kept alive by it) was a fifth of the driver's memory.
     """
     if meta.task != "semantic" or dims != 2:
         return todo
     # In object storage too: a shard object (and its "done" chunk) belongs to the one task that
     # holds all its slots and PUTs it whole, never appended to (plan.batch_tasks: a batch per shard).
-    items = [(e.id, e.height, e.width, {"id": e.id, "file": e.file, "path": e.path, "width": e.width,
-                                         "height": e.height, "sha256": e.sha256})
-             for e in (t.entry for t in todo if _stackable(t))]
+    items = ((t.entry.id, t.entry.height, t.entry.width, t.entry) for t in todo if _stackable(t))
     # Written whole now (grown past STACK_PIXELS since an earlier run): an old slot of theirs is cleared,
     # or a reader without a receipt's hint (object storage looks for no group first) would find it.
     elsewhere = [t.entry.id for t in todo if isinstance(t.part, WholeImage) and not _stackable(t)]
-    if not items and not elsewhere:
+    if not elsewhere and not any(_stackable(t) for t in todo):
         return todo
     root = store.location if store.location is not None else store.path
     placed = plan_stacks(root, items, labels_dtype=_label_dtype(meta), n_classes=len(meta.categories), probs=probs,
-                         elsewhere=elsewhere)
-    return [dataclasses.replace(t, part=StackSlot(*placed[t.entry.id]))
-            if isinstance(t.part, WholeImage) and t.entry.kind == "image" and t.entry.id in placed else t
-            for t in todo]
+                         elsewhere=elsewhere, describe=slot_attrs)
+    if not placed:
+        return todo
+    for i, t in enumerate(todo):
+        if isinstance(t.part, WholeImage) and t.entry.kind == "image" and t.entry.id in placed:
+            todo[i] = PrelabelTask(t.key, t.entry, StackSlot(*placed[t.entry.id]))
+    return todo
 
 
 def _stackable(t: PrelabelTask) -> bool:
