@@ -312,6 +312,9 @@ def transport_reason(text: str) -> str | None:
         return "connection refused (is the server running, is the address right?)"
     if "dns error" in text or "failed to lookup address" in text:
         return "the host name does not resolve"
+    if "InvalidContentType" in text:
+        # rustls read a first byte no TLS record starts with: the server answered in plain HTTP
+        return "the server did not answer in TLS (an https:// URL to a plain http:// server?)"
     return None
 
 

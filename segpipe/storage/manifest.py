@@ -18,9 +18,9 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, fields
 from pathlib import Path
 
-from segpipe.errors import InputError, PixelLimitError, SegpipeError
+from segpipe.errors import InputError, PixelLimitError, SegpipeError, UnsafePathError
 from segpipe.storage.atomic import atomic_open
-from segpipe.storage.paths import safe_join
+from segpipe.storage.paths import check_relative_name, safe_join
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp", ".gif", ".nii", ".gz", ".dcm"}
 #: Read window by window (never whole) when a raster reader is installed.
@@ -173,6 +173,25 @@ def describe(root: Path, rel: str, image_id: int | None = None) -> ManifestEntry
     except (SegpipeError, OSError) as e:
         reason = str(e) if isinstance(e, SegpipeError) else f"cannot read: {e.strerror}"
         return ManifestEntry(iid, rel, str(Path(root) / rel), kind="invalid", error=reason)
+    return describe_path(p, rel, iid)
+
+
+def describe_path(p: Path, rel: str, iid: int) -> ManifestEntry:
+    """Hashes and measures the item at ``p`` (worker side), a path already checked to be safe to read.
+
+    Args:
+        p: A file, or a DICOM series folder.
+        rel: Its name in the collection (the entry's ``file``).
+        iid: Its id.
+
+    Returns:
+        Its entry: ``kind`` inferred from the item (``volume`` for NIfTI files and folders, ``scene`` for
+        a raster a raster reader opens, ``image`` otherwise); width = height = 0 when its size cannot be
+        read (the task that decodes it reports why).
+
+    Raises:
+        OSError: it cannot be read.
+    """
     w = h = depth = 0
     kind = "image"
     if _is_volume(p) or (p.is_dir()):
@@ -273,14 +292,51 @@ def read_stamp(manifest: str | Path) -> int | None:
     return v if isinstance(v, int) and not isinstance(v, bool) else None
 
 
-def read_manifest(path: str | Path) -> Iterator[ManifestEntry]:
-    """Streams a manifest (raises InputError naming the line on a bad one)."""
+def read_manifest(path: str | Path, *, check: bool = False) -> Iterator[ManifestEntry]:
+    """Streams a manifest (raises InputError naming the line on a bad one).
+
+    Args:
+        path: The JSONL file.
+        check: It is a user's manifest (a prelabel source): every entry is checked by :func:`check_entry`.
+            A store's own manifest, written by segpipe, is not (its 100k lines are read on every resume).
+    """
     with open(path, encoding="utf-8") as f:
         for i, line in enumerate(f, 1):
             if not line.strip():
                 continue
             try:
                 d = json.loads(line)
-                yield ManifestEntry(**d)
-            except (json.JSONDecodeError, TypeError) as e:
-                raise InputError(f"bad manifest line: {e}", path=path, where=f"line {i}") from None
+                e = ManifestEntry(**d)
+            except (json.JSONDecodeError, TypeError) as err:
+                raise InputError(f"bad manifest line: {err}", path=path, where=f"line {i}") from None
+            yield check_entry(e, path, i) if check else e
+
+
+def check_entry(e: ManifestEntry, manifest: str | Path, line: int) -> ManifestEntry:
+    """``e``, an entry of a user's manifest, checked before anything reads or writes for it.
+
+    Its ``file`` names the image inside the collection (exports write its masks under that name), so it
+    must be a relative path that stays inside: no ``..``, not absolute, not a URL. Its ``path`` is where
+    the image is read from: a string.
+
+    Raises:
+        InputError: naming the manifest, the line and the field.
+    """
+    try:
+        check_relative_name(e.file, source=manifest, where=f"line {line}, field file")
+    except UnsafePathError as err:
+        raise InputError(err.message, path=manifest, where=err.where,
+                         hint="an entry's file is its name inside the collection, a relative path; "
+                              "where it is read from goes in its path") from None
+    if not isinstance(e.path, str) or not e.path:
+        raise InputError("path is empty or not a string", path=manifest, where=f"line {line}, field path")
+    for name in ("id", "width", "height", "bytes", "depth"):
+        v = getattr(e, name)
+        if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+            raise InputError(f"{name} must be a whole number, 0 or more: {v!r}", path=manifest,
+                             where=f"line {line}, field {name}")
+    for name in ("sha256", "kind", "error"):
+        if not isinstance(getattr(e, name), str):
+            raise InputError(f"{name} must be a string: {getattr(e, name)!r}", path=manifest,
+                             where=f"line {line}, field {name}")
+    return e

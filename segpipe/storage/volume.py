@@ -41,6 +41,7 @@ import numpy as np
 
 from segpipe.errors import FormatError, ImageDecodeError, InputError
 from segpipe.storage.limits import check_pixel_count
+from segpipe.storage.urls import is_url, redact
 
 #: Slices read to compute a percentile window.
 SAMPLE_SLICES = 8
@@ -458,6 +459,10 @@ def open_volume(path: str | Path, *, window: tuple[float, float] | str | None = 
         InputError: missing path, missing optional dependency.
         FormatError: the bad inputs of the module docstring, one line naming the file and the field.
     """
+    if is_url(str(path)):
+        # a URL through Path loses a slash (s3://b/v → s3:/b/v) and names a local file that is not there
+        raise InputError("volumes (NIfTI, DICOM) are read from local files only; copy them to a folder",
+                         path=redact(str(path)))
     p = Path(path)
     win = parse_window(window) if isinstance(window, str) else window
     if not p.exists():

@@ -16,6 +16,9 @@ import os
 import subprocess
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 from tests.conftest import run_cli
 
@@ -145,3 +148,15 @@ def check_validate_one_error(root: Path, fmt: str, names: Sequence[str]) -> None
     errors = [ln for ln in r.stdout.splitlines() if ln.startswith("error:")]
     assert len(errors) == 1 and all(n in errors[0] for n in names), r.stdout
     assert tree_state(root) == before
+
+
+def unet_model_fixture(prefix: str) -> Any:
+    """A module-scoped pytest fixture: a tiny U-Net checkpoint (its one image is not used)."""
+
+    @pytest.fixture(scope="module")
+    def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+        root = tmp_path_factory.mktemp(prefix)
+        synth_with_unet(root / "data", root / "unet.ckpt", n=1, seed=0, size=(32, 32))
+        return root / "unet.ckpt"
+
+    return model

@@ -14,17 +14,12 @@ from PIL import Image
 
 from segpipe.storage.location import Location
 from tests._s3 import bucket, s3_server
-from tests.badinput._corpus import check_bad_input, synth_with_unet
+from tests.badinput._corpus import check_bad_input, unet_model_fixture
 
 __all__ = ["bucket", "s3_server"]  # the fixtures, for pytest
 
 
-@pytest.fixture(scope="module")
-def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny U-Net checkpoint (its images are not used)."""
-    root = tmp_path_factory.mktemp("objbad")
-    synth_with_unet(root / "data", root / "unet.ckpt", n=1, seed=0, size=(32, 32))
-    return root / "unet.ckpt"
+model = unet_model_fixture("objbad")
 
 
 def _good_images(bucket: str, tmp_path: Path) -> None:

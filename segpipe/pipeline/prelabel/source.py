@@ -23,9 +23,16 @@ from typing import Any
 
 from segpipe.errors import ImageDecodeError, InputError, SegpipeError
 from segpipe.execution.runner import run_tasks
-from segpipe.kernels.prelabel.ingest import describe_images
+from segpipe.kernels.prelabel.ingest import CHECKED_FIELDS, describe_entries, describe_images
 from segpipe.storage.jsonio import read_json
-from segpipe.storage.manifest import ManifestEntry, list_images, read_manifest, read_stamp, stable_id
+from segpipe.storage.manifest import (
+    ManifestEntry,
+    check_entry,
+    list_images,
+    read_manifest,
+    read_stamp,
+    stable_id,
+)
 from segpipe.storage.objects import (
     DATASET_FILE_SUFFIXES,
     ObjectInfo,
@@ -84,7 +91,8 @@ class SourceListing:
     """What a source holds, listed on the driver before any cluster starts (no pixel read).
 
     Attributes:
-        manifest: The entries of a manifest (``.jsonl``) source, already measured; else None.
+        manifest: The entries of a manifest (``.jsonl``) source, as written (measured by :func:`ingest`);
+            else None.
         groups: Image folder (a path, or a URL) → ``(relative name, image id or None)`` of its images.
         listed_bytes: The items' total size as an object-storage listing gave it (None: local files).
     """
@@ -133,7 +141,7 @@ def list_source(source: str, *, limit: int | None = None) -> SourceListing:
         return _list_url_source(source, limit)
     src = Path(source)
     if src.suffix == ".jsonl" and src.is_file():
-        listed = unique_entries(list(read_manifest(src)), source)
+        listed = unique_entries(list(read_manifest(src, check=True)), source)
         return SourceListing(manifest=listed[:limit] if limit else listed)
     groups: dict[str, list[tuple[str, int | None]]] = {}
     if (src.is_dir() and not any(c in source for c in "*?[") and not _looks_like_images_folder(src)) or src.is_file():
@@ -231,7 +239,8 @@ def _url_manifest(url: str) -> list[ManifestEntry]:
             e = ManifestEntry(**json.loads(line))
         except (json.JSONDecodeError, TypeError) as err:
             raise InputError(f"bad manifest line: {err}", path=redact(url), where=f"line {i}") from None
-        if e.path and not is_url(e.path) and not os.path.isabs(e.path):
+        check_entry(e, redact(url), i)
+        if not is_url(e.path) and not os.path.isabs(e.path):
             e = dataclasses.replace(e, path=f"{folder}/{e.path}")
         out.append(e)
     return out
@@ -338,11 +347,11 @@ def ingest(source: str, client: Any, *, limit: int | None = None,
     """Lists the source's images (unless ``listing`` is given) and measures and hashes them on the workers.
 
     Returns:
-        Manifest entries sorted by file name.
+        Manifest entries sorted by file name; a manifest source's in its own order.
     """
     listing = listing if listing is not None else list_source(source, limit=limit)
     if listing.manifest is not None:
-        return listing.manifest
+        return _measure_manifest(source, client, listing.manifest, progress)
     groups = listing.groups
     tasks = []
     for base, items in groups.items():
@@ -363,6 +372,27 @@ def ingest(source: str, client: Any, *, limit: int | None = None,
     return entries
 
 
+def _measure_manifest(source: str, client: Any, given: list[ManifestEntry],
+                      progress: Callable[[int, int, int], None] | None) -> list[ManifestEntry]:
+    """A manifest source's entries measured on the workers (:func:`describe_entries`), in its order."""
+    shown = redact(source) if is_url(source) else source
+    tasks: list[tuple[str, tuple[str, list[ManifestEntry]]]] = []
+    start: dict[str, int] = {}  # task key -> its first entry's position
+    for i in range(0, len(given), 64):
+        chunk = given[i : i + 64]
+        key = "ingest-" + hashlib.sha1(f"{source}|{i}|{chunk[0].file}|{len(chunk)}".encode()).hexdigest()[:16]
+        tasks.append((key, (shown, chunk)))
+        start[key] = i
+    measured: list[ManifestEntry | None] = [None] * len(given)
+    n = 0
+    for key, res in run_tasks(client, describe_entries, iter(tasks), total=len(tasks), max_in_flight=8):
+        measured[start[key] : start[key] + len(res)] = res
+        n += len(res)
+        if progress:
+            progress(n, len(given), 0)
+    return [e for e in measured if e is not None]
+
+
 #: A file modified this close before a manifest's check time is hashed again: some file systems keep
 #: modification times to 2 s only, so a write just after the check could still look older than it.
 MTIME_MARGIN_NS = 2_000_000_000
@@ -375,8 +405,10 @@ def reuse_manifest(listing: SourceListing, manifest: str | Path) -> tuple[list[M
     same id, of the same size, last modified and last changed (``st_ctime``, which no copy tool can set
     back, unlike a preserved modification time) before the manifest's check time (:func:`read_stamp`,
     less :data:`MTIME_MARGIN_NS`), in a folder that does not resolve outside the listed root: its content is
-    then the one hashed, so its task key (and receipt) stay the same. Everything else (new, changed,
-    refused or unreadable items, volumes, object-storage sources) is left for :func:`ingest`.
+    then the one hashed, so its task key (and receipt) stay the same. A manifest source's entry is reused
+    on the same terms (its file at the same local ``path``, under the same ``id``, and every field it
+    states equal to the one measured before). Everything else (new, changed, refused or unreadable items,
+    volumes, object-storage sources and URLs) is left for :func:`ingest`.
 
     Args:
         listing: The source as :func:`list_source` listed it.
@@ -386,14 +418,23 @@ def reuse_manifest(listing: SourceListing, manifest: str | Path) -> tuple[list[M
         ``(reused entries, listing of the items still to measure and hash)``.
     """
     checked = read_stamp(manifest)
-    if checked is None or listing.manifest is not None or listing.listed_bytes is not None \
-            or any(is_url(g) for g in listing.groups):
+    if checked is None or listing.listed_bytes is not None or any(is_url(g) for g in listing.groups):
         return [], listing
     try:
         known = {e.file: e for e in read_manifest(manifest)}
     except (OSError, SegpipeError):
         return [], listing
     limit_ns = checked - MTIME_MARGIN_NS
+    if listing.manifest is not None:
+        reused_entries: list[ManifestEntry] = []
+        left: list[ManifestEntry] = []
+        for given in listing.manifest:
+            e = known.get(given.file)
+            if e is not None and _entry_unchanged(given, e, limit_ns):
+                reused_entries.append(e)
+            else:
+                left.append(given)
+        return reused_entries, SourceListing(manifest=left)
     reused: list[ManifestEntry] = []
     rest: dict[str, list[tuple[str, int | None]]] = {}
     for base, items in listing.groups.items():
@@ -433,6 +474,20 @@ def _unchanged(e: ManifestEntry, root: Path, prefix: str, name: str, iid: int | 
         real = (root / folder).resolve()
         inside[folder] = real == root or root in real.parents
     return inside[folder]
+
+
+def _entry_unchanged(given: ManifestEntry, e: ManifestEntry, limit_ns: int) -> bool:
+    """Whether ``e``, measured by an earlier run, still describes the manifest source's entry ``given``."""
+    if e.kind not in ("image", "scene") or e.error or e.id != given.id or e.path != given.path \
+            or is_url(given.path):
+        return False
+    if any(getattr(given, f) and getattr(given, f) != getattr(e, f) for f in CHECKED_FIELDS):
+        return False  # measured again, so that the entry fails naming the field the file contradicts
+    try:
+        st = os.lstat(given.path)
+    except OSError:
+        return False
+    return stat.S_ISREG(st.st_mode) and st.st_size == e.bytes and max(st.st_mtime_ns, st.st_ctime_ns) < limit_ns
 
 
 def merge_entries(source: str, reused: list[ManifestEntry], measured: list[ManifestEntry]) -> list[ManifestEntry]:
