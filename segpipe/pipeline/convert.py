@@ -56,6 +56,7 @@ from segpipe.pipeline.validate import check_image_file
 from segpipe.storage import outputs
 from segpipe.storage.atomic import write_json_atomic
 from segpipe.storage.location import Location, as_location, describe_storage_error, names_object_storage
+from segpipe.storage.manifest import file_sha256
 from segpipe.storage.spill import spill
 
 if TYPE_CHECKING:
@@ -179,6 +180,33 @@ def _open_reader(
     return spec.reader(src, **kwargs)
 
 
+def source_changed(sample: Sample) -> str | None:
+    """Why a pre-labeled image's file is no longer the one its labels were made from (None: it is).
+
+    A prelabel store records each image's sha256 (receipt and stack attrs); an export that copies
+    images takes whatever file is now at the recorded ``path``. A file edited or replaced since the run
+    would be paired with the old labels, so its bytes are checked first. Samples of other sources, a
+    volume slice (rendered, not copied) and a folder (a DICOM series) carry no file digest to check.
+
+    Args:
+        sample: The sample about to be copied (its ``image_path`` set).
+
+    Returns:
+        The message for that image, or None when unchanged or not checkable.
+    """
+    stated = sample.image.attributes.get("sha256")
+    path = sample.image_path
+    if getattr(sample, "check", None) is None or not isinstance(stated, str) or len(stated) != 64:
+        return None
+    if path is None or not Path(path).is_file():
+        return None
+    got = file_sha256(path)
+    if got == stated.lower():
+        return None
+    return (f"the source image changed since it was pre-labeled (sha256 {stated[:12]}..., the file now has "
+            f"{got[:12]}...): re-run prelabel --resume")
+
+
 def _count_in(m: Materialized, names: dict[int, str], lc: LossCounter) -> None:
     if m.instances:
         for im in m.instances:
@@ -222,6 +250,9 @@ def convert_shard(
                     why = check_image_file(s.image_path)
                     if why:
                         raise ImageDecodeError(why, path=s.image_path)
+                    changed = source_changed(s)
+                    if changed:
+                        raise InputError(changed, path=s.image_path)
                 # Before any mask is allocated at the recorded size: it must be within the pixel ceiling
                 # and equal the image file's; after decoding, label values that are no category are a loss.
                 check_recorded_size(s)

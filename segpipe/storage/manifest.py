@@ -13,9 +13,11 @@ import hashlib
 import importlib.util
 import json
 import os
+import posixpath
+import re
 import warnings
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 from segpipe.errors import InputError, PixelLimitError, SegpipeError, UnsafePathError
@@ -300,43 +302,126 @@ def read_manifest(path: str | Path, *, check: bool = False) -> Iterator[Manifest
         check: It is a user's manifest (a prelabel source): every entry is checked by :func:`check_entry`.
             A store's own manifest, written by segpipe, is not (its 100k lines are read on every resume).
     """
-    with open(path, encoding="utf-8") as f:
-        for i, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                d = json.loads(line)
-                e = ManifestEntry(**d)
-            except (json.JSONDecodeError, TypeError) as err:
-                raise InputError(f"bad manifest line: {err}", path=path, where=f"line {i}") from None
-            yield check_entry(e, path, i) if check else e
+    for _, e in read_manifest_lines(path, check=check):
+        yield e
+
+
+def read_manifest_lines(path: str | Path, *, check: bool = False) -> Iterator[tuple[int, ManifestEntry]]:
+    """:func:`read_manifest` with each entry's line number (blank lines are skipped but counted).
+
+    Read as bytes and decoded line by line: a byte that is not UTF-8 is then named with its line and
+    file (text-mode reading raised it from the read buffer, naming neither).
+
+    Raises:
+        OSError: the file cannot be opened.
+        InputError: a line is not UTF-8 or not an entry, or (``check``) an entry is refused (naming the
+            file and the line).
+    """
+    with open(path, "rb") as f:
+        for i, raw in enumerate(f, 1):
+            e = parse_manifest_line(raw, path, i)
+            if e is not None:
+                yield i, (check_entry(e, path, i) if check else e)
+
+
+def parse_manifest_line(raw: bytes, source: str | Path, line: int) -> ManifestEntry | None:
+    """The entry of one manifest line (None for a blank line), not yet checked (:func:`check_entry`).
+
+    Args:
+        raw: The line as read, its newline included or not.
+        source: The manifest (its path or redacted URL, for the message).
+        line: Its line number.
+
+    Raises:
+        InputError: the line is not UTF-8 text, not JSON, or not an entry (naming the manifest and line).
+    """
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise InputError(f"not UTF-8 text (byte {err.object[err.start:err.start + 1]!r} at offset {err.start} "
+                         "of the line)", path=source, where=f"line {line}") from None
+    if not text.strip():
+        return None
+    try:
+        return ManifestEntry(**json.loads(text))
+    except (json.JSONDecodeError, TypeError) as err:
+        raise InputError(f"bad manifest line: {err}", path=source, where=f"line {line}") from None
+
+
+#: The largest id an entry may have: ids go into COCO JSON, whose readers hold numbers as doubles (exact
+#: to 2^53), and into the stacks' int64 id arrays; :func:`stable_id` makes ids below it too.
+MAX_ID = (1 << 53) - 1
+
+_HEX = re.compile(r"[0-9A-Fa-f]+")
+#: Unicode's control characters (category Cc: C0, DEL and C1), as one class: 10x faster than asking
+#: ``unicodedata`` per character at 100k names.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
 
 
 def check_entry(e: ManifestEntry, manifest: str | Path, line: int) -> ManifestEntry:
     """``e``, an entry of a user's manifest, checked before anything reads or writes for it.
 
     Its ``file`` names the image inside the collection (exports write its masks under that name), so it
-    must be a relative path that stays inside: no ``..``, not absolute, not a URL. Its ``path`` is where
-    the image is read from: a string.
+    must be a normalised relative POSIX path that stays inside (see :func:`check_file_name`). Its
+    ``path`` is where the image is read from: a string without NUL. Its ``id`` lies in 0..:data:`MAX_ID`.
+
+    Returns:
+        ``e``, its stated ``sha256`` in lower case (a hex digest is the same hash in either case).
 
     Raises:
         InputError: naming the manifest, the line and the field.
     """
-    try:
-        check_relative_name(e.file, source=manifest, where=f"line {line}, field file")
-    except UnsafePathError as err:
-        raise InputError(err.message, path=manifest, where=err.where,
-                         hint="an entry's file is its name inside the collection, a relative path; "
-                              "where it is read from goes in its path") from None
+    check_file_name(e.file, manifest, line)
     if not isinstance(e.path, str) or not e.path:
         raise InputError("path is empty or not a string", path=manifest, where=f"line {line}, field path")
+    if "\x00" in e.path:  # open() would raise ValueError on the worker
+        raise InputError("path contains a NUL byte", path=manifest, where=f"line {line}, field path")
     for name in ("id", "width", "height", "bytes", "depth"):
         v = getattr(e, name)
         if not isinstance(v, int) or isinstance(v, bool) or v < 0:
             raise InputError(f"{name} must be a whole number, 0 or more: {v!r}", path=manifest,
                              where=f"line {line}, field {name}")
+    if e.id > MAX_ID:
+        raise InputError(f"id {e.id} is too large: at most 2^53-1 = {MAX_ID} (ids must stay exact in COCO JSON)",
+                         path=manifest, where=f"line {line}, field id")
     for name in ("sha256", "kind", "error"):
         if not isinstance(getattr(e, name), str):
             raise InputError(f"{name} must be a string: {getattr(e, name)!r}", path=manifest,
                              where=f"line {line}, field {name}")
+    if e.sha256 != e.sha256.lower() and _HEX.fullmatch(e.sha256):
+        return replace(e, sha256=e.sha256.lower())
     return e
+
+
+def check_file_name(file: object, manifest: str | Path, line: int) -> None:
+    """Refuses an entry's ``file`` that is not a normalised relative POSIX path inside the collection.
+
+    Exports write the entry's masks under this name: ``.`` or ``a/`` names no file, a control character
+    or a backslash makes a name other systems read otherwise (a newline in a file name, a folder
+    separator on Windows), and a name not in normal form (``x//a.png``, ``./x/a.png``) is another
+    spelling of one file, so two entries' masks would silently be written to one.
+
+    Raises:
+        InputError: naming the manifest, the line and the field.
+    """
+    where = f"line {line}, field file"
+    try:
+        check_relative_name(file, source=manifest, where=where)  # type: ignore[arg-type]
+    except UnsafePathError as err:
+        raise InputError(err.message, path=manifest, where=err.where,
+                         hint="an entry's file is its name inside the collection, a relative path; "
+                              "where it is read from goes in its path") from None
+    assert isinstance(file, str)  # checked above
+    bad = _CONTROL.search(file)
+    if bad is not None:
+        raise InputError(f"file name contains a control character ({bad.group()!r}): {file!r}", path=manifest,
+                         where=where)
+    if "\\" in file:
+        raise InputError(f"file name contains a backslash: {file!r}", path=manifest, where=where,
+                         hint="separate folders with /")
+    if file == "." or file.endswith("/"):
+        raise InputError(f"file name names no file: {file!r}", path=manifest, where=where)
+    norm = posixpath.normpath(file)
+    if norm != file:
+        raise InputError(f"file name is not in normal form: {file!r} (write it {norm!r})", path=manifest,
+                         where=where)

@@ -349,7 +349,7 @@ def shard_file(root: Path, stack: str, slot: int, name: str) -> Path:
 
 def plan_checks(root: Path, ledger_dir: Path, *, files: bool = False,
                 receipts: tuple[list[tuple[ReceiptRef, dict[str, Any]]], list[tuple[str, str]]] | None = None,
-                attrs: bool = False) -> StoreChecks:
+                attrs: bool = False, names: Mapping[str, str] | None = None) -> StoreChecks:
     """The check of every image of a store, from its receipts and its stacks' ``ids`` and ``done``.
 
     Found here, without pixels: a receipt that does not decode; a slot whose id is in two slots; a
@@ -367,12 +367,18 @@ def plan_checks(root: Path, ledger_dir: Path, *, files: bool = False,
         receipts: The ledger as :func:`read_receipts` returns it, when the caller has read it already.
         attrs: Also check every stack slot's ``attrs`` against ``ids`` and the slot's receipt
             (:func:`check_stack_attrs`; into :attr:`StoreChecks.attrs`).
+        names: Receipt key → the ``file`` its image is now planned under (``--resume``): a receipt
+            recording another name joins :attr:`StoreChecks.redo` (the entry was renamed; task keys do
+            not hash names, so only the receipt tells that its outputs carry the old one).
 
     Raises:
         InputError: A stack's ``ids`` or ``done`` array cannot be read (names the file).
     """
     out = StoreChecks()
     listed, out.unreadable = read_receipts(ledger_dir) if receipts is None else receipts
+    if names:
+        out.redo.update(p for p, rec in listed if isinstance(rec.get("file"), str)
+                        and names.get(p.name[:-5], rec["file"]) != rec["file"])
     stacks = _read_stacks(root)
     slots_of: dict[int, list[tuple[str, int]]] = defaultdict(list)
     for name, st in stacks.items():

@@ -4,7 +4,11 @@ A manifest's entries are measured from their files on the workers, so a stated `
 ``width`` or ``height`` the file contradicts fails that entry alone (exit 1, the others done), never
 labelled under the manifest's value. An entry whose ``file`` (its name inside the collection, which
 exports write under) is not a relative path inside it, or whose fields have the wrong type, is refused
-when the manifest is read (exit 2, nothing written). A volume named by URL fails alone, its URL kept
+when the manifest is read (exit 2, nothing written), and so is one whose ``file`` is not a normalised
+POSIX path (``.``, ``a/``, ``x//a.png``, a control character or a backslash), two ``file`` names equal but
+for case, an ``id`` beyond 2^53-1, a NUL in ``path``, a line that is not UTF-8 (named with its line) and a
+manifest with no entries; an entry id equal to a volume slice's id is refused once the volume is measured,
+before anything is written. A volume named by URL fails alone, its URL kept
 whole (it was printed ``s3:/bucket/…`` through a path). An ``https://`` URL to a plain-HTTP server says so
 in one line, naming the URL.
 """
@@ -24,10 +28,14 @@ import pytest
 from PIL import Image
 
 from segpipe.errors import InputError
+from segpipe.kernels.prelabel.ingest import describe_entries
 from segpipe.storage.location import Location
+from segpipe.storage.manifest import ManifestEntry, read_manifest
 from segpipe.storage.volume import open_volume
+from segpipe.storage.zarrstore import ZarrStore
 from tests._s3 import bucket, s3_server
 from tests.badinput._corpus import check_bad_input, unet_model_fixture
+from tests.conftest import run_cli
 
 __all__ = ["bucket", "s3_server"]  # the fixtures, for pytest
 
@@ -175,3 +183,136 @@ def test_an_https_url_to_a_plain_http_server_says_so(plain_http: str, model: Pat
     url = f"https://{plain_http}/a.png"
     check_bad_input("prelabel", url, "--model", str(model), "--out", "s.zarr", "-w", "0", root=tmp_path,
                     code=2, outputs=[tmp_path / "s.zarr"], names=(url, "did not answer in TLS"))
+
+
+# --------------------------------------------------------------- hunt 11: ids, names, bytes, empty
+
+
+def test_an_id_equal_to_a_volume_slice_id_is_refused_before_the_run(tmp_path: Path, model: Path) -> None:
+    # the run wrote the image over slice 0 (one group, "5 done"), and only fsck found a checksum mismatch
+    pytest.importorskip("nibabel", reason="nibabel (segpipe[medical]) is not installed")
+    from segpipe.storage.manifest import stable_id
+    from segpipe.synth import synth
+
+    synth("medical", tmp_path / "med", n=1, seed=0, image_format="nifti")
+    vol = next((tmp_path / "med" / "volumes").glob("*.nii.gz"))
+    paths = _images(tmp_path / "p", n=1)
+    clash = stable_id("vol.nii.gz#z00000")  # the id of the volume's slice 0
+    _write(tmp_path / "m.jsonl", [{"id": 300, "file": "vol.nii.gz", "path": str(vol)},
+                                  {"id": clash, "file": "photo.png", "path": str(paths[0])}])
+    out = tmp_path / "s.zarr"
+    check_bad_input("prelabel", "m.jsonl", "--model", str(model), "--out", out.name, "-w", "0", root=tmp_path,
+                    code=2, outputs=[out],
+                    names=("m.jsonl", "line 2, field id", f"id {clash} of 'photo.png' is also the id of slice 0 "
+                                                          "of volume 'vol.nii.gz'"))
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(("value", "says"), [
+    (2**63, f"id {2**63} is too large: at most 2^53-1 = {2**53 - 1}"),  # crashed stacking: OverflowError
+    (2**53, f"id {2**53} is too large"),  # ran, but COCO readers hold it as a double: another image's id
+])
+def test_an_id_beyond_53_bits_is_refused(tmp_path: Path, model: Path, value: int, says: str) -> None:
+    paths = _images(tmp_path / "p", n=2)
+    _write(tmp_path / "m.jsonl", [{"id": 1, "file": "0.png", "path": str(paths[0])},
+                                  {"id": value, "file": "1.png", "path": str(paths[1])}])
+    out = tmp_path / "s.zarr"
+    check_bad_input("prelabel", "m.jsonl", "--model", str(model), "--out", out.name, "-w", "0", root=tmp_path,
+                    code=2, names=("m.jsonl", "line 2, field id", says), outputs=[out])
+    assert not out.exists()
+
+
+def test_ids_0_and_2_pow_53_less_1_are_kept(tmp_path: Path, model: Path) -> None:
+    paths = _images(tmp_path / "p", n=2)
+    _write(tmp_path / "m.jsonl", [{"id": 0, "file": "0.png", "path": str(paths[0])},
+                                  {"id": 2**53 - 1, "file": "1.png", "path": str(paths[1])}])
+    r = run_cli("prelabel", "m.jsonl", "--model", str(model), "--out", "s.zarr", "-w", "0", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert sorted(ZarrStore.open(tmp_path / "s.zarr").image_ids()) == [0, 2**53 - 1]
+
+
+def test_a_nul_byte_in_path_is_refused_and_fails_alone_past_the_check(tmp_path: Path, model: Path) -> None:
+    paths = _images(tmp_path / "p", n=1)
+    _write(tmp_path / "m.jsonl", [{"id": 1, "file": "0.png", "path": f"{paths[0]}\x00"}])
+    out = tmp_path / "s.zarr"
+    check_bad_input("prelabel", "m.jsonl", "--model", str(model), "--out", out.name, "-w", "0", root=tmp_path,
+                    code=2, names=("m.jsonl", "line 1, field path", "path contains a NUL byte"), outputs=[out])
+    assert not out.exists()
+    # an entry that reaches a worker unchecked fails alone ("internal error: ValueError: embedded null byte")
+    (e,) = describe_entries("m.jsonl", [ManifestEntry(1, "0.png", f"{paths[0]}\x00")])
+    assert e.kind == "invalid" and "null byte" in e.error and e.error.startswith(f"{paths[0]}\x00: cannot read")
+
+
+@pytest.mark.parametrize(("file", "says"), [
+    (".", "file name names no file: '.'"),  # export: "internal error: ValueError: PosixPath('.') has an empty name"
+    ("a/", "file name names no file: 'a/'"),  # exported as a.png
+    ("a\nb.png", r"file name contains a control character ('\n')"),  # a file with a newline in its name
+    ("a\tb.png", r"file name contains a control character ('\t')"),
+    ("a\\b.png", r"file name contains a backslash: 'a\\b.png'"),  # a folder separator on Windows
+    ("x//a.png", "file name is not in normal form: 'x//a.png' (write it 'x/a.png')"),  # one mask for two images
+    ("./x/a.png", "file name is not in normal form: './x/a.png' (write it 'x/a.png')"),
+    ("x/./a.png", "file name is not in normal form"),
+])
+def test_an_entry_file_not_a_normalised_posix_path_is_refused(tmp_path: Path, model: Path, file: str,
+                                                             says: str) -> None:
+    paths = _images(tmp_path / "p", n=2)
+    _write(tmp_path / "m.jsonl", [{"id": 1, "file": "x/a.png", "path": str(paths[0])},
+                                  {"id": 2, "file": file, "path": str(paths[1])}])
+    out = tmp_path / "s.zarr"
+    check_bad_input("prelabel", "m.jsonl", "--model", str(model), "--out", out.name, "-w", "0", root=tmp_path,
+                    code=2, names=("m.jsonl", "line 2, field file", says), outputs=[out])
+    assert not out.exists()
+
+
+def test_two_file_names_differing_only_in_case_are_refused_naming_both_lines(tmp_path: Path, model: Path) -> None:
+    paths = _images(tmp_path / "p", n=3)
+    (tmp_path / "m.jsonl").write_text(
+        "".join(json.dumps(d) + "\n\n" for d in [{"id": 1, "file": "A.png", "path": str(paths[0])},
+                                                  {"id": 2, "file": "b.png", "path": str(paths[1])},
+                                                  {"id": 3, "file": "a.png", "path": str(paths[2])}]))
+    out = tmp_path / "s.zarr"
+    check_bad_input("prelabel", "m.jsonl", "--model", str(model), "--out", out.name, "-w", "0", root=tmp_path,
+                    code=2, outputs=[out],
+                    names=("m.jsonl", "line 5, entry 3, field file",
+                           "file 'a.png' differs only in case from file 'A.png' of entry 1 (line 1)"))
+    assert not out.exists()
+
+
+def test_a_manifest_not_utf8_is_named_with_its_line(tmp_path: Path, model: Path) -> None:
+    paths = _images(tmp_path / "p", n=1)
+    (tmp_path / "m.jsonl").write_bytes(json.dumps({"id": 1, "file": "0.png", "path": str(paths[0])}).encode()
+                                       + b'\n{"id": 2, "file": "\xe9.png", "path": "x"}\n')
+    out = tmp_path / "s.zarr"
+    check_bad_input("prelabel", "m.jsonl", "--model", str(model), "--out", out.name, "-w", "0", root=tmp_path,
+                    code=2, outputs=[out], names=("m.jsonl: line 2: not UTF-8 text (byte b'\\xe9'",))
+    assert not out.exists()
+
+
+def test_a_manifest_in_a_bucket_not_utf8_is_named_with_its_line(bucket: str, model: Path, tmp_path: Path) -> None:
+    # its bytes were replaced by U+FFFD: "\xe9.png" became another name, silently
+    Location(f"s3://{bucket}").write_bytes("lists/m.jsonl", b'{"id": 1, "file": "\xe9.png", "path": "imgs/0.png"}\n')
+    out = tmp_path / "s.zarr"
+    check_bad_input("prelabel", f"s3://{bucket}/lists/m.jsonl", "--model", str(model), "--out", out.name, "-w", "0",
+                    root=tmp_path, code=2, outputs=[out],
+                    names=(f"s3://{bucket}/lists/m.jsonl: line 1: not UTF-8 text",))
+    assert not out.exists()
+
+
+def test_a_manifest_with_no_entries_is_refused_as_an_empty_folder_is(tmp_path: Path, model: Path) -> None:
+    (tmp_path / "m.jsonl").write_text("\n  \n\n")
+    out = tmp_path / "s.zarr"
+    check_bad_input("prelabel", "m.jsonl", "--model", str(model), "--out", out.name, "-w", "0", root=tmp_path,
+                    code=2, outputs=[out], names=("m.jsonl: no images in the manifest",))
+    assert not out.exists()
+
+
+def test_a_stated_sha256_in_upper_case_matches_and_is_stored_lower(tmp_path: Path, model: Path) -> None:
+    # it was "contradicted": the manifest says 5EC39E3F883D…, the file has 5ec39e3f883d…
+    paths = _images(tmp_path / "p", n=2)
+    digest = hashlib.sha256(paths[1].read_bytes()).hexdigest()
+    _write(tmp_path / "m.jsonl", [{"id": 1, "file": "0.png", "path": str(paths[0])},
+                                  {"id": 2, "file": "1.png", "path": str(paths[1]), "sha256": digest.upper()}])
+    r = run_cli("prelabel", "m.jsonl", "--model", str(model), "--out", "s.zarr", "-w", "0", cwd=tmp_path)
+    assert r.returncode == 0 and "2 done" in r.stdout and "0 failed" in r.stdout, r.stderr
+    stored = {e.file: e.sha256 for e in read_manifest(tmp_path / "s.zarr" / ".segpipe" / "manifest.jsonl")}
+    assert stored["1.png"] == digest

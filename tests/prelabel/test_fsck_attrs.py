@@ -4,9 +4,10 @@ A stack's ``attrs[slot]`` is the image's attributes as JSON (file, sha256, size 
 driver at plan time; exports name each mask from it. Two slots' attributes swapped used to pass fsck
 while COCO and VOC exports named the masks after the wrong images; a deleted ``attrs`` chunk passed
 fsck too and ``--repair`` could not mend it. Now fsck names the stack, the slot and the field;
-``--repair`` rebuilds the attributes exactly from the receipts and ``manifest.jsonl`` (or, where it
-cannot, clears the slot so that ``--resume`` redoes the image); and the exports are those of the
-undamaged store again. Stores are made by real runs (the prelabel API, in-process workers) and
+``--repair`` rebuilds the attributes exactly from the receipts and ``manifest.jsonl`` (or from the
+receipt alone when the manifest lacks the entry; where neither can, a slot its receipt vouches for is
+left as it is and reported, exit 1: a missing manifest never costs labels); and the exports are those
+of the undamaged store again. Stores are made by real runs (the prelabel API, in-process workers) and
 checked and exported through the real CLI; a store in a bucket is checked on a real S3 server (moto).
 """
 
@@ -163,11 +164,11 @@ def test_a_deleted_attrs_chunk_is_found_and_rebuilt(base: Path, tmp_path: Path) 
     assert _coco_bytes(tmp_path / "coco1") == _coco_bytes(tmp_path / "coco0")
 
 
-def test_attrs_that_cannot_be_rebuilt_clear_their_slot_and_resume_redoes_it(base: Path, tmp_path: Path,
-                                                                            collection: Path,
-                                                                            checkpoint: Path) -> None:
-    """Slot 0's image lost its manifest line: its attributes cannot be rebuilt exactly, so its slot is
-    cleared and its receipt removed; slot 1's are rebuilt. ``--resume`` then redoes that one image."""
+def test_vouched_attrs_with_no_path_known_are_kept_and_reported_not_cleared(base: Path, tmp_path: Path) -> None:
+    """Slot 0's image lost its manifest line and its slot holds slot 1's attributes: no ``path`` is known
+    for it, so its attributes cannot be rebuilt exactly. Its receipt vouches for its labels, so the slot
+    is left as it is (not cleared: that used to delete good labels) and reported, exit 1; slot 1's are
+    rebuilt. With the manifest back, ``--repair`` rebuilds slot 0 too."""
     store = _copy(base, tmp_path)
     _export(store, "coco", tmp_path / "coco0")
     before = _swap(_attrs(store), 0, 1)
@@ -175,29 +176,82 @@ def test_attrs_that_cannot_be_rebuilt_clear_their_slot_and_resume_redoes_it(base
     manifest = store / ".segpipe" / "manifest.jsonl"
     lines = manifest.read_text().splitlines(keepends=True)
     manifest.write_text("".join(ln for ln in lines if json.loads(ln)["id"] != lost["id"]))
+    ids_before = zarr.open_array(str(store / "stacks" / STACK / "ids"), mode="r")[...].tolist()
 
     r = run_cli("fsck", str(store), "--repair")
-    assert r.returncode == 0, r.stdout + r.stderr
-    out = r.stdout.splitlines()
-    assert sum(ln.startswith("cleared: ") and f"slot 0 of stacks/{STACK}" in ln for ln in out) == 1, r.stdout
-    assert sum(ln.startswith("rewrote: ") and f"slot 1 of stacks/{STACK}" in ln for ln in out) == 1, r.stdout
-    assert sum(ln.startswith("removed: ") and "its slot was cleared" in ln for ln in out) == 1, r.stdout
-    ids = zarr.open_array(str(store / "stacks" / STACK / "ids"), mode="r")[...].tolist()
-    assert ids[0] == -1 and lost["id"] not in ids
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stdout + r.stderr
+    chunk = f"{store}/stacks/{STACK}/attrs/c/0"
+    errors = [ln for ln in r.stderr.splitlines() if ln.startswith("error:")]
+    assert len(errors) == 1 and errors[0].startswith(f"error: {chunk}: slot 0 of stacks/{STACK} (image id "
+                                                     f"{lost['id']})"), r.stderr
+    assert f"not repairable: no path is known for image {lost['id']} (the store's manifest.jsonl has no usable " \
+           f"entry for image {lost['id']})" in errors[0], errors[0]
+    assert sum(ln.startswith("rewrote: ") and f"slot 1 of stacks/{STACK}" in ln for ln in r.stdout.splitlines()) == 1
+    assert "removed:" not in r.stdout and "cleared:" not in r.stdout, r.stdout
+    assert zarr.open_array(str(store / "stacks" / STACK / "ids"), mode="r")[...].tolist() == ids_before
+    assert str(_attrs(store)[0]) == before[1] and str(_attrs(store)[1]) == before[1]  # slot 0 left as it was
     f = run_cli("fsck", str(store))
-    assert f.returncode == 0 and f"{N - 1}/{N - 1} receipts ok" in f.stdout, f.stdout + f.stderr
+    assert f.returncode == 1 and f"{N}/{N} receipts ok" in f.stdout, f.stdout + f.stderr  # no receipt lost
 
     manifest.write_text("".join(lines))  # what --resume writes again from the source anyway
-    rep = prelabel(PrelabelRequest(source=str(collection / "images"), model=str(checkpoint), out=store, threads=1,
-                                   probs=False, resume=True), ClusterSpec(workers=0))
-    assert rep["images"]["done"] == 1 and rep["images"]["skipped_already_done"] == N - 1
+    r = run_cli("fsck", str(store), "--repair")
+    assert r.returncode == 0 and "1 slots with wrong attrs, 1 repaired" in r.stdout, r.stdout + r.stderr
+    assert [str(v) for v in _attrs(store)[...].tolist()] == before
+    _export(store, "coco", tmp_path / "coco1")
+    assert _coco_bytes(tmp_path / "coco1") == _coco_bytes(tmp_path / "coco0")
+
+
+def _damage_manifest(store: Path, how: str) -> None:
+    """The store's ``manifest.jsonl`` as a later run or an accident leaves it."""
+    manifest = store / ".segpipe" / "manifest.jsonl"
+    if how == "limit":  # ``--resume --limit 2`` writes the 2 entries it planned
+        manifest.write_text("".join(manifest.read_text().splitlines(keepends=True)[:2]))
+    elif how == "deleted":
+        manifest.unlink()
+    else:
+        manifest.write_bytes(b"\xff\xfe garbage\n")
+
+
+@pytest.mark.parametrize("how", ["limit", "deleted", "garbage"])
+def test_a_wrong_file_is_rebuilt_from_the_receipt_whatever_the_manifest(base: Path, tmp_path: Path,
+                                                                      how: str) -> None:
+    """The receipt records file, sha256 and size; the slot's own attributes still give its ``path``."""
+    store = _copy(base, tmp_path)
+    before = [str(v) for v in _attrs(store)[...].tolist()]
+    arr = _attrs(store)
+    edited = json.loads(before[5])
+    edited["file"] = "typo.png"
+    arr[5] = json.dumps(edited, sort_keys=True)
+    _damage_manifest(store, how)
+    r = run_cli("fsck", str(store), "--repair")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert [ln.split(" (image")[0] for ln in r.stdout.splitlines() if ln.startswith("rewrote:")] == \
+        [f"rewrote: {store}/stacks/{STACK}/attrs/c/0: slot 5 of stacks/{STACK}"], r.stdout
+    assert [str(v) for v in _attrs(store)[...].tolist()] == before  # byte for byte what the run wrote
     f = run_cli("fsck", str(store))
     assert f.returncode == 0 and f"{N}/{N} receipts ok, 0 bad receipts, 0 orphans, 0 problems\n" in f.stdout, \
         f.stdout + f.stderr
-    _export(store, "coco", tmp_path / "coco1")
-    a, b = (json.loads(_coco_bytes(tmp_path / d)) for d in ("coco0", "coco1"))
-    assert sorted((i["id"], i["file_name"]) for i in a["images"]) == sorted((i["id"], i["file_name"])
-                                                                            for i in b["images"])
+
+
+@pytest.mark.parametrize("how,why", [("deleted", "the store's manifest.jsonl is missing"),
+                                     ("garbage", "the store's manifest.jsonl is unreadable (no line of it decodes)")])
+def test_lost_attrs_without_a_manifest_are_kept_naming_the_manifest(base: Path, tmp_path: Path, how: str,
+                                                                    why: str) -> None:
+    """An ``attrs`` chunk that does not decode and no manifest: no ``path`` is known for any slot. Every
+    slot is reported not repairable, saying what is wrong with the manifest; nothing is changed."""
+    store = _copy(base, tmp_path)
+    chunk = store / "stacks" / STACK / "attrs" / "c" / "0"
+    chunk.write_bytes(b"not a zstd frame" * 4)
+    _damage_manifest(store, how)
+    receipts = sorted(p.name for p in (store / ".segpipe" / "ledger").rglob("*") if p.is_file())
+    r = run_cli("fsck", str(store), "--repair")
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stdout + r.stderr
+    errors = [ln for ln in r.stderr.splitlines() if ln.startswith("error:")]
+    assert len(errors) == N and all(ln.startswith(f"error: {chunk}: slot ") and why in ln for ln in errors), r.stderr
+    assert f"{N} slots with wrong attrs, 0 repaired" in r.stdout, r.stdout
+    assert chunk.read_bytes() == b"not a zstd frame" * 4
+    assert sorted(p.name for p in (store / ".segpipe" / "ledger").rglob("*") if p.is_file()) == receipts
+    assert min(zarr.open_array(str(store / "stacks" / STACK / "ids"), mode="r")[...].tolist()) >= 0
 
 
 def _loc(url: str) -> Location:

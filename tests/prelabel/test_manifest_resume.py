@@ -228,3 +228,28 @@ def test_a_dicom_series_is_measured_from_its_folder_or_one_of_its_files(tmp_path
     assert (a.depth, a.height, a.width) == open_volume(series).shape and a.depth == len(files)
     assert a.bytes == b.bytes == sum(f.stat().st_size for f in files)
     assert (b.id, b.file, b.path) == (2, "b", str(one))  # the manifest's own id, file and path kept
+
+
+@pytest.mark.parametrize("damage", [b"\xff\xfe garbage\n", b'{"id": 1, "file": '], ids=["not utf-8", "torn line"])
+def test_a_store_manifest_that_cannot_be_read_is_named_once_and_resume_hashes_again(tmp_path, collection,
+                                                                                    checkpoint, damage):
+    # a non-UTF-8 store manifest stopped --resume with "not UTF-8 text (byte …)", naming no file (the user's
+    # manifest was fine); a torn one was passed over in silence
+    files = _source(tmp_path, collection, n=3)
+    manifest = _write_lines(tmp_path / "m.jsonl", [{"id": 10 + k, "file": p.name, "path": str(p)}
+                                                   for k, p in enumerate(files)])
+    out = tmp_path / "s.zarr"
+    req = PrelabelRequest(source=str(manifest), model=str(checkpoint), out=out, threads=1)
+    assert prelabel(req, ClusterSpec(workers=0))["images"]["done"] == 3
+    first = _entries(out)
+    store_manifest = out / ".segpipe" / "manifest.jsonl"
+    store_manifest.write_bytes(damage)
+    r = run_cli("prelabel", str(manifest), "--model", str(checkpoint), "--out", str(out), "-w", "0", "--resume",
+                cwd=tmp_path)
+    assert r.returncode == 0 and "0 done, 3 already done" in r.stdout, r.stderr
+    warned = [ln for ln in r.stderr.splitlines() if ln.startswith("warning:")]
+    assert len(warned) == 1 and f"{store_manifest}: line 1: " in warned[0], r.stderr
+    assert "every item is measured and hashed again" in warned[0]
+    assert "Traceback" not in r.stderr and "error:" not in r.stderr
+    assert _entries(out) == first  # written anew from the files, as the first run wrote it
+    assert fsck(out)["ok"] == 3

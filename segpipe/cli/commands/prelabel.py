@@ -124,7 +124,8 @@ def register(app: typer.Typer) -> None:
     def fsck_cmd(
         store: Path = typer.Argument(..., help="A segpipe Zarr store."),
         repair: bool = typer.Option(False, "--repair", help="Remove orphan *.partial files and bad receipts; rewrite "
-                                    "wrong stack attrs from the manifest (or clear their slots for --resume)."),
+                                    "wrong stack attrs from the manifest or the receipts (a slot no receipt vouches "
+                                    "for is cleared for --resume; one that cannot be rebuilt is left, exit 1)."),
     ) -> None:
         """Check a store: receipts decode and match their outputs' checksums; no orphans (exit 1 if not)."""
         # lazy: pydantic and the workflow load when the command runs, not for `segpipe --help`
@@ -140,8 +141,10 @@ def register(app: typer.Typer) -> None:
             out.print(f"{verb}: {b.file}: bad receipt: {b.problem}", markup=False)
         for p in rep.problems:
             state.err_console.print(f"error: {p.file}: {p.problem}", markup=False)
-        for a in rep.attrs:  # a slot's attrs rewritten from the manifest, or the slot cleared for --resume
-            out.print(f"{a.repair or 'error'}: {a.file}: {a.problem}", markup=False)
+        for a in rep.attrs:  # a slot's attrs rewritten, or the slot cleared for --resume ("kept": not repairable)
+            kept = a.repair == "kept"
+            (state.err_console if kept else out).print(f"{'error' if kept else a.repair or 'error'}: {a.file}: "
+                                                       f"{a.problem}", markup=False)
         for o in rep.orphans:
             out.print(f"{'removed' if repair else 'error'}: {o}: orphan of a killed writer", markup=False)
         state.console.print(
@@ -149,7 +152,8 @@ def register(app: typer.Typer) -> None:
             f"{len(rep.orphans)} orphans, "
             f"{len(rep.problems)} problems" + (f", {len(rep.attrs)} slots with wrong attrs" if rep.attrs else "")
             + (f", {rep.repaired} repaired" if repair else ""), markup=False)
-        if rep.problems or ((rep.bad or rep.orphans or rep.attrs) and not repair):
+        if rep.problems or any(a.repair == "kept" for a in rep.attrs) or (
+                (rep.bad or rep.orphans or rep.attrs) and not repair):
             raise typer.Exit(1)
 
 

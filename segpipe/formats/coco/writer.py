@@ -60,7 +60,7 @@ from segpipe.core.losses import LossCounter
 from segpipe.core.panoptic import id2rgb
 from segpipe.core.problems import Problem
 from segpipe.core.records import DatasetMeta, ImageInfo, InstanceMask, Materialized
-from segpipe.errors import ConfigError
+from segpipe.errors import ConfigError, FormatError
 from segpipe.formats.base import ShardResult, WriteOptions
 from segpipe.formats.coco.convert import (
     PANOPTIC_EXTRA,
@@ -171,6 +171,34 @@ def _stem_png(file_name: str, image_id: int) -> str:
     return str(Path(rel).with_suffix(".png")).replace("\\", "/")
 
 
+def refuse_shared_names(named: Iterable[tuple[int, str, str]], folder: str, out: Path) -> None:
+    """Refuses two images that would write one output file (the second would replace the first's).
+
+    ``img.png`` and ``img.jpg`` share the label map ``img.png``; ``x/a.png`` and ``x//a.png`` are one
+    path; two images may even share a ``file_name`` (a store resumed after an id changed). A reader
+    then finds one image's mask for both, so the export fails before the JSON is written.
+
+    Args:
+        named: ``(image id, file_name, output name)`` of each image that writes a file under ``folder``.
+        folder: The output folder, relative to ``out`` (for the message).
+        out: The output root.
+
+    Raises:
+        FormatError: naming both images and the output file they share.
+    """
+    seen: dict[str, tuple[int, str]] = {}
+    for image_id, file_name, name in named:
+        if name in seen:
+            first_id, first_name = seen[name]
+            raise FormatError(
+                f"images {first_id} {first_name!r} and {image_id} {file_name!r} both map to "
+                f"{folder}/{name}",
+                path=out,
+                hint="rename one of the images (their file names must differ once the extension is dropped)",
+            )
+        seen[name] = (image_id, file_name)
+
+
 def place_file(out: Path, folder: str, rel_name: str) -> Path:
     """The path of ``out/folder/rel_name``, refusing any name that leaves ``out``; creates parents.
 
@@ -259,12 +287,14 @@ class _Base:
         """Creates the output folder."""
         self.out.mkdir(parents=True, exist_ok=True)
 
-    def _copy_image(self, m: Materialized, folder: str = "images") -> None:
+    def _copy_image(self, m: Materialized, folder: str = "images") -> str | None:
+        """Copies the sample's image under ``folder``; returns the source copied (None: nothing copied)."""
         s = m.sample
         if self.options.copy_images == "none" or not s.image_path or not s.image.file_name:
-            return
+            return None
         dest = place_file(self.out, folder, s.image.file_name)
         copy_image(s.image_path, dest, self.options.copy_images)
+        return str(s.image_path)
 
     def _instances(self, m: Materialized, losses: LossCounter) -> list[InstanceMask]:
         if m.instances:
@@ -368,7 +398,7 @@ class CocoWriter(_Base):
             res.n_samples += 1
             img = m.sample.image
             split = self._split(img)
-            self._copy_image(m, "images" if split is None else f"images/{split}")
+            copied = self._copy_image(m, "images" if split is None else f"images/{split}")
             anns = []
             # A sample with an object / panoptic map states every object's pixels: an instance of it
             # without a mask (e.g. a VOC object fully covered by later ones) has an empty mask, which we
@@ -408,7 +438,7 @@ class CocoWriter(_Base):
                 else:
                     n = int(np.count_nonzero(np.asarray(class_map) != m.void_value))
                     _lose(res.losses, "semantic_void_dropped", n)
-            res.fragments.append((image_to_coco(img), anns, wrote_sem, m.void_value, split))
+            res.fragments.append((image_to_coco(img), anns, wrote_sem, m.void_value, split, copied))
         for field_name, n in sorted(computed.items()):
             res.problems.append(
                 Problem(
@@ -420,6 +450,35 @@ class CocoWriter(_Base):
                 )
             )
         return res
+
+    def _refuse_collisions(self, split: str | None, images: list[dict[str, Any]], copied: list[str | None],
+                           semantic: bool) -> None:
+        """Refuses images of one split that would share a label map or an image file.
+
+        A reader of the split looks up ``<semantic folder>/<stem>.png`` for every image once the split has
+        label maps, so two images of one stem would read one mask. Two records of one ``file_name`` copied
+        from different files would pair one image file with both records' annotations.
+
+        Raises:
+            FormatError: naming both images and the shared output file.
+        """
+        json_dir = self.json_path(split).parent.relative_to(self.out)
+        if semantic:
+            folder = (json_dir / self.semantic_folder(split)).as_posix()
+            refuse_shared_names(((int(i["id"]), str(i.get("file_name") or ""),
+                                  _stem_png(str(i.get("file_name") or ""), int(i["id"]))) for i in images),
+                                folder, self.out)
+        # The same source file under two records is one image written twice, not a collision.
+        first: dict[str, tuple[int, str, str]] = {}
+        folder = "images" if split is None else f"images/{split}"
+        for i, src in zip(images, copied, strict=True):
+            if src is None:
+                continue
+            image_id, file_name = int(i["id"]), str(i["file_name"])
+            rel = str(Path(check_relative_name(file_name))).replace("\\", "/")
+            prev = first.setdefault(rel, (image_id, file_name, src))
+            if prev[2] != src:
+                refuse_shared_names([(prev[0], prev[1], rel), (image_id, file_name, rel)], folder, self.out)
 
     def _count_stuff(self, m: Materialized, losses: LossCounter) -> None:
         """Stuff segments of a panoptic source go to the label map; count what they carried beyond a class."""
@@ -438,13 +497,17 @@ class CocoWriter(_Base):
         ordered = sorted(results, key=lambda r: r.index)
         # split -> (images, annotations, void values of its label maps), splits in order of first image
         parts: dict[str | None, tuple[list[dict[str, Any]], list[dict[str, Any]], set[int]]] = {}
+        sources: dict[str | None, list[str | None]] = {}  # the file each image's copy came from
         for r in ordered:
-            for image_d, image_anns, wrote_sem, void, split in r.fragments:
+            for image_d, image_anns, wrote_sem, void, split, copied in r.fragments:
                 images, anns, voids = parts.setdefault(split, ([], [], set()))
                 images.append(image_d)
+                sources.setdefault(split, []).append(copied)
                 anns.extend(image_anns)
                 if wrote_sem:
                     voids.add(int(void))
+        for split, (images, _, void_values) in parts.items():
+            self._refuse_collisions(split, images, sources[split], bool(void_values))
         if not parts:  # an empty dataset still loads: one empty JSON where a loader looks first
             parts[loader_split(None) if self.layout == "split" else None] = ([], [], set())
         # Ids are unique over the whole output, so that the splits can be merged back (segpipe does).
@@ -534,6 +597,10 @@ class CocoPanopticWriter(_Base):
         images = [i for r in ordered for i, _ in r.fragments]
         anns = [a for r in ordered for _, a in r.fragments]
         target = ensure_inside(self.out, self.out / "panoptic.json")
+        # Every image wrote its PNG: two of one name leave one image's map for both records.
+        refuse_shared_names(((int(a["image_id"]), str(i.get("file_name") or ""),
+                              str(Path(check_relative_name(str(a["file_name"])))).replace("\\", "/"))
+                             for i, a in zip(images, anns, strict=True)), "panoptic", self.out)
         self._check_collisions(images, target)
         head, tail = header_to_coco(self.meta, panoptic=True)
         self.out.mkdir(parents=True, exist_ok=True)

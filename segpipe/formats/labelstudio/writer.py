@@ -80,7 +80,7 @@ from segpipe.core.records import Category, DatasetMeta, InstanceMask, Materializ
 from segpipe.errors import ConfigError
 from segpipe.formats.base import ShardResult, WriteOptions
 from segpipe.formats.coco.convert import category_to_coco, image_to_coco
-from segpipe.formats.coco.writer import PolygonOptions, copy_image, mask_polygons, place_file
+from segpipe.formats.coco.writer import PolygonOptions, copy_image, mask_polygons, place_file, refuse_shared_names
 from segpipe.formats.derive import derive_class_map, derive_instances
 from segpipe.formats.labelstudio.brush import mask_to_rle
 from segpipe.formats.perimage import check_unique_names
@@ -384,8 +384,17 @@ class LabelStudioWriter:
         return []
 
     def finalize(self, results: Iterable[ShardResult]) -> list[Path]:
-        """Streams ``tasks.json`` in shard order and writes the labeling config and the sidecar."""
+        """Streams ``tasks.json`` in shard order and writes the labeling config and the sidecar.
+
+        Raises:
+            FormatError: two images of one file name when images are copied (naming both).
+        """
         ordered = sorted(results, key=lambda r: r.index)
+        if self.options.copy_images != "none":
+            # Two images of one file name were copied onto one file: both tasks would show the one kept.
+            refuse_shared_names(((int(d["id"]), str(d["file_name"]), str(d["file_name"]))
+                                 for r in ordered for _, d, _ in r.fragments if d.get("file_name")),
+                                "images", self.out)
         self.out.mkdir(parents=True, exist_ok=True)
         target = ensure_inside(self.out, self.out / "tasks.json")
         images: list[dict[str, Any]] = []

@@ -70,7 +70,7 @@ def _measured(manifest: str, given: ManifestEntry) -> ManifestEntry:
         return dataclasses.replace(found, error=error)
     for name in CHECKED_FIELDS:
         stated, measured = getattr(given, name), getattr(found, name)
-        if not stated or stated == measured or _same_content(name, stated, found):
+        if not stated or _equal(name, stated, measured) or _same_content(name, stated, found):
             continue
         if name in ("width", "height") and not measured:
             continue  # the size could not be read: the task that decodes it says why
@@ -93,6 +93,15 @@ def _measured_file(path: str, iid: int) -> ManifestEntry:
         return ManifestEntry(iid, p.name, path, kind="invalid", error=f"cannot read: {e.strerror or e}")
     except SegpipeError as e:
         return ManifestEntry(iid, p.name, path, kind="invalid", error=str(e))
+    except ValueError as e:  # a path the OS cannot take (an embedded NUL): the entry fails, not the run
+        return ManifestEntry(iid, p.name, path, kind="invalid", error=f"cannot read: {e}")
+
+
+def _equal(name: str, stated: object, measured: object) -> bool:
+    """Whether a stated field equals the measured one (a hex ``sha256`` in either case: the same digest)."""
+    if name == "sha256" and isinstance(stated, str) and isinstance(measured, str):
+        return stated.lower() == measured.lower()
+    return stated == measured
 
 
 def _same_content(name: str, stated: object, found: ManifestEntry) -> bool:
@@ -109,7 +118,7 @@ def _same_content(name: str, stated: object, found: ManifestEntry) -> bool:
         return True
     if found.kind == "volume" and found.path.lower().endswith((".nii", ".nii.gz")) and os.path.isfile(found.path):
         try:
-            return file_sha256(found.path) == stated
+            return file_sha256(found.path) == str(stated).lower()
         except OSError:
             return False
     return False

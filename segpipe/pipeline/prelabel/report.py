@@ -121,8 +121,9 @@ class AttrsFinding(_Record):
 
     file: str = Field(description="the stack's attrs chunk file")
     problem: str = Field(description="what is wrong, naming the stack, the slot and the field")
-    repair: str = Field(default="", description="what --repair did: 'rewrote' (rebuilt exactly from the receipt and "
-                                        "the manifest) or 'cleared' (the slot is freed; --resume redoes the image)")
+    repair: str = Field(default="", description="what --repair did: 'rewrote' (rebuilt exactly from the manifest or "
+                                        "the receipt), 'cleared' (a slot no receipt vouches for is freed; --resume "
+                                        "redoes the image) or 'kept' (not repairable: left as it is, exit 1)")
 
 
 class FsckReport(_Record):

@@ -12,10 +12,10 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
-import json
 import os
 import stat
 import tempfile
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,12 +24,15 @@ from typing import Any
 from segpipe.errors import ImageDecodeError, InputError, SegpipeError
 from segpipe.execution.runner import run_tasks
 from segpipe.kernels.prelabel.ingest import CHECKED_FIELDS, describe_entries, describe_images
+from segpipe.pipeline.prelabel.plan import IdOwner, image_id_clash
 from segpipe.storage.jsonio import read_json
 from segpipe.storage.manifest import (
     ManifestEntry,
     check_entry,
     list_images,
+    parse_manifest_line,
     read_manifest,
+    read_manifest_lines,
     read_stamp,
     stable_id,
 )
@@ -141,7 +144,7 @@ def list_source(source: str, *, limit: int | None = None) -> SourceListing:
         return _list_url_source(source, limit)
     src = Path(source)
     if src.suffix == ".jsonl" and src.is_file():
-        listed = unique_entries(list(read_manifest(src, check=True)), source)
+        listed = unique_entries(list(read_manifest_lines(src, check=True)), source)
         return SourceListing(manifest=listed[:limit] if limit else listed)
     groups: dict[str, list[tuple[str, int | None]]] = {}
     if (src.is_dir() and not any(c in source for c in "*?[") and not _looks_like_images_folder(src)) or src.is_file():
@@ -155,27 +158,80 @@ def list_source(source: str, *, limit: int | None = None) -> SourceListing:
     return SourceListing(groups=groups)
 
 
-def unique_entries(entries: list[ManifestEntry], source: str) -> list[ManifestEntry]:
-    """``entries`` of a user's manifest, refused when two share an ``id`` or a ``file``.
+def unique_entries(numbered: list[tuple[int, ManifestEntry]], source: str) -> list[ManifestEntry]:
+    """The entries of a user's manifest (with their line numbers), refused when two share an ``id`` or a
+    ``file``, or when it has none.
 
     Two entries with one id would write one image's outputs over the other's (one receipt, one group:
     an image silently lost while the run reports both done); two with one ``file`` name would overwrite
-    each other's exported masks.
+    each other's exported masks, and so would two names that differ only in case on a case-insensitive
+    file system (macOS, Windows). ``file`` names are in normal form already (:func:`check_entry`).
 
     Raises:
-        InputError: naming the manifest, the entry (its position among the entries) and the field.
+        InputError: naming the manifest, the entry (its line and its position among the entries) and the
+            field; or no entries ("no images in the manifest", as an empty folder is refused).
     """
-    ids: dict[int, int] = {}
-    files: dict[str, int] = {}
-    for k, e in enumerate(entries, 1):
+    if not numbered:
+        raise InputError("no images in the manifest", path=source, hint="one JSON object a line, one per image")
+    ids: dict[int, tuple[int, int]] = {}
+    files: dict[str, tuple[int, int, str]] = {}
+    for k, (line, e) in enumerate(numbered, 1):
         if e.id in ids:
-            raise InputError(f"id {e.id} is already used by entry {ids[e.id]}: every image needs its own id",
-                             path=source, where=f"entry {k}, field id")
-        if e.file in files:
-            raise InputError(f"file {e.file!r} is already used by entry {files[e.file]}: every image needs its "
-                             "own file name (exports are named by it)", path=source, where=f"entry {k}, field file")
-        ids[e.id] = files[e.file] = k
-    return entries
+            j, at = ids[e.id]
+            raise InputError(f"id {e.id} is already used by entry {j} (line {at}): every image needs its own id",
+                             path=source, where=f"line {line}, entry {k}, field id")
+        key = e.file.casefold()
+        if key in files:
+            j, at, name = files[key]
+            same = f"file {e.file!r} is already used by entry {j} (line {at})" if name == e.file else \
+                f"file {e.file!r} differs only in case from file {name!r} of entry {j} (line {at})"
+            raise InputError(f"{same}: every image needs its own file name (exports are named by it)",
+                             path=source, where=f"line {line}, entry {k}, field file")
+        ids[e.id] = (k, line)
+        files[key] = (k, line, e.file)
+    return [e for _, e in numbered]
+
+
+def check_image_ids(entries: list[ManifestEntry], source: str) -> list[ManifestEntry]:
+    """``entries``, measured, refused when two items would write one image id (:func:`image_id_clash`).
+
+    A volume's slices get ids of their own, known once it is measured: an entry's ``id`` equal to one
+    of them would overwrite that slice while the run reports both done.
+
+    Raises:
+        InputError: naming the source, the entry (its line, for a local manifest) and the field ``id``.
+    """
+    clash = image_id_clash(entries)
+    if clash is None:
+        return entries
+    iid, first, later = clash
+    # The entry to blame is the one whose own id it is (a slice's id is derived, not written by the user).
+    blamed, other = (first, later) if later[1] is not None and first[1] is None else (later, first)
+    line = _line_of(source, blamed[0].id) if blamed[1] is None else None
+    where = f"line {line}, field id" if line else f"the entry of file {blamed[0].file!r}, field id"
+    raise InputError(f"id {iid} of {_owner(blamed)} is also the id of {_owner(other)}: every image needs its own id",
+                     path=source, where=where,
+                     hint="a volume's slices have ids of their own, derived from its file name" if
+                     other[1] is not None or blamed[1] is not None else None)
+
+
+def _owner(owner: IdOwner) -> str:
+    """An item writing an image id, for a message: ``'a.png'`` or ``slice 3 of volume 'v.nii.gz'``."""
+    e, z = owner
+    return f"{e.file!r}" if z is None else f"slice {z} of volume {e.file!r}"
+
+
+def _line_of(source: str, iid: int) -> int | None:
+    """The line of a local manifest source whose entry has id ``iid`` (None: not a local manifest, or not found).
+
+    Read again, only to name the line in a refusal: the measured entries do not keep their lines.
+    """
+    if is_url(source) or not source.endswith(".jsonl"):
+        return None
+    try:
+        return next((i for i, e in read_manifest_lines(source) if e.id == iid), None)
+    except (OSError, SegpipeError):
+        return None
 
 
 #: Dataset formats read from object storage through a local mirror of their annotation files
@@ -224,25 +280,24 @@ def _limited(groups: dict[str, list[tuple[str, int | None]]], limit: int | None,
     return SourceListing(groups=groups, listed_bytes=total)
 
 
-def _url_manifest(url: str) -> list[ManifestEntry]:
-    """The entries of a manifest object; a relative ``path`` is resolved against the manifest's folder URL.
+def _url_manifest(url: str) -> list[tuple[int, ManifestEntry]]:
+    """The entries of a manifest object with their line numbers; a relative ``path`` is resolved against
+    the manifest's folder URL.
 
     Raises:
-        InputError: it cannot be read, or a line is not a manifest entry (naming the URL and the line).
+        InputError: it cannot be read, or a line is not UTF-8 or not a manifest entry (naming the URL and
+            the line).
     """
     folder = url.rpartition("/")[0]
-    out: list[ManifestEntry] = []
-    for i, line in enumerate(read_url(url).decode("utf-8", errors="replace").splitlines(), 1):
-        if not line.strip():
+    out: list[tuple[int, ManifestEntry]] = []
+    for i, raw in enumerate(read_url(url).split(b"\n"), 1):
+        parsed = parse_manifest_line(raw, redact(url), i)
+        if parsed is None:
             continue
-        try:
-            e = ManifestEntry(**json.loads(line))
-        except (json.JSONDecodeError, TypeError) as err:
-            raise InputError(f"bad manifest line: {err}", path=redact(url), where=f"line {i}") from None
-        check_entry(e, redact(url), i)
+        e = check_entry(parsed, redact(url), i)
         if not is_url(e.path) and not os.path.isabs(e.path):
             e = dataclasses.replace(e, path=f"{folder}/{e.path}")
-        out.append(e)
+        out.append((i, e))
     return out
 
 
@@ -366,10 +421,7 @@ def ingest(source: str, client: Any, *, limit: int | None = None,
         if progress:
             progress(len(entries), total, 0)
     entries.sort(key=lambda e: e.file)
-    ids = [e.id for e in entries]
-    if len(set(ids)) != len(ids):
-        raise InputError("two images map to the same id (duplicate relative paths?)", path=source)
-    return entries
+    return check_image_ids(entries, source)
 
 
 def _measure_manifest(source: str, client: Any, given: list[ManifestEntry],
@@ -390,7 +442,7 @@ def _measure_manifest(source: str, client: Any, given: list[ManifestEntry],
         n += len(res)
         if progress:
             progress(n, len(given), 0)
-    return [e for e in measured if e is not None]
+    return check_image_ids([e for e in measured if e is not None], shown)
 
 
 #: A file modified this close before a manifest's check time is hashed again: some file systems keep
@@ -422,7 +474,12 @@ def reuse_manifest(listing: SourceListing, manifest: str | Path) -> tuple[list[M
         return [], listing
     try:
         known = {e.file: e for e in read_manifest(manifest)}
-    except (OSError, SegpipeError):
+    except (OSError, SegpipeError) as err:
+        # Unreadable (not UTF-8, a torn line): every item is hashed again, as when it is missing, and the
+        # run writes it anew; said once, so that a damaged store is not passed over in silence.
+        why = err if isinstance(err, SegpipeError) else f"{manifest}: cannot read: {err.strerror or err}"
+        warnings.warn(f"{why}; "
+                      "the store's manifest is not used: every item is measured and hashed again", stacklevel=2)
         return [], listing
     limit_ns = checked - MTIME_MARGIN_NS
     if listing.manifest is not None:
@@ -494,13 +551,9 @@ def merge_entries(source: str, reused: list[ManifestEntry], measured: list[Manif
     """The manifest of ``reused`` and freshly ``measured`` entries, sorted by file name (ids checked unique).
 
     Raises:
-        InputError: two items map to the same id.
+        InputError: two items would write one image id (:func:`check_image_ids`).
     """
-    entries = sorted([*reused, *measured], key=lambda e: e.file)
-    ids = [e.id for e in entries]
-    if len(set(ids)) != len(ids):
-        raise InputError("two images map to the same id (duplicate relative paths?)", path=source)
-    return entries
+    return check_image_ids(sorted([*reused, *measured], key=lambda e: e.file), source)
 
 
 def _looks_like_images_folder(p: Path) -> bool:

@@ -170,15 +170,32 @@ def tasks_to_run(store: ZarrStore, ledger: Ledger | ObjectLedger, planned: list[
     if isinstance(ledger, Ledger) and ledger.empty():
         return planned  # a new store: no set of 100k keys is built to learn that nothing is done
     with gc_paused():  # 100k receipts parsed: see segpipe.storage.packs.gc_paused
+        names = _planned_names(planned)
         if isinstance(ledger, ObjectLedger):
-            done = _trusted_object_receipts(store, ledger, {t.key for t in planned})
+            done = _trusted_object_receipts(store, ledger, {t.key for t in planned}, names)
         else:
-            done = _trusted_receipts(store, ledger, {t.key for t in planned})
+            done = _trusted_receipts(store, ledger, {t.key for t in planned}, names)
         done -= _drop_stale_receipts(ledger, done, planned)
         return [t for t in planned if t.key not in done]
 
 
-def _trusted_receipts(store: ZarrStore, ledger: Ledger, planned: set[str]) -> set[str]:
+def _planned_names(planned: list[PrelabelTask]) -> dict[str, str]:
+    """Key → ``file`` of the planned 2-D images (whose receipt and attrs record the name).
+
+    A task key hashes the config, the id and the content, not the name (existing stores' receipts must
+    keep matching), so an entry renamed in the manifest plans the same key: its receipt's ``file`` is
+    what tells that the outputs still carry the old name.
+    """
+    return {t.key: t.entry.file for t in planned if isinstance(t.part, (WholeImage, StackSlot))}
+
+
+def _renamed(key: str, recorded: Any, names: dict[str, str]) -> bool:
+    """Whether the receipt of ``key`` records another ``file`` than its planned entry names."""
+    return key in names and isinstance(recorded, str) and recorded != names[key]
+
+
+def _trusted_receipts(store: ZarrStore, ledger: Ledger, planned: set[str],
+                      names: dict[str, str]) -> set[str]:
     """The keys ``--resume`` may skip: receipts that decode and whose outputs' places hold (no pixels read).
 
     A receipt that does not decode is not done. Neither is one that the store contradicts
@@ -187,21 +204,26 @@ def _trusted_receipts(store: ZarrStore, ledger: Ledger, planned: set[str]) -> se
     that shard), its group or chunk file missing. Such receipts of this run's ``planned`` keys are
     removed here, as ``fsck --repair`` would: their images are redone, and a shard is rewritten whole
     by the task that redoes it (the receipts of images no longer planned stay, for fsck to report).
+    Nor is a receipt whose ``file`` is not the name its planned entry now has (``names``): the entry was
+    renamed, and its redo writes the receipt, the group's or slot's attributes and so the exported
+    names anew.
     """
-    checks = plan_checks(store.path, ledger.dir, files=True)
+    checks = plan_checks(store.path, ledger.dir, files=True, names=names)
     redo = {p.name[:-5] for p in checks.redo if p.name[:-5] in planned}
     ledger.remove_many(redo)  # loose files, or lines of a pack (each pack rewritten once)
     return checks.finished - redo
 
 
-def _trusted_object_receipts(store: ZarrStore, ledger: ObjectLedger, planned: set[str]) -> set[str]:
+def _trusted_object_receipts(store: ZarrStore, ledger: ObjectLedger, planned: set[str],
+                             names: dict[str, str]) -> set[str]:
     """:func:`_trusted_receipts` in object storage: receipts that decode and whose outputs' places hold.
 
     One listing of ``images/`` tells which arrays exist (their ``zarr.json``); chunks are not listed
     (an all-void chunk is never written, so a missing one proves nothing): ``fsck`` reads them. A
     stacked image's slot must hold its id and be done, and its shard objects' indexes must hold the
     slot (:func:`~segpipe.storage.stacks.slots_hold`). A receipt of a planned key that does not decode
-    or whose outputs' places do not hold is removed (redone; a shard is rewritten whole by its task).
+    or whose outputs' places do not hold is removed (redone; a shard is rewritten whole by its task),
+    and so is one whose ``file`` its planned entry no longer names (``names``: renamed, redone).
     """
     loc = store.location
     assert loc is not None  # an ObjectLedger belongs to a store in object storage
@@ -210,6 +232,8 @@ def _trusted_object_receipts(store: ZarrStore, ledger: ObjectLedger, planned: se
     stacked: dict[str, tuple[int, str, int, list[str]]] = {}
     for key, data in ledger.read_all():
         rec = parse_receipt(data)[0] if data is not None else None
+        if rec is not None and _renamed(key, rec.get("file"), names):
+            rec = None  # removed below as a planned key that is not done
         place = _stack_place(rec) if rec is not None and rec.get("key", key) == key else None
         if place is not None:
             stacked[key] = place
