@@ -194,6 +194,11 @@ class Sample:
         return False
 
 
+#: Keys of :attr:`DatasetMeta.extra` that describe one reading of a source, not the dataset (the segpipe
+#: store reader's per-reading cache token): writers never write them, so two exports of one store are equal.
+READING_EXTRA = frozenset({"store_token"})
+
+
 @dataclass(frozen=True, slots=True)
 class DatasetMeta:
     """What a dataset says about itself, apart from its samples.

@@ -38,6 +38,7 @@ from typing import Any, TypeGuard
 
 from segpipe.core.problems import Problem
 from segpipe.core.records import (
+    READING_EXTRA,
     Category,
     DatasetMeta,
     ImageInfo,
@@ -571,7 +572,8 @@ def header_to_coco(meta: DatasetMeta, *, panoptic: bool = False) -> tuple[dict[s
     if present is None or "licenses" in present:
         head["licenses"] = [dict(x) if isinstance(x, Mapping) else x for x in meta.licenses]
     head["categories"] = categories_to_coco(meta, panoptic=panoptic)
-    tail = {k: v for k, v in meta.extra.items() if k not in (CATEGORY_EXTRA, "_coco_top_keys")}
+    tail = {k: v for k, v in meta.extra.items()
+            if k not in (CATEGORY_EXTRA, "_coco_top_keys") and k not in READING_EXTRA}
     return head, tail
 
 

@@ -63,7 +63,7 @@ from PIL import Image, UnidentifiedImageError
 
 from segpipe.core.labelmap import VOC_VOID, LabelEntry, format_labelmap_txt, palette_for, voc_colormap
 from segpipe.core.losses import LossCounter
-from segpipe.core.records import DatasetMeta, InstanceMask, Materialized
+from segpipe.core.records import READING_EXTRA, DatasetMeta, InstanceMask, Materialized
 from segpipe.core.render import render_maps
 from segpipe.core.rle import to_bbox
 from segpipe.errors import ConfigError, FormatError
@@ -554,7 +554,8 @@ class VocWriter:
             "region_objects": True,
             "info": _jsonable(self.meta.info),
             "licenses": _jsonable(self.meta.licenses),
-            "extra": _jsonable({k: v for k, v in self.meta.extra.items() if not k.startswith("voc_")}),
+            "extra": _jsonable({k: v for k, v in self.meta.extra.items()
+                                if not k.startswith("voc_") and k not in READING_EXTRA}),
             "images": {f["stem"]: f["side"] for f in frags},
         }
         sp = ensure_inside(self.out, self.root / SIDECAR)
