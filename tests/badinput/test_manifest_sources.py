@@ -213,12 +213,18 @@ def test_an_id_equal_to_a_volume_slice_id_is_refused_before_the_run(tmp_path: Pa
     (2**53, f"id {2**53} is too large"),  # ran, but COCO readers hold it as a double: another image's id
 ])
 def test_an_id_beyond_53_bits_is_refused(tmp_path: Path, model: Path, value: int, says: str) -> None:
+    _refused_on_line_2(tmp_path, model, {"id": 1, "file": "0.png"}, {"id": value, "file": "1.png"}, "id", says)
+
+
+def _refused_on_line_2(tmp_path: Path, model: Path, first: dict[str, Any], second: dict[str, Any], field: str,
+                       says: str) -> None:
+    """A two-entry manifest (of two real images) whose second line is refused at reading, naming ``field``:
+    exit 2, one line, no store."""
     paths = _images(tmp_path / "p", n=2)
-    _write(tmp_path / "m.jsonl", [{"id": 1, "file": "0.png", "path": str(paths[0])},
-                                  {"id": value, "file": "1.png", "path": str(paths[1])}])
+    _write(tmp_path / "m.jsonl", [{**first, "path": str(paths[0])}, {**second, "path": str(paths[1])}])
     out = tmp_path / "s.zarr"
     check_bad_input("prelabel", "m.jsonl", "--model", str(model), "--out", out.name, "-w", "0", root=tmp_path,
-                    code=2, names=("m.jsonl", "line 2, field id", says), outputs=[out])
+                    code=2, names=("m.jsonl", f"line 2, field {field}", says), outputs=[out])
     assert not out.exists()
 
 
@@ -255,13 +261,7 @@ def test_a_nul_byte_in_path_is_refused_and_fails_alone_past_the_check(tmp_path: 
 ])
 def test_an_entry_file_not_a_normalised_posix_path_is_refused(tmp_path: Path, model: Path, file: str,
                                                              says: str) -> None:
-    paths = _images(tmp_path / "p", n=2)
-    _write(tmp_path / "m.jsonl", [{"id": 1, "file": "x/a.png", "path": str(paths[0])},
-                                  {"id": 2, "file": file, "path": str(paths[1])}])
-    out = tmp_path / "s.zarr"
-    check_bad_input("prelabel", "m.jsonl", "--model", str(model), "--out", out.name, "-w", "0", root=tmp_path,
-                    code=2, names=("m.jsonl", "line 2, field file", says), outputs=[out])
-    assert not out.exists()
+    _refused_on_line_2(tmp_path, model, {"id": 1, "file": "x/a.png"}, {"id": 2, "file": file}, "file", says)
 
 
 def test_two_file_names_differing_only_in_case_are_refused_naming_both_lines(tmp_path: Path, model: Path) -> None:
