@@ -39,11 +39,13 @@ from __future__ import annotations
 import functools
 import json
 import os
+import re
 import shutil
 import threading
 import time
+from array import array
 from collections import OrderedDict, defaultdict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Literal, TypeVar, cast
@@ -80,7 +82,7 @@ def _grow(n: int) -> int:
 def plan_stacks(root_path: Path | Location, items: Iterable[tuple[int, int, int, _Item]], *,
                 labels_dtype: Any, n_classes: int, probs: bool,
                 elsewhere: Iterable[int] = (),
-                describe: Callable[[_Item], Mapping[str, Any]] | None = None) -> dict[int, tuple[str, int]]:
+                describe: Callable[[_Item], Mapping[str, Any]] | None = None) -> Placement:
     """Driver: gives each image to stack a slot, creating or growing the stacks (metadata only).
 
     The metadata is written through zarr-python, locally or in object storage alike; ``stacks/``
@@ -101,49 +103,32 @@ def plan_stacks(root_path: Path | Location, items: Iterable[tuple[int, int, int,
             each as dicts and JSON).
 
     Returns:
-        ``{image id: (stack name, slot)}`` for the images placed in a stack; the others keep a group.
-        A slot an image had in an earlier run is kept; an image placed elsewhere now (its size
-        changed) has its old slot cleared, and a stale group of a now-stacked image is removed.
+        ``{image id: (stack name, slot)}`` for the images placed in a stack (a :class:`Placement`,
+        in arrays); the others keep a group. A slot an image had in an earlier run is kept; an image
+        placed elsewhere now (its size changed) has its old slot cleared, and a stale group of a
+        now-stacked image is removed.
     """
     root = _open_root(root_path, "a")
     sg: Any = root.get(STACKS)
     root_attrs: Any = root.attrs.get("segpipe", {})
     categories = root_attrs.get("categories") if isinstance(root_attrs, Mapping) else None
     existing, extra = _existing_slots(sg) if sg is not None else ({}, [])
-    by_size: dict[str, list[tuple[int, _Item]]] = defaultdict(list)
-    shapes: dict[str, tuple[int, int]] = {}
-    for image_id, h, w, attrs in items:
-        name = stack_name(h, w)
-        by_size[name].append((int(image_id), attrs))
-        shapes[name] = (int(h), int(w))
-    placed: dict[int, tuple[str, int]] = {}
+    by_size, shapes = _by_size(items)
+    placement = _PlacementBuilder()
     clear: dict[str, list[int]] = defaultdict(list)
     have = set(sg.group_keys()) if sg is not None else set()
-    for name, members in by_size.items():
-        if name not in have and len(members) < MIN_STACK:
+    for name, (ids, members) in by_size.items():
+        if name not in have and len(ids) < MIN_STACK:
             continue
         if sg is None:
             sg = root.require_group(STACKS)
         if name not in have:
             _create_stack(sg, name, shapes[name], list(categories or []), labels_dtype, n_classes, probs)
             have.add(name)
-        new: list[tuple[int, _Item]] = []
-        kept: dict[int, _Item] = {}
-        for image_id, attrs in members:
-            old = existing.get(image_id)
-            if old is not None and old[0] == name:
-                placed[image_id] = old
-                kept[old[1]] = attrs
-                continue
-            if old is not None:
-                clear[old[0]].append(old[1])
-            new.append((image_id, attrs))
-        if kept:  # redone in their old slots: their files may have changed since (a new sha256, size)
-            _rewrite_attrs(sg[name]["attrs"], kept, describe or _as_mapping)
-        if new:
-            _append_slots(sg[name], name, new, describe or _as_mapping, placed)
+        _place_members(sg[name], name, ids, members, existing, describe or _as_mapping, placement, clear)
+    placed = placement.build()
     # (a new store has no earlier slots: no set of every planned id is built for nothing)
-    planned = {i for members in by_size.values() for i, _ in members} | {int(i) for i in elsewhere} \
+    planned = {i for ids, _ in by_size.values() for i in ids} | {int(i) for i in elsewhere} \
         if existing or extra else set()
     for image_id, (name, slot) in [*existing.items(), *((i, (n, j)) for i, n, j in extra)]:
         if image_id in planned and placed.get(image_id) != (name, slot):
@@ -152,8 +137,127 @@ def plan_stacks(root_path: Path | Location, items: Iterable[tuple[int, int, int,
         ids_arr = sg[name]["ids"]
         for slot in set(cleared):
             ids_arr[slot] = -1
-    _remove_stale_groups(root_path, set(placed))
+    _remove_stale_groups(root_path, placed)
     return placed
+
+
+def _by_size(items: Iterable[tuple[int, int, int, _Item]],
+             ) -> tuple[dict[str, tuple[array[int], list[_Item]]], dict[str, tuple[int, int]]]:
+    """The items by stack name: ``{name: (ids, items)}``, and each name's ``(height, width)``.
+
+    The ids in an array and the items in a list, not a tuple per image: 100k of them were a tenth of
+    the driver's memory while a large run was planned.
+    """
+    by_size: dict[str, tuple[array[int], list[_Item]]] = {}
+    shapes: dict[str, tuple[int, int]] = {}
+    for image_id, h, w, item in items:
+        name = stack_name(h, w)
+        group = by_size.get(name)
+        if group is None:
+            group = by_size[name] = (array("q"), [])
+            shapes[name] = (int(h), int(w))
+        group[0].append(int(image_id))
+        group[1].append(item)
+    return by_size, shapes
+
+
+def _place_members(g: Any, name: str, ids: array[int], members: list[_Item],
+                   existing: Mapping[int, tuple[str, int]], describe: Callable[[_Item], Mapping[str, Any]],
+                   placement: _PlacementBuilder, clear: dict[str, list[int]]) -> None:
+    """Places the images of stack ``g`` (``name``): in the slot an earlier run gave one there (its
+    attributes rewritten where they changed), else in new slots; an old slot in another stack is
+    added to ``clear``.
+    """
+    if not existing:  # a new store: every image gets a new slot, no per-image look-up
+        _append_slots(g, name, ids, members, describe, placement)
+        return
+    new_ids: list[int] = []
+    new_members: list[_Item] = []
+    kept: dict[int, _Item] = {}  # slot -> item
+    kept_ids: dict[int, int] = {}  # slot -> image id (aligned with kept)
+    for image_id, item in zip(ids, members, strict=True):
+        old = existing.get(image_id)
+        if old is not None and old[0] == name:
+            kept[old[1]] = item
+            kept_ids[old[1]] = image_id
+            continue
+        if old is not None:
+            clear[old[0]].append(old[1])
+        new_ids.append(image_id)
+        new_members.append(item)
+    if kept:  # redone in their old slots: their files may have changed since (a new sha256, size)
+        placement.add(name, list(kept_ids.values()), list(kept_ids))
+        _rewrite_attrs(g["attrs"], kept, describe)
+    if new_members:
+        _append_slots(g, name, new_ids, new_members, describe, placement)
+
+
+class Placement(Mapping[int, tuple[str, int]]):
+    """What :func:`plan_stacks` returns: ``{image id: (stack name, slot)}``, held in arrays.
+
+    A dict of 100k images' places (an int, a tuple and a slot number each) was a sixth of the driver's
+    memory while a large run placed its images; here a place is 20 bytes.
+    """
+
+    def __init__(self, names: list[str], ids: np.ndarray, stacks: np.ndarray, slots: np.ndarray) -> None:
+        """``ids`` ``(N,)`` int64 sorted, each with its index into ``names`` (``stacks``) and its slot."""
+        self._names, self._ids, self._stacks, self._slots = names, ids, stacks, slots
+
+    def _find(self, image_id: object) -> int:
+        if not isinstance(image_id, (int, np.integer)) or isinstance(image_id, bool) or not len(self._ids):
+            return -1
+        if not -(1 << 63) <= int(image_id) < (1 << 63):
+            return -1
+        i = int(np.searchsorted(self._ids, image_id, side="right")) - 1  # the last place given wins
+        return i if i >= 0 and int(self._ids[i]) == int(image_id) else -1
+
+    def __getitem__(self, image_id: int) -> tuple[str, int]:
+        i = self._find(image_id)
+        if i < 0:
+            raise KeyError(image_id)
+        return self._names[int(self._stacks[i])], int(self._slots[i])
+
+    def __contains__(self, image_id: object) -> bool:
+        return self._find(image_id) >= 0
+
+    def __iter__(self) -> Iterator[int]:
+        """The ids, in order (each once)."""
+        return iter(np.unique(self._ids).tolist())
+
+    def __len__(self) -> int:
+        """How many images are placed (an id placed twice counts once)."""
+        return int(np.count_nonzero(np.diff(self._ids))) + 1 if len(self._ids) else 0
+
+    def __repr__(self) -> str:
+        return f"Placement({len(self)} images in {len(self._names)} stacks)"
+
+
+class _PlacementBuilder:
+    """Collects places stack by stack as arrays, for :class:`Placement`."""
+
+    def __init__(self) -> None:
+        self.names: list[str] = []
+        self.parts: list[tuple[int, np.ndarray, np.ndarray]] = []
+
+    def add(self, name: str, ids: Iterable[int], slots: Iterable[int] | range) -> None:
+        """Places ``ids`` in ``slots`` of stack ``name``."""
+        if name not in self.names:
+            self.names.append(name)
+        ids_arr = np.fromiter(ids, dtype=np.int64) if not isinstance(ids, array) else np.frombuffer(ids, np.int64)
+        slot_arr = np.arange(slots.start, slots.stop, dtype=np.int64) if isinstance(slots, range) \
+            else np.fromiter(slots, dtype=np.int64)
+        self.parts.append((self.names.index(name), ids_arr.copy(), slot_arr))
+
+    def build(self) -> Placement:
+        """The places added, sorted by id (stable: a later place of one id wins, as in a dict)."""
+        if not self.parts:
+            empty = np.zeros(0, dtype=np.int64)
+            return Placement([], empty, empty, empty)
+        ids = np.concatenate([p[1] for p in self.parts])
+        stacks = np.concatenate([np.full(len(p[1]), p[0], dtype=np.int32) for p in self.parts])
+        slots = np.concatenate([p[2] for p in self.parts])
+        order = np.argsort(ids, kind="stable")
+        return Placement(self.names, ids[order], stacks[order], slots[order])
 
 
 def _open_root(root: Path | Location, mode: Literal["r", "a"]) -> Any:
@@ -165,25 +269,41 @@ def _open_root(root: Path | Location, mode: Literal["r", "a"]) -> Any:
     return zarr.open_group(str(root), mode=mode)
 
 
-def _remove_stale_groups(root: Path | Location, placed: set[int]) -> None:
-    """Removes the groups a run that wrote these images whole left (the image is stacked now)."""
-    if not placed:
+def _remove_stale_groups(root: Path | Location, placed: Placement) -> None:
+    """Removes the groups a run that wrote these images whole left (the image is stacked now).
+
+    The groups are listed once (not one look per placed image: 100k of them in a new store, which has none).
+    """
+    if not len(placed):
         return
     if not isinstance(root, Location):
-        for image_id in placed:
-            folder = Path(root) / "images" / str(image_id)
-            if folder.is_dir():
-                shutil.rmtree(folder)
+        try:
+            listed = [e.name for e in os.scandir(Path(root) / "images") if e.is_dir(follow_symlinks=False)]
+        except (FileNotFoundError, NotADirectoryError):
+            return
+        for name in listed:
+            if _group_id(name) in placed:
+                shutil.rmtree(Path(root) / "images" / name)
         return
     import obstore  # lazy: the Rust extension loads only when object storage is used
 
     # One LIST of the groups (their "folders"), not one per image: a new store has none.
-    listed = obstore.list_with_delimiter(root.store, "images")
-    stale = [str(p).rstrip("/") for p in listed["common_prefixes"]
-             if str(p).rstrip("/").rsplit("/", 1)[-1].lstrip("-").isdigit()
-             and int(str(p).rstrip("/").rsplit("/", 1)[-1]) in placed]
+    listed_objects = obstore.list_with_delimiter(root.store, "images")
+    stale = [str(p).rstrip("/") for p in listed_objects["common_prefixes"]
+             if _group_id(str(p).rstrip("/").rsplit("/", 1)[-1]) in placed]
     for prefix in stale:
         root.delete_many(list(root.list(prefix)))
+
+
+#: A group's name as segpipe writes it: ``str(image id)`` (ASCII digits, no leading zero, no ``-0``).
+_GROUP_NAME = re.compile(r"0|-?[1-9][0-9]*")
+
+
+def _group_id(name: str) -> int | None:
+    """The image id a group folder named ``name`` holds, or None when segpipe would not have named it so
+    (``0100``, ``-0``, ``²``, ``١٢٣``: not its own, never removed as a stale group).
+    """
+    return int(name) if _GROUP_NAME.fullmatch(name) else None
 
 
 def _existing_slots(sg: Any) -> tuple[dict[int, tuple[str, int]], list[tuple[int, str, int]]]:
@@ -281,29 +401,29 @@ def _rewrite_attrs(arr: Any, kept: Mapping[int, _Item], describe: Callable[[_Ite
             arr[c0:c1] = block
 
 
-def _append_slots(g: Any, name: str, new: list[tuple[int, _Item]], describe: Callable[[_Item], Mapping[str, Any]],
-                  placed: dict[int, tuple[str, int]]) -> None:
-    """Grows stack ``g`` by whole shards and writes the ids and attributes of ``new`` images in its
-    first free slots; adds ``{image id: (name, slot)}`` of each to ``placed``.
+def _append_slots(g: Any, name: str, ids: Iterable[int], new: list[_Item],
+                  describe: Callable[[_Item], Mapping[str, Any]], placement: _PlacementBuilder) -> None:
+    """Grows stack ``g`` by whole shards and writes ``ids`` and the attributes of the ``new`` images (one
+    item each) in its first free slots; adds their places to ``placement``.
 
     The attributes are made and written one ``attrs`` chunk at a time, so only a chunk's JSON is held.
     """
     n_old = int(g["ids"].shape[0])
+    id_arr = np.frombuffer(ids, np.int64).copy() if isinstance(ids, array) else np.fromiter(ids, dtype=np.int64)
     n_new = _grow(n_old + len(new))
     for arr_name in g.array_keys():
         arr = g[arr_name]
         arr.resize((n_new, *arr.shape[1:]))
-    g["ids"][n_old : n_old + len(new)] = np.array([i for i, _ in new], dtype=np.int64)
+    g["ids"][n_old : n_old + len(new)] = id_arr
     attrs = g["attrs"]
     per_chunk = int(attrs.chunks[0])
     start, end = n_old, n_old + len(new)
     while start < end:
         stop = min(end, (start // per_chunk + 1) * per_chunk)  # whole chunks: each encoded once
-        attrs[start:stop] = np.array([attrs_json(describe(a)) for _, a in new[start - n_old : stop - n_old]],
+        attrs[start:stop] = np.array([attrs_json(describe(a)) for a in new[start - n_old : stop - n_old]],
                                      dtype=object)
         start = stop
-    for (image_id, _), slot in zip(new, range(n_old, n_old + len(new)), strict=True):
-        placed[image_id] = (name, slot)
+    placement.add(name, id_arr, range(n_old, n_old + len(new)))
 
 
 class PendingSlot:

@@ -15,12 +15,15 @@ arrays it reads anyway (xxh3, 0.02 ms per MiB) and compares. Every failure is an
 from __future__ import annotations
 
 import json
+import operator
 import os
+import struct
+import sys
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 
@@ -28,7 +31,7 @@ from segpipe.errors import FormatError, InputError
 from segpipe.storage import zarrfast
 from segpipe.storage.arrays import digest_matches
 from segpipe.storage.location import Location
-from segpipe.storage.packs import gc_paused, read_local_ledger
+from segpipe.storage.packs import gc_paused, iter_local_ledger, read_local_ledger
 from segpipe.storage.stacks import (
     SHARD,
     STACKS,
@@ -92,6 +95,10 @@ class ImageCheck:
 class StoreChecks:
     """The checks of every image of a store that a reader lists.
 
+    :func:`plan_checks` fills ``images`` and ``receipt_of`` with mappings that make the check of an
+    image whose outputs hold (most of them) when it is asked for, from its receipt: at 100k images,
+    100k check objects and receipt paths held at once were 60 MB of ``--resume``'s memory.
+
     Attributes:
         images: Image id → its check, for every image with a receipt, a stack slot or a group.
         info: Image id → ``file``, ``width``, ``height``, ``sha256`` from its receipt (or its slot's
@@ -106,10 +113,10 @@ class StoreChecks:
             (checked only when asked: ``plan_checks(attrs=True)``).
     """
 
-    images: dict[int, ImageCheck] = field(default_factory=dict)
+    images: MutableMapping[int, ImageCheck] = field(default_factory=dict)
     info: dict[int, dict[str, Any]] = field(default_factory=dict)
     unreadable: list[tuple[str, str]] = field(default_factory=list)
-    receipt_of: dict[int, ReceiptRef] = field(default_factory=dict)
+    receipt_of: Mapping[int, ReceiptRef] = field(default_factory=dict)
     finished: set[str] = field(default_factory=set)
     redo: set[ReceiptRef] = field(default_factory=set)
     doubt: dict[int, dict[str, Any]] = field(default_factory=dict)
@@ -299,6 +306,315 @@ def receipt_problem(data: bytes) -> str | None:
     return parse_receipt(data)[1]
 
 
+#: The fields of a receipt that :class:`SlimReceipt` keeps (``status`` is ``done`` in every usable
+#: receipt), and those it drops: no check reads a receipt's timings or worker.
+_SLIM_FIELDS = ("image_id", "file", "sha256", "stack", "slot", "outputs", "width", "height", "time", "doubt")
+_SLIM_KEYS = frozenset({"key", "status", "timings", "worker", *_SLIM_FIELDS})
+_SLOT_OF = {name: "_" + name for name in _SLIM_FIELDS}
+
+
+class _Absent:
+    """The value of a field a receipt does not have (one object, pickled as itself)."""
+
+    __slots__ = ()
+
+    def __reduce__(self) -> str:
+        return "_ABSENT"
+
+
+_ABSENT: Any = _Absent()
+
+
+class _SlimBase(Mapping[str, Any]):
+    """What :class:`SlimReceipt` and :class:`PackedReceipt` share: a read-only mapping whose fields are read
+    through their class's table (``_READS``: field name → reader).
+
+    Attributes:
+        key: The receipt's key in its ledger (the receipt's own ``key`` field is the same).
+    """
+
+    __slots__ = ("key",)
+
+    key: str
+    _READS: ClassVar[dict[str, Callable[[Any], Any]]] = {}
+    _ORDER: ClassVar[tuple[str, ...]] = ()
+
+    def __getitem__(self, name: str) -> Any:
+        read = self._READS.get(name)
+        v = _ABSENT if read is None else read(self)
+        if v is _ABSENT:
+            raise KeyError(name)
+        return v
+
+    def get(self, name: str, default: Any = None) -> Any:
+        """The field ``name``, or ``default`` if the receipt has none."""
+        read = self._READS.get(name)
+        v = _ABSENT if read is None else read(self)
+        return default if v is _ABSENT else v
+
+    def __contains__(self, name: object) -> bool:
+        read = self._READS.get(name) if isinstance(name, str) else None
+        return read is not None and read(self) is not _ABSENT
+
+    def __iter__(self) -> Iterator[str]:
+        for name in self._ORDER:
+            if self._READS[name](self) is not _ABSENT:
+                yield name
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({dict(self)!r})"
+
+
+class SlimReceipt(_SlimBase):
+    """A usable receipt as the checks keep it: the fields they read, read-only, in a fifth of a dict's memory.
+
+    At 100k receipts the decoded dicts (2.4 KB each) were most of ``--resume``'s and ``fsck``'s memory.
+    It reads as the receipt it was made from (:func:`slim_receipt`), but for ``timings`` and
+    ``worker``, which it drops: ``outputs`` as a new dict, ``sha256`` and xxh3 digests as the same
+    text (kept as their bytes when lowercase hex), ``status`` ``done``; its fields iterate in the order
+    workers write them. A worker's receipt of a stacked image is a :class:`PackedReceipt`, smaller still.
+    """
+
+    __slots__ = ("_image_id", "_file", "_sha256", "_stack", "_slot", "_outputs", "_width", "_height",
+                 "_time", "_doubt")
+
+    _image_id: Any
+    _file: Any
+    _sha256: Any
+    _stack: Any
+    _slot: Any
+    _outputs: Any
+    _width: Any
+    _height: Any
+    _time: Any
+    _doubt: Any
+
+
+class PackedReceipt(_SlimBase):
+    """A worker's receipt of a stacked image as the checks keep it (about 320 bytes, key included).
+
+    Its numbers, ``sha256`` and digests are one bytes object (``<qqd``: image id, slot, time; the 32
+    bytes of ``sha256``; 16 bytes an xxh3-128 digest); its stack, output names and size one tuple that
+    the receipts of a stack share. It reads as :class:`SlimReceipt` does; :func:`slim_receipt`
+    makes one only of a receipt that reads back from it unchanged.
+    """
+
+    __slots__ = ("_file", "_blob", "_shape")
+
+    _file: str
+    _blob: bytes
+    _shape: tuple[Any, ...]  # (stack, output names, width, height)
+
+
+def _outputs_of(rec: SlimReceipt) -> Any:
+    flat = rec._outputs
+    if flat is _ABSENT:
+        return _ABSENT
+    return {name: _XXH3 + d.hex() if isinstance(d, bytes) else d for name, d in zip(flat[::2], flat[1::2], strict=True)}
+
+
+#: The prefix of the digests workers write (xxh3-128), and their length: kept as their 16 bytes.
+_XXH3 = "xxh3-128:"
+_XXH3_LEN = len(_XXH3) + 32
+
+
+def _packed_digest(digest: Any) -> Any:
+    """An xxh3-128 digest in lowercase hex as its 16 bytes (49 bytes of memory, not 90); any other as it is."""
+    if isinstance(digest, str) and len(digest) == _XXH3_LEN and digest.startswith(_XXH3):
+        try:
+            raw = bytes.fromhex(digest[len(_XXH3):])
+        except ValueError:
+            return digest
+        if _XXH3 + raw.hex() == digest:  # it reads back as the same text
+            return raw
+    return digest
+
+
+def _packed_sha(sha: Any) -> Any:
+    """A sha256 in lowercase hex as its 32 bytes; any other value as it is."""
+    if isinstance(sha, str) and len(sha) == 64:
+        try:
+            raw = bytes.fromhex(sha)
+        except ValueError:
+            return sha
+        if raw.hex() == sha:  # lowercase hex: it reads back the same text
+            return raw
+    return sha
+
+
+def _sha256_of(rec: SlimReceipt) -> Any:
+    v = rec._sha256
+    return v.hex() if isinstance(v, bytes) else v
+
+
+_NUMS = struct.Struct("<qqd")  # a packed receipt's image id, slot and time
+
+
+def _packed_outputs(rec: PackedReceipt) -> dict[str, str]:
+    blob, names = rec._blob, rec._shape[1]
+    at = _NUMS.size + 32
+    return {name: _XXH3 + blob[at + 16 * i:at + 16 * i + 16].hex() for i, name in enumerate(names)}
+
+
+#: The fields in the order workers write them.
+_FIELD_ORDER = ("key", "image_id", "file", "sha256", "stack", "slot", "status", "outputs", "width", "height",
+                "time", "doubt")
+
+SlimReceipt._READS = {
+    **{name: operator.attrgetter(attr) for name, attr in _SLOT_OF.items()},
+    "key": operator.attrgetter("key"),
+    "status": lambda rec: "done",
+    "outputs": _outputs_of,
+    "sha256": _sha256_of,
+}
+SlimReceipt._ORDER = _FIELD_ORDER
+PackedReceipt._READS = {
+    "key": operator.attrgetter("key"),
+    "image_id": lambda rec: _NUMS.unpack_from(rec._blob)[0],
+    "file": operator.attrgetter("_file"),
+    "sha256": lambda rec: rec._blob[_NUMS.size:_NUMS.size + 32].hex(),
+    "stack": lambda rec: rec._shape[0],
+    "slot": lambda rec: _NUMS.unpack_from(rec._blob)[1],
+    "status": lambda rec: "done",
+    "outputs": _packed_outputs,
+    "width": lambda rec: rec._shape[2],
+    "height": lambda rec: rec._shape[3],
+    "time": lambda rec: _NUMS.unpack_from(rec._blob)[2],
+}
+PackedReceipt._ORDER = _FIELD_ORDER[:-1]
+
+#: The shapes packed receipts share (``(stack, output names, width, height)``), up to a bound.
+_SHAPES: dict[tuple[Any, ...], tuple[Any, ...]] = {}
+
+#: Fields no check reads (not kept), and the types of a size that a packed receipt keeps as they are.
+_UNREAD = frozenset({"timings", "worker", "status"})
+_SCALARS = (int, float, str, type(None))
+
+
+def _packed(key: str, rec: dict[str, Any]) -> PackedReceipt | None:
+    """``rec`` (of ledger key ``key``) as a :class:`PackedReceipt` if it reads back from one unchanged, else None."""
+    if len(rec.keys() - _UNREAD) != len(_FIELD_ORDER) - 2 or "doubt" in rec:  # every other field, no more
+        return None
+    image_id, slot, time, file = rec["image_id"], rec["slot"], rec["time"], rec["file"]
+    if type(image_id) is not int or type(slot) is not int or type(time) is not float or type(file) is not str \
+            or not -(1 << 63) <= image_id < 1 << 63 or not -(1 << 63) <= slot < 1 << 63:
+        return None
+    sha = _packed_sha(rec["sha256"])
+    outputs, stack, width, height = rec["outputs"], rec["stack"], rec["width"], rec["height"]
+    digests = [_packed_digest(d) for d in outputs.values()]
+    if not isinstance(sha, bytes) or not all(isinstance(d, bytes) for d in digests) or type(stack) is not str \
+            or type(width) not in _SCALARS or type(height) not in _SCALARS:
+        return None
+    out = PackedReceipt()
+    out.key, out._file = key, file
+    out._blob = b"".join([_NUMS.pack(image_id, slot, time), sha, *digests])
+    shape = (sys.intern(stack), tuple(sys.intern(n) for n in outputs), width, height)
+    typed = (*shape, type(width), type(height))  # 16 and 16.0 are equal keys, yet not the same value
+    cached = _SHAPES.get(typed)
+    if cached is None and len(_SHAPES) < 4096:
+        cached = _SHAPES[typed] = shape
+    out._shape = cached if cached is not None else shape
+    return out
+
+
+class KeyedReceipt(dict[str, Any]):
+    """A decoded receipt (a dict) with its key in its ledger: one :class:`SlimReceipt` cannot hold.
+
+    Attributes:
+        key: The receipt's key in its ledger.
+    """
+
+    __slots__ = ("key",)
+
+    def __init__(self, rec: Mapping[str, Any], key: str) -> None:
+        super().__init__(rec)
+        self.key = key
+
+
+#: A usable receipt with its key, as the checks hold it.
+Receipt = PackedReceipt | SlimReceipt | KeyedReceipt
+
+
+def slim_receipt(key: str, rec: dict[str, Any]) -> Receipt:
+    """A usable receipt (:func:`parse_receipt`) of ledger key ``key`` as the checks keep it.
+
+    A :class:`PackedReceipt` when it is a worker's receipt of a stacked image that reads back from
+    one unchanged (the common case), else a :class:`SlimReceipt` when it is a plain image's (only the
+    fields a worker writes, its own ``key`` ``key``), else the receipt itself as a
+    :class:`KeyedReceipt` (a scene's block, a slab, a foreign one).
+    """
+    if rec.get("key") != key or not rec.keys() <= _SLIM_KEYS or not isinstance(rec.get("outputs", {}), dict):
+        return KeyedReceipt(rec, key)
+    packed = _packed(key, rec)
+    if packed is not None:
+        return packed
+    out = SlimReceipt()
+    out.key = key
+    get = rec.get
+    out._image_id, out._file = get("image_id", _ABSENT), get("file", _ABSENT)
+    out._sha256 = _packed_sha(get("sha256", _ABSENT))
+    stack = get("stack", _ABSENT)
+    out._stack = sys.intern(stack) if isinstance(stack, str) else stack  # a handful of names, 100k times
+    out._slot = get("slot", _ABSENT)
+    outputs = get("outputs", _ABSENT)
+    out._outputs = outputs if outputs is _ABSENT else \
+        tuple(x for name, digest in outputs.items() for x in (sys.intern(name), _packed_digest(digest)))
+    out._width, out._height = get("width", _ABSENT), get("height", _ABSENT)
+    out._time, out._doubt = get("time", _ABSENT), get("doubt", _ABSENT)
+    return out
+
+
+def keyed_receipt(key: str, rec: Mapping[str, Any]) -> Receipt:
+    """``rec`` with its ledger key (itself if it has that key already)."""
+    if isinstance(rec, (PackedReceipt, SlimReceipt, KeyedReceipt)) and rec.key == key:
+        return rec
+    return KeyedReceipt(rec, key)
+
+
+def read_checked_receipts(ledger_dir: str | os.PathLike[str]) -> tuple[list[Receipt], list[tuple[str, str]]]:
+    """Every usable receipt of a local ledger as the checks keep it, sorted by key; and those that do not decode.
+
+    :func:`read_receipts` without its memory: the ledger is streamed
+    (:func:`~segpipe.storage.packs.iter_local_ledger`) and each receipt kept as :func:`slim_receipt`
+    makes it once decoded (at 100k receipts: 35 MB, where the pack's bytes and the decoded dicts
+    were 350 MB).
+
+    Returns:
+        ``([receipt], [(file, reason)])``, named as :func:`read_receipts` names them.
+    """
+    with gc_paused():
+        faults: list[tuple[str, int | None, str]] = []
+        latest: dict[str, Receipt | tuple[str, str]] = {}
+        for key, data, where, loose in iter_local_ledger(ledger_dir, faults):
+            rec, reason = parse_receipt(data)
+            latest[key] = slim_receipt(key, rec) if rec is not None else \
+                (where if loose else f"{where}: receipt {key}", str(reason))
+        good: list[Receipt] = []
+        bad: list[tuple[str, str]] = []
+        for key in sorted(latest):
+            item = latest[key]
+            if isinstance(item, tuple):
+                bad.append(item)
+            else:
+                good.append(item)
+        del latest
+        bad.extend((pack if n is None else f"{pack}: line {n}", why) for pack, n, why in faults)
+        return good, bad
+
+
+def _name(key: str) -> str:
+    """The key a receipt of ledger key ``key`` is named by: its file's name less ``.json``."""
+    return key if "/" not in key else os.path.basename(key + ".json")[:-5]
+
+
+def _ref(base: str, key: str) -> ReceiptFile:
+    """The receipt file of ``key`` in the ledger folder ``base`` (ending with a separator)."""
+    return ReceiptFile(base + key + ".json")
+
+
 # ------------------------------------------------------------------------------------------ stacks
 
 
@@ -374,48 +690,284 @@ def plan_checks(root: Path, ledger_dir: Path, *, files: bool = False,
     Raises:
         InputError: A stack's ``ids`` or ``done`` array cannot be read (names the file).
     """
-    out = StoreChecks()
-    listed, out.unreadable = read_receipts(ledger_dir) if receipts is None else receipts
-    if names:
-        out.redo.update(p for p, rec in listed if isinstance(rec.get("file"), str)
-                        and names.get(p.name[:-5], rec["file"]) != rec["file"])
-    stacks = _read_stacks(root)
-    slots_of: dict[int, list[tuple[str, int]]] = defaultdict(list)
-    for name, st in stacks.items():
-        for j in np.flatnonzero(st.ids >= 0).tolist():
-            slots_of[int(st.ids[j])].append((name, int(j)))
-    groups = _group_ids(root)
-    plain, windows = _receipts_by_image(listed)
-
-    out.finished = {p.name[:-5] for p, rec in listed if rec.get("key", p.name[:-5]) == p.name[:-5]}
-    ff = _Files(root) if files else None
-    ids = set(plain) | set(windows) | set(slots_of) | groups
-    for image_id in sorted(ids):
-        if image_id in windows:
-            c = out.images[image_id] = _scene_check(root, image_id, windows[image_id], groups)
-            p, rec = windows[image_id][0]
-            if c.kind == "damaged":
-                out.redo.update(q for q, _ in windows[image_id])
-        elif image_id in plain:
-            p, rec = plain[image_id]
-            c = out.images[image_id] = _receipt_check(root, image_id, rec, p, stacks, slots_of, groups, ff)
-            if c.kind in ("damaged", "duplicate"):
-                out.redo.add(p)
+    with gc_paused():  # 100k receipts: see segpipe.storage.packs.gc_paused
+        if receipts is None:
+            recs, unreadable = read_checked_receipts(ledger_dir)
         else:
-            out.images[image_id] = _unvouched_check(root, image_id, stacks, slots_of, groups)
-            if image_id in slots_of:
-                name, j = slots_of[image_id][-1]
+            listed, unreadable = receipts
+            recs = [keyed_receipt(p.name[:-5], rec) for p, rec in listed]
+        return plan_receipt_checks(root, ledger_dir, recs, unreadable, files=files, attrs=attrs, names=names)
+
+
+def plan_receipt_checks(root: Path, ledger_dir: Path, receipts: list[Receipt], unreadable: list[tuple[str, str]], *,
+                        files: bool = False, attrs: bool = False, names: Mapping[str, str] | None = None,
+                        ) -> StoreChecks:
+    """:func:`plan_checks` of receipts read already (:func:`read_checked_receipts`, or fsck's).
+
+    Args:
+        root: The store's folder.
+        ledger_dir: Its receipts' folder (names them).
+        receipts: The usable receipts, sorted by key.
+        unreadable: ``(file, reason)`` of those that do not decode (:attr:`StoreChecks.unreadable`).
+        files: See :func:`plan_checks`.
+        attrs: See :func:`plan_checks`.
+        names: See :func:`plan_checks`.
+
+    Raises:
+        InputError: A stack's ``ids`` or ``done`` array cannot be read (names the file).
+    """
+    base = os.path.join(ledger_dir, "")
+    out = StoreChecks(unreadable=unreadable)
+    if names:
+        for named in receipts:
+            recorded = named.get("file")
+            if isinstance(recorded, str) and names.get(_name(named.key), recorded) != recorded:
+                out.redo.add(_ref(base, named.key))
+    stacks = _read_stacks(root)
+    slots = _Slots(stacks)
+    groups = _group_ids(root)
+    plain, windows = _receipts_by_image(receipts)
+
+    out.finished = {k for r in receipts for k in (_name(r.key),) if r.get("key", k) == k}
+    ff = _Files(root) if files else None
+    order = _sorted_ids(plain, windows, slots, groups)
+    images = _ImageChecks(order, plain)
+    out.images = images
+    out.receipt_of = _ReceiptOf(order, plain, windows, base)
+    for image_id in _chunked(order):
+        rec: Receipt
+        c: ImageCheck | None
+        if image_id in windows:
+            c = _scene_check(root, image_id, windows[image_id], groups)
+            images.made(image_id, c)
+            rec = windows[image_id][0]
+            if c.kind == "damaged":
+                out.redo.update(_ref(base, q.key) for q in windows[image_id])
+        elif image_id in plain:
+            rec = plain[image_id]
+            c = _receipt_check(root, image_id, rec, stacks, slots, groups, ff)
+            if c is not None:  # None: its outputs hold (the check is made when asked for)
+                images.made(image_id, c)
+                if c.kind in ("damaged", "duplicate"):
+                    out.redo.add(_ref(base, rec.key))
+        else:
+            images.made(image_id, _unvouched_check(root, image_id, stacks, slots, groups))
+            if image_id in slots:
+                name, j = slots[image_id][-1]
                 out.info[image_id] = _slot_info(root, name, j)
             continue
-        out.receipt_of[image_id] = p
         if isinstance(rec.get("doubt"), dict):  # what the worker measured (segpipe.kernels.prelabel.doubt)
             out.doubt[image_id] = rec["doubt"]
-        if c.problem:  # the reader names such an image from its receipt (its attributes may be gone)
+        if c is not None and c.problem:  # the reader names such an image from its receipt (its attributes may be gone)
             out.info[image_id] = {k: rec.get(k) for k in ("file", "width", "height", "sha256")}
     if attrs:
-        out.attrs = check_stack_attrs(root, stacks, plain)
-        _attrs_problems(out, plain)
+        vouched = _Vouched(plain, base)
+        out.attrs = check_stack_attrs(root, stacks, vouched)
+        _attrs_problems(out, vouched)
     return out
+
+
+def _sorted_ids(plain: Mapping[int, Any], windows: Mapping[int, Any], slots: _Slots,
+                groups: set[int]) -> np.ndarray | list[int]:
+    """Every image id with a receipt, a slot or a group, sorted: an int64 array (8 bytes an id, no set of
+    100k ints built), or a list if an id does not fit in int64 (a foreign receipt's).
+    """
+    try:
+        parts = [np.fromiter(plain, dtype=np.int64, count=len(plain)),
+                 np.fromiter(windows, dtype=np.int64, count=len(windows)),
+                 slots.unique, np.fromiter(groups, dtype=np.int64, count=len(groups))]
+    except OverflowError:
+        return sorted({*plain, *windows, *slots.ids(), *groups})
+    return np.unique(np.concatenate(parts))
+
+
+def _chunked(ids: np.ndarray | list[int]) -> Iterator[int]:
+    """The ids as Python ints, made a chunk at a time (not 100k at once)."""
+    if not isinstance(ids, np.ndarray):
+        yield from ids
+        return
+    for lo in range(0, len(ids), 4096):
+        yield from ids[lo:lo + 4096].tolist()
+
+
+def _ok_check(rec: Mapping[str, Any]) -> ImageCheck:
+    """The check of an image whose outputs hold: read where its receipt says, against its digests."""
+    digests = {k: str(v) for k, v in dict(rec.get("outputs") or {}).items() if v}
+    if "stack" in rec:
+        return ImageCheck(hint=(str(rec["stack"]), int(rec["slot"])), digests=digests)
+    return ImageCheck(digests=digests)
+
+
+class _ImageChecks(MutableMapping[int, ImageCheck]):
+    """:attr:`StoreChecks.images` of a local store: the check of an image whose outputs hold is made
+    from its receipt when asked for (:func:`_ok_check`); the others are kept. Iterates by image id.
+    """
+
+    def __init__(self, order: np.ndarray | list[int], plain: Mapping[int, Receipt]) -> None:
+        self._order = order
+        self._plain = plain
+        self._made: dict[int, ImageCheck] = {}
+        self._extra: list[int] = []  # ids set here that no receipt, slot or group gave (insertion order)
+        self._gone: set[int] = set()
+
+    def made(self, image_id: int, check: ImageCheck) -> None:
+        """Keeps the check of an image of the store (one that is not made from its receipt)."""
+        self._made[image_id] = check
+
+    def __getitem__(self, image_id: int) -> ImageCheck:
+        c = self._made.get(image_id)
+        if c is not None:
+            return c
+        if image_id in self._plain and image_id not in self._gone:
+            return _ok_check(self._plain[image_id])
+        raise KeyError(image_id)
+
+    def __contains__(self, image_id: object) -> bool:
+        return image_id in self._made or (image_id in self._plain and image_id not in self._gone)
+
+    def __setitem__(self, image_id: int, check: ImageCheck) -> None:
+        if image_id not in self:
+            if image_id in self._gone:
+                self._gone.discard(image_id)
+                if image_id not in self._plain:
+                    self._extra.append(image_id)
+            else:
+                self._extra.append(image_id)
+        self._made[image_id] = check
+
+    def __delitem__(self, image_id: int) -> None:
+        if image_id not in self:
+            raise KeyError(image_id)
+        self._made.pop(image_id, None)
+        if image_id in self._extra:
+            self._extra.remove(image_id)
+        else:
+            self._gone.add(image_id)
+
+    def __iter__(self) -> Iterator[int]:
+        for image_id in _chunked(self._order):
+            if image_id not in self._gone:
+                yield image_id
+        yield from self._extra
+
+    def __len__(self) -> int:
+        return len(self._order) - len(self._gone) + len(self._extra)
+
+    def kept(self) -> Iterator[tuple[int, ImageCheck]]:
+        """``(image id, check)`` of the checks not made from a receipt (problems among them), by id."""
+        for image_id in self:
+            c = self._made.get(image_id)
+            if c is not None:
+                yield image_id, c
+
+
+def checks_with_kind(checks: StoreChecks) -> Iterator[tuple[int, ImageCheck]]:
+    """``(image id, check)`` of every check with a :attr:`ImageCheck.kind` (a problem), in the order of
+    :attr:`StoreChecks.images`, without making the checks of the images whose outputs hold.
+    """
+    items = checks.images.kept() if isinstance(checks.images, _ImageChecks) else checks.images.items()
+    for image_id, c in items:
+        if c.kind:
+            yield image_id, c
+
+
+class _ReceiptOf(Mapping[int, ReceiptRef]):
+    """:attr:`StoreChecks.receipt_of` of a local store: each receipt's file named when asked for."""
+
+    def __init__(self, order: np.ndarray | list[int], plain: Mapping[int, Receipt],
+                 windows: Mapping[int, list[Receipt]], base: str) -> None:
+        self._order, self._plain, self._windows, self._base = order, plain, windows, base
+
+    def __getitem__(self, image_id: int) -> ReceiptRef:
+        blocks = self._windows.get(image_id)
+        if blocks:
+            return _ref(self._base, blocks[0].key)
+        rec = self._plain.get(image_id)
+        if rec is None:
+            raise KeyError(image_id)
+        return _ref(self._base, rec.key)
+
+    def __contains__(self, image_id: object) -> bool:
+        return image_id in self._windows or image_id in self._plain
+
+    def __iter__(self) -> Iterator[int]:
+        for image_id in _chunked(self._order):
+            if image_id in self:
+                yield image_id
+
+    def __len__(self) -> int:
+        return len(self._plain) + sum(i not in self._plain for i in self._windows)
+
+
+class _Vouched(Mapping[int, tuple[ReceiptRef, Mapping[str, Any]]]):
+    """Image id → ``(receipt file, receipt)`` of the newest receipt of each image, the file named when asked for."""
+
+    def __init__(self, plain: Mapping[int, Receipt], base: str) -> None:
+        self._plain, self._base = plain, base
+
+    def __getitem__(self, image_id: int) -> tuple[ReceiptRef, Mapping[str, Any]]:
+        rec = self._plain[image_id]
+        return _ref(self._base, rec.key), rec
+
+    def __contains__(self, image_id: object) -> bool:
+        return image_id in self._plain
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self._plain)
+
+    def __len__(self) -> int:
+        return len(self._plain)
+
+
+class _Slots:
+    """Image id → its ``(stack, slot)`` places, from the stacks' ``ids``: sorted arrays (16 bytes a slot)
+    rather than a dict of 100k lists, looked up by bisection; ids in two slots or more kept apart.
+    """
+
+    _SHIFT = 40  # a place is (stack number << 40) | slot
+
+    def __init__(self, stacks: Mapping[str, _Stack]) -> None:
+        self._names = list(stacks)
+        ids, where = [], []
+        for i, st in enumerate(stacks.values()):
+            j = np.flatnonzero(st.ids >= 0)
+            ids.append(np.asarray(st.ids[j], dtype=np.int64))
+            where.append((np.int64(i) << self._SHIFT) | j.astype(np.int64))
+        all_ids = np.concatenate(ids) if ids else np.zeros(0, np.int64)
+        all_where = np.concatenate(where) if where else np.zeros(0, np.int64)
+        order = np.argsort(all_ids, kind="stable")  # one id's places in stack order, then slot order
+        self._ids, self._where = all_ids[order], all_where[order]
+        unique, counts = np.unique(self._ids, return_counts=True)
+        self.unique: np.ndarray = unique  # every image id a slot holds, sorted
+        self.dups: set[int] = set(unique[counts > 1].tolist())
+
+    def ids(self) -> list[int]:
+        """Every image id a slot holds."""
+        return self.unique.tolist()  # type: ignore[no-any-return]
+
+    def get(self, image_id: int, default: list[tuple[str, int]] | None = None) -> list[tuple[str, int]]:
+        """The places of ``image_id`` (``default``, else empty, if no slot holds it)."""
+        if not -(1 << 63) <= image_id < 1 << 63:
+            return [] if default is None else default
+        lo = int(np.searchsorted(self._ids, image_id, "left"))
+        hi = int(np.searchsorted(self._ids, image_id, "right"))
+        if lo == hi:
+            return [] if default is None else default
+        mask = (1 << self._SHIFT) - 1
+        return [(self._names[w >> self._SHIFT], w & mask) for w in self._where[lo:hi].tolist()]
+
+    def __getitem__(self, image_id: int) -> list[tuple[str, int]]:
+        got = self.get(image_id)
+        if not got:
+            raise KeyError(image_id)
+        return got
+
+    def __contains__(self, image_id: int) -> bool:
+        return bool(self.get(image_id))
+
+    def count(self, image_id: int) -> int:
+        """How many slots hold ``image_id``."""
+        return len(self.get(image_id))
 
 
 def plan_object_checks(loc: Location, receipts: Iterable[tuple[str, bytes | None]], *,
@@ -428,60 +980,66 @@ def plan_object_checks(loc: Location, receipts: Iterable[tuple[str, bytes | None
         attrs: Also check every stack slot's ``attrs`` (:func:`check_stack_attrs`).
     """
     out = StoreChecks()
-    parsed: list[tuple[Path, dict[str, Any]]] = []
+    images: dict[int, ImageCheck] = {}
+    receipt_of: dict[int, ReceiptRef] = {}
+    out.images, out.receipt_of = images, receipt_of
+    parsed: list[Receipt] = []
     for key, data in receipts:
         if data is None:
             continue
-        rec, why = parse_receipt(data)
-        if rec is None:
+        decoded, why = parse_receipt(data)
+        if decoded is None:
             out.unreadable.append((loc.key_url(f".segpipe/ledger/{key}.json"), str(why)))
             continue
-        parsed.append((Path(f"{key}.json"), rec))
-        if rec.get("key", key) == key:
+        parsed.append(KeyedReceipt(decoded, key))
+        if parsed[-1].get("key", key) == key:
             out.finished.add(key)
     groups = {int(k.split("/")[1]) for k in loc.list("images")
               if k.count("/") == 2 and k.endswith("/zarr.json") and k.split("/")[1].lstrip("-").isdigit()}
     plain, windows = _receipts_by_image(parsed)
     stacks, slots_of = _object_stacks(loc)
     root = _UrlRoot(str(loc))
-    for image_id in sorted(set(plain) | set(windows) | groups | set(slots_of)):
+    for image_id in sorted(set(plain) | set(windows) | groups | set(slots_of.ids())):
+        rec: Receipt
         where = loc.key_url(f"images/{image_id}")
-        if image_id in plain and "stack" in plain[image_id][1]:  # a stacked image: as in a local store
-            p, rec = plain[image_id]
-            c = _receipt_check(root, image_id, rec, p, stacks, slots_of, groups)  # type: ignore[arg-type]
+        if image_id in plain and "stack" in plain[image_id]:  # a stacked image: as in a local store
+            rec = plain[image_id]
+            c = _receipt_check(root, image_id, rec, stacks, slots_of, groups) or _ok_check(rec)  # type: ignore[arg-type]
         elif image_id in slots_of and image_id not in plain and image_id not in windows:
-            out.images[image_id] = _unvouched_check(root, image_id, stacks, slots_of, groups)  # type: ignore[arg-type]
+            images[image_id] = _unvouched_check(root, image_id, stacks, slots_of, groups)  # type: ignore[arg-type]
             out.info[image_id] = _slot_info(loc, *slots_of[image_id][-1])
             continue
         elif image_id in windows:
-            p, rec = windows[image_id][0]
+            rec = windows[image_id][0]
             wins = {tuple(int(v) for v in r["window"]): str(dict(r.get("outputs") or {}).get("labels") or "")
-                    for _, r in sorted(windows[image_id], key=lambda b: float(b[1].get("time", 0) or 0))}
+                    for r in sorted(windows[image_id], key=lambda b: float(b.get("time", 0) or 0))}
             c = (ImageCheck(windows=tuple(sorted(wins.items())))  # type: ignore[arg-type]
                  if image_id in groups else
                  ImageCheck(f"its group is missing though {len(wins)} block receipts say done", where, kind="damaged"))
         elif image_id in plain:
-            p, rec = plain[image_id]
+            rec = plain[image_id]
             digests = {k: str(v) for k, v in dict(rec.get("outputs") or {}).items() if v}
             c = (ImageCheck(digests=digests) if image_id in groups else
-                 ImageCheck(f"its group is missing though its receipt {p.name} says done", where, kind="damaged"))
+                 ImageCheck(f"its group is missing though its receipt {_ref('', rec.key).name} says done", where,
+                            kind="damaged"))
         else:
-            out.images[image_id] = ImageCheck("no receipt vouches for its group (its task did not finish, or its "
-                                              "receipt is damaged)", where, kind="unfinished")
+            images[image_id] = ImageCheck("no receipt vouches for its group (its task did not finish, or its "
+                                          "receipt is damaged)", where, kind="unfinished")
             continue
-        out.images[image_id] = c
-        out.receipt_of[image_id] = p
+        images[image_id] = c
+        receipt_of[image_id] = _ref("", rec.key)
         if isinstance(rec.get("doubt"), dict):  # what the worker measured (segpipe.kernels.prelabel.doubt)
             out.doubt[image_id] = rec["doubt"]
         if c.problem:
             out.info[image_id] = {k: rec.get(k) for k in ("file", "width", "height", "sha256")}
     if attrs:
-        out.attrs = check_stack_attrs(loc, stacks, plain)
-        _attrs_problems(out, plain)
+        vouched = _Vouched(plain, "")
+        out.attrs = check_stack_attrs(loc, stacks, vouched)
+        _attrs_problems(out, vouched)
     return out
 
 
-def _attrs_problems(out: StoreChecks, plain: Mapping[int, tuple[ReceiptRef, dict[str, Any]]]) -> None:
+def _attrs_problems(out: StoreChecks, plain: Mapping[int, tuple[ReceiptRef, Mapping[str, Any]]]) -> None:
     """Gives an image whose slot's ``attrs`` would misname it (and nothing worse) that problem (kind ``attrs``).
 
     A reader then fails the image, named from its receipt, rather than name its outputs after another
@@ -508,7 +1066,7 @@ class _UrlRoot(str):
         return _UrlRoot(f"{self}/{key}")
 
 
-def _object_stacks(loc: Location) -> tuple[dict[str, _Stack], dict[int, list[tuple[str, int]]]]:
+def _object_stacks(loc: Location) -> tuple[dict[str, _Stack], _Slots]:
     """The stacks of a store in object storage (``ids`` and ``done``), and the slots of each image id.
 
     Raises:
@@ -519,11 +1077,7 @@ def _object_stacks(loc: Location) -> tuple[dict[str, _Stack], dict[int, list[tup
     except Exception:  # zarr's or obstore's own errors quote raw bytes: said in plain words
         raise InputError("a stack's ids or done array is damaged or cannot be read", path=loc.key_url(STACKS)) from None
     stacks = {name: _Stack(ids, done, Path(STACKS) / name) for name, (ids, done) in slots.items()}
-    slots_of: dict[int, list[tuple[str, int]]] = defaultdict(list)
-    for name, st in stacks.items():
-        for j in np.flatnonzero(st.ids >= 0).tolist():
-            slots_of[int(st.ids[j])].append((name, int(j)))
-    return stacks, slots_of
+    return stacks, _Slots(stacks)
 
 
 def _read_stacks(root: Path) -> dict[str, _Stack]:
@@ -541,31 +1095,28 @@ def _read_stacks(root: Path) -> dict[str, _Stack]:
     return stacks
 
 
-def _receipts_by_image(
-    receipts: Sequence[tuple[ReceiptRef, dict[str, Any]]],
-) -> tuple[dict[int, tuple[ReceiptRef, dict[str, Any]]], dict[int, list[tuple[ReceiptRef, dict[str, Any]]]]]:
+def _receipts_by_image(receipts: Sequence[Receipt]) -> tuple[dict[int, Receipt], dict[int, list[Receipt]]]:
     """``(plain, windows)``: the newest receipt of each image written whole (a slab's receipt counts
     once for each of its slices), and every window receipt of each scene.
     """
-    plain: dict[int, tuple[ReceiptRef, dict[str, Any]]] = {}
-    windows: dict[int, list[tuple[ReceiptRef, dict[str, Any]]]] = defaultdict(list)
-    for p, rec in receipts:
+    plain: dict[int, Receipt] = {}
+    windows: dict[int, list[Receipt]] = defaultdict(list)
+    for rec in receipts:
         if "slices" in rec:  # a slab of a volume: one receipt for several slice groups
             for sid, digests in rec["slices"].items():
-                _keep_newest(plain, int(sid), p, {**rec, "outputs": digests, "image_id": int(sid)})
+                _keep_newest(plain, int(sid), KeyedReceipt({**rec, "outputs": digests, "image_id": int(sid)}, rec.key))
         elif rec.get("window"):
-            windows[int(rec["image_id"])].append((p, rec))
+            windows[int(rec["image_id"])].append(rec)
         else:
-            _keep_newest(plain, int(rec["image_id"]), p, rec)
+            _keep_newest(plain, int(rec["image_id"]), rec)
     return plain, windows
 
 
-def _keep_newest(into: dict[int, tuple[ReceiptRef, dict[str, Any]]], image_id: int, p: ReceiptRef,
-                 rec: dict[str, Any]) -> None:
+def _keep_newest(into: dict[int, Receipt], image_id: int, rec: Receipt) -> None:
     """Keeps the newer of two receipts of one image (a stale one is left by an interrupted redo)."""
     old = into.get(image_id)
-    if old is None or float(rec.get("time", 0) or 0) >= float(old[1].get("time", 0) or 0):
-        into[image_id] = (p, rec)
+    if old is None or float(rec.get("time", 0) or 0) >= float(old.get("time", 0) or 0):
+        into[image_id] = rec
 
 
 def _group_ids(root: Path) -> set[int]:
@@ -586,19 +1137,21 @@ def _dup(image_id: int, slots: list[tuple[str, int]]) -> str:
     return f"image id {image_id} is in several slots ({where}): a duplicated slot id"
 
 
-def _receipt_check(root: Path, image_id: int, rec: dict[str, Any], receipt: ReceiptRef, stacks: dict[str, _Stack],
-                   slots_of: Mapping[int, list[tuple[str, int]]], groups: set[int],
-                   files: _Files | None = None) -> ImageCheck:
-    digests = {k: str(v) for k, v in dict(rec.get("outputs") or {}).items() if v}
+def _receipt_check(root: Path, image_id: int, rec: Receipt, stacks: dict[str, _Stack], slots_of: _Slots,
+                   groups: set[int], files: _Files | None = None) -> ImageCheck | None:
+    """The check of an image from its receipt: None when its outputs hold (:func:`_ok_check` makes it)."""
     if "stack" in rec:
         name, slot = str(rec["stack"]), int(rec["slot"])
         st = stacks.get(name)
         if st is not None and 0 <= slot < len(st.ids) and int(st.ids[slot]) == image_id and st.done[slot] \
-                and len(slots_of.get(image_id, ())) == 1:  # the common case, first: no paths built
-            why = files.slot_problem(name, slot, digests) if files is not None else None
+                and image_id not in slots_of.dups:  # the common case, first: no paths built
+            if files is None:
+                return None
+            digests = {k: str(v) for k, v in dict(rec.get("outputs") or {}).items() if v}
+            why = files.slot_problem(name, slot, digests)
             if why is not None:
                 return ImageCheck(why[1], str(why[0]), kind="damaged")
-            return ImageCheck(hint=(name, slot), digests=digests)
+            return None
         where = root / "stacks" / name
         if st is None:
             return ImageCheck(f"its receipt names stack {name}, which is missing", str(where), kind="damaged")
@@ -610,32 +1163,33 @@ def _receipt_check(root: Path, image_id: int, rec: dict[str, Any], receipt: Rece
             what = "no image" if held < 0 else f"image id {held}"
             return ImageCheck(f"slot {slot} of its receipt holds {what} (ids overwritten: a damaged stack)",
                               str(where / "ids"), kind="damaged")
-        if len(slots_of.get(image_id, ())) > 1:
+        if image_id in slots_of.dups:
             return ImageCheck(_dup(image_id, slots_of[image_id]), str(where / "ids"), kind="duplicate")
         if not st.done[slot]:
             return ImageCheck(f"slot {slot} is not written (its done flag is 0) though its receipt "
-                              f"{receipt.name} says done", str(where / "done"), kind="damaged")
-        return ImageCheck(hint=(name, slot), digests=digests)
+                              f"{_ref('', rec.key).name} says done", str(where / "done"), kind="damaged")
+        return None
     if image_id not in groups:
-        return ImageCheck(f"its group is missing though its receipt {receipt.name} says done",
+        return ImageCheck(f"its group is missing though its receipt {_ref('', rec.key).name} says done",
                           str(root / "images" / str(image_id)), kind="damaged")
-    why = files.group_problem(image_id, digests) if files is not None else None
+    if files is None:
+        return None
+    why = files.group_problem(image_id, {k: str(v) for k, v in dict(rec.get("outputs") or {}).items() if v})
     if why is not None:
         return ImageCheck(why[1], str(why[0]), kind="damaged")
-    return ImageCheck(digests=digests)
+    return None
 
 
-def _scene_check(root: Path, image_id: int, blocks: list[tuple[ReceiptRef, dict[str, Any]]],
-                 groups: set[int]) -> ImageCheck:
+def _scene_check(root: Path, image_id: int, blocks: list[Receipt], groups: set[int]) -> ImageCheck:
     folder = root / "images" / str(image_id)
     if image_id not in groups:
         return ImageCheck(f"its group is missing though {len(blocks)} block receipts say done", str(folder),
                           kind="damaged")
     wins: dict[tuple[int, int, int, int], str] = {}
-    for _, rec in sorted(blocks, key=lambda b: float(b[1].get("time", 0) or 0)):
+    for rec in sorted(blocks, key=lambda b: float(b.get("time", 0) or 0)):
         y0, y1, x0, x1 = (int(v) for v in rec["window"])
         wins[(y0, y1, x0, x1)] = str(dict(rec.get("outputs") or {}).get("labels") or "")
-    h, w = (int(blocks[0][1].get(k) or 0) for k in ("height", "width"))
+    h, w = (int(blocks[0].get(k) or 0) for k in ("height", "width"))
     covered = sum((y1 - y0) * (x1 - x0) for y0, y1, x0, x1 in wins)
     if h * w and covered < h * w:
         return ImageCheck(f"only {covered} of its {h * w} pixels are in finished blocks ({len(wins)} block "
@@ -643,10 +1197,10 @@ def _scene_check(root: Path, image_id: int, blocks: list[tuple[ReceiptRef, dict[
     return ImageCheck(windows=tuple(sorted(wins.items())))
 
 
-def _unvouched_check(root: Path, image_id: int, stacks: dict[str, _Stack],
-                     slots_of: Mapping[int, list[tuple[str, int]]], groups: set[int]) -> ImageCheck:
+def _unvouched_check(root: Path, image_id: int, stacks: dict[str, _Stack], slots_of: _Slots,
+                     groups: set[int]) -> ImageCheck:
     """An image with a slot or a group but no receipt."""
-    slots = slots_of.get(image_id, [])
+    slots = slots_of.get(image_id)
     if len(slots) > 1:
         return ImageCheck(_dup(image_id, slots), str(root / "stacks" / slots[0][0] / "ids"), kind="duplicate")
     if image_id in groups:
@@ -711,6 +1265,22 @@ def read_stack_attrs(root: Path | Location, stack: str, n: int,
         written), or None where it cannot be read; ``chunks[c]`` is ``(file, why)`` of chunk ``c``,
         slots ``c * size`` to ``(c + 1) * size``, ``why`` empty when it was read.
     """
+    size, parts = _stack_attrs_chunks(root, stack, n)
+    values: list[str | None] = []
+    chunks: list[tuple[str, str]] = []
+    for _, got, chunk in parts:
+        values += got
+        chunks.append(chunk)
+    return values, chunks, size
+
+
+def _stack_attrs_chunks(root: Path | Location, stack: str, n: int,
+                        ) -> tuple[int, Iterator[tuple[int, list[str | None], tuple[str, str]]]]:
+    """:func:`read_stack_attrs` a chunk at a time: ``(size, chunks)``, each chunk ``(first slot, values,
+    (file, why))`` as it is decoded (fsck holds one chunk's strings, not 100k slots' at once).
+
+    Attributes that cannot be opened at all are one chunk of ``n`` slots (``size`` ``max(1, n)``).
+    """
     try:
         arr = _open_stack_array(root, stack, "attrs")
         size = int(arr.chunks[0])
@@ -719,30 +1289,31 @@ def read_stack_attrs(root: Path | Location, stack: str, n: int,
         doc = _attrs_where(root, stack, "zarr.json")
         why = "its zarr.json is missing" if not _attrs_key_exists(root, stack, "zarr.json") else \
             "its zarr.json is not an array zarr can open"
-        return [None] * n, [(doc, why)], max(1, n)
-    values: list[str | None] = []
-    chunks: list[tuple[str, str]] = []
-    for lo in range(0, n, size):
-        hi = min(lo + size, n)
-        key = encode((lo // size,))
-        chunk = _attrs_where(root, stack, key)
-        why = ""
-        try:
-            got: list[str | None] = [str(v) for v in np.asarray(arr[lo:min(hi, int(arr.shape[0]))]).tolist()]
-            if not any(got) and not _attrs_key_exists(root, stack, key):
-                got, why = [None] * len(got), "its chunk file is missing"
-        except Exception as e:  # zarr's and numcodecs' own errors quote raw bytes: said in plain words
-            got, why = [None] * (hi - lo), f"its chunk does not decode ({type(e).__name__})"
-        if len(got) < hi - lo:
-            got += [None] * (hi - lo - len(got))
-            why = why or "the attrs array is shorter than the stack's ids"
-        values += got
-        chunks.append((chunk, why))
-    return values, chunks, size
+        lost: list[str | None] = [None] * n
+        return max(1, n), iter([(0, lost, (doc, why))])
+
+    def chunks() -> Iterator[tuple[int, list[str | None], tuple[str, str]]]:
+        for lo in range(0, n, size):
+            hi = min(lo + size, n)
+            key = encode((lo // size,))
+            chunk = _attrs_where(root, stack, key)
+            why = ""
+            try:
+                got: list[str | None] = [str(v) for v in np.asarray(arr[lo:min(hi, int(arr.shape[0]))]).tolist()]
+                if not any(got) and not _attrs_key_exists(root, stack, key):
+                    got, why = [None] * len(got), "its chunk file is missing"
+            except Exception as e:  # zarr's and numcodecs' own errors quote raw bytes: said in plain words
+                got, why = [None] * (hi - lo), f"its chunk does not decode ({type(e).__name__})"
+            if len(got) < hi - lo:
+                got += [None] * (hi - lo - len(got))
+                why = why or "the attrs array is shorter than the stack's ids"
+            yield lo, got, (chunk, why)
+
+    return size, chunks()
 
 
 def check_stack_attrs(root: Path | Location, stacks: Mapping[str, _Stack],
-                      receipts: Mapping[int, tuple[ReceiptRef, dict[str, Any]]]) -> list[AttrsFault]:
+                      receipts: Mapping[int, tuple[ReceiptRef, Mapping[str, Any]]]) -> list[AttrsFault]:
     """The stack slots whose ``attrs`` are wrong: they must decode, name the id ``ids`` holds, and for a
     finished slot agree with its receipt on ``file``, ``sha256``, ``width`` and ``height``.
 
@@ -760,26 +1331,36 @@ def check_stack_attrs(root: Path | Location, stacks: Mapping[str, _Stack],
     """
     faults: list[AttrsFault] = []
     for name, st in stacks.items():
-        ids = st.ids.tolist()
-        values, chunks, size = read_stack_attrs(root, name, len(ids))
-        done = st.done.tolist()
-        for j, image_id in enumerate(ids):
-            if image_id < 0:
+        _, parts = _stack_attrs_chunks(root, name, len(st.ids))
+        for lo, values, chunk in parts:  # a chunk's slots at a time
+            faults += _chunk_attrs_faults(name, lo, st.ids[lo:lo + len(values)].tolist(),
+                                          st.done[lo:lo + len(values)].tolist(), values, chunk, receipts)
+    return faults
+
+
+def _chunk_attrs_faults(name: str, lo: int, ids: list[int], done: list[int], values: list[str | None],
+                        chunk: tuple[str, str], receipts: Mapping[int, tuple[ReceiptRef, Mapping[str, Any]]],
+                        ) -> list[AttrsFault]:
+    """:func:`check_stack_attrs` of the slots ``lo`` on of stack ``name`` (one ``attrs`` chunk's)."""
+    faults: list[AttrsFault] = []
+    for k, image_id in enumerate(ids):
+        j = lo + k
+        if image_id < 0:
+            continue
+        found = receipts.get(image_id)
+        rec = found[1] if found is not None and done[k] and found[1].get("slot") == j \
+            and found[1].get("stack") == name else None
+        text = values[k]
+        attrs = _parse_json(text) if text else None
+        if isinstance(attrs, dict) and attrs.get("id") == image_id:  # the common case: one parse, a few compares
+            if rec is None:
                 continue
-            found = receipts.get(image_id)
-            rec = found[1] if found is not None and done[j] and found[1].get("slot") == j \
-                and found[1].get("stack") == name else None
-            text = values[j]
-            attrs = _parse_json(text) if text else None
-            if isinstance(attrs, dict) and attrs.get("id") == image_id:  # the common case: one parse, a few compares
-                if rec is None:
-                    continue
-                for f in _RECEIPT_FIELDS:
-                    if f in rec and attrs.get(f) != rec[f]:
-                        break
-                else:
-                    continue
-            faults.append(_attrs_fault(name, j, image_id, text, attrs, chunks[j // size], found if rec else None))
+            for f in _RECEIPT_FIELDS:
+                if f in rec and attrs.get(f) != rec[f]:
+                    break
+            else:
+                continue
+        faults.append(_attrs_fault(name, j, image_id, text, attrs, chunk, found if rec else None))
     return faults
 
 
@@ -803,7 +1384,7 @@ def _parse_json(text: str) -> Any:
 
 
 def _attrs_fault(stack: str, slot: int, image_id: int, text: str | None, attrs: Any, chunk: tuple[str, str],
-                 found: tuple[ReceiptRef, dict[str, Any]] | None) -> AttrsFault:
+                 found: tuple[ReceiptRef, Mapping[str, Any]] | None) -> AttrsFault:
     """The fault of a slot whose attributes failed :func:`check_stack_attrs`, in words.
 
     Args:

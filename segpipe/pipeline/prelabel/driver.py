@@ -33,7 +33,7 @@ from segpipe.pipeline.prelabel.config import (
     predictor_options,
     read_model,
 )
-from segpipe.pipeline.prelabel.plan import batch_key, batch_tasks, plan_tasks
+from segpipe.pipeline.prelabel.plan import batch_key, batch_tasks, plain_tasks, plan_tasks
 from segpipe.pipeline.prelabel.prompts import plan_prompted
 from segpipe.pipeline.prelabel.report import (
     FailedItem,
@@ -64,7 +64,8 @@ from segpipe.pipeline.prelabel.store import (
 )
 from segpipe.storage import ledger as ledgers
 from segpipe.storage.atomic import write_json_atomic
-from segpipe.storage.manifest import ManifestEntry, manifest_bytes, write_manifest, write_stamp
+from segpipe.storage.manifest import manifest_bytes, write_manifest, write_stamp
+from segpipe.storage.manifest_table import ManifestTable
 from segpipe.storage.zarrfast import forget_metadata
 from segpipe.storage.zarrstore import ZarrStore
 
@@ -139,13 +140,13 @@ def run_prelabel(req: PrelabelRequest, cluster: ClusterSpec | None = None, progr
     # --resume of a local store: the entries of unchanged files are taken from its manifest, so only
     # new or changed files are hashed on the workers.
     full = listing
-    reused, listing = _reusable(req, listing) if not prompted else ([], listing)
+    reused, listing = _reusable(req, listing) if not prompted else (ManifestTable(), listing)
     staging: list[Path] = []  # the new store's staging folder when it replaces an earlier one (--overwrite)
     plan = None
-    if reused and not len(listing):
+    if len(reused) and not len(listing):
         # Every file is unchanged: planned here, and when every task holds a trusted receipt no cluster
         # starts and no model is loaded (only untrusted receipts, which are redone anyway, may go).
-        plan = _plan(req, model, merge_entries(req.source, reused, []), staging, checked_ns,
+        plan = _plan(req, model, merge_entries(req.source, reused, ManifestTable()), staging, checked_ns,
                      same_manifest=_manifest_lines(req) == len(reused))
     if plan is not None and not plan.todo:
         outcome = _all_done(plan)
@@ -187,10 +188,10 @@ def run_prelabel(req: PrelabelRequest, cluster: ClusterSpec | None = None, progr
 
 
 def _measure(req: PrelabelRequest, client: Any, listing: SourceListing,
-             reused: list[ManifestEntry]) -> list[ManifestEntry]:
+             reused: ManifestTable) -> ManifestTable:
     """The manifest: ``listing`` measured and hashed on the workers, merged with the ``reused`` entries."""
-    measured = ingest(req.source, client, limit=req.limit, listing=listing) if len(listing) else []
-    return merge_entries(req.source, reused, measured) if reused else measured
+    measured = ingest(req.source, client, limit=req.limit, listing=listing) if len(listing) else ManifestTable()
+    return merge_entries(req.source, reused, measured) if len(reused) else measured
 
 
 def _workers(cluster: ClusterSpec, threads: int | None) -> _Workers:
@@ -215,13 +216,13 @@ def _sized(workers: _Workers, listing: SourceListing, log: Log | None) -> _Worke
     return _Workers(sized, sized.threads_per_worker, 0)
 
 
-def _reusable(req: PrelabelRequest, listing: SourceListing) -> tuple[list[ManifestEntry], SourceListing]:
+def _reusable(req: PrelabelRequest, listing: SourceListing) -> tuple[ManifestTable, SourceListing]:
     """The manifest entries ``--resume`` of a local store may reuse, and the listing of the rest to hash."""
     if not req.resume or req.overwrite or out_location(req) is not None:
-        return [], listing
+        return ManifestTable(), listing
     manifest = Path(req.out) / ".segpipe" / "manifest.jsonl"
     if not manifest.is_file():
-        return [], listing
+        return ManifestTable(), listing
     return reuse_manifest(listing, manifest)
 
 
@@ -254,7 +255,7 @@ def _manifest_lines(req: PrelabelRequest) -> int:
         return -1
 
 
-def _plan(req: PrelabelRequest, model: ModelPlan, entries: list[ManifestEntry], staging: list[Path],
+def _plan(req: PrelabelRequest, model: ModelPlan, entries: ManifestTable, staging: list[Path],
           checked_ns: int, *, same_manifest: bool = False) -> _Plan:
     """Prepares the store, writes the manifest, plans the tasks and finds those left to run.
 
@@ -273,9 +274,10 @@ def _plan(req: PrelabelRequest, model: ModelPlan, entries: list[ManifestEntry], 
     ledger = store.ledger()
     ledger.ensure()
     planned = plan_tasks(entries, model.cfg_hash, slab=SLAB if model.dims == 3 else 0)
-    refused = [Failure(key="", image_id=e.id, file=e.file, reason=e.error) for e in entries if e.kind == "invalid"]
-    kinds = ItemKinds(images=sum(e.kind == "image" for e in entries), scenes=sum(e.kind == "scene" for e in entries),
-                      volumes=sum(e.kind == "volume" for e in entries))
+    # a refused item is never held in columns (it has an error): its entry is among the table's whole ones
+    refused = [Failure(key="", image_id=e.id, file=e.file, reason=e.error) for e in entries.odd_rows().values()
+               if e.kind == "invalid"]
+    kinds = ItemKinds(images=entries.count("image"), scenes=entries.count("scene"), volumes=entries.count("volume"))
     return _Plan(store, kinds, refused, len(planned), tasks_to_run(store, ledger, planned))
 
 
@@ -416,7 +418,8 @@ class _Run:
         batches = batch_tasks(todo, slots)
         settings = PrelabelSettings(ZarrStore(store.target), output_settings(self.req),
                                     stop_on_failure=self.req.on_error == "fail")
-        tasks = ((batch_key([t.key for t in b]), (settings, b)) for b in batches)
+        # a batch's table rows are made plain tasks as it is sent: only the batches in flight hold entries
+        tasks = ((batch_key([t.key for t in b]), (settings, plain_tasks(b))) for b in batches)
         # On a cluster with GPU workers (ours, or a user's `dask worker --resources GPU=1`), model tasks
         # run only there; on the CPU they run anywhere.
         gpu_only = {GPU_RESOURCE: 1.0} if self.req.device != "cpu" and advertises_gpu(self.client) else None

@@ -6,9 +6,10 @@ naming the chunk or shard file that is missing, damaged or differs. Also the run
 
 from __future__ import annotations
 
+import bisect
 import json
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ from segpipe.storage import outputs
 from segpipe.storage.ledger import Ledger, ObjectLedger, orphan_partials
 from segpipe.storage.location import Location, as_location, describe_storage_error
 from segpipe.storage.manifest import ManifestEntry
-from segpipe.storage.packs import LedgerContents, gc_paused
+from segpipe.storage.packs import LedgerContents, gc_paused, iter_local_ledger
 from segpipe.storage.stacks import (
     SHARD,
     StackedImage,
@@ -33,18 +34,19 @@ from segpipe.storage.stacks import (
 )
 from segpipe.storage.verify import (
     AttrsFault,
-    ReceiptFile,
-    ReceiptRef,
+    Receipt,
     ShardReader,
     StoreChecks,
     check_metadata,
+    checks_with_kind,
     describe_failure,
     parse_receipt,
-    plan_checks,
     plan_object_checks,
+    plan_receipt_checks,
     read_stack_attrs,
     repair_stack_attrs,
     shard_file,
+    slim_receipt,
 )
 from segpipe.storage.zarrstore import ZarrStore, digest_matches
 
@@ -100,9 +102,8 @@ def check_store(path: Path | str, repair: bool = False) -> FsckReport:
     ledger = Ledger(store.private)
     found = _Findings()
     with gc_paused():  # 100k receipts parsed: see segpipe.storage.packs.gc_paused
-        contents = ledger.contents()
-        parsed = _check_receipts(store, contents, found)
-        _check_places(store, ledger, contents, parsed, found)
+        parsed = _check_receipts(store, ledger.dir, found)
+        _check_places(store, ledger, parsed, found)
     orphans = [str(o) for o in orphan_partials(store.path)]
     left = outputs.leftovers(path)  # staging / set-aside folders of killed runs beside the store
     attrs = [AttrsFinding(file=f.path, problem=f.problem) for f in found.attrs]
@@ -240,7 +241,7 @@ def _place_findings(checks: StoreChecks, found: _Findings, receipt_file: Callabl
         receipt_file: How a bad receipt is named, from its key and its reference.
     """
     flagged = {b.key for b in found.bad}
-    for image_id, c in checks.images.items():
+    for image_id, c in checks_with_kind(checks):  # the others hold: nothing to add
         vouch = checks.receipt_of.get(image_id)
         key = vouch.name[:-5] if vouch is not None else None
         if c.kind == "damaged" and key is not None:
@@ -265,36 +266,44 @@ def _check_object_places(loc: Location, ledger: ObjectLedger, receipts: list[tup
     found.attrs = checks.attrs
 
 
-def _check_receipts(store: ZarrStore, contents: LedgerContents,
-                    found: _Findings) -> list[tuple[str, str, dict[str, Any] | None, str | None]]:
+#: A receipt as fsck reads it: ``(key, where, loose, receipt or None, why not)``.
+_Parsed = tuple[str, str, bool, Receipt | None, str | None]
+
+
+def _check_receipts(store: ZarrStore, ledger_dir: Path, found: _Findings) -> list[_Parsed]:
     """Every receipt decodes, and its outputs match their digests.
 
     The receipts are checked in stack-slot order, so that each shard of a stack is read once for its
     slots (:class:`_ShardBlocks`) rather than once per receipt; findings are listed in the ledger's order.
     Receipts in packs are checked as loose ones are (a bad one names its pack); a damaged line of a
     pack, or a truncated pack, is a bad receipt without a key (``--repair`` rewrites the pack with
-    the receipts it still holds whole).
+    the receipts it still holds whole). The ledger is streamed and each receipt kept as the checks
+    need it (:func:`~segpipe.storage.verify.slim_receipt`): at 100k receipts the ledger read whole
+    and decoded into dicts was 400 MB.
 
     Returns:
-        ``(key, where, receipt or None, why not)`` of every receipt, by key.
+        ``(key, where, loose, receipt or None, why not)`` of every receipt, by key.
     """
-    parsed: list[tuple[str, str, dict[str, Any] | None, str | None]] = []
-    for key, data, where in contents.sorted_items():
-        rec, why = parse_receipt(data)
-        parsed.append((key, where, rec, why))
+    faults: list[tuple[str, int | None, str]] = []
+    latest: dict[str, tuple[str, bool, Receipt | None, str | None]] = {}
+    for key, data, where, loose in iter_local_ledger(ledger_dir, faults):
+        decoded, why = parse_receipt(data)
+        latest[key] = (where, loose, slim_receipt(key, decoded) if decoded is not None else None, why)
+    parsed: list[_Parsed] = [(key, *latest[key]) for key in sorted(latest)]
+    del latest
     problems: list[str | None] = [None] * len(parsed)
     blocks = _ShardBlocks()
-    for i in sorted(range(len(parsed)), key=lambda i: _place(parsed[i][2])):
-        rec = parsed[i][2]
+    for i in sorted(range(len(parsed)), key=lambda i: _place(parsed[i][3])):
+        rec = parsed[i][3]
         if rec is None:
             continue
         try:
             _check_receipt(store, rec, blocks)
         except _Mismatch as e:
             problems[i] = f"{e.path}: {e.what}"
-    for (key, where, rec, why), problem in zip(parsed, problems, strict=True):
+    for (key, where, loose, rec, why), problem in zip(parsed, problems, strict=True):
         found.receipts += 1
-        packed = key not in contents.loose
+        packed = not loose
         if rec is None:
             found.bad.append(BadReceipt(key=key, file=where, problem=f"receipt {key} {why}" if packed
                                         else f"receipt {why}"))
@@ -303,14 +312,14 @@ def _check_receipts(store: ZarrStore, contents: LedgerContents,
         else:
             found.bad.append(BadReceipt(key=key, file=where, problem=f"receipt {key}: {problem}" if packed
                                         else problem))
-    for pack, line, why in contents.faults:
+    for pack, line, why in faults:
         found.receipts += line is not None  # a damaged line held a receipt; a truncated pack's lost ones are unknown
         found.bad.append(BadReceipt(key="", file=pack, problem=f"line {line}: receipt {why}" if line is not None
                                     else f"packed ledger {why}"))
     return parsed
 
 
-def _place(rec: dict[str, Any] | None) -> tuple[str, int]:
+def _place(rec: Mapping[str, Any] | None) -> tuple[str, int]:
     """Where a receipt's outputs lie, for the order of the checks: ``(stack, slot)`` (others first)."""
     if rec is None or "stack" not in rec:
         return "", 0
@@ -352,23 +361,26 @@ class _ShardBlocks:
         return None if self._block is None else self._block[slot - lo]
 
 
-def _check_places(store: ZarrStore, ledger: Ledger, contents: LedgerContents,
-                  parsed: list[tuple[str, str, dict[str, Any] | None, str | None]], found: _Findings) -> None:
+def _check_places(store: ZarrStore, ledger: Ledger, parsed: list[_Parsed], found: _Findings) -> None:
     """The stacks agree with the receipts: a receipt whose slot is wrong is bad, other slot faults problems.
 
     The receipts are those :func:`_check_receipts` read and decoded (not read a second time).
     """
-    base = os.path.join(ledger.dir, "")
-    good: list[tuple[ReceiptRef, dict[str, Any]]] = [(ReceiptFile(f"{base}{key}.json"), rec)
-                                                     for key, _, rec, _ in parsed if rec is not None]
-    unreadable = [(where, str(why)) for _, where, rec, why in parsed if rec is None]
+    good = [rec for _, _, _, rec, _ in parsed if rec is not None]
+    unreadable = [(where, str(why)) for _, where, _, rec, why in parsed if rec is None]
     try:
-        checks = plan_checks(store.path, ledger.dir, receipts=(good, unreadable), attrs=True)
+        checks = plan_receipt_checks(store.path, ledger.dir, good, unreadable, attrs=True)
     except SegpipeError as e:  # a stack's ids or done array cannot be read: named
         found.problems.append(StoreProblem(file=e.path or str(store.path), problem=e.message))
         return
-    where = {key: w for key, (_, w) in contents.receipts.items()}
-    _place_findings(checks, found, lambda key, vouch: where.get(key, str(vouch)))
+    del good
+    keys = [key for key, *_ in parsed]  # sorted: a bad receipt's file found by bisection, not a dict of 100k
+
+    def where(key: str, vouch: Any) -> str:
+        i = bisect.bisect_left(keys, key)
+        return parsed[i][1] if i < len(keys) and keys[i] == key else str(vouch)
+
+    _place_findings(checks, found, where)
     found.attrs = checks.attrs
 
 
@@ -585,7 +597,7 @@ class _Mismatch(Exception):
         self.path, self.what = path, what
 
 
-def _check_receipt(store: ZarrStore, rec: dict[str, Any], blocks: _ShardBlocks | None = None) -> None:
+def _check_receipt(store: ZarrStore, rec: Mapping[str, Any], blocks: _ShardBlocks | None = None) -> None:
     """Reads a receipt's outputs and compares their digests (a stacked slot from ``blocks`` if given).
 
     Raises:
@@ -613,7 +625,7 @@ def _check_receipt(store: ZarrStore, rec: dict[str, Any], blocks: _ShardBlocks |
                      blocks if shard and region is ... and hint is not None else None)
 
 
-def _stacked_outputs_hold(store: ZarrStore, image_id: int, hint: tuple[str, int], rec: dict[str, Any],
+def _stacked_outputs_hold(store: ZarrStore, image_id: int, hint: tuple[str, int], rec: Mapping[str, Any],
                           files: ShardReader) -> bool:
     """Whether a stacked image's outputs match their digests, read straight from their shard files.
 

@@ -19,7 +19,7 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from segpipe.errors import ImageDecodeError, InputError, SegpipeError
 from segpipe.execution.runner import run_tasks
@@ -36,6 +36,7 @@ from segpipe.storage.manifest import (
     read_stamp,
     stable_id,
 )
+from segpipe.storage.manifest_table import ManifestTable
 from segpipe.storage.objects import (
     DATASET_FILE_SUFFIXES,
     ObjectInfo,
@@ -192,7 +193,10 @@ def unique_entries(numbered: list[tuple[int, ManifestEntry]], source: str) -> li
     return [e for _, e in numbered]
 
 
-def check_image_ids(entries: list[ManifestEntry], source: str) -> list[ManifestEntry]:
+_Entries = TypeVar("_Entries", list[ManifestEntry], ManifestTable)
+
+
+def check_image_ids(entries: _Entries, source: str) -> _Entries:
     """``entries``, measured, refused when two items would write one image id (:func:`image_id_clash`).
 
     A volume's slices get ids of their own, known once it is measured: an entry's ``id`` equal to one
@@ -398,11 +402,13 @@ def _unmirrored(text: str, mirror: Path, url: str) -> str:
 
 def ingest(source: str, client: Any, *, limit: int | None = None,
            progress: Callable[[int, int, int], None] | None = None,
-           listing: SourceListing | None = None) -> list[ManifestEntry]:
+           listing: SourceListing | None = None) -> ManifestTable:
     """Lists the source's images (unless ``listing`` is given) and measures and hashes them on the workers.
 
     Returns:
-        Manifest entries sorted by file name; a manifest source's in its own order.
+        The manifest, sorted by file name; a manifest source's in its own order. Held in columns
+        (:class:`~segpipe.storage.manifest_table.ManifestTable`): each batch of measured entries the
+        workers send back is added to it as it arrives, so 100k entries are never held as objects.
     """
     listing = listing if listing is not None else list_source(source, limit=limit)
     if listing.manifest is not None:
@@ -414,35 +420,58 @@ def ingest(source: str, client: Any, *, limit: int | None = None,
             chunk = items[i : i + 64]
             key = "ingest-" + hashlib.sha1(f"{base}|{chunk[0][0]}|{len(chunk)}".encode()).hexdigest()[:16]
             tasks.append((key, (base, [n for n, _ in chunk], [iid for _, iid in chunk])))
-    entries: list[ManifestEntry] = []
+    order = {key: k for k, (key, _) in enumerate(tasks)}
+    table = _InOrder()
     total = sum(len(v) for v in groups.values())
-    for _, res in run_tasks(client, describe_images, iter(tasks), total=len(tasks), max_in_flight=8):
-        entries.extend(res)
+    for key, res in run_tasks(client, describe_images, iter(tasks), total=len(tasks), max_in_flight=8):
+        table.add(order[key], res)
         if progress:
-            progress(len(entries), total, 0)
-    entries.sort(key=lambda e: e.file)
-    return check_image_ids(entries, source)
+            progress(table.added, total, 0)
+    return check_image_ids(table.done().sorted_by_file(), source)
+
+
+class _InOrder:
+    """A table filled by numbered batches that arrive in any order: each is appended once every batch
+    before it is (only the batches that came early are held as entries: a few, as tasks in flight are).
+    """
+
+    def __init__(self) -> None:
+        self.table = ManifestTable()
+        self.early: dict[int, list[ManifestEntry]] = {}
+        self.next = 0
+        self.added = 0
+
+    def add(self, k: int, entries: list[ManifestEntry]) -> None:
+        """Batch ``k`` (0, 1, …) has arrived."""
+        self.early[k] = entries
+        self.added += len(entries)
+        while self.next in self.early:
+            self.table.extend(self.early.pop(self.next))
+            self.next += 1
+
+    def done(self) -> ManifestTable:
+        """The table, once every batch has arrived."""
+        for k in sorted(self.early):  # none, unless a batch never came (a failure raised before this)
+            self.table.extend(self.early.pop(k))
+        return self.table
 
 
 def _measure_manifest(source: str, client: Any, given: list[ManifestEntry],
-                      progress: Callable[[int, int, int], None] | None) -> list[ManifestEntry]:
+                      progress: Callable[[int, int, int], None] | None) -> ManifestTable:
     """A manifest source's entries measured on the workers (:func:`describe_entries`), in its order."""
     shown = redact(source) if is_url(source) else source
     tasks: list[tuple[str, tuple[str, list[ManifestEntry]]]] = []
-    start: dict[str, int] = {}  # task key -> its first entry's position
     for i in range(0, len(given), 64):
         chunk = given[i : i + 64]
         key = "ingest-" + hashlib.sha1(f"{source}|{i}|{chunk[0].file}|{len(chunk)}".encode()).hexdigest()[:16]
         tasks.append((key, (shown, chunk)))
-        start[key] = i
-    measured: list[ManifestEntry | None] = [None] * len(given)
-    n = 0
+    order = {key: k for k, (key, _) in enumerate(tasks)}
+    table = _InOrder()
     for key, res in run_tasks(client, describe_entries, iter(tasks), total=len(tasks), max_in_flight=8):
-        measured[start[key] : start[key] + len(res)] = res
-        n += len(res)
+        table.add(order[key], res)
         if progress:
-            progress(n, len(given), 0)
-    return check_image_ids([e for e in measured if e is not None], shown)
+            progress(table.added, len(given), 0)
+    return check_image_ids(table.done(), shown)
 
 
 #: A file modified this close before a manifest's check time is hashed again: some file systems keep
@@ -450,7 +479,7 @@ def _measure_manifest(source: str, client: Any, given: list[ManifestEntry],
 MTIME_MARGIN_NS = 2_000_000_000
 
 
-def reuse_manifest(listing: SourceListing, manifest: str | Path) -> tuple[list[ManifestEntry], SourceListing]:
+def reuse_manifest(listing: SourceListing, manifest: str | Path) -> tuple[ManifestTable, SourceListing]:
     """Splits a local listing into the entries a store's manifest still vouches for and the rest to hash.
 
     An entry is reused when its item is a plain file (no symlink, no folder) at the same place, under the
@@ -467,39 +496,42 @@ def reuse_manifest(listing: SourceListing, manifest: str | Path) -> tuple[list[M
         manifest: The store's ``manifest.jsonl``.
 
     Returns:
-        ``(reused entries, listing of the items still to measure and hash)``.
+        ``(reused entries, listing of the items still to measure and hash)``: the entries in columns
+        (a 100k-image store's manifest is read into a table, not into 100k objects), in listing order.
     """
     checked = read_stamp(manifest)
     if checked is None or listing.listed_bytes is not None or any(is_url(g) for g in listing.groups):
-        return [], listing
+        return ManifestTable(), listing
     try:
-        known = {e.file: e for e in read_manifest(manifest)}
+        table = ManifestTable(read_manifest(manifest))
     except (OSError, SegpipeError) as err:
         # Unreadable (not UTF-8, a torn line): every item is hashed again, as when it is missing, and the
         # run writes it anew; said once, so that a damaged store is not passed over in silence.
         why = err if isinstance(err, SegpipeError) else f"{manifest}: cannot read: {err.strerror or err}"
         warnings.warn(f"{why}; "
                       "the store's manifest is not used: every item is measured and hashed again", stacklevel=2)
-        return [], listing
+        return ManifestTable(), listing
+    known = {table.file(row): row for row in range(len(table))}  # a later line of one file wins, as before
     limit_ns = checked - MTIME_MARGIN_NS
     if listing.manifest is not None:
-        reused_entries: list[ManifestEntry] = []
+        reused_rows: list[int] = []
         left: list[ManifestEntry] = []
         for given in listing.manifest:
-            e = known.get(given.file)
-            if e is not None and _entry_unchanged(given, e, limit_ns):
-                reused_entries.append(e)
+            k = known.get(given.file)
+            if k is not None and _entry_unchanged(given, table[k], limit_ns):
+                reused_rows.append(k)
             else:
                 left.append(given)
-        return reused_entries, SourceListing(manifest=left)
-    reused: list[ManifestEntry] = []
+        return table.take(reused_rows), SourceListing(manifest=left)
+    reused = ManifestTable()
     rest: dict[str, list[tuple[str, int | None]]] = {}
     for base, items in listing.groups.items():
         root = Path(base).resolve()
         inside: dict[str, bool] = {}  # folder -> resolves inside root (a folder swapped for a link leaves it)
         prefix = os.path.join(root, "")
         for name, iid in items:
-            e = known.get(name)
+            k = known.get(name)
+            e = table[k] if k is not None else None
             if e is not None and _unchanged(e, root, prefix, name, iid, limit_ns, inside):
                 reused.append(e)
             else:
@@ -547,13 +579,13 @@ def _entry_unchanged(given: ManifestEntry, e: ManifestEntry, limit_ns: int) -> b
     return stat.S_ISREG(st.st_mode) and st.st_size == e.bytes and max(st.st_mtime_ns, st.st_ctime_ns) < limit_ns
 
 
-def merge_entries(source: str, reused: list[ManifestEntry], measured: list[ManifestEntry]) -> list[ManifestEntry]:
+def merge_entries(source: str, reused: ManifestTable, measured: ManifestTable) -> ManifestTable:
     """The manifest of ``reused`` and freshly ``measured`` entries, sorted by file name (ids checked unique).
 
     Raises:
         InputError: two items would write one image id (:func:`check_image_ids`).
     """
-    return check_image_ids(sorted([*reused, *measured], key=lambda e: e.file), source)
+    return check_image_ids(reused.sorted_by_file().merged(measured.sorted_by_file()), source)
 
 
 def _looks_like_images_folder(p: Path) -> bool:

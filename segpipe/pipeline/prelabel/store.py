@@ -19,6 +19,7 @@ from segpipe.errors import InputError, SegpipeError
 from segpipe.kernels.prelabel.scene import create_scene_arrays
 from segpipe.kernels.prelabel.tasks import Failure, PrelabelTask, SceneBlock, StackSlot, WholeImage
 from segpipe.models.ref import ModelRef
+from segpipe.pipeline.prelabel.plan import TableTask
 from segpipe.pipeline.prelabel.request import PrelabelRequest
 from segpipe.storage import outputs
 from segpipe.storage.ledger import Ledger, ObjectLedger
@@ -170,23 +171,26 @@ def tasks_to_run(store: ZarrStore, ledger: Ledger | ObjectLedger, planned: list[
     if isinstance(ledger, Ledger) and ledger.empty():
         return planned  # a new store: no set of 100k keys is built to learn that nothing is done
     with gc_paused():  # 100k receipts parsed: see segpipe.storage.packs.gc_paused
-        names = _planned_names(planned)
+        keys = [t.key for t in planned]  # made once (a table row's key is spelled anew each time it is read)
+        names = _planned_names(keys, planned)
+        planned_keys = set(keys)
         if isinstance(ledger, ObjectLedger):
-            done = _trusted_object_receipts(store, ledger, {t.key for t in planned}, names)
+            done = _trusted_object_receipts(store, ledger, planned_keys, names)
         else:
-            done = _trusted_receipts(store, ledger, {t.key for t in planned}, names)
-        done -= _drop_stale_receipts(ledger, done, planned)
-        return [t for t in planned if t.key not in done]
+            done = _trusted_receipts(store, ledger, planned_keys, names)
+        done -= _drop_stale_receipts(ledger, done, planned, planned_keys)
+        return [t for k, t in zip(keys, planned, strict=True) if k not in done]
 
 
-def _planned_names(planned: list[PrelabelTask]) -> dict[str, str]:
+def _planned_names(keys: list[str], planned: list[PrelabelTask]) -> dict[str, str]:
     """Key → ``file`` of the planned 2-D images (whose receipt and attrs record the name).
 
     A task key hashes the config, the id and the content, not the name (existing stores' receipts must
     keep matching), so an entry renamed in the manifest plans the same key: its receipt's ``file`` is
     what tells that the outputs still carry the old name.
     """
-    return {t.key: t.entry.file for t in planned if isinstance(t.part, (WholeImage, StackSlot))}
+    return {k: (t.file() if isinstance(t, TableTask) else t.entry.file)
+            for k, t in zip(keys, planned, strict=True) if isinstance(t.part, (WholeImage, StackSlot))}
 
 
 def _renamed(key: str, recorded: Any, names: dict[str, str]) -> bool:
@@ -270,7 +274,8 @@ def _arrays_exist(rec: dict[str, Any], arrays: set[str]) -> bool:
     return all(f"images/{i}/{name}/zarr.json" in arrays for i, name in named)
 
 
-def _drop_stale_receipts(ledger: Ledger | ObjectLedger, done: set[str], planned: list[PrelabelTask]) -> set[str]:
+def _drop_stale_receipts(ledger: Ledger | ObjectLedger, done: set[str], planned: list[PrelabelTask],
+                         planned_keys: set[str]) -> set[str]:
     """Removes receipts of images that are planned again under another key (their content changed).
 
     Such a receipt would vouch for outputs its task no longer owns: the image is re-run and rewritten,
@@ -280,7 +285,6 @@ def _drop_stale_receipts(ledger: Ledger | ObjectLedger, done: set[str], planned:
     Returns:
         The keys whose receipts were removed.
     """
-    planned_keys = {t.key for t in planned}
     others = done - planned_keys
     if not others:
         return set()
@@ -312,34 +316,56 @@ def place_in_stacks(store: ZarrStore, todo: list[PrelabelTask], meta: Any, dims:
     """Gives the plain 2-D images of a semantic run their slots in the store's stacks (driver).
 
     Returns:
-        ``todo`` itself, each stacked image's task replaced in place by one with a
-        :class:`~segpipe.kernels.prelabel.tasks.StackSlot` part: at 100k images a second list of tasks
-        (and the first one's tasks kept alive by it) was a fifth of the driver's memory.
+        ``todo`` itself, each stacked image's task given its
+        :class:`~segpipe.kernels.prelabel.tasks.StackSlot` part in place: a table row
+        (:class:`~segpipe.pipeline.prelabel.plan.TableTask`) records it in its columns, any other task is
+        replaced by one with that part. At 100k images a second list of tasks (and the first one's tasks
+        kept alive by it) was a fifth of the driver's memory.
     """
     if meta.task != "semantic" or dims != 2:
         return todo
     # In object storage too: a shard object (and its "done" chunk) belongs to the one task that
     # holds all its slots and PUTs it whole, never appended to (plan.batch_tasks: a batch per shard).
-    items = ((t.entry.id, t.entry.height, t.entry.width, t.entry) for t in todo if _stackable(t))
+    # A table row is its own item: its attributes are made from its entry a chunk at a time, so no
+    # entry of the 100k is held while the stacks are planned.
+    items = ((t.image_ids()[0], *_size(t), t) for t in todo if _stackable(t))
     # Written whole now (grown past STACK_PIXELS since an earlier run): an old slot of theirs is cleared,
     # or a reader without a receipt's hint (object storage looks for no group first) would find it.
-    elsewhere = [t.entry.id for t in todo if isinstance(t.part, WholeImage) and not _stackable(t)]
+    elsewhere = [t.image_ids()[0] for t in todo if isinstance(t.part, WholeImage) and not _stackable(t)]
     if not elsewhere and not any(_stackable(t) for t in todo):
         return todo
     root = store.location if store.location is not None else store.path
     placed = plan_stacks(root, items, labels_dtype=_label_dtype(meta), n_classes=len(meta.categories), probs=probs,
-                         elsewhere=elsewhere, describe=slot_attrs)
+                         elsewhere=elsewhere, describe=_task_attrs)
     if not placed:
         return todo
     for i, t in enumerate(todo):
-        if isinstance(t.part, WholeImage) and t.entry.kind == "image" and t.entry.id in placed:
+        if not isinstance(t.part, WholeImage) or t.image_ids()[0] not in placed:
+            continue
+        if isinstance(t, TableTask):
+            t.place(*placed[t.image_ids()[0]])
+        elif t.entry.kind == "image":
             todo[i] = PrelabelTask(t.key, t.entry, StackSlot(*placed[t.entry.id]))
     return todo
 
 
+def _task_attrs(t: PrelabelTask) -> dict[str, Any]:
+    """A stacked image's slot attributes, from its task's entry (built for the moment)."""
+    return slot_attrs(t.entry)
+
+
+def _size(t: PrelabelTask) -> tuple[int, int]:
+    """``(height, width)`` of a task's item (a table row's without building its entry)."""
+    return t.size() if isinstance(t, TableTask) else (t.entry.height, t.entry.width)
+
+
 def _stackable(t: PrelabelTask) -> bool:
-    e = t.entry
-    return isinstance(t.part, WholeImage) and e.kind == "image" and 0 < e.height * e.width <= STACK_PIXELS
+    if not isinstance(t.part, WholeImage):
+        return False
+    if not isinstance(t, TableTask) and t.entry.kind != "image":
+        return False  # a table row's task is an image's
+    h, w = _size(t)
+    return 0 < h * w <= STACK_PIXELS
 
 
 @dataclass(frozen=True)
