@@ -37,7 +37,8 @@ class ManifestEntry:
     Attributes:
         id: Stable id (the store's image group for images and scenes; slices get their own).
         file: Path relative to the collection root.
-        path: Absolute path (a file, or a DICOM series folder).
+        path: Absolute path (a file, or a DICOM series folder), or a URL; a user's manifest may give it
+            relative to the manifest's own folder (resolved when it is read as a source).
         width: Width in pixels (upright), 0 if unreadable.
         height: Height in pixels.
         sha256: Content hash (of every file of a DICOM series, in name order).

@@ -253,3 +253,26 @@ def test_a_store_manifest_that_cannot_be_read_is_named_once_and_resume_hashes_ag
     assert "Traceback" not in r.stderr and "error:" not in r.stderr
     assert _entries(out) == first  # written anew from the files, as the first run wrote it
     assert fsck(out)["ok"] == 3
+
+
+def test_a_relative_path_is_read_beside_the_manifest_whatever_the_current_folder(tmp_path, collection, checkpoint):
+    """``path: imgs/a.png`` names the file beside the manifest, as a manifest in a bucket names one beside it:
+    run from another folder that holds a different ``imgs/a.png``, the run still labels the manifest's."""
+    files = _source(tmp_path, collection, n=2)
+    manifest = _write_lines(tmp_path / "m.jsonl", [{"id": 7 + k, "file": p.name, "path": f"imgs/{p.name}"}
+                                                   for k, p in enumerate(files)])
+    elsewhere = tmp_path / "elsewhere"
+    (elsewhere / "imgs").mkdir(parents=True)
+    decoy = sorted((collection / "images").iterdir())[10]
+    for p in files:  # the same names, other images: what the current folder would have read
+        (elsewhere / "imgs" / p.name).write_bytes(decoy.read_bytes())
+    out = tmp_path / "s.zarr"
+    r = run_cli("prelabel", str(manifest), "-m", str(checkpoint), "-o", str(out), "-w", "0", cwd=elsewhere)
+    assert r.returncode == 0, r.stderr
+    for k, p in enumerate(files):
+        e = _entries(out)[p.name]
+        assert (e.id, e.path, e.sha256) == (7 + k, str(p), file_sha256(p)) != (7 + k, str(p), file_sha256(decoy))
+    # resumed from the manifest's own folder: the same files, nothing redone
+    r = run_cli("prelabel", "m.jsonl", "-m", str(checkpoint), "-o", str(out), "-w", "0", "--resume", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(sorted((out / ".segpipe" / "runs").glob("*.json"))[-1].read_text())["images"]["done"] == 0

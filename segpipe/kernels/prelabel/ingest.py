@@ -37,10 +37,11 @@ CHECKED_FIELDS = ("sha256", "bytes", "width", "height")
 def describe_entries(manifest: str, entries: list[ManifestEntry]) -> list[ManifestEntry]:
     """Worker task: the entries of a user's manifest, measured from their files as a folder's are.
 
-    A manifest names each item by its own ``path`` (an absolute local path or a URL, not a name under
-    one root), so each is measured there; its ``id`` and ``file`` are kept. Size, content hash, width,
-    height, depth and kind come from the file, never from the manifest: a stated ``sha256`` (or
-    ``bytes``, ``width``, ``height``) the file contradicts fails the entry, as an unreadable file does,
+    A manifest names each item by its own ``path`` (an absolute local path, resolved against the
+    manifest's folder when written relative, or a URL: not a name under one root), so each is measured
+    there; its ``id`` and ``file`` are kept. Size, content hash, width, height, depth and kind come from
+    the file, never from the manifest: a stated ``sha256`` (or ``bytes``, ``width``, ``height``) the file
+    contradicts fails the entry, as an unreadable file does,
     rather than labelling the file under a hash it does not have (``--resume`` would then keep stale
     labels of a changed file).
 

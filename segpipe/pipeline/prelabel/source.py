@@ -145,7 +145,7 @@ def list_source(source: str, *, limit: int | None = None) -> SourceListing:
         return _list_url_source(source, limit)
     src = Path(source)
     if src.suffix == ".jsonl" and src.is_file():
-        listed = unique_entries(list(read_manifest_lines(src, check=True)), source)
+        listed = unique_entries(_local_manifest(src), source)
         return SourceListing(manifest=listed[:limit] if limit else listed)
     groups: dict[str, list[tuple[str, int | None]]] = {}
     if (src.is_dir() and not any(c in source for c in "*?[") and not _looks_like_images_folder(src)) or src.is_file():
@@ -157,6 +157,22 @@ def list_source(source: str, *, limit: int | None = None) -> SourceListing:
     if limit:
         groups = {k: v[:limit] for k, v in list(groups.items())[:1]}
     return SourceListing(groups=groups)
+
+
+def _local_manifest(src: Path) -> list[tuple[int, ManifestEntry]]:
+    """The entries of a local manifest with their line numbers; a relative ``path`` is resolved against the
+    manifest's own folder (as a manifest in a bucket resolves against its folder URL).
+
+    Left relative, a ``path`` was opened from the current folder of each process that read it: the
+    driver's and every worker's (another folder on another node), and a ``--resume`` from elsewhere.
+    """
+    folder = os.path.abspath(src.parent)
+    out: list[tuple[int, ManifestEntry]] = []
+    for line, e in read_manifest_lines(src, check=True):
+        if not is_url(e.path) and not os.path.isabs(e.path):
+            e = dataclasses.replace(e, path=os.path.join(folder, e.path))
+        out.append((line, e))
+    return out
 
 
 def unique_entries(numbered: list[tuple[int, ManifestEntry]], source: str) -> list[ManifestEntry]:
