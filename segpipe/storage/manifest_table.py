@@ -153,10 +153,6 @@ class ManifestTable:
         odd = self._odd.get(row)
         return (odd.height, odd.width) if odd is not None else (self._height[row], self._width[row])
 
-    def kinds(self) -> np.ndarray:
-        """Every row's kind code (:data:`KINDS`; :data:`OTHER`), ``(N,)`` uint8 (a copy)."""
-        return np.frombuffer(bytes(self._kind), dtype=np.uint8)
-
     def ids(self) -> np.ndarray:
         """Every row's id, ``(N,)`` int64 (a copy; a row kept whole reads its entry's)."""
         out = np.array(self._ids, dtype=np.int64)
@@ -218,12 +214,6 @@ class ManifestTable:
         out.extend(self[k] for k in range(i, len(self)))
         out.extend(other[k] for k in range(j, len(other)))
         return out
-
-    def nbytes(self) -> int:
-        """Bytes the columns hold (the rows kept whole not counted): for the record of a measure."""
-        return sum(len(c) * c.itemsize for c in (self._ids, self._width, self._height, self._bytes,
-                                                 self._name_end, self._folder)) \
-            + len(self._kind) + len(self._sha) + len(self._names)
 
 
 def _digest(sha256: str) -> bytes | None:

@@ -192,11 +192,6 @@ class TableTask(PrelabelTask):
         """The whole image, or its stack slot once placed."""
         return self._columns.part(self._row)
 
-    @property
-    def row(self) -> int:
-        """The task's row of its table."""
-        return self._row
-
     def image_ids(self) -> list[int]:
         """The image id it writes (without building its entry)."""
         return [self._columns.table.id(self._row)]
